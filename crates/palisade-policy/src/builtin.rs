@@ -1,0 +1,16 @@
+//! The embedded default policy and built-in profiles.
+
+/// The built-in default policy, as TOML.
+pub const DEFAULT_POLICY: &str = include_str!("../defaults/default.toml");
+
+/// Built-in profiles: name and TOML.
+pub const PROFILES: &[(&str, &str)] = &[
+    ("claude", include_str!("../defaults/profiles/claude.toml")),
+    ("codex", include_str!("../defaults/profiles/codex.toml")),
+    ("gemini", include_str!("../defaults/profiles/gemini.toml")),
+];
+
+/// The built-in profile called `name`.
+pub fn profile(name: &str) -> Option<&'static str> {
+    PROFILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}

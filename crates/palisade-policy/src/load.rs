@@ -1,0 +1,324 @@
+//! The policy crate's only contact with the operating system: finding and reading policy
+//! files, reading the process environment and canonicalising paths. Everything else in the
+//! crate is pure and works on what this module hands it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::builtin;
+use crate::error::{PolicyError, Site};
+use crate::model::{LayerKind, PathKind};
+use crate::parse::{LayerBuilder, parse_layer};
+use crate::resolve::{ResolveOptions, ResolvedPolicy, resolve};
+use crate::vars::{PathResolver, Vars, normalize_lexically};
+
+/// Canonicalises through the real file system. A path that does not exist yet keeps its
+/// missing tail, appended to its canonical existing prefix; a dangling symlink is followed
+/// to where it points, so a rule on the link covers what the link would create.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsResolver;
+
+impl PathResolver for FsResolver {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        resolve_with_depth(&normalize_lexically(path), 0)
+    }
+}
+
+fn resolve_with_depth(path: &Path, depth: usize) -> PathBuf {
+    if let Ok(c) = std::fs::canonicalize(path) {
+        return c;
+    }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path.to_path_buf();
+    };
+    let parent = resolve_with_depth(parent, depth);
+    let joined = parent.join(name);
+    if depth < 40 {
+        if let Ok(target) = std::fs::read_link(&joined) {
+            return resolve_with_depth(&normalize_lexically(&parent.join(target)), depth + 1);
+        }
+    }
+    joined
+}
+
+/// What Palisade reads from the process environment, gathered once.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+    pub tmp: PathBuf,
+    pub config_home: PathBuf,
+    pub state_home: PathBuf,
+    pub cache_home: PathBuf,
+}
+
+impl Environment {
+    /// Reads `HOME` (the password database only when it is unset), `TMPDIR` and the XDG
+    /// base directories.
+    pub fn from_process() -> Result<Environment, PolicyError> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        let home = match var("HOME") {
+            Some(h) => h,
+            None => home_from_passwd().ok_or_else(|| {
+                PolicyError::Setup(
+                    "HOME is not set and your user has no home directory in /etc/passwd; set HOME"
+                        .into(),
+                )
+            })?,
+        };
+        let cwd = std::env::current_dir()
+            .map_err(|e| PolicyError::Setup(format!("cannot read the current directory: {e}")))?;
+        Ok(Environment {
+            tmp: var("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp")),
+            config_home: var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config")),
+            state_home: var("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state")),
+            cache_home: var("XDG_CACHE_HOME").unwrap_or_else(|| home.join(".cache")),
+            home,
+            cwd,
+        })
+    }
+
+    /// Where user profiles live: `$XDG_CONFIG_HOME/palisade/profiles/`.
+    pub fn profile_dir(&self) -> PathBuf {
+        self.config_home.join("palisade/profiles")
+    }
+
+    /// The user policy file: `$XDG_CONFIG_HOME/palisade/policy.toml`.
+    pub fn user_policy(&self) -> PathBuf {
+        self.config_home.join("palisade/policy.toml")
+    }
+}
+
+#[cfg(unix)]
+fn home_from_passwd() -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is this process's effective uid.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| PathBuf::from(f[5]))
+    })
+}
+
+#[cfg(not(unix))]
+fn home_from_passwd() -> Option<PathBuf> {
+    std::env::var_os("USERPROFILE").map(PathBuf::from)
+}
+
+/// Command-line policy flags, as typed. Relative paths are relative to the current directory.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub allow_read: Vec<String>,
+    pub allow_write: Vec<String>,
+    pub deny: Vec<String>,
+    pub protect: Vec<String>,
+    pub net: Option<String>,
+    pub allow_net: Vec<String>,
+    pub deny_net: Vec<String>,
+    /// `NAME` passes a variable by name; `NAME=VALUE` sets it.
+    pub env: Vec<String>,
+}
+
+/// Which layers to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The workspace; the current directory when `None`.
+    pub workspace: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// `--policy FILE`, in order.
+    pub policy_files: Vec<PathBuf>,
+    pub trust_project: bool,
+    pub flags: Flags,
+}
+
+/// Loads every layer and resolves them: built-in < user < profile < project < `--policy`
+/// files < flags.
+pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, PolicyError> {
+    let resolver = FsResolver;
+    let workspace_arg = opts.workspace.clone().unwrap_or_else(|| env.cwd.clone());
+    let workspace_abs = if workspace_arg.is_absolute() {
+        workspace_arg
+    } else {
+        env.cwd.join(workspace_arg)
+    };
+    let workspace = std::fs::canonicalize(&workspace_abs)
+        .map_err(|e| PolicyError::Setup(format!("workspace {}: {e}", workspace_abs.display())))?;
+    if !workspace.is_dir() {
+        return Err(PolicyError::Setup(format!(
+            "workspace {} is not a directory",
+            workspace.display()
+        )));
+    }
+    let home = resolver.resolve(&env.home);
+    let vars = Vars {
+        home: env.home.clone(),
+        workspace: workspace.clone(),
+        tmp: env.tmp.clone(),
+        config: env.config_home.clone(),
+        state: env.state_home.clone(),
+        cache: env.cache_home.clone(),
+    };
+
+    let mut layers = vec![parse_layer(
+        builtin::DEFAULT_POLICY,
+        "<built-in>",
+        LayerKind::Builtin,
+        &vars,
+        &resolver,
+    )?];
+    if let Some(text) = read_optional(&env.user_policy())? {
+        let name = env.user_policy().display().to_string();
+        layers.push(parse_layer(
+            &text,
+            &name,
+            LayerKind::User,
+            &vars,
+            &resolver,
+        )?);
+    }
+    if let Some(name) = &opts.profile {
+        layers.push(load_profile(env, name, &vars)?);
+    }
+    let project = workspace.join(".palisade.toml");
+    if let Some(text) = read_optional(&project)? {
+        let name = project.display().to_string();
+        layers.push(parse_layer(
+            &text,
+            &name,
+            LayerKind::Project,
+            &vars,
+            &resolver,
+        )?);
+    }
+    for file in &opts.policy_files {
+        let path = if file.is_absolute() {
+            file.clone()
+        } else {
+            env.cwd.join(file)
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        layers.push(parse_layer(
+            &text,
+            &path.display().to_string(),
+            LayerKind::PolicyFile,
+            &vars,
+            &resolver,
+        )?);
+    }
+    layers.push(flags_layer(&opts.flags, &vars, &resolver, &env.cwd)?);
+    resolve(
+        &workspace,
+        &home,
+        layers,
+        ResolveOptions {
+            trust_project: opts.trust_project,
+        },
+    )
+}
+
+/// Reads a file that may be absent. Any other failure (permissions, not UTF-8) is an error:
+/// a policy file that exists but cannot be read must not be silently skipped.
+fn read_optional(path: &Path) -> Result<Option<String>, PolicyError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn load_profile(
+    env: &Environment,
+    name: &str,
+    vars: &Vars,
+) -> Result<crate::model::Layer, PolicyError> {
+    let unknown = || PolicyError::UnknownProfile {
+        name: name.to_owned(),
+        known: builtin::PROFILES
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir: env.profile_dir().display().to_string(),
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(unknown());
+    }
+    let kind = LayerKind::Profile(name.to_owned());
+    let file = env.profile_dir().join(format!("{name}.toml"));
+    if let Some(text) = read_optional(&file)? {
+        return parse_layer(&text, &file.display().to_string(), kind, vars, &FsResolver);
+    }
+    let text = builtin::profile(name).ok_or_else(unknown)?;
+    parse_layer(text, &format!("<profile {name}>"), kind, vars, &FsResolver)
+}
+
+/// Turns command-line flags into the top layer.
+pub fn flags_layer(
+    flags: &Flags,
+    vars: &Vars,
+    resolver: &dyn PathResolver,
+    cwd: &Path,
+) -> Result<crate::model::Layer, PolicyError> {
+    let site = |key: &str| Site {
+        source: "command line".into(),
+        line: 0,
+        column: 0,
+        key: key.into(),
+    };
+    let mut b = LayerBuilder::new(LayerKind::Flags, vars, resolver, cwd);
+    for (kind, key, list) in [
+        (PathKind::Read, "--allow-read", &flags.allow_read),
+        (PathKind::Write, "--allow-write", &flags.allow_write),
+        (PathKind::Deny, "--deny", &flags.deny),
+        (PathKind::Protect, "--protect", &flags.protect),
+    ] {
+        for v in list {
+            b.path_rule(kind, v, site(key))?;
+        }
+    }
+    match (flags.net.as_deref(), flags.allow_net.is_empty()) {
+        (Some("none"), false) => {
+            return Err(PolicyError::invalid(
+                site("--net"),
+                "`--net none` contradicts `--allow-net`; drop one of them",
+            ));
+        }
+        (Some(mode), _) => b.net_mode(mode, site("--net"))?,
+        (None, false) => b.net_mode("allowlist", site("--allow-net"))?,
+        (None, true) => {}
+    }
+    for v in &flags.allow_net {
+        b.net_rule(true, v, site("--allow-net"))?;
+    }
+    for v in &flags.deny_net {
+        b.net_rule(false, v, site("--deny-net"))?;
+    }
+    for v in &flags.env {
+        match v.split_once('=') {
+            Some((name, value)) => b.env_set(name, value, site("--env"))?,
+            None => b.env_rule(false, v, site("--env"))?,
+        }
+    }
+    Ok(b.finish("command line"))
+}
+
+/// The current process environment, for [`crate::Rules::environment`].
+pub fn process_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os().collect()
+}

@@ -1,0 +1,238 @@
+//! The policy model: rules as plain data, each carrying the layer and place it came from.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Site;
+use crate::host::{HostName, NetPattern};
+use crate::monitor::{Action, Condition};
+use crate::pathrule::PathPattern;
+
+/// The layers, lowest precedence first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum LayerKind {
+    /// The embedded default policy (`palisade policy default`).
+    Builtin,
+    /// `$XDG_CONFIG_HOME/palisade/policy.toml`.
+    User,
+    /// A profile chosen with `--profile NAME`.
+    Profile(String),
+    /// `<workspace>/.palisade.toml`: untrusted, may only narrow.
+    Project,
+    /// A file passed with `--policy FILE`: trusted.
+    PolicyFile,
+    /// Command-line flags.
+    Flags,
+}
+
+impl LayerKind {
+    /// Whether the layer may widen access. Only the project file may not (unless trusted).
+    pub fn is_trusted(&self) -> bool {
+        !matches!(self, LayerKind::Project)
+    }
+}
+
+impl fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerKind::Builtin => f.write_str("built-in default"),
+            LayerKind::User => f.write_str("user policy"),
+            LayerKind::Profile(n) => write!(f, "profile `{n}`"),
+            LayerKind::Project => f.write_str("project policy"),
+            LayerKind::PolicyFile => f.write_str("--policy file"),
+            LayerKind::Flags => f.write_str("command line"),
+        }
+    }
+}
+
+/// Where a rule came from: its layer, the file position and key, and the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub layer: LayerKind,
+    pub site: Site,
+    /// The entry as the user wrote it, before variables were expanded.
+    pub text: String,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.layer, self.site)
+    }
+}
+
+/// A value set by one layer, with its origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// What a path rule does. At equal specificity, the later variant here wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// Visible and readable.
+    Read,
+    /// Readable and writable.
+    Write,
+    /// Read-only even where a broader rule grants write; never grants anything itself.
+    Protect,
+    /// Absent from the sandbox's view.
+    Deny,
+}
+
+impl PathKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            PathKind::Read => "read",
+            PathKind::Write => "write",
+            PathKind::Protect => "protect",
+            PathKind::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathRule {
+    pub kind: PathKind,
+    pub pattern: PathPattern,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetRule {
+    pub pattern: NetPattern,
+    pub origin: Origin,
+}
+
+/// A static name → address mapping used by the gateway (an `/etc/hosts` for the sandbox).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostMapping {
+    pub name: HostName,
+    pub addr: IpAddr,
+    pub origin: Origin,
+}
+
+/// An environment variable name or pattern (`LC_*`, `*TOKEN*`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvRule {
+    pub pattern: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvSet {
+    pub name: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// The network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Loopback only.
+    None,
+    /// Through the egress gateway, to allowlisted targets only.
+    Allowlist,
+}
+
+impl fmt::Display for NetMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetMode::None => "none",
+            NetMode::Allowlist => "allowlist",
+        })
+    }
+}
+
+/// Resource limits; `None` means no limit from the policy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Limits {
+    pub memory: Option<Setting<u64>>,
+    pub pids: Option<Setting<u64>>,
+    pub cpu_time: Option<Setting<Duration>>,
+    pub wall_time: Option<Setting<Duration>>,
+    pub file_size: Option<Setting<u64>>,
+    pub open_files: Option<Setting<u64>>,
+    pub tmp_size: Option<Setting<u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MonitorRule {
+    pub name: Option<String>,
+    pub when: Condition,
+    pub action: Action,
+    pub origin: Origin,
+}
+
+/// A set of rules: what one layer says, or (merged) what all layers say.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rules {
+    pub paths: Vec<PathRule>,
+    pub net_mode: Option<Setting<NetMode>>,
+    pub net_allow: Vec<NetRule>,
+    pub net_deny: Vec<NetRule>,
+    pub hosts: Vec<HostMapping>,
+    pub env_pass: Vec<EnvRule>,
+    pub env_deny: Vec<EnvRule>,
+    pub env_set: Vec<EnvSet>,
+    pub limits: Limits,
+    pub audit: Option<Setting<PathBuf>>,
+    pub tripwires: Vec<Setting<PathBuf>>,
+    pub monitor_rules: Vec<MonitorRule>,
+}
+
+impl Rules {
+    /// Adds a higher layer's rules: lists accumulate, single values are replaced, a host
+    /// mapping replaces an earlier mapping of the same name.
+    pub fn merge(&mut self, upper: Rules) {
+        self.paths.extend(upper.paths);
+        if upper.net_mode.is_some() {
+            self.net_mode = upper.net_mode;
+        }
+        self.net_allow.extend(upper.net_allow);
+        self.net_deny.extend(upper.net_deny);
+        for m in upper.hosts {
+            self.hosts.retain(|h| h.name != m.name);
+            self.hosts.push(m);
+        }
+        self.env_pass.extend(upper.env_pass);
+        self.env_deny.extend(upper.env_deny);
+        for s in upper.env_set {
+            self.env_set.retain(|e| e.name != s.name);
+            self.env_set.push(s);
+        }
+        let l = upper.limits;
+        macro_rules! over {
+            ($($f:ident),*) => { $( if l.$f.is_some() { self.limits.$f = l.$f; } )* };
+        }
+        over!(
+            memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size
+        );
+        if upper.audit.is_some() {
+            self.audit = upper.audit;
+        }
+        self.tripwires.extend(upper.tripwires);
+        self.monitor_rules.extend(upper.monitor_rules);
+    }
+
+    /// The network mode in force (`none` when no layer set one).
+    pub fn mode(&self) -> NetMode {
+        self.net_mode.as_ref().map_or(NetMode::None, |s| s.value)
+    }
+}
+
+/// One layer of configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub kind: LayerKind,
+    /// Where the layer was read from (a path, `<built-in>`, `command line`).
+    pub source: String,
+    pub rules: Rules,
+}

@@ -1,0 +1,141 @@
+//! Path patterns and how specifically they match a path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Serialize, Serializer};
+
+/// A path rule's match: an exact path (and everything beneath it) or a glob.
+#[derive(Debug, Clone)]
+pub enum PathPattern {
+    /// This path and everything beneath it, compared component by component.
+    Exact(PathBuf),
+    /// Any path whose own name or an ancestor's matches the glob.
+    Glob(Glob),
+}
+
+/// A compiled absolute glob such as `/**/.env` or `/home/u/.cargo/credentials*`.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    text: String,
+    matcher: GlobMatcher,
+}
+
+impl Glob {
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// True when `text` uses glob syntax.
+pub fn is_glob(text: &str) -> bool {
+    text.contains(['*', '?', '[', '{'])
+}
+
+impl PathPattern {
+    /// Compiles an absolute, already expanded path or glob.
+    pub fn new(path: PathBuf) -> Result<PathPattern, String> {
+        let text = path.to_str().ok_or("path is not valid UTF-8")?.to_owned();
+        if !is_glob(&text) {
+            return Ok(PathPattern::Exact(path));
+        }
+        let glob = GlobBuilder::new(&text)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("invalid glob `{text}`: {}", e.kind()))?;
+        Ok(PathPattern::Glob(Glob {
+            text,
+            matcher: glob.compile_matcher(),
+        }))
+    }
+
+    /// How specifically this pattern covers `path` (absolute, normalised): the number of
+    /// components of the deepest covered ancestor-or-self, or `None` when it does not.
+    pub fn specificity(&self, path: &Path) -> Option<usize> {
+        match self {
+            PathPattern::Exact(p) => path.starts_with(p).then(|| p.components().count()),
+            PathPattern::Glob(g) => path
+                .ancestors()
+                .find(|a| g.matcher.is_match(a))
+                .map(|a| a.components().count()),
+        }
+    }
+
+    /// The directory below which all matches lie (the literal prefix of a glob).
+    pub fn base(&self) -> PathBuf {
+        match self {
+            PathPattern::Exact(p) => p.clone(),
+            PathPattern::Glob(g) => literal_prefix(Path::new(&g.text)),
+        }
+    }
+
+    pub fn is_glob(&self) -> bool {
+        matches!(self, PathPattern::Glob(_))
+    }
+}
+
+/// The leading components of `p` that contain no glob syntax.
+pub fn literal_prefix(p: &Path) -> PathBuf {
+    p.components()
+        .take_while(|c| !is_glob(&c.as_os_str().to_string_lossy()))
+        .collect()
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathPattern::Exact(p) => write!(f, "{}", p.display()),
+            PathPattern::Glob(g) => f.write_str(&g.text),
+        }
+    }
+}
+
+impl Serialize for PathPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> PathPattern {
+        PathPattern::new(PathBuf::from(s)).unwrap()
+    }
+
+    #[test]
+    fn exact_is_component_wise() {
+        let p = pat("/w/proj");
+        assert_eq!(p.specificity(Path::new("/w/proj")), Some(3));
+        assert_eq!(p.specificity(Path::new("/w/proj/src/a.rs")), Some(3));
+        assert_eq!(p.specificity(Path::new("/w/proj-evil")), None);
+        assert_eq!(p.specificity(Path::new("/w/pro")), None);
+        assert_eq!(p.specificity(Path::new("/w")), None);
+    }
+
+    #[test]
+    fn globs_match_self_or_ancestor() {
+        let p = pat("/**/.env");
+        assert_eq!(p.specificity(Path::new("/w/proj/.env")), Some(4));
+        assert_eq!(p.specificity(Path::new("/w/proj/.env/inner")), Some(4));
+        assert_eq!(p.specificity(Path::new("/w/proj/.envrc")), None);
+        assert_eq!(p.specificity(Path::new("/.env")), Some(2));
+        let c = pat("/home/u/.cargo/credentials*");
+        assert_eq!(
+            c.specificity(Path::new("/home/u/.cargo/credentials.toml")),
+            Some(5)
+        );
+        assert_eq!(c.specificity(Path::new("/home/u/.cargo/bin")), None);
+        // `*` does not cross a separator.
+        assert_eq!(pat("/home/*/x").specificity(Path::new("/home/a/b/x")), None);
+        assert_eq!(c.base(), Path::new("/home/u/.cargo"));
+    }
+
+    #[test]
+    fn bad_glob() {
+        assert!(PathPattern::new(PathBuf::from("/a/[b")).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Layers in, one [`ResolvedPolicy`] out; the project layer may only narrow.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::decide::{Access, EnvDecision};
+use crate::error::PolicyError;
+use crate::model::*;
+
+/// The policy every backend enforces: all layers merged, each rule tagged with its layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedPolicy {
+    pub workspace: PathBuf,
+    pub home: PathBuf,
+    /// The layers that were applied, lowest first: kind and source.
+    pub layers: Vec<(LayerKind, String)>,
+    pub rules: Rules,
+}
+
+impl std::ops::Deref for ResolvedPolicy {
+    type Target = Rules;
+    fn deref(&self) -> &Rules {
+        &self.rules
+    }
+}
+
+/// Options for [`resolve`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResolveOptions {
+    /// Let the project file widen access (`--trust-project`).
+    pub trust_project: bool,
+}
+
+/// Merges `layers` (lowest precedence first) into one policy.
+///
+/// A project layer is checked against everything below it and refused, naming the key, if
+/// it would widen access, unless `trust_project` is set.
+pub fn resolve(
+    workspace: &Path,
+    home: &Path,
+    layers: Vec<Layer>,
+    opts: ResolveOptions,
+) -> Result<ResolvedPolicy, PolicyError> {
+    check_workspace(workspace, home)?;
+    let mut rules = Rules::default();
+    let mut applied = Vec::new();
+    for layer in layers {
+        if !layer.kind.is_trusted() && !opts.trust_project {
+            check_narrows(&rules, &layer.rules)?;
+        }
+        applied.push((layer.kind, layer.source));
+        rules.merge(layer.rules);
+    }
+    Ok(ResolvedPolicy {
+        workspace: workspace.to_path_buf(),
+        home: home.to_path_buf(),
+        layers: applied,
+        rules,
+    })
+}
+
+/// Refuses workspaces that would make a broad tree writable (THREATS B-01).
+fn check_workspace(workspace: &Path, home: &Path) -> Result<(), PolicyError> {
+    if !workspace.is_absolute() {
+        return Err(PolicyError::Setup(format!(
+            "workspace {} is not an absolute path",
+            workspace.display()
+        )));
+    }
+    if workspace.parent().is_none() {
+        return Err(PolicyError::Setup("the workspace is the root directory; run Palisade from a project directory or pass --workspace DIR".into()));
+    }
+    if home.starts_with(workspace) {
+        return Err(PolicyError::Setup(format!(
+            "the workspace {} is your home directory or contains it, which would make your secrets and dotfiles writable; run Palisade from a project directory or pass --workspace DIR",
+            workspace.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `upper` (an untrusted layer) grants nothing `lower` does not.
+fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
+    let widen = |origin: &Origin, why: String| PolicyError::Widening {
+        site: origin.site.clone(),
+        why,
+    };
+    for r in &upper.paths {
+        let wanted = match r.kind {
+            PathKind::Read => Access::Read,
+            PathKind::Write => Access::Write,
+            PathKind::Deny | PathKind::Protect => continue,
+        };
+        // Read and write rules are exact paths (globs are refused at parse time).
+        let path = r.pattern.base();
+        let have = lower.decide_path(&path).access;
+        if wanted > have {
+            return Err(widen(
+                &r.origin,
+                format!(
+                    "it grants {} on {}, which the layers below make {}",
+                    r.kind.key(),
+                    path.display(),
+                    have
+                ),
+            ));
+        }
+    }
+    if let Some(m) = &upper.net_mode {
+        if m.value == NetMode::Allowlist && lower.mode() == NetMode::None {
+            return Err(widen(
+                &m.origin,
+                "it turns the network on, which the layers below keep off".into(),
+            ));
+        }
+    }
+    for r in &upper.net_allow {
+        if !lower
+            .net_allow
+            .iter()
+            .any(|l| r.pattern.is_subset_of(&l.pattern))
+        {
+            return Err(widen(
+                &r.origin,
+                format!(
+                    "it allows {}, which the layers below do not allow",
+                    r.pattern
+                ),
+            ));
+        }
+    }
+    if let Some(h) = upper.hosts.first() {
+        return Err(widen(
+            &h.origin,
+            format!(
+                "it maps {} to {}, redirecting where the gateway connects",
+                h.name, h.addr
+            ),
+        ));
+    }
+    for r in &upper.env_pass {
+        let narrows = lower.env_pass.iter().any(|l| l.pattern == r.pattern)
+            || (!r.pattern.contains('*')
+                && matches!(lower.decide_env(&r.pattern), EnvDecision::Passed(_)));
+        if !narrows {
+            return Err(widen(
+                &r.origin,
+                format!(
+                    "it passes `{}` from your environment, which the layers below do not",
+                    r.pattern
+                ),
+            ));
+        }
+    }
+    let l = &upper.limits;
+    let ll = &lower.limits;
+    macro_rules! lower_only {
+        ($($f:ident),*) => {$(
+            if let (Some(new), Some(old)) = (&l.$f, &ll.$f) {
+                if new.value > old.value {
+                    return Err(widen(&new.origin, format!("it raises {} above the {:?} set by the {}", stringify!($f), old.origin.text, old.origin.layer)));
+                }
+            }
+        )*};
+    }
+    lower_only!(
+        memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size
+    );
+    if let Some(a) = &upper.audit {
+        return Err(widen(
+            &a.origin,
+            "a project may not choose where the audit log is written".into(),
+        ));
+    }
+    Ok(())
+}

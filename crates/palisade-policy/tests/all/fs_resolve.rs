@@ -1,0 +1,107 @@
+//! Canonicalisation through the real file system, on a temporary tree.
+
+use std::path::{Path, PathBuf};
+
+use palisade_policy::load::FsResolver;
+use palisade_policy::*;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("palisade-policy-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(std::fs::canonicalize(&p).unwrap())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn layer_for(root: &Path, text: &str) -> Layer {
+    let vars = Vars::with_defaults(&root.join("home"), &root.join("ws"));
+    parse_layer(text, "t.toml", LayerKind::User, &vars, &FsResolver).unwrap()
+}
+
+#[test]
+fn symlinks_are_resolved_when_the_policy_is_resolved() {
+    let t = TempDir::new("symlink");
+    let root = &t.0;
+    std::fs::create_dir_all(root.join("real/secrets")).unwrap();
+    std::fs::create_dir_all(root.join("home")).unwrap();
+    std::os::unix::fs::symlink(root.join("real/secrets"), root.join("home/.ssh")).unwrap();
+    let l = layer_for(
+        root,
+        "[filesystem]\nread = [\"~\", \"../real\"]\ndeny = [\"~/.ssh\"]\n",
+    );
+    let p = resolve(
+        &root.join("ws"),
+        &root.join("home"),
+        vec![l],
+        ResolveOptions::default(),
+    )
+    .unwrap();
+    // The target of the denied link is denied, and so is the link's own path.
+    assert_eq!(
+        p.decide_path(&root.join("real/secrets/id_rsa")).access,
+        Access::None
+    );
+    assert_eq!(
+        p.decide_path(&root.join("home/.ssh/id_rsa")).access,
+        Access::None
+    );
+    assert_eq!(p.decide_path(&root.join("real/other")).access, Access::Read);
+}
+
+#[test]
+fn paths_that_do_not_exist_yet_are_covered() {
+    let t = TempDir::new("missing");
+    let root = &t.0;
+    std::fs::create_dir_all(root.join("ws")).unwrap();
+    // A dangling link inside the workspace pointing at a denied place.
+    std::os::unix::fs::symlink(root.join("vault/new-key"), root.join("ws/innocent")).unwrap();
+    let l = layer_for(
+        root,
+        "[filesystem]\nwrite = [\"${workspace}\"]\ndeny = [\"../vault\", \"${workspace}/innocent\"]\nprotect = [\".git/hooks\"]\n",
+    );
+    let p = resolve(
+        &root.join("ws"),
+        &root.join("home"),
+        vec![l],
+        ResolveOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        p.decide_path(&root.join("vault/new-key")).access,
+        Access::None
+    );
+    assert_eq!(
+        p.decide_path(&root.join("ws/innocent")).access,
+        Access::None
+    );
+    assert_eq!(
+        p.decide_path(&root.join("ws/.git/hooks/pre-commit")).access,
+        Access::Read
+    );
+    assert_eq!(
+        FsResolver.resolve(&root.join("ws/innocent")),
+        root.join("vault/new-key")
+    );
+    assert_eq!(
+        FsResolver.resolve(&root.join("ws/a/../b/c")),
+        root.join("ws/b/c")
+    );
+}
+
+#[test]
+fn symlink_loops_terminate() {
+    let t = TempDir::new("loop");
+    let root = &t.0;
+    std::os::unix::fs::symlink(root.join("b"), root.join("a")).unwrap();
+    std::os::unix::fs::symlink(root.join("a"), root.join("b")).unwrap();
+    let _ = FsResolver.resolve(&root.join("a/x"));
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the policy crate: one binary, a module per concern.
+
+mod builtin;
+mod fs_resolve;
+mod narrowing;
+mod semantics;
+mod util;
