@@ -61,7 +61,11 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.layer, self.site)
+        if self.site.line == 0 {
+            write!(f, "{} {}", self.layer, self.site.key)
+        } else {
+            write!(f, "{}, {}", self.layer, self.site)
+        }
     }
 }
 

@@ -1,0 +1,134 @@
+//! The command-line contract. Names here are fixed: scripts depend on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Run coding agents and their commands in a kernel-enforced sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "palisade", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit status of `run`: the command's own status; 128+N when it was killed by signal N; \
+125 when Palisade itself failed (bad policy, missing kernel feature); 126 when the command \
+cannot be executed; 127 when it is not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command inside the sandbox: `palisade run [OPTIONS] -- CMD [ARGS...]`.
+    Run(RunArgs),
+    /// Show, explain and check policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Report what this machine can enforce and whether `run` would work.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Write the audit log to FILE (default: under $XDG_STATE_HOME/palisade/sessions/).
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Print diagnostics as JSON lines on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// Options that select and adjust the policy; shared by `run`, `policy show` and
+/// `policy explain`, so `show` and `explain` see exactly what `run` would enforce.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// The project directory the agent works on (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Add a trusted policy file above the project file (repeatable).
+    #[arg(long = "policy", value_name = "FILE")]
+    pub policy_files: Vec<PathBuf>,
+    /// Apply a profile: built-in (codex, claude, gemini) or $XDG_CONFIG_HOME/palisade/profiles/NAME.toml.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Make PATH visible, read-only (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub allow_read: Vec<String>,
+    /// Make PATH visible and writable (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub allow_write: Vec<String>,
+    /// Hide PATH (a path or a glob such as '**/.env'; repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub deny: Vec<String>,
+    /// Keep PATH read-only even inside a writable directory (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub protect: Vec<String>,
+    /// Network mode.
+    #[arg(long, value_name = "MODE", value_parser = ["none", "allowlist"])]
+    pub net: Option<String>,
+    /// Allow connections to HOST[:PORT] (implies --net allowlist; repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub allow_net: Vec<String>,
+    /// Refuse connections to HOST[:PORT], whatever allows it (repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub deny_net: Vec<String>,
+    /// Pass NAME from your environment, or set NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Let the project's .palisade.toml widen access (by default it may only narrow).
+    #[arg(long)]
+    pub trust_project: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the resolved policy, each rule tagged with the layer it came from.
+    Show {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain the decision for a path or HOST[:PORT]: allowed or not, by which rule and layer.
+    Explain {
+        /// A path (absolute, relative, or starting with ~) or HOST[:PORT] (port 443 if omitted).
+        target: String,
+        /// Treat TARGET as a path even if it looks like a host name.
+        #[arg(long, conflicts_with = "host")]
+        path: bool,
+        /// Treat TARGET as a host even if it looks like a path.
+        #[arg(long)]
+        host: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a policy file for errors without running anything (exit 1 when it has one).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+        /// Check it as a project file (.palisade.toml): also refuse keys that would widen access.
+        #[arg(long)]
+        project: bool,
+        /// The workspace used to expand ${workspace} and relative paths (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+    },
+    /// Print the built-in default policy.
+    Default,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

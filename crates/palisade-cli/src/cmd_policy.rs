@@ -1,0 +1,313 @@
+//! `palisade policy show | explain | check | default`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use palisade_policy::load::{Environment, Flags, FsResolver, LoadOptions, load};
+use palisade_policy::{
+    LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, Vars,
+    builtin, parse_layer, resolve,
+};
+
+use crate::cli::{PolicyArgs, PolicyCommand};
+use crate::{Failure, Outcome};
+
+/// Loads the policy that a `run` with these options would enforce.
+pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), Failure> {
+    let env = Environment::from_process()?;
+    let opts = LoadOptions {
+        workspace: args.workspace.clone(),
+        profile: args.profile.clone(),
+        policy_files: args.policy_files.clone(),
+        trust_project: args.trust_project,
+        flags: Flags {
+            allow_read: args.allow_read.clone(),
+            allow_write: args.allow_write.clone(),
+            deny: args.deny.clone(),
+            protect: args.protect.clone(),
+            net: args.net.clone(),
+            allow_net: args.allow_net.clone(),
+            deny_net: args.deny_net.clone(),
+            env: args.env.clone(),
+        },
+    };
+    let policy = load(&env, &opts).map_err(policy_failure)?;
+    Ok((env, policy))
+}
+
+pub fn policy_failure(e: PolicyError) -> Failure {
+    let hint = match &e {
+        PolicyError::Invalid { .. } => {
+            Some("see docs/policy.md for every key and its values".to_owned())
+        }
+        PolicyError::Setup(m) if m.contains("workspace") => None,
+        _ => None,
+    };
+    Failure {
+        message: e.to_string(),
+        hint,
+    }
+}
+
+pub fn run(cmd: PolicyCommand) -> Outcome {
+    match cmd {
+        PolicyCommand::Default => {
+            print!("{}", builtin::DEFAULT_POLICY);
+            Ok(0)
+        }
+        PolicyCommand::Show { policy, json } => {
+            let (_, p) = load_policy(&policy)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", render(&p));
+            }
+            Ok(0)
+        }
+        PolicyCommand::Explain {
+            target,
+            path,
+            host,
+            policy,
+            json,
+        } => {
+            let (env, p) = load_policy(&policy)?;
+            explain(&env, &p, &target, path, host, json)
+        }
+        PolicyCommand::Check {
+            file,
+            project,
+            workspace,
+        } => check(&file, project, workspace.as_deref()),
+    }
+}
+
+fn explain(
+    env: &Environment,
+    p: &ResolvedPolicy,
+    target: &str,
+    as_path: bool,
+    as_host: bool,
+    json: bool,
+) -> Outcome {
+    let looks_like_path = target.starts_with(['/', '~', '.', '$'])
+        || target.contains('/')
+        || Path::new(target).exists();
+    if as_host || (!as_path && !looks_like_path) {
+        let t = Target::parse(target, 443).map_err(|m| Failure {
+            message: format!("`{}` is not a host: {m}", target.escape_debug()),
+            hint: Some("pass --path to explain it as a file".into()),
+        })?;
+        if !as_host && !target.contains(':') && target.contains('.') {
+            eprintln!("(explained as a host; pass --path to explain a file of that name)");
+        }
+        let d = p.decide_net(&t);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            print!("{d}");
+        }
+        return Ok(0);
+    }
+    let vars = Vars {
+        home: env.home.clone(),
+        workspace: p.workspace.clone(),
+        tmp: env.tmp.clone(),
+        config: env.config_home.clone(),
+        state: env.state_home.clone(),
+        cache: env.cache_home.clone(),
+    };
+    let abs = vars.expand(target, &env.cwd)?;
+    let d = p.decide_path(&FsResolver.resolve(&abs));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{d}");
+    }
+    Ok(0)
+}
+
+fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
+    let env = Environment::from_process()?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let ws = workspace.map_or_else(|| env.cwd.clone(), Path::to_path_buf);
+    let vars = Vars {
+        home: env.home.clone(),
+        workspace: ws.clone(),
+        tmp: env.tmp.clone(),
+        config: env.config_home.clone(),
+        state: env.state_home.clone(),
+        cache: env.cache_home.clone(),
+    };
+    let kind = if project {
+        LayerKind::Project
+    } else {
+        LayerKind::PolicyFile
+    };
+    let name = file.display().to_string();
+    let result = parse_layer(&text, &name, kind, &vars, &Lexical).and_then(|layer| {
+        if !project {
+            return Ok(layer);
+        }
+        let base = parse_layer(
+            builtin::DEFAULT_POLICY,
+            "<built-in>",
+            LayerKind::Builtin,
+            &vars,
+            &Lexical,
+        )?;
+        resolve(
+            &ws,
+            &env.home,
+            vec![base, layer.clone()],
+            ResolveOptions::default(),
+        )
+        .map(|_| layer)
+    });
+    match result {
+        Ok(layer) => {
+            let r = &layer.rules;
+            println!(
+                "{name}: ok ({} path rules, {} network rules, {} environment rules, {} monitor rules)",
+                r.paths.len(),
+                r.net_allow.len() + r.net_deny.len() + r.hosts.len(),
+                r.env_pass.len() + r.env_deny.len() + r.env_set.len(),
+                r.monitor_rules.len()
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(1)
+        }
+    }
+}
+
+/// The resolved policy as text, one rule a line with its layer and place.
+fn render(p: &ResolvedPolicy) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "workspace: {}", p.workspace.display());
+    let _ = writeln!(o, "layers (lowest first):");
+    for (kind, source) in &p.layers {
+        let _ = writeln!(o, "  {:<20} {source}", kind.to_string());
+    }
+    let _ = writeln!(
+        o,
+        "\nfilesystem (most specific rule wins; at equal depth deny > protect > write > read):"
+    );
+    let mut rules: Vec<_> = p.paths.iter().collect();
+    rules.sort_by(|a, b| {
+        a.pattern
+            .to_string()
+            .cmp(&b.pattern.to_string())
+            .then(a.kind.cmp(&b.kind))
+    });
+    for r in rules {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<48} {}",
+            r.kind.key(),
+            r.pattern.to_string(),
+            r.origin
+        );
+    }
+    let mode = p.net_mode.as_ref().map_or_else(
+        || "none (default)".to_owned(),
+        |m| format!("{}  [{}]", m.value, m.origin),
+    );
+    let _ = writeln!(o, "\nnetwork: {mode}");
+    for (label, list) in [("allow", &p.net_allow), ("deny", &p.net_deny)] {
+        for r in list {
+            let _ = writeln!(o, "  {label:<8} {:<48} {}", r.pattern.to_string(), r.origin);
+        }
+    }
+    for h in &p.hosts {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<48} {}",
+            "host",
+            format!("{} = {}", h.name, h.addr),
+            h.origin
+        );
+    }
+    let _ = writeln!(o, "\nenvironment:");
+    for (label, list) in [("pass", &p.env_pass), ("deny", &p.env_deny)] {
+        let names: Vec<&str> = list.iter().map(|r| r.pattern.as_str()).collect();
+        if !names.is_empty() {
+            let _ = writeln!(o, "  {label:<8} {}", names.join(" "));
+        }
+    }
+    for s in &p.env_set {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<48} {}",
+            "set",
+            format!("{}={}", s.name, s.value),
+            s.origin
+        );
+    }
+    let _ = writeln!(o, "\nlimits:");
+    let l = &p.limits;
+    let size = |v: &Option<palisade_policy::model::Setting<u64>>| {
+        v.as_ref().map(|s| {
+            format!(
+                "{}  [{}]",
+                palisade_policy::units::format_size(s.value),
+                s.origin.layer
+            )
+        })
+    };
+    let count = |v: &Option<palisade_policy::model::Setting<u64>>| {
+        v.as_ref()
+            .map(|s| format!("{}  [{}]", s.value, s.origin.layer))
+    };
+    let dur = |v: &Option<palisade_policy::model::Setting<std::time::Duration>>| {
+        v.as_ref()
+            .map(|s| format!("{}  [{}]", humantime_fmt(s.value), s.origin.layer))
+    };
+    for (name, v) in [
+        ("memory", size(&l.memory)),
+        ("pids", count(&l.pids)),
+        ("cpu_time", dur(&l.cpu_time)),
+        ("wall_time", dur(&l.wall_time)),
+        ("file_size", size(&l.file_size)),
+        ("open_files", count(&l.open_files)),
+        ("tmp_size", size(&l.tmp_size)),
+    ] {
+        let _ = writeln!(o, "  {name:<10} {}", v.unwrap_or_else(|| "no limit".into()));
+    }
+    let _ = writeln!(o, "\nmonitor:");
+    match &p.audit {
+        Some(a) => {
+            let _ = writeln!(o, "  audit    {}  [{}]", a.value.display(), a.origin);
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  audit    default location ($XDG_STATE_HOME/palisade/sessions/)"
+            );
+        }
+    }
+    for t in &p.tripwires {
+        let _ = writeln!(o, "  tripwire {:<48} {}", t.value.display(), t.origin.layer);
+    }
+    for r in &p.monitor_rules {
+        let _ = writeln!(
+            o,
+            "  rule     {:<48} {}",
+            format!("{} -> {}", r.when, r.action),
+            r.origin.layer
+        );
+    }
+    o
+}
+
+fn humantime_fmt(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}

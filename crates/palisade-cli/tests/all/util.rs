@@ -1,0 +1,66 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A throwaway home, config directory and workspace; removed on drop.
+pub struct Sandbox {
+    pub root: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Sandbox {
+        let root = std::env::temp_dir().join(format!("palisade-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["home/.config/palisade", "home/.ssh", "ws"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("home/.ssh/id_rsa"), "canary-secret").unwrap();
+        Sandbox {
+            root: std::fs::canonicalize(&root).unwrap(),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root.join("home")
+    }
+
+    pub fn ws(&self) -> PathBuf {
+        self.root.join("ws")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// `palisade ARGS` run in the workspace with only this sandbox's home and config.
+    pub fn palisade(&self, args: &[&str]) -> Output {
+        self.palisade_in(&self.ws(), args)
+    }
+
+    pub fn palisade_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", self.home())
+            .env("XDG_CONFIG_HOME", self.home().join(".config"))
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
