@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Print diagnostics as JSON lines on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Print the sandbox plan (mounts, Landlock rules, environment) as JSON and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,

@@ -118,7 +118,7 @@ fn explain(
         cache: env.cache_home.clone(),
     };
     let abs = vars.expand(target, &env.cwd)?;
-    let d = p.decide_path(&FsResolver.resolve(&abs));
+    let d = p.decide_path(&FsResolver::default().resolve(&abs));
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {

@@ -1,13 +1,106 @@
-//! `palisade run`: resolve the policy, then enforce it and run the command.
+//! `palisade run`: resolve the policy, plan the sandbox, enforce it and run the command.
+
+use std::io::IsTerminal;
 
 use crate::cli::RunArgs;
 use crate::cmd_policy::load_policy;
+use crate::exit;
 use crate::{Failure, Outcome};
 
 pub fn run(args: RunArgs) -> Outcome {
     // The policy is loaded and validated first, so policy errors are reported as such.
-    let (_env, _policy) = load_policy(&args.policy)?;
-    // No enforcement backend exists in this build: refuse rather than run unsandboxed.
+    let (env, policy) = load_policy(&args.policy)?;
+    run_platform(args, env, policy)
+}
+
+#[cfg(target_os = "linux")]
+fn run_platform(
+    args: RunArgs,
+    env: palisade_policy::load::Environment,
+    policy: palisade_policy::ResolvedPolicy,
+) -> Outcome {
+    use palisade_linux::{RunError, plan};
+
+    let abi = palisade_linux::probe::landlock_abi_now();
+    if abi < palisade_linux::probe::LANDLOCK_MINIMUM_ABI {
+        let report = palisade_linux::probe::probe();
+        return Err(Failure {
+            message: format!(
+                "cannot enforce the policy: Landlock: {}",
+                report.landlock.detail
+            ),
+            hint: Some("`palisade check` shows what this machine can enforce".into()),
+        });
+    }
+    let mut vars_env = policy.environment(palisade_policy::load::process_env());
+    let mut set = |k: &str, v: String| {
+        if !policy.env_set.iter().any(|s| s.name == k) {
+            vars_env.retain(|(n, _)| n != k);
+            vars_env.push((k.to_owned(), v));
+        }
+    };
+    set("HOME", env.home.to_string_lossy().into_owned());
+    set("TMPDIR", env.tmp.to_string_lossy().into_owned());
+    vars_env.sort();
+    let tmp = palisade_policy::load::FsResolver::default();
+    let req = plan::Request {
+        argv: args.command.clone(),
+        cwd: env.cwd.clone(),
+        env: vars_env,
+        tmp: palisade_policy::PathResolver::resolve(&tmp, &env.tmp),
+    };
+    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req).map_err(|e| Failure {
+        message: format!("cannot build the sandbox: {e}"),
+        hint: None,
+    })?;
+    if args.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).map_err(|e| Failure {
+                message: e.to_string(),
+                hint: None
+            })?
+        );
+        return Ok(0);
+    }
+    let pty = std::io::stdin()
+        .is_terminal()
+        .then(|| palisade_linux::PtyUse {
+            stdin: true,
+            stdout: std::io::stdout().is_terminal(),
+            stderr: std::io::stderr().is_terminal(),
+        });
+    match palisade_linux::run(&plan, &palisade_linux::RunOptions { pty }) {
+        Ok(exit) => Ok(exit.status()),
+        Err(RunError::NotFound(m)) => {
+            eprintln!("palisade: {m}");
+            Ok(exit::NOT_FOUND)
+        }
+        Err(RunError::CannotExecute(m)) => {
+            eprintln!("palisade: {m}");
+            Ok(exit::CANNOT_EXECUTE)
+        }
+        Err(RunError::Namespaces(m)) => {
+            let report = palisade_linux::probe::probe();
+            Err(Failure {
+                message: format!("{m}; {}", report.user_namespaces.detail),
+                hint: Some("`palisade check` shows what this machine can enforce".into()),
+            })
+        }
+        Err(e) => Err(Failure {
+            message: e.to_string(),
+            hint: None,
+        }),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_platform(
+    _: RunArgs,
+    _: palisade_policy::load::Environment,
+    _: palisade_policy::ResolvedPolicy,
+) -> Outcome {
+    // No enforcement backend for this platform yet: refuse rather than run unsandboxed.
     Err(Failure {
         message: "this build of Palisade has no enforcement backend for this platform yet; refusing to run the command unsandboxed".into(),
         hint: Some("`palisade check` shows what this machine can enforce".into()),

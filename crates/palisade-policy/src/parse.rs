@@ -156,7 +156,18 @@ impl SourceText<'_> {
                 acc.push_str(p);
                 acc
             }),
-            None => "(top level)".to_owned(),
+            // The document does not parse (a syntax error, a duplicate key): take the key
+            // written on the line of the error, if there is one.
+            None => {
+                let start = self.text[..pos.min(self.text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1);
+                let line = self.text[start..].lines().next().unwrap_or("");
+                match line.split_once('=') {
+                    Some((k, _)) if !k.trim().is_empty() => k.trim().trim_matches('"').to_owned(),
+                    _ => "(top level)".to_owned(),
+                }
+            }
         }
     }
 }
@@ -251,17 +262,20 @@ impl<'a> LayerBuilder<'a> {
         } else {
             self.resolver.resolve(&lexical)
         };
+        let narrowing = matches!(kind, PathKind::Deny | PathKind::Protect);
         let mut targets = vec![canonical.clone()];
         // A deny or protect on a symlink covers the link's own path as well as its target.
-        if matches!(kind, PathKind::Deny | PathKind::Protect) && lexical != canonical {
-            targets.push(lexical);
+        if narrowing && lexical != canonical {
+            targets.push(lexical.clone());
         }
+        let via_link = (!narrowing && lexical != canonical).then_some(lexical);
         for t in targets {
             let pattern = PathPattern::new(t).map_err(|m| PolicyError::invalid(site.clone(), m))?;
             let origin = self.origin(site.clone(), text);
             self.rules.paths.push(PathRule {
                 kind,
                 pattern,
+                via_link: via_link.clone(),
                 origin,
             });
         }

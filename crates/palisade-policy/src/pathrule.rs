@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone)]
 pub enum PathPattern {
     /// This path and everything beneath it, compared component by component.
-    Exact(PathBuf),
+    Exact(PathBuf, usize),
     /// Any path whose own name or an ancestor's matches the glob.
     Glob(Glob),
 }
@@ -38,7 +38,8 @@ impl PathPattern {
     pub fn new(path: PathBuf) -> Result<PathPattern, String> {
         let text = path.to_str().ok_or("path is not valid UTF-8")?.to_owned();
         if !is_glob(&text) {
-            return Ok(PathPattern::Exact(path));
+            let depth = path.components().count();
+            return Ok(PathPattern::Exact(path, depth));
         }
         let glob = GlobBuilder::new(&text)
             .literal_separator(true)
@@ -55,7 +56,7 @@ impl PathPattern {
     /// components of the deepest covered ancestor-or-self, or `None` when it does not.
     pub fn specificity(&self, path: &Path) -> Option<usize> {
         match self {
-            PathPattern::Exact(p) => path.starts_with(p).then(|| p.components().count()),
+            PathPattern::Exact(p, depth) => is_within(path, p).then_some(*depth),
             PathPattern::Glob(g) => path
                 .ancestors()
                 .find(|a| g.matcher.is_match(a))
@@ -66,7 +67,7 @@ impl PathPattern {
     /// The directory below which all matches lie (the literal prefix of a glob).
     pub fn base(&self) -> PathBuf {
         match self {
-            PathPattern::Exact(p) => p.clone(),
+            PathPattern::Exact(p, _) => p.clone(),
             PathPattern::Glob(g) => literal_prefix(Path::new(&g.text)),
         }
     }
@@ -74,6 +75,17 @@ impl PathPattern {
     pub fn is_glob(&self) -> bool {
         matches!(self, PathPattern::Glob(_))
     }
+}
+
+/// `path` is `dir` or lies beneath it, comparing whole components. Both are normalised
+/// absolute paths (no `.`, `..`, or doubled or trailing separators), so a byte prefix that
+/// ends at a separator is a component prefix; this is the hot path of every decision.
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    let (p, d) = (
+        path.as_os_str().as_encoded_bytes(),
+        dir.as_os_str().as_encoded_bytes(),
+    );
+    p.starts_with(d) && (p.len() == d.len() || d.ends_with(b"/") || p[d.len()] == b'/')
 }
 
 /// The leading components of `p` that contain no glob syntax.
@@ -86,7 +98,7 @@ pub fn literal_prefix(p: &Path) -> PathBuf {
 impl fmt::Display for PathPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PathPattern::Exact(p) => write!(f, "{}", p.display()),
+            PathPattern::Exact(p, _) => write!(f, "{}", p.display()),
             PathPattern::Glob(g) => f.write_str(&g.text),
         }
     }
@@ -132,6 +144,29 @@ mod tests {
         // `*` does not cross a separator.
         assert_eq!(pat("/home/*/x").specificity(Path::new("/home/a/b/x")), None);
         assert_eq!(c.base(), Path::new("/home/u/.cargo"));
+    }
+
+    #[test]
+    fn is_within_agrees_with_component_prefix() {
+        let paths = [
+            "/",
+            "/w",
+            "/w/proj",
+            "/w/proj-evil",
+            "/w/proj/a",
+            "/w/pro",
+            "/wx",
+            "/w/proj/a/b",
+        ];
+        for a in paths {
+            for b in paths {
+                assert_eq!(
+                    is_within(Path::new(a), Path::new(b)),
+                    Path::new(a).starts_with(b),
+                    "{a} within {b}"
+                );
+            }
+        }
     }
 
     #[test]

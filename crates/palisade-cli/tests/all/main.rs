@@ -1,5 +1,11 @@
-//! End-to-end tests of the `palisade` command: real binary, throwaway home and workspace.
+//! End-to-end tests of the `palisade` command: real binary, throwaway home and workspace,
+//! Tests make a few raw system calls (SysV IPC, renameat2) to set up attacks.
+#![allow(unsafe_code)]
+//! real sandboxes.
 
+mod escape_fs;
+mod escape_proc;
 mod policy_cmd;
 mod run_cmd;
+mod tools;
 mod util;

@@ -1,20 +1,36 @@
-//! `palisade run` refuses, with 125, whenever it cannot enforce the policy.
+//! `palisade run`: exit statuses, diagnostics, stdio.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use crate::util::*;
 
 #[test]
-fn run_never_runs_the_command_unsandboxed() {
-    let s = Sandbox::new("run-refuses");
-    let marker = s.root.join("ran");
-    let o = s.palisade(&[
-        "run",
-        "--",
-        "/bin/sh",
-        "-c",
-        &format!("echo pwned > {}", marker.display()),
-    ]);
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-    assert!(!marker.exists(), "the command ran");
+fn exit_status_is_the_commands() {
+    let s = Sandbox::new("exit-status");
+    assert_eq!(s.sh("exit 0").status.code(), Some(0));
+    assert_eq!(s.sh("exit 7").status.code(), Some(7));
+    assert_eq!(s.sh("exit 255").status.code(), Some(255));
+}
+
+#[test]
+fn killed_by_signal_is_128_plus_n() {
+    let s = Sandbox::new("exit-signal");
+    assert_eq!(s.sh("kill -TERM $$").status.code(), Some(143));
+    assert_eq!(s.sh("kill -KILL $$").status.code(), Some(137));
+}
+
+#[test]
+fn not_found_is_127_and_not_executable_is_126() {
+    let s = Sandbox::new("exit-exec");
+    let o = s.run(&[], &["no-such-command-palisade"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert_eq!(s.run(&[], &["/no/such/path"]).status.code(), Some(127));
+    s.write("ws/script.sh", "#!/bin/sh\necho hi\n");
+    let o = s.run(&[], &["./script.sh"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot execute"), "{}", stderr(&o));
 }
 
 #[test]
@@ -24,11 +40,56 @@ fn run_requires_a_command() {
 }
 
 #[test]
+fn bad_policy_is_125_and_nothing_runs() {
+    let s = Sandbox::new("run-badpolicy");
+    s.write(
+        "home/.config/palisade/policy.toml",
+        "[filesystem]\nread = [\"${nope}\"]\n",
+    );
+    let marker = s.path("ws/ran");
+    let o = s.sh(&format!("touch {}", marker.display()));
+    assert_eq!(o.status.code(), Some(125));
+    assert!(!marker.exists(), "the command ran despite a bad policy");
+}
+
+#[test]
 fn run_json_diagnostics() {
     let s = Sandbox::new("run-json");
+    s.write("ws/.palisade.toml", "[network]\nmode = \"allowlist\"\n");
     let o = s.palisade(&["run", "--json", "--", "/bin/true"]);
     assert_eq!(o.status.code(), Some(125));
     let v: serde_json::Value = serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
     assert_eq!(v["exit_code"], 125);
     assert_eq!(v["level"], "error");
+}
+
+#[test]
+fn stdin_and_stdout_are_binary_safe_pipes() {
+    let s = Sandbox::new("binary-pipes");
+    let data: Vec<u8> = (0..(1 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", "--", "cat"])
+        .current_dir(s.ws())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", s.home())
+        .env("XDG_CONFIG_HOME", s.home().join(".config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = data.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&feed));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stdout == data,
+        "output differs from input ({} vs {} bytes)",
+        out.stdout.len(),
+        data.len()
+    );
 }

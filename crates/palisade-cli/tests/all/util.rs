@@ -43,7 +43,7 @@ impl Sandbox {
             .args(args)
             .current_dir(cwd)
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.home())
             .env("XDG_CONFIG_HOME", self.home().join(".config"))
             .output()
@@ -63,4 +63,63 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The probe binary built alongside `palisade`.
+pub fn probe_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade-probe")
+}
+
+/// The directory holding the test binaries, granted read-only to sandboxes under test.
+pub fn bin_dir() -> String {
+    Path::new(probe_bin())
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Sandbox {
+    /// `palisade run --allow-read <bin dir> OPTS -- CMD...`
+    pub fn run(&self, opts: &[&str], cmd: &[&str]) -> Output {
+        let bin = bin_dir();
+        let mut args = vec!["run", "--allow-read", &bin];
+        args.extend_from_slice(opts);
+        args.push("--");
+        args.extend_from_slice(cmd);
+        self.palisade(&args)
+    }
+
+    /// Runs a shell script in the sandbox with the default policy.
+    pub fn sh(&self, script: &str) -> Output {
+        self.run(&[], &["/bin/sh", "-c", script])
+    }
+
+    /// Runs `palisade-probe ARGS` in the sandbox and returns what it printed.
+    pub fn probe(&self, opts: &[&str], args: &[&str]) -> String {
+        let mut cmd = vec![probe_bin()];
+        cmd.extend_from_slice(args);
+        let o = self.run(opts, &cmd);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "probe {args:?} failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o).trim().to_owned()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// The kernel's verdict on an attempt that must be refused: any errno, never `ok`.
+#[track_caller]
+pub fn assert_refused(result: &str, what: &str) {
+    assert!(
+        result != "ok" && !result.is_empty(),
+        "{what} was allowed ({result})"
+    );
 }

@@ -24,7 +24,14 @@ impl Drop for TempDir {
 
 fn layer_for(root: &Path, text: &str) -> Layer {
     let vars = Vars::with_defaults(&root.join("home"), &root.join("ws"));
-    parse_layer(text, "t.toml", LayerKind::User, &vars, &FsResolver).unwrap()
+    parse_layer(
+        text,
+        "t.toml",
+        LayerKind::User,
+        &vars,
+        &FsResolver::default(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -88,11 +95,11 @@ fn paths_that_do_not_exist_yet_are_covered() {
         Access::Read
     );
     assert_eq!(
-        FsResolver.resolve(&root.join("ws/innocent")),
+        FsResolver::default().resolve(&root.join("ws/innocent")),
         root.join("vault/new-key")
     );
     assert_eq!(
-        FsResolver.resolve(&root.join("ws/a/../b/c")),
+        FsResolver::default().resolve(&root.join("ws/a/../b/c")),
         root.join("ws/b/c")
     );
 }
@@ -103,5 +110,5 @@ fn symlink_loops_terminate() {
     let root = &t.0;
     std::os::unix::fs::symlink(root.join("b"), root.join("a")).unwrap();
     std::os::unix::fs::symlink(root.join("a"), root.join("b")).unwrap();
-    let _ = FsResolver.resolve(&root.join("a/x"));
+    let _ = FsResolver::default().resolve(&root.join("a/x"));
 }

@@ -1,0 +1,55 @@
+//! Palisade's Linux backend.
+//!
+//! [`plan`] (portable, pure) turns a resolved policy into a [`plan::Plan`]; the executor
+//! (`sys`, Linux only) applies it with user, mount, pid, net, ipc, uts and cgroup
+//! namespaces, a fresh root built by `pivot_root`, Landlock, seccomp and an init process, and
+//! supervises the sandbox until it ends. The executor never reads the policy.
+
+pub mod host;
+pub mod plan;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod sys;
+
+#[cfg(target_os = "linux")]
+pub use sys::{PtyUse, RunOptions, probe, run};
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// It (or the sandbox's init) was killed by this signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The conventional exit status: the code, or 128 + the signal number.
+    pub fn status(self) -> u8 {
+        match self {
+            Exit::Code(c) => (c & 0xff) as u8,
+            Exit::Signal(s) => (128 + s).min(255) as u8,
+        }
+    }
+}
+
+/// Why the command did not run (or ran no further than setup).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Building the sandbox failed at a named step.
+    #[error("setting up the sandbox failed: {0}")]
+    Setup(String),
+    /// The kernel refused the namespaces.
+    #[error("{0}")]
+    Namespaces(String),
+    /// The command does not exist inside the sandbox.
+    #[error("{0}")]
+    NotFound(String),
+    /// The command exists but cannot be executed.
+    #[error("{0}")]
+    CannotExecute(String),
+}

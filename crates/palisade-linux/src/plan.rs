@@ -1,0 +1,867 @@
+//! The sandbox plan: what the Linux executor will do, as plain data.
+//!
+//! [`build`] turns a resolved policy and a view of the host file system into a [`Plan`]:
+//! ordered mount operations, Landlock rules, the command, its environment and working
+//! directory. Planning reads the host only through [`HostView`], so it is unit-tested with a
+//! fake file system; the executor applies a plan and never reads the policy.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use palisade_policy::pathrule::{PathPattern, is_within};
+use palisade_policy::{Access, PathKind, ResolvedPolicy};
+use serde::Serialize;
+
+/// What a path is on the host (from `lstat`, never following a final symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// A device, socket or FIFO.
+    Other,
+}
+
+/// Read-only questions about the host file system.
+pub trait HostView {
+    /// `lstat(path)`: what is there, or `None` when nothing is.
+    fn kind(&self, path: &Path) -> Option<Kind>;
+    /// The entries of a directory (names and kinds); empty when unreadable.
+    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)>;
+}
+
+/// One step of building the sandbox's file system view. Paths are the same inside the
+/// sandbox as on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MountOp {
+    /// A private, empty tmpfs (the sandbox's `/tmp`, `/dev/shm`, home directory).
+    Tmpfs { path: PathBuf, size: u64 },
+    /// The host's `path` (and everything mounted under it) at the same place.
+    Bind { path: PathBuf, writable: bool },
+    /// Hide what the host has at `path` under an empty, read-only, inaccessible mask.
+    Mask { path: PathBuf, dir: bool },
+    /// `path` is missing on the host under a writable tree and must stay uncreatable: the
+    /// executor creates an empty directory there, masks it, and removes it after the run.
+    Placeholder { path: PathBuf },
+    /// A symbolic link in the sandbox's root, so a written path that went through a link on
+    /// the host (`/lib64` → `/usr/lib64`) still resolves.
+    Symlink { path: PathBuf, target: PathBuf },
+}
+
+impl MountOp {
+    pub fn path(&self) -> &Path {
+        match self {
+            MountOp::Tmpfs { path, .. }
+            | MountOp::Bind { path, .. }
+            | MountOp::Mask { path, .. }
+            | MountOp::Placeholder { path }
+            | MountOp::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// Landlock rules: the second, inode-based layer over the same view.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LandlockPlan {
+    /// Hierarchies that may be read and executed.
+    pub read: Vec<PathBuf>,
+    /// Hierarchies that may be read, written and executed.
+    pub write: Vec<PathBuf>,
+}
+
+/// Everything the executor needs; nothing it needs to look up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// In order; the executor adds `/proc`, `/dev` and the root itself.
+    pub mounts: Vec<MountOp>,
+    pub landlock: LandlockPlan,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub hostname: String,
+    /// Size of the private `/dev/shm`.
+    pub shm_size: u64,
+}
+
+/// Sizes of the private file systems when the policy sets none.
+pub const DEFAULT_TMP_SIZE: u64 = 2 << 30;
+pub const DEFAULT_HOME_SIZE: u64 = 1 << 30;
+pub const DEFAULT_SHM_SIZE: u64 = 256 << 20;
+/// How many directory entries a glob in `deny`/`protect` may visit while it is expanded.
+pub const GLOB_BUDGET: usize = 200_000;
+
+/// What to run, besides the policy.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub argv: Vec<OsString>,
+    /// The caller's working directory; used inside when visible, else the workspace.
+    pub cwd: PathBuf,
+    /// The environment, already filtered by the policy.
+    pub env: Vec<(String, String)>,
+    /// The private temporary directory (canonical `${tmp}`).
+    pub tmp: PathBuf,
+}
+
+/// Why a plan cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error(
+        "{} is a symbolic link inside a writable directory, so a read-only or hidden path beneath it could be swapped; remove the link or grant its target instead",
+        path.display()
+    )]
+    SymlinkInWritableTree { path: PathBuf },
+    #[error("{} is granted inside the denied directory {}; Palisade cannot show it there", path.display(), denied.display())]
+    GrantInsideMask { path: PathBuf, denied: PathBuf },
+    #[error(
+        "the pattern `{pattern}` visits more than {GLOB_BUDGET} files while it is expanded; make it narrower"
+    )]
+    GlobTooBroad { pattern: String },
+    #[error("the command is empty")]
+    NoCommand,
+}
+
+/// How a path looks inside the sandbox, as far as planning has decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The sandbox's own read-only root: nothing from the host.
+    Root,
+    /// A private tmpfs: writable, nothing from the host.
+    Private,
+    /// Host content with this access.
+    Host(Access),
+    /// A mask: nothing below can be shown.
+    Masked,
+}
+
+/// Builds the plan for running `req` under `policy`.
+pub fn build(
+    policy: &ResolvedPolicy,
+    host: &dyn HostView,
+    req: Request,
+) -> Result<Plan, PlanError> {
+    if req.argv.is_empty() {
+        return Err(PlanError::NoCommand);
+    }
+    let mut candidates: Vec<(PathBuf, Candidate)> = Vec::new();
+    candidates.push((
+        req.tmp.clone(),
+        Candidate::Private(limit(policy, |l| &l.tmp_size, DEFAULT_TMP_SIZE)),
+    ));
+    if policy.decide_path(&policy.home).access == Access::None {
+        candidates.push((policy.home.clone(), Candidate::Private(DEFAULT_HOME_SIZE)));
+    }
+    let grant_roots: Vec<(PathBuf, bool)> = policy
+        .paths
+        .iter()
+        .filter(|r| matches!(r.kind, PathKind::Read | PathKind::Write))
+        .map(|r| (r.pattern.base(), r.kind == PathKind::Write))
+        .collect();
+    for r in &policy.paths {
+        match (&r.pattern, r.kind) {
+            (PathPattern::Exact(p, _), _) => candidates.push((p.clone(), Candidate::Rule)),
+            (PathPattern::Glob(_), _) => {
+                for p in expand_glob(&r.pattern, &grant_roots, host)? {
+                    candidates.push((p, Candidate::Rule));
+                }
+            }
+        }
+    }
+    // Parents before children; at one path, the private file system wins (the policy's grant
+    // of `${tmp}` means the private directory, never the host's).
+    candidates.sort_by(|(a, ca), (b, cb)| {
+        depth(a)
+            .cmp(&depth(b))
+            .then(a.cmp(b))
+            .then(cb.is_private().cmp(&ca.is_private()))
+    });
+    candidates.dedup_by(|(a, _), (b, _)| a == b);
+
+    let mut mounted: Vec<(PathBuf, View)> = Vec::new();
+    let mut mounts = Vec::new();
+    for (path, cand) in candidates {
+        let inherited = view_of(&mounted, &path);
+        if let Candidate::Private(size) = cand {
+            if inherited == View::Root {
+                mounts.push(MountOp::Tmpfs {
+                    path: path.clone(),
+                    size,
+                });
+                mounted.push((path, View::Private));
+            }
+            continue;
+        }
+        let d = policy.decide_path(&path);
+        // Host content appears only where a grant names this very path (or beneath a bind):
+        // a path whose access comes from a private directory's grant stays private.
+        let granted_here = d.rule.is_some_and(|r| {
+            matches!(r.kind, PathKind::Read | PathKind::Write) && r.pattern.base() == path
+        });
+        if matches!(inherited, View::Root | View::Private) && !granted_here {
+            continue;
+        }
+        plan_path(&path, d.access, inherited, host, &mut mounts, &mut mounted)?;
+    }
+    // Links for grants written through a symlink (`/lib64`, a linked home directory).
+    for r in &policy.paths {
+        let Some(link) = &r.via_link else { continue };
+        let target = r.pattern.base();
+        if matches!(view_of(&mounted, link), View::Root | View::Private)
+            && !mounted.iter().any(|(p, _)| p == link)
+            && policy.decide_path(&target).access != Access::None
+            && !mounts.iter().any(|m| m.path() == link)
+        {
+            mounts.push(MountOp::Symlink {
+                path: link.clone(),
+                target,
+            });
+        }
+    }
+    let landlock = landlock_plan(&mounts);
+    let visible = matches!(
+        view_of(&mounted, &req.cwd),
+        View::Host(Access::Read | Access::Write)
+    );
+    let cwd = if visible && host.kind(&req.cwd) == Some(Kind::Dir) {
+        req.cwd
+    } else {
+        policy.workspace.clone()
+    };
+    Ok(Plan {
+        mounts,
+        landlock,
+        argv: req.argv,
+        env: req.env,
+        cwd,
+        hostname: "palisade".into(),
+        shm_size: DEFAULT_SHM_SIZE,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Candidate {
+    Private(u64),
+    Rule,
+}
+
+impl Candidate {
+    fn is_private(&self) -> bool {
+        matches!(self, Candidate::Private(_))
+    }
+}
+
+fn limit(
+    policy: &ResolvedPolicy,
+    f: impl Fn(&palisade_policy::model::Limits) -> &Option<palisade_policy::model::Setting<u64>>,
+    default: u64,
+) -> u64 {
+    f(&policy.limits).as_ref().map_or(default, |s| s.value)
+}
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
+}
+
+/// The view at `path`: that of the deepest mounted ancestor-or-self.
+fn view_of(mounted: &[(PathBuf, View)], path: &Path) -> View {
+    mounted
+        .iter()
+        .filter(|(m, _)| is_within(path, m))
+        .max_by_key(|(m, _)| depth(m))
+        .map_or(View::Root, |(_, v)| *v)
+}
+
+/// Decides the operation for one path whose policy access is `want` and whose current view is
+/// `inherited`.
+fn plan_path(
+    path: &Path,
+    want: Access,
+    inherited: View,
+    host: &dyn HostView,
+    mounts: &mut Vec<MountOp>,
+    mounted: &mut Vec<(PathBuf, View)>,
+) -> Result<(), PlanError> {
+    let kind = host.kind(path);
+    match inherited {
+        View::Masked => {
+            if want != Access::None && kind.is_some() {
+                let denied = mounted
+                    .iter()
+                    .filter(|(m, _)| path.starts_with(m))
+                    .max_by_key(|(m, _)| depth(m))
+                    .map(|(m, _)| m.clone())
+                    .unwrap_or_default();
+                return Err(PlanError::GrantInsideMask {
+                    path: path.to_path_buf(),
+                    denied,
+                });
+            }
+            Ok(())
+        }
+        View::Root | View::Private => {
+            if want != Access::None && matches!(kind, Some(Kind::Dir | Kind::File | Kind::Other)) {
+                mounts.push(MountOp::Bind {
+                    path: path.to_path_buf(),
+                    writable: want == Access::Write,
+                });
+                mounted.push((path.to_path_buf(), View::Host(want)));
+            }
+            Ok(())
+        }
+        View::Host(have) if have == want => Ok(()),
+        View::Host(have) => {
+            if have == Access::Write {
+                pin_ancestors(path, host, mounts, mounted);
+            }
+            let Some(kind) = kind else {
+                // Missing: it can only appear if the tree around it is writable.
+                if have == Access::Write && want < Access::Write {
+                    return placeholder(path, want, host, mounts, mounted);
+                }
+                return Ok(());
+            };
+            if kind == Kind::Symlink {
+                if have == Access::Write && want == Access::Read {
+                    return Err(PlanError::SymlinkInWritableTree {
+                        path: path.to_path_buf(),
+                    });
+                }
+                // A denied link is harmless: its target is decided on its own.
+                return Ok(());
+            }
+            if want == Access::None {
+                mounts.push(MountOp::Mask {
+                    path: path.to_path_buf(),
+                    dir: kind == Kind::Dir,
+                });
+                mounted.push((path.to_path_buf(), View::Masked));
+            } else {
+                mounts.push(MountOp::Bind {
+                    path: path.to_path_buf(),
+                    writable: want == Access::Write,
+                });
+                mounted.push((path.to_path_buf(), View::Host(want)));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Inside a writable tree, the directories between the nearest mount and `path` could be
+/// renamed away (`mv .git .git-old`) and recreated without the protection. A mount point
+/// cannot be renamed or removed, so each of them is bound onto itself, writable.
+fn pin_ancestors(
+    path: &Path,
+    host: &dyn HostView,
+    mounts: &mut Vec<MountOp>,
+    mounted: &mut Vec<(PathBuf, View)>,
+) {
+    let Some(base) = mounted
+        .iter()
+        .filter(|(m, _)| is_within(path, m))
+        .max_by_key(|(m, _)| depth(m))
+        .map(|(m, _)| m.clone())
+    else {
+        return;
+    };
+    let mut cur = base.clone();
+    let Ok(rest) = path.strip_prefix(&base) else {
+        return;
+    };
+    let comps: Vec<_> = rest.components().collect();
+    for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+        cur.push(comp);
+        if host.kind(&cur) != Some(Kind::Dir) {
+            return;
+        }
+        mounts.push(MountOp::Bind {
+            path: cur.clone(),
+            writable: true,
+        });
+        mounted.push((cur.clone(), View::Host(Access::Write)));
+    }
+}
+
+/// `path` is missing inside a writable tree and must not become creatable: find the first
+/// missing component and keep it from being created.
+fn placeholder(
+    path: &Path,
+    want: Access,
+    host: &dyn HostView,
+    mounts: &mut Vec<MountOp>,
+    mounted: &mut Vec<(PathBuf, View)>,
+) -> Result<(), PlanError> {
+    let mut cur = PathBuf::new();
+    for comp in path.components() {
+        cur.push(comp);
+        match host.kind(&cur) {
+            Some(Kind::Dir) => continue,
+            Some(Kind::Symlink) => {
+                return Err(PlanError::SymlinkInWritableTree { path: cur });
+            }
+            Some(_) => {
+                // A file where a directory is expected (a worktree's `.git` file): nothing
+                // can be created beneath it, but the file itself could be rewritten.
+                if want == Access::None {
+                    return Ok(());
+                }
+                mounts.push(MountOp::Bind {
+                    path: cur.clone(),
+                    writable: false,
+                });
+                mounted.push((cur, View::Host(Access::Read)));
+                return Ok(());
+            }
+            None => {
+                mounts.push(MountOp::Placeholder { path: cur.clone() });
+                mounted.push((cur, View::Masked));
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expands a `deny`/`protect` glob against the host. A glob whose literal part lies inside a
+/// granted tree is walked from there (`/etc/ssh/ssh_host_*_key`); a glob that starts above
+/// every grant (`**/.env`) is walked inside the writable trees only, where an agent works
+/// and where such files live, not through the whole of `/usr`.
+fn expand_glob(
+    pattern: &PathPattern,
+    roots: &[(PathBuf, bool)],
+    host: &dyn HostView,
+) -> Result<Vec<PathBuf>, PlanError> {
+    let base = pattern.base();
+    let starts: Vec<PathBuf> = if roots.iter().any(|(r, _)| is_within(&base, r)) {
+        vec![base.clone()]
+    } else {
+        roots
+            .iter()
+            .filter(|(r, w)| *w && is_within(r, &base))
+            .map(|(r, _)| r.clone())
+            .collect()
+    };
+    let mut found = Vec::new();
+    let mut budget = GLOB_BUDGET;
+    let mut stack: Vec<PathBuf> = starts
+        .into_iter()
+        .filter(|s| host.kind(s) == Some(Kind::Dir))
+        .collect();
+    stack.sort();
+    stack.dedup();
+    while let Some(dir) = stack.pop() {
+        for (name, kind) in host.list(&dir) {
+            budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| PlanError::GlobTooBroad {
+                    pattern: pattern.to_string(),
+                })?;
+            let p = dir.join(name);
+            if pattern.specificity(&p) == Some(depth(&p)) {
+                found.push(p);
+            } else if kind == Kind::Dir {
+                stack.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Landlock grants mirror the binds: read-only binds are readable, writable binds and
+/// private file systems writable. Masks need no rule: they grant nothing.
+fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
+    let mut lp = LandlockPlan::default();
+    for m in mounts {
+        match m {
+            MountOp::Bind {
+                path,
+                writable: true,
+            }
+            | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
+            MountOp::Bind {
+                path,
+                writable: false,
+            } => lp.read.push(path.clone()),
+            _ => {}
+        }
+    }
+    lp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use palisade_policy::{LayerKind, Lexical, ResolveOptions, Vars, parse_layer, resolve};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeHost(BTreeMap<PathBuf, Kind>);
+
+    impl FakeHost {
+        fn with(entries: &[(&str, Kind)]) -> FakeHost {
+            let mut h = FakeHost::default();
+            for (p, k) in entries {
+                let p = PathBuf::from(p);
+                for a in p.ancestors().skip(1) {
+                    h.0.entry(a.to_path_buf()).or_insert(Kind::Dir);
+                }
+                h.0.insert(p, *k);
+            }
+            h
+        }
+    }
+
+    impl HostView for FakeHost {
+        fn kind(&self, path: &Path) -> Option<Kind> {
+            self.0.get(path).copied()
+        }
+        fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
+            self.0
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir))
+                .map(|(p, k)| (p.file_name().unwrap().to_os_string(), *k))
+                .collect()
+        }
+    }
+
+    fn policy(text: &str) -> ResolvedPolicy {
+        let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
+        let l = parse_layer(text, "t.toml", LayerKind::User, &vars, &Lexical).unwrap();
+        resolve(
+            Path::new("/w/proj"),
+            Path::new("/home/u"),
+            vec![l],
+            ResolveOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn plan(text: &str, host: &FakeHost) -> Result<Plan, PlanError> {
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/w/proj".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+        };
+        build(&policy(text), host, req)
+    }
+
+    fn bind(p: &str, writable: bool) -> MountOp {
+        MountOp::Bind {
+            path: p.into(),
+            writable,
+        }
+    }
+
+    const BASE: &str = "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
+
+    fn host() -> FakeHost {
+        FakeHost::with(&[
+            ("/usr/bin/sh", Kind::File),
+            ("/etc/passwd", Kind::File),
+            ("/etc/shadow", Kind::File),
+            ("/home/u/.cargo/bin", Kind::Dir),
+            ("/home/u/.ssh/id_rsa", Kind::File),
+            ("/w/proj/src/main.rs", Kind::File),
+            ("/w/proj/.git/hooks/pre-commit", Kind::File),
+            ("/w/proj/.git/config", Kind::File),
+            ("/tmp/x", Kind::File),
+        ])
+    }
+
+    #[test]
+    fn grants_become_binds_and_private_dirs_tmpfs() {
+        let p = plan(BASE, &host()).unwrap();
+        assert!(p.mounts.contains(&bind("/usr", false)));
+        assert!(p.mounts.contains(&bind("/etc", false)));
+        assert!(p.mounts.contains(&bind("/w/proj", true)));
+        assert!(p.mounts.contains(&bind("/home/u/.cargo", false)));
+        assert!(p.mounts.contains(&MountOp::Tmpfs {
+            path: "/tmp".into(),
+            size: DEFAULT_TMP_SIZE
+        }));
+        assert!(p.mounts.contains(&MountOp::Tmpfs {
+            path: "/home/u".into(),
+            size: DEFAULT_HOME_SIZE
+        }));
+        // The home's secrets are simply never bound: absent, ENOENT.
+        assert!(
+            !p.mounts
+                .iter()
+                .any(|m| m.path().starts_with("/home/u/.ssh"))
+        );
+        assert_eq!(
+            p.landlock.read,
+            [
+                PathBuf::from("/etc"),
+                "/usr".into(),
+                "/home/u/.cargo".into()
+            ]
+        );
+        assert!(p.landlock.write.contains(&"/w/proj".into()));
+    }
+
+    #[test]
+    fn parents_are_mounted_before_children() {
+        let p = plan(BASE, &host()).unwrap();
+        for (i, m) in p.mounts.iter().enumerate() {
+            for later in &p.mounts[i + 1..] {
+                assert!(
+                    !m.path().starts_with(later.path()) || m.path() == later.path(),
+                    "{m:?} before its parent {later:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn denied_files_inside_a_grant_are_masked() {
+        let p = plan(
+            &format!("{BASE}deny = [\"/etc/shadow\", \"~/.cargo/credentials.toml\"]\n"),
+            &host(),
+        )
+        .unwrap();
+        assert!(p.mounts.contains(&MountOp::Mask {
+            path: "/etc/shadow".into(),
+            dir: false
+        }));
+        // Missing under a read-only tree: nothing to do, it cannot appear.
+        assert!(
+            !p.mounts
+                .iter()
+                .any(|m| m.path() == Path::new("/home/u/.cargo/credentials.toml"))
+        );
+    }
+
+    #[test]
+    fn protected_paths_in_the_workspace_are_pinned_and_read_only() {
+        let p = plan(
+            &format!(
+                "{BASE}protect = [\".git/hooks\", \".git/config\", \".vscode\", \".git/info\"]\n"
+            ),
+            &host(),
+        )
+        .unwrap();
+        let i_git = p
+            .mounts
+            .iter()
+            .position(|m| *m == bind("/w/proj/.git", true))
+            .expect(".git pinned");
+        let i_hooks = p
+            .mounts
+            .iter()
+            .position(|m| *m == bind("/w/proj/.git/hooks", false))
+            .expect("hooks read-only");
+        assert!(i_git < i_hooks);
+        assert!(p.mounts.contains(&bind("/w/proj/.git/config", false)));
+        assert!(p.mounts.contains(&MountOp::Placeholder {
+            path: "/w/proj/.vscode".into()
+        }));
+        assert!(p.mounts.contains(&MountOp::Placeholder {
+            path: "/w/proj/.git/info".into()
+        }));
+        assert_eq!(
+            p.mounts
+                .iter()
+                .filter(|m| **m == bind("/w/proj/.git", true))
+                .count(),
+            1,
+            "pinned once"
+        );
+    }
+
+    #[test]
+    fn missing_protected_path_masks_its_first_missing_component() {
+        let h = FakeHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
+        let p = plan(
+            &format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"),
+            &h,
+        )
+        .unwrap();
+        let ph: Vec<_> = p
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, MountOp::Placeholder { .. }))
+            .collect();
+        assert_eq!(
+            ph,
+            [&MountOp::Placeholder {
+                path: "/w/proj/.git".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn worktree_git_file_is_made_read_only() {
+        let h = FakeHost::with(&[("/w/proj/.git", Kind::File)]);
+        let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &h).unwrap();
+        assert!(p.mounts.contains(&bind("/w/proj/.git", false)));
+    }
+
+    #[test]
+    fn symlink_at_a_protected_path_in_a_writable_tree_is_refused() {
+        let h = FakeHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
+        assert_eq!(
+            plan(&format!("{BASE}protect = [\".vscode/tasks.json\"]\n"), &h).unwrap_err(),
+            PlanError::SymlinkInWritableTree {
+                path: "/w/proj/.vscode".into()
+            }
+        );
+    }
+
+    #[test]
+    fn write_grant_inside_a_read_grant_is_rebound_writable() {
+        let h = FakeHost::with(&[("/home/u/.cargo/registry/x", Kind::File)]);
+        let text = "[filesystem]\nread = [\"~/.cargo\"]\nwrite = [\"~/.cargo/registry\"]\n";
+        let p = plan(text, &h).unwrap();
+        assert!(p.mounts.contains(&bind("/home/u/.cargo", false)));
+        assert!(p.mounts.contains(&bind("/home/u/.cargo/registry", true)));
+    }
+
+    #[test]
+    fn grant_inside_a_denied_directory_is_an_error() {
+        let h = FakeHost::with(&[("/srv/a/b/c", Kind::File)]);
+        let e = plan(
+            "[filesystem]\nread = [\"/srv\", \"/srv/a/b\"]\ndeny = [\"/srv/a\"]\n",
+            &h,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::GrantInsideMask {
+                path: "/srv/a/b".into(),
+                denied: "/srv/a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn deny_globs_expand_inside_granted_trees_only() {
+        let h = FakeHost::with(&[
+            ("/w/proj/.env", Kind::File),
+            ("/w/proj/sub/.env", Kind::File),
+            ("/w/proj/.envrc", Kind::File),
+            ("/opt/.env", Kind::File),
+        ]);
+        let p = plan(&format!("{BASE}deny = [\"**/.env\"]\n"), &h).unwrap();
+        let masks: Vec<_> = p
+            .mounts
+            .iter()
+            .filter(|m| matches!(m, MountOp::Mask { .. }))
+            .map(|m| m.path().to_path_buf())
+            .collect();
+        assert_eq!(
+            masks,
+            [PathBuf::from("/w/proj/.env"), "/w/proj/sub/.env".into()]
+        );
+    }
+
+    #[test]
+    fn grants_written_through_a_link_get_the_link() {
+        let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
+        struct LinkLib64;
+        impl palisade_policy::PathResolver for LinkLib64 {
+            fn resolve(&self, p: &Path) -> PathBuf {
+                if p == Path::new("/lib64") {
+                    "/usr/lib64".into()
+                } else {
+                    p.to_path_buf()
+                }
+            }
+        }
+        let l = parse_layer(
+            "[filesystem]\nread = [\"/usr\", \"/lib64\"]\n",
+            "t",
+            LayerKind::User,
+            &vars,
+            &LinkLib64,
+        )
+        .unwrap();
+        let pol = resolve(
+            Path::new("/w/proj"),
+            Path::new("/home/u"),
+            vec![l],
+            ResolveOptions::default(),
+        )
+        .unwrap();
+        let h = FakeHost::with(&[("/usr/lib64/ld.so", Kind::File)]);
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+        };
+        let p = build(&pol, &h, req).unwrap();
+        assert!(p.mounts.contains(&MountOp::Symlink {
+            path: "/lib64".into(),
+            target: "/usr/lib64".into()
+        }));
+        assert_eq!(
+            p.cwd,
+            Path::new("/w/proj"),
+            "an invisible cwd falls back to the workspace"
+        );
+    }
+
+    #[test]
+    fn home_and_workspace_under_the_private_tmp_stay_private() {
+        // Regression: with `${tmp}` = /tmp granted write, host /tmp (and a home under it)
+        // was bound into the sandbox instead of a private tmpfs.
+        let vars = Vars::with_defaults(Path::new("/tmp/t/home"), Path::new("/tmp/t/ws"));
+        let text = "[filesystem]\nread = [\"/usr\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\ndeny = [\"~/.ssh\"]\n";
+        let l = parse_layer(text, "t", LayerKind::User, &vars, &Lexical).unwrap();
+        let pol = resolve(
+            Path::new("/tmp/t/ws"),
+            Path::new("/tmp/t/home"),
+            vec![l],
+            ResolveOptions::default(),
+        )
+        .unwrap();
+        let h = FakeHost::with(&[
+            ("/tmp/t/home/.ssh/id_rsa", Kind::File),
+            ("/tmp/t/ws/a", Kind::File),
+            ("/tmp/t/other", Kind::Dir),
+            ("/usr/bin/sh", Kind::File),
+        ]);
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/tmp/t/other".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+        };
+        let p = build(&pol, &h, req).unwrap();
+        assert_eq!(
+            p.mounts[0],
+            MountOp::Tmpfs {
+                path: "/tmp".into(),
+                size: DEFAULT_TMP_SIZE
+            }
+        );
+        assert!(!p.mounts.iter().any(|m| matches!(m, MountOp::Bind { path, .. } if path == Path::new("/tmp") || path.starts_with("/tmp/t/home"))), "{:?}", p.mounts);
+        assert!(p.mounts.contains(&bind("/tmp/t/ws", true)));
+        assert_eq!(
+            p.cwd,
+            Path::new("/tmp/t/ws"),
+            "a cwd that is not bound falls back to the workspace"
+        );
+    }
+
+    #[test]
+    fn empty_command_is_refused() {
+        let req = Request {
+            argv: vec![],
+            cwd: "/".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+        };
+        assert_eq!(
+            build(&policy(BASE), &host(), req).unwrap_err(),
+            PlanError::NoCommand
+        );
+    }
+}

@@ -1,0 +1,957 @@
+//! The seccomp policy as data: which system calls a sandboxed coding agent may make.
+//!
+//! Two filters are installed, in this order:
+//! 1. an **allowlist**: every system call not listed returns `ENOSYS`, so a system call added
+//!    to the kernel after this list was written is refused by default, and the C library
+//!    falls back from `clone3` (whose flags seccomp cannot read) to `clone`;
+//! 2. a **denylist** that returns `EPERM` for the kernel attack surface a coding agent never
+//!    needs, and for dangerous arguments of allowed calls (namespace flags to `clone`,
+//!    `TIOCSTI`/`TIOCLINUX` to `ioctl`, raw and exotic socket families).
+//!
+//! The kernel runs the most recent filter first and keeps the first result of the highest
+//! precedence, so a call in both lists gets the denylist's `EPERM`. Both filters check the
+//! architecture first (the 32-bit and x32 entry points are not allowed in).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
+};
+
+/// System call numbers that the `libc` crate does not name yet (same on x86_64 and aarch64).
+mod nr {
+    #[cfg(target_arch = "x86_64")]
+    pub const IO_PGETEVENTS: i64 = 333;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const IO_PGETEVENTS: i64 = 292;
+    pub const CACHESTAT: i64 = 451;
+    pub const MAP_SHADOW_STACK: i64 = 453;
+    pub const FUTEX_WAKE: i64 = 454;
+    pub const FUTEX_WAIT: i64 = 455;
+    pub const FUTEX_REQUEUE: i64 = 456;
+    pub const SETXATTRAT: i64 = 463;
+    pub const GETXATTRAT: i64 = 464;
+    pub const LISTXATTRAT: i64 = 465;
+    pub const REMOVEXATTRAT: i64 = 466;
+    pub const OPEN_TREE_ATTR: i64 = 467;
+    pub const FILE_GETATTR: i64 = 468;
+    pub const FILE_SETATTR: i64 = 469;
+}
+
+macro_rules! sys {
+    ($($name:ident),* $(,)?) => { &[$((stringify!($name), paste_sys!($name))),*] };
+}
+macro_rules! paste_sys {
+    ($name:ident) => {
+        libc_sys::$name
+    };
+}
+
+/// `libc::SYS_*` under their plain names, so the tables below read as system call names.
+#[allow(dead_code)]
+#[allow(non_upper_case_globals)]
+mod libc_sys {
+    macro_rules! reexport {
+        ($($name:ident = $sys:ident),* $(,)?) => { $(pub const $name: i64 = libc::$sys as i64;)* };
+    }
+    reexport!(
+        read = SYS_read,
+        write = SYS_write,
+        close = SYS_close,
+        fstat = SYS_fstat,
+        lseek = SYS_lseek,
+        mmap = SYS_mmap,
+        mprotect = SYS_mprotect,
+        munmap = SYS_munmap,
+        brk = SYS_brk,
+        rt_sigaction = SYS_rt_sigaction,
+        rt_sigprocmask = SYS_rt_sigprocmask,
+        rt_sigreturn = SYS_rt_sigreturn,
+        ioctl = SYS_ioctl,
+        pread64 = SYS_pread64,
+        pwrite64 = SYS_pwrite64,
+        readv = SYS_readv,
+        writev = SYS_writev,
+        sched_yield = SYS_sched_yield,
+        mremap = SYS_mremap,
+        msync = SYS_msync,
+        mincore = SYS_mincore,
+        madvise = SYS_madvise,
+        shmget = SYS_shmget,
+        shmat = SYS_shmat,
+        shmctl = SYS_shmctl,
+        dup = SYS_dup,
+        nanosleep = SYS_nanosleep,
+        getitimer = SYS_getitimer,
+        setitimer = SYS_setitimer,
+        getpid = SYS_getpid,
+        sendfile = SYS_sendfile,
+        socket = SYS_socket,
+        connect = SYS_connect,
+        accept = SYS_accept,
+        sendto = SYS_sendto,
+        recvfrom = SYS_recvfrom,
+        sendmsg = SYS_sendmsg,
+        recvmsg = SYS_recvmsg,
+        shutdown = SYS_shutdown,
+        bind = SYS_bind,
+        listen = SYS_listen,
+        getsockname = SYS_getsockname,
+        getpeername = SYS_getpeername,
+        socketpair = SYS_socketpair,
+        setsockopt = SYS_setsockopt,
+        getsockopt = SYS_getsockopt,
+        clone = SYS_clone,
+        execve = SYS_execve,
+        exit = SYS_exit,
+        wait4 = SYS_wait4,
+        kill = SYS_kill,
+        uname = SYS_uname,
+        semget = SYS_semget,
+        semop = SYS_semop,
+        semctl = SYS_semctl,
+        shmdt = SYS_shmdt,
+        msgget = SYS_msgget,
+        msgsnd = SYS_msgsnd,
+        msgrcv = SYS_msgrcv,
+        msgctl = SYS_msgctl,
+        fcntl = SYS_fcntl,
+        flock = SYS_flock,
+        fsync = SYS_fsync,
+        fdatasync = SYS_fdatasync,
+        truncate = SYS_truncate,
+        ftruncate = SYS_ftruncate,
+        getcwd = SYS_getcwd,
+        chdir = SYS_chdir,
+        fchdir = SYS_fchdir,
+        fchmod = SYS_fchmod,
+        fchown = SYS_fchown,
+        umask = SYS_umask,
+        gettimeofday = SYS_gettimeofday,
+        getrlimit = SYS_getrlimit,
+        getrusage = SYS_getrusage,
+        sysinfo = SYS_sysinfo,
+        times = SYS_times,
+        getuid = SYS_getuid,
+        getgid = SYS_getgid,
+        setuid = SYS_setuid,
+        setgid = SYS_setgid,
+        geteuid = SYS_geteuid,
+        getegid = SYS_getegid,
+        setpgid = SYS_setpgid,
+        getppid = SYS_getppid,
+        setsid = SYS_setsid,
+        setreuid = SYS_setreuid,
+        setregid = SYS_setregid,
+        getgroups = SYS_getgroups,
+        setgroups = SYS_setgroups,
+        setresuid = SYS_setresuid,
+        getresuid = SYS_getresuid,
+        setresgid = SYS_setresgid,
+        getresgid = SYS_getresgid,
+        getpgid = SYS_getpgid,
+        setfsuid = SYS_setfsuid,
+        setfsgid = SYS_setfsgid,
+        getsid = SYS_getsid,
+        capget = SYS_capget,
+        capset = SYS_capset,
+        rt_sigpending = SYS_rt_sigpending,
+        rt_sigtimedwait = SYS_rt_sigtimedwait,
+        rt_sigqueueinfo = SYS_rt_sigqueueinfo,
+        rt_sigsuspend = SYS_rt_sigsuspend,
+        sigaltstack = SYS_sigaltstack,
+        personality = SYS_personality,
+        statfs = SYS_statfs,
+        fstatfs = SYS_fstatfs,
+        getpriority = SYS_getpriority,
+        setpriority = SYS_setpriority,
+        sched_setparam = SYS_sched_setparam,
+        sched_getparam = SYS_sched_getparam,
+        sched_setscheduler = SYS_sched_setscheduler,
+        sched_getscheduler = SYS_sched_getscheduler,
+        sched_get_priority_max = SYS_sched_get_priority_max,
+        sched_get_priority_min = SYS_sched_get_priority_min,
+        sched_rr_get_interval = SYS_sched_rr_get_interval,
+        mlock = SYS_mlock,
+        munlock = SYS_munlock,
+        mlockall = SYS_mlockall,
+        munlockall = SYS_munlockall,
+        prctl = SYS_prctl,
+        setrlimit = SYS_setrlimit,
+        sync = SYS_sync,
+        gettid = SYS_gettid,
+        readahead = SYS_readahead,
+        setxattr = SYS_setxattr,
+        lsetxattr = SYS_lsetxattr,
+        fsetxattr = SYS_fsetxattr,
+        getxattr = SYS_getxattr,
+        lgetxattr = SYS_lgetxattr,
+        fgetxattr = SYS_fgetxattr,
+        listxattr = SYS_listxattr,
+        llistxattr = SYS_llistxattr,
+        flistxattr = SYS_flistxattr,
+        removexattr = SYS_removexattr,
+        lremovexattr = SYS_lremovexattr,
+        fremovexattr = SYS_fremovexattr,
+        tkill = SYS_tkill,
+        futex = SYS_futex,
+        sched_setaffinity = SYS_sched_setaffinity,
+        sched_getaffinity = SYS_sched_getaffinity,
+        io_setup = SYS_io_setup,
+        io_destroy = SYS_io_destroy,
+        io_getevents = SYS_io_getevents,
+        io_submit = SYS_io_submit,
+        io_cancel = SYS_io_cancel,
+        getdents64 = SYS_getdents64,
+        set_tid_address = SYS_set_tid_address,
+        restart_syscall = SYS_restart_syscall,
+        semtimedop = SYS_semtimedop,
+        fadvise64 = SYS_fadvise64,
+        timer_create = SYS_timer_create,
+        timer_settime = SYS_timer_settime,
+        timer_gettime = SYS_timer_gettime,
+        timer_getoverrun = SYS_timer_getoverrun,
+        timer_delete = SYS_timer_delete,
+        clock_gettime = SYS_clock_gettime,
+        clock_getres = SYS_clock_getres,
+        clock_nanosleep = SYS_clock_nanosleep,
+        exit_group = SYS_exit_group,
+        epoll_ctl = SYS_epoll_ctl,
+        tgkill = SYS_tgkill,
+        mbind = SYS_mbind,
+        set_mempolicy = SYS_set_mempolicy,
+        get_mempolicy = SYS_get_mempolicy,
+        mq_open = SYS_mq_open,
+        mq_unlink = SYS_mq_unlink,
+        mq_timedsend = SYS_mq_timedsend,
+        mq_timedreceive = SYS_mq_timedreceive,
+        mq_notify = SYS_mq_notify,
+        mq_getsetattr = SYS_mq_getsetattr,
+        waitid = SYS_waitid,
+        ioprio_set = SYS_ioprio_set,
+        ioprio_get = SYS_ioprio_get,
+        inotify_add_watch = SYS_inotify_add_watch,
+        inotify_rm_watch = SYS_inotify_rm_watch,
+        openat = SYS_openat,
+        mkdirat = SYS_mkdirat,
+        mknodat = SYS_mknodat,
+        fchownat = SYS_fchownat,
+        newfstatat = SYS_newfstatat,
+        unlinkat = SYS_unlinkat,
+        renameat = SYS_renameat,
+        linkat = SYS_linkat,
+        symlinkat = SYS_symlinkat,
+        readlinkat = SYS_readlinkat,
+        fchmodat = SYS_fchmodat,
+        faccessat = SYS_faccessat,
+        pselect6 = SYS_pselect6,
+        ppoll = SYS_ppoll,
+        set_robust_list = SYS_set_robust_list,
+        get_robust_list = SYS_get_robust_list,
+        splice = SYS_splice,
+        tee = SYS_tee,
+        sync_file_range = SYS_sync_file_range,
+        vmsplice = SYS_vmsplice,
+        utimensat = SYS_utimensat,
+        epoll_pwait = SYS_epoll_pwait,
+        timerfd_create = SYS_timerfd_create,
+        fallocate = SYS_fallocate,
+        timerfd_settime = SYS_timerfd_settime,
+        timerfd_gettime = SYS_timerfd_gettime,
+        accept4 = SYS_accept4,
+        signalfd4 = SYS_signalfd4,
+        eventfd2 = SYS_eventfd2,
+        epoll_create1 = SYS_epoll_create1,
+        dup3 = SYS_dup3,
+        pipe2 = SYS_pipe2,
+        inotify_init1 = SYS_inotify_init1,
+        preadv = SYS_preadv,
+        pwritev = SYS_pwritev,
+        rt_tgsigqueueinfo = SYS_rt_tgsigqueueinfo,
+        recvmmsg = SYS_recvmmsg,
+        prlimit64 = SYS_prlimit64,
+        syncfs = SYS_syncfs,
+        sendmmsg = SYS_sendmmsg,
+        getcpu = SYS_getcpu,
+        sched_setattr = SYS_sched_setattr,
+        sched_getattr = SYS_sched_getattr,
+        renameat2 = SYS_renameat2,
+        seccomp = SYS_seccomp,
+        getrandom = SYS_getrandom,
+        memfd_create = SYS_memfd_create,
+        execveat = SYS_execveat,
+        membarrier = SYS_membarrier,
+        mlock2 = SYS_mlock2,
+        copy_file_range = SYS_copy_file_range,
+        preadv2 = SYS_preadv2,
+        pwritev2 = SYS_pwritev2,
+        pkey_mprotect = SYS_pkey_mprotect,
+        pkey_alloc = SYS_pkey_alloc,
+        pkey_free = SYS_pkey_free,
+        statx = SYS_statx,
+        rseq = SYS_rseq,
+        pidfd_send_signal = SYS_pidfd_send_signal,
+        pidfd_open = SYS_pidfd_open,
+        close_range = SYS_close_range,
+        openat2 = SYS_openat2,
+        faccessat2 = SYS_faccessat2,
+        epoll_pwait2 = SYS_epoll_pwait2,
+        landlock_create_ruleset = SYS_landlock_create_ruleset,
+        landlock_add_rule = SYS_landlock_add_rule,
+        landlock_restrict_self = SYS_landlock_restrict_self,
+        futex_waitv = SYS_futex_waitv,
+        set_mempolicy_home_node = SYS_set_mempolicy_home_node,
+        fchmodat2 = SYS_fchmodat2,
+        mseal = SYS_mseal,
+        clone3 = SYS_clone3,
+        // Denied below.
+        mount = SYS_mount,
+        umount2 = SYS_umount2,
+        pivot_root = SYS_pivot_root,
+        chroot = SYS_chroot,
+        unshare = SYS_unshare,
+        setns = SYS_setns,
+        open_tree = SYS_open_tree,
+        move_mount = SYS_move_mount,
+        fsopen = SYS_fsopen,
+        fsconfig = SYS_fsconfig,
+        fsmount = SYS_fsmount,
+        fspick = SYS_fspick,
+        mount_setattr = SYS_mount_setattr,
+        bpf = SYS_bpf,
+        perf_event_open = SYS_perf_event_open,
+        userfaultfd = SYS_userfaultfd,
+        io_uring_setup = SYS_io_uring_setup,
+        io_uring_enter = SYS_io_uring_enter,
+        io_uring_register = SYS_io_uring_register,
+        keyctl = SYS_keyctl,
+        add_key = SYS_add_key,
+        request_key = SYS_request_key,
+        ptrace = SYS_ptrace,
+        process_vm_readv = SYS_process_vm_readv,
+        process_vm_writev = SYS_process_vm_writev,
+        pidfd_getfd = SYS_pidfd_getfd,
+        process_madvise = SYS_process_madvise,
+        process_mrelease = SYS_process_mrelease,
+        kcmp = SYS_kcmp,
+        kexec_load = SYS_kexec_load,
+        kexec_file_load = SYS_kexec_file_load,
+        init_module = SYS_init_module,
+        finit_module = SYS_finit_module,
+        delete_module = SYS_delete_module,
+        open_by_handle_at = SYS_open_by_handle_at,
+        name_to_handle_at = SYS_name_to_handle_at,
+        fanotify_init = SYS_fanotify_init,
+        acct = SYS_acct,
+        swapon = SYS_swapon,
+        swapoff = SYS_swapoff,
+        reboot = SYS_reboot,
+        sethostname = SYS_sethostname,
+        setdomainname = SYS_setdomainname,
+        settimeofday = SYS_settimeofday,
+        clock_settime = SYS_clock_settime,
+        clock_adjtime = SYS_clock_adjtime,
+        adjtimex = SYS_adjtimex,
+        syslog = SYS_syslog,
+        vhangup = SYS_vhangup,
+        quotactl = SYS_quotactl,
+        quotactl_fd = SYS_quotactl_fd,
+        memfd_secret = SYS_memfd_secret,
+        lookup_dcookie = SYS_lookup_dcookie,
+    );
+    #[cfg(target_arch = "x86_64")]
+    reexport!(
+        open = SYS_open,
+        stat = SYS_stat,
+        lstat = SYS_lstat,
+        poll = SYS_poll,
+        access = SYS_access,
+        pipe = SYS_pipe,
+        select = SYS_select,
+        dup2 = SYS_dup2,
+        pause = SYS_pause,
+        alarm = SYS_alarm,
+        fork = SYS_fork,
+        vfork = SYS_vfork,
+        getdents = SYS_getdents,
+        rename = SYS_rename,
+        mkdir = SYS_mkdir,
+        rmdir = SYS_rmdir,
+        creat = SYS_creat,
+        link = SYS_link,
+        unlink = SYS_unlink,
+        symlink = SYS_symlink,
+        readlink = SYS_readlink,
+        chmod = SYS_chmod,
+        chown = SYS_chown,
+        lchown = SYS_lchown,
+        getpgrp = SYS_getpgrp,
+        utime = SYS_utime,
+        mknod = SYS_mknod,
+        arch_prctl = SYS_arch_prctl,
+        time = SYS_time,
+        epoll_create = SYS_epoll_create,
+        epoll_wait = SYS_epoll_wait,
+        utimes = SYS_utimes,
+        inotify_init = SYS_inotify_init,
+        futimesat = SYS_futimesat,
+        signalfd = SYS_signalfd,
+        eventfd = SYS_eventfd,
+        set_thread_area = SYS_set_thread_area,
+        get_thread_area = SYS_get_thread_area,
+        iopl = SYS_iopl,
+        ioperm = SYS_ioperm,
+        modify_ldt = SYS_modify_ldt,
+        uselib = SYS_uselib,
+        ustat = SYS_ustat,
+        sysfs = SYS_sysfs,
+        _sysctl = SYS__sysctl,
+    );
+}
+
+/// System calls a coding agent and its tools need: files, memory, processes, threads,
+/// signals, time, sockets (further restricted below), IPC within the sandbox.
+const ALLOW: &[(&str, i64)] = sys!(
+    read,
+    write,
+    close,
+    fstat,
+    lseek,
+    mmap,
+    mprotect,
+    munmap,
+    brk,
+    rt_sigaction,
+    rt_sigprocmask,
+    rt_sigreturn,
+    ioctl,
+    pread64,
+    pwrite64,
+    readv,
+    writev,
+    sched_yield,
+    mremap,
+    msync,
+    mincore,
+    madvise,
+    shmget,
+    shmat,
+    shmctl,
+    dup,
+    nanosleep,
+    getitimer,
+    setitimer,
+    getpid,
+    sendfile,
+    socket,
+    connect,
+    accept,
+    sendto,
+    recvfrom,
+    sendmsg,
+    recvmsg,
+    shutdown,
+    bind,
+    listen,
+    getsockname,
+    getpeername,
+    socketpair,
+    setsockopt,
+    getsockopt,
+    clone,
+    execve,
+    exit,
+    wait4,
+    kill,
+    uname,
+    semget,
+    semop,
+    semctl,
+    shmdt,
+    msgget,
+    msgsnd,
+    msgrcv,
+    msgctl,
+    fcntl,
+    flock,
+    fsync,
+    fdatasync,
+    truncate,
+    ftruncate,
+    getcwd,
+    chdir,
+    fchdir,
+    fchmod,
+    fchown,
+    umask,
+    gettimeofday,
+    getrlimit,
+    getrusage,
+    sysinfo,
+    times,
+    getuid,
+    getgid,
+    setuid,
+    setgid,
+    geteuid,
+    getegid,
+    setpgid,
+    getppid,
+    setsid,
+    setreuid,
+    setregid,
+    getgroups,
+    setgroups,
+    setresuid,
+    getresuid,
+    setresgid,
+    getresgid,
+    getpgid,
+    setfsuid,
+    setfsgid,
+    getsid,
+    capget,
+    capset,
+    rt_sigpending,
+    rt_sigtimedwait,
+    rt_sigqueueinfo,
+    rt_sigsuspend,
+    sigaltstack,
+    personality,
+    statfs,
+    fstatfs,
+    getpriority,
+    setpriority,
+    sched_setparam,
+    sched_getparam,
+    sched_setscheduler,
+    sched_getscheduler,
+    sched_get_priority_max,
+    sched_get_priority_min,
+    sched_rr_get_interval,
+    mlock,
+    munlock,
+    mlockall,
+    munlockall,
+    prctl,
+    setrlimit,
+    sync,
+    gettid,
+    readahead,
+    setxattr,
+    lsetxattr,
+    fsetxattr,
+    getxattr,
+    lgetxattr,
+    fgetxattr,
+    listxattr,
+    llistxattr,
+    flistxattr,
+    removexattr,
+    lremovexattr,
+    fremovexattr,
+    tkill,
+    futex,
+    sched_setaffinity,
+    sched_getaffinity,
+    io_setup,
+    io_destroy,
+    io_getevents,
+    io_submit,
+    io_cancel,
+    getdents64,
+    set_tid_address,
+    restart_syscall,
+    semtimedop,
+    fadvise64,
+    timer_create,
+    timer_settime,
+    timer_gettime,
+    timer_getoverrun,
+    timer_delete,
+    clock_gettime,
+    clock_getres,
+    clock_nanosleep,
+    exit_group,
+    epoll_ctl,
+    tgkill,
+    mbind,
+    set_mempolicy,
+    get_mempolicy,
+    mq_open,
+    mq_unlink,
+    mq_timedsend,
+    mq_timedreceive,
+    mq_notify,
+    mq_getsetattr,
+    waitid,
+    ioprio_set,
+    ioprio_get,
+    inotify_add_watch,
+    inotify_rm_watch,
+    openat,
+    mkdirat,
+    mknodat,
+    fchownat,
+    newfstatat,
+    unlinkat,
+    renameat,
+    linkat,
+    symlinkat,
+    readlinkat,
+    fchmodat,
+    faccessat,
+    pselect6,
+    ppoll,
+    set_robust_list,
+    get_robust_list,
+    splice,
+    tee,
+    sync_file_range,
+    vmsplice,
+    utimensat,
+    epoll_pwait,
+    timerfd_create,
+    fallocate,
+    timerfd_settime,
+    timerfd_gettime,
+    accept4,
+    signalfd4,
+    eventfd2,
+    epoll_create1,
+    dup3,
+    pipe2,
+    inotify_init1,
+    preadv,
+    pwritev,
+    rt_tgsigqueueinfo,
+    recvmmsg,
+    prlimit64,
+    syncfs,
+    sendmmsg,
+    getcpu,
+    sched_setattr,
+    sched_getattr,
+    renameat2,
+    seccomp,
+    getrandom,
+    memfd_create,
+    execveat,
+    membarrier,
+    mlock2,
+    copy_file_range,
+    preadv2,
+    pwritev2,
+    pkey_mprotect,
+    pkey_alloc,
+    pkey_free,
+    statx,
+    rseq,
+    pidfd_send_signal,
+    pidfd_open,
+    close_range,
+    openat2,
+    faccessat2,
+    epoll_pwait2,
+    landlock_create_ruleset,
+    landlock_add_rule,
+    landlock_restrict_self,
+    futex_waitv,
+    set_mempolicy_home_node,
+    fchmodat2,
+    mseal,
+);
+
+#[cfg(target_arch = "x86_64")]
+const ALLOW_ARCH: &[(&str, i64)] = sys!(
+    open,
+    stat,
+    lstat,
+    poll,
+    access,
+    pipe,
+    select,
+    dup2,
+    pause,
+    alarm,
+    fork,
+    vfork,
+    getdents,
+    rename,
+    mkdir,
+    rmdir,
+    creat,
+    link,
+    unlink,
+    symlink,
+    readlink,
+    chmod,
+    chown,
+    lchown,
+    getpgrp,
+    utime,
+    mknod,
+    arch_prctl,
+    time,
+    epoll_create,
+    epoll_wait,
+    utimes,
+    inotify_init,
+    futimesat,
+    signalfd,
+    eventfd,
+    set_thread_area,
+    get_thread_area,
+);
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOW_ARCH: &[(&str, i64)] = &[];
+
+const ALLOW_NEW: &[(&str, i64)] = &[
+    ("io_pgetevents", nr::IO_PGETEVENTS),
+    ("cachestat", nr::CACHESTAT),
+    ("map_shadow_stack", nr::MAP_SHADOW_STACK),
+    ("futex_wake", nr::FUTEX_WAKE),
+    ("futex_wait", nr::FUTEX_WAIT),
+    ("futex_requeue", nr::FUTEX_REQUEUE),
+    ("setxattrat", nr::SETXATTRAT),
+    ("getxattrat", nr::GETXATTRAT),
+    ("listxattrat", nr::LISTXATTRAT),
+    ("removexattrat", nr::REMOVEXATTRAT),
+    ("file_getattr", nr::FILE_GETATTR),
+    ("file_setattr", nr::FILE_SETATTR),
+];
+
+/// Refused with `EPERM` whatever the arguments: mounts and namespaces (the sandbox's own
+/// view must stay as built), kernel attack surface (bpf, perf, userfaultfd, io_uring, which
+/// bypasses seccomp for the operations it carries), access to other processes' memory and
+/// descriptors, keyrings (not namespaced), modules, kexec, and host administration.
+const DENY: &[(&str, i64)] = sys!(
+    mount,
+    umount2,
+    pivot_root,
+    chroot,
+    unshare,
+    setns,
+    open_tree,
+    move_mount,
+    fsopen,
+    fsconfig,
+    fsmount,
+    fspick,
+    mount_setattr,
+    bpf,
+    perf_event_open,
+    userfaultfd,
+    io_uring_setup,
+    io_uring_enter,
+    io_uring_register,
+    keyctl,
+    add_key,
+    request_key,
+    ptrace,
+    process_vm_readv,
+    process_vm_writev,
+    pidfd_getfd,
+    process_madvise,
+    process_mrelease,
+    kcmp,
+    kexec_load,
+    kexec_file_load,
+    init_module,
+    finit_module,
+    delete_module,
+    open_by_handle_at,
+    name_to_handle_at,
+    fanotify_init,
+    acct,
+    swapon,
+    swapoff,
+    reboot,
+    sethostname,
+    setdomainname,
+    settimeofday,
+    clock_settime,
+    clock_adjtime,
+    adjtimex,
+    syslog,
+    vhangup,
+    quotactl,
+    quotactl_fd,
+    memfd_secret,
+    lookup_dcookie,
+);
+
+#[cfg(target_arch = "x86_64")]
+const DENY_ARCH: &[(&str, i64)] = sys!(iopl, ioperm, modify_ldt, uselib, ustat, sysfs, _sysctl);
+#[cfg(not(target_arch = "x86_64"))]
+const DENY_ARCH: &[(&str, i64)] = &[];
+
+const DENY_NEW: &[(&str, i64)] = &[("open_tree_attr", nr::OPEN_TREE_ATTR)];
+
+/// Every system call the allowlist lets through, by name.
+pub fn allowed() -> impl Iterator<Item = (&'static str, i64)> {
+    ALLOW.iter().chain(ALLOW_ARCH).chain(ALLOW_NEW).copied()
+}
+
+/// Every system call refused with `EPERM` whatever its arguments, by name.
+pub fn denied() -> impl Iterator<Item = (&'static str, i64)> {
+    DENY.iter().chain(DENY_ARCH).chain(DENY_NEW).copied()
+}
+
+/// An error building the filters (a bug: the tables above are fixed).
+#[derive(Debug, thiserror::Error)]
+#[error("building the seccomp filter: {0}")]
+pub struct FilterError(String);
+
+fn cond(arg: u8, len: Len, op: Op, value: u64) -> Result<Cond, FilterError> {
+    Cond::new(arg, len, op, value).map_err(|e| FilterError(e.to_string()))
+}
+
+fn rule(conds: Vec<Cond>) -> Result<SeccompRule, FilterError> {
+    SeccompRule::new(conds).map_err(|e| FilterError(e.to_string()))
+}
+
+fn arch() -> Result<TargetArch, FilterError> {
+    std::env::consts::ARCH.try_into().map_err(|_| {
+        FilterError(format!(
+            "unsupported architecture {}",
+            std::env::consts::ARCH
+        ))
+    })
+}
+
+/// The two filters, in installation order.
+pub fn filters() -> Result<[BpfProgram; 2], FilterError> {
+    let allow: BTreeMap<i64, Vec<SeccompRule>> = allowed().map(|(_, n)| (n, vec![])).collect();
+    let allow = SeccompFilter::new(
+        allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Allow,
+        arch()?,
+    )
+    .map_err(|e| FilterError(e.to_string()))?;
+
+    let mut deny: BTreeMap<i64, Vec<SeccompRule>> = denied().map(|(_, n)| (n, vec![])).collect();
+    // clone: any namespace flag (clone3 is ENOSYS above, so libc uses clone).
+    let ns_flags = [
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWCGROUP,
+        0x80, /* CLONE_NEWTIME */
+    ];
+    let clone_rules = ns_flags
+        .iter()
+        .map(|f| {
+            rule(vec![cond(
+                0,
+                Len::Qword,
+                Op::MaskedEq(*f as u64),
+                *f as u64,
+            )?])
+        })
+        .collect::<Result<_, _>>()?;
+    deny.insert(libc_sys::clone, clone_rules);
+    // ioctl: pushing input into a terminal (TIOCSTI) or the console (TIOCLINUX). The command
+    // is an unsigned int: compare 32 bits, whatever the upper half holds.
+    deny.insert(
+        libc_sys::ioctl,
+        vec![
+            rule(vec![cond(1, Len::Dword, Op::Eq, libc::TIOCSTI)?])?,
+            rule(vec![cond(
+                1,
+                Len::Dword,
+                Op::Eq,
+                0x541C, /* TIOCLINUX */
+            )?])?,
+        ],
+    );
+    // socket: only unix, IPv4, IPv6 and netlink-route; no raw or packet sockets.
+    let fam = |f: i32| cond(0, Len::Dword, Op::Ne, f as u64);
+    let mut socket_rules = vec![rule(vec![
+        fam(libc::AF_UNIX)?,
+        fam(libc::AF_INET)?,
+        fam(libc::AF_INET6)?,
+        fam(libc::AF_NETLINK)?,
+    ])?];
+    for f in [libc::AF_INET, libc::AF_INET6] {
+        socket_rules.push(rule(vec![
+            cond(0, Len::Dword, Op::Eq, f as u64)?,
+            cond(1, Len::Dword, Op::MaskedEq(0xf), libc::SOCK_RAW as u64)?,
+        ])?);
+        socket_rules.push(rule(vec![
+            cond(0, Len::Dword, Op::Eq, f as u64)?,
+            cond(1, Len::Dword, Op::MaskedEq(0xf), 10 /* SOCK_PACKET */)?,
+        ])?);
+    }
+    socket_rules.push(rule(vec![
+        cond(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64)?,
+        cond(2, Len::Dword, Op::Ne, libc::NETLINK_ROUTE as u64)?,
+    ])?);
+    deny.insert(libc_sys::socket, socket_rules);
+    deny.insert(libc_sys::socketpair, vec![rule(vec![fam(libc::AF_UNIX)?])?]);
+    // personality: only the values the C library and common tools use.
+    deny.insert(
+        libc_sys::personality,
+        vec![rule(
+            [0u64, 0x8, 0x20000, 0x20008, 0xffff_ffff]
+                .iter()
+                .map(|v| cond(0, Len::Dword, Op::Ne, *v))
+                .collect::<Result<_, _>>()?,
+        )?],
+    );
+    let deny = SeccompFilter::new(
+        deny,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch()?,
+    )
+    .map_err(|e| FilterError(e.to_string()))?;
+
+    let a: BpfProgram = allow
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
+    let d: BpfProgram = deny
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
+    for p in [&a, &d] {
+        if p.len() > 4096 {
+            return Err(FilterError(format!(
+                "filter has {} instructions, the kernel takes at most 4096",
+                p.len()
+            )));
+        }
+    }
+    Ok([a, d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_consistent() {
+        let allow: Vec<i64> = allowed().map(|(_, n)| n).collect();
+        for (name, n) in denied() {
+            assert!(!allow.contains(&n), "{name} is both allowed and denied");
+        }
+        let mut sorted = allow.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), allow.len(), "duplicate in the allowlist");
+        assert!(
+            !allow.contains(&libc_sys::clone3),
+            "clone3 must stay ENOSYS so libc falls back to clone"
+        );
+    }
+
+    #[test]
+    fn filters_compile_within_kernel_limits() {
+        let [a, d] = filters().unwrap();
+        assert!(a.len() < 4096 && d.len() < 4096);
+    }
+}

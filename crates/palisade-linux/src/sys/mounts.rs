@@ -1,0 +1,472 @@
+//! Builds the sandbox's file system view from the plan, inside the new mount namespace.
+//!
+//! Order matters and is fixed:
+//! 1. make every mount private, so nothing propagates to or from the host;
+//! 2. mount a fresh tmpfs and `pivot_root` into it, keeping the host at `/oldroot`;
+//! 3. apply the plan's operations, parents first. Sources are opened below `/oldroot` and
+//!    targets below the new root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, and
+//!    trees are attached with `open_tree`/`move_mount` on those descriptors, so a symbolic
+//!    link planted in a writable directory can never redirect a mount;
+//! 4. mount `/proc` (while the host's is still visible, as the kernel requires) and `/dev`;
+//! 5. detach `/oldroot` and make the root read-only.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use super::ffi::{self, *};
+use crate::plan::{MountOp, Plan};
+
+/// A failed step: what was being done, to which path, and the OS error.
+#[derive(Debug)]
+pub struct MountError {
+    pub step: &'static str,
+    pub path: PathBuf,
+    pub err: io::Error,
+}
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.step, self.path.display(), self.err)
+    }
+}
+
+type Result<T> = std::result::Result<T, MountError>;
+
+fn at<T>(step: &'static str, path: &Path, r: io::Result<T>) -> Result<T> {
+    r.map_err(|err| MountError {
+        step,
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+/// `/a/b` → `a/b`.
+fn rel(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap_or(p)
+}
+
+const STAGE: &str = "/tmp";
+const OLD: &str = "oldroot";
+
+pub struct Roots {
+    new: OwnedFd,
+    old: OwnedFd,
+    /// A tiny tmpfs holding one empty, mode-000 file: the source of file masks.
+    mask_file_fs: Option<OwnedFd>,
+}
+
+/// Steps 1 and 2.
+pub fn enter_new_root() -> Result<Roots> {
+    let root = Path::new("/");
+    at(
+        "make mounts private",
+        root,
+        ffi::mount(
+            c"none",
+            c"/",
+            c"",
+            (libc::MS_REC | libc::MS_PRIVATE) as _,
+            None,
+        ),
+    )?;
+    let stage = Path::new(STAGE);
+    at(
+        "mount the new root on",
+        stage,
+        ffi::mount(
+            c"tmpfs",
+            c"/tmp",
+            c"tmpfs",
+            (libc::MS_NOSUID | libc::MS_NODEV) as _,
+            Some(c"mode=0755,size=16m"),
+        ),
+    )?;
+    at("enter", stage, std::env::set_current_dir(stage))?;
+    at("create", Path::new("/oldroot"), std::fs::create_dir(OLD))?;
+    // SAFETY: both arguments are valid C strings naming directories.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c"oldroot".as_ptr()) };
+    at("pivot_root into", stage, check(r))?;
+    at("enter", root, std::env::set_current_dir("/"))?;
+    let new = at("open", root, open_dir("/"))?;
+    let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
+    Ok(Roots {
+        new,
+        old,
+        mask_file_fs: None,
+    })
+}
+
+fn open_dir(p: &str) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid C string; the returned descriptor is owned below.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)?;
+    // SAFETY: just returned by the kernel.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Step 3.
+pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
+    for op in &plan.mounts {
+        match op {
+            MountOp::Tmpfs { path, size } => {
+                make_dirs(roots.new.as_raw_fd(), path)?;
+                let t = at(
+                    "mount a private tmpfs on",
+                    path,
+                    new_tmpfs(0o755, *size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+                )?;
+                attach_at(roots, &t, path)?;
+            }
+            MountOp::Bind { path, writable } => {
+                let src = at(
+                    "open (no symlinks) the host's",
+                    path,
+                    open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
+                )?;
+                let is_dir = at("stat", path, is_dir(src.as_raw_fd()))?;
+                let tree = at(
+                    "clone the mount tree of",
+                    path,
+                    clone_tree(src.as_raw_fd(), true),
+                )?;
+                let attrs = MOUNT_ATTR_NOSUID
+                    | MOUNT_ATTR_NODEV
+                    | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
+                at(
+                    "set mount flags on",
+                    path,
+                    set_mount_attr(tree.as_raw_fd(), attrs, true),
+                )?;
+                ensure_mountpoint(roots.new.as_raw_fd(), path, is_dir)?;
+                attach_at(roots, &tree, path)?;
+            }
+            MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
+            MountOp::Placeholder { path } => {
+                let (parent, name) = split(path)?;
+                let pfd = at(
+                    "open (no symlinks) the host's",
+                    &parent,
+                    open_beneath(
+                        roots.old.as_raw_fd(),
+                        rel(&parent),
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    ),
+                )?;
+                let cname = at("name", path, cstr(Path::new(&name)))?;
+                // SAFETY: valid directory descriptor and C string.
+                let r = unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o000) };
+                if r == -1 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(MountError {
+                            step: "create the placeholder",
+                            path: path.clone(),
+                            err: e,
+                        });
+                    }
+                }
+                mask(roots, path, true)?;
+            }
+            MountOp::Symlink { path, target } => {
+                let (parent, name) = split(path)?;
+                make_dirs(roots.new.as_raw_fd(), &parent)?;
+                let pfd = at(
+                    "open",
+                    &parent,
+                    open_beneath(
+                        roots.new.as_raw_fd(),
+                        rel(&parent),
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    ),
+                )?;
+                let (t, n) = (
+                    at("name", target, cstr(target))?,
+                    at("name", path, cstr(Path::new(&name)))?,
+                );
+                // SAFETY: valid C strings and directory descriptor.
+                let r = unsafe { libc::symlinkat(t.as_ptr(), pfd.as_raw_fd(), n.as_ptr()) };
+                at("create the link", path, check(r as libc::c_long))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
+    match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) => Ok((p.to_path_buf(), n.to_os_string())),
+        _ => Err(MountError {
+            step: "split",
+            path: path.to_path_buf(),
+            err: io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
+}
+
+fn is_dir(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: zeroed stat is a valid output buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an O_PATH descriptor; fstat accepts those.
+    check(unsafe { libc::fstat(fd, &mut st) } as libc::c_long)?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Attaches the detached tree `tree` on `path` in the new root, refusing symlinks on the way.
+fn attach_at(roots: &Roots, tree: &OwnedFd, path: &Path) -> Result<()> {
+    let target = at(
+        "open (no symlinks) the mount point",
+        path,
+        open_beneath(roots.new.as_raw_fd(), rel(path), libc::O_PATH, 0),
+    )?;
+    at(
+        "attach on",
+        path,
+        attach(tree.as_raw_fd(), target.as_raw_fd()),
+    )
+}
+
+fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    if dir {
+        let t = at("mount a mask on", path, new_tmpfs(0o000, 4096, attrs))?;
+        return attach_at(roots, &t, path);
+    }
+    if roots.mask_file_fs.is_none() {
+        let fs = at(
+            "mount the file-mask source for",
+            path,
+            new_tmpfs(
+                0o755,
+                4096,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            ),
+        )?;
+        // SAFETY: valid directory descriptor (the new mount's root) and C string.
+        let fd = unsafe {
+            libc::openat(
+                fs.as_raw_fd(),
+                c"empty".as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o000,
+            )
+        };
+        at("create the file mask for", path, check(fd as libc::c_long))?;
+        // SAFETY: `fd` was just opened and is not used again.
+        unsafe { libc::close(fd) };
+        roots.mask_file_fs = Some(fs);
+    }
+    let fs = roots
+        .mask_file_fs
+        .as_ref()
+        .map(|f| f.as_raw_fd())
+        .unwrap_or(-1);
+    let empty = at(
+        "open the file mask for",
+        path,
+        open_beneath(fs, Path::new("empty"), libc::O_PATH, 0),
+    )?;
+    let tree = at(
+        "clone the file mask for",
+        path,
+        clone_tree(empty.as_raw_fd(), false),
+    )?;
+    at(
+        "set mount flags on",
+        path,
+        set_mount_attr(tree.as_raw_fd(), attrs, false),
+    )?;
+    attach_at(roots, &tree, path)
+}
+
+/// Creates the directories of `path` in the sandbox's own tmpfs (never on the host: a
+/// component that already exists is only walked through, never followed if it is a link).
+fn make_dirs(root: RawFd, path: &Path) -> Result<()> {
+    let mut cur = PathBuf::from("/");
+    for comp in rel(path).components() {
+        let parent = at(
+            "open",
+            &cur,
+            open_beneath(root, rel(&cur), libc::O_PATH | libc::O_DIRECTORY, 0),
+        )?;
+        let name = at("name", path, cstr(Path::new(comp.as_os_str())))?;
+        // SAFETY: valid directory descriptor and C string.
+        let r = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(MountError {
+                    step: "create the mount point",
+                    path: cur.join(comp),
+                    err: e,
+                });
+            }
+        }
+        cur.push(comp);
+    }
+    Ok(())
+}
+
+/// Makes sure `path` exists in the new root as a directory or an empty file.
+fn ensure_mountpoint(root: RawFd, path: &Path, dir: bool) -> Result<()> {
+    if open_beneath(root, rel(path), libc::O_PATH, 0).is_ok() {
+        return Ok(());
+    }
+    if dir {
+        return make_dirs(root, path);
+    }
+    let (parent, name) = split(path)?;
+    make_dirs(root, &parent)?;
+    let pfd = at(
+        "open",
+        &parent,
+        open_beneath(root, rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
+    )?;
+    let n = at("name", path, cstr(Path::new(&name)))?;
+    // SAFETY: valid directory descriptor and C string.
+    let fd = unsafe {
+        libc::openat(
+            pfd.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o644,
+        )
+    };
+    at("create the mount point", path, check(fd as libc::c_long))?;
+    // SAFETY: just opened, not used again.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// Step 4: a fresh `/proc` for the sandbox's pid namespace and a minimal `/dev`.
+pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<()> {
+    let root = roots.new.as_raw_fd();
+    let proc_ = Path::new("/proc");
+    make_dirs(root, proc_)?;
+    at(
+        "mount",
+        proc_,
+        ffi::mount(
+            c"proc",
+            c"/proc",
+            c"proc",
+            (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as _,
+            None,
+        ),
+    )?;
+    let dev = Path::new("/dev");
+    make_dirs(root, dev)?;
+    let t = at(
+        "mount a tmpfs on",
+        dev,
+        new_tmpfs(0o755, 1 << 20, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC),
+    )?;
+    attach_at(roots, &t, dev)?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = dev.join(node);
+        let src = at(
+            "open the host's",
+            &p,
+            open_beneath(roots.old.as_raw_fd(), rel(&p), libc::O_PATH, 0),
+        )?;
+        let tree = at("clone", &p, clone_tree(src.as_raw_fd(), false))?;
+        at(
+            "set mount flags on",
+            &p,
+            set_mount_attr(
+                tree.as_raw_fd(),
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+                false,
+            ),
+        )?;
+        ensure_mountpoint(root, &p, false)?;
+        attach_at(roots, &tree, &p)?;
+    }
+    if devpts {
+        let pts = Path::new("/dev/pts");
+        make_dirs(root, pts)?;
+        at(
+            "mount devpts on",
+            pts,
+            ffi::mount(
+                c"devpts",
+                c"/dev/pts",
+                c"devpts",
+                (libc::MS_NOSUID | libc::MS_NOEXEC) as _,
+                Some(c"newinstance,ptmxmode=0666,mode=0620"),
+            ),
+        )?;
+    }
+    let shm = Path::new("/dev/shm");
+    make_dirs(root, shm)?;
+    let t = at(
+        "mount a tmpfs on",
+        shm,
+        new_tmpfs(0o1777, shm_size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+    )?;
+    attach_at(roots, &t, shm)?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let devfd = at(
+            "open",
+            dev,
+            open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0),
+        )?;
+        let (t, l) = (
+            at("name", dev, cstr(Path::new(target)))?,
+            at("name", dev, cstr(Path::new(link)))?,
+        );
+        // SAFETY: valid C strings and directory descriptor.
+        let r = unsafe { libc::symlinkat(t.as_ptr(), devfd.as_raw_fd(), l.as_ptr()) };
+        at("create the link", &dev.join(link), check(r as libc::c_long))?;
+    }
+    let devfd = at(
+        "open",
+        dev,
+        open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0),
+    )?;
+    at(
+        "make read-only",
+        dev,
+        set_mount_attr(
+            devfd.as_raw_fd(),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            false,
+        ),
+    )?;
+    Ok(())
+}
+
+/// Step 5.
+pub fn leave_old_root(roots: Roots) -> Result<()> {
+    drop(roots.old);
+    drop(roots.mask_file_fs);
+    let old = Path::new("/oldroot");
+    // SAFETY: valid C string.
+    let r = unsafe { libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH) };
+    at("detach", old, check(r as libc::c_long))?;
+    at("remove", old, std::fs::remove_dir(old))?;
+    let root = Path::new("/");
+    at(
+        "make read-only",
+        root,
+        set_mount_attr(
+            roots.new.as_raw_fd(),
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            false,
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The supervisor's side of a running sandbox: signals in, terminal relay, exit status out.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::ffi;
+use crate::Exit;
+
+const SIGNALS: [i32; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGCHLD,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The supervisor's signals, blocked and read from a descriptor so they can be polled with
+/// the terminal. Created before the sandbox is cloned, so none is lost.
+pub struct SignalFd {
+    fd: OwnedFd,
+    old_mask: libc::sigset_t,
+}
+
+impl SignalFd {
+    pub fn new() -> io::Result<SignalFd> {
+        // SAFETY: local sigsets; sigprocmask and signalfd with valid pointers.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in SIGNALS {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                return Err(e);
+            }
+            Ok(SignalFd {
+                fd: OwnedFd::from_raw_fd(fd),
+                old_mask: old,
+            })
+        }
+    }
+
+    /// In the cloned child: the caller's original mask.
+    pub fn unblock_in_child(&self) {
+        // SAFETY: restoring a mask saved by `new`.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+
+    fn read(&self) -> io::Result<i32> {
+        // SAFETY: zeroed siginfo is a valid buffer of the size read.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `info` is valid for `size` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(&mut info as *mut _ as *mut u8, size) };
+        ffi::read_some(self.fd.as_raw_fd(), buf)?;
+        Ok(info.ssi_signo as i32)
+    }
+}
+
+impl Drop for SignalFd {
+    fn drop(&mut self) {
+        // SAFETY: restoring a mask saved by `new`.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+/// Puts the user's terminal in raw mode and restores it on drop.
+struct RawMode {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enter(fd: RawFd) -> Option<RawMode> {
+        // SAFETY: zeroed termios is a valid output buffer; tcgetattr/tcsetattr on a tty.
+        unsafe {
+            if libc::isatty(fd) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(fd, libc::TCSADRAIN, &t);
+            Some(RawMode { fd, saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring attributes saved by `enter`.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSADRAIN, &self.saved) };
+    }
+}
+
+fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: zeroed winsize is a valid buffer; TIOCGWINSZ/TIOCSWINSZ take a pointer to one.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+fn exit_of(status: i32) -> Option<Exit> {
+    if libc::WIFEXITED(status) {
+        Some(Exit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// Relays the terminal (if any) and forwards signals until the sandbox's init exits.
+pub fn supervise(
+    pid: libc::pid_t,
+    master: Option<OwnedFd>,
+    signals: &SignalFd,
+) -> io::Result<Exit> {
+    let _raw = master.as_ref().and_then(|_| RawMode::enter(0));
+    if let Some(m) = &master {
+        copy_winsize(0, m.as_raw_fd());
+    }
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let mut out_ok = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = vec![libc::pollfd {
+            fd: signals.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let (Some(m), true) = (&master, master_open) {
+            fds.push(libc::pollfd {
+                fd: m.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if stdin_open {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `fds` is a valid array of the length passed.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for p in &fds {
+            if p.revents == 0 {
+                continue;
+            }
+            if p.fd == signals.fd.as_raw_fd() {
+                match signals.read()? {
+                    libc::SIGCHLD => {
+                        let mut status = 0;
+                        // SAFETY: reaping our own child without blocking.
+                        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                            if let Some(exit) = exit_of(status) {
+                                if let (Some(m), true) = (&master, master_open) {
+                                    drain(m.as_raw_fd(), &mut buf, out_ok);
+                                }
+                                return Ok(exit);
+                            }
+                        }
+                    }
+                    libc::SIGWINCH => {
+                        if let Some(m) = &master {
+                            copy_winsize(0, m.as_raw_fd());
+                        }
+                    }
+                    sig => {
+                        // SAFETY: forwarding a signal to our own child.
+                        unsafe { libc::kill(pid, sig) };
+                    }
+                }
+            } else if Some(p.fd) == master.as_ref().map(|m| m.as_raw_fd()) {
+                match ffi::read_some(p.fd, &mut buf) {
+                    Ok(0) | Err(_) => master_open = false,
+                    Ok(n) => out_ok = out_ok && ffi::write_all(1, &buf[..n]).is_ok(),
+                }
+            } else if p.fd == 0 {
+                match ffi::read_some(0, &mut buf) {
+                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(n) => {
+                        if let Some(m) = &master {
+                            let _ = ffi::write_all(m.as_raw_fd(), &buf[..n]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads what is left in the pty after the command ended.
+fn drain(fd: RawFd, buf: &mut [u8], out_ok: bool) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    while let Ok(n) = ffi::read_some(fd, buf) {
+        if n == 0 {
+            break;
+        }
+        if out_ok {
+            let _ = ffi::write_all(1, &buf[..n]);
+        }
+    }
+}
