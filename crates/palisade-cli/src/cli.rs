@@ -7,11 +7,9 @@ use clap::{Args, Parser, Subcommand};
 /// Run coding agents and their commands in a kernel-enforced sandbox.
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version, about, long_about = None, propagate_version = true)]
-#[command(
-    after_help = "Exit status of `run`: the command's own status; 128+N when it was killed by signal N; \
+#[command(after_help = "Exit status of `run`: the command's own status; 128+N when it was killed by signal N; \
 125 when Palisade itself failed (bad policy, missing kernel feature); 126 when the command \
-cannot be executed; 127 when it is not found."
-)]
+cannot be executed; 127 when it is not found.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,7 +22,7 @@ pub enum Command {
     /// Show, explain and check policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Report what this machine can enforce and whether `run` would work.
+    /// Report what this machine can enforce and whether `run` would work (exit 0 if it would).
     Check(CheckArgs),
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use palisade_policy::load::{Environment, Flags, FsResolver, LoadOptions, load};
 use palisade_policy::{
-    LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, Vars,
-    builtin, parse_layer, resolve,
+    LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, Vars, builtin, parse_layer,
+    resolve,
 };
 
 use crate::cli::{PolicyArgs, PolicyCommand};
@@ -37,16 +37,11 @@ pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), F
 
 pub fn policy_failure(e: PolicyError) -> Failure {
     let hint = match &e {
-        PolicyError::Invalid { .. } => {
-            Some("see docs/policy.md for every key and its values".to_owned())
-        }
+        PolicyError::Invalid { .. } => Some("see docs/policy.md for every key and its values".to_owned()),
         PolicyError::Setup(m) if m.contains("workspace") => None,
         _ => None,
     };
-    Failure {
-        message: e.to_string(),
-        hint,
-    }
+    Failure { message: e.to_string(), hint }
 }
 
 pub fn run(cmd: PolicyCommand) -> Outcome {
@@ -64,35 +59,17 @@ pub fn run(cmd: PolicyCommand) -> Outcome {
             }
             Ok(0)
         }
-        PolicyCommand::Explain {
-            target,
-            path,
-            host,
-            policy,
-            json,
-        } => {
+        PolicyCommand::Explain { target, path, host, policy, json } => {
             let (env, p) = load_policy(&policy)?;
             explain(&env, &p, &target, path, host, json)
         }
-        PolicyCommand::Check {
-            file,
-            project,
-            workspace,
-        } => check(&file, project, workspace.as_deref()),
+        PolicyCommand::Check { file, project, workspace } => check(&file, project, workspace.as_deref()),
     }
 }
 
-fn explain(
-    env: &Environment,
-    p: &ResolvedPolicy,
-    target: &str,
-    as_path: bool,
-    as_host: bool,
-    json: bool,
-) -> Outcome {
-    let looks_like_path = target.starts_with(['/', '~', '.', '$'])
-        || target.contains('/')
-        || Path::new(target).exists();
+fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, as_host: bool, json: bool) -> Outcome {
+    let looks_like_path =
+        target.starts_with(['/', '~', '.', '$']) || target.contains('/') || Path::new(target).exists();
     if as_host || (!as_path && !looks_like_path) {
         let t = Target::parse(target, 443).map_err(|m| Failure {
             message: format!("`{}` is not a host: {m}", target.escape_debug()),
@@ -129,8 +106,7 @@ fn explain(
 
 fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
     let env = Environment::from_process()?;
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let ws = workspace.map_or_else(|| env.cwd.clone(), Path::to_path_buf);
     let vars = Vars {
         home: env.home.clone(),
@@ -140,30 +116,14 @@ fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
         state: env.state_home.clone(),
         cache: env.cache_home.clone(),
     };
-    let kind = if project {
-        LayerKind::Project
-    } else {
-        LayerKind::PolicyFile
-    };
+    let kind = if project { LayerKind::Project } else { LayerKind::PolicyFile };
     let name = file.display().to_string();
     let result = parse_layer(&text, &name, kind, &vars, &Lexical).and_then(|layer| {
         if !project {
             return Ok(layer);
         }
-        let base = parse_layer(
-            builtin::DEFAULT_POLICY,
-            "<built-in>",
-            LayerKind::Builtin,
-            &vars,
-            &Lexical,
-        )?;
-        resolve(
-            &ws,
-            &env.home,
-            vec![base, layer.clone()],
-            ResolveOptions::default(),
-        )
-        .map(|_| layer)
+        let base = parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars, &Lexical)?;
+        resolve(&ws, &env.home, vec![base, layer.clone()], ResolveOptions::default()).map(|_| layer)
     });
     match result {
         Ok(layer) => {
@@ -192,30 +152,14 @@ fn render(p: &ResolvedPolicy) -> String {
     for (kind, source) in &p.layers {
         let _ = writeln!(o, "  {:<20} {source}", kind.to_string());
     }
-    let _ = writeln!(
-        o,
-        "\nfilesystem (most specific rule wins; at equal depth deny > protect > write > read):"
-    );
+    let _ = writeln!(o, "\nfilesystem (most specific rule wins; at equal depth deny > protect > write > read):");
     let mut rules: Vec<_> = p.paths.iter().collect();
-    rules.sort_by(|a, b| {
-        a.pattern
-            .to_string()
-            .cmp(&b.pattern.to_string())
-            .then(a.kind.cmp(&b.kind))
-    });
+    rules.sort_by(|a, b| a.pattern.to_string().cmp(&b.pattern.to_string()).then(a.kind.cmp(&b.kind)));
     for r in rules {
-        let _ = writeln!(
-            o,
-            "  {:<8} {:<48} {}",
-            r.kind.key(),
-            r.pattern.to_string(),
-            r.origin
-        );
+        let _ = writeln!(o, "  {:<8} {:<48} {}", r.kind.key(), r.pattern.to_string(), r.origin);
     }
-    let mode = p.net_mode.as_ref().map_or_else(
-        || "none (default)".to_owned(),
-        |m| format!("{}  [{}]", m.value, m.origin),
-    );
+    let mode =
+        p.net_mode.as_ref().map_or_else(|| "none (default)".to_owned(), |m| format!("{}  [{}]", m.value, m.origin));
     let _ = writeln!(o, "\nnetwork: {mode}");
     for (label, list) in [("allow", &p.net_allow), ("deny", &p.net_deny)] {
         for r in list {
@@ -223,13 +167,7 @@ fn render(p: &ResolvedPolicy) -> String {
         }
     }
     for h in &p.hosts {
-        let _ = writeln!(
-            o,
-            "  {:<8} {:<48} {}",
-            "host",
-            format!("{} = {}", h.name, h.addr),
-            h.origin
-        );
+        let _ = writeln!(o, "  {:<8} {:<48} {}", "host", format!("{} = {}", h.name, h.addr), h.origin);
     }
     let _ = writeln!(o, "\nenvironment:");
     for (label, list) in [("pass", &p.env_pass), ("deny", &p.env_deny)] {
@@ -239,32 +177,18 @@ fn render(p: &ResolvedPolicy) -> String {
         }
     }
     for s in &p.env_set {
-        let _ = writeln!(
-            o,
-            "  {:<8} {:<48} {}",
-            "set",
-            format!("{}={}", s.name, s.value),
-            s.origin
-        );
+        let _ = writeln!(o, "  {:<8} {:<48} {}", "set", format!("{}={}", s.name, s.value), s.origin);
     }
     let _ = writeln!(o, "\nlimits:");
     let l = &p.limits;
     let size = |v: &Option<palisade_policy::model::Setting<u64>>| {
-        v.as_ref().map(|s| {
-            format!(
-                "{}  [{}]",
-                palisade_policy::units::format_size(s.value),
-                s.origin.layer
-            )
-        })
+        v.as_ref().map(|s| format!("{}  [{}]", palisade_policy::units::format_size(s.value), s.origin.layer))
     };
     let count = |v: &Option<palisade_policy::model::Setting<u64>>| {
-        v.as_ref()
-            .map(|s| format!("{}  [{}]", s.value, s.origin.layer))
+        v.as_ref().map(|s| format!("{}  [{}]", s.value, s.origin.layer))
     };
     let dur = |v: &Option<palisade_policy::model::Setting<std::time::Duration>>| {
-        v.as_ref()
-            .map(|s| format!("{}  [{}]", humantime_fmt(s.value), s.origin.layer))
+        v.as_ref().map(|s| format!("{}  [{}]", humantime_fmt(s.value), s.origin.layer))
     };
     for (name, v) in [
         ("memory", size(&l.memory)),
@@ -283,22 +207,14 @@ fn render(p: &ResolvedPolicy) -> String {
             let _ = writeln!(o, "  audit    {}  [{}]", a.value.display(), a.origin);
         }
         None => {
-            let _ = writeln!(
-                o,
-                "  audit    default location ($XDG_STATE_HOME/palisade/sessions/)"
-            );
+            let _ = writeln!(o, "  audit    default location ($XDG_STATE_HOME/palisade/sessions/)");
         }
     }
     for t in &p.tripwires {
         let _ = writeln!(o, "  tripwire {:<48} {}", t.value.display(), t.origin.layer);
     }
     for r in &p.monitor_rules {
-        let _ = writeln!(
-            o,
-            "  rule     {:<48} {}",
-            format!("{} -> {}", r.when, r.action),
-            r.origin.layer
-        );
+        let _ = writeln!(o, "  rule     {:<48} {}", format!("{} -> {}", r.when, r.action), r.origin.layer);
     }
     o
 }

@@ -25,10 +25,7 @@ fn run_platform(
     if abi < palisade_linux::probe::LANDLOCK_MINIMUM_ABI {
         let report = palisade_linux::probe::probe();
         return Err(Failure {
-            message: format!(
-                "cannot enforce the policy: Landlock: {}",
-                report.landlock.detail
-            ),
+            message: format!("cannot enforce the policy: Landlock: {}", report.landlock.detail),
             hint: Some("`palisade check` shows what this machine can enforce".into()),
         });
     }
@@ -49,27 +46,20 @@ fn run_platform(
         env: vars_env,
         tmp: palisade_policy::PathResolver::resolve(&tmp, &env.tmp),
     };
-    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req).map_err(|e| Failure {
-        message: format!("cannot build the sandbox: {e}"),
-        hint: None,
-    })?;
+    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req)
+        .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
     if args.dry_run {
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan).map_err(|e| Failure {
-                message: e.to_string(),
-                hint: None
-            })?
+            serde_json::to_string_pretty(&plan).map_err(|e| Failure { message: e.to_string(), hint: None })?
         );
         return Ok(0);
     }
-    let pty = std::io::stdin()
-        .is_terminal()
-        .then(|| palisade_linux::PtyUse {
-            stdin: true,
-            stdout: std::io::stdout().is_terminal(),
-            stderr: std::io::stderr().is_terminal(),
-        });
+    let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
+        stdin: true,
+        stdout: std::io::stdout().is_terminal(),
+        stderr: std::io::stderr().is_terminal(),
+    });
     match palisade_linux::run(&plan, &palisade_linux::RunOptions { pty }) {
         Ok(exit) => Ok(exit.status()),
         Err(RunError::NotFound(m)) => {
@@ -87,19 +77,12 @@ fn run_platform(
                 hint: Some("`palisade check` shows what this machine can enforce".into()),
             })
         }
-        Err(e) => Err(Failure {
-            message: e.to_string(),
-            hint: None,
-        }),
+        Err(e) => Err(Failure { message: e.to_string(), hint: None }),
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn run_platform(
-    _: RunArgs,
-    _: palisade_policy::load::Environment,
-    _: palisade_policy::ResolvedPolicy,
-) -> Outcome {
+fn run_platform(_: RunArgs, _: palisade_policy::load::Environment, _: palisade_policy::ResolvedPolicy) -> Outcome {
     // No enforcement backend for this platform yet: refuse rather than run unsandboxed.
     Err(Failure {
         message: "this build of Palisade has no enforcement backend for this platform yet; refusing to run the command unsandboxed".into(),

@@ -23,10 +23,7 @@ pub struct Failure {
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure {
-            message: e.to_string(),
-            hint: None,
-        }
+        Failure { message: e.to_string(), hint: None }
     }
 }
 

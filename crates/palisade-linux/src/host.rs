@@ -23,17 +23,13 @@ fn kind_of(ft: std::fs::FileType) -> Kind {
 
 impl HostView for RealHost {
     fn kind(&self, path: &Path) -> Option<Kind> {
-        std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| kind_of(m.file_type()))
+        std::fs::symlink_metadata(path).ok().map(|m| kind_of(m.file_type()))
     }
 
     fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
-        rd.filter_map(|e| e.ok())
-            .filter_map(|e| Some((e.file_name(), kind_of(e.file_type().ok()?))))
-            .collect()
+        rd.filter_map(|e| e.ok()).filter_map(|e| Some((e.file_name(), kind_of(e.file_type().ok()?)))).collect()
     }
 }

@@ -43,8 +43,9 @@ pub enum MountOp {
     /// Hide what the host has at `path` under an empty, read-only, inaccessible mask.
     Mask { path: PathBuf, dir: bool },
     /// `path` is missing on the host under a writable tree and must stay uncreatable: the
-    /// executor creates an empty directory there, masks it, and removes it after the run.
-    Placeholder { path: PathBuf },
+    /// executor creates an empty directory (or file) there, covers it with a read-only empty
+    /// one, and removes it after the run.
+    Placeholder { path: PathBuf, dir: bool },
     /// A symbolic link in the sandbox's root, so a written path that went through a link on
     /// the host (`/lib64` → `/usr/lib64`) still resolves.
     Symlink { path: PathBuf, target: PathBuf },
@@ -56,7 +57,7 @@ impl MountOp {
             MountOp::Tmpfs { path, .. }
             | MountOp::Bind { path, .. }
             | MountOp::Mask { path, .. }
-            | MountOp::Placeholder { path }
+            | MountOp::Placeholder { path, .. }
             | MountOp::Symlink { path, .. } => path,
         }
     }
@@ -115,9 +116,7 @@ pub enum PlanError {
     SymlinkInWritableTree { path: PathBuf },
     #[error("{} is granted inside the denied directory {}; Palisade cannot show it there", path.display(), denied.display())]
     GrantInsideMask { path: PathBuf, denied: PathBuf },
-    #[error(
-        "the pattern `{pattern}` visits more than {GLOB_BUDGET} files while it is expanded; make it narrower"
-    )]
+    #[error("the pattern `{pattern}` visits more than {GLOB_BUDGET} files while it is expanded; make it narrower")]
     GlobTooBroad { pattern: String },
     #[error("the command is empty")]
     NoCommand,
@@ -137,19 +136,12 @@ enum View {
 }
 
 /// Builds the plan for running `req` under `policy`.
-pub fn build(
-    policy: &ResolvedPolicy,
-    host: &dyn HostView,
-    req: Request,
-) -> Result<Plan, PlanError> {
+pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Result<Plan, PlanError> {
     if req.argv.is_empty() {
         return Err(PlanError::NoCommand);
     }
     let mut candidates: Vec<(PathBuf, Candidate)> = Vec::new();
-    candidates.push((
-        req.tmp.clone(),
-        Candidate::Private(limit(policy, |l| &l.tmp_size, DEFAULT_TMP_SIZE)),
-    ));
+    candidates.push((req.tmp.clone(), Candidate::Private(limit(policy, |l| &l.tmp_size, DEFAULT_TMP_SIZE))));
     if policy.decide_path(&policy.home).access == Access::None {
         candidates.push((policy.home.clone(), Candidate::Private(DEFAULT_HOME_SIZE)));
     }
@@ -171,12 +163,8 @@ pub fn build(
     }
     // Parents before children; at one path, the private file system wins (the policy's grant
     // of `${tmp}` means the private directory, never the host's).
-    candidates.sort_by(|(a, ca), (b, cb)| {
-        depth(a)
-            .cmp(&depth(b))
-            .then(a.cmp(b))
-            .then(cb.is_private().cmp(&ca.is_private()))
-    });
+    candidates
+        .sort_by(|(a, ca), (b, cb)| depth(a).cmp(&depth(b)).then(a.cmp(b)).then(cb.is_private().cmp(&ca.is_private())));
     candidates.dedup_by(|(a, _), (b, _)| a == b);
 
     let mut mounted: Vec<(PathBuf, View)> = Vec::new();
@@ -185,10 +173,7 @@ pub fn build(
         let inherited = view_of(&mounted, &path);
         if let Candidate::Private(size) = cand {
             if inherited == View::Root {
-                mounts.push(MountOp::Tmpfs {
-                    path: path.clone(),
-                    size,
-                });
+                mounts.push(MountOp::Tmpfs { path: path.clone(), size });
                 mounted.push((path, View::Private));
             }
             continue;
@@ -196,9 +181,8 @@ pub fn build(
         let d = policy.decide_path(&path);
         // Host content appears only where a grant names this very path (or beneath a bind):
         // a path whose access comes from a private directory's grant stays private.
-        let granted_here = d.rule.is_some_and(|r| {
-            matches!(r.kind, PathKind::Read | PathKind::Write) && r.pattern.base() == path
-        });
+        let granted_here =
+            d.rule.is_some_and(|r| matches!(r.kind, PathKind::Read | PathKind::Write) && r.pattern.base() == path);
         if matches!(inherited, View::Root | View::Private) && !granted_here {
             continue;
         }
@@ -213,22 +197,12 @@ pub fn build(
             && policy.decide_path(&target).access != Access::None
             && !mounts.iter().any(|m| m.path() == link)
         {
-            mounts.push(MountOp::Symlink {
-                path: link.clone(),
-                target,
-            });
+            mounts.push(MountOp::Symlink { path: link.clone(), target });
         }
     }
     let landlock = landlock_plan(&mounts);
-    let visible = matches!(
-        view_of(&mounted, &req.cwd),
-        View::Host(Access::Read | Access::Write)
-    );
-    let cwd = if visible && host.kind(&req.cwd) == Some(Kind::Dir) {
-        req.cwd
-    } else {
-        policy.workspace.clone()
-    };
+    let visible = matches!(view_of(&mounted, &req.cwd), View::Host(Access::Read | Access::Write));
+    let cwd = if visible && host.kind(&req.cwd) == Some(Kind::Dir) { req.cwd } else { policy.workspace.clone() };
     Ok(Plan {
         mounts,
         landlock,
@@ -266,11 +240,7 @@ fn depth(p: &Path) -> usize {
 
 /// The view at `path`: that of the deepest mounted ancestor-or-self.
 fn view_of(mounted: &[(PathBuf, View)], path: &Path) -> View {
-    mounted
-        .iter()
-        .filter(|(m, _)| is_within(path, m))
-        .max_by_key(|(m, _)| depth(m))
-        .map_or(View::Root, |(_, v)| *v)
+    mounted.iter().filter(|(m, _)| is_within(path, m)).max_by_key(|(m, _)| depth(m)).map_or(View::Root, |(_, v)| *v)
 }
 
 /// Decides the operation for one path whose policy access is `want` and whose current view is
@@ -293,19 +263,13 @@ fn plan_path(
                     .max_by_key(|(m, _)| depth(m))
                     .map(|(m, _)| m.clone())
                     .unwrap_or_default();
-                return Err(PlanError::GrantInsideMask {
-                    path: path.to_path_buf(),
-                    denied,
-                });
+                return Err(PlanError::GrantInsideMask { path: path.to_path_buf(), denied });
             }
             Ok(())
         }
         View::Root | View::Private => {
             if want != Access::None && matches!(kind, Some(Kind::Dir | Kind::File | Kind::Other)) {
-                mounts.push(MountOp::Bind {
-                    path: path.to_path_buf(),
-                    writable: want == Access::Write,
-                });
+                mounts.push(MountOp::Bind { path: path.to_path_buf(), writable: want == Access::Write });
                 mounted.push((path.to_path_buf(), View::Host(want)));
             }
             Ok(())
@@ -324,24 +288,16 @@ fn plan_path(
             };
             if kind == Kind::Symlink {
                 if have == Access::Write && want == Access::Read {
-                    return Err(PlanError::SymlinkInWritableTree {
-                        path: path.to_path_buf(),
-                    });
+                    return Err(PlanError::SymlinkInWritableTree { path: path.to_path_buf() });
                 }
                 // A denied link is harmless: its target is decided on its own.
                 return Ok(());
             }
             if want == Access::None {
-                mounts.push(MountOp::Mask {
-                    path: path.to_path_buf(),
-                    dir: kind == Kind::Dir,
-                });
+                mounts.push(MountOp::Mask { path: path.to_path_buf(), dir: kind == Kind::Dir });
                 mounted.push((path.to_path_buf(), View::Masked));
             } else {
-                mounts.push(MountOp::Bind {
-                    path: path.to_path_buf(),
-                    writable: want == Access::Write,
-                });
+                mounts.push(MountOp::Bind { path: path.to_path_buf(), writable: want == Access::Write });
                 mounted.push((path.to_path_buf(), View::Host(want)));
             }
             Ok(())
@@ -352,17 +308,9 @@ fn plan_path(
 /// Inside a writable tree, the directories between the nearest mount and `path` could be
 /// renamed away (`mv .git .git-old`) and recreated without the protection. A mount point
 /// cannot be renamed or removed, so each of them is bound onto itself, writable.
-fn pin_ancestors(
-    path: &Path,
-    host: &dyn HostView,
-    mounts: &mut Vec<MountOp>,
-    mounted: &mut Vec<(PathBuf, View)>,
-) {
-    let Some(base) = mounted
-        .iter()
-        .filter(|(m, _)| is_within(path, m))
-        .max_by_key(|(m, _)| depth(m))
-        .map(|(m, _)| m.clone())
+fn pin_ancestors(path: &Path, host: &dyn HostView, mounts: &mut Vec<MountOp>, mounted: &mut Vec<(PathBuf, View)>) {
+    let Some(base) =
+        mounted.iter().filter(|(m, _)| is_within(path, m)).max_by_key(|(m, _)| depth(m)).map(|(m, _)| m.clone())
     else {
         return;
     };
@@ -376,10 +324,7 @@ fn pin_ancestors(
         if host.kind(&cur) != Some(Kind::Dir) {
             return;
         }
-        mounts.push(MountOp::Bind {
-            path: cur.clone(),
-            writable: true,
-        });
+        mounts.push(MountOp::Bind { path: cur.clone(), writable: true });
         mounted.push((cur.clone(), View::Host(Access::Write)));
     }
 }
@@ -407,21 +352,28 @@ fn placeholder(
                 if want == Access::None {
                     return Ok(());
                 }
-                mounts.push(MountOp::Bind {
-                    path: cur.clone(),
-                    writable: false,
-                });
+                mounts.push(MountOp::Bind { path: cur.clone(), writable: false });
                 mounted.push((cur, View::Host(Access::Read)));
                 return Ok(());
             }
             None => {
-                mounts.push(MountOp::Placeholder { path: cur.clone() });
+                let dir = cur != path || !looks_like_a_file(&cur);
+                mounts.push(MountOp::Placeholder { path: cur.clone(), dir });
                 mounted.push((cur, View::Masked));
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// Whether a missing protected path is more likely a file (`.mcp.json`, `.envrc`) than a
+/// directory (`.vscode`): its placeholder then reads as an empty file, which tools take as
+/// an empty configuration, rather than as an unreadable directory.
+fn looks_like_a_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_prefix('.').unwrap_or(&name);
+    stem.contains('.') || stem.ends_with("rc")
 }
 
 /// Expands a `deny`/`protect` glob against the host. A glob whose literal part lies inside a
@@ -437,27 +389,16 @@ fn expand_glob(
     let starts: Vec<PathBuf> = if roots.iter().any(|(r, _)| is_within(&base, r)) {
         vec![base.clone()]
     } else {
-        roots
-            .iter()
-            .filter(|(r, w)| *w && is_within(r, &base))
-            .map(|(r, _)| r.clone())
-            .collect()
+        roots.iter().filter(|(r, w)| *w && is_within(r, &base)).map(|(r, _)| r.clone()).collect()
     };
     let mut found = Vec::new();
     let mut budget = GLOB_BUDGET;
-    let mut stack: Vec<PathBuf> = starts
-        .into_iter()
-        .filter(|s| host.kind(s) == Some(Kind::Dir))
-        .collect();
+    let mut stack: Vec<PathBuf> = starts.into_iter().filter(|s| host.kind(s) == Some(Kind::Dir)).collect();
     stack.sort();
     stack.dedup();
     while let Some(dir) = stack.pop() {
         for (name, kind) in host.list(&dir) {
-            budget = budget
-                .checked_sub(1)
-                .ok_or_else(|| PlanError::GlobTooBroad {
-                    pattern: pattern.to_string(),
-                })?;
+            budget = budget.checked_sub(1).ok_or_else(|| PlanError::GlobTooBroad { pattern: pattern.to_string() })?;
             let p = dir.join(name);
             if pattern.specificity(&p) == Some(depth(&p)) {
                 found.push(p);
@@ -476,15 +417,8 @@ fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
     let mut lp = LandlockPlan::default();
     for m in mounts {
         match m {
-            MountOp::Bind {
-                path,
-                writable: true,
-            }
-            | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
-            MountOp::Bind {
-                path,
-                writable: false,
-            } => lp.read.push(path.clone()),
+            MountOp::Bind { path, writable: true } | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
+            MountOp::Bind { path, writable: false } => lp.read.push(path.clone()),
             _ => {}
         }
     }
@@ -532,33 +466,20 @@ mod tests {
     fn policy(text: &str) -> ResolvedPolicy {
         let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
         let l = parse_layer(text, "t.toml", LayerKind::User, &vars, &Lexical).unwrap();
-        resolve(
-            Path::new("/w/proj"),
-            Path::new("/home/u"),
-            vec![l],
-            ResolveOptions::default(),
-        )
-        .unwrap()
+        resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap()
     }
 
     fn plan(text: &str, host: &FakeHost) -> Result<Plan, PlanError> {
-        let req = Request {
-            argv: vec!["true".into()],
-            cwd: "/w/proj".into(),
-            env: vec![],
-            tmp: "/tmp".into(),
-        };
+        let req = Request { argv: vec!["true".into()], cwd: "/w/proj".into(), env: vec![], tmp: "/tmp".into() };
         build(&policy(text), host, req)
     }
 
     fn bind(p: &str, writable: bool) -> MountOp {
-        MountOp::Bind {
-            path: p.into(),
-            writable,
-        }
+        MountOp::Bind { path: p.into(), writable }
     }
 
-    const BASE: &str = "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
+    const BASE: &str =
+        "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
 
     fn host() -> FakeHost {
         FakeHost::with(&[
@@ -581,28 +502,11 @@ mod tests {
         assert!(p.mounts.contains(&bind("/etc", false)));
         assert!(p.mounts.contains(&bind("/w/proj", true)));
         assert!(p.mounts.contains(&bind("/home/u/.cargo", false)));
-        assert!(p.mounts.contains(&MountOp::Tmpfs {
-            path: "/tmp".into(),
-            size: DEFAULT_TMP_SIZE
-        }));
-        assert!(p.mounts.contains(&MountOp::Tmpfs {
-            path: "/home/u".into(),
-            size: DEFAULT_HOME_SIZE
-        }));
+        assert!(p.mounts.contains(&MountOp::Tmpfs { path: "/tmp".into(), size: DEFAULT_TMP_SIZE }));
+        assert!(p.mounts.contains(&MountOp::Tmpfs { path: "/home/u".into(), size: DEFAULT_HOME_SIZE }));
         // The home's secrets are simply never bound: absent, ENOENT.
-        assert!(
-            !p.mounts
-                .iter()
-                .any(|m| m.path().starts_with("/home/u/.ssh"))
-        );
-        assert_eq!(
-            p.landlock.read,
-            [
-                PathBuf::from("/etc"),
-                "/usr".into(),
-                "/home/u/.cargo".into()
-            ]
-        );
+        assert!(!p.mounts.iter().any(|m| m.path().starts_with("/home/u/.ssh")));
+        assert_eq!(p.landlock.read, [PathBuf::from("/etc"), "/usr".into(), "/home/u/.cargo".into()]);
         assert!(p.landlock.write.contains(&"/w/proj".into()));
     }
 
@@ -621,79 +525,36 @@ mod tests {
 
     #[test]
     fn denied_files_inside_a_grant_are_masked() {
-        let p = plan(
-            &format!("{BASE}deny = [\"/etc/shadow\", \"~/.cargo/credentials.toml\"]\n"),
-            &host(),
-        )
-        .unwrap();
-        assert!(p.mounts.contains(&MountOp::Mask {
-            path: "/etc/shadow".into(),
-            dir: false
-        }));
+        let p = plan(&format!("{BASE}deny = [\"/etc/shadow\", \"~/.cargo/credentials.toml\"]\n"), &host()).unwrap();
+        assert!(p.mounts.contains(&MountOp::Mask { path: "/etc/shadow".into(), dir: false }));
         // Missing under a read-only tree: nothing to do, it cannot appear.
-        assert!(
-            !p.mounts
-                .iter()
-                .any(|m| m.path() == Path::new("/home/u/.cargo/credentials.toml"))
-        );
+        assert!(!p.mounts.iter().any(|m| m.path() == Path::new("/home/u/.cargo/credentials.toml")));
     }
 
     #[test]
     fn protected_paths_in_the_workspace_are_pinned_and_read_only() {
-        let p = plan(
-            &format!(
-                "{BASE}protect = [\".git/hooks\", \".git/config\", \".vscode\", \".git/info\"]\n"
-            ),
-            &host(),
-        )
-        .unwrap();
-        let i_git = p
-            .mounts
-            .iter()
-            .position(|m| *m == bind("/w/proj/.git", true))
-            .expect(".git pinned");
-        let i_hooks = p
-            .mounts
-            .iter()
-            .position(|m| *m == bind("/w/proj/.git/hooks", false))
-            .expect("hooks read-only");
+        let p =
+            plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\", \".vscode\", \".git/info\"]\n"), &host())
+                .unwrap();
+        let i_git = p.mounts.iter().position(|m| *m == bind("/w/proj/.git", true)).expect(".git pinned");
+        let i_hooks = p.mounts.iter().position(|m| *m == bind("/w/proj/.git/hooks", false)).expect("hooks read-only");
         assert!(i_git < i_hooks);
         assert!(p.mounts.contains(&bind("/w/proj/.git/config", false)));
-        assert!(p.mounts.contains(&MountOp::Placeholder {
-            path: "/w/proj/.vscode".into()
-        }));
-        assert!(p.mounts.contains(&MountOp::Placeholder {
-            path: "/w/proj/.git/info".into()
-        }));
-        assert_eq!(
-            p.mounts
-                .iter()
-                .filter(|m| **m == bind("/w/proj/.git", true))
-                .count(),
-            1,
-            "pinned once"
-        );
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.vscode".into(), dir: true }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/info".into(), dir: true }));
+        assert_eq!(p.mounts.iter().filter(|m| **m == bind("/w/proj/.git", true)).count(), 1, "pinned once");
     }
 
     #[test]
     fn missing_protected_path_masks_its_first_missing_component() {
         let h = FakeHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
-        let p = plan(
-            &format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"),
-            &h,
-        )
-        .unwrap();
-        let ph: Vec<_> = p
-            .mounts
-            .iter()
-            .filter(|m| matches!(m, MountOp::Placeholder { .. }))
-            .collect();
-        assert_eq!(
-            ph,
-            [&MountOp::Placeholder {
-                path: "/w/proj/.git".into()
-            }]
-        );
+        let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &h).unwrap();
+        let ph: Vec<_> = p.mounts.iter().filter(|m| matches!(m, MountOp::Placeholder { .. })).collect();
+        assert_eq!(ph, [&MountOp::Placeholder { path: "/w/proj/.git".into(), dir: true }]);
+        let p = plan(&format!("{BASE}protect = [\".mcp.json\", \".envrc\", \".claude\"]\n"), &h).unwrap();
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.mcp.json".into(), dir: false }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.envrc".into(), dir: false }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.claude".into(), dir: true }));
     }
 
     #[test]
@@ -708,9 +569,7 @@ mod tests {
         let h = FakeHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
         assert_eq!(
             plan(&format!("{BASE}protect = [\".vscode/tasks.json\"]\n"), &h).unwrap_err(),
-            PlanError::SymlinkInWritableTree {
-                path: "/w/proj/.vscode".into()
-            }
+            PlanError::SymlinkInWritableTree { path: "/w/proj/.vscode".into() }
         );
     }
 
@@ -726,18 +585,8 @@ mod tests {
     #[test]
     fn grant_inside_a_denied_directory_is_an_error() {
         let h = FakeHost::with(&[("/srv/a/b/c", Kind::File)]);
-        let e = plan(
-            "[filesystem]\nread = [\"/srv\", \"/srv/a/b\"]\ndeny = [\"/srv/a\"]\n",
-            &h,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            PlanError::GrantInsideMask {
-                path: "/srv/a/b".into(),
-                denied: "/srv/a".into()
-            }
-        );
+        let e = plan("[filesystem]\nread = [\"/srv\", \"/srv/a/b\"]\ndeny = [\"/srv/a\"]\n", &h).unwrap_err();
+        assert_eq!(e, PlanError::GrantInsideMask { path: "/srv/a/b".into(), denied: "/srv/a".into() });
     }
 
     #[test]
@@ -749,16 +598,9 @@ mod tests {
             ("/opt/.env", Kind::File),
         ]);
         let p = plan(&format!("{BASE}deny = [\"**/.env\"]\n"), &h).unwrap();
-        let masks: Vec<_> = p
-            .mounts
-            .iter()
-            .filter(|m| matches!(m, MountOp::Mask { .. }))
-            .map(|m| m.path().to_path_buf())
-            .collect();
-        assert_eq!(
-            masks,
-            [PathBuf::from("/w/proj/.env"), "/w/proj/sub/.env".into()]
-        );
+        let masks: Vec<_> =
+            p.mounts.iter().filter(|m| matches!(m, MountOp::Mask { .. })).map(|m| m.path().to_path_buf()).collect();
+        assert_eq!(masks, [PathBuf::from("/w/proj/.env"), "/w/proj/sub/.env".into()]);
     }
 
     #[test]
@@ -767,45 +609,17 @@ mod tests {
         struct LinkLib64;
         impl palisade_policy::PathResolver for LinkLib64 {
             fn resolve(&self, p: &Path) -> PathBuf {
-                if p == Path::new("/lib64") {
-                    "/usr/lib64".into()
-                } else {
-                    p.to_path_buf()
-                }
+                if p == Path::new("/lib64") { "/usr/lib64".into() } else { p.to_path_buf() }
             }
         }
-        let l = parse_layer(
-            "[filesystem]\nread = [\"/usr\", \"/lib64\"]\n",
-            "t",
-            LayerKind::User,
-            &vars,
-            &LinkLib64,
-        )
-        .unwrap();
-        let pol = resolve(
-            Path::new("/w/proj"),
-            Path::new("/home/u"),
-            vec![l],
-            ResolveOptions::default(),
-        )
-        .unwrap();
+        let l = parse_layer("[filesystem]\nread = [\"/usr\", \"/lib64\"]\n", "t", LayerKind::User, &vars, &LinkLib64)
+            .unwrap();
+        let pol = resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
         let h = FakeHost::with(&[("/usr/lib64/ld.so", Kind::File)]);
-        let req = Request {
-            argv: vec!["true".into()],
-            cwd: "/".into(),
-            env: vec![],
-            tmp: "/tmp".into(),
-        };
+        let req = Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into() };
         let p = build(&pol, &h, req).unwrap();
-        assert!(p.mounts.contains(&MountOp::Symlink {
-            path: "/lib64".into(),
-            target: "/usr/lib64".into()
-        }));
-        assert_eq!(
-            p.cwd,
-            Path::new("/w/proj"),
-            "an invisible cwd falls back to the workspace"
-        );
+        assert!(p.mounts.contains(&MountOp::Symlink { path: "/lib64".into(), target: "/usr/lib64".into() }));
+        assert_eq!(p.cwd, Path::new("/w/proj"), "an invisible cwd falls back to the workspace");
     }
 
     #[test]
@@ -815,53 +629,25 @@ mod tests {
         let vars = Vars::with_defaults(Path::new("/tmp/t/home"), Path::new("/tmp/t/ws"));
         let text = "[filesystem]\nread = [\"/usr\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\ndeny = [\"~/.ssh\"]\n";
         let l = parse_layer(text, "t", LayerKind::User, &vars, &Lexical).unwrap();
-        let pol = resolve(
-            Path::new("/tmp/t/ws"),
-            Path::new("/tmp/t/home"),
-            vec![l],
-            ResolveOptions::default(),
-        )
-        .unwrap();
+        let pol =
+            resolve(Path::new("/tmp/t/ws"), Path::new("/tmp/t/home"), vec![l], ResolveOptions::default()).unwrap();
         let h = FakeHost::with(&[
             ("/tmp/t/home/.ssh/id_rsa", Kind::File),
             ("/tmp/t/ws/a", Kind::File),
             ("/tmp/t/other", Kind::Dir),
             ("/usr/bin/sh", Kind::File),
         ]);
-        let req = Request {
-            argv: vec!["true".into()],
-            cwd: "/tmp/t/other".into(),
-            env: vec![],
-            tmp: "/tmp".into(),
-        };
+        let req = Request { argv: vec!["true".into()], cwd: "/tmp/t/other".into(), env: vec![], tmp: "/tmp".into() };
         let p = build(&pol, &h, req).unwrap();
-        assert_eq!(
-            p.mounts[0],
-            MountOp::Tmpfs {
-                path: "/tmp".into(),
-                size: DEFAULT_TMP_SIZE
-            }
-        );
+        assert_eq!(p.mounts[0], MountOp::Tmpfs { path: "/tmp".into(), size: DEFAULT_TMP_SIZE });
         assert!(!p.mounts.iter().any(|m| matches!(m, MountOp::Bind { path, .. } if path == Path::new("/tmp") || path.starts_with("/tmp/t/home"))), "{:?}", p.mounts);
         assert!(p.mounts.contains(&bind("/tmp/t/ws", true)));
-        assert_eq!(
-            p.cwd,
-            Path::new("/tmp/t/ws"),
-            "a cwd that is not bound falls back to the workspace"
-        );
+        assert_eq!(p.cwd, Path::new("/tmp/t/ws"), "a cwd that is not bound falls back to the workspace");
     }
 
     #[test]
     fn empty_command_is_refused() {
-        let req = Request {
-            argv: vec![],
-            cwd: "/".into(),
-            env: vec![],
-            tmp: "/tmp".into(),
-        };
-        assert_eq!(
-            build(&policy(BASE), &host(), req).unwrap_err(),
-            PlanError::NoCommand
-        );
+        let req = Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into() };
+        assert_eq!(build(&policy(BASE), &host(), req).unwrap_err(), PlanError::NoCommand);
     }
 }

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
-    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// System call numbers that the `libc` crate does not name yet (same on x86_64 and aarch64).
@@ -813,24 +813,16 @@ fn rule(conds: Vec<Cond>) -> Result<SeccompRule, FilterError> {
 }
 
 fn arch() -> Result<TargetArch, FilterError> {
-    std::env::consts::ARCH.try_into().map_err(|_| {
-        FilterError(format!(
-            "unsupported architecture {}",
-            std::env::consts::ARCH
-        ))
-    })
+    std::env::consts::ARCH
+        .try_into()
+        .map_err(|_| FilterError(format!("unsupported architecture {}", std::env::consts::ARCH)))
 }
 
 /// The two filters, in installation order.
 pub fn filters() -> Result<[BpfProgram; 2], FilterError> {
     let allow: BTreeMap<i64, Vec<SeccompRule>> = allowed().map(|(_, n)| (n, vec![])).collect();
-    let allow = SeccompFilter::new(
-        allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        SeccompAction::Allow,
-        arch()?,
-    )
-    .map_err(|e| FilterError(e.to_string()))?;
+    let allow = SeccompFilter::new(allow, SeccompAction::Errno(libc::ENOSYS as u32), SeccompAction::Allow, arch()?)
+        .map_err(|e| FilterError(e.to_string()))?;
 
     let mut deny: BTreeMap<i64, Vec<SeccompRule>> = denied().map(|(_, n)| (n, vec![])).collect();
     // clone: any namespace flag (clone3 is ENOSYS above, so libc uses clone).
@@ -846,14 +838,7 @@ pub fn filters() -> Result<[BpfProgram; 2], FilterError> {
     ];
     let clone_rules = ns_flags
         .iter()
-        .map(|f| {
-            rule(vec![cond(
-                0,
-                Len::Qword,
-                Op::MaskedEq(*f as u64),
-                *f as u64,
-            )?])
-        })
+        .map(|f| rule(vec![cond(0, Len::Qword, Op::MaskedEq(*f as u64), *f as u64)?]))
         .collect::<Result<_, _>>()?;
     deny.insert(libc_sys::clone, clone_rules);
     // ioctl: pushing input into a terminal (TIOCSTI) or the console (TIOCLINUX). The command
@@ -862,22 +847,13 @@ pub fn filters() -> Result<[BpfProgram; 2], FilterError> {
         libc_sys::ioctl,
         vec![
             rule(vec![cond(1, Len::Dword, Op::Eq, libc::TIOCSTI)?])?,
-            rule(vec![cond(
-                1,
-                Len::Dword,
-                Op::Eq,
-                0x541C, /* TIOCLINUX */
-            )?])?,
+            rule(vec![cond(1, Len::Dword, Op::Eq, 0x541C /* TIOCLINUX */)?])?,
         ],
     );
     // socket: only unix, IPv4, IPv6 and netlink-route; no raw or packet sockets.
     let fam = |f: i32| cond(0, Len::Dword, Op::Ne, f as u64);
-    let mut socket_rules = vec![rule(vec![
-        fam(libc::AF_UNIX)?,
-        fam(libc::AF_INET)?,
-        fam(libc::AF_INET6)?,
-        fam(libc::AF_NETLINK)?,
-    ])?];
+    let mut socket_rules =
+        vec![rule(vec![fam(libc::AF_UNIX)?, fam(libc::AF_INET)?, fam(libc::AF_INET6)?, fam(libc::AF_NETLINK)?])?];
     for f in [libc::AF_INET, libc::AF_INET6] {
         socket_rules.push(rule(vec![
             cond(0, Len::Dword, Op::Eq, f as u64)?,
@@ -904,26 +880,14 @@ pub fn filters() -> Result<[BpfProgram; 2], FilterError> {
                 .collect::<Result<_, _>>()?,
         )?],
     );
-    let deny = SeccompFilter::new(
-        deny,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch()?,
-    )
-    .map_err(|e| FilterError(e.to_string()))?;
+    let deny = SeccompFilter::new(deny, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch()?)
+        .map_err(|e| FilterError(e.to_string()))?;
 
-    let a: BpfProgram = allow
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
-    let d: BpfProgram = deny
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
+    let a: BpfProgram = allow.try_into().map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
+    let d: BpfProgram = deny.try_into().map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))?;
     for p in [&a, &d] {
         if p.len() > 4096 {
-            return Err(FilterError(format!(
-                "filter has {} instructions, the kernel takes at most 4096",
-                p.len()
-            )));
+            return Err(FilterError(format!("filter has {} instructions, the kernel takes at most 4096", p.len())));
         }
     }
     Ok([a, d])
@@ -943,10 +907,7 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), allow.len(), "duplicate in the allowlist");
-        assert!(
-            !allow.contains(&libc_sys::clone3),
-            "clone3 must stay ENOSYS so libc falls back to clone"
-        );
+        assert!(!allow.contains(&libc_sys::clone3), "clone3 must stay ENOSYS so libc falls back to clone");
     }
 
     #[test]

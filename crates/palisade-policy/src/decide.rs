@@ -47,24 +47,11 @@ impl fmt::Display for PathDecision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}: {}", self.path.display(), self.access)?;
         match self.rule {
-            Some(r) => writeln!(
-                f,
-                "  rule:  {} {:?}  [{}]",
-                r.kind.key(),
-                r.origin.text,
-                r.origin
-            )?,
-            None => writeln!(
-                f,
-                "  rule:  none matches; paths are invisible unless a rule grants them"
-            )?,
+            Some(r) => writeln!(f, "  rule:  {} {:?}  [{}]", r.kind.key(), r.origin.text, r.origin)?,
+            None => writeln!(f, "  rule:  none matches; paths are invisible unless a rule grants them")?,
         }
         if let Some(p) = self.protected_by {
-            writeln!(
-                f,
-                "  capped read-only by: protect {:?}  [{}]",
-                p.origin.text, p.origin
-            )?;
+            writeln!(f, "  capped read-only by: protect {:?}  [{}]", p.origin.text, p.origin)?;
         }
         Ok(())
     }
@@ -72,10 +59,7 @@ impl fmt::Display for PathDecision<'_> {
 
 /// Picks the most specific rule covering `path`; at equal specificity the strongest kind
 /// (deny > protect > write > read); at equal kind, the later (higher-layer) rule.
-fn most_specific<'a>(
-    rules: impl Iterator<Item = &'a PathRule>,
-    path: &Path,
-) -> Option<&'a PathRule> {
+fn most_specific<'a>(rules: impl Iterator<Item = &'a PathRule>, path: &Path) -> Option<&'a PathRule> {
     let mut best: Option<(usize, PathKind, &PathRule)> = None;
     for r in rules {
         if let Some(s) = r.pattern.specificity(path) {
@@ -92,13 +76,9 @@ impl Rules {
     pub fn decide_path(&self, path: &Path) -> PathDecision<'_> {
         let winner = most_specific(self.paths.iter(), path);
         let (rule, protected_by) = match winner {
-            Some(w) if w.kind == PathKind::Protect => (
-                most_specific(
-                    self.paths.iter().filter(|r| r.kind != PathKind::Protect),
-                    path,
-                ),
-                Some(w),
-            ),
+            Some(w) if w.kind == PathKind::Protect => {
+                (most_specific(self.paths.iter().filter(|r| r.kind != PathKind::Protect), path), Some(w))
+            }
             other => (other, None),
         };
         let base = match rule.map(|r| r.kind) {
@@ -106,50 +86,22 @@ impl Rules {
             Some(PathKind::Write) => Access::Write,
             Some(PathKind::Deny) | Some(PathKind::Protect) | None => Access::None,
         };
-        let access = if protected_by.is_some() {
-            base.min(Access::Read)
-        } else {
-            base
-        };
-        PathDecision {
-            path: path.to_path_buf(),
-            access,
-            rule,
-            protected_by,
-        }
+        let access = if protected_by.is_some() { base.min(Access::Read) } else { base };
+        PathDecision { path: path.to_path_buf(), access, rule, protected_by }
     }
 
     /// Decides a connection to `target`.
     pub fn decide_net(&self, target: &Target) -> NetDecision<'_> {
         let (allowed, reason) = if self.mode() == NetMode::None {
-            (
-                false,
-                NetReason::ModeNone {
-                    set_by: self.net_mode.as_ref(),
-                },
-            )
-        } else if let Some(r) = self
-            .net_deny
-            .iter()
-            .rev()
-            .find(|r| r.pattern.matches(target))
-        {
+            (false, NetReason::ModeNone { set_by: self.net_mode.as_ref() })
+        } else if let Some(r) = self.net_deny.iter().rev().find(|r| r.pattern.matches(target)) {
             (false, NetReason::DeniedBy(r))
-        } else if let Some(r) = self
-            .net_allow
-            .iter()
-            .rev()
-            .find(|r| r.pattern.matches(target))
-        {
+        } else if let Some(r) = self.net_allow.iter().rev().find(|r| r.pattern.matches(target)) {
             (true, NetReason::AllowedBy(r))
         } else {
             (false, NetReason::NotListed)
         };
-        NetDecision {
-            target: target.clone(),
-            allowed,
-            reason,
-        }
+        NetDecision { target: target.clone(), allowed, reason }
     }
 
     /// Decides whether the variable `name` from the parent environment is passed in.
@@ -157,20 +109,11 @@ impl Rules {
         if let Some(s) = self.env_set.iter().find(|s| s.name == name) {
             return EnvDecision::Set(s);
         }
-        let Some(pass) = self
-            .env_pass
-            .iter()
-            .rev()
-            .find(|r| env_match(&r.pattern, name, false))
-        else {
+        let Some(pass) = self.env_pass.iter().rev().find(|r| env_match(&r.pattern, name, false)) else {
             return EnvDecision::NotPassed;
         };
         let by_name = self.env_pass.iter().any(|r| r.pattern == name);
-        match self
-            .env_deny
-            .iter()
-            .find(|r| env_match(&r.pattern, name, true))
-        {
+        match self.env_deny.iter().find(|r| env_match(&r.pattern, name, true)) {
             Some(deny) if !by_name => EnvDecision::Secret { pass, deny },
             _ => EnvDecision::Passed(pass),
         }
@@ -178,10 +121,7 @@ impl Rules {
 
     /// Builds the sandbox's environment from the parent's: passed variables, then `set`.
     /// Names or values that are not UTF-8 are dropped.
-    pub fn environment(
-        &self,
-        parent: impl IntoIterator<Item = (OsString, OsString)>,
-    ) -> Vec<(String, String)> {
+    pub fn environment(&self, parent: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = parent
             .into_iter()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -202,13 +142,9 @@ pub fn env_match(pattern: &str, name: &str, ignore_case: bool) -> bool {
         match p.split_first() {
             None => n.is_empty(),
             Some((b'*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..], ic)),
-            Some((c, rest)) => n.split_first().is_some_and(|(d, nrest)| {
-                (if ic {
-                    c.eq_ignore_ascii_case(d)
-                } else {
-                    c == d
-                }) && go(rest, nrest, ic)
-            }),
+            Some((c, rest)) => n
+                .split_first()
+                .is_some_and(|(d, nrest)| (if ic { c.eq_ignore_ascii_case(d) } else { c == d }) && go(rest, nrest, ic)),
         }
     }
     go(pattern.as_bytes(), name.as_bytes(), ignore_case)
@@ -226,9 +162,7 @@ pub struct NetDecision<'a> {
 #[serde(tag = "kind", content = "rule", rename_all = "snake_case")]
 pub enum NetReason<'a> {
     /// The network mode is `none`.
-    ModeNone {
-        set_by: Option<&'a Setting<NetMode>>,
-    },
+    ModeNone { set_by: Option<&'a Setting<NetMode>> },
     /// A deny rule matched (deny beats allow).
     DeniedBy(&'a NetRule),
     /// An allow rule matched.
@@ -239,30 +173,21 @@ pub enum NetReason<'a> {
 
 impl fmt::Display for NetDecision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}: {}",
-            self.target,
-            if self.allowed { "allowed" } else { "denied" }
-        )?;
+        writeln!(f, "{}: {}", self.target, if self.allowed { "allowed" } else { "denied" })?;
         match &self.reason {
             NetReason::ModeNone { set_by: Some(s) } => {
                 writeln!(f, "  rule:  network mode \"none\"  [{}]", s.origin)
             }
-            NetReason::ModeNone { set_by: None } => writeln!(
-                f,
-                "  rule:  network mode \"none\" (no layer enables the network)"
-            ),
+            NetReason::ModeNone { set_by: None } => {
+                writeln!(f, "  rule:  network mode \"none\" (no layer enables the network)")
+            }
             NetReason::DeniedBy(r) => {
                 writeln!(f, "  rule:  deny {:?}  [{}]", r.origin.text, r.origin)
             }
             NetReason::AllowedBy(r) => {
                 writeln!(f, "  rule:  allow {:?}  [{}]", r.origin.text, r.origin)
             }
-            NetReason::NotListed => writeln!(
-                f,
-                "  rule:  not on the allowlist (an empty allowlist allows nothing)"
-            ),
+            NetReason::NotListed => writeln!(f, "  rule:  not on the allowlist (an empty allowlist allows nothing)"),
         }
     }
 }
@@ -276,10 +201,7 @@ pub enum EnvDecision<'a> {
     /// Passed through from the parent.
     Passed(&'a EnvRule),
     /// Matched a pass pattern but looks like a secret; pass it by exact name to keep it.
-    Secret {
-        pass: &'a EnvRule,
-        deny: &'a EnvRule,
-    },
+    Secret { pass: &'a EnvRule, deny: &'a EnvRule },
     /// Not on the pass list.
     NotPassed,
 }

@@ -22,11 +22,7 @@ pub struct Site {
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.source, self.line, self.column, self.key
-            )
+            write!(f, "{}:{}:{}: {}", self.source, self.line, self.column, self.key)
         } else {
             write!(f, "{}: {}", self.source, self.key)
         }
@@ -54,11 +50,7 @@ pub enum PolicyError {
     },
     /// A named profile does not exist.
     #[error("unknown profile `{name}` (built-in profiles: {known}; user profiles live in {dir})")]
-    UnknownProfile {
-        name: String,
-        known: String,
-        dir: String,
-    },
+    UnknownProfile { name: String, known: String, dir: String },
     /// The environment Palisade runs in is unusable (no home directory, bad workspace).
     #[error("{0}")]
     Setup(String),
@@ -67,10 +59,7 @@ pub enum PolicyError {
 impl PolicyError {
     /// Shorthand for [`PolicyError::Invalid`].
     pub fn invalid(site: Site, message: impl Into<String>) -> Self {
-        PolicyError::Invalid {
-            site,
-            message: message.into(),
-        }
+        PolicyError::Invalid { site, message: message.into() }
     }
 
     /// The site of the error, when it has one.

@@ -22,21 +22,14 @@ impl HostName {
             return Err("empty host name".into());
         }
         if let Some(c) = input.chars().find(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!(
-                "host name contains a control or space character ({:?})",
-                c
-            ));
+            return Err(format!("host name contains a control or space character ({:?})", c));
         }
         let trimmed = input.strip_suffix('.').unwrap_or(input);
         if trimmed.is_empty() || trimmed.ends_with('.') {
             return Err(format!("`{}` is not a host name", input.escape_debug()));
         }
-        let ascii = idna::domain_to_ascii(trimmed).map_err(|_| {
-            format!(
-                "`{}` is not a valid (internationalised) host name",
-                input.escape_debug()
-            )
-        })?;
+        let ascii = idna::domain_to_ascii(trimmed)
+            .map_err(|_| format!("`{}` is not a valid (internationalised) host name", input.escape_debug()))?;
         if ascii.len() > 253 {
             return Err("host name is longer than 253 bytes".into());
         }
@@ -45,25 +38,13 @@ impl HostName {
                 return Err(format!("`{}` has an empty label", input.escape_debug()));
             }
             if label.len() > 63 {
-                return Err(format!(
-                    "`{}` has a label longer than 63 bytes",
-                    input.escape_debug()
-                ));
+                return Err(format!("`{}` has a label longer than 63 bytes", input.escape_debug()));
             }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!(
-                    "`{}` contains a character not allowed in a host name",
-                    input.escape_debug()
-                ));
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("`{}` contains a character not allowed in a host name", input.escape_debug()));
             }
             if label.starts_with('-') || label.ends_with('-') {
-                return Err(format!(
-                    "`{}` has a label that starts or ends with `-`",
-                    input.escape_debug()
-                ));
+                return Err(format!("`{}` has a label that starts or ends with `-`", input.escape_debug()));
             }
         }
         let last = ascii.rsplit('.').next().unwrap_or_default();
@@ -105,9 +86,7 @@ impl fmt::Display for HostName {
 
 /// A label that a WHATWG-style parser would read as a number (decimal, octal or hex).
 fn looks_numeric(label: &str) -> bool {
-    let hex = label
-        .strip_prefix("0x")
-        .or_else(|| label.strip_prefix("0X"));
+    let hex = label.strip_prefix("0x").or_else(|| label.strip_prefix("0X"));
     match hex {
         Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
         None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
@@ -185,24 +164,16 @@ impl NetPattern {
             return Err(format!("`{text}` has no host"));
         }
         if host_part.contains('/') {
-            let net: IpNet = host_part.parse().map_err(|_| {
-                format!("`{host_part}` is not a network in CIDR form (e.g. 10.0.0.0/8)")
-            })?;
+            let net: IpNet = host_part
+                .parse()
+                .map_err(|_| format!("`{host_part}` is not a network in CIDR form (e.g. 10.0.0.0/8)"))?;
             if net.prefix_len() == 0 {
-                return Err(format!(
-                    "`{host_part}` matches every address; list the networks you need"
-                ));
+                return Err(format!("`{host_part}` matches every address; list the networks you need"));
             }
-            return Ok(NetPattern {
-                host: HostPattern::Cidr(net.trunc()),
-                port,
-            });
+            return Ok(NetPattern { host: HostPattern::Cidr(net.trunc()), port });
         }
         if let Some(ip) = parse_ip(host_part) {
-            return Ok(NetPattern {
-                host: HostPattern::Ip(ip),
-                port,
-            });
+            return Ok(NetPattern { host: HostPattern::Ip(ip), port });
         }
         if let Some(suffix) = host_part.strip_prefix("*.") {
             let name = HostName::parse(suffix)?;
@@ -211,20 +182,14 @@ impl NetPattern {
                     "`{host_part}` is too broad: a wildcard needs at least two labels after `*.` (e.g. *.example.com)"
                 ));
             }
-            return Ok(NetPattern {
-                host: HostPattern::Wildcard(name),
-                port,
-            });
+            return Ok(NetPattern { host: HostPattern::Wildcard(name), port });
         }
         if host_part.contains('*') {
             return Err(format!(
                 "`{host_part}`: `*` is only allowed as a whole leading label (`*.example.com`); a bare `*` is never allowed"
             ));
         }
-        Ok(NetPattern {
-            host: HostPattern::Name(HostName::parse(host_part)?),
-            port,
-        })
+        Ok(NetPattern { host: HostPattern::Name(HostName::parse(host_part)?), port })
     }
 
     pub fn matches(&self, target: &Target) -> bool {
@@ -267,10 +232,7 @@ pub enum Host {
 
 impl Host {
     pub fn parse(text: &str) -> Result<Host, String> {
-        let bare = text
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(text);
+        let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
         if let Some(ip) = parse_ip(bare) {
             return Ok(Host::Ip(ip));
         }
@@ -299,10 +261,7 @@ impl Target {
     /// Parses `HOST:PORT`; without a port, `default_port` is used.
     pub fn parse(text: &str, default_port: u16) -> Result<Target, String> {
         let (host, port) = split_port(text)?;
-        Ok(Target {
-            host: Host::parse(host)?,
-            port: port.unwrap_or(default_port),
-        })
+        Ok(Target { host: Host::parse(host)?, port: port.unwrap_or(default_port) })
     }
 }
 
@@ -315,9 +274,7 @@ impl fmt::Display for Target {
 /// Splits `host:port`, `[v6]:port`, `[v6]`, bare IPv6 (`::1`, no port) and `[v6/len]:port`.
 fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
     if let Some(rest) = text.strip_prefix('[') {
-        let end = rest
-            .find(']')
-            .ok_or_else(|| format!("`{text}`: missing `]`"))?;
+        let end = rest.find(']').ok_or_else(|| format!("`{text}`: missing `]`"))?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         return match after {
@@ -351,9 +308,7 @@ mod tests {
     use super::*;
 
     fn name(s: &str) -> String {
-        HostName::parse(s)
-            .map(|h| h.0)
-            .unwrap_or_else(|e| panic!("{s}: {e}"))
+        HostName::parse(s).map(|h| h.0).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
     #[test]
@@ -396,34 +351,13 @@ mod tests {
     fn patterns_parse() {
         let p = NetPattern::parse("*.Example.com:443").unwrap();
         assert_eq!(p.to_string(), "*.example.com:443");
-        assert_eq!(
-            NetPattern::parse("10.1.2.3/8").unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            NetPattern::parse("[::1]:22").unwrap().to_string(),
-            "[::1]:22"
-        );
-        assert_eq!(
-            NetPattern::parse("::ffff:1.2.3.4").unwrap().to_string(),
-            "1.2.3.4"
-        );
-        assert_eq!(
-            NetPattern::parse("[fd00::/8]:443").unwrap().to_string(),
-            "[fd00::/8]:443"
-        );
-        for bad in [
-            "*",
-            "*.com",
-            "*:443",
-            "a.*.com",
-            "ex*ample.com",
-            "host:0",
-            "host:65536",
-            "host:",
-            "0.0.0.0/0",
-            ":443",
-        ] {
+        assert_eq!(NetPattern::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(NetPattern::parse("[::1]:22").unwrap().to_string(), "[::1]:22");
+        assert_eq!(NetPattern::parse("::ffff:1.2.3.4").unwrap().to_string(), "1.2.3.4");
+        assert_eq!(NetPattern::parse("[fd00::/8]:443").unwrap().to_string(), "[fd00::/8]:443");
+        for bad in
+            ["*", "*.com", "*:443", "a.*.com", "ex*ample.com", "host:0", "host:65536", "host:", "0.0.0.0/0", ":443"]
+        {
             assert!(NetPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -449,11 +383,7 @@ mod tests {
         assert!(net.matches(&Target::parse("[::ffff:10.9.9.9]:1", 1).unwrap()));
         assert!(!net.matches(&Target::parse("11.0.0.1:1", 1).unwrap()));
         // A name never matches an address rule and an address never matches a name rule.
-        assert!(
-            !NetPattern::parse("localhost")
-                .unwrap()
-                .matches(&Target::parse("127.0.0.1:80", 1).unwrap())
-        );
+        assert!(!NetPattern::parse("localhost").unwrap().matches(&Target::parse("127.0.0.1:80", 1).unwrap()));
     }
 
     #[test]

@@ -47,20 +47,16 @@ impl FsResolver {
         let parent = self.resolve_inner(parent, links);
         let joined = parent.join(name);
         let resolved = match std::fs::symlink_metadata(&joined) {
-            Ok(m) if m.file_type().is_symlink() && *links < MAX_LINKS => {
-                match std::fs::read_link(&joined) {
-                    Ok(target) => {
-                        *links += 1;
-                        self.resolve_inner(&normalize_lexically(&parent.join(target)), links)
-                    }
-                    Err(_) => joined,
+            Ok(m) if m.file_type().is_symlink() && *links < MAX_LINKS => match std::fs::read_link(&joined) {
+                Ok(target) => {
+                    *links += 1;
+                    self.resolve_inner(&normalize_lexically(&parent.join(target)), links)
                 }
-            }
+                Err(_) => joined,
+            },
             _ => joined,
         };
-        self.cache
-            .borrow_mut()
-            .insert(path.to_path_buf(), resolved.clone());
+        self.cache.borrow_mut().insert(path.to_path_buf(), resolved.clone());
         resolved
     }
 }
@@ -80,18 +76,13 @@ impl Environment {
     /// Reads `HOME` (the password database only when it is unset), `TMPDIR` and the XDG
     /// base directories.
     pub fn from_process() -> Result<Environment, PolicyError> {
-        let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-        };
+        let var =
+            |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from).filter(|p| p.is_absolute());
         let home = match var("HOME") {
             Some(h) => h,
             None => home_from_passwd().ok_or_else(|| {
                 PolicyError::Setup(
-                    "HOME is not set and your user has no home directory in /etc/passwd; set HOME"
-                        .into(),
+                    "HOME is not set and your user has no home directory in /etc/passwd; set HOME".into(),
                 )
             })?,
         };
@@ -166,18 +157,11 @@ pub struct LoadOptions {
 pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, PolicyError> {
     let resolver = FsResolver::default();
     let workspace_arg = opts.workspace.clone().unwrap_or_else(|| env.cwd.clone());
-    let workspace_abs = if workspace_arg.is_absolute() {
-        workspace_arg
-    } else {
-        env.cwd.join(workspace_arg)
-    };
+    let workspace_abs = if workspace_arg.is_absolute() { workspace_arg } else { env.cwd.join(workspace_arg) };
     let workspace = std::fs::canonicalize(&workspace_abs)
         .map_err(|e| PolicyError::Setup(format!("workspace {}: {e}", workspace_abs.display())))?;
     if !workspace.is_dir() {
-        return Err(PolicyError::Setup(format!(
-            "workspace {} is not a directory",
-            workspace.display()
-        )));
+        return Err(PolicyError::Setup(format!("workspace {} is not a directory", workspace.display())));
     }
     let home = resolver.resolve(&env.home);
     let vars = Vars {
@@ -189,22 +173,10 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
         cache: env.cache_home.clone(),
     };
 
-    let mut layers = vec![parse_layer(
-        builtin::DEFAULT_POLICY,
-        "<built-in>",
-        LayerKind::Builtin,
-        &vars,
-        &resolver,
-    )?];
+    let mut layers = vec![parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars, &resolver)?];
     if let Some(text) = read_optional(&env.user_policy())? {
         let name = env.user_policy().display().to_string();
-        layers.push(parse_layer(
-            &text,
-            &name,
-            LayerKind::User,
-            &vars,
-            &resolver,
-        )?);
+        layers.push(parse_layer(&text, &name, LayerKind::User, &vars, &resolver)?);
     }
     if let Some(name) = &opts.profile {
         layers.push(load_profile(env, name, &vars, &resolver)?);
@@ -212,41 +184,15 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
     let project = workspace.join(".palisade.toml");
     if let Some(text) = read_optional(&project)? {
         let name = project.display().to_string();
-        layers.push(parse_layer(
-            &text,
-            &name,
-            LayerKind::Project,
-            &vars,
-            &resolver,
-        )?);
+        layers.push(parse_layer(&text, &name, LayerKind::Project, &vars, &resolver)?);
     }
     for file in &opts.policy_files {
-        let path = if file.is_absolute() {
-            file.clone()
-        } else {
-            env.cwd.join(file)
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        layers.push(parse_layer(
-            &text,
-            &path.display().to_string(),
-            LayerKind::PolicyFile,
-            &vars,
-            &resolver,
-        )?);
+        let path = if file.is_absolute() { file.clone() } else { env.cwd.join(file) };
+        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
+        layers.push(parse_layer(&text, &path.display().to_string(), LayerKind::PolicyFile, &vars, &resolver)?);
     }
     layers.push(flags_layer(&opts.flags, &vars, &resolver, &env.cwd)?);
-    resolve(
-        &workspace,
-        &home,
-        layers,
-        ResolveOptions {
-            trust_project: opts.trust_project,
-        },
-    )
+    resolve(&workspace, &home, layers, ResolveOptions { trust_project: opts.trust_project })
 }
 
 /// Reads a file that may be absent. Any other failure (permissions, not UTF-8) is an error:
@@ -255,10 +201,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, PolicyError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PolicyError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(PolicyError::Read { path: path.to_path_buf(), source }),
     }
 }
 
@@ -270,18 +213,10 @@ fn load_profile(
 ) -> Result<crate::model::Layer, PolicyError> {
     let unknown = || PolicyError::UnknownProfile {
         name: name.to_owned(),
-        known: builtin::PROFILES
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", "),
+        known: builtin::PROFILES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
         dir: env.profile_dir().display().to_string(),
     };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(unknown());
     }
     let kind = LayerKind::Profile(name.to_owned());
@@ -300,12 +235,7 @@ pub fn flags_layer(
     resolver: &dyn PathResolver,
     cwd: &Path,
 ) -> Result<crate::model::Layer, PolicyError> {
-    let site = |key: &str| Site {
-        source: "command line".into(),
-        line: 0,
-        column: 0,
-        key: key.into(),
-    };
+    let site = |key: &str| Site { source: "command line".into(), line: 0, column: 0, key: key.into() };
     let mut b = LayerBuilder::new(LayerKind::Flags, vars, resolver, cwd);
     for (kind, key, list) in [
         (PathKind::Read, "--allow-read", &flags.allow_read),

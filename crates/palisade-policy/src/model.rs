@@ -222,9 +222,7 @@ impl Rules {
         macro_rules! over {
             ($($f:ident),*) => { $( if l.$f.is_some() { self.limits.$f = l.$f; } )* };
         }
-        over!(
-            memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size
-        );
+        over!(memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size);
         if upper.audit.is_some() {
             self.audit = upper.audit;
         }

@@ -38,18 +38,9 @@ pub enum Condition {
     Tripwire,
     Limit,
     DnsExfil,
-    Rate {
-        counter: Counter,
-        more_than: u64,
-        within: Duration,
-    },
-    Bytes {
-        counter: ByteCounter,
-        more_than: u64,
-    },
-    ExecMatches {
-        glob: String,
-    },
+    Rate { counter: Counter, more_than: u64, within: Duration },
+    Bytes { counter: ByteCounter, more_than: u64 },
+    ExecMatches { glob: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,9 +60,7 @@ impl Action {
             "log" => Ok(Action::Log),
             "alert" => Ok(Action::Alert),
             "kill" => Ok(Action::Kill),
-            other => Err(format!(
-                "unknown action `{other}` (expected log, alert or kill)"
-            )),
+            other => Err(format!("unknown action `{other}` (expected log, alert or kill)")),
         }
     }
 }
@@ -91,17 +80,12 @@ impl Condition {
                 .strip_prefix('"')
                 .and_then(|r| r.strip_suffix('"'))
                 .or_else(|| rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
-                .ok_or_else(|| {
-                    format!("`{t}`: the pattern must be quoted, e.g. exec matches \"curl *\"")
-                })?;
+                .ok_or_else(|| format!("`{t}`: the pattern must be quoted, e.g. exec matches \"curl *\""))?;
             if glob.is_empty() {
                 return Err(format!("`{t}`: empty pattern"));
             }
-            globset::Glob::new(glob)
-                .map_err(|e| format!("`{t}`: invalid pattern: {}", e.kind()))?;
-            return Ok(Condition::ExecMatches {
-                glob: glob.to_owned(),
-            });
+            globset::Glob::new(glob).map_err(|e| format!("`{t}`: invalid pattern: {}", e.kind()))?;
+            return Ok(Condition::ExecMatches { glob: glob.to_owned() });
         }
         let words: Vec<&str> = t.split_whitespace().collect();
         let usage = || {
@@ -120,15 +104,9 @@ impl Condition {
                     "execs" => Counter::Execs,
                     _ => return Err(usage()),
                 };
-                let more_than = n
-                    .parse()
-                    .map_err(|_| format!("`{t}`: `{n}` is not a whole number"))?;
+                let more_than = n.parse().map_err(|_| format!("`{t}`: `{n}` is not a whole number"))?;
                 let within = parse_duration(window).map_err(|e| format!("`{t}`: {e}"))?;
-                Ok(Condition::Rate {
-                    counter,
-                    more_than,
-                    within,
-                })
+                Ok(Condition::Rate { counter, more_than, within })
             }
             [name, ">", size] => {
                 let counter = match *name {
@@ -150,22 +128,14 @@ impl fmt::Display for Condition {
             Condition::Tripwire => f.write_str("tripwire"),
             Condition::Limit => f.write_str("limit"),
             Condition::DnsExfil => f.write_str("dns_exfil"),
-            Condition::Rate {
-                counter,
-                more_than,
-                within,
-            } => {
+            Condition::Rate { counter, more_than, within } => {
                 let name = match counter {
                     Counter::DeniedConnections => "denied_connections",
                     Counter::DeniedDns => "denied_dns",
                     Counter::DeniedFiles => "denied_files",
                     Counter::Execs => "execs",
                 };
-                write!(
-                    f,
-                    "{name} > {more_than} in {}",
-                    humantime::format_duration(*within)
-                )
+                write!(f, "{name} > {more_than} in {}", humantime::format_duration(*within))
             }
             Condition::Bytes { counter, more_than } => {
                 let name = match counter {
@@ -198,24 +168,15 @@ mod tests {
         assert_eq!(Condition::parse("tripwire").unwrap(), Condition::Tripwire);
         assert_eq!(
             Condition::parse("denied_connections > 20 in 60s").unwrap(),
-            Condition::Rate {
-                counter: Counter::DeniedConnections,
-                more_than: 20,
-                within: Duration::from_secs(60)
-            }
+            Condition::Rate { counter: Counter::DeniedConnections, more_than: 20, within: Duration::from_secs(60) }
         );
         assert_eq!(
             Condition::parse("upload_bytes > 100MiB").unwrap(),
-            Condition::Bytes {
-                counter: ByteCounter::UploadBytes,
-                more_than: 100 << 20
-            }
+            Condition::Bytes { counter: ByteCounter::UploadBytes, more_than: 100 << 20 }
         );
         assert_eq!(
             Condition::parse("exec matches \"curl *\"").unwrap(),
-            Condition::ExecMatches {
-                glob: "curl *".into()
-            }
+            Condition::ExecMatches { glob: "curl *".into() }
         );
         for bad in [
             "",
@@ -229,11 +190,7 @@ mod tests {
             assert!(Condition::parse(bad).is_err(), "{bad:?} accepted");
         }
         // Display round-trips.
-        for s in [
-            "denied_connections > 20 in 1m",
-            "upload_bytes > 100MiB",
-            "exec matches \"rm -rf *\"",
-        ] {
+        for s in ["denied_connections > 20 in 1m", "upload_bytes > 100MiB", "exec matches \"rm -rf *\""] {
             assert_eq!(
                 Condition::parse(&Condition::parse(s).unwrap().to_string()).unwrap(),
                 Condition::parse(s).unwrap()

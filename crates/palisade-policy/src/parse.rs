@@ -106,15 +106,8 @@ impl SourceText<'_> {
         let start = span.start.min(self.text.len());
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
-            before[nl + 1..].chars().count()
-        }) + 1;
-        Site {
-            source: self.name.to_owned(),
-            line,
-            column,
-            key: key.to_owned(),
-        }
+        let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+        Site { source: self.name.to_owned(), line, column, key: key.to_owned() }
     }
 
     /// The dotted key whose key or value contains byte `pos` (best effort, for serde errors).
@@ -145,9 +138,7 @@ impl SourceText<'_> {
                 })
             })
         }
-        let parts = DeTable::parse(self.text)
-            .ok()
-            .and_then(|doc| in_table(doc.get_ref(), pos));
+        let parts = DeTable::parse(self.text).ok().and_then(|doc| in_table(doc.get_ref(), pos));
         match parts {
             Some(parts) => parts.iter().fold(String::new(), |mut acc, p| {
                 if !acc.is_empty() && !p.starts_with('[') {
@@ -159,9 +150,7 @@ impl SourceText<'_> {
             // The document does not parse (a syntax error, a duplicate key): take the key
             // written on the line of the error, if there is one.
             None => {
-                let start = self.text[..pos.min(self.text.len())]
-                    .rfind('\n')
-                    .map_or(0, |i| i + 1);
+                let start = self.text[..pos.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
                 let line = self.text[start..].lines().next().unwrap_or("");
                 match line.split_once('=') {
                     Some((k, _)) if !k.trim().is_empty() => k.trim().trim_matches('"').to_owned(),
@@ -185,48 +174,23 @@ pub struct LayerBuilder<'a> {
 
 impl std::fmt::Debug for LayerBuilder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerBuilder")
-            .field("kind", &self.kind)
-            .field("base", &self.base)
-            .finish()
+        f.debug_struct("LayerBuilder").field("kind", &self.kind).field("base", &self.base).finish()
     }
 }
 
 impl<'a> LayerBuilder<'a> {
-    pub fn new(
-        kind: LayerKind,
-        vars: &'a Vars,
-        resolver: &'a dyn PathResolver,
-        base: &Path,
-    ) -> Self {
-        LayerBuilder {
-            kind,
-            vars,
-            resolver,
-            base: base.to_path_buf(),
-            rules: Rules::default(),
-        }
+    pub fn new(kind: LayerKind, vars: &'a Vars, resolver: &'a dyn PathResolver, base: &Path) -> Self {
+        LayerBuilder { kind, vars, resolver, base: base.to_path_buf(), rules: Rules::default() }
     }
 
     fn origin(&self, site: Site, text: &str) -> Origin {
-        Origin {
-            layer: self.kind.clone(),
-            site,
-            text: text.to_owned(),
-        }
+        Origin { layer: self.kind.clone(), site, text: text.to_owned() }
     }
 
     fn path(&self, text: &str, site: &Site) -> Result<PathBuf, PolicyError> {
         // `**/NAME` means NAME anywhere, not only under the workspace.
-        let base = if text.starts_with("**") {
-            Path::new("/")
-        } else {
-            &self.base
-        };
-        let p = self
-            .vars
-            .expand(text, base)
-            .map_err(|m| PolicyError::invalid(site.clone(), m))?;
+        let base = if text.starts_with("**") { Path::new("/") } else { &self.base };
+        let p = self.vars.expand(text, base).map_err(|m| PolicyError::invalid(site.clone(), m))?;
         Ok(normalize_lexically(&p))
     }
 
@@ -237,27 +201,19 @@ impl<'a> LayerBuilder<'a> {
         if glob && matches!(kind, PathKind::Read | PathKind::Write) {
             return Err(PolicyError::invalid(
                 site,
-                format!(
-                    "`{text}`: globs are only allowed in `deny` and `protect`; grant concrete paths"
-                ),
+                format!("`{text}`: globs are only allowed in `deny` and `protect`; grant concrete paths"),
             ));
         }
         if lexical == Path::new("/") && kind != PathKind::Read {
             return Err(PolicyError::invalid(
                 site,
-                format!(
-                    "`{text}` names the root directory; {} it is never what you want",
-                    kind.key()
-                ),
+                format!("`{text}` names the root directory; {} it is never what you want", kind.key()),
             ));
         }
         // Canonicalise the literal part; the glob tail, if any, is kept as written.
         let canonical = if glob {
             let prefix = literal_prefix(&lexical);
-            let tail = lexical
-                .strip_prefix(&prefix)
-                .unwrap_or(&lexical)
-                .to_path_buf();
+            let tail = lexical.strip_prefix(&prefix).unwrap_or(&lexical).to_path_buf();
             self.resolver.resolve(&prefix).join(tail)
         } else {
             self.resolver.resolve(&lexical)
@@ -272,12 +228,7 @@ impl<'a> LayerBuilder<'a> {
         for t in targets {
             let pattern = PathPattern::new(t).map_err(|m| PolicyError::invalid(site.clone(), m))?;
             let origin = self.origin(site.clone(), text);
-            self.rules.paths.push(PathRule {
-                kind,
-                pattern,
-                via_link: via_link.clone(),
-                origin,
-            });
+            self.rules.paths.push(PathRule { kind, pattern, via_link: via_link.clone(), origin });
         }
         Ok(())
     }
@@ -293,19 +244,13 @@ impl<'a> LayerBuilder<'a> {
                 ));
             }
         };
-        self.rules.net_mode = Some(Setting {
-            value,
-            origin: self.origin(site, text),
-        });
+        self.rules.net_mode = Some(Setting { value, origin: self.origin(site, text) });
         Ok(())
     }
 
     pub fn net_rule(&mut self, allow: bool, text: &str, site: Site) -> Result<(), PolicyError> {
         let pattern = NetPattern::parse(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
-        let rule = NetRule {
-            pattern,
-            origin: self.origin(site, text),
-        };
+        let rule = NetRule { pattern, origin: self.origin(site, text) };
         if allow {
             self.rules.net_allow.push(rule)
         } else {
@@ -316,26 +261,18 @@ impl<'a> LayerBuilder<'a> {
 
     pub fn host_mapping(&mut self, name: &str, addr: &str, site: Site) -> Result<(), PolicyError> {
         let host = HostName::parse(name).map_err(|m| PolicyError::invalid(site.clone(), m))?;
-        let ip: std::net::IpAddr = addr.parse().map_err(|_| {
-            PolicyError::invalid(site.clone(), format!("`{addr}` is not an IP address"))
-        })?;
+        let ip: std::net::IpAddr =
+            addr.parse().map_err(|_| PolicyError::invalid(site.clone(), format!("`{addr}` is not an IP address")))?;
         let origin = self.origin(site, &format!("{name} = {addr}"));
         self.rules.hosts.retain(|h| h.name != host);
-        self.rules.hosts.push(HostMapping {
-            name: host,
-            addr: ip.to_canonical(),
-            origin,
-        });
+        self.rules.hosts.push(HostMapping { name: host, addr: ip.to_canonical(), origin });
         Ok(())
     }
 
     /// Adds an `env.pass` (`deny == false`) or `env.deny` entry.
     pub fn env_rule(&mut self, deny: bool, text: &str, site: Site) -> Result<(), PolicyError> {
         check_env_pattern(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
-        let rule = EnvRule {
-            pattern: text.to_owned(),
-            origin: self.origin(site, text),
-        };
+        let rule = EnvRule { pattern: text.to_owned(), origin: self.origin(site, text) };
         if deny {
             self.rules.env_deny.push(rule)
         } else {
@@ -346,79 +283,47 @@ impl<'a> LayerBuilder<'a> {
 
     pub fn env_set(&mut self, name: &str, value: &str, site: Site) -> Result<(), PolicyError> {
         if name.contains('*') {
-            return Err(PolicyError::invalid(
-                site,
-                format!("`{name}`: a variable to set needs a plain name"),
-            ));
+            return Err(PolicyError::invalid(site, format!("`{name}`: a variable to set needs a plain name")));
         }
         check_env_pattern(name).map_err(|m| PolicyError::invalid(site.clone(), m))?;
         if value.contains('\0') {
-            return Err(PolicyError::invalid(
-                site,
-                format!("value of `{name}` contains a NUL byte"),
-            ));
+            return Err(PolicyError::invalid(site, format!("value of `{name}` contains a NUL byte")));
         }
         let origin = self.origin(site, &format!("{name}={value}"));
         self.rules.env_set.retain(|e| e.name != name);
-        self.rules.env_set.push(EnvSet {
-            name: name.to_owned(),
-            value: value.to_owned(),
-            origin,
-        });
+        self.rules.env_set.push(EnvSet { name: name.to_owned(), value: value.to_owned(), origin });
         Ok(())
     }
 
     fn size(&self, text: &str, site: Site) -> Result<Setting<u64>, PolicyError> {
         let value = parse_size(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
-        Ok(Setting {
-            value,
-            origin: self.origin(site, text),
-        })
+        Ok(Setting { value, origin: self.origin(site, text) })
     }
 
-    fn duration(
-        &self,
-        text: &str,
-        site: Site,
-    ) -> Result<Setting<std::time::Duration>, PolicyError> {
+    fn duration(&self, text: &str, site: Site) -> Result<Setting<std::time::Duration>, PolicyError> {
         let value = parse_duration(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
-        Ok(Setting {
-            value,
-            origin: self.origin(site, text),
-        })
+        Ok(Setting { value, origin: self.origin(site, text) })
     }
 
     fn count(&self, value: u64, site: Site) -> Result<Setting<u64>, PolicyError> {
         if value == 0 {
             return Err(PolicyError::invalid(site, "must be at least 1"));
         }
-        Ok(Setting {
-            value,
-            origin: self.origin(site, &value.to_string()),
-        })
+        Ok(Setting { value, origin: self.origin(site, &value.to_string()) })
     }
 
     pub fn audit(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = self.path(text, &site)?;
-        self.rules.audit = Some(Setting {
-            value,
-            origin: self.origin(site, text),
-        });
+        self.rules.audit = Some(Setting { value, origin: self.origin(site, text) });
         Ok(())
     }
 
     pub fn tripwire(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = self.path(text, &site)?;
         if is_glob(&value.to_string_lossy()) {
-            return Err(PolicyError::invalid(
-                site,
-                format!("`{text}`: a tripwire is one concrete file, not a glob"),
-            ));
+            return Err(PolicyError::invalid(site, format!("`{text}`: a tripwire is one concrete file, not a glob")));
         }
-        self.rules.tripwires.push(Setting {
-            value,
-            origin: self.origin(site, text),
-        });
+        self.rules.tripwires.push(Setting { value, origin: self.origin(site, text) });
         Ok(())
     }
 
@@ -431,21 +336,12 @@ impl<'a> LayerBuilder<'a> {
         let cond = Condition::parse(when.0).map_err(|m| PolicyError::invalid(when.1.clone(), m))?;
         let act = Action::parse(action.0).map_err(|m| PolicyError::invalid(action.1, m))?;
         let origin = self.origin(when.1, when.0);
-        self.rules.monitor_rules.push(MonitorRule {
-            name: name.map(str::to_owned),
-            when: cond,
-            action: act,
-            origin,
-        });
+        self.rules.monitor_rules.push(MonitorRule { name: name.map(str::to_owned), when: cond, action: act, origin });
         Ok(())
     }
 
     pub fn finish(self, source: &str) -> Layer {
-        Layer {
-            kind: self.kind,
-            source: source.to_owned(),
-            rules: self.rules,
-        }
+        Layer { kind: self.kind, source: source.to_owned(), rules: self.rules }
     }
 }
 
@@ -453,19 +349,14 @@ fn check_env_pattern(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("empty variable name".into());
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*')
-    {
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*') {
         return Err(format!(
             "`{}` is not a variable name (letters, digits, `_`, and `*` in patterns)",
             text.escape_debug()
         ));
     }
     if text.bytes().all(|b| b == b'*') {
-        return Err(format!(
-            "`{text}` matches every variable; list the names you need"
-        ));
+        return Err(format!("`{text}` matches every variable; list the names you need"));
     }
     Ok(())
 }
@@ -494,10 +385,7 @@ pub fn parse_layer(
         if *v.get_ref() != 1 {
             return Err(PolicyError::invalid(
                 site(v.span(), "version"),
-                format!(
-                    "unsupported policy version {} (this Palisade reads version 1)",
-                    v.get_ref()
-                ),
+                format!("unsupported policy version {} (this Palisade reads version 1)", v.get_ref()),
             ));
         }
     }
@@ -509,11 +397,7 @@ pub fn parse_layer(
             (PathKind::Protect, fs.protect),
         ] {
             for v in list {
-                b.path_rule(
-                    kind,
-                    v.get_ref(),
-                    site(v.span(), &format!("filesystem.{}", kind.key())),
-                )?;
+                b.path_rule(kind, v.get_ref(), site(v.span(), &format!("filesystem.{}", kind.key())))?;
             }
         }
     }
@@ -528,11 +412,7 @@ pub fn parse_layer(
             b.net_rule(false, v.get_ref(), site(v.span(), "network.deny"))?;
         }
         for (k, v) in net.hosts {
-            b.host_mapping(
-                k.get_ref(),
-                v.get_ref(),
-                site(k.span(), &format!("network.hosts.{}", k.get_ref())),
-            )?;
+            b.host_mapping(k.get_ref(), v.get_ref(), site(k.span(), &format!("network.hosts.{}", k.get_ref())))?;
         }
     }
     if let Some(p) = raw.process {
@@ -544,11 +424,7 @@ pub fn parse_layer(
                 b.env_rule(true, v.get_ref(), site(v.span(), "process.env.deny"))?;
             }
             for (k, v) in env.set {
-                b.env_set(
-                    k.get_ref(),
-                    v.get_ref(),
-                    site(k.span(), &format!("process.env.set.{}", k.get_ref())),
-                )?;
+                b.env_set(k.get_ref(), v.get_ref(), site(k.span(), &format!("process.env.set.{}", k.get_ref())))?;
             }
         }
         let mut limits = Limits::default();
@@ -588,14 +464,8 @@ pub fn parse_layer(
             let name = r.name.as_ref().map(|n| n.get_ref().as_str());
             b.monitor_rule(
                 name,
-                (
-                    r.when.get_ref(),
-                    site(r.when.span(), &format!("{key}.when")),
-                ),
-                (
-                    r.action.get_ref(),
-                    site(r.action.span(), &format!("{key}.action")),
-                ),
+                (r.when.get_ref(), site(r.when.span(), &format!("{key}.when"))),
+                (r.action.get_ref(), site(r.action.span(), &format!("{key}.action"))),
             )?;
         }
     }
@@ -672,10 +542,7 @@ action = "alert"
         assert_eq!(r.limits.memory.as_ref().unwrap().value, 4 << 30);
         assert_eq!(r.limits.pids.as_ref().unwrap().value, 512);
         assert_eq!(r.env_set[0].name, "RUST_LOG");
-        assert_eq!(
-            r.audit.as_ref().unwrap().value,
-            Path::new("/home/u/.local/state/palisade/audit.jsonl")
-        );
+        assert_eq!(r.audit.as_ref().unwrap().value, Path::new("/home/u/.local/state/palisade/audit.jsonl"));
         assert_eq!(r.monitor_rules.len(), 2);
         assert_eq!(r.monitor_rules[1].name.as_deref(), Some("burst"));
     }
@@ -704,39 +571,24 @@ action = "alert"
     #[test]
     fn bad_values_name_file_line_column_and_key() {
         assert_eq!(
-            err("[network]\nallow = [\"ok.com\", \"*\"]\n")
-                .split(": `*`")
-                .next()
-                .unwrap(),
+            err("[network]\nallow = [\"ok.com\", \"*\"]\n").split(": `*`").next().unwrap(),
             "test.toml:2:20: network.allow"
         );
         assert!(
-            err("[network]\nmode = \"open\"\n")
-                .starts_with("test.toml:2:8: network.mode: unknown network mode `open`")
+            err("[network]\nmode = \"open\"\n").starts_with("test.toml:2:8: network.mode: unknown network mode `open`")
         );
         assert!(
-            err("[process]\nmemory = \"4 parsecs\"\n")
-                .starts_with("test.toml:2:10: process.memory: unknown size unit")
+            err("[process]\nmemory = \"4 parsecs\"\n").starts_with("test.toml:2:10: process.memory: unknown size unit")
         );
-        assert!(
-            err("[process]\npids = 0\n")
-                .starts_with("test.toml:2:8: process.pids: must be at least 1")
-        );
-        assert!(
-            err("[process]\npids = \"many\"\n")
-                .starts_with("test.toml:2:8: process.pids: invalid type")
-        );
-        assert!(
-            err("[process]\nwall_time = \"soon\"\n")
-                .starts_with("test.toml:2:13: process.wall_time:")
-        );
+        assert!(err("[process]\npids = 0\n").starts_with("test.toml:2:8: process.pids: must be at least 1"));
+        assert!(err("[process]\npids = \"many\"\n").starts_with("test.toml:2:8: process.pids: invalid type"));
+        assert!(err("[process]\nwall_time = \"soon\"\n").starts_with("test.toml:2:13: process.wall_time:"));
         assert!(
             err("[filesystem]\nread = [\"${nope}/x\"]\n")
                 .starts_with("test.toml:2:9: filesystem.read: `${nope}/x`: unknown variable")
         );
         assert!(
-            err("[filesystem]\nwrite = [\"/w/**/x\"]\n")
-                .contains("globs are only allowed in `deny` and `protect`")
+            err("[filesystem]\nwrite = [\"/w/**/x\"]\n").contains("globs are only allowed in `deny` and `protect`")
         );
         assert!(err("[filesystem]\nwrite = [\"/\"]\n").contains("root directory"));
         assert!(
@@ -754,15 +606,9 @@ action = "alert"
                 .starts_with("test.toml:2:8: monitor.rules[0].when:")
         );
         assert!(err("[[monitor.rules]]\naction = \"log\"\n").contains("missing field `when`"));
-        assert!(
-            err("version = 2\n")
-                .starts_with("test.toml:1:11: version: unsupported policy version 2")
-        );
+        assert!(err("version = 2\n").starts_with("test.toml:1:11: version: unsupported policy version 2"));
         assert!(err("[filesystem\n").starts_with("test.toml:1:"));
-        assert!(
-            err("[filesystem]\nread = \"/usr\"\n")
-                .starts_with("test.toml:2:8: filesystem.read: invalid type")
-        );
+        assert!(err("[filesystem]\nread = \"/usr\"\n").starts_with("test.toml:2:8: filesystem.read: invalid type"));
     }
 
     #[test]

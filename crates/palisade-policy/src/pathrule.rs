@@ -46,10 +46,7 @@ impl PathPattern {
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("invalid glob `{text}`: {}", e.kind()))?;
-        Ok(PathPattern::Glob(Glob {
-            text,
-            matcher: glob.compile_matcher(),
-        }))
+        Ok(PathPattern::Glob(Glob { text, matcher: glob.compile_matcher() }))
     }
 
     /// How specifically this pattern covers `path` (absolute, normalised): the number of
@@ -57,10 +54,7 @@ impl PathPattern {
     pub fn specificity(&self, path: &Path) -> Option<usize> {
         match self {
             PathPattern::Exact(p, depth) => is_within(path, p).then_some(*depth),
-            PathPattern::Glob(g) => path
-                .ancestors()
-                .find(|a| g.matcher.is_match(a))
-                .map(|a| a.components().count()),
+            PathPattern::Glob(g) => path.ancestors().find(|a| g.matcher.is_match(a)).map(|a| a.components().count()),
         }
     }
 
@@ -81,18 +75,13 @@ impl PathPattern {
 /// absolute paths (no `.`, `..`, or doubled or trailing separators), so a byte prefix that
 /// ends at a separator is a component prefix; this is the hot path of every decision.
 pub fn is_within(path: &Path, dir: &Path) -> bool {
-    let (p, d) = (
-        path.as_os_str().as_encoded_bytes(),
-        dir.as_os_str().as_encoded_bytes(),
-    );
+    let (p, d) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
     p.starts_with(d) && (p.len() == d.len() || d.ends_with(b"/") || p[d.len()] == b'/')
 }
 
 /// The leading components of `p` that contain no glob syntax.
 pub fn literal_prefix(p: &Path) -> PathBuf {
-    p.components()
-        .take_while(|c| !is_glob(&c.as_os_str().to_string_lossy()))
-        .collect()
+    p.components().take_while(|c| !is_glob(&c.as_os_str().to_string_lossy())).collect()
 }
 
 impl fmt::Display for PathPattern {
@@ -136,10 +125,7 @@ mod tests {
         assert_eq!(p.specificity(Path::new("/w/proj/.envrc")), None);
         assert_eq!(p.specificity(Path::new("/.env")), Some(2));
         let c = pat("/home/u/.cargo/credentials*");
-        assert_eq!(
-            c.specificity(Path::new("/home/u/.cargo/credentials.toml")),
-            Some(5)
-        );
+        assert_eq!(c.specificity(Path::new("/home/u/.cargo/credentials.toml")), Some(5));
         assert_eq!(c.specificity(Path::new("/home/u/.cargo/bin")), None);
         // `*` does not cross a separator.
         assert_eq!(pat("/home/*/x").specificity(Path::new("/home/a/b/x")), None);
@@ -148,23 +134,10 @@ mod tests {
 
     #[test]
     fn is_within_agrees_with_component_prefix() {
-        let paths = [
-            "/",
-            "/w",
-            "/w/proj",
-            "/w/proj-evil",
-            "/w/proj/a",
-            "/w/pro",
-            "/wx",
-            "/w/proj/a/b",
-        ];
+        let paths = ["/", "/w", "/w/proj", "/w/proj-evil", "/w/proj/a", "/w/pro", "/wx", "/w/proj/a/b"];
         for a in paths {
             for b in paths {
-                assert_eq!(
-                    is_within(Path::new(a), Path::new(b)),
-                    Path::new(a).starts_with(b),
-                    "{a} within {b}"
-                );
+                assert_eq!(is_within(Path::new(a), Path::new(b)), Path::new(a).starts_with(b), "{a} within {b}");
             }
         }
     }

@@ -52,24 +52,18 @@ pub fn resolve(
         applied.push((layer.kind, layer.source));
         rules.merge(layer.rules);
     }
-    Ok(ResolvedPolicy {
-        workspace: workspace.to_path_buf(),
-        home: home.to_path_buf(),
-        layers: applied,
-        rules,
-    })
+    Ok(ResolvedPolicy { workspace: workspace.to_path_buf(), home: home.to_path_buf(), layers: applied, rules })
 }
 
 /// Refuses workspaces that would make a broad tree writable (THREATS B-01).
 fn check_workspace(workspace: &Path, home: &Path) -> Result<(), PolicyError> {
     if !workspace.is_absolute() {
-        return Err(PolicyError::Setup(format!(
-            "workspace {} is not an absolute path",
-            workspace.display()
-        )));
+        return Err(PolicyError::Setup(format!("workspace {} is not an absolute path", workspace.display())));
     }
     if workspace.parent().is_none() {
-        return Err(PolicyError::Setup("the workspace is the root directory; run Palisade from a project directory or pass --workspace DIR".into()));
+        return Err(PolicyError::Setup(
+            "the workspace is the root directory; run Palisade from a project directory or pass --workspace DIR".into(),
+        ));
     }
     if home.starts_with(workspace) {
         return Err(PolicyError::Setup(format!(
@@ -82,10 +76,7 @@ fn check_workspace(workspace: &Path, home: &Path) -> Result<(), PolicyError> {
 
 /// Checks that `upper` (an untrusted layer) grants nothing `lower` does not.
 fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
-    let widen = |origin: &Origin, why: String| PolicyError::Widening {
-        site: origin.site.clone(),
-        why,
-    };
+    let widen = |origin: &Origin, why: String| PolicyError::Widening { site: origin.site.clone(), why };
     for r in &upper.paths {
         let wanted = match r.kind {
             PathKind::Read => Access::Read,
@@ -98,58 +89,33 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
         if wanted > have {
             return Err(widen(
                 &r.origin,
-                format!(
-                    "it grants {} on {}, which the layers below make {}",
-                    r.kind.key(),
-                    path.display(),
-                    have
-                ),
+                format!("it grants {} on {}, which the layers below make {}", r.kind.key(), path.display(), have),
             ));
         }
     }
     if let Some(m) = &upper.net_mode {
         if m.value == NetMode::Allowlist && lower.mode() == NetMode::None {
-            return Err(widen(
-                &m.origin,
-                "it turns the network on, which the layers below keep off".into(),
-            ));
+            return Err(widen(&m.origin, "it turns the network on, which the layers below keep off".into()));
         }
     }
     for r in &upper.net_allow {
-        if !lower
-            .net_allow
-            .iter()
-            .any(|l| r.pattern.is_subset_of(&l.pattern))
-        {
-            return Err(widen(
-                &r.origin,
-                format!(
-                    "it allows {}, which the layers below do not allow",
-                    r.pattern
-                ),
-            ));
+        if !lower.net_allow.iter().any(|l| r.pattern.is_subset_of(&l.pattern)) {
+            return Err(widen(&r.origin, format!("it allows {}, which the layers below do not allow", r.pattern)));
         }
     }
     if let Some(h) = upper.hosts.first() {
         return Err(widen(
             &h.origin,
-            format!(
-                "it maps {} to {}, redirecting where the gateway connects",
-                h.name, h.addr
-            ),
+            format!("it maps {} to {}, redirecting where the gateway connects", h.name, h.addr),
         ));
     }
     for r in &upper.env_pass {
         let narrows = lower.env_pass.iter().any(|l| l.pattern == r.pattern)
-            || (!r.pattern.contains('*')
-                && matches!(lower.decide_env(&r.pattern), EnvDecision::Passed(_)));
+            || (!r.pattern.contains('*') && matches!(lower.decide_env(&r.pattern), EnvDecision::Passed(_)));
         if !narrows {
             return Err(widen(
                 &r.origin,
-                format!(
-                    "it passes `{}` from your environment, which the layers below do not",
-                    r.pattern
-                ),
+                format!("it passes `{}` from your environment, which the layers below do not", r.pattern),
             ));
         }
     }
@@ -164,14 +130,9 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
             }
         )*};
     }
-    lower_only!(
-        memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size
-    );
+    lower_only!(memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size);
     if let Some(a) = &upper.audit {
-        return Err(widen(
-            &a.origin,
-            "a project may not choose where the audit log is written".into(),
-        ));
+        return Err(widen(&a.origin, "a project may not choose where the audit log is written".into()));
     }
     Ok(())
 }

@@ -8,14 +8,10 @@ use std::time::Duration;
 /// means the binary unit, as in `ulimit` and container runtimes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!(
-            "`{text}` is not a size (expected e.g. \"512MiB\" or \"4GiB\")"
-        ));
+        return Err(format!("`{text}` is not a size (expected e.g. \"512MiB\" or \"4GiB\")"));
     }
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -33,9 +29,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{num}` is not a number in `{text}`"))?;
+    let value: f64 = num.parse().map_err(|_| format!("`{num}` is not a number in `{text}`"))?;
     let bytes = value * multiplier as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
         return Err(format!("size `{text}` is out of range (at least 1 byte)"));
@@ -45,9 +39,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration such as `30s`, `90m`, `2h` or `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("`{text}` is not a duration ({e}; expected e.g. \"90s\", \"30m\", \"2h\")")
-    })?;
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}; expected e.g. \"90s\", \"30m\", \"2h\")"))?;
     if d.is_zero() {
         return Err(format!("duration `{text}` must be greater than zero"));
     }
@@ -63,11 +56,7 @@ pub fn format_size(bytes: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 || v.fract() == 0.0 {
-        format!("{} {}", v as u64, UNITS[i])
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
+    if i == 0 || v.fract() == 0.0 { format!("{} {}", v as u64, UNITS[i]) } else { format!("{v:.1} {}", UNITS[i]) }
 }
 
 #[cfg(test)]
@@ -83,11 +72,7 @@ mod tests {
         assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
         assert!(parse_size("").is_err());
         assert!(parse_size("GiB").is_err());
-        assert!(
-            parse_size("4 parsecs")
-                .unwrap_err()
-                .contains("unknown size unit")
-        );
+        assert!(parse_size("4 parsecs").unwrap_err().contains("unknown size unit"));
         assert!(parse_size("0").is_err());
         assert!(parse_size("1e999").is_err());
         assert!(parse_size("1.2.3G").is_err());

@@ -60,21 +60,19 @@ impl Vars {
             out.push_str(&self.home.to_string_lossy());
             &text[1..]
         } else if text.starts_with('~') {
-            return Err(format!(
-                "`{text}`: `~user` is not supported; write the full path"
-            ));
+            return Err(format!("`{text}`: `~user` is not supported; write the full path"));
         } else {
             text
         };
         let mut chars = rest.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
             if c == '$' && rest[i..].starts_with("${") {
-                let end = rest[i..]
-                    .find('}')
-                    .ok_or_else(|| format!("`{text}`: unclosed `${{`"))?;
+                let end = rest[i..].find('}').ok_or_else(|| format!("`{text}`: unclosed `${{`"))?;
                 let name = &rest[i + 2..i + end];
                 let value = self.lookup(name).ok_or_else(|| {
-                    format!("`{text}`: unknown variable `${{{name}}}` (known: home, workspace, tmp, config, state, cache)")
+                    format!(
+                        "`{text}`: unknown variable `${{{name}}}` (known: home, workspace, tmp, config, state, cache)"
+                    )
                 })?;
                 out.push_str(&value.to_string_lossy());
                 while chars.peek().is_some_and(|&(j, _)| j <= i + end) {
@@ -85,11 +83,7 @@ impl Vars {
             }
         }
         let path = PathBuf::from(out);
-        Ok(if path.is_absolute() {
-            path
-        } else {
-            base.join(path)
-        })
+        Ok(if path.is_absolute() { path } else { base.join(path) })
     }
 }
 
@@ -142,28 +136,12 @@ mod tests {
         let base = Path::new("/w/proj");
         assert_eq!(v.expand("~", base).unwrap(), Path::new("/home/u"));
         assert_eq!(v.expand("~/.ssh", base).unwrap(), Path::new("/home/u/.ssh"));
-        assert_eq!(
-            v.expand("${home}/.aws", base).unwrap(),
-            Path::new("/home/u/.aws")
-        );
-        assert_eq!(
-            v.expand("${workspace}/.git/hooks", base).unwrap(),
-            Path::new("/w/proj/.git/hooks")
-        );
-        assert_eq!(
-            v.expand("${config}/palisade", base).unwrap(),
-            Path::new("/home/u/.config/palisade")
-        );
-        assert_eq!(
-            v.expand(".vscode", base).unwrap(),
-            Path::new("/w/proj/.vscode")
-        );
+        assert_eq!(v.expand("${home}/.aws", base).unwrap(), Path::new("/home/u/.aws"));
+        assert_eq!(v.expand("${workspace}/.git/hooks", base).unwrap(), Path::new("/w/proj/.git/hooks"));
+        assert_eq!(v.expand("${config}/palisade", base).unwrap(), Path::new("/home/u/.config/palisade"));
+        assert_eq!(v.expand(".vscode", base).unwrap(), Path::new("/w/proj/.vscode"));
         assert_eq!(v.expand("/a/$b", base).unwrap(), Path::new("/a/$b"));
-        assert!(
-            v.expand("${nope}/x", base)
-                .unwrap_err()
-                .contains("unknown variable")
-        );
+        assert!(v.expand("${nope}/x", base).unwrap_err().contains("unknown variable"));
         assert!(v.expand("${home", base).unwrap_err().contains("unclosed"));
         assert!(v.expand("~root/x", base).is_err());
         assert!(v.expand("", base).is_err());
@@ -172,10 +150,7 @@ mod tests {
 
     #[test]
     fn lexical() {
-        assert_eq!(
-            normalize_lexically(Path::new("/a/./b/../c")),
-            Path::new("/a/c")
-        );
+        assert_eq!(normalize_lexically(Path::new("/a/./b/../c")), Path::new("/a/c"));
         assert_eq!(normalize_lexically(Path::new("/../..")), Path::new("/"));
     }
 }

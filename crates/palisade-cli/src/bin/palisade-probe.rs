@@ -24,10 +24,7 @@ fn main() {
             if ret >= 0 {
                 println!("ok");
             } else {
-                println!(
-                    "{}",
-                    errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-                );
+                println!("{}", errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)));
             }
         }
         None => {
@@ -68,10 +65,7 @@ fn errno_name(e: i32) -> String {
         (19, "ENODEV"),
         (6, "ENXIO"),
     ];
-    names
-        .iter()
-        .find(|(n, _)| *n == e)
-        .map_or_else(|| format!("errno {e}"), |(_, s)| s.to_string())
+    names.iter().find(|(n, _)| *n == e).map_or_else(|| format!("errno {e}"), |(_, s)| s.to_string())
 }
 
 #[cfg(target_os = "linux")]
@@ -97,44 +91,22 @@ mod linux {
                 "perf_event_open" => libc::syscall(libc::SYS_perf_event_open, 0usize, 0, -1, -1, 0),
                 "userfaultfd" => libc::syscall(libc::SYS_userfaultfd, 0),
                 "io_uring_setup" => libc::syscall(libc::SYS_io_uring_setup, 1, 0usize),
-                "keyctl" => libc::syscall(
-                    libc::SYS_keyctl,
-                    0,  /* GET_KEYRING_ID */
-                    -3, /* session */
-                    0,
-                ),
-                "add_key" => libc::syscall(
-                    libc::SYS_add_key,
-                    c"user".as_ptr(),
-                    c"x".as_ptr(),
-                    c"v".as_ptr(),
-                    1usize,
-                    -3,
-                ),
+                "keyctl" => libc::syscall(libc::SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 0),
+                "add_key" => {
+                    libc::syscall(libc::SYS_add_key, c"user".as_ptr(), c"x".as_ptr(), c"v".as_ptr(), 1usize, -3)
+                }
                 "kexec_load" => libc::syscall(libc::SYS_kexec_load, 0usize, 0usize, 0usize, 0usize),
                 "init_module" => libc::syscall(libc::SYS_init_module, 0usize, 0usize, c"".as_ptr()),
                 "open_by_handle_at" => libc::syscall(libc::SYS_open_by_handle_at, -1, 0usize, 0),
-                "ptrace_attach" => {
-                    libc::ptrace(libc::PTRACE_ATTACH, num(args, 0) as libc::pid_t, 0, 0)
+                "ptrace_attach" => libc::ptrace(libc::PTRACE_ATTACH, num(args, 0) as libc::pid_t, 0, 0),
+                "process_vm_readv" => {
+                    libc::syscall(libc::SYS_process_vm_readv, num(args, 0), 0usize, 0usize, 0usize, 0usize, 0usize)
                 }
-                "process_vm_readv" => libc::syscall(
-                    libc::SYS_process_vm_readv,
-                    num(args, 0),
-                    0usize,
-                    0usize,
-                    0usize,
-                    0usize,
-                    0usize,
-                ),
                 "pidfd_getfd" => libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0),
                 "kill" => libc::kill(num(args, 0) as libc::pid_t, num(args, 1) as i32) as i64,
-                "mount_tmpfs" => libc::mount(
-                    c"none".as_ptr(),
-                    c(&args[0]).as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                ) as i64,
+                "mount_tmpfs" => {
+                    libc::mount(c"none".as_ptr(), c(&args[0]).as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64
+                }
                 "umount" => libc::umount2(c(&args[0]).as_ptr(), libc::MNT_DETACH) as i64,
                 "remount_rw" => libc::mount(
                     std::ptr::null(),
@@ -143,23 +115,14 @@ mod linux {
                     libc::MS_REMOUNT | libc::MS_BIND,
                     std::ptr::null(),
                 ) as i64,
-                "pivot_root" => {
-                    libc::syscall(libc::SYS_pivot_root, c(".").as_ptr(), c(".").as_ptr())
-                }
+                "pivot_root" => libc::syscall(libc::SYS_pivot_root, c(".").as_ptr(), c(".").as_ptr()),
                 "chroot" => libc::chroot(c("/").as_ptr()) as i64,
                 "fsopen" => libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0),
-                "open_tree" => libc::syscall(
-                    libc::SYS_open_tree,
-                    libc::AT_FDCWD,
-                    c(&args[0]).as_ptr(),
-                    1u32, /* CLONE */
-                ),
-                "move_mount" => {
-                    libc::syscall(libc::SYS_move_mount, -1, c"".as_ptr(), -1, c"".as_ptr(), 0)
+                "open_tree" => {
+                    libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c(&args[0]).as_ptr(), 1u32 /* CLONE */)
                 }
-                "mount_setattr" => {
-                    libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, 0usize, 0usize)
-                }
+                "move_mount" => libc::syscall(libc::SYS_move_mount, -1, c"".as_ptr(), -1, c"".as_ptr(), 0),
+                "mount_setattr" => libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, 0usize, 0usize),
                 "unshare_user" => libc::unshare(libc::CLONE_NEWUSER) as i64,
                 "unshare_net" => libc::unshare(libc::CLONE_NEWNET) as i64,
                 "unshare_mount" => libc::unshare(libc::CLONE_NEWNS) as i64,
@@ -192,19 +155,11 @@ mod linux {
                     libc::ioctl(num(args, 0) as i32, 0x541C, &sub) as i64
                 }
                 "socket_packet" => libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) as i64,
-                "socket_raw" => {
-                    libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) as i64
-                }
+                "socket_raw" => libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) as i64,
                 "socket_vsock" => libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as i64,
-                "socket_netlink_audit" => {
-                    libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT) as i64
-                }
-                "socket_netlink_route" => {
-                    libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) as i64
-                }
-                "socket_tcp" => {
-                    libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) as i64
-                }
+                "socket_netlink_audit" => libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT) as i64,
+                "socket_netlink_route" => libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) as i64,
+                "socket_tcp" => libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) as i64,
                 "connect_abstract" => connect_unix(&args[0], true),
                 "connect_unix" => connect_unix(&args[0], false),
                 "connect_tcp" => connect_tcp(&args[0]),
@@ -215,23 +170,15 @@ mod linux {
                 "memfd_secret" => libc::syscall(libc::SYS_memfd_secret, 0),
                 "unknown_syscall" => libc::syscall(1000),
                 "x32_getpid" => libc::syscall(libc::SYS_getpid | 0x4000_0000),
-                "open_trunc" => {
-                    libc::open(c(&args[0]).as_ptr(), libc::O_RDONLY | libc::O_TRUNC) as i64
+                "open_trunc" => libc::open(c(&args[0]).as_ptr(), libc::O_RDONLY | libc::O_TRUNC) as i64,
+                "creat" => {
+                    libc::open(c(&args[0]).as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o644) as i64
                 }
-                "creat" => libc::open(
-                    c(&args[0]).as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                    0o644,
-                ) as i64,
                 "chmod" => libc::chmod(c(&args[0]).as_ptr(), 0o777) as i64,
                 "utime" => libc::utimes(c(&args[0]).as_ptr(), std::ptr::null()) as i64,
-                "setxattr" => libc::setxattr(
-                    c(&args[0]).as_ptr(),
-                    c"user.palisade".as_ptr(),
-                    c"x".as_ptr().cast(),
-                    1,
-                    0,
-                ) as i64,
+                "setxattr" => {
+                    libc::setxattr(c(&args[0]).as_ptr(), c"user.palisade".as_ptr(), c"x".as_ptr().cast(), 1, 0) as i64
+                }
                 "rename" => libc::rename(c(&args[0]).as_ptr(), c(&args[1]).as_ptr()) as i64,
                 "link" => libc::link(c(&args[0]).as_ptr(), c(&args[1]).as_ptr()) as i64,
                 "rmdir" => libc::rmdir(c(&args[0]).as_ptr()) as i64,

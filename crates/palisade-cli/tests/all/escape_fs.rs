@@ -14,14 +14,8 @@ fn secret_in_home_is_absent() {
     s.write("home/.aws/credentials", CANARY);
     let o = s.sh("cat ~/.ssh/id_rsa; cat ~/.aws/credentials; ls -a ~/.ssh; test -e ~/.ssh && echo EXISTS; cd ~/.aws && echo ENTERED");
     let out = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(
-        !out.contains(CANARY) && !out.contains("canary-secret"),
-        "{out}"
-    );
-    assert!(
-        !out.contains("EXISTS") && !out.contains("ENTERED"),
-        "existence leaked: {out}"
-    );
+    assert!(!out.contains(CANARY) && !out.contains("canary-secret"), "{out}");
+    assert!(!out.contains("EXISTS") && !out.contains("ENTERED"), "existence leaked: {out}");
     assert!(out.contains("No such file or directory"), "{out}");
 }
 
@@ -33,18 +27,11 @@ fn secret_denylist_holds_when_the_user_grants_home() {
     let home = s.home();
     let o = s.run(
         &["--allow-read", home.to_str().unwrap()],
-        &[
-            "/bin/sh",
-            "-c",
-            "cat ~/notes.txt; cat ~/.aws/credentials ~/.ssh/id_rsa; ls ~/.ssh",
-        ],
+        &["/bin/sh", "-c", "cat ~/notes.txt; cat ~/.aws/credentials ~/.ssh/id_rsa; ls ~/.ssh"],
     );
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(out.contains("visible-notes"), "{out}");
-    assert!(
-        !out.contains(CANARY) && !out.contains("canary-secret"),
-        "{out}"
-    );
+    assert!(!out.contains(CANARY) && !out.contains("canary-secret"), "{out}");
 }
 
 #[test]
@@ -52,16 +39,10 @@ fn denied_file_inside_the_workspace_is_unreadable() {
     let s = Sandbox::new("a-deny-ws");
     s.write("ws/config/.env", CANARY);
     s.write("ws/config/app.toml", "fine");
-    let o = s.run(
-        &["--deny", "**/.env"],
-        &["/bin/sh", "-c", "cat config/app.toml; cat config/.env"],
-    );
+    let o = s.run(&["--deny", "**/.env"], &["/bin/sh", "-c", "cat config/app.toml; cat config/.env"]);
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(out.contains("fine") && !out.contains(CANARY), "{out}");
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/config/.env")).unwrap(),
-        CANARY
-    );
+    assert_eq!(std::fs::read_to_string(s.path("ws/config/.env")).unwrap(), CANARY);
 }
 
 #[test]
@@ -93,9 +74,7 @@ fn environment_is_rebuilt_and_parent_environ_is_invisible() {
 fn host_processes_are_invisible() {
     let s = Sandbox::new("a05-proc");
     let me = std::process::id();
-    let o = s.sh(&format!(
-        "ls /proc | grep -E '^[0-9]+$' | wc -l; test -e /proc/{me} && echo SEEN"
-    ));
+    let o = s.sh(&format!("ls /proc | grep -E '^[0-9]+$' | wc -l; test -e /proc/{me} && echo SEEN"));
     let out = stdout(&o);
     let n: usize = out.lines().next().unwrap().trim().parse().unwrap();
     assert!(n <= 5, "{n} processes visible: {out}");
@@ -114,13 +93,8 @@ fn private_tmp_and_shm() {
     ));
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(!out.contains(CANARY), "{out}");
-    assert!(
-        !std::path::Path::new(&inside).exists(),
-        "a write to the sandbox's /tmp reached the host"
-    );
-    assert!(
-        !std::path::Path::new(&format!("/dev/shm/palisade-shm-{}", std::process::id())).exists()
-    );
+    assert!(!std::path::Path::new(&inside).exists(), "a write to the sandbox's /tmp reached the host");
+    assert!(!std::path::Path::new(&format!("/dev/shm/palisade-shm-{}", std::process::id())).exists());
     std::fs::remove_file(marker).unwrap();
 }
 
@@ -158,10 +132,7 @@ fn host_unix_sockets_outside_the_view_are_absent() {
     let s = Sandbox::new("a08-sockets");
     let path = s.home().join("agent.sock");
     let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    assert_eq!(
-        s.probe(&[], &["connect_unix", path.to_str().unwrap()]),
-        "ENOENT"
-    );
+    assert_eq!(s.probe(&[], &["connect_unix", path.to_str().unwrap()]), "ENOENT");
 }
 
 #[test]
@@ -172,10 +143,7 @@ fn host_abstract_sockets_are_unreachable() {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
     l.set_nonblocking(true).unwrap();
-    assert_refused(
-        &s.probe(&[], &["connect_abstract", &name]),
-        "connecting to a host abstract socket",
-    );
+    assert_refused(&s.probe(&[], &["connect_abstract", &name]), "connecting to a host abstract socket");
     assert!(l.accept().is_err(), "the host listener got a connection");
 }
 
@@ -188,10 +156,7 @@ fn writes_outside_the_workspace_never_reach_the_host() {
          touch /etc/palisade-x; touch /usr/palisade-x; echo ok-done",
     );
     assert!(stdout(&o).contains("ok-done"));
-    assert_eq!(
-        std::fs::read_to_string(s.home().join(".bashrc")).unwrap(),
-        "original"
-    );
+    assert_eq!(std::fs::read_to_string(s.home().join(".bashrc")).unwrap(), "original");
     assert!(!s.home().join(".profile").exists());
     assert!(!s.home().join(".config/autostart").exists());
     assert!(!std::path::Path::new("/etc/palisade-x").exists());
@@ -214,22 +179,9 @@ fn cwd_outside_the_workspace_does_not_become_writable() {
     std::fs::create_dir_all(s.path("elsewhere")).unwrap();
     let o = s.palisade_in(
         &s.path("elsewhere"),
-        &[
-            "run",
-            "--workspace",
-            s.ws().to_str().unwrap(),
-            "--",
-            "/bin/sh",
-            "-c",
-            "pwd; touch here",
-        ],
+        &["run", "--workspace", s.ws().to_str().unwrap(), "--", "/bin/sh", "-c", "pwd; touch here"],
     );
-    assert_eq!(
-        stdout(&o).trim(),
-        s.ws().to_str().unwrap(),
-        "{}",
-        stderr(&o)
-    );
+    assert_eq!(stdout(&o).trim(), s.ws().to_str().unwrap(), "{}", stderr(&o));
     assert!(!s.path("elsewhere/here").exists());
     assert!(s.path("ws/here").exists());
 }
@@ -241,26 +193,15 @@ fn existing_protected_paths_are_read_only() {
     s.write("ws/.git/config", "[core]\n\tbare = false\n");
     s.write("ws/.vscode/settings.json", "{}");
     s.write("ws/.palisade.toml", "");
-    let o = s.sh(
-        "echo 'touch /tmp/pwn' >> .git/hooks/pre-commit; echo '[core] fsmonitor = evil' >> .git/config; \
+    let o = s.sh("echo 'touch /tmp/pwn' >> .git/hooks/pre-commit; echo '[core] fsmonitor = evil' >> .git/config; \
          echo x > .git/hooks/post-checkout; echo '{}' > .vscode/tasks.json; echo '[network]' >> .palisade.toml; \
-         rm -f .git/config; echo done",
-    );
+         rm -f .git/config; echo done");
     assert!(stdout(&o).contains("done"), "{}", stderr(&o));
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(),
-        "#!/bin/sh\nexit 0\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/.git/config")).unwrap(),
-        "[core]\n\tbare = false\n"
-    );
+    assert_eq!(std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(), "#!/bin/sh\nexit 0\n");
+    assert_eq!(std::fs::read_to_string(s.path("ws/.git/config")).unwrap(), "[core]\n\tbare = false\n");
     assert!(!s.path("ws/.git/hooks/post-checkout").exists());
     assert!(!s.path("ws/.vscode/tasks.json").exists());
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/.palisade.toml")).unwrap(),
-        ""
-    );
+    assert_eq!(std::fs::read_to_string(s.path("ws/.palisade.toml")).unwrap(), "");
 }
 
 #[test]
@@ -272,10 +213,7 @@ fn protected_paths_that_do_not_exist_cannot_be_created() {
     );
     assert!(stdout(&o).contains("done"), "{}", stderr(&o));
     for p in [".git", ".vscode", ".claude", ".mcp.json", ".envrc"] {
-        assert!(
-            !s.path(&format!("ws/{p}")).exists(),
-            "{p} exists on the host after the run"
-        );
+        assert!(!s.path(&format!("ws/{p}")).exists(), "{p} exists on the host after the run");
     }
 }
 
@@ -286,10 +224,7 @@ fn protected_directory_cannot_be_renamed_away_and_recreated() {
     s.write("ws/.git/HEAD", "ref: refs/heads/main\n");
     let o = s.sh("mv .git .git-old; mv .git/hooks .git/hooks-old; rmdir .git/hooks; mkdir -p .git/hooks; echo evil > .git/hooks/pre-commit; echo done");
     assert!(stdout(&o).contains("done"), "{}", stderr(&o));
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(),
-        "original"
-    );
+    assert_eq!(std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(), "original");
     assert!(!s.path("ws/.git-old").exists());
     assert!(!s.path("ws/.git/hooks-old").exists());
 }
@@ -311,10 +246,7 @@ fn metadata_changes_and_truncation_outside_are_refused() {
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "original");
     assert_eq!(before.permissions().mode(), after.permissions().mode());
     assert_eq!(before.modified().unwrap(), after.modified().unwrap());
-    assert_refused(
-        &s.probe(&[], &["rename", fp, &format!("{fp}.moved")]),
-        "rename",
-    );
+    assert_refused(&s.probe(&[], &["rename", fp, &format!("{fp}.moved")]), "rename");
     assert_refused(
         &s.probe(&[], &["link", fp, s.path("ws/hardlink").to_str().unwrap()]),
         "hard link out of a read-only tree",
@@ -356,14 +288,7 @@ fn symlink_swapped_in_during_setup_never_redirects_a_mount() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && flips < 200_000 {
                 // SAFETY: renameat2 with two valid C strings; RENAME_EXCHANGE swaps them.
                 unsafe {
-                    libc::syscall(
-                        libc::SYS_renameat2,
-                        libc::AT_FDCWD,
-                        a.as_ptr(),
-                        libc::AT_FDCWD,
-                        b.as_ptr(),
-                        2u32,
-                    )
+                    libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), 2u32)
                 };
                 flips += 1;
             }
@@ -375,8 +300,5 @@ fn symlink_swapped_in_during_setup_never_redirects_a_mount() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flipper.join().unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(&target).unwrap().collect();
-    assert!(
-        leftovers.is_empty(),
-        "the sandbox wrote through the swapped link: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "the sandbox wrote through the swapped link: {leftovers:?}");
 }

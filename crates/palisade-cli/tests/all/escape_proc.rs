@@ -8,9 +8,7 @@ use crate::util::*;
 #[test]
 fn no_capabilities_and_no_new_privileges() {
     let s = Sandbox::new("d10-caps");
-    let out = stdout(&s.sh(
-        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
-    ));
+    let out = stdout(&s.sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status"));
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert!(out.contains(&format!("{cap}:\t0000000000000000")), "{out}");
     }
@@ -26,25 +24,15 @@ fn setuid_binaries_gain_nothing() {
     let o = s.sh("for b in /usr/bin/su /usr/bin/sudo /usr/bin/passwd /usr/bin/newuidmap; do [ -u \"$b\" ] && echo \"$b\"; done; id -u");
     let out = stdout(&o);
     let me = out.lines().last().unwrap().trim().to_owned();
-    let o = s
-        .sh("/usr/bin/passwd --status 2>&1; /usr/bin/su -c 'id -u' root 2>&1 </dev/null; echo end");
+    let o = s.sh("/usr/bin/passwd --status 2>&1; /usr/bin/su -c 'id -u' root 2>&1 </dev/null; echo end");
     let out2 = stdout(&o);
-    assert!(
-        !out2.lines().any(|l| l.trim() == "0" && me != "0"),
-        "a setuid binary raised privileges: {out2}"
-    );
+    assert!(!out2.lines().any(|l| l.trim() == "0" && me != "0"), "a setuid binary raised privileges: {out2}");
 }
 
 #[test]
 fn nested_namespaces_are_refused() {
     let s = Sandbox::new("d12-userns");
-    for a in [
-        "unshare_user",
-        "unshare_net",
-        "unshare_mount",
-        "clone_newuser",
-        "setns",
-    ] {
+    for a in ["unshare_user", "unshare_net", "unshare_mount", "clone_newuser", "setns"] {
         assert_refused(&s.probe(&[], &[a]), a);
     }
     assert_eq!(s.probe(&[], &["clone_newuser"]), "EPERM");
@@ -60,20 +48,11 @@ fn mount_syscalls_are_refused_and_masks_stay() {
     assert_eq!(s.probe(&[], &["umount", h]), "EPERM");
     assert_eq!(s.probe(&[], &["remount_rw", h]), "EPERM");
     assert_eq!(s.probe(&[], &["mount_tmpfs", "/tmp"]), "EPERM");
-    for a in [
-        "pivot_root",
-        "chroot",
-        "fsopen",
-        "move_mount",
-        "mount_setattr",
-    ] {
+    for a in ["pivot_root", "chroot", "fsopen", "move_mount", "mount_setattr"] {
         assert_eq!(s.probe(&[], &[a]), "EPERM", "{a}");
     }
     assert_eq!(s.probe(&[], &["open_tree", h]), "EPERM");
-    assert_eq!(
-        std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(),
-        "original"
-    );
+    assert_eq!(std::fs::read_to_string(s.path("ws/.git/hooks/pre-commit")).unwrap(), "original");
 }
 
 #[test]
@@ -99,32 +78,18 @@ fn kernel_attack_surface_is_refused() {
 fn unknown_and_foreign_abi_syscalls_are_refused() {
     let s = Sandbox::new("d23-unknown");
     assert_eq!(s.probe(&[], &["unknown_syscall"]), "ENOSYS");
-    assert_eq!(
-        s.probe(&[], &["clone3"]),
-        "ENOSYS",
-        "clone3 must fall back to clone, whose flags seccomp sees"
-    );
+    assert_eq!(s.probe(&[], &["clone3"]), "ENOSYS", "clone3 must fall back to clone, whose flags seccomp sees");
     if cfg!(target_arch = "x86_64") {
         assert_eq!(s.probe(&[], &["x32_getpid"]), "ENOSYS");
         let o = s.run(&[], &[probe_bin(), "int80_getpid"]);
-        assert_eq!(
-            o.status.code(),
-            Some(128 + libc::SIGSYS),
-            "the 32-bit entry point must kill: {}",
-            stdout(&o)
-        );
+        assert_eq!(o.status.code(), Some(128 + libc::SIGSYS), "the 32-bit entry point must kill: {}", stdout(&o));
     }
 }
 
 #[test]
 fn raw_and_exotic_sockets_are_refused() {
     let s = Sandbox::new("c02-sockets");
-    for a in [
-        "socket_packet",
-        "socket_raw",
-        "socket_vsock",
-        "socket_netlink_audit",
-    ] {
+    for a in ["socket_packet", "socket_raw", "socket_vsock", "socket_netlink_audit"] {
         assert_eq!(s.probe(&[], &[a]), "EPERM", "{a}");
     }
     assert_eq!(s.probe(&[], &["socket_tcp"]), "ok");
@@ -137,14 +102,8 @@ fn host_loopback_is_unreachable() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.set_nonblocking(true).unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    assert_refused(
-        &s.probe(&[], &["connect_tcp", &addr]),
-        "connecting to a host loopback listener",
-    );
-    let o = s.sh(&format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{} && echo CONNECTED",
-        l.local_addr().unwrap().port()
-    ));
+    assert_refused(&s.probe(&[], &["connect_tcp", &addr]), "connecting to a host loopback listener");
+    let o = s.sh(&format!("exec 3<>/dev/tcp/127.0.0.1/{} && echo CONNECTED", l.local_addr().unwrap().port()));
     assert!(!stdout(&o).contains("CONNECTED"));
     assert!(l.accept().is_err(), "the host listener got a connection");
 }
@@ -154,13 +113,9 @@ fn ptrace_and_process_memory_are_refused() {
     let s = Sandbox::new("d04-ptrace");
     assert_eq!(s.probe(&[], &["ptrace_attach", "1"]), "EPERM");
     assert_eq!(s.probe(&[], &["process_vm_readv", "1"]), "EPERM");
-    let o =
-        s.sh("cat /proc/1/environ /proc/1/mem 2>&1 | head -c 200; ls -l /proc/1/fd 2>&1 | head -3");
+    let o = s.sh("cat /proc/1/environ /proc/1/mem 2>&1 | head -c 200; ls -l /proc/1/fd 2>&1 | head -3");
     let out = stdout(&o);
-    assert!(
-        !out.contains("PATH="),
-        "init's environment is readable: {out}"
-    );
+    assert!(!out.contains("PATH="), "init's environment is readable: {out}");
 }
 
 #[test]
@@ -168,26 +123,15 @@ fn signals_cannot_reach_the_supervisor_or_host() {
     let s = Sandbox::new("d03-signals");
     let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
     let vpid = victim.id().to_string();
-    let o = s.sh(&format!(
-        "kill -STOP {vpid}; kill -9 {vpid}; kill -STOP $PPID; kill -9 -1; echo unreachable"
-    ));
+    let o = s.sh(&format!("kill -STOP {vpid}; kill -9 {vpid}; kill -STOP $PPID; kill -9 -1; echo unreachable"));
     let _ = o;
     std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        victim.try_wait().unwrap().is_none(),
-        "a host process was killed from inside the sandbox"
-    );
+    assert!(victim.try_wait().unwrap().is_none(), "a host process was killed from inside the sandbox");
     let stat = std::fs::read_to_string(format!("/proc/{vpid}/stat")).unwrap();
-    assert!(
-        !stat.contains(") T "),
-        "a host process was stopped from inside the sandbox"
-    );
+    assert!(!stat.contains(") T "), "a host process was stopped from inside the sandbox");
     victim.kill().unwrap();
     let _ = victim.wait();
-    assert_eq!(
-        s.probe(&[], &["kill", &std::process::id().to_string(), "0"]),
-        "ESRCH"
-    );
+    assert_eq!(s.probe(&[], &["kill", &std::process::id().to_string(), "0"]), "ESRCH");
 }
 
 fn processes_with(marker: &str) -> Vec<String> {
@@ -217,13 +161,11 @@ fn wait_gone(marker: &str) -> Vec<String> {
 fn daemons_do_not_outlive_the_run() {
     let s = Sandbox::new("e02-daemon");
     let marker = format!("palisade-daemon-marker-{}", std::process::id());
-    let o = s.sh(&format!("setsid -f sh -c 'sleep 30; : {marker}'; nohup sh -c 'sleep 31; : {marker}' >/dev/null 2>&1 & echo started"));
+    let o = s.sh(&format!(
+        "setsid -f sh -c 'sleep 30; : {marker}'; nohup sh -c 'sleep 31; : {marker}' >/dev/null 2>&1 & echo started"
+    ));
     assert!(stdout(&o).contains("started"));
-    assert_eq!(
-        wait_gone(&marker),
-        Vec::<String>::new(),
-        "processes outlived the sandbox"
-    );
+    assert_eq!(wait_gone(&marker), Vec::<String>::new(), "processes outlived the sandbox");
 }
 
 #[test]
@@ -231,13 +173,7 @@ fn killing_the_supervisor_kills_the_sandbox() {
     let s = Sandbox::new("e02-sigkill");
     let marker = format!("palisade-orphan-marker-{}", std::process::id());
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([
-            "run",
-            "--",
-            "/bin/sh",
-            "-c",
-            &format!("sh -c 'sleep 30; : {marker}' & sleep 30; : {marker}"),
-        ])
+        .args(["run", "--", "/bin/sh", "-c", &format!("sh -c 'sleep 30; : {marker}' & sleep 30; : {marker}")])
         .current_dir(s.ws())
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -249,17 +185,10 @@ fn killing_the_supervisor_kills_the_sandbox() {
     while processes_with(&marker).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !processes_with(&marker).is_empty(),
-        "the sandbox did not start"
-    );
+    assert!(!processes_with(&marker).is_empty(), "the sandbox did not start");
     child.kill().unwrap();
     let _ = child.wait();
-    assert_eq!(
-        wait_gone(&marker),
-        Vec::<String>::new(),
-        "sandboxed processes survived the supervisor"
-    );
+    assert_eq!(wait_gone(&marker), Vec::<String>::new(), "sandboxed processes survived the supervisor");
 }
 
 #[test]

@@ -7,5 +7,6 @@ mod escape_fs;
 mod escape_proc;
 mod policy_cmd;
 mod run_cmd;
+mod terminal;
 mod tools;
 mod util;

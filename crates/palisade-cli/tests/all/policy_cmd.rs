@@ -10,10 +10,7 @@ fn explain_ssh_key_is_denied_by_the_builtin_layer() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("denied (invisible)"), "{out}");
-    assert!(
-        out.contains("deny \"~/.ssh\"") && out.contains("built-in default"),
-        "{out}"
-    );
+    assert!(out.contains("deny \"~/.ssh\"") && out.contains("built-in default"), "{out}");
 }
 
 #[test]
@@ -21,17 +18,8 @@ fn explain_host_denied_by_default_and_allowed_by_flag() {
     let s = Sandbox::new("explain-host");
     let out = stdout(&s.palisade(&["policy", "explain", "api.openai.com:443"]));
     assert!(out.starts_with("api.openai.com:443: denied"), "{out}");
-    assert!(
-        out.contains("network mode \"none\"") && out.contains("built-in default"),
-        "{out}"
-    );
-    let out = stdout(&s.palisade(&[
-        "policy",
-        "explain",
-        "api.openai.com:443",
-        "--allow-net",
-        "api.openai.com",
-    ]));
+    assert!(out.contains("network mode \"none\"") && out.contains("built-in default"), "{out}");
+    let out = stdout(&s.palisade(&["policy", "explain", "api.openai.com:443", "--allow-net", "api.openai.com"]));
     assert!(out.starts_with("api.openai.com:443: allowed"), "{out}");
     assert!(out.contains("command line --allow-net"), "{out}");
 }
@@ -43,15 +31,8 @@ fn explain_json_is_machine_readable() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["access"], "read");
     assert_eq!(v["protected_by"]["origin"]["layer"]["kind"], "builtin");
-    let o = s.palisade(&[
-        "policy",
-        "explain",
-        "--json",
-        "--host",
-        "a.example.com:22",
-        "--allow-net",
-        "*.example.com:443",
-    ]);
+    let o =
+        s.palisade(&["policy", "explain", "--json", "--host", "a.example.com:22", "--allow-net", "*.example.com:443"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["allowed"], false);
     assert_eq!(v["reason"]["kind"], "not_listed");
@@ -60,30 +41,14 @@ fn explain_json_is_machine_readable() {
 #[test]
 fn show_tags_rules_with_layers_and_accepts_run_options() {
     let s = Sandbox::new("show");
-    s.write(
-        "home/.config/palisade/policy.toml",
-        "[filesystem]\nread = [\"/srv/shared\"]\n",
-    );
+    s.write("home/.config/palisade/policy.toml", "[filesystem]\nread = [\"/srv/shared\"]\n");
     s.write("ws/.palisade.toml", "[filesystem]\ndeny = [\"data\"]\n");
-    let o = s.palisade(&[
-        "policy",
-        "show",
-        "--deny",
-        "/srv/shared/private",
-        "--allow-net",
-        "pypi.org:443",
-    ]);
+    let o = s.palisade(&["policy", "show", "--deny", "/srv/shared/private", "--allow-net", "pypi.org:443"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("user policy"), "{out}");
-    assert!(
-        out.contains("/srv/shared") && out.contains("filesystem.read"),
-        "{out}"
-    );
-    assert!(
-        out.contains("project policy") && out.contains("/ws/data"),
-        "{out}"
-    );
+    assert!(out.contains("/srv/shared") && out.contains("filesystem.read"), "{out}");
+    assert!(out.contains("project policy") && out.contains("/ws/data"), "{out}");
     assert!(out.contains("command line --deny"), "{out}");
     assert!(out.contains("network: allowlist"), "{out}");
     let o = s.palisade(&["policy", "show", "--json"]);
@@ -99,43 +64,22 @@ fn project_file_that_widens_is_refused_naming_the_key() {
     let o = s.palisade(&["run", "--", "/bin/true"]);
     assert_eq!(o.status.code(), Some(125));
     let err = stderr(&o);
-    assert!(
-        err.contains(".palisade.toml:2:9: filesystem.read") && err.contains("may only narrow"),
-        "{err}"
-    );
-    let o = s.palisade(&[
-        "policy",
-        "explain",
-        "--trust-project",
-        s.home().join(".ssh/x").to_str().unwrap(),
-    ]);
-    assert!(
-        stdout(&o).contains("denied"),
-        "the secret denylist still wins at equal depth: {}",
-        stdout(&o)
-    );
+    assert!(err.contains(".palisade.toml:2:9: filesystem.read") && err.contains("may only narrow"), "{err}");
+    let o = s.palisade(&["policy", "explain", "--trust-project", s.home().join(".ssh/x").to_str().unwrap()]);
+    assert!(stdout(&o).contains("denied"), "the secret denylist still wins at equal depth: {}", stdout(&o));
 }
 
 #[test]
 fn malformed_user_policy_names_file_line_and_key() {
     let s = Sandbox::new("malformed");
-    s.write(
-        "home/.config/palisade/policy.toml",
-        "[network]\nmode = \"allowlist\"\nallow = [\"ok.com\", \"*.com\"]\n",
-    );
+    s.write("home/.config/palisade/policy.toml", "[network]\nmode = \"allowlist\"\nallow = [\"ok.com\", \"*.com\"]\n");
     let o = s.palisade(&["policy", "show"]);
     assert_eq!(o.status.code(), Some(125));
     let err = stderr(&o);
-    assert!(
-        err.contains("palisade/policy.toml:3:20: network.allow: `*.com` is too broad"),
-        "{err}"
-    );
+    assert!(err.contains("palisade/policy.toml:3:20: network.allow: `*.com` is too broad"), "{err}");
     s.write("home/.config/palisade/policy.toml", "[filesytem]\n");
     let err = stderr(&s.palisade(&["policy", "show"]));
-    assert!(
-        err.contains("policy.toml:1:2: filesytem: unknown field `filesytem`"),
-        "{err}"
-    );
+    assert!(err.contains("policy.toml:1:2: filesytem: unknown field `filesytem`"), "{err}");
 }
 
 #[test]
@@ -144,11 +88,7 @@ fn unreadable_user_policy_fails_closed() {
     std::fs::create_dir_all(s.home().join(".config/palisade/policy.toml")).unwrap();
     let o = s.palisade(&["policy", "show"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(
-        stderr(&o).contains("cannot read policy file"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("cannot read policy file"), "{}", stderr(&o));
 }
 
 #[test]
@@ -162,17 +102,8 @@ fn check_reports_errors_with_exit_1() {
     assert!(stdout(&o).contains("good.toml: ok"));
     let o = s.palisade(&["policy", "check", "bad.toml"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("bad.toml:2:10: process.memory"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(
-        s.palisade(&["policy", "check", "widens.toml"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert!(stderr(&o).contains("bad.toml:2:10: process.memory"), "{}", stderr(&o));
+    assert_eq!(s.palisade(&["policy", "check", "widens.toml"]).status.code(), Some(0));
     let o = s.palisade(&["policy", "check", "--project", "widens.toml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("network.mode"), "{}", stderr(&o));
@@ -184,28 +115,14 @@ fn default_prints_the_embedded_policy_which_checks_clean() {
     let o = s.palisade(&["policy", "default"]);
     assert!(stdout(&o).contains("[filesystem]"));
     s.write("ws/default.toml", &stdout(&o));
-    assert_eq!(
-        s.palisade(&["policy", "check", "default.toml"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(s.palisade(&["policy", "check", "default.toml"]).status.code(), Some(0));
 }
 
 #[test]
 fn profiles_apply_and_unknown_profiles_fail() {
     let s = Sandbox::new("profiles");
-    let out = stdout(&s.palisade(&[
-        "policy",
-        "explain",
-        "api.anthropic.com",
-        "--profile",
-        "claude",
-    ]));
-    assert!(
-        out.contains("allowed") && out.contains("profile `claude`"),
-        "{out}"
-    );
+    let out = stdout(&s.palisade(&["policy", "explain", "api.anthropic.com", "--profile", "claude"]));
+    assert!(out.contains("allowed") && out.contains("profile `claude`"), "{out}");
     let o = s.palisade(&["policy", "show", "--profile", "nope"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("unknown profile `nope`"));

@@ -42,10 +42,7 @@ fn run_requires_a_command() {
 #[test]
 fn bad_policy_is_125_and_nothing_runs() {
     let s = Sandbox::new("run-badpolicy");
-    s.write(
-        "home/.config/palisade/policy.toml",
-        "[filesystem]\nread = [\"${nope}\"]\n",
-    );
+    s.write("home/.config/palisade/policy.toml", "[filesystem]\nread = [\"${nope}\"]\n");
     let marker = s.path("ws/ran");
     let o = s.sh(&format!("touch {}", marker.display()));
     assert_eq!(o.status.code(), Some(125));
@@ -66,9 +63,7 @@ fn run_json_diagnostics() {
 #[test]
 fn stdin_and_stdout_are_binary_safe_pipes() {
     let s = Sandbox::new("binary-pipes");
-    let data: Vec<u8> = (0..(1 << 20))
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(["run", "--", "cat"])
         .current_dir(s.ws())
@@ -86,10 +81,34 @@ fn stdin_and_stdout_are_binary_safe_pipes() {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        out.stdout == data,
-        "output differs from input ({} vs {} bytes)",
-        out.stdout.len(),
-        data.len()
-    );
+    assert!(out.stdout == data, "output differs from input ({} vs {} bytes)", out.stdout.len(), data.len());
+}
+
+#[test]
+fn check_reports_this_machine() {
+    let s = Sandbox::new("check-host");
+    let o = s.palisade(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["platform"], "linux");
+    // This suite runs sandboxes, so the machine must be able to: check must agree.
+    assert_eq!(v["run"], "enforce", "{v}");
+    assert_eq!(o.status.code(), Some(0));
+    assert!(v["landlock_abi"].as_i64().unwrap() >= 3);
+}
+
+#[test]
+fn missing_namespaces_fail_closed_with_a_diagnosis() {
+    // Inside a sandbox, seccomp refuses new namespaces: a nested Palisade must refuse to run
+    // (125) and say why, never fall back to running unsandboxed.
+    let s = Sandbox::new("d09-failclosed");
+    let pal = env!("CARGO_BIN_EXE_palisade");
+    let marker = s.path("ws/ran-unsandboxed");
+    let o = s.run(&[], &[pal, "run", "--", "/bin/sh", "-c", &format!("touch {}", marker.display())]);
+    assert_eq!(o.status.code(), Some(125), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("namespaces"), "{}", stderr(&o));
+    assert!(!marker.exists(), "the nested command ran");
+    let o = s.run(&[], &[pal, "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("MISSING user namespaces"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("run would: refuse"), "{}", stdout(&o));
 }

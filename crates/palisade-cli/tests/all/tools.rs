@@ -14,8 +14,7 @@ fn shell_and_coreutils() {
 #[test]
 fn private_tmp_is_writable() {
     let s = Sandbox::new("t-tmp");
-    let o = s
-        .sh("d=$(mktemp -d) && echo x > $d/y && cat $d/y && echo z > /dev/shm/z && cat /dev/shm/z");
+    let o = s.sh("d=$(mktemp -d) && echo x > $d/y && cat $d/y && echo z > /dev/shm/z && cat /dev/shm/z");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "x\nz\n");
 }
@@ -24,17 +23,9 @@ fn private_tmp_is_writable() {
 fn git_commit_in_the_workspace() {
     let s = Sandbox::new("t-git");
     let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .args(args)
-            .current_dir(s.ws())
-            .env("HOME", s.home())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o =
+            std::process::Command::new("git").args(args).current_dir(s.ws()).env("HOME", s.home()).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     git(&["init", "-q", "-b", "main"]);
@@ -50,10 +41,7 @@ fn c_compiler() {
         eprintln!("skipped: no C compiler on this machine");
         return;
     }
-    s.write(
-        "ws/hello.c",
-        "#include <stdio.h>\nint main(void){puts(\"compiled in the sandbox\");return 0;}\n",
-    );
+    s.write("ws/hello.c", "#include <stdio.h>\nint main(void){puts(\"compiled in the sandbox\");return 0;}\n");
     let o = s.sh("cc -o hello hello.c && ./hello");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "compiled in the sandbox\n");
@@ -69,22 +57,13 @@ fn rust_compiler() {
     // rustup's proxies need its home; grant the toolchain read-only, as a user would.
     let rustup = std::env::var("RUSTUP_HOME")
         .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap_or_default()));
-    let cargo = std::env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let cargo =
+        std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
     s.write("ws/main.rs", "fn main() { println!(\"{}\", 6 * 7); }\n");
-    let bin = std::path::Path::new(&rustc)
-        .parent()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let script = format!(
-        "export PATH={bin}:$PATH RUSTUP_HOME={rustup} CARGO_HOME={cargo}; rustc -O main.rs -o main && ./main"
-    );
-    let o = s.run(
-        &["--allow-read", &rustup, "--allow-read", &cargo],
-        &["/bin/sh", "-c", &script],
-    );
+    let bin = std::path::Path::new(&rustc).parent().unwrap().to_str().unwrap().to_owned();
+    let script =
+        format!("export PATH={bin}:$PATH RUSTUP_HOME={rustup} CARGO_HOME={cargo}; rustc -O main.rs -o main && ./main");
+    let o = s.run(&["--allow-read", &rustup, "--allow-read", &cargo], &["/bin/sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "42\n");
 }
@@ -96,14 +75,19 @@ fn python() {
         eprintln!("skipped: no /usr/bin/python3");
         return;
     }
-    let o = s.run(&[], &["/usr/bin/python3", "-c", "import json, tempfile; f = tempfile.NamedTemporaryFile(); print(json.dumps({'sum': 1 + 1}))"]);
+    let o = s.run(
+        &[],
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import json, tempfile; f = tempfile.NamedTemporaryFile(); print(json.dumps({'sum': 1 + 1}))",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "{\"sum\": 2}\n");
 }
 
 fn which(name: &str) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).exists())
+    path.split(':').map(|d| format!("{d}/{name}")).find(|p| std::path::Path::new(p).exists())
 }

@@ -14,9 +14,7 @@ impl Sandbox {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::write(root.join("home/.ssh/id_rsa"), "canary-secret").unwrap();
-        Sandbox {
-            root: std::fs::canonicalize(&root).unwrap(),
-        }
+        Sandbox { root: std::fs::canonicalize(&root).unwrap() }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -72,11 +70,7 @@ pub fn probe_bin() -> &'static str {
 
 /// The directory holding the test binaries, granted read-only to sandboxes under test.
 pub fn bin_dir() -> String {
-    Path::new(probe_bin())
-        .parent()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned()
+    Path::new(probe_bin()).parent().unwrap().to_string_lossy().into_owned()
 }
 
 impl Sandbox {
@@ -100,13 +94,7 @@ impl Sandbox {
         let mut cmd = vec![probe_bin()];
         cmd.extend_from_slice(args);
         let o = self.run(opts, &cmd);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "probe {args:?} failed: {}{}",
-            stdout(&o),
-            stderr(&o)
-        );
+        assert_eq!(o.status.code(), Some(0), "probe {args:?} failed: {}{}", stdout(&o), stderr(&o));
         stdout(&o).trim().to_owned()
     }
 
@@ -118,8 +106,5 @@ impl Sandbox {
 /// The kernel's verdict on an attempt that must be refused: any errno, never `ok`.
 #[track_caller]
 pub fn assert_refused(result: &str, what: &str) {
-    assert!(
-        result != "ok" && !result.is_empty(),
-        "{what} was allowed ({result})"
-    );
+    assert!(result != "ok" && !result.is_empty(), "{what} was allowed ({result})");
 }

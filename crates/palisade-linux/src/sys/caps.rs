@@ -24,16 +24,7 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// inheritable sets.
 pub fn drop_all() -> io::Result<()> {
     // SAFETY: prctl with documented arguments.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } != 0
-    {
+    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
     for cap in 0..64 {
@@ -46,20 +37,10 @@ pub fn drop_all() -> io::Result<()> {
             return Err(e);
         }
     }
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
+    let mut header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
     // SAFETY: header and two data words, as capset v3 requires.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    } != 0
-    {
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -74,8 +74,8 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // command (init holds the supervisor's environment in its memory).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
-    let mut roots = mounts::enter_new_root()
-        .unwrap_or_else(|e| die(sock, &format!("building the file system view: {e}")));
+    let mut roots =
+        mounts::enter_new_root().unwrap_or_else(|e| die(sock, &format!("building the file system view: {e}")));
     if let Err(e) = mounts::apply(&mut roots, a.plan) {
         die(sock, &format!("building the file system view: {e}"));
     }
@@ -89,9 +89,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // SAFETY: valid buffer and length.
     unsafe { libc::sethostname(host.as_ptr() as *const libc::c_char, host.len()) };
 
-    let slave = a.pty.map(|_| {
-        open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}")))
-    });
+    let slave = a.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
     let forwarded = forwarded_signals();
     block(&forwarded);
@@ -192,27 +190,18 @@ fn close_other_fds(keep: &[RawFd]) {
 /// slave.
 fn open_pty(sock: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: valid C string; flags documented.
-    let m = ffi::check(unsafe {
-        libc::open(
-            c"/dev/pts/ptmx".as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    } as libc::c_long)? as RawFd;
+    let m =
+        ffi::check(unsafe { libc::open(c"/dev/pts/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) }
+            as libc::c_long)? as RawFd;
     // SAFETY: `m` was just opened and is owned here.
     let master = unsafe { OwnedFd::from_raw_fd(m) };
     let mut unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK takes a pointer to an int.
-    ffi::check(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } as libc::c_long,
-    )?;
+    ffi::check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } as libc::c_long)?;
     // SAFETY: TIOCGPTPEER opens the slave of this master with the given flags.
-    let s = ffi::check(unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY,
-        )
-    } as libc::c_long)? as RawFd;
+    let s =
+        ffi::check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) }
+            as libc::c_long)? as RawFd;
     // SAFETY: just returned by the kernel.
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
     ffi::send_with_fd(sock, &[msg::PTY], Some(master.as_raw_fd()))?;
@@ -250,28 +239,18 @@ fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
     // The control socket becomes fd 3 (close-on-exec); everything else above 2 closes.
     // SAFETY: dup3 onto fd 3 with O_CLOEXEC.
     let r = unsafe { libc::dup3(sock, 3, libc::O_CLOEXEC) };
-    let sock = if sock == 3 || r == 3 {
-        3
-    } else {
-        die(sock, "moving the control socket")
-    };
+    let sock = if sock == 3 || r == 3 { 3 } else { die(sock, "moving the control socket") };
     close_other_fds(&[3]);
 
     if let Err(e) = std::env::set_current_dir(&a.plan.cwd) {
         die(sock, &format!("entering {}: {e}", a.plan.cwd.display()));
     }
-    let no_core = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
     // SAFETY: prctl with documented arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        die(
-            sock,
-            &format!("no_new_privs: {}", std::io::Error::last_os_error()),
-        );
+        die(sock, &format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
     if let Err(e) = landlock::restrict(&a.plan.landlock) {
         die(sock, &e);
@@ -296,28 +275,20 @@ fn exec(sock: RawFd, a: &ChildArgs<'_>) -> ! {
     let try_exec = |path: &CString| -> i32 {
         // SAFETY: null-terminated arrays of valid C strings that outlive the call.
         unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
     };
     let shown = String::from_utf8_lossy(name).into_owned();
     if name.contains(&b'/') {
         let e = try_exec(&a.argv[0]);
         fail_exec(sock, &shown, e, e == libc::ENOENT);
     }
-    let path = a
-        .path_env
-        .clone()
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let path = a.path_env.clone().unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut denied = None;
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
-        let Ok(full) = CString::new(
-            Path::new(dir)
-                .join(std::ffi::OsStr::new(&*shown))
-                .into_os_string()
-                .into_encoded_bytes(),
-        ) else {
+        let Ok(full) =
+            CString::new(Path::new(dir).join(std::ffi::OsStr::new(&*shown)).into_os_string().into_encoded_bytes())
+        else {
             continue;
         };
         match try_exec(&full) {
@@ -335,19 +306,11 @@ fn exec(sock: RawFd, a: &ChildArgs<'_>) -> ! {
 fn fail_exec(sock: RawFd, name: &str, errno: i32, not_found: bool) -> ! {
     let err = std::io::Error::from_raw_os_error(errno);
     if not_found {
-        report(
-            sock,
-            msg::KIND_NOT_FOUND,
-            &format!("{name}: command not found in the sandbox ({err})"),
-        );
+        report(sock, msg::KIND_NOT_FOUND, &format!("{name}: command not found in the sandbox ({err})"));
         // SAFETY: see `die`.
         unsafe { libc::_exit(127) }
     }
-    report(
-        sock,
-        msg::KIND_CANNOT_EXECUTE,
-        &format!("{name}: cannot execute: {err}"),
-    );
+    report(sock, msg::KIND_CANNOT_EXECUTE, &format!("{name}: cannot execute: {err}"));
     // SAFETY: see `die`.
     unsafe { libc::_exit(126) }
 }

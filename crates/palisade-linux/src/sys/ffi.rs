@@ -13,11 +13,7 @@ pub fn cstr(p: &Path) -> io::Result<CString> {
 
 /// `-1` → the last OS error; anything else → the value.
 pub fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
@@ -41,11 +37,7 @@ pub const RESOLVE_BENEATH: u64 = 0x08;
 /// `openat2(dir, rel, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`:
 /// opens `rel` below `dir` refusing every symbolic link on the way, including the last.
 pub fn open_beneath(dir: RawFd, rel: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     let c = cstr(rel)?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64,
@@ -54,13 +46,7 @@ pub fn open_beneath(dir: RawFd, rel: &Path, flags: i32, mode: u32) -> io::Result
     };
     // SAFETY: `c` is a valid C string and `how` a valid open_how of the size passed.
     owned(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
+        libc::syscall(libc::SYS_openat2, dir, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
     })
 }
 
@@ -113,12 +99,7 @@ pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], set)`.
 pub fn set_mount_attr(fd: RawFd, set: u64, recursive: bool) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let flags = libc::AT_EMPTY_PATH as u32 | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: `attr` is a valid mount_attr of the size passed; the path is empty.
     check(unsafe {
@@ -141,24 +122,13 @@ const FSCONFIG_CMD_CREATE: u32 = 6;
 pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: a valid C string file system name and documented flags.
     let fs = owned(unsafe {
-        libc::syscall(
-            libc::SYS_fsopen,
-            c"tmpfs".as_ptr(),
-            1u32, /* FSOPEN_CLOEXEC */
-        )
+        libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
     })?;
     let set = |k: &CStr, v: String| -> io::Result<()> {
         let v = CString::new(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: key and value are valid C strings; aux is unused for SET_STRING.
         check(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                k.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
+            libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0)
         })?;
         Ok(())
     };
@@ -179,19 +149,10 @@ pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) })
 }
 
-pub fn mount(
-    src: &CStr,
-    target: &CStr,
-    fstype: &CStr,
-    flags: libc::c_ulong,
-    data: Option<&CStr>,
-) -> io::Result<()> {
+pub fn mount(src: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong, data: Option<&CStr>) -> io::Result<()> {
     let data = data.map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void);
     // SAFETY: all pointers are valid C strings or null for data.
-    check(
-        unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data) }
-            as libc::c_long,
-    )?;
+    check(unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data) } as libc::c_long)?;
     Ok(())
 }
 
@@ -229,24 +190,15 @@ pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } as libc::c_long)?;
+    check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }
+        as libc::c_long)?;
     // SAFETY: both descriptors were just returned by the kernel.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Sends `data` and, optionally, one descriptor over a unix socket.
 pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     let mut cmsg_buf = [0u8; 64];
     // SAFETY: zeroed msghdr is a valid empty header; fields are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -283,10 +235,7 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<(
 /// Receives one message (at most `buf.len()` bytes) and at most one descriptor.
 /// `Ok((0, None))` is end of stream.
 pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     let mut cmsg_buf = [0u64; 8];
     // SAFETY: zeroed msghdr is valid; fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };

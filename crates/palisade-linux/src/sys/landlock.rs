@@ -3,8 +3,8 @@
 //! after `pivot_root`, before `execve`.
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    RestrictionStatus, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::plan::LandlockPlan;
@@ -22,26 +22,12 @@ pub fn restrict(plan: &LandlockPlan) -> Result<RestrictionStatus, String> {
     let read = AccessFs::from_read(abi);
     let err = |what: &str, e: &dyn std::fmt::Display| format!("landlock: {what}: {e}");
     let mut rules: Vec<(String, BitFlags<AccessFs>)> = Vec::new();
-    rules.extend(
-        plan.read
-            .iter()
-            .map(|p| (p.to_string_lossy().into_owned(), read)),
-    );
-    rules.extend(
-        plan.write
-            .iter()
-            .map(|p| (p.to_string_lossy().into_owned(), all)),
-    );
+    rules.extend(plan.read.iter().map(|p| (p.to_string_lossy().into_owned(), read)));
+    rules.extend(plan.write.iter().map(|p| (p.to_string_lossy().into_owned(), all)));
     // Listing `/` shows only the sandbox's own mount points.
     rules.push(("/".into(), AccessFs::ReadDir.into()));
-    rules.push((
-        "/proc".into(),
-        AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile,
-    ));
-    rules.push((
-        "/dev".into(),
-        AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev,
-    ));
+    rules.push(("/proc".into(), AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile));
+    rules.push(("/dev".into(), AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev));
     rules.push(("/dev/shm".into(), all));
     let mut rs = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -53,15 +39,10 @@ pub fn restrict(plan: &LandlockPlan) -> Result<RestrictionStatus, String> {
         .map_err(|e| err("create ruleset", &e))?;
     for (path, access) in rules {
         let fd = PathFd::new(&path).map_err(|e| err(&format!("open {path}"), &e))?;
-        rs = rs
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| err(&format!("rule for {path}"), &e))?;
+        rs = rs.add_rule(PathBeneath::new(fd, access)).map_err(|e| err(&format!("rule for {path}"), &e))?;
     }
-    let status = rs
-        .log_new_exec(true)
-        .map_err(|e| err("audit flags", &e))?
-        .restrict_self()
-        .map_err(|e| err("restrict", &e))?;
+    let status =
+        rs.log_new_exec(true).map_err(|e| err("audit flags", &e))?.restrict_self().map_err(|e| err("restrict", &e))?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err("landlock: the kernel did not enforce the ruleset".into());
     }
@@ -71,13 +52,6 @@ pub fn restrict(plan: &LandlockPlan) -> Result<RestrictionStatus, String> {
 /// The Landlock ABI of the running kernel (0 when Landlock is unavailable).
 pub fn kernel_abi() -> i32 {
     // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute is the documented query.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            1u32,
-        )
-    };
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32) };
     if v < 0 { 0 } else { v as i32 }
 }

@@ -48,40 +48,23 @@ fn setup(stage: &str, e: impl std::fmt::Display) -> RunError {
 
 /// Number of threads of this process (the executor forks, so it must be 1).
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
 /// Runs the plan to completion and returns how the command ended.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
-        return Err(RunError::Setup(
-            "the sandbox must be started from a single-threaded process".into(),
-        ));
+        return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
     let filters = crate::seccomp::filters().map_err(|e| setup("seccomp", e))?;
     let cstrings = |v: Vec<Vec<u8>>| -> Result<Vec<CString>, RunError> {
         v.into_iter()
-            .map(|b| {
-                CString::new(b).map_err(|_| {
-                    RunError::Setup("an argument or variable contains a NUL byte".into())
-                })
-            })
+            .map(|b| CString::new(b).map_err(|_| RunError::Setup("an argument or variable contains a NUL byte".into())))
             .collect()
     };
     let argv = cstrings(plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect())?;
-    let envp = cstrings(
-        plan.env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}").into_bytes())
-            .collect(),
-    )?;
-    let path_env = plan
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone());
+    let envp = cstrings(plan.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect())?;
+    let path_env = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
@@ -91,14 +74,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     // SAFETY: a fork-like clone (no new stack) in a single-threaded process: the child runs
     // on a copy of this stack and only calls `init_main`, which never returns.
     let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (NAMESPACES | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
+        libc::syscall(libc::SYS_clone, (NAMESPACES | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
     };
     if pid == 0 {
         signals.unblock_in_child();
@@ -116,9 +92,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
-        return Err(RunError::Namespaces(format!(
-            "creating the sandbox's namespaces failed: {e}"
-        )));
+        return Err(RunError::Namespaces(format!("creating the sandbox's namespaces failed: {e}")));
     }
     let pid = pid as libc::pid_t;
     drop(theirs);
@@ -126,14 +100,12 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
 
     write_id_maps(pid, uid, gid)
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None)
-        .map_err(|e| setup("starting the sandbox", e))?;
+    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
     let mut master: Option<OwnedFd> = None;
     let mut buf = [0u8; 4096];
     loop {
-        let (n, fd) = ffi::recv_with_fd(ours.as_raw_fd(), &mut buf)
-            .map_err(|e| setup("control socket", e))?;
+        let (n, fd) = ffi::recv_with_fd(ours.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
         if n == 0 {
             break;
         }
@@ -183,13 +155,13 @@ fn write_id_maps(pid: libc::pid_t, uid: libc::uid_t, gid: libc::gid_t) -> io::Re
 /// Removes the placeholders the sandbox created on the host (only if still empty).
 fn cleanup(plan: &Plan) {
     for op in &plan.mounts {
-        if let MountOp::Placeholder { path } = op {
-            remove_placeholder(path);
+        if let MountOp::Placeholder { path, dir } = op {
+            remove_placeholder(path, *dir);
         }
     }
 }
 
-fn remove_placeholder(path: &Path) {
+fn remove_placeholder(path: &Path, dir: bool) {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
@@ -197,13 +169,24 @@ fn remove_placeholder(path: &Path) {
         return;
     };
     let rel = parent.strip_prefix("/").unwrap_or(parent);
-    let Ok(dir) = ffi::open_beneath(root.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY, 0)
-    else {
+    let Ok(parent_fd) = ffi::open_beneath(root.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY, 0) else {
         return;
     };
     let Ok(n) = CString::new(name.as_bytes()) else {
         return;
     };
-    // SAFETY: valid directory descriptor and C string; rmdir semantics (only if empty).
-    unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) };
+    if dir {
+        // SAFETY: valid directory descriptor and C string; rmdir semantics (only if empty).
+        unsafe { libc::unlinkat(parent_fd.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) };
+        return;
+    }
+    // A file placeholder is removed only if it is still the empty, mode-000 file we made.
+    // SAFETY: zeroed stat buffer; fstatat without following links.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, C string and buffer.
+    let r = unsafe { libc::fstatat(parent_fd.as_raw_fd(), n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 && st.st_mode & 0o777 == 0 {
+        // SAFETY: valid descriptor and C string.
+        unsafe { libc::unlinkat(parent_fd.as_raw_fd(), n.as_ptr(), 0) };
+    }
 }

@@ -34,11 +34,7 @@ impl std::fmt::Display for MountError {
 type Result<T> = std::result::Result<T, MountError>;
 
 fn at<T>(step: &'static str, path: &Path, r: io::Result<T>) -> Result<T> {
-    r.map_err(|err| MountError {
-        step,
-        path: path.to_path_buf(),
-        err,
-    })
+    r.map_err(|err| MountError { step, path: path.to_path_buf(), err })
 }
 
 /// `/a/b` → `a/b`.
@@ -59,28 +55,12 @@ pub struct Roots {
 /// Steps 1 and 2.
 pub fn enter_new_root() -> Result<Roots> {
     let root = Path::new("/");
-    at(
-        "make mounts private",
-        root,
-        ffi::mount(
-            c"none",
-            c"/",
-            c"",
-            (libc::MS_REC | libc::MS_PRIVATE) as _,
-            None,
-        ),
-    )?;
+    at("make mounts private", root, ffi::mount(c"none", c"/", c"", (libc::MS_REC | libc::MS_PRIVATE) as _, None))?;
     let stage = Path::new(STAGE);
     at(
         "mount the new root on",
         stage,
-        ffi::mount(
-            c"tmpfs",
-            c"/tmp",
-            c"tmpfs",
-            (libc::MS_NOSUID | libc::MS_NODEV) as _,
-            Some(c"mode=0755,size=16m"),
-        ),
+        ffi::mount(c"tmpfs", c"/tmp", c"tmpfs", (libc::MS_NOSUID | libc::MS_NODEV) as _, Some(c"mode=0755,size=16m")),
     )?;
     at("enter", stage, std::env::set_current_dir(stage))?;
     at("create", Path::new("/oldroot"), std::fs::create_dir(OLD))?;
@@ -90,22 +70,14 @@ pub fn enter_new_root() -> Result<Roots> {
     at("enter", root, std::env::set_current_dir("/"))?;
     let new = at("open", root, open_dir("/"))?;
     let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
-    Ok(Roots {
-        new,
-        old,
-        mask_file_fs: None,
-    })
+    Ok(Roots { new, old, mask_file_fs: None })
 }
 
 fn open_dir(p: &str) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: valid C string; the returned descriptor is owned below.
-    let fd = check(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    } as libc::c_long)?;
+    let fd =
+        check(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) } as libc::c_long)?;
     // SAFETY: just returned by the kernel.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
 }
@@ -130,49 +102,45 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                     open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
                 )?;
                 let is_dir = at("stat", path, is_dir(src.as_raw_fd()))?;
-                let tree = at(
-                    "clone the mount tree of",
-                    path,
-                    clone_tree(src.as_raw_fd(), true),
-                )?;
-                let attrs = MOUNT_ATTR_NOSUID
-                    | MOUNT_ATTR_NODEV
-                    | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
-                at(
-                    "set mount flags on",
-                    path,
-                    set_mount_attr(tree.as_raw_fd(), attrs, true),
-                )?;
+                let tree = at("clone the mount tree of", path, clone_tree(src.as_raw_fd(), true))?;
+                let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
+                at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, true))?;
                 ensure_mountpoint(roots.new.as_raw_fd(), path, is_dir)?;
                 attach_at(roots, &tree, path)?;
             }
             MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
-            MountOp::Placeholder { path } => {
+            MountOp::Placeholder { path, dir } => {
                 let (parent, name) = split(path)?;
                 let pfd = at(
                     "open (no symlinks) the host's",
                     &parent,
-                    open_beneath(
-                        roots.old.as_raw_fd(),
-                        rel(&parent),
-                        libc::O_PATH | libc::O_DIRECTORY,
-                        0,
-                    ),
+                    open_beneath(roots.old.as_raw_fd(), rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
                 )?;
                 let cname = at("name", path, cstr(Path::new(&name)))?;
-                // SAFETY: valid directory descriptor and C string.
-                let r = unsafe { libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o000) };
+                // SAFETY: valid directory descriptor and C string; a new, empty, mode-000 entry.
+                let r = unsafe {
+                    if *dir {
+                        libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o000)
+                    } else {
+                        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+                        let fd = libc::openat(pfd.as_raw_fd(), cname.as_ptr(), flags, 0o000);
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        fd.min(0)
+                    }
+                };
                 if r == -1 {
                     let e = io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(MountError {
-                            step: "create the placeholder",
-                            path: path.clone(),
-                            err: e,
-                        });
+                        return Err(MountError { step: "create the placeholder", path: path.clone(), err: e });
                     }
                 }
-                mask(roots, path, true)?;
+                if *dir {
+                    mask(roots, path, true)?;
+                } else {
+                    file_from_mask_source(roots, path, "empty")?;
+                }
             }
             MountOp::Symlink { path, target } => {
                 let (parent, name) = split(path)?;
@@ -180,17 +148,9 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 let pfd = at(
                     "open",
                     &parent,
-                    open_beneath(
-                        roots.new.as_raw_fd(),
-                        rel(&parent),
-                        libc::O_PATH | libc::O_DIRECTORY,
-                        0,
-                    ),
+                    open_beneath(roots.new.as_raw_fd(), rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
                 )?;
-                let (t, n) = (
-                    at("name", target, cstr(target))?,
-                    at("name", path, cstr(Path::new(&name)))?,
-                );
+                let (t, n) = (at("name", target, cstr(target))?, at("name", path, cstr(Path::new(&name)))?);
                 // SAFETY: valid C strings and directory descriptor.
                 let r = unsafe { libc::symlinkat(t.as_ptr(), pfd.as_raw_fd(), n.as_ptr()) };
                 at("create the link", path, check(r as libc::c_long))?;
@@ -203,11 +163,9 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
 fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
     match (path.parent(), path.file_name()) {
         (Some(p), Some(n)) => Ok((p.to_path_buf(), n.to_os_string())),
-        _ => Err(MountError {
-            step: "split",
-            path: path.to_path_buf(),
-            err: io::Error::from_raw_os_error(libc::EINVAL),
-        }),
+        _ => {
+            Err(MountError { step: "split", path: path.to_path_buf(), err: io::Error::from_raw_os_error(libc::EINVAL) })
+        }
     }
 }
 
@@ -226,11 +184,7 @@ fn attach_at(roots: &Roots, tree: &OwnedFd, path: &Path) -> Result<()> {
         path,
         open_beneath(roots.new.as_raw_fd(), rel(path), libc::O_PATH, 0),
     )?;
-    at(
-        "attach on",
-        path,
-        attach(tree.as_raw_fd(), target.as_raw_fd()),
-    )
+    at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))
 }
 
 fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
@@ -239,50 +193,34 @@ fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
         let t = at("mount a mask on", path, new_tmpfs(0o000, 4096, attrs))?;
         return attach_at(roots, &t, path);
     }
+    file_from_mask_source(roots, path, "denied")
+}
+
+/// Binds one file of the mask source (a tiny tmpfs made on first use) over `path`:
+/// `denied` (mode 000: unreadable) masks a denied file; `empty` (mode 444: reads as empty)
+/// stands in for a protected file that does not exist, so tools see an empty configuration.
+fn file_from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     if roots.mask_file_fs.is_none() {
         let fs = at(
             "mount the file-mask source for",
             path,
-            new_tmpfs(
-                0o755,
-                4096,
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-            ),
+            new_tmpfs(0o755, 4096, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
         )?;
-        // SAFETY: valid directory descriptor (the new mount's root) and C string.
-        let fd = unsafe {
-            libc::openat(
-                fs.as_raw_fd(),
-                c"empty".as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o000,
-            )
-        };
-        at("create the file mask for", path, check(fd as libc::c_long))?;
-        // SAFETY: `fd` was just opened and is not used again.
-        unsafe { libc::close(fd) };
+        for (name, mode) in [(c"denied", 0o000), (c"empty", 0o444)] {
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+            // SAFETY: valid directory descriptor (the new mount's root) and C string.
+            let fd = unsafe { libc::openat(fs.as_raw_fd(), name.as_ptr(), flags, mode) };
+            at("create the file mask for", path, check(fd as libc::c_long))?;
+            // SAFETY: `fd` was just opened and is not used again.
+            unsafe { libc::close(fd) };
+        }
         roots.mask_file_fs = Some(fs);
     }
-    let fs = roots
-        .mask_file_fs
-        .as_ref()
-        .map(|f| f.as_raw_fd())
-        .unwrap_or(-1);
-    let empty = at(
-        "open the file mask for",
-        path,
-        open_beneath(fs, Path::new("empty"), libc::O_PATH, 0),
-    )?;
-    let tree = at(
-        "clone the file mask for",
-        path,
-        clone_tree(empty.as_raw_fd(), false),
-    )?;
-    at(
-        "set mount flags on",
-        path,
-        set_mount_attr(tree.as_raw_fd(), attrs, false),
-    )?;
+    let fs = roots.mask_file_fs.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    let src = at("open the file mask for", path, open_beneath(fs, Path::new(which), libc::O_PATH, 0))?;
+    let tree = at("clone the file mask for", path, clone_tree(src.as_raw_fd(), false))?;
+    at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
     attach_at(roots, &tree, path)
 }
 
@@ -291,22 +229,14 @@ fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
 fn make_dirs(root: RawFd, path: &Path) -> Result<()> {
     let mut cur = PathBuf::from("/");
     for comp in rel(path).components() {
-        let parent = at(
-            "open",
-            &cur,
-            open_beneath(root, rel(&cur), libc::O_PATH | libc::O_DIRECTORY, 0),
-        )?;
+        let parent = at("open", &cur, open_beneath(root, rel(&cur), libc::O_PATH | libc::O_DIRECTORY, 0))?;
         let name = at("name", path, cstr(Path::new(comp.as_os_str())))?;
         // SAFETY: valid directory descriptor and C string.
         let r = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) };
         if r == -1 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(MountError {
-                    step: "create the mount point",
-                    path: cur.join(comp),
-                    err: e,
-                });
+                return Err(MountError { step: "create the mount point", path: cur.join(comp), err: e });
             }
         }
         cur.push(comp);
@@ -324,11 +254,7 @@ fn ensure_mountpoint(root: RawFd, path: &Path, dir: bool) -> Result<()> {
     }
     let (parent, name) = split(path)?;
     make_dirs(root, &parent)?;
-    let pfd = at(
-        "open",
-        &parent,
-        open_beneath(root, rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
-    )?;
+    let pfd = at("open", &parent, open_beneath(root, rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0))?;
     let n = at("name", path, cstr(Path::new(&name)))?;
     // SAFETY: valid directory descriptor and C string.
     let fd = unsafe {
@@ -353,39 +279,17 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
     at(
         "mount",
         proc_,
-        ffi::mount(
-            c"proc",
-            c"/proc",
-            c"proc",
-            (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as _,
-            None,
-        ),
+        ffi::mount(c"proc", c"/proc", c"proc", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as _, None),
     )?;
     let dev = Path::new("/dev");
     make_dirs(root, dev)?;
-    let t = at(
-        "mount a tmpfs on",
-        dev,
-        new_tmpfs(0o755, 1 << 20, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC),
-    )?;
+    let t = at("mount a tmpfs on", dev, new_tmpfs(0o755, 1 << 20, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC))?;
     attach_at(roots, &t, dev)?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let p = dev.join(node);
-        let src = at(
-            "open the host's",
-            &p,
-            open_beneath(roots.old.as_raw_fd(), rel(&p), libc::O_PATH, 0),
-        )?;
+        let src = at("open the host's", &p, open_beneath(roots.old.as_raw_fd(), rel(&p), libc::O_PATH, 0))?;
         let tree = at("clone", &p, clone_tree(src.as_raw_fd(), false))?;
-        at(
-            "set mount flags on",
-            &p,
-            set_mount_attr(
-                tree.as_raw_fd(),
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-                false,
-            ),
-        )?;
+        at("set mount flags on", &p, set_mount_attr(tree.as_raw_fd(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false))?;
         ensure_mountpoint(root, &p, false)?;
         attach_at(roots, &tree, &p)?;
     }
@@ -406,11 +310,7 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
     }
     let shm = Path::new("/dev/shm");
     make_dirs(root, shm)?;
-    let t = at(
-        "mount a tmpfs on",
-        shm,
-        new_tmpfs(0o1777, shm_size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
-    )?;
+    let t = at("mount a tmpfs on", shm, new_tmpfs(0o1777, shm_size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV))?;
     attach_at(roots, &t, shm)?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -419,32 +319,17 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        let devfd = at(
-            "open",
-            dev,
-            open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0),
-        )?;
-        let (t, l) = (
-            at("name", dev, cstr(Path::new(target)))?,
-            at("name", dev, cstr(Path::new(link)))?,
-        );
+        let devfd = at("open", dev, open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0))?;
+        let (t, l) = (at("name", dev, cstr(Path::new(target)))?, at("name", dev, cstr(Path::new(link)))?);
         // SAFETY: valid C strings and directory descriptor.
         let r = unsafe { libc::symlinkat(t.as_ptr(), devfd.as_raw_fd(), l.as_ptr()) };
         at("create the link", &dev.join(link), check(r as libc::c_long))?;
     }
-    let devfd = at(
-        "open",
-        dev,
-        open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0),
-    )?;
+    let devfd = at("open", dev, open_beneath(root, Path::new("dev"), libc::O_PATH | libc::O_DIRECTORY, 0))?;
     at(
         "make read-only",
         dev,
-        set_mount_attr(
-            devfd.as_raw_fd(),
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-            false,
-        ),
+        set_mount_attr(devfd.as_raw_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false),
     )?;
     Ok(())
 }
@@ -462,11 +347,7 @@ pub fn leave_old_root(roots: Roots) -> Result<()> {
     at(
         "make read-only",
         root,
-        set_mount_attr(
-            roots.new.as_raw_fd(),
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            false,
-        ),
+        set_mount_attr(roots.new.as_raw_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false),
     )?;
     Ok(())
 }

@@ -33,11 +33,9 @@ impl Report {
     /// The missing layers, in words.
     pub fn missing(&self) -> Vec<String> {
         let mut m = Vec::new();
-        for (name, f) in [
-            ("user namespaces", &self.user_namespaces),
-            ("Landlock", &self.landlock),
-            ("seccomp", &self.seccomp),
-        ] {
+        for (name, f) in
+            [("user namespaces", &self.user_namespaces), ("Landlock", &self.landlock), ("seccomp", &self.seccomp)]
+        {
             if !f.available {
                 m.push(format!("{name}: {}", f.detail));
             }
@@ -58,10 +56,7 @@ pub fn probe() -> Report {
         user_namespaces: userns(),
         landlock_abi: abi,
         landlock: if abi >= super::LANDLOCK_MINIMUM_ABI {
-            Feature {
-                available: true,
-                detail: format!("ABI {abi}"),
-            }
+            Feature { available: true, detail: format!("ABI {abi}") }
         } else if abi == 0 {
             Feature {
                 available: false,
@@ -78,8 +73,7 @@ pub fn probe() -> Report {
         },
         seccomp: seccomp(),
         tiocsti_legacy: read_trim("/proc/sys/dev/tty/legacy_tiocsti").map(|v| v == "1"),
-        io_uring_disabled: read_trim("/proc/sys/kernel/io_uring_disabled")
-            .and_then(|v| v.parse().ok()),
+        io_uring_disabled: read_trim("/proc/sys/kernel/io_uring_disabled").and_then(|v| v.parse().ok()),
         cgroups: cgroups(),
     }
 }
@@ -104,17 +98,12 @@ fn userns() -> Feature {
         let mut st = 0;
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(pid as libc::pid_t, &mut st, 0) };
-        return Feature {
-            available: true,
-            detail: "user, mount, pid, net, ipc, uts and cgroup namespaces".into(),
-        };
+        return Feature { available: true, detail: "user, mount, pid, net, ipc, uts and cgroup namespaces".into() };
     }
     let e = io::Error::last_os_error();
     let mut why = format!("creating namespaces failed: {e}");
     if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        why.push_str(
-            "; kernel.unprivileged_userns_clone = 0 (sysctl -w kernel.unprivileged_userns_clone=1)",
-        );
+        why.push_str("; kernel.unprivileged_userns_clone = 0 (sysctl -w kernel.unprivileged_userns_clone=1)");
     }
     if read_trim("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         why.push_str("; user.max_user_namespaces = 0 (sysctl -w user.max_user_namespaces=15000)");
@@ -127,10 +116,7 @@ fn userns() -> Feature {
     {
         why.push_str("; this process already runs under a seccomp filter (a container runtime's?) that refuses clone with namespace flags");
     }
-    Feature {
-        available: false,
-        detail: why,
-    }
+    Feature { available: false, detail: why }
 }
 
 fn seccomp() -> Feature {
@@ -143,10 +129,7 @@ fn seccomp() -> Feature {
         };
     }
     let notif = read_trim("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
-    Feature {
-        available: true,
-        detail: format!("filter mode; actions: {notif}"),
-    }
+    Feature { available: true, detail: format!("filter mode; actions: {notif}") }
 }
 
 fn cgroups() -> String {

@@ -41,10 +41,7 @@ impl SignalFd {
                 libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
                 return Err(e);
             }
-            Ok(SignalFd {
-                fd: OwnedFd::from_raw_fd(fd),
-                old_mask: old,
-            })
+            Ok(SignalFd { fd: OwnedFd::from_raw_fd(fd), old_mask: old })
         }
     }
 
@@ -125,11 +122,7 @@ fn exit_of(status: i32) -> Option<Exit> {
 }
 
 /// Relays the terminal (if any) and forwards signals until the sandbox's init exits.
-pub fn supervise(
-    pid: libc::pid_t,
-    master: Option<OwnedFd>,
-    signals: &SignalFd,
-) -> io::Result<Exit> {
+pub fn supervise(pid: libc::pid_t, master: Option<OwnedFd>, signals: &SignalFd) -> io::Result<Exit> {
     let _raw = master.as_ref().and_then(|_| RawMode::enter(0));
     if let Some(m) = &master {
         copy_winsize(0, m.as_raw_fd());
@@ -139,24 +132,12 @@ pub fn supervise(
     let mut out_ok = true;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut fds = vec![libc::pollfd {
-            fd: signals.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![libc::pollfd { fd: signals.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         if let (Some(m), true) = (&master, master_open) {
-            fds.push(libc::pollfd {
-                fd: m.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(libc::pollfd { fd: m.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         if stdin_open {
-            fds.push(libc::pollfd {
-                fd: 0,
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: `fds` is a valid array of the length passed.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };

@@ -38,22 +38,12 @@ fn secrets_are_invisible_by_the_builtin_layer() {
 
 #[test]
 fn secret_denylist_wins_over_a_user_grant_of_a_parent() {
-    let p = policy(vec![
-        builtin(),
-        layer(
-            LayerKind::User,
-            "[filesystem]\nread = [\"~\"]\nwrite = [\"~/.cargo\"]\n",
-        ),
-    ]);
+    let p = policy(vec![builtin(), layer(LayerKind::User, "[filesystem]\nread = [\"~\"]\nwrite = [\"~/.cargo\"]\n")]);
     assert_eq!(access(&p, "/home/u/notes.txt"), Access::Read);
     assert_eq!(access(&p, "/home/u/.ssh/id_rsa"), Access::None);
     assert_eq!(access(&p, "/home/u/.cargo/credentials.toml"), Access::None);
     assert_eq!(access(&p, "/home/u/.cargo/registry/x"), Access::Write);
-    assert_eq!(
-        access(&p, "/home/u/.bashrc"),
-        Access::Read,
-        "shell rc files stay read-only"
-    );
+    assert_eq!(access(&p, "/home/u/.bashrc"), Access::Read, "shell rc files stay read-only");
 }
 
 #[test]
@@ -95,14 +85,8 @@ fn files_that_run_code_later_are_read_only_in_the_workspace() {
     ] {
         assert_eq!(access(&p, &format!("{WS}/{f}")), Access::Read, "{f}");
     }
-    assert_eq!(
-        access(&p, &format!("{WS}/.git/objects/ab/cdef")),
-        Access::Write
-    );
-    assert_eq!(
-        access(&p, &format!("{WS}/.github/workflows/ci.yml")),
-        Access::Write
-    );
+    assert_eq!(access(&p, &format!("{WS}/.git/objects/ab/cdef")), Access::Write);
+    assert_eq!(access(&p, &format!("{WS}/.github/workflows/ci.yml")), Access::Write);
 }
 
 #[test]
@@ -111,16 +95,8 @@ fn network_is_off_by_default_and_one_flag_opens_one_host() {
     assert_eq!(p.mode(), NetMode::None);
     let d = p.decide_net(&Target::parse("api.openai.com:443", 443).unwrap());
     assert!(!d.allowed);
-    assert!(
-        matches!(d.reason, NetReason::ModeNone { set_by: Some(s) } if s.origin.layer == LayerKind::Builtin)
-    );
-    let p = policy(vec![
-        builtin(),
-        flags(Flags {
-            allow_net: vec!["api.openai.com".into()],
-            ..Flags::default()
-        }),
-    ]);
+    assert!(matches!(d.reason, NetReason::ModeNone { set_by: Some(s) } if s.origin.layer == LayerKind::Builtin));
+    let p = policy(vec![builtin(), flags(Flags { allow_net: vec!["api.openai.com".into()], ..Flags::default() })]);
     assert!(allowed(&p, "api.openai.com:443"));
     assert!(!allowed(&p, "openai.com:443"));
     assert!(!allowed(&p, "api.openai.com.evil.net:443"));
@@ -151,9 +127,7 @@ fn environment_is_scrubbed() {
 fn default_monitor_rules() {
     let p = default_policy();
     assert!(
-        p.monitor_rules
-            .iter()
-            .any(|r| r.when == monitor::Condition::Tripwire && r.action == monitor::Action::Kill)
+        p.monitor_rules.iter().any(|r| r.when == monitor::Condition::Tripwire && r.action == monitor::Action::Kill)
     );
     assert!(!p.tripwires.is_empty());
 }
@@ -161,21 +135,11 @@ fn default_monitor_rules() {
 #[test]
 fn every_builtin_profile_parses_and_keeps_secrets_denied() {
     for (name, text) in builtin::PROFILES {
-        let prof = parse_layer(
-            text,
-            name,
-            LayerKind::Profile(name.to_string()),
-            &vars(),
-            &Lexical,
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let prof = parse_layer(text, name, LayerKind::Profile(name.to_string()), &vars(), &Lexical)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let p = policy(vec![builtin(), prof]);
         assert_eq!(access(&p, "/home/u/.ssh/id_rsa"), Access::None, "{name}");
         assert_eq!(p.mode(), NetMode::Allowlist, "{name}");
-        assert_eq!(
-            access(&p, &format!("{WS}/.git/hooks/x")),
-            Access::Read,
-            "{name}"
-        );
+        assert_eq!(access(&p, &format!("{WS}/.git/hooks/x")), Access::Read, "{name}");
     }
 }

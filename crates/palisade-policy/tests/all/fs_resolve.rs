@@ -24,14 +24,7 @@ impl Drop for TempDir {
 
 fn layer_for(root: &Path, text: &str) -> Layer {
     let vars = Vars::with_defaults(&root.join("home"), &root.join("ws"));
-    parse_layer(
-        text,
-        "t.toml",
-        LayerKind::User,
-        &vars,
-        &FsResolver::default(),
-    )
-    .unwrap()
+    parse_layer(text, "t.toml", LayerKind::User, &vars, &FsResolver::default()).unwrap()
 }
 
 #[test]
@@ -41,26 +34,11 @@ fn symlinks_are_resolved_when_the_policy_is_resolved() {
     std::fs::create_dir_all(root.join("real/secrets")).unwrap();
     std::fs::create_dir_all(root.join("home")).unwrap();
     std::os::unix::fs::symlink(root.join("real/secrets"), root.join("home/.ssh")).unwrap();
-    let l = layer_for(
-        root,
-        "[filesystem]\nread = [\"~\", \"../real\"]\ndeny = [\"~/.ssh\"]\n",
-    );
-    let p = resolve(
-        &root.join("ws"),
-        &root.join("home"),
-        vec![l],
-        ResolveOptions::default(),
-    )
-    .unwrap();
+    let l = layer_for(root, "[filesystem]\nread = [\"~\", \"../real\"]\ndeny = [\"~/.ssh\"]\n");
+    let p = resolve(&root.join("ws"), &root.join("home"), vec![l], ResolveOptions::default()).unwrap();
     // The target of the denied link is denied, and so is the link's own path.
-    assert_eq!(
-        p.decide_path(&root.join("real/secrets/id_rsa")).access,
-        Access::None
-    );
-    assert_eq!(
-        p.decide_path(&root.join("home/.ssh/id_rsa")).access,
-        Access::None
-    );
+    assert_eq!(p.decide_path(&root.join("real/secrets/id_rsa")).access, Access::None);
+    assert_eq!(p.decide_path(&root.join("home/.ssh/id_rsa")).access, Access::None);
     assert_eq!(p.decide_path(&root.join("real/other")).access, Access::Read);
 }
 
@@ -75,33 +53,12 @@ fn paths_that_do_not_exist_yet_are_covered() {
         root,
         "[filesystem]\nwrite = [\"${workspace}\"]\ndeny = [\"../vault\", \"${workspace}/innocent\"]\nprotect = [\".git/hooks\"]\n",
     );
-    let p = resolve(
-        &root.join("ws"),
-        &root.join("home"),
-        vec![l],
-        ResolveOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        p.decide_path(&root.join("vault/new-key")).access,
-        Access::None
-    );
-    assert_eq!(
-        p.decide_path(&root.join("ws/innocent")).access,
-        Access::None
-    );
-    assert_eq!(
-        p.decide_path(&root.join("ws/.git/hooks/pre-commit")).access,
-        Access::Read
-    );
-    assert_eq!(
-        FsResolver::default().resolve(&root.join("ws/innocent")),
-        root.join("vault/new-key")
-    );
-    assert_eq!(
-        FsResolver::default().resolve(&root.join("ws/a/../b/c")),
-        root.join("ws/b/c")
-    );
+    let p = resolve(&root.join("ws"), &root.join("home"), vec![l], ResolveOptions::default()).unwrap();
+    assert_eq!(p.decide_path(&root.join("vault/new-key")).access, Access::None);
+    assert_eq!(p.decide_path(&root.join("ws/innocent")).access, Access::None);
+    assert_eq!(p.decide_path(&root.join("ws/.git/hooks/pre-commit")).access, Access::Read);
+    assert_eq!(FsResolver::default().resolve(&root.join("ws/innocent")), root.join("vault/new-key"));
+    assert_eq!(FsResolver::default().resolve(&root.join("ws/a/../b/c")), root.join("ws/b/c"));
 }
 
 #[test]

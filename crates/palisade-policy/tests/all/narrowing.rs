@@ -29,9 +29,7 @@ fn widening_keys_are_refused_by_name() {
     assert!(widening("[filesystem]\nwrite = [\".git/hooks\"]\n").contains("filesystem.write"));
     assert!(widening("[network]\nmode = \"allowlist\"\n").contains("network.mode"));
     assert!(widening("[network]\nallow = [\"evil.com\"]\n").contains("network.allow"));
-    assert!(
-        widening("[network.hosts]\n\"api.openai.com\" = \"127.0.0.1\"\n").contains("network.hosts")
-    );
+    assert!(widening("[network.hosts]\n\"api.openai.com\" = \"127.0.0.1\"\n").contains("network.hosts"));
     assert!(widening("[process.env]\npass = [\"GITHUB_TOKEN\"]\n").contains("process.env.pass"));
     assert!(widening("[monitor]\naudit = \"/tmp/x\"\n").contains("monitor.audit"));
 }
@@ -69,42 +67,27 @@ action = "kill"
 
 #[test]
 fn project_allow_must_be_inside_a_lower_allow() {
-    let lower = layer(
-        LayerKind::User,
-        "[network]\nmode = \"allowlist\"\nallow = [\"*.github.com\", \"pypi.org:443\"]\n",
-    );
-    let ok = layer(
-        LayerKind::Project,
-        "[network]\nallow = [\"api.github.com:443\", \"pypi.org:443\"]\n",
-    );
+    let lower =
+        layer(LayerKind::User, "[network]\nmode = \"allowlist\"\nallow = [\"*.github.com\", \"pypi.org:443\"]\n");
+    let ok = layer(LayerKind::Project, "[network]\nallow = [\"api.github.com:443\", \"pypi.org:443\"]\n");
     assert!(resolve_layers(vec![builtin(), lower.clone(), ok], false).is_ok());
     let bad = layer(LayerKind::Project, "[network]\nallow = [\"pypi.org\"]\n");
-    assert!(matches!(
-        resolve_layers(vec![builtin(), lower, bad], false),
-        Err(PolicyError::Widening { .. })
-    ));
+    assert!(matches!(resolve_layers(vec![builtin(), lower, bad], false), Err(PolicyError::Widening { .. })));
 }
 
 #[test]
 fn project_limits_may_only_go_down() {
     let lower = layer(LayerKind::User, "[process]\nmemory = \"4GiB\"\n");
     let up = layer(LayerKind::Project, "[process]\nmemory = \"8GiB\"\n");
-    let e = resolve_layers(vec![lower, up], false)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("process.memory") && e.contains("raises memory"),
-        "{e}"
-    );
+    let e = resolve_layers(vec![lower, up], false).unwrap_err().to_string();
+    assert!(e.contains("process.memory") && e.contains("raises memory"), "{e}");
 }
 
 #[test]
 fn trust_project_lets_it_widen() {
-    let p = with_project(
-        "[filesystem]\nread = [\"/srv\"]\n[network]\nmode = \"allowlist\"\nallow = [\"a.com\"]\n",
-        true,
-    )
-    .unwrap();
+    let p =
+        with_project("[filesystem]\nread = [\"/srv\"]\n[network]\nmode = \"allowlist\"\nallow = [\"a.com\"]\n", true)
+            .unwrap();
     assert_eq!(access(&p, "/srv/x"), Access::Read);
     assert!(allowed(&p, "a.com:443"));
 }
@@ -176,32 +159,12 @@ const TARGETS: &[&str] = &[
     "127.0.0.1:8080",
     "pypi.org:443",
 ];
-const ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LC_*",
-    "GITHUB_TOKEN",
-    "MY_*",
-    "OPENAI_API_KEY",
-    "AWS_REGION",
-];
-const ENV_NAMES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LC_ALL",
-    "GITHUB_TOKEN",
-    "MY_VAR",
-    "OPENAI_API_KEY",
-    "AWS_REGION",
-    "TERM",
-];
+const ENV: &[&str] = &["PATH", "HOME", "LC_*", "GITHUB_TOKEN", "MY_*", "OPENAI_API_KEY", "AWS_REGION"];
+const ENV_NAMES: &[&str] =
+    &["PATH", "HOME", "LC_ALL", "GITHUB_TOKEN", "MY_VAR", "OPENAI_API_KEY", "AWS_REGION", "TERM"];
 
 fn quoted(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
 }
 
 prop_compose! {

@@ -18,49 +18,18 @@ deny = ["/data/out/private"]
     assert_eq!(access(&p, "/data/x"), Access::Read);
     assert_eq!(access(&p, "/data/out/y"), Access::Write);
     assert_eq!(access(&p, "/data/out/private/z"), Access::None);
-    assert_eq!(
-        access(&p, "/data/out/privateer"),
-        Access::Write,
-        "matching is per component"
-    );
-    assert_eq!(
-        access(&p, "/elsewhere"),
-        Access::None,
-        "nothing is visible unless granted"
-    );
+    assert_eq!(access(&p, "/data/out/privateer"), Access::Write, "matching is per component");
+    assert_eq!(access(&p, "/elsewhere"), Access::None, "nothing is visible unless granted");
 }
 
 #[test]
 fn equal_specificity_deny_beats_protect_beats_write_beats_read() {
-    let l = |body: &str| {
-        policy(vec![layer(
-            LayerKind::User,
-            &format!("[filesystem]\n{body}"),
-        )])
-    };
-    assert_eq!(
-        access(&l("read = [\"/a\"]\nwrite = [\"/a\"]"), "/a/f"),
-        Access::Write
-    );
-    assert_eq!(
-        access(&l("write = [\"/a\"]\nread = [\"/a\"]"), "/a/f"),
-        Access::Write
-    );
-    assert_eq!(
-        access(&l("write = [\"/a\"]\nprotect = [\"/a\"]"), "/a/f"),
-        Access::Read
-    );
-    assert_eq!(
-        access(
-            &l("protect = [\"/a\"]\ndeny = [\"/a\"]\nwrite = [\"/a\"]"),
-            "/a/f"
-        ),
-        Access::None
-    );
-    assert_eq!(
-        access(&l("deny = [\"/a\"]\nread = [\"/a\"]"), "/a"),
-        Access::None
-    );
+    let l = |body: &str| policy(vec![layer(LayerKind::User, &format!("[filesystem]\n{body}"))]);
+    assert_eq!(access(&l("read = [\"/a\"]\nwrite = [\"/a\"]"), "/a/f"), Access::Write);
+    assert_eq!(access(&l("write = [\"/a\"]\nread = [\"/a\"]"), "/a/f"), Access::Write);
+    assert_eq!(access(&l("write = [\"/a\"]\nprotect = [\"/a\"]"), "/a/f"), Access::Read);
+    assert_eq!(access(&l("protect = [\"/a\"]\ndeny = [\"/a\"]\nwrite = [\"/a\"]"), "/a/f"), Access::None);
+    assert_eq!(access(&l("deny = [\"/a\"]\nread = [\"/a\"]"), "/a"), Access::None);
 }
 
 #[test]
@@ -77,16 +46,9 @@ protect = ["/w/proj/.git/hooks", "/secret/thing"]
     assert_eq!(d.access, Access::Read);
     assert_eq!(d.protected_by.unwrap().origin.text, "/w/proj/.git/hooks");
     assert_eq!(d.rule.unwrap().kind, PathKind::Write);
-    assert_eq!(
-        access(&p, "/secret/thing"),
-        Access::None,
-        "protect on an invisible path keeps it invisible"
-    );
+    assert_eq!(access(&p, "/secret/thing"), Access::None, "protect on an invisible path keeps it invisible");
     // A path that does not exist yet is covered all the same.
-    assert_eq!(
-        access(&p, "/w/proj/.git/hooks/not-yet-created"),
-        Access::Read
-    );
+    assert_eq!(access(&p, "/w/proj/.git/hooks/not-yet-created"), Access::Read);
 }
 
 #[test]
@@ -104,19 +66,12 @@ deny = ["**/.env", "/w/proj/keys/*.pem"]
     assert_eq!(access(&p, "/w/proj/.env.example"), Access::Write);
     assert_eq!(access(&p, "/w/proj/keys/a.pem"), Access::None);
     assert_eq!(access(&p, "/w/proj/keys/a.pub"), Access::Write);
-    assert_eq!(
-        access(&p, "/w/proj/keys/sub/a.pem"),
-        Access::Write,
-        "`*` does not cross `/`"
-    );
+    assert_eq!(access(&p, "/w/proj/keys/sub/a.pem"), Access::Write, "`*` does not cross `/`");
 }
 
 #[test]
 fn decisions_name_rule_and_layer() {
-    let p = policy(vec![
-        builtin(),
-        layer(LayerKind::User, "[filesystem]\nread = [\"/srv\"]\n"),
-    ]);
+    let p = policy(vec![builtin(), layer(LayerKind::User, "[filesystem]\nread = [\"/srv\"]\n")]);
     let d = p.decide_path(std::path::Path::new("/srv/data"));
     let rule = d.rule.unwrap();
     assert_eq!(rule.origin.layer, LayerKind::User);
@@ -124,10 +79,7 @@ fn decisions_name_rule_and_layer() {
     assert_eq!(rule.origin.site.line, 2);
     assert_eq!(rule.origin.site.key, "filesystem.read");
     let text = d.to_string();
-    assert!(
-        text.contains("read-only") && text.contains("user policy"),
-        "{text}"
-    );
+    assert!(text.contains("read-only") && text.contains("user policy"), "{text}");
 }
 
 #[test]
@@ -144,24 +96,15 @@ allow = ["API.Example.COM.:443", "bücher.example"]
     assert!(allowed(&p, "API.EXAMPLE.com.:443"));
     assert!(allowed(&p, "xn--bcher-kva.example:80"));
     assert!(allowed(&p, "BÜCHER.example:80"));
-    assert!(
-        !allowed(&p, "api.example.com:22"),
-        "host:443 does not open host:22"
-    );
+    assert!(!allowed(&p, "api.example.com:22"), "host:443 does not open host:22");
     assert!(Target::parse("api.example.com\0.evil:443", 443).is_err());
 }
 
 #[test]
 fn deny_beats_allow_whatever_the_order_or_layer() {
     let p = policy(vec![
-        layer(
-            LayerKind::User,
-            "[network]\nmode = \"allowlist\"\ndeny = [\"evil.example.com\"]\n",
-        ),
-        layer(
-            LayerKind::PolicyFile,
-            "[network]\nallow = [\"*.example.com\", \"evil.example.com\"]\n",
-        ),
+        layer(LayerKind::User, "[network]\nmode = \"allowlist\"\ndeny = [\"evil.example.com\"]\n"),
+        layer(LayerKind::PolicyFile, "[network]\nallow = [\"*.example.com\", \"evil.example.com\"]\n"),
     ]);
     assert!(allowed(&p, "good.example.com:443"));
     let d = p.decide_net(&Target::parse("evil.example.com:443", 443).unwrap());
@@ -171,30 +114,16 @@ fn deny_beats_allow_whatever_the_order_or_layer() {
 
 #[test]
 fn empty_allowlist_allows_nothing() {
-    let p = policy(vec![layer(
-        LayerKind::User,
-        "[network]\nmode = \"allowlist\"\n",
-    )]);
-    for t in [
-        "example.com:443",
-        "127.0.0.1:80",
-        "[::1]:22",
-        "localhost:8080",
-    ] {
+    let p = policy(vec![layer(LayerKind::User, "[network]\nmode = \"allowlist\"\n")]);
+    for t in ["example.com:443", "127.0.0.1:80", "[::1]:22", "localhost:8080"] {
         assert!(!allowed(&p, t), "{t}");
     }
-    assert!(matches!(
-        p.decide_net(&Target::parse("a.com:1", 1).unwrap()).reason,
-        NetReason::NotListed
-    ));
+    assert!(matches!(p.decide_net(&Target::parse("a.com:1", 1).unwrap()).reason, NetReason::NotListed));
 }
 
 #[test]
 fn mode_none_denies_even_listed_hosts() {
-    let p = policy(vec![layer(
-        LayerKind::User,
-        "[network]\nmode = \"none\"\nallow = [\"a.com\"]\n",
-    )]);
+    let p = policy(vec![layer(LayerKind::User, "[network]\nmode = \"none\"\nallow = [\"a.com\"]\n")]);
     assert!(!allowed(&p, "a.com:443"));
 }
 
@@ -210,17 +139,11 @@ allow = ["localhost", "10.0.0.0/8:5432", "[fd00::1]:443"]
     )]);
     assert!(!allowed(&p, "127.0.0.1:80"));
     assert!(allowed(&p, "10.1.2.3:5432"));
-    assert!(
-        allowed(&p, "[::ffff:10.1.2.3]:5432"),
-        "IPv4-mapped IPv6 is the IPv4 address"
-    );
+    assert!(allowed(&p, "[::ffff:10.1.2.3]:5432"), "IPv4-mapped IPv6 is the IPv4 address");
     assert!(!allowed(&p, "10.1.2.3:22"));
     assert!(allowed(&p, "[fd00::1]:443"));
     assert!(allowed(&p, "[FD00:0::1]:443"));
-    assert!(
-        Target::parse("127.1:80", 80).is_err(),
-        "short IPv4 forms are refused, not treated as names"
-    );
+    assert!(Target::parse("127.1:80", 80).is_err(), "short IPv4 forms are refused, not treated as names");
 }
 
 #[test]
@@ -247,29 +170,10 @@ set = { PALISADE_SANDBOX = "1", PATH = "/usr/bin" }
     .map(|(k, v)| (k.into(), v.into()));
     let env = p.environment(parent);
     let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "LC_ALL",
-            "MY_API_TOKEN",
-            "MY_VAR",
-            "PALISADE_SANDBOX",
-            "PATH"
-        ]
-    );
-    assert_eq!(
-        env.iter().find(|(k, _)| k == "PATH").unwrap().1,
-        "/usr/bin",
-        "set beats pass"
-    );
-    assert!(matches!(
-        p.decide_env("MY_SECRET"),
-        EnvDecision::Secret { .. }
-    ));
-    assert!(matches!(
-        p.decide_env("GITHUB_TOKEN"),
-        EnvDecision::NotPassed
-    ));
+    assert_eq!(names, ["LC_ALL", "MY_API_TOKEN", "MY_VAR", "PALISADE_SANDBOX", "PATH"]);
+    assert_eq!(env.iter().find(|(k, _)| k == "PATH").unwrap().1, "/usr/bin", "set beats pass");
+    assert!(matches!(p.decide_env("MY_SECRET"), EnvDecision::Secret { .. }));
+    assert!(matches!(p.decide_env("GITHUB_TOKEN"), EnvDecision::NotPassed));
 }
 
 #[test]
@@ -302,51 +206,20 @@ fn flags_are_the_top_layer() {
 #[test]
 fn contradictory_flags_are_refused() {
     use palisade_policy::load::{Flags, flags_layer};
-    let f = Flags {
-        net: Some("none".into()),
-        allow_net: vec!["a.com".into()],
-        ..Flags::default()
-    };
-    let e = flags_layer(&f, &vars(), &Lexical, std::path::Path::new(WS))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("--net none") && e.starts_with("command line: --net"),
-        "{e}"
-    );
-    let f = Flags {
-        allow_net: vec!["*".into()],
-        ..Flags::default()
-    };
-    let e = flags_layer(&f, &vars(), &Lexical, std::path::Path::new(WS))
-        .unwrap_err()
-        .to_string();
+    let f = Flags { net: Some("none".into()), allow_net: vec!["a.com".into()], ..Flags::default() };
+    let e = flags_layer(&f, &vars(), &Lexical, std::path::Path::new(WS)).unwrap_err().to_string();
+    assert!(e.contains("--net none") && e.starts_with("command line: --net"), "{e}");
+    let f = Flags { allow_net: vec!["*".into()], ..Flags::default() };
+    let e = flags_layer(&f, &vars(), &Lexical, std::path::Path::new(WS)).unwrap_err().to_string();
     assert!(e.starts_with("command line: --allow-net: `*`"), "{e}");
 }
 
 #[test]
 fn workspace_must_not_be_home_or_root() {
     use std::path::Path;
-    let r = |ws: &str| {
-        resolve(
-            Path::new(ws),
-            Path::new(HOME),
-            vec![],
-            ResolveOptions::default(),
-        )
-    };
-    assert!(
-        r("/home/u")
-            .unwrap_err()
-            .to_string()
-            .contains("home directory")
-    );
-    assert!(
-        r("/home")
-            .unwrap_err()
-            .to_string()
-            .contains("home directory")
-    );
+    let r = |ws: &str| resolve(Path::new(ws), Path::new(HOME), vec![], ResolveOptions::default());
+    assert!(r("/home/u").unwrap_err().to_string().contains("home directory"));
+    assert!(r("/home").unwrap_err().to_string().contains("home directory"));
     assert!(r("/").unwrap_err().to_string().contains("root directory"));
     assert!(r("/home/u/proj").is_ok());
 }
@@ -354,16 +227,10 @@ fn workspace_must_not_be_home_or_root() {
 #[test]
 fn later_layers_replace_single_values() {
     let p = policy(vec![
-        layer(
-            LayerKind::User,
-            "[process]\nmemory = \"4GiB\"\npids = 100\n",
-        ),
+        layer(LayerKind::User, "[process]\nmemory = \"4GiB\"\npids = 100\n"),
         layer(LayerKind::PolicyFile, "[process]\nmemory = \"8GiB\"\n"),
     ]);
     assert_eq!(p.limits.memory.as_ref().unwrap().value, 8 << 30);
-    assert_eq!(
-        p.limits.memory.as_ref().unwrap().origin.layer,
-        LayerKind::PolicyFile
-    );
+    assert_eq!(p.limits.memory.as_ref().unwrap().origin.layer, LayerKind::PolicyFile);
     assert_eq!(p.limits.pids.as_ref().unwrap().value, 100);
 }

@@ -11,19 +11,11 @@ pub fn vars() -> Vars {
 }
 
 pub fn layer(kind: LayerKind, text: &str) -> Layer {
-    parse_layer(text, &format!("{kind}.toml"), kind, &vars(), &Lexical)
-        .unwrap_or_else(|e| panic!("{e}"))
+    parse_layer(text, &format!("{kind}.toml"), kind, &vars(), &Lexical).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn builtin() -> Layer {
-    parse_layer(
-        builtin::DEFAULT_POLICY,
-        "<built-in>",
-        LayerKind::Builtin,
-        &vars(),
-        &Lexical,
-    )
-    .unwrap()
+    parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars(), &Lexical).unwrap()
 }
 
 pub fn flags(f: Flags) -> Layer {
@@ -31,14 +23,7 @@ pub fn flags(f: Flags) -> Layer {
 }
 
 pub fn resolve_layers(layers: Vec<Layer>, trust: bool) -> Result<ResolvedPolicy, PolicyError> {
-    resolve(
-        Path::new(WS),
-        Path::new(HOME),
-        layers,
-        ResolveOptions {
-            trust_project: trust,
-        },
-    )
+    resolve(Path::new(WS), Path::new(HOME), layers, ResolveOptions { trust_project: trust })
 }
 
 pub fn policy(layers: Vec<Layer>) -> ResolvedPolicy {
