@@ -6,6 +6,7 @@
 //! supervises the sandbox until it ends. The executor never reads the policy.
 
 pub mod host;
+pub mod bpf;
 pub mod plan;
 #[cfg(target_os = "linux")]
 pub mod seccomp;

@@ -35,7 +35,7 @@ pub mod msg {
 pub struct ChildArgs<'a> {
     pub plan: &'a Plan,
     pub sock: RawFd,
-    pub filters: &'a [seccompiler::BpfProgram; 2],
+    pub filter: &'a [libc::sock_filter],
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub path_env: Option<String>,
@@ -258,10 +258,10 @@ fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
     if let Err(e) = super::caps::drop_all() {
         die(sock, &format!("dropping capabilities: {e}"));
     }
-    for f in a.filters {
-        if let Err(e) = seccompiler::apply_filter(f) {
-            die(sock, &format!("installing the seccomp filter: {e}"));
-        }
+    let prog = libc::sock_fprog { len: a.filter.len() as u16, filter: a.filter.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: `prog` points at the filter, alive for the call; no_new_privs is set above.
+    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) } != 0 {
+        die(sock, &format!("installing the seccomp filter: {}", std::io::Error::last_os_error()));
     }
     exec(sock, a)
 }

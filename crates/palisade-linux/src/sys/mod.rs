@@ -56,7 +56,11 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
-    let filters = crate::seccomp::filters().map_err(|e| setup("seccomp", e))?;
+    let filter: Vec<libc::sock_filter> = crate::seccomp::filter()
+        .map_err(|e| setup("seccomp", e))?
+        .into_iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect();
     let cstrings = |v: Vec<Vec<u8>>| -> Result<Vec<CString>, RunError> {
         v.into_iter()
             .map(|b| CString::new(b).map_err(|_| RunError::Setup("an argument or variable contains a NUL byte".into())))
@@ -82,7 +86,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
         child::init_main(child::ChildArgs {
             plan,
             sock: theirs.as_raw_fd(),
-            filters: &filters,
+            filter: &filter,
             argv,
             envp,
             path_env,
