@@ -43,9 +43,10 @@ pub enum MountOp {
     /// Hide what the host has at `path` under an empty, read-only, inaccessible mask.
     Mask { path: PathBuf, dir: bool },
     /// `path` is missing on the host under a writable tree and must stay uncreatable: the
-    /// executor creates an empty directory (or file) there, covers it with a read-only empty
-    /// one, and removes it after the run.
-    Placeholder { path: PathBuf, dir: bool },
+    /// executor creates an empty file there (nothing can be created beneath a file), covers
+    /// it with a read-only empty file (a mount point cannot be renamed or removed), and
+    /// removes it after the run.
+    Placeholder { path: PathBuf },
     /// A symbolic link in the sandbox's root, so a written path that went through a link on
     /// the host (`/lib64` → `/usr/lib64`) still resolves.
     Symlink { path: PathBuf, target: PathBuf },
@@ -57,7 +58,7 @@ impl MountOp {
             MountOp::Tmpfs { path, .. }
             | MountOp::Bind { path, .. }
             | MountOp::Mask { path, .. }
-            | MountOp::Placeholder { path, .. }
+            | MountOp::Placeholder { path }
             | MountOp::Symlink { path, .. } => path,
         }
     }
@@ -357,23 +358,13 @@ fn placeholder(
                 return Ok(());
             }
             None => {
-                let dir = cur != path || !looks_like_a_file(&cur);
-                mounts.push(MountOp::Placeholder { path: cur.clone(), dir });
+                mounts.push(MountOp::Placeholder { path: cur.clone() });
                 mounted.push((cur, View::Masked));
                 return Ok(());
             }
         }
     }
     Ok(())
-}
-
-/// Whether a missing protected path is more likely a file (`.mcp.json`, `.envrc`) than a
-/// directory (`.vscode`): its placeholder then reads as an empty file, which tools take as
-/// an empty configuration, rather than as an unreadable directory.
-fn looks_like_a_file(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = name.strip_prefix('.').unwrap_or(&name);
-    stem.contains('.') || stem.ends_with("rc")
 }
 
 /// Expands a `deny`/`protect` glob against the host. A glob whose literal part lies inside a
@@ -540,8 +531,8 @@ mod tests {
         let i_hooks = p.mounts.iter().position(|m| *m == bind("/w/proj/.git/hooks", false)).expect("hooks read-only");
         assert!(i_git < i_hooks);
         assert!(p.mounts.contains(&bind("/w/proj/.git/config", false)));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.vscode".into(), dir: true }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/info".into(), dir: true }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.vscode".into() }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/info".into() }));
         assert_eq!(p.mounts.iter().filter(|m| **m == bind("/w/proj/.git", true)).count(), 1, "pinned once");
     }
 
@@ -550,11 +541,11 @@ mod tests {
         let h = FakeHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
         let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &h).unwrap();
         let ph: Vec<_> = p.mounts.iter().filter(|m| matches!(m, MountOp::Placeholder { .. })).collect();
-        assert_eq!(ph, [&MountOp::Placeholder { path: "/w/proj/.git".into(), dir: true }]);
+        assert_eq!(ph, [&MountOp::Placeholder { path: "/w/proj/.git".into() }]);
         let p = plan(&format!("{BASE}protect = [\".mcp.json\", \".envrc\", \".claude\"]\n"), &h).unwrap();
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.mcp.json".into(), dir: false }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.envrc".into(), dir: false }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.claude".into(), dir: true }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.mcp.json".into() }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.envrc".into() }));
+        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.claude".into() }));
     }
 
     #[test]

@@ -99,14 +99,21 @@ struct RawRule {
 struct SourceText<'a> {
     name: &'a str,
     text: &'a str,
+    /// Byte offset of the start of each line, to turn a span into a line in O(log n).
+    line_starts: Vec<usize>,
 }
 
-impl SourceText<'_> {
+impl<'a> SourceText<'a> {
+    fn new(name: &'a str, text: &'a str) -> Self {
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        SourceText { name, text, line_starts }
+    }
+
     fn site(&self, span: Range<usize>, key: &str) -> Site {
         let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+        let line = self.line_starts.partition_point(|&s| s <= start);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..start].chars().count() + 1;
         Site { source: self.name.to_owned(), line, column, key: key.to_owned() }
     }
 
@@ -372,7 +379,7 @@ pub fn parse_layer(
     vars: &Vars,
     resolver: &dyn PathResolver,
 ) -> Result<Layer, PolicyError> {
-    let src = SourceText { name, text };
+    let src = SourceText::new(name, text);
     let raw: RawPolicy = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let key = src.key_at(span.start);

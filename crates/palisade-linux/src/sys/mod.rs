@@ -159,13 +159,13 @@ fn write_id_maps(pid: libc::pid_t, uid: libc::uid_t, gid: libc::gid_t) -> io::Re
 /// Removes the placeholders the sandbox created on the host (only if still empty).
 fn cleanup(plan: &Plan) {
     for op in &plan.mounts {
-        if let MountOp::Placeholder { path, dir } = op {
-            remove_placeholder(path, *dir);
+        if let MountOp::Placeholder { path } = op {
+            remove_placeholder(path);
         }
     }
 }
 
-fn remove_placeholder(path: &Path, dir: bool) {
+fn remove_placeholder(path: &Path) {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return;
     };
@@ -179,12 +179,7 @@ fn remove_placeholder(path: &Path, dir: bool) {
     let Ok(n) = CString::new(name.as_bytes()) else {
         return;
     };
-    if dir {
-        // SAFETY: valid directory descriptor and C string; rmdir semantics (only if empty).
-        unsafe { libc::unlinkat(parent_fd.as_raw_fd(), n.as_ptr(), libc::AT_REMOVEDIR) };
-        return;
-    }
-    // A file placeholder is removed only if it is still the empty, mode-000 file we made.
+    // Removed only if it is still the empty, mode-000 file the sandbox made.
     // SAFETY: zeroed stat buffer; fstatat without following links.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor, C string and buffer.

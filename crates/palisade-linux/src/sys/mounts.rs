@@ -109,7 +109,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 attach_at(roots, &tree, path)?;
             }
             MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
-            MountOp::Placeholder { path, dir } => {
+            MountOp::Placeholder { path } => {
                 let (parent, name) = split(path)?;
                 let pfd = at(
                     "open (no symlinks) the host's",
@@ -117,30 +117,19 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                     open_beneath(roots.old.as_raw_fd(), rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
                 )?;
                 let cname = at("name", path, cstr(Path::new(&name)))?;
-                // SAFETY: valid directory descriptor and C string; a new, empty, mode-000 entry.
-                let r = unsafe {
-                    if *dir {
-                        libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o000)
-                    } else {
-                        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-                        let fd = libc::openat(pfd.as_raw_fd(), cname.as_ptr(), flags, 0o000);
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        fd.min(0)
-                    }
-                };
-                if r == -1 {
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+                // SAFETY: valid directory descriptor and C string; a new, empty, mode-000 file.
+                let fd = unsafe { libc::openat(pfd.as_raw_fd(), cname.as_ptr(), flags, 0o000) };
+                if fd >= 0 {
+                    // SAFETY: just opened, not used again.
+                    unsafe { libc::close(fd) };
+                } else {
                     let e = io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         return Err(MountError { step: "create the placeholder", path: path.clone(), err: e });
                     }
                 }
-                if *dir {
-                    mask(roots, path, true)?;
-                } else {
-                    file_from_mask_source(roots, path, "empty")?;
-                }
+                from_mask_source(roots, path, "empty")?;
             }
             MountOp::Symlink { path, target } => {
                 let (parent, name) = split(path)?;
@@ -188,22 +177,18 @@ fn attach_at(roots: &Roots, tree: &OwnedFd, path: &Path) -> Result<()> {
 }
 
 fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    if dir {
-        let t = at("mount a mask on", path, new_tmpfs(0o000, 4096, attrs))?;
-        return attach_at(roots, &t, path);
-    }
-    file_from_mask_source(roots, path, "denied")
+    from_mask_source(roots, path, if dir { "denied-dir" } else { "denied" })
 }
 
-/// Binds one file of the mask source (a tiny tmpfs made on first use) over `path`:
-/// `denied` (mode 000: unreadable) masks a denied file; `empty` (mode 444: reads as empty)
-/// stands in for a protected file that does not exist, so tools see an empty configuration.
-fn file_from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
+/// Binds one entry of the mask source (a tiny tmpfs made on first use) over `path`:
+/// `denied` (an unreadable file) and `denied-dir` (an unreadable directory) mask denied
+/// paths; `empty` (a readable empty file) covers placeholders, so tools see an empty file.
+/// Every mask is a clone of the same source: no new file system per mask.
+fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
     let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     if roots.mask_file_fs.is_none() {
         let fs = at(
-            "mount the file-mask source for",
+            "mount the mask source for",
             path,
             new_tmpfs(0o755, 4096, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
         )?;
@@ -211,15 +196,18 @@ fn file_from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
             // SAFETY: valid directory descriptor (the new mount's root) and C string.
             let fd = unsafe { libc::openat(fs.as_raw_fd(), name.as_ptr(), flags, mode) };
-            at("create the file mask for", path, check(fd as libc::c_long))?;
+            at("create the mask for", path, check(fd as libc::c_long))?;
             // SAFETY: `fd` was just opened and is not used again.
             unsafe { libc::close(fd) };
         }
+        // SAFETY: valid directory descriptor and C string.
+        let r = unsafe { libc::mkdirat(fs.as_raw_fd(), c"denied-dir".as_ptr(), 0o000) };
+        at("create the mask for", path, check(r as libc::c_long))?;
         roots.mask_file_fs = Some(fs);
     }
     let fs = roots.mask_file_fs.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
-    let src = at("open the file mask for", path, open_beneath(fs, Path::new(which), libc::O_PATH, 0))?;
-    let tree = at("clone the file mask for", path, clone_tree(src.as_raw_fd(), false))?;
+    let src = at("open the mask for", path, open_beneath(fs, Path::new(which), libc::O_PATH, 0))?;
+    let tree = at("clone the mask for", path, clone_tree(src.as_raw_fd(), false))?;
     at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
     attach_at(roots, &tree, path)
 }
