@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Print diagnostics as JSON lines on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Where user namespaces are unavailable (an unprivileged container, an AppArmor
+    /// restriction), run with Landlock and seccomp only, and say which protections are missing.
+    #[arg(long)]
+    pub allow_degraded: bool,
     /// Print the sandbox plan (mounts, Landlock rules, environment) as JSON and run nothing.
     #[arg(long)]
     pub dry_run: bool,

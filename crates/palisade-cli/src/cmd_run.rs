@@ -39,14 +39,9 @@ fn run_platform(
     set("HOME", env.home.to_string_lossy().into_owned());
     set("TMPDIR", env.tmp.to_string_lossy().into_owned());
     vars_env.sort();
-    let tmp = palisade_policy::load::FsResolver::default();
-    let req = plan::Request {
-        argv: args.command.clone(),
-        cwd: env.cwd.clone(),
-        env: vars_env,
-        tmp: palisade_policy::PathResolver::resolve(&tmp, &env.tmp),
-    };
-    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req)
+    let tmp = palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &env.tmp);
+    let req = plan::Request { argv: args.command.clone(), cwd: env.cwd.clone(), env: vars_env, tmp };
+    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req.clone())
         .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
     if args.dry_run {
         println!(
@@ -61,6 +56,30 @@ fn run_platform(
         stderr: std::io::stderr().is_terminal(),
     });
     match palisade_linux::run(&plan, &palisade_linux::RunOptions { pty }) {
+        Err(RunError::Namespaces(m)) if args.allow_degraded => {
+            let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
+                .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
+            warn_degraded(&m, abi, &degraded.missing, args.json);
+            outcome(palisade_linux::run_degraded(&degraded, &palisade_linux::RunOptions { pty }))
+        }
+        Err(RunError::Namespaces(m)) => {
+            let report = palisade_linux::probe::probe();
+            Err(Failure {
+                message: format!("{m}; {}", report.user_namespaces.detail),
+                hint: Some(
+                    "`palisade check` shows what this machine can enforce; --allow-degraded runs with Landlock and seccomp only".into(),
+                ),
+            })
+        }
+        other => outcome(other),
+    }
+}
+
+/// Maps how the command ended (or failed to start) to an exit status.
+#[cfg(target_os = "linux")]
+fn outcome(r: Result<palisade_linux::Exit, palisade_linux::RunError>) -> Outcome {
+    use palisade_linux::RunError;
+    match r {
         Ok(exit) => Ok(exit.status()),
         Err(RunError::NotFound(m)) => {
             eprintln!("palisade: {m}");
@@ -70,14 +89,24 @@ fn run_platform(
             eprintln!("palisade: {m}");
             Ok(exit::CANNOT_EXECUTE)
         }
-        Err(RunError::Namespaces(m)) => {
-            let report = palisade_linux::probe::probe();
-            Err(Failure {
-                message: format!("{m}; {}", report.user_namespaces.detail),
-                hint: Some("`palisade check` shows what this machine can enforce".into()),
-            })
-        }
         Err(e) => Err(Failure { message: e.to_string(), hint: None }),
+    }
+}
+
+/// The degraded mode is never silent: it says why, what still holds and what does not.
+#[cfg(target_os = "linux")]
+fn warn_degraded(why: &str, abi: i32, missing: &[String], json: bool) {
+    if json {
+        let v = serde_json::json!({ "level": "warning", "mode": "degraded", "reason": why, "landlock_abi": abi, "missing": missing });
+        eprintln!("{v}");
+        return;
+    }
+    eprintln!("palisade: warning: DEGRADED MODE (--allow-degraded): {why}");
+    eprintln!(
+        "palisade: enforced: Landlock ABI {abi} over the policy's grants, TCP refused, seccomp, no capabilities, no_new_privs"
+    );
+    for m in missing {
+        eprintln!("palisade: NOT enforced: {m}");
     }
 }
 

@@ -5,8 +5,8 @@
 //! namespaces, a fresh root built by `pivot_root`, Landlock, seccomp and an init process, and
 //! supervises the sandbox until it ends. The executor never reads the policy.
 
-pub mod host;
 pub mod bpf;
+pub mod host;
 pub mod plan;
 #[cfg(target_os = "linux")]
 pub mod seccomp;
@@ -16,7 +16,7 @@ pub mod seccomp;
 mod sys;
 
 #[cfg(target_os = "linux")]
-pub use sys::{PtyUse, RunOptions, probe, run};
+pub use sys::{PtyUse, RunOptions, probe, run, run_degraded};
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,6 +71,14 @@ pub struct LandlockPlan {
     pub read: Vec<PathBuf>,
     /// Hierarchies that may be read, written and executed.
     pub write: Vec<PathBuf>,
+    /// Directories that may be listed, nothing more (the sandbox's own `/`).
+    pub list: Vec<PathBuf>,
+    /// `/proc`: readable, and writable where the kernel allows (`/proc/self/...`).
+    pub proc: Vec<PathBuf>,
+    /// Device files and directories: read, write and device ioctls.
+    pub devices: Vec<PathBuf>,
+    /// Refuse every TCP bind and connect (when there is no network namespace to do it).
+    pub deny_tcp: bool,
 }
 
 /// Everything the executor needs; nothing it needs to look up.
@@ -405,7 +413,13 @@ fn expand_glob(
 /// Landlock grants mirror the binds: read-only binds are readable, writable binds and
 /// private file systems writable. Masks need no rule: they grant nothing.
 fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
-    let mut lp = LandlockPlan::default();
+    let mut lp = LandlockPlan {
+        list: vec!["/".into()],
+        proc: vec!["/proc".into()],
+        devices: vec!["/dev".into()],
+        write: vec!["/dev/shm".into()],
+        ..LandlockPlan::default()
+    };
     for m in mounts {
         match m {
             MountOp::Bind { path, writable: true } | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
@@ -414,6 +428,79 @@ fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
         }
     }
     lp
+}
+
+/// What runs under `--allow-degraded` when user namespaces are unavailable (an unprivileged
+/// container, a kernel or AppArmor that refuses them): Landlock and seccomp over the host's
+/// own file system, and a list of what the policy asks for that this mode cannot give.
+#[derive(Debug, Clone, Serialize)]
+pub struct DegradedPlan {
+    pub landlock: LandlockPlan,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// Protections not enforced in this mode, in words, for the warning and the events.
+    pub missing: Vec<String>,
+}
+
+/// Device files a degraded sandbox may use (never `/dev` as a whole: without a mount
+/// namespace it holds the host's disks).
+const DEGRADED_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+
+/// Builds the degraded plan: Landlock grants for every granted path that exists, TCP refused,
+/// and the list of what is lost without namespaces.
+pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Result<DegradedPlan, PlanError> {
+    if req.argv.is_empty() {
+        return Err(PlanError::NoCommand);
+    }
+    let mut lp = LandlockPlan {
+        proc: vec!["/proc".into()],
+        devices: DEGRADED_DEVICES.iter().map(PathBuf::from).filter(|p| host.kind(p).is_some()).collect(),
+        deny_tcp: true,
+        ..LandlockPlan::default()
+    };
+    let mut grants: Vec<(PathBuf, Access)> = Vec::new();
+    for r in policy.paths.iter().filter(|r| matches!(r.kind, PathKind::Read | PathKind::Write)) {
+        let path = r.pattern.base();
+        let access = policy.decide_path(&path).access;
+        if access == Access::None || !matches!(host.kind(&path), Some(Kind::Dir | Kind::File)) {
+            continue;
+        }
+        if !grants.iter().any(|(p, _)| *p == path) {
+            grants.push((path.clone(), access));
+            if access == Access::Write { lp.write.push(path) } else { lp.read.push(path) }
+        }
+    }
+    let mut missing = vec![
+        "no namespaces: other processes, the host's /tmp, /dev/shm and SysV IPC are shared, and the home directory is not replaced by a private one (Landlock still refuses everything the policy does not grant)".to_owned(),
+        "names of files outside the grants are visible to stat and ls of a granted parent".to_owned(),
+        "if Palisade itself is killed, processes the command started may survive it".to_owned(),
+    ];
+    for r in policy.paths.iter().filter(|r| matches!(r.kind, PathKind::Deny | PathKind::Protect)) {
+        let base = r.pattern.base();
+        let Some((grant, access)) = grants.iter().filter(|(g, _)| is_within(&base, g)).max_by_key(|(g, _)| depth(g))
+        else {
+            continue;
+        };
+        match r.kind {
+            PathKind::Deny => {
+                missing.push(format!("denied {} lies inside the granted {}: not hidden", r.pattern, grant.display()))
+            }
+            _ if *access == Access::Write => missing.push(format!(
+                "protected {} lies inside the writable {}: stays writable",
+                r.pattern,
+                grant.display()
+            )),
+            _ => {}
+        }
+    }
+    let cwd = if host.kind(&req.cwd) == Some(Kind::Dir) && grants.iter().any(|(g, _)| is_within(&req.cwd, g)) {
+        req.cwd
+    } else {
+        policy.workspace.clone()
+    };
+    Ok(DegradedPlan { landlock: lp, argv: req.argv, env: req.env, cwd, missing })
 }
 
 #[cfg(test)]
@@ -634,6 +721,20 @@ mod tests {
         assert!(!p.mounts.iter().any(|m| matches!(m, MountOp::Bind { path, .. } if path == Path::new("/tmp") || path.starts_with("/tmp/t/home"))), "{:?}", p.mounts);
         assert!(p.mounts.contains(&bind("/tmp/t/ws", true)));
         assert_eq!(p.cwd, Path::new("/tmp/t/ws"), "a cwd that is not bound falls back to the workspace");
+    }
+
+    #[test]
+    fn degraded_plan_grants_what_exists_and_lists_what_is_lost() {
+        let text = format!("{BASE}deny = [\"/etc/shadow\", \"~/.ssh\"]\nprotect = [\".git/hooks\"]\n");
+        let req = Request { argv: vec!["true".into()], cwd: "/w/proj/src".into(), env: vec![], tmp: "/tmp".into() };
+        let p = build_degraded(&policy(&text), &host(), req).unwrap();
+        assert!(p.landlock.deny_tcp);
+        assert!(p.landlock.read.contains(&"/usr".into()) && p.landlock.write.contains(&"/w/proj".into()));
+        assert!(!p.landlock.devices.iter().any(|d| d == Path::new("/dev")), "never the whole of /dev");
+        assert!(p.missing.iter().any(|m| m.contains("/etc/shadow") && m.contains("not hidden")), "{:?}", p.missing);
+        assert!(p.missing.iter().any(|m| m.contains(".git/hooks") && m.contains("stays writable")), "{:?}", p.missing);
+        assert!(!p.missing.iter().any(|m| m.contains(".ssh")), "~/.ssh is outside every grant: still unreadable");
+        assert_eq!(p.cwd, Path::new("/w/proj/src"));
     }
 
     #[test]

@@ -821,11 +821,21 @@ const CLONE_NAMESPACES: u32 = (libc::CLONE_NEWUSER
 const TIOCLINUX: u32 = 0x541C;
 const SOCK_PACKET: u32 = 10;
 
+/// Variations of the filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterOptions {
+    /// Refuse IPv4 and IPv6 sockets altogether (degraded mode: no network namespace).
+    pub refuse_inet: bool,
+    /// Refuse `socket(AF_UNIX)` (degraded mode: host sockets such as the Docker daemon's are
+    /// reachable by path, which Landlock before ABI 9 does not restrict); `socketpair` stays.
+    pub refuse_unix_socket: bool,
+}
+
 /// The filter, as BPF instructions: architecture check (anything else is killed), the x32
 /// entry point refused, argument checks for `clone`, `ioctl`, `socket`, `socketpair` and
 /// `personality`, then a binary search over the allow and deny tables; any other number
 /// returns `ENOSYS`.
-pub fn filter() -> Result<Vec<Insn>, FilterError> {
+pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
     let mut table: BTreeMap<u32, Action> = BTreeMap::new();
     for (_, n) in allowed() {
         table.insert(n as u32, Action::Allow);
@@ -857,13 +867,13 @@ pub fn filter() -> Result<Vec<Insn>, FilterError> {
     a.search(&entries, ENOSYS);
     for (n, l) in blocks {
         a.push(Stmt::Mark(l));
-        argument_checks(&mut a, n);
+        argument_checks(&mut a, n, opts);
     }
     a.assemble().map_err(FilterError)
 }
 
 /// The argument checks of one special system call; every path ends in a return.
-fn argument_checks(a: &mut Asm, nr: i64) {
+fn argument_checks(a: &mut Asm, nr: i64, opts: FilterOptions) {
     let allow = a.label();
     let deny = a.label();
     match nr {
@@ -878,12 +888,14 @@ fn argument_checks(a: &mut Asm, nr: i64) {
         n if n == libc_sys::socket => {
             let inet = a.label();
             let netlink = a.label();
-            a.push(Stmt::Load(arg_lo(0)))
-                .push(Stmt::IfEq(libc::AF_UNIX as u32, allow))
-                .push(Stmt::IfEq(libc::AF_INET as u32, inet))
-                .push(Stmt::IfEq(libc::AF_INET6 as u32, inet))
-                .push(Stmt::IfEq(libc::AF_NETLINK as u32, netlink))
-                .push(Stmt::Ret(EPERM));
+            a.push(Stmt::Load(arg_lo(0)));
+            if !opts.refuse_unix_socket {
+                a.push(Stmt::IfEq(libc::AF_UNIX as u32, allow));
+            }
+            if !opts.refuse_inet {
+                a.push(Stmt::IfEq(libc::AF_INET as u32, inet)).push(Stmt::IfEq(libc::AF_INET6 as u32, inet));
+            }
+            a.push(Stmt::IfEq(libc::AF_NETLINK as u32, netlink)).push(Stmt::Ret(EPERM));
             a.push(Stmt::Mark(inet))
                 .push(Stmt::Load(arg_lo(1)))
                 .push(Stmt::And(0xf))
@@ -933,14 +945,14 @@ mod tests {
 
     fn run(nr: i64, args: [u64; 6]) -> Action {
         static PROG: std::sync::OnceLock<Vec<Insn>> = std::sync::OnceLock::new();
-        let prog = PROG.get_or_init(|| filter().unwrap());
+        let prog = PROG.get_or_init(|| filter(FilterOptions::default()).unwrap());
         let r = interpret(prog, &Data { nr: nr as i32, arch: AUDIT_ARCH, args }).unwrap();
         [Action::Allow, EPERM, ENOSYS, Action::KillProcess].into_iter().find(|a| a.ret() == r).expect("known action")
     }
 
     #[test]
     fn every_number_gets_its_table_action() {
-        let prog = filter().unwrap();
+        let prog = filter(FilterOptions::default()).unwrap();
         assert!(prog.len() < 4096);
         let allow: Vec<i64> = allowed().map(|(_, n)| n).collect();
         let deny: Vec<i64> = denied().map(|(_, n)| n).collect();
@@ -962,7 +974,7 @@ mod tests {
 
     #[test]
     fn foreign_architectures_are_killed_and_x32_refused() {
-        let prog = filter().unwrap();
+        let prog = filter(FilterOptions::default()).unwrap();
         let r = interpret(&prog, &Data { nr: libc_sys::getpid as i32, arch: 0x4000_0003, args: [0; 6] }).unwrap();
         assert_eq!(r, Action::KillProcess.ret());
         if cfg!(target_arch = "x86_64") {
@@ -972,14 +984,19 @@ mod tests {
 
     #[test]
     fn argument_checks() {
-        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+        let thread =
+            (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
         assert_eq!(run(libc_sys::clone, [thread, 0, 0, 0, 0, 0]), Action::Allow);
         assert_eq!(run(libc_sys::clone, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), Action::Allow);
         for f in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, libc::CLONE_NEWPID, libc::CLONE_NEWNET, 0x80] {
             assert_eq!(run(libc_sys::clone, [f as u64 | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), EPERM, "{f:#x}");
         }
         assert_eq!(run(libc_sys::ioctl, [0, libc::TIOCSTI, 0, 0, 0, 0]), EPERM);
-        assert_eq!(run(libc_sys::ioctl, [0, 0xdead_beef_0000_0000 | libc::TIOCSTI, 0, 0, 0, 0]), EPERM, "high bits ignored");
+        assert_eq!(
+            run(libc_sys::ioctl, [0, 0xdead_beef_0000_0000 | libc::TIOCSTI, 0, 0, 0, 0]),
+            EPERM,
+            "high bits ignored"
+        );
         assert_eq!(run(libc_sys::ioctl, [0, u64::from(TIOCLINUX), 0, 0, 0, 0]), EPERM);
         assert_eq!(run(libc_sys::ioctl, [0, libc::TCGETS, 0, 0, 0, 0]), Action::Allow);
         let sock = |d: i32, t: i32, p: i32| run(libc_sys::socket, [d as u64, t as u64, p as u64, 0, 0, 0]);
@@ -996,5 +1013,20 @@ mod tests {
         assert_eq!(run(libc_sys::socketpair, [libc::AF_INET as u64, 1, 0, 0, 0, 0]), EPERM);
         assert_eq!(run(libc_sys::personality, [0xffff_ffff, 0, 0, 0, 0, 0]), Action::Allow);
         assert_eq!(run(libc_sys::personality, [0x0040000, 0, 0, 0, 0, 0]), EPERM);
+    }
+
+    #[test]
+    fn degraded_options_refuse_inet_and_unix_sockets() {
+        let prog = filter(FilterOptions { refuse_inet: true, refuse_unix_socket: true }).unwrap();
+        let sock = |d: i32, t: i32| {
+            let args = [d as u64, t as u64, 0, 0, 0, 0];
+            interpret(&prog, &Data { nr: libc_sys::socket as i32, arch: AUDIT_ARCH, args }).unwrap()
+        };
+        assert_eq!(sock(libc::AF_INET, libc::SOCK_STREAM), EPERM.ret());
+        assert_eq!(sock(libc::AF_INET6, libc::SOCK_DGRAM), EPERM.ret());
+        assert_eq!(sock(libc::AF_UNIX, libc::SOCK_STREAM), EPERM.ret());
+        let pair = [libc::AF_UNIX as u64, 1, 0, 0, 0, 0];
+        let r = interpret(&prog, &Data { nr: libc_sys::socketpair as i32, arch: AUDIT_ARCH, args: pair }).unwrap();
+        assert_eq!(r, Action::Allow.ret());
     }
 }

@@ -112,3 +112,36 @@ fn missing_namespaces_fail_closed_with_a_diagnosis() {
     assert!(stdout(&o).contains("MISSING user namespaces"), "{}", stdout(&o));
     assert!(stdout(&o).contains("run would: refuse"), "{}", stdout(&o));
 }
+
+#[test]
+fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
+    // Inside a sandbox there are no user namespaces, as in an unprivileged container: with
+    // --allow-degraded a nested Palisade runs with Landlock and seccomp only, and still
+    // refuses what its policy does not grant.
+    let s = Sandbox::new("degraded");
+    std::fs::create_dir_all(s.path("ws/inner")).unwrap();
+    s.write("ws/outer-only.txt", "OUTER-ONLY-CANARY");
+    let pal = env!("CARGO_BIN_EXE_palisade");
+    let ws = s.ws();
+    let probe = probe_bin();
+    let inner_script = format!(
+        "cat ../outer-only.txt; echo x > ../escaped.txt; echo ok > inside.txt; {probe} connect_tcp 127.0.0.1:9; {probe} socket_tcp; echo done"
+    );
+    // The inner sandbox's temporary directory is its own, so that `${tmp}` does not grant
+    // the (outer sandbox's) /tmp where this test's files live.
+    let script = format!(
+        "mkdir -p {ws}/innertmp && cd {ws}/inner && TMPDIR={ws}/innertmp {pal} run --allow-degraded --allow-read {bin} -- /bin/sh -c '{inner_script}'",
+        ws = ws.display(),
+        bin = bin_dir(),
+    );
+    let o = s.sh(&script);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(err.contains("DEGRADED MODE") && err.contains("NOT enforced"), "{err}");
+    assert!(out.contains("done"), "{out}{err}");
+    assert!(!out.contains("OUTER-ONLY-CANARY"), "read outside the grants: {out}");
+    assert!(!s.path("ws/escaped.txt").exists(), "wrote outside the workspace");
+    assert!(s.path("ws/inner/inside.txt").exists(), "the workspace was not writable");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().filter(|l| **l == "EPERM").count() >= 2, "network was not refused: {out}");
+}

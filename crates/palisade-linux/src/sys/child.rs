@@ -16,7 +16,7 @@ use std::path::Path;
 use super::ffi;
 use super::landlock;
 use super::mounts;
-use crate::plan::Plan;
+use crate::plan::{LandlockPlan, Plan};
 
 /// Messages from the sandbox to the supervisor (one `SOCK_SEQPACKET` message each).
 pub mod msg {
@@ -31,16 +31,23 @@ pub mod msg {
     pub const KIND_CANNOT_EXECUTE: u8 = 2;
 }
 
-/// What the child needs, prepared by the supervisor before `clone` (no lookups after).
-pub struct ChildArgs<'a> {
-    pub plan: &'a Plan,
+/// What the command's process needs, prepared by the supervisor before `clone`/`fork`
+/// (no lookups after).
+pub struct CommandArgs<'a> {
     pub sock: RawFd,
     pub filter: &'a [libc::sock_filter],
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
     pub path_env: Option<String>,
     pub pty: Option<super::PtyUse>,
-    pub stdio_fds: [RawFd; 3],
+    pub cwd: &'a Path,
+    pub landlock: &'a LandlockPlan,
+}
+
+/// What init needs: the plan for the file system view, and the command.
+pub struct ChildArgs<'a> {
+    pub plan: &'a Plan,
+    pub cmd: CommandArgs<'a>,
 }
 
 fn report(sock: RawFd, kind: u8, text: &str) {
@@ -60,7 +67,7 @@ fn die(sock: RawFd, text: &str) -> ! {
 pub fn init_main(a: ChildArgs<'_>) -> ! {
     // SAFETY: prctl with documented arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let sock = a.sock;
+    let sock = a.cmd.sock;
     let mut buf = [0u8; 16];
     match ffi::recv_with_fd(sock, &mut buf) {
         Ok((n, _)) if n > 0 && buf[0] == msg::GO => {}
@@ -89,7 +96,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // SAFETY: valid buffer and length.
     unsafe { libc::sethostname(host.as_ptr() as *const libc::c_char, host.len()) };
 
-    let slave = a.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
+    let slave = a.cmd.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
     let forwarded = forwarded_signals();
     block(&forwarded);
@@ -99,7 +106,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
         die(sock, &format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        command_main(&a, slave.as_ref().map(|s| s.as_raw_fd()));
+        command_main(&a.cmd, slave.as_ref().map(|s| s.as_raw_fd()));
     }
     drop(slave);
     // SAFETY: closing our copy of the control socket; the command keeps its own until exec.
@@ -208,7 +215,8 @@ fn open_pty(sock: RawFd) -> std::io::Result<OwnedFd> {
     Ok(slave)
 }
 
-fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
+/// The command's process: from here to `execve`, restrictions only tighten.
+pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
     let sock = a.sock;
     // SAFETY: resetting the signal mask and dispositions inherited from init.
     unsafe {
@@ -235,15 +243,14 @@ fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
             }
         }
     }
-    let _ = a.stdio_fds;
     // The control socket becomes fd 3 (close-on-exec); everything else above 2 closes.
     // SAFETY: dup3 onto fd 3 with O_CLOEXEC.
     let r = unsafe { libc::dup3(sock, 3, libc::O_CLOEXEC) };
     let sock = if sock == 3 || r == 3 { 3 } else { die(sock, "moving the control socket") };
     close_other_fds(&[3]);
 
-    if let Err(e) = std::env::set_current_dir(&a.plan.cwd) {
-        die(sock, &format!("entering {}: {e}", a.plan.cwd.display()));
+    if let Err(e) = std::env::set_current_dir(a.cwd) {
+        die(sock, &format!("entering {}: {e}", a.cwd.display()));
     }
     let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid rlimit struct.
@@ -252,7 +259,7 @@ fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         die(sock, &format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    if let Err(e) = landlock::restrict(&a.plan.landlock) {
+    if let Err(e) = landlock::restrict(a.landlock) {
         die(sock, &e);
     }
     if let Err(e) = super::caps::drop_all() {
@@ -266,7 +273,7 @@ fn command_main(a: &ChildArgs<'_>, slave: Option<RawFd>) -> ! {
     exec(sock, a)
 }
 
-fn exec(sock: RawFd, a: &ChildArgs<'_>) -> ! {
+fn exec(sock: RawFd, a: &CommandArgs<'_>) -> ! {
     let mut argv: Vec<*const libc::c_char> = a.argv.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = a.envp.iter().map(|c| c.as_ptr()).collect();

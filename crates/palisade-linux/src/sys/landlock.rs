@@ -3,8 +3,8 @@
 //! after `pivot_root`, before `execve`.
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, RestrictionStatus,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::plan::LandlockPlan;
@@ -22,21 +22,24 @@ pub fn restrict(plan: &LandlockPlan) -> Result<RestrictionStatus, String> {
     let read = AccessFs::from_read(abi);
     let err = |what: &str, e: &dyn std::fmt::Display| format!("landlock: {what}: {e}");
     let mut rules: Vec<(String, BitFlags<AccessFs>)> = Vec::new();
-    rules.extend(plan.read.iter().map(|p| (p.to_string_lossy().into_owned(), read)));
-    rules.extend(plan.write.iter().map(|p| (p.to_string_lossy().into_owned(), all)));
-    // Listing `/` shows only the sandbox's own mount points.
-    rules.push(("/".into(), AccessFs::ReadDir.into()));
-    rules.push(("/proc".into(), AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile));
-    rules.push(("/dev".into(), AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev));
-    rules.push(("/dev/shm".into(), all));
-    let mut rs = Ruleset::default()
+    let path = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
+    rules.extend(plan.read.iter().map(|p| (path(p), read)));
+    rules.extend(plan.write.iter().map(|p| (path(p), all)));
+    rules.extend(plan.list.iter().map(|p| (path(p), AccessFs::ReadDir.into())));
+    rules.extend(plan.proc.iter().map(|p| (path(p), AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile)));
+    let device = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev;
+    rules.extend(plan.devices.iter().map(|p| (path(p), device)));
+    let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(all)
         .map_err(|e| err("handled access", &e))?
         .scope(Scope::AbstractUnixSocket | Scope::Signal)
-        .map_err(|e| err("scopes", &e))?
-        .create()
-        .map_err(|e| err("create ruleset", &e))?;
+        .map_err(|e| err("scopes", &e))?;
+    if plan.deny_tcp {
+        // Handled with no rule granting any port: every TCP bind and connect is refused.
+        ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(|e| err("network access", &e))?;
+    }
+    let mut rs = ruleset.create().map_err(|e| err("create ruleset", &e))?;
     for (path, access) in rules {
         let fd = PathFd::new(&path).map_err(|e| err(&format!("open {path}"), &e))?;
         rs = rs.add_rule(PathBeneath::new(fd, access)).map_err(|e| err(&format!("rule for {path}"), &e))?;

@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub use self::landlock::{MINIMUM_ABI as LANDLOCK_MINIMUM_ABI, kernel_abi as landlock_abi};
-use crate::plan::{MountOp, Plan};
+use crate::plan::{DegradedPlan, MountOp, Plan};
 use crate::{Exit, RunError};
 
 /// Which of the command's standard streams go to a pty served by the supervisor.
@@ -56,19 +56,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
-    let filter: Vec<libc::sock_filter> = crate::seccomp::filter()
-        .map_err(|e| setup("seccomp", e))?
-        .into_iter()
-        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
-        .collect();
-    let cstrings = |v: Vec<Vec<u8>>| -> Result<Vec<CString>, RunError> {
-        v.into_iter()
-            .map(|b| CString::new(b).map_err(|_| RunError::Setup("an argument or variable contains a NUL byte".into())))
-            .collect()
-    };
-    let argv = cstrings(plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect())?;
-    let envp = cstrings(plan.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect())?;
-    let path_env = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let filter = bpf_filter(crate::seccomp::FilterOptions::default())?;
+    let (argv, envp, path_env) = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
@@ -85,13 +74,16 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
         drop(ours);
         child::init_main(child::ChildArgs {
             plan,
-            sock: theirs.as_raw_fd(),
-            filter: &filter,
-            argv,
-            envp,
-            path_env,
-            pty: opts.pty,
-            stdio_fds: [0, 1, 2],
+            cmd: child::CommandArgs {
+                sock: theirs.as_raw_fd(),
+                filter: &filter,
+                argv,
+                envp,
+                path_env,
+                pty: opts.pty,
+                cwd: &plan.cwd,
+                landlock: &plan.landlock,
+            },
         });
     }
     if pid < 0 {
@@ -106,19 +98,127 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
-    let mut master: Option<OwnedFd> = None;
+    let master = match await_exec(&ours) {
+        Ok(m) => m,
+        Err(e) => {
+            drop(guard);
+            cleanup(plan);
+            return Err(e);
+        }
+    };
+    let status = terminal::supervise(pid, master, &signals);
+    std::mem::forget(guard);
+    cleanup(plan);
+    status.map_err(|e| setup("supervising the sandbox", e))
+}
+
+/// Runs a degraded plan: no namespaces; Landlock and seccomp over the host's file system. The
+/// supervisor becomes a child subreaper so that whatever the command leaves behind, even in a
+/// new session, is reparented to it and killed when the command ends.
+pub fn run_degraded(plan: &DegradedPlan, opts: &RunOptions) -> Result<Exit, RunError> {
+    if thread_count() != 1 {
+        return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
+    }
+    let filter = bpf_filter(crate::seccomp::FilterOptions { refuse_inet: true, refuse_unix_socket: true })?;
+    let (argv, envp, path_env) = exec_strings(&plan.argv, &plan.env)?;
+    let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
+    let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
+    let pty = match opts.pty {
+        Some(_) => Some(terminal::open_host_pty().map_err(|e| setup("creating the terminal", e))?),
+        None => None,
+    };
+    // SAFETY: prctl with documented arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // SAFETY: fork in a single-threaded process; the child only runs `command_main`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        signals.unblock_in_child();
+        // SAFETY: prctl with documented arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        drop(ours);
+        let args = child::CommandArgs {
+            sock: theirs.as_raw_fd(),
+            filter: &filter,
+            argv,
+            envp,
+            path_env,
+            pty: opts.pty,
+            cwd: &plan.cwd,
+            landlock: &plan.landlock,
+        };
+        child::command_main(&args, pty.as_ref().map(|(_, slave)| slave.as_raw_fd()));
+    }
+    if pid < 0 {
+        return Err(setup("fork", io::Error::last_os_error()));
+    }
+    drop(theirs);
+    let (master, slave) = match pty {
+        Some((m, s)) => (Some(m), Some(s)),
+        None => (None, None),
+    };
+    drop(slave);
+    let result = await_exec(&ours)
+        .and_then(|_| terminal::supervise(pid, master, &signals).map_err(|e| setup("supervising the command", e)));
+    kill_descendants();
+    result
+}
+
+/// Kills and reaps every remaining child (orphans are reparented to us as subreaper).
+fn kill_descendants() {
+    for _ in 0..200 {
+        let me = std::process::id();
+        let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
+        let pids: Vec<libc::pid_t> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            // SAFETY: signalling and reaping our own children.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+                let mut st = 0;
+                libc::waitpid(p, &mut st, 0);
+            }
+        }
+    }
+}
+
+fn bpf_filter(opts: crate::seccomp::FilterOptions) -> Result<Vec<libc::sock_filter>, RunError> {
+    Ok(crate::seccomp::filter(opts)
+        .map_err(|e| setup("seccomp", e))?
+        .into_iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect())
+}
+
+type ExecStrings = (Vec<CString>, Vec<CString>, Option<String>);
+
+/// argv and envp as C strings, and the `PATH` to search, prepared before forking.
+fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result<ExecStrings, RunError> {
+    let cstrings = |v: Vec<Vec<u8>>| -> Result<Vec<CString>, RunError> {
+        v.into_iter()
+            .map(|b| CString::new(b).map_err(|_| RunError::Setup("an argument or variable contains a NUL byte".into())))
+            .collect()
+    };
+    let a = cstrings(argv.iter().map(|a| a.as_bytes().to_vec()).collect())?;
+    let e = cstrings(env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect())?;
+    Ok((a, e, env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone())))
+}
+
+/// Reads setup reports from the control socket until the command has `exec`ed (end of
+/// stream). Returns the pty master if one was sent.
+fn await_exec(sock: &OwnedFd) -> Result<Option<OwnedFd>, RunError> {
+    let mut master = None;
     let mut buf = [0u8; 4096];
     loop {
-        let (n, fd) = ffi::recv_with_fd(ours.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
+        let (n, fd) = ffi::recv_with_fd(sock.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
         if n == 0 {
-            break;
+            return Ok(master);
         }
         match buf[0] {
             child::msg::PTY => master = fd,
             child::msg::ERROR if n >= 2 => {
                 let text = String::from_utf8_lossy(&buf[2..n]).into_owned();
-                drop(guard);
-                cleanup(plan);
                 return Err(match buf[1] {
                     child::msg::KIND_NOT_FOUND => RunError::NotFound(text),
                     child::msg::KIND_CANNOT_EXECUTE => RunError::CannotExecute(text),
@@ -128,10 +228,6 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
             _ => {}
         }
     }
-    let status = terminal::supervise(pid, master, &signals);
-    std::mem::forget(guard);
-    cleanup(plan);
-    status.map_err(|e| setup("supervising the sandbox", e))
 }
 
 /// Kills and reaps the sandbox's init if setup is abandoned half way.

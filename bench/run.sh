@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Palisade's benchmarks, each side by side with a baseline measured in the same run:
+#   1. start-up: `palisade run -- /bin/true` against bare /bin/true and bubblewrap given the
+#      same mounts (translated from Palisade's own plan by plan_to_bwrap.py);
+#   2. run-time overhead: syscall-heavy workloads (find over /usr, git status on a 20,000
+#      file repository) bare, under Palisade and under bubblewrap;
+#   3. supervisor memory: peak RSS of the palisade process while a command runs.
+# Results: a summary on stdout and JSON files in $OUT (default: a temporary directory).
+# Needs hyperfine and bubblewrap (Debian packages; installed when missing and run as root).
+# Usage: bench/run.sh [--runs N] [--work-runs N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=300
+WORK_RUNS=15
+while (($#)); do
+    case $1 in
+        --runs) RUNS=$2; shift ;;
+        --work-runs) WORK_RUNS=$2; shift ;;
+        *) echo "usage: bench/run.sh [--runs N] [--work-runs N]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+for tool in hyperfine bwrap; do
+    if ! command -v "$tool" >/dev/null; then
+        [ "$(id -u)" = 0 ] || { echo "bench: $tool is missing (apt-get install hyperfine bubblewrap)" >&2; exit 1; }
+        apt-get install -y -qq hyperfine bubblewrap >/dev/null
+    fi
+done
+
+cargo build --release -q -p palisade-cli
+PAL="${CARGO_TARGET_DIR:-$PWD/target}/release/palisade"
+OUT=${OUT:-$(mktemp -d)}
+WS=$(mktemp -d)/ws
+mkdir -p "$WS"
+cd "$WS"
+
+echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(date -u +%Y-%m-%d)"
+echo "# palisade: $PAL; bubblewrap $(bwrap --version | awk '{print $2}'); runs: $RUNS start-up, $WORK_RUNS per workload"
+
+"$PAL" run --workspace "$WS" --dry-run -- /bin/true > "$OUT/plan.json"
+mapfile -t BWRAP < <(python3 "$OLDPWD/bench/plan_to_bwrap.py" "$OUT/plan.json" "$WS")
+
+summary() { # file label...
+    python3 - "$@" <<'PY'
+import json, sys, statistics
+data = json.load(open(sys.argv[1]))["results"]
+base = None
+for r, label in zip(data, sys.argv[2:]):
+    t = sorted(r["times"])
+    med = statistics.median(t) * 1000
+    p95 = t[int(len(t) * 0.95) - 1] * 1000
+    base = base if base is not None else med
+    print(f"  {label:<28} median {med:8.2f} ms   p95 {p95:8.2f} ms   x{med / base:5.2f}")
+PY
+}
+
+echo "== start-up: /bin/true"
+hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup.json" \
+    /bin/true "$PAL run --workspace $WS -- /bin/true" "bwrap ${BWRAP[*]} /bin/true" >/dev/null
+summary "$OUT/startup.json" "bare" "palisade" "bubblewrap (same mounts)"
+
+echo "== run time: find /usr -type f"
+hyperfine -N -w 2 -r "$WORK_RUNS" --export-json "$OUT/find.json" \
+    "find /usr -type f" "$PAL run --workspace $WS -- find /usr -type f" "bwrap ${BWRAP[*]} find /usr -type f" >/dev/null
+summary "$OUT/find.json" "bare" "palisade" "bubblewrap (same mounts)"
+
+echo "== run time: git status on 20,000 files"
+mkdir -p "$WS/repo"
+(cd "$WS/repo" && git init -q && for d in $(seq 200); do mkdir d$d; for f in $(seq 100); do echo $f > d$d/f$f; done; done \
+    && git add -A && git -c user.email=b@b -c user.name=b commit -qm init)
+hyperfine -N -w 2 -r "$WORK_RUNS" --export-json "$OUT/git.json" \
+    "git -C $WS/repo status --porcelain" "$PAL run --workspace $WS -- git -C $WS/repo status --porcelain" \
+    "bwrap ${BWRAP[*]} git -C $WS/repo status --porcelain" >/dev/null
+summary "$OUT/git.json" "bare" "palisade" "bubblewrap (same mounts)"
+
+echo "== supervisor peak RSS (palisade run -- sleep 1)"
+"$PAL" run --workspace "$WS" -- sleep 1 &
+pid=$!
+sleep 0.5
+awk '/VmHWM/ {printf "  palisade supervisor          %.1f MiB\n", $2/1024}' "/proc/$pid/status"
+wait "$pid"
+echo "# raw results: $OUT"
