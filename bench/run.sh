@@ -5,6 +5,8 @@
 #   2. run-time overhead: syscall-heavy workloads (find over /usr, git status on a 20,000
 #      file repository) bare, under Palisade and under bubblewrap;
 #   3. supervisor memory: peak RSS of the palisade process while a command runs.
+# Workloads run with hyperfine -i: as root, `find /usr` exits 1 inside any sandbox that drops
+# capabilities (a few directories are mode 700 for other users), which is the point.
 # Results: a summary on stdout and JSON files in $OUT (default: a temporary directory).
 # Needs hyperfine and bubblewrap (Debian packages; installed when missing and run as root).
 # Usage: bench/run.sh [--runs N] [--work-runs N]
@@ -61,7 +63,7 @@ hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup.json" \
 summary "$OUT/startup.json" "bare" "palisade" "bubblewrap (same mounts)"
 
 echo "== run time: find /usr -type f"
-hyperfine -N -w 2 -r "$WORK_RUNS" --export-json "$OUT/find.json" \
+hyperfine -N -i -w 2 -r "$WORK_RUNS" --export-json "$OUT/find.json" \
     "find /usr -type f" "$PAL run --workspace $WS -- find /usr -type f" "bwrap ${BWRAP[*]} find /usr -type f" >/dev/null
 summary "$OUT/find.json" "bare" "palisade" "bubblewrap (same mounts)"
 
@@ -69,7 +71,7 @@ echo "== run time: git status on 20,000 files"
 mkdir -p "$WS/repo"
 (cd "$WS/repo" && git init -q && for d in $(seq 200); do mkdir d$d; for f in $(seq 100); do echo $f > d$d/f$f; done; done \
     && git add -A && git -c user.email=b@b -c user.name=b commit -qm init)
-hyperfine -N -w 2 -r "$WORK_RUNS" --export-json "$OUT/git.json" \
+hyperfine -N -i -w 2 -r "$WORK_RUNS" --export-json "$OUT/git.json" \
     "git -C $WS/repo status --porcelain" "$PAL run --workspace $WS -- git -C $WS/repo status --porcelain" \
     "bwrap ${BWRAP[*]} git -C $WS/repo status --porcelain" >/dev/null
 summary "$OUT/git.json" "bare" "palisade" "bubblewrap (same mounts)"
