@@ -5,7 +5,7 @@ use std::path::Path;
 
 use palisade_policy::load::{Environment, Flags, FsResolver, LoadOptions, load};
 use palisade_policy::{
-    LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, Vars, builtin, parse_layer,
+    LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, builtin, parse_layer,
     resolve,
 };
 
@@ -86,14 +86,7 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
         }
         return Ok(0);
     }
-    let vars = Vars {
-        home: env.home.clone(),
-        workspace: p.workspace.clone(),
-        tmp: env.tmp.clone(),
-        config: env.config_home.clone(),
-        state: env.state_home.clone(),
-        cache: env.cache_home.clone(),
-    };
+    let vars = env.vars(&p.workspace);
     let abs = vars.expand(target, &env.cwd)?;
     let d = p.decide_path(&FsResolver::default().resolve(&abs));
     if json {
@@ -108,14 +101,7 @@ fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
     let env = Environment::from_process()?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let ws = workspace.map_or_else(|| env.cwd.clone(), Path::to_path_buf);
-    let vars = Vars {
-        home: env.home.clone(),
-        workspace: ws.clone(),
-        tmp: env.tmp.clone(),
-        config: env.config_home.clone(),
-        state: env.state_home.clone(),
-        cache: env.cache_home.clone(),
-    };
+    let vars = env.vars(&ws);
     let kind = if project { LayerKind::Project } else { LayerKind::PolicyFile };
     let name = file.display().to_string();
     let result = parse_layer(&text, &name, kind, &vars, &Lexical).and_then(|layer| {

@@ -98,6 +98,18 @@ impl Environment {
         })
     }
 
+    /// The policy variables for `workspace`.
+    pub fn vars(&self, workspace: &Path) -> Vars {
+        Vars {
+            home: self.home.clone(),
+            workspace: workspace.to_path_buf(),
+            tmp: self.tmp.clone(),
+            config: self.config_home.clone(),
+            state: self.state_home.clone(),
+            cache: self.cache_home.clone(),
+        }
+    }
+
     /// Where user profiles live: `$XDG_CONFIG_HOME/palisade/profiles/`.
     pub fn profile_dir(&self) -> PathBuf {
         self.config_home.join("palisade/profiles")
@@ -164,14 +176,7 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
         return Err(PolicyError::Setup(format!("workspace {} is not a directory", workspace.display())));
     }
     let home = resolver.resolve(&env.home);
-    let vars = Vars {
-        home: env.home.clone(),
-        workspace: workspace.clone(),
-        tmp: env.tmp.clone(),
-        config: env.config_home.clone(),
-        state: env.state_home.clone(),
-        cache: env.cache_home.clone(),
-    };
+    let vars = env.vars(&workspace);
 
     let mut layers = vec![parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars, &resolver)?];
     if let Some(text) = read_optional(&env.user_policy())? {

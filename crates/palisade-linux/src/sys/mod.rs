@@ -57,7 +57,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
     let filter = bpf_filter(crate::seccomp::FilterOptions::default())?;
-    let (argv, envp, path_env) = exec_strings(&plan.argv, &plan.env)?;
+    let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
@@ -72,19 +72,18 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
     if pid == 0 {
         signals.unblock_in_child();
         drop(ours);
-        child::init_main(child::ChildArgs {
-            plan,
-            cmd: child::CommandArgs {
-                sock: theirs.as_raw_fd(),
-                filter: &filter,
-                argv,
-                envp,
-                path_env,
-                pty: opts.pty,
-                cwd: &plan.cwd,
-                landlock: &plan.landlock,
-            },
-        });
+        let (argv, envp, path_env) = strings;
+        let cmd = child::CommandArgs {
+            sock: theirs.as_raw_fd(),
+            filter: &filter,
+            argv,
+            envp,
+            path_env,
+            pty: opts.pty,
+            cwd: &plan.cwd,
+            landlock: &plan.landlock,
+        };
+        child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
