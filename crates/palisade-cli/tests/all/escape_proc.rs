@@ -199,3 +199,23 @@ fn inherited_descriptors_are_closed() {
     // 0, 1, 2, and the one `ls` opened to read the directory.
     assert!(fds.len() <= 4, "unexpected descriptors: {fds:?}");
 }
+
+#[test]
+fn mounts_are_private_and_the_old_root_is_gone() {
+    let s = Sandbox::new("d13-propagation");
+    let o = s
+        .sh("grep -c 'shared:' /proc/self/mountinfo; ls /oldroot 2>&1; grep -c ' / / ' /proc/self/mountinfo; echo end");
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("0"), "a mount propagates to or from the host: {out}");
+    assert!(lines.next().unwrap_or_default().contains("No such file"), "the host's root is still reachable: {out}");
+    // Nothing in the sandbox's mount table names a host path that the policy does not grant.
+    let o = s.sh("cut -d' ' -f5 /proc/self/mountinfo");
+    let home = s.home();
+    for m in stdout(&o).lines() {
+        assert!(!m.contains("/.ssh"), "unexpected mount {m}");
+        if let Some(rest) = m.strip_prefix(home.to_str().unwrap()) {
+            assert!(rest.is_empty(), "a host path under the home was mounted: {m}");
+        }
+    }
+}
