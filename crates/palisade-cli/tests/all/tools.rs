@@ -91,3 +91,19 @@ fn which(name: &str) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':').map(|d| format!("{d}/{name}")).find(|p| std::path::Path::new(p).exists())
 }
+
+#[test]
+fn loopback_servers_work_inside_and_stay_inside() {
+    let s = Sandbox::new("t-loopback");
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3");
+        return;
+    }
+    // A server the agent starts for its own tests answers inside the sandbox.
+    let script = "import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+                  c = socket.create_connection(s.getsockname()); a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())\n\
+                  v6 = socket.socket(socket.AF_INET6); v6.bind(('::1', 0)); print('v6 ok')";
+    let o = s.run(&[], &["/usr/bin/python3", "-c", script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "ping\nv6 ok\n");
+}

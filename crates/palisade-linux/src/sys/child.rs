@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::ffi;
 use super::landlock;
+
 use super::mounts;
 use crate::plan::{LandlockPlan, Plan};
 
@@ -91,6 +92,9 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     if let Err(e) = mounts::leave_old_root(roots) {
         die(sock, &format!("building the file system view: {e}"));
+    }
+    if let Err(e) = super::net::loopback_up() {
+        die(sock, &format!("bringing up the loopback interface: {e}"));
     }
     let host = a.plan.hostname.as_bytes();
     // SAFETY: valid buffer and length.

@@ -6,6 +6,7 @@ mod child;
 pub mod ffi;
 mod landlock;
 mod mounts;
+mod net;
 pub mod probe;
 mod terminal;
 

@@ -1,0 +1,32 @@
+//! The sandbox's network namespace starts with `lo` down; init brings it up so that servers
+//! the agent starts on loopback for its own tests work. Nothing else is configured: loopback
+//! is the whole network.
+
+use std::io;
+
+/// Sets `IFF_UP` on `lo` (init holds `CAP_NET_ADMIN` in its own network namespace).
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket used only for interface ioctls, closed below.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: zeroed ifreq is valid; the name fits (3 bytes of 16); SIOCGIFFLAGS and
+    // SIOCSIFFLAGS read and write `ifr_ifru.ifru_flags`.
+    let r = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+        }
+        r
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(s) };
+    if r != 0 { Err(err) } else { Ok(()) }
+}
