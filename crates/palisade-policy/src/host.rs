@@ -112,7 +112,7 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    fn matches(&self, host: &Host) -> bool {
+    pub fn matches(&self, host: &Host) -> bool {
         match (self, host) {
             (HostPattern::Name(n), Host::Name(h)) => n == h,
             (HostPattern::Wildcard(s), Host::Name(h)) => h.is_strictly_within(s),

@@ -1,0 +1,252 @@
+//! The one decision function: every path out (DNS, transparent TCP, HTTP, SOCKS5) asks here,
+//! and only an address this module checked can be dialled ([`Checked`]).
+//!
+//! Rules, in order: the policy's network decision for the name (or IP literal) and port
+//! (names normalised, label-boundary wildcards, deny beats allow, IP literals only by IP
+//! rules); then the name is resolved once, through the policy's `hosts` mapping if it has
+//! one, and an address in a special range (loopback, private, link-local, metadata, ...) is
+//! refused unless the policy lists that address itself or maps the name to it.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use palisade_policy::{Host, HostName, NetMode, NetReason, Rules, Target};
+
+use crate::addr::special;
+
+/// Resolves names for the gateway (outside the sandbox). A trait so tests use a table.
+pub trait Resolver {
+    fn resolve(&self, name: &HostName) -> std::io::Result<Vec<IpAddr>>;
+}
+
+/// A refusal, with the reason shown to the client and recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The policy does not allow the target.
+    #[error("{0}")]
+    Policy(String),
+    /// The name resolved only to addresses the gateway does not dial.
+    #[error("{name} resolves to {ip}, a {class} address, which the policy does not list")]
+    Special { name: String, ip: IpAddr, class: &'static str },
+    /// Resolution failed.
+    #[error("cannot resolve {name}: {why}")]
+    Resolve { name: String, why: String },
+}
+
+/// An address the gateway checked for a target: the only thing a dialler accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    target: Target,
+    addr: SocketAddr,
+    /// The rule that allowed it, for the record.
+    rule: String,
+}
+
+impl Checked {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+/// The gateway's view of the policy.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    rules: Rules,
+}
+
+/// A decision with its reason in words (rule and layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub reason: String,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", if self.allowed { "allowed" } else { "denied" }, self.reason)
+    }
+}
+
+impl Decider {
+    pub fn new(rules: Rules) -> Decider {
+        Decider { rules }
+    }
+
+    /// May a connection go to `target`? (Before any resolution.)
+    pub fn decide(&self, target: &Target) -> Verdict {
+        let d = self.rules.decide_net(target);
+        let reason = match &d.reason {
+            NetReason::ModeNone { .. } => "the network mode is none".to_owned(),
+            NetReason::DeniedBy(r) => format!("deny {:?} ({})", r.origin.text, r.origin),
+            NetReason::AllowedBy(r) => format!("allow {:?} ({})", r.origin.text, r.origin),
+            NetReason::NotListed => format!("{target} is not on the allowlist"),
+        };
+        Verdict { allowed: d.allowed, reason }
+    }
+
+    /// May the DNS stub answer `name`? Yes when some allow rule matches it on some port and
+    /// no deny rule refuses it on every port.
+    pub fn name_allowed(&self, name: &HostName) -> Verdict {
+        let host = Host::Name(name.clone());
+        if self.rules.mode() == NetMode::None {
+            return Verdict { allowed: false, reason: "the network mode is none".into() };
+        }
+        if let Some(r) = self.rules.net_deny.iter().find(|r| r.pattern.port.is_none() && r.pattern.host.matches(&host))
+        {
+            return Verdict { allowed: false, reason: format!("deny {:?} ({})", r.origin.text, r.origin) };
+        }
+        match self.rules.net_allow.iter().rev().find(|r| r.pattern.host.matches(&host)) {
+            Some(r) => Verdict { allowed: true, reason: format!("allow {:?} ({})", r.origin.text, r.origin) },
+            None => Verdict { allowed: false, reason: format!("{name} is not on the allowlist") },
+        }
+    }
+
+    /// Decides `target`, resolves it once, checks the address, and returns what to dial.
+    pub fn check(&self, target: &Target, resolver: &dyn Resolver) -> Result<Checked, Refusal> {
+        let v = self.decide(target);
+        if !v.allowed {
+            return Err(Refusal::Policy(v.reason));
+        }
+        let name = match &target.host {
+            // Allowed IP literals were listed by an IP or CIDR rule: dial them as they are.
+            Host::Ip(ip) => {
+                return Ok(Checked { target: target.clone(), addr: SocketAddr::new(*ip, target.port), rule: v.reason });
+            }
+            Host::Name(n) => n,
+        };
+        if let Some(m) = self.rules.hosts.iter().rev().find(|m| &m.name == name) {
+            return Ok(Checked { target: target.clone(), addr: SocketAddr::new(m.addr, target.port), rule: v.reason });
+        }
+        let addrs =
+            resolver.resolve(name).map_err(|e| Refusal::Resolve { name: name.to_string(), why: e.to_string() })?;
+        let mut refused = None;
+        for ip in addrs {
+            let ip = ip.to_canonical();
+            match special(ip) {
+                None => {
+                    return Ok(Checked {
+                        target: target.clone(),
+                        addr: SocketAddr::new(ip, target.port),
+                        rule: v.reason,
+                    });
+                }
+                Some(class) => {
+                    // A special address is dialled only if the policy lists it as an address.
+                    if self.decide(&Target { host: Host::Ip(ip), port: target.port }).allowed {
+                        return Ok(Checked {
+                            target: target.clone(),
+                            addr: SocketAddr::new(ip, target.port),
+                            rule: v.reason,
+                        });
+                    }
+                    refused.get_or_insert(Refusal::Special { name: name.to_string(), ip, class });
+                }
+            }
+        }
+        Err(refused.unwrap_or(Refusal::Resolve { name: name.to_string(), why: "no address".into() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use palisade_policy::{LayerKind, Lexical, ResolveOptions, Vars, parse_layer, resolve};
+
+    use super::*;
+
+    struct Table(HashMap<&'static str, Vec<&'static str>>);
+
+    impl Resolver for Table {
+        fn resolve(&self, name: &HostName) -> std::io::Result<Vec<IpAddr>> {
+            let v = self.0.get(name.as_str()).ok_or_else(|| std::io::Error::other("NXDOMAIN"))?;
+            Ok(v.iter().map(|a| a.parse().unwrap()).collect())
+        }
+    }
+
+    fn decider(net: &str) -> Decider {
+        let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/p"));
+        let l = parse_layer(net, "t.toml", LayerKind::User, &vars, &Lexical).unwrap();
+        let p = resolve(Path::new("/w/p"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
+        Decider::new(p.rules)
+    }
+
+    fn table() -> Table {
+        Table(HashMap::from([
+            ("api.example.com", vec!["93.184.216.34"]),
+            ("rebind.example.com", vec!["127.0.0.1"]),
+            ("meta.example.com", vec!["169.254.169.254", "::ffff:10.0.0.1"]),
+            ("mixed.example.com", vec!["10.0.0.1", "93.184.216.35"]),
+        ]))
+    }
+
+    fn t(s: &str) -> Target {
+        Target::parse(s, 443).unwrap()
+    }
+
+    const POLICY: &str = r#"
+[network]
+mode = "allowlist"
+allow = ["api.example.com:443", "*.example.com:443", "10.9.0.0/16:5432", "git.internal:22"]
+deny = ["evil.example.com"]
+hosts = { "git.internal" = "10.9.0.7" }
+"#;
+
+    #[test]
+    fn allowed_names_resolve_to_public_addresses() {
+        let d = decider(POLICY);
+        let c = d.check(&t("api.example.com:443"), &table()).unwrap();
+        assert_eq!(c.addr(), "93.184.216.34:443".parse().unwrap());
+        assert!(c.rule().starts_with("allow") && c.rule().contains("example.com"), "{}", c.rule());
+        assert_eq!(
+            d.check(&t("mixed.example.com:443"), &table()).unwrap().addr(),
+            "93.184.216.35:443".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn ports_deny_and_unlisted_names() {
+        let d = decider(POLICY);
+        assert!(matches!(d.check(&t("api.example.com:22"), &table()), Err(Refusal::Policy(_))));
+        assert!(matches!(d.check(&t("evil.example.com:443"), &table()), Err(Refusal::Policy(r)) if r.contains("deny")));
+        assert!(matches!(d.check(&t("other.org:443"), &table()), Err(Refusal::Policy(_))));
+    }
+
+    #[test]
+    fn special_addresses_are_not_dialled_unless_listed() {
+        let d = decider(POLICY);
+        assert!(matches!(
+            d.check(&t("rebind.example.com:443"), &table()),
+            Err(Refusal::Special { class: "loopback", .. })
+        ));
+        assert!(matches!(
+            d.check(&t("meta.example.com:443"), &table()),
+            Err(Refusal::Special { class: "cloud metadata service", .. })
+        ));
+        // IP literals need an IP rule; a listed one is dialled as it is.
+        assert!(matches!(d.check(&t("127.0.0.1:443"), &table()), Err(Refusal::Policy(_))));
+        assert_eq!(d.check(&t("10.9.1.2:5432"), &table()).unwrap().addr(), "10.9.1.2:5432".parse().unwrap());
+        // A hosts mapping counts as listing: no resolution, the mapped address.
+        assert_eq!(d.check(&t("git.internal:22"), &table()).unwrap().addr(), "10.9.0.7:22".parse().unwrap());
+    }
+
+    #[test]
+    fn dns_answers_only_names_allowed_somewhere() {
+        let d = decider(POLICY);
+        let n = |s: &str| HostName::parse(s).unwrap();
+        assert!(d.name_allowed(&n("api.example.com")).allowed);
+        assert!(d.name_allowed(&n("x.example.com")).allowed);
+        assert!(!d.name_allowed(&n("evil.example.com")).allowed);
+        assert!(!d.name_allowed(&n("example.com")).allowed);
+        assert!(!d.name_allowed(&n("attacker.tld")).allowed);
+        assert!(!decider("[network]\nmode = \"none\"\nallow = [\"a.com\"]\n").name_allowed(&n("a.com")).allowed);
+    }
+}

@@ -1,0 +1,24 @@
+//! Palisade's egress gateway: the only way out of a sandbox. Portable Rust, shared by every
+//! platform; the OS layer only has to force traffic to it.
+//!
+//! This crate holds the pure parts, each tested on its own: the one decision function every
+//! path uses ([`decision`]), the classes of address that are never dialled unless listed
+//! ([`addr`]), the synthetic loopback addresses the DNS stub hands out ([`pool`]), and the
+//! protocol front ends ([`dns`], [`socks5`], [`http`]). The listeners and splicing come next
+//! (see ARCHITECTURE.md).
+
+pub mod addr;
+pub mod decision;
+pub mod dns;
+pub mod http;
+pub mod pool;
+pub mod socks5;
+
+/// The outcome of parsing bytes that may arrive in pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse<T> {
+    /// More bytes are needed.
+    Incomplete,
+    /// A value, and how many bytes it took.
+    Done(T, usize),
+}
