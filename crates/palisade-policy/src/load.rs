@@ -175,6 +175,15 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
     if !workspace.is_dir() {
         return Err(PolicyError::Setup(format!("workspace {} is not a directory", workspace.display())));
     }
+    // Policy paths are text; a path that is not UTF-8 could not be matched exactly.
+    for (what, p) in [("workspace", &workspace), ("home directory", &env.home), ("temporary directory", &env.tmp)] {
+        if p.to_str().is_none() {
+            return Err(PolicyError::Setup(format!(
+                "the {what} path {} is not valid UTF-8; Palisade needs UTF-8 paths (rename it or pick another)",
+                p.display()
+            )));
+        }
+    }
     let home = resolver.resolve(&env.home);
     let vars = env.vars(&workspace);
 

@@ -145,3 +145,20 @@ fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.iter().filter(|l| **l == "EPERM").count() >= 2, "network was not refused: {out}");
 }
+
+#[test]
+fn hostile_workspace_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Sandbox::new("hostile-names");
+    let weird = s.path("we ird'\"$(touch pwned)\n");
+    std::fs::create_dir_all(&weird).unwrap();
+    let o = s.palisade_in(&weird, &["run", "--", "/bin/sh", "-c", "pwd"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim_end_matches('\n'), weird.to_str().unwrap().trim_end_matches('\n'));
+    assert!(!s.path("pwned").exists() && !weird.join("pwned").exists());
+    let bad = s.root.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::create_dir_all(&bad).unwrap();
+    let o = s.palisade_in(&bad, &["run", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("not valid UTF-8"), "{}", stderr(&o));
+}
