@@ -38,7 +38,6 @@ pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), F
 pub fn policy_failure(e: PolicyError) -> Failure {
     let hint = match &e {
         PolicyError::Invalid { .. } => Some("see docs/policy.md for every key and its values".to_owned()),
-        PolicyError::Setup(m) if m.contains("workspace") => None,
         _ => None,
     };
     Failure { message: e.to_string(), hint }

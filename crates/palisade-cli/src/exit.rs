@@ -4,8 +4,8 @@
 /// Palisade itself failed: bad policy, missing kernel feature, setup error.
 pub const FAILURE: u8 = 125;
 /// The command was found but cannot be executed.
-#[allow(dead_code)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found.
-#[allow(dead_code)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub const NOT_FOUND: u8 = 127;
