@@ -55,12 +55,13 @@ fn run_platform(
         stdout: std::io::stdout().is_terminal(),
         stderr: std::io::stderr().is_terminal(),
     });
-    match palisade_linux::run(&plan, &palisade_linux::RunOptions { pty }) {
+    let gateway = plan.network.as_ref().map(|_| gateway(&policy));
+    match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway }) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
-            outcome(palisade_linux::run_degraded(&degraded, &palisade_linux::RunOptions { pty }))
+            outcome(palisade_linux::run_degraded(&degraded, palisade_linux::RunOptions { pty, gateway: None }))
         }
         Err(RunError::Namespaces(m)) => {
             let report = palisade_linux::probe::probe();
@@ -73,6 +74,20 @@ fn run_platform(
         }
         other => outcome(other),
     }
+}
+
+/// The gateway for this policy: serves the listeners the sandbox made (HTTP proxy, SOCKS5).
+#[cfg(target_os = "linux")]
+fn gateway(policy: &palisade_policy::ResolvedPolicy) -> palisade_linux::Gateway {
+    use palisade_gateway::server::{Budgets, Listeners, serve};
+    let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
+    Box::new(move |listeners: Vec<std::net::TcpListener>| {
+        let mut it = listeners.into_iter();
+        let l = Listeners { http: it.next(), socks: it.next() };
+        if let Err(e) = serve(l, decider, Budgets::default()) {
+            eprintln!("palisade: the gateway stopped: {e}");
+        }
+    })
 }
 
 /// Maps how the command ended (or failed to start) to an exit status.

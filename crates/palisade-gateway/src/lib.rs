@@ -12,6 +12,7 @@ pub mod decision;
 pub mod dns;
 pub mod http;
 pub mod pool;
+pub mod server;
 pub mod socks5;
 
 /// The outcome of parsing bytes that may arrive in pieces.

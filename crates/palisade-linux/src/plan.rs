@@ -81,6 +81,17 @@ pub struct LandlockPlan {
     pub deny_tcp: bool,
 }
 
+/// The gateway's listening addresses inside the sandbox (network mode `allowlist`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetPlan {
+    pub http_proxy: std::net::SocketAddr,
+    pub socks: std::net::SocketAddr,
+}
+
+/// Where the gateway listens inside the sandbox, and the variables that point tools at it.
+pub const HTTP_PROXY: &str = "127.0.0.1:3128";
+pub const SOCKS_PROXY: &str = "127.0.0.1:1080";
+
 /// Everything the executor needs; nothing it needs to look up.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -93,6 +104,8 @@ pub struct Plan {
     pub hostname: String,
     /// Size of the private `/dev/shm`.
     pub shm_size: u64,
+    /// The gateway's listeners, when the network mode is `allowlist`.
+    pub network: Option<NetPlan>,
 }
 
 /// Sizes of the private file systems when the policy sets none.
@@ -212,15 +225,35 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
     let landlock = landlock_plan(&mounts);
     let visible = matches!(view_of(&mounted, &req.cwd), View::Host(Access::Read | Access::Write));
     let cwd = if visible && host.kind(&req.cwd) == Some(Kind::Dir) { req.cwd } else { policy.workspace.clone() };
+    let mut env = req.env;
+    let network = (policy.mode() == palisade_policy::NetMode::Allowlist).then(|| {
+        // Conveniences for tools that honour them; the network namespace is what enforces.
+        let http = format!("http://{HTTP_PROXY}");
+        let socks = format!("socks5h://{SOCKS_PROXY}");
+        for (k, v) in [("HTTP_PROXY", &http), ("HTTPS_PROXY", &http), ("ALL_PROXY", &socks)] {
+            set_env(&mut env, k, v);
+            set_env(&mut env, &k.to_ascii_lowercase(), v);
+        }
+        set_env(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
+        set_env(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
+        NetPlan { http_proxy: HTTP_PROXY.parse().expect("constant"), socks: SOCKS_PROXY.parse().expect("constant") }
+    });
+    env.sort();
     Ok(Plan {
         mounts,
         landlock,
         argv: req.argv,
-        env: req.env,
+        env,
         cwd,
         hostname: "palisade".into(),
         shm_size: DEFAULT_SHM_SIZE,
+        network,
     })
+}
+
+fn set_env(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+    env.retain(|(n, _)| n != k);
+    env.push((k.to_owned(), v.to_owned()));
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -477,6 +510,11 @@ pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request
         "names of files outside the grants are visible to stat and ls of a granted parent".to_owned(),
         "if Palisade itself is killed, processes the command started may survive it".to_owned(),
     ];
+    if policy.mode() == palisade_policy::NetMode::Allowlist {
+        missing.push(
+            "network: the allowlist is not served (no network namespace for the gateway); all TCP is refused".into(),
+        );
+    }
     for r in policy.paths.iter().filter(|r| matches!(r.kind, PathKind::Deny | PathKind::Protect)) {
         let base = r.pattern.base();
         let Some((grant, access)) = grants.iter().filter(|(g, _)| is_within(&base, g)).max_by_key(|(g, _)| depth(g))
@@ -735,6 +773,19 @@ mod tests {
         assert!(p.missing.iter().any(|m| m.contains(".git/hooks") && m.contains("stays writable")), "{:?}", p.missing);
         assert!(!p.missing.iter().any(|m| m.contains(".ssh")), "~/.ssh is outside every grant: still unreadable");
         assert_eq!(p.cwd, Path::new("/w/proj/src"));
+    }
+
+    #[test]
+    fn allowlist_mode_gets_gateway_listeners_and_proxy_variables() {
+        let p = plan(BASE, &host()).unwrap();
+        assert_eq!(p.network, None);
+        assert!(!p.env.iter().any(|(k, _)| k == "HTTP_PROXY"));
+        let p = plan(&format!("{BASE}[network]\nmode = \"allowlist\"\nallow = [\"a.com\"]\n"), &host()).unwrap();
+        assert_eq!(p.network.as_ref().unwrap().http_proxy.to_string(), HTTP_PROXY);
+        let get = |k: &str| p.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:1080"));
+        assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1,::1"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod escape_fs;
 mod escape_proc;
+mod network;
 mod policy_cmd;
 mod run_cmd;
 mod terminal;

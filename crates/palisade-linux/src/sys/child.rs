@@ -25,6 +25,9 @@ pub mod msg {
     pub const GO: u8 = b'G';
     /// Init → supervisor: the pty master, passed as a descriptor.
     pub const PTY: u8 = b'P';
+    /// Init → supervisor: the gateway's listeners, made inside the sandbox's network
+    /// namespace (HTTP proxy, then SOCKS5).
+    pub const NET: u8 = b'N';
     /// Sandbox → supervisor: setup failed; `[ERROR, kind, text...]`.
     pub const ERROR: u8 = b'E';
     pub const KIND_SETUP: u8 = 0;
@@ -70,7 +73,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let sock = a.cmd.sock;
     let mut buf = [0u8; 16];
-    match ffi::recv_with_fd(sock, &mut buf) {
+    match ffi::recv_with_fds(sock, &mut buf) {
         Ok((n, _)) if n > 0 && buf[0] == msg::GO => {}
         // The supervisor is gone or said no.
         // SAFETY: see `die`.
@@ -95,6 +98,11 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     if let Err(e) = super::net::loopback_up() {
         die(sock, &format!("bringing up the loopback interface: {e}"));
+    }
+    if let Some(net) = &a.plan.network {
+        if let Err(e) = super::net::send_listeners(sock, net) {
+            die(sock, &format!("creating the gateway's listeners: {e}"));
+        }
     }
     let host = a.plan.hostname.as_bytes();
     // SAFETY: valid buffer and length.

@@ -198,25 +198,34 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Sends `data` and, optionally, one descriptor over a unix socket.
 pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<()> {
+    send_fds(sock, data, fd.as_slice())
+}
+
+/// Sends `data` and up to 8 descriptors over a unix socket.
+pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > 8 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut cmsg_buf = [0u8; 64];
+    let mut cmsg_buf = [0u64; 16];
     // SAFETY: zeroed msghdr is a valid empty header; fields are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as u32;
         // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
-        // SAFETY: msg_control points at a buffer of at least `space` bytes, so the first
-        // header and its data fit.
+        // SAFETY: msg_control points at a 128-byte buffer, enough for one header and eight
+        // descriptors, so the header and its data fit.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut RawFd, fd);
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
         }
     }
     loop {
@@ -232,11 +241,11 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<(
     }
 }
 
-/// Receives one message (at most `buf.len()` bytes) and at most one descriptor.
-/// `Ok((0, None))` is end of stream.
-pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+/// Receives one message (at most `buf.len()` bytes) and the descriptors sent with it.
+/// `Ok((0, []))` is end of stream.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 8];
+    let mut cmsg_buf = [0u64; 16];
     // SAFETY: zeroed msghdr is valid; fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -254,17 +263,21 @@ pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<Ow
             return Err(e);
         }
     };
-    let mut fd = None;
-    // SAFETY: the kernel filled msg_control; CMSG_* walk it within msg_controllen.
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control; CMSG_* walk it within msg_controllen, and each
+    // SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / sizeof(int) new descriptors.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const RawFd);
-                fd = Some(OwnedFd::from_raw_fd(raw));
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                for i in 0..n {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok((n, fd))
+    Ok((n, fds))
 }

@@ -28,11 +28,24 @@ pub struct PtyUse {
     pub stderr: bool,
 }
 
+/// Serves the gateway's listeners (HTTP proxy, SOCKS5) from outside the sandbox; runs on
+/// its own thread for the life of the run. Supplied by the caller, so the executor never sees
+/// the policy.
+pub type Gateway = Box<dyn FnOnce(Vec<std::net::TcpListener>) + Send>;
+
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct RunOptions {
     /// Give the command a pty (decided by the caller: when stdin is a terminal).
     pub pty: Option<PtyUse>,
+    /// Serves the network, when the plan has one.
+    pub gateway: Option<Gateway>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("pty", &self.pty).field("gateway", &self.gateway.is_some()).finish()
+    }
 }
 
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
@@ -53,7 +66,7 @@ fn thread_count() -> usize {
 }
 
 /// Runs the plan to completion and returns how the command ended.
-pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
@@ -98,14 +111,21 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
-    let master = match await_exec(&ours) {
-        Ok(m) => m,
+    let (master, listeners) = match await_exec(&ours) {
+        Ok(v) => v,
         Err(e) => {
             drop(guard);
             cleanup(plan);
             return Err(e);
         }
     };
+    if let (Some(serve), false) = (opts.gateway, listeners.is_empty()) {
+        let listeners = listeners.into_iter().map(std::net::TcpListener::from).collect();
+        std::thread::Builder::new()
+            .name("palisade-gateway".into())
+            .spawn(move || serve(listeners))
+            .map_err(|e| setup("starting the gateway", e))?;
+    }
     let status = terminal::supervise(pid, master, &signals);
     std::mem::forget(guard);
     cleanup(plan);
@@ -115,7 +135,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Exit, RunError> {
 /// Runs a degraded plan: no namespaces; Landlock and seccomp over the host's file system. The
 /// supervisor becomes a child subreaper so that whatever the command leaves behind, even in a
 /// new session, is reparented to it and killed when the command ends.
-pub fn run_degraded(plan: &DegradedPlan, opts: &RunOptions) -> Result<Exit, RunError> {
+pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
@@ -206,17 +226,19 @@ fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result
 }
 
 /// Reads setup reports from the control socket until the command has `exec`ed (end of
-/// stream). Returns the pty master if one was sent.
-fn await_exec(sock: &OwnedFd) -> Result<Option<OwnedFd>, RunError> {
+/// stream). Returns the pty master and the gateway's listeners, if they were sent.
+fn await_exec(sock: &OwnedFd) -> Result<(Option<OwnedFd>, Vec<OwnedFd>), RunError> {
     let mut master = None;
+    let mut listeners = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let (n, fd) = ffi::recv_with_fd(sock.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
+        let (n, fds) = ffi::recv_with_fds(sock.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
         if n == 0 {
-            return Ok(master);
+            return Ok((master, listeners));
         }
         match buf[0] {
-            child::msg::PTY => master = fd,
+            child::msg::PTY => master = fds.into_iter().next(),
+            child::msg::NET => listeners = fds,
             child::msg::ERROR if n >= 2 => {
                 let text = String::from_utf8_lossy(&buf[2..n]).into_owned();
                 return Err(match buf[1] {

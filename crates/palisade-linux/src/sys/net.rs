@@ -30,3 +30,13 @@ pub fn loopback_up() -> io::Result<()> {
     unsafe { libc::close(s) };
     if r != 0 { Err(err) } else { Ok(()) }
 }
+
+/// Creates the gateway's listening sockets here, inside the sandbox's network namespace, and
+/// sends them to the supervisor, which serves them from outside: no helper process runs in
+/// the sandbox, and the only way out is through those sockets.
+pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let http = std::net::TcpListener::bind(net.http_proxy)?;
+    let socks = std::net::TcpListener::bind(net.socks)?;
+    super::ffi::send_fds(sock, &[super::child::msg::NET], &[http.as_raw_fd(), socks.as_raw_fd()])
+}
