@@ -76,14 +76,22 @@ fn run_platform(
     }
 }
 
-/// The gateway for this policy: serves the listeners the sandbox made (HTTP proxy, SOCKS5).
+/// The gateway for this policy: serves the listeners the sandbox made (HTTP proxy, SOCKS5,
+/// DNS stub, transparent ports).
 #[cfg(target_os = "linux")]
 fn gateway(policy: &palisade_policy::ResolvedPolicy) -> palisade_linux::Gateway {
     use palisade_gateway::server::{Budgets, Listeners, serve};
     let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
-    Box::new(move |listeners: Vec<std::net::TcpListener>| {
-        let mut it = listeners.into_iter();
-        let l = Listeners { http: it.next(), socks: it.next() };
+    Box::new(move |fds: Vec<std::os::fd::OwnedFd>| {
+        // The order of `palisade_linux` `net::send_listeners`.
+        let mut it = fds.into_iter();
+        let l = Listeners {
+            http: it.next().map(Into::into),
+            socks: it.next().map(Into::into),
+            dns_udp: it.next().map(Into::into),
+            dns_tcp: it.next().map(Into::into),
+            transparent: it.map(Into::into).collect(),
+        };
         if let Err(e) = serve(l, decider, Budgets::default()) {
             eprintln!("palisade: the gateway stopped: {e}");
         }

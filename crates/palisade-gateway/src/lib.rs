@@ -11,6 +11,7 @@ pub mod addr;
 pub mod decision;
 pub mod dns;
 pub mod http;
+pub mod peek;
 pub mod pool;
 pub mod server;
 pub mod socks5;

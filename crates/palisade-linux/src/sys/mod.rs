@@ -28,10 +28,10 @@ pub struct PtyUse {
     pub stderr: bool,
 }
 
-/// Serves the gateway's listeners (HTTP proxy, SOCKS5) from outside the sandbox; runs on
-/// its own thread for the life of the run. Supplied by the caller, so the executor never sees
-/// the policy.
-pub type Gateway = Box<dyn FnOnce(Vec<std::net::TcpListener>) + Send>;
+/// Serves the gateway's listening sockets from outside the sandbox, in the order
+/// `net::send_listeners` documents; runs on its own thread for the life of the run. Supplied
+/// by the caller, so the executor never sees the policy.
+pub type Gateway = Box<dyn FnOnce(Vec<OwnedFd>) + Send>;
 
 /// How to run.
 #[derive(Default)]
@@ -120,7 +120,6 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         }
     };
     if let (Some(serve), false) = (opts.gateway, listeners.is_empty()) {
-        let listeners = listeners.into_iter().map(std::net::TcpListener::from).collect();
         std::thread::Builder::new()
             .name("palisade-gateway".into())
             .spawn(move || serve(listeners))

@@ -48,8 +48,10 @@ const OLD: &str = "oldroot";
 pub struct Roots {
     new: OwnedFd,
     old: OwnedFd,
-    /// A tiny tmpfs holding one empty, mode-000 file: the source of file masks.
+    /// A small tmpfs holding the masks' sources and generated files.
     mask_file_fs: Option<OwnedFd>,
+    /// Generated files made so far (for unique names).
+    files: usize,
 }
 
 /// Steps 1 and 2.
@@ -70,7 +72,7 @@ pub fn enter_new_root() -> Result<Roots> {
     at("enter", root, std::env::set_current_dir("/"))?;
     let new = at("open", root, open_dir("/"))?;
     let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
-    Ok(Roots { new, old, mask_file_fs: None })
+    Ok(Roots { new, old, mask_file_fs: None, files: 0 })
 }
 
 fn open_dir(p: &str) -> io::Result<OwnedFd> {
@@ -131,6 +133,26 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 }
                 from_mask_source(roots, path, "empty")?;
             }
+            MountOp::File { path, contents } => {
+                let n = roots.files;
+                roots.files += 1;
+                let name = format!("file-{n}");
+                let fs = mask_source(roots, path)?;
+                let c = at("name", path, cstr(Path::new(&name)))?;
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+                // SAFETY: valid directory descriptor (the mask source's root) and C string.
+                let fd = unsafe { libc::openat(fs, c.as_ptr(), flags, 0o444) };
+                let fd = at("create the contents of", path, check(fd as libc::c_long))? as RawFd;
+                // SAFETY: `fd` was just opened and is owned here.
+                let file = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                at("write the contents of", path, ffi::write_all(file.as_raw_fd(), contents.as_bytes()))?;
+                drop(file);
+                let src = at("open the contents of", path, open_beneath(fs, Path::new(&name), libc::O_PATH, 0))?;
+                let tree = at("clone the contents of", path, clone_tree(src.as_raw_fd(), false))?;
+                let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+                at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+                attach_at(roots, &tree, path)?;
+            }
             MountOp::Symlink { path, target } => {
                 let (parent, name) = split(path)?;
                 make_dirs(roots.new.as_raw_fd(), &parent)?;
@@ -180,17 +202,14 @@ fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
     from_mask_source(roots, path, if dir { "denied-dir" } else { "denied" })
 }
 
-/// Binds one entry of the mask source (a tiny tmpfs made on first use) over `path`:
-/// `denied` (an unreadable file) and `denied-dir` (an unreadable directory) mask denied
-/// paths; `empty` (a readable empty file) covers placeholders, so tools see an empty file.
-/// Every mask is a clone of the same source: no new file system per mask.
-fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+/// The mask source's root, made on first use: `denied` (an unreadable file), `denied-dir`
+/// (an unreadable directory) and `empty` (a readable empty file); generated files go there too.
+fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
     if roots.mask_file_fs.is_none() {
         let fs = at(
             "mount the mask source for",
             path,
-            new_tmpfs(0o755, 4096, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+            new_tmpfs(0o755, 64 << 10, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
         )?;
         for (name, mode) in [(c"denied", 0o000), (c"empty", 0o444)] {
             let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
@@ -205,7 +224,16 @@ fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
         at("create the mask for", path, check(r as libc::c_long))?;
         roots.mask_file_fs = Some(fs);
     }
-    let fs = roots.mask_file_fs.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    Ok(roots.mask_file_fs.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1))
+}
+
+/// Binds one entry of the mask source (a tiny tmpfs made on first use) over `path`:
+/// `denied` (an unreadable file) and `denied-dir` (an unreadable directory) mask denied
+/// paths; `empty` (a readable empty file) covers placeholders, so tools see an empty file.
+/// Every mask is a clone of the same source: no new file system per mask.
+fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let fs = mask_source(roots, path)?;
     let src = at("open the mask for", path, open_beneath(fs, Path::new(which), libc::O_PATH, 0))?;
     let tree = at("clone the mask for", path, clone_tree(src.as_raw_fd(), false))?;
     at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;

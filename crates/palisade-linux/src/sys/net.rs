@@ -34,9 +34,20 @@ pub fn loopback_up() -> io::Result<()> {
 /// Creates the gateway's listening sockets here, inside the sandbox's network namespace, and
 /// sends them to the supervisor, which serves them from outside: no helper process runs in
 /// the sandbox, and the only way out is through those sockets.
+///
+/// Order: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then one transparent listener per
+/// port of `net.transparent_ports`.
 pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let http = std::net::TcpListener::bind(net.http_proxy)?;
-    let socks = std::net::TcpListener::bind(net.socks)?;
-    super::ffi::send_fds(sock, &[super::child::msg::NET], &[http.as_raw_fd(), socks.as_raw_fd()])
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let mut fds: Vec<OwnedFd> = vec![
+        std::net::TcpListener::bind(net.http_proxy)?.into(),
+        std::net::TcpListener::bind(net.socks)?.into(),
+        std::net::UdpSocket::bind(net.dns)?.into(),
+        std::net::TcpListener::bind(net.dns)?.into(),
+    ];
+    for p in &net.transparent_ports {
+        fds.push(std::net::TcpListener::bind(("0.0.0.0", *p))?.into());
+    }
+    let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    super::ffi::send_fds(sock, &[super::child::msg::NET], &raw)
 }

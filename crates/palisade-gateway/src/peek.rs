@@ -1,0 +1,126 @@
+//! What the first bytes of a transparent connection say about where it is going: the TLS
+//! ClientHello's server name (`tls-parser`), or an HTTP request's `Host`. The transparent
+//! listener requires either to match the name behind the synthetic address (THREATS C-07).
+
+use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake, parse_tls_extensions, parse_tls_plaintext};
+
+use crate::{Parse, http};
+
+/// The protocol the client opened with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// TLS, with the server name it asks for (if any).
+    Tls(Option<String>),
+    /// HTTP, with its `Host` header (if any).
+    Http(Option<String>),
+    /// Anything else (SSH and other protocols carry no name).
+    Other,
+}
+
+/// Classifies the first bytes; [`Parse::Incomplete`] until a whole ClientHello or request
+/// head has arrived. A message that looks like TLS or HTTP but does not parse is an error.
+pub fn classify(buf: &[u8]) -> Result<Parse<Opening>, String> {
+    let Some(&first) = buf.first() else { return Ok(Parse::Incomplete) };
+    if first == 0x16 {
+        return match parse_tls_plaintext(buf) {
+            Err(tls_parser::nom::Err::Incomplete(_)) => Ok(Parse::Incomplete),
+            Err(_) => Err("malformed TLS record".into()),
+            Ok((rest, record)) => {
+                let used = buf.len() - rest.len();
+                for m in &record.msg {
+                    if let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) = m {
+                        return Ok(Parse::Done(Opening::Tls(server_name(ch.ext)?), used));
+                    }
+                }
+                Err("the first TLS record is not a ClientHello".into())
+            }
+        };
+    }
+    const METHODS: [&[u8]; 9] =
+        [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+    let n = buf.len();
+    if METHODS.iter().any(|m| n < m.len() && m.starts_with(buf)) {
+        return Ok(Parse::Incomplete);
+    }
+    if METHODS.iter().any(|m| buf.starts_with(m)) {
+        return match http::head(buf) {
+            Ok(Parse::Done(h, n)) => Ok(Parse::Done(Opening::Http(h.host_header), n)),
+            Ok(Parse::Incomplete) => Ok(Parse::Incomplete),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    Ok(Parse::Done(Opening::Other, 0))
+}
+
+fn server_name(ext: Option<&[u8]>) -> Result<Option<String>, String> {
+    let Some(ext) = ext else { return Ok(None) };
+    let (_, exts) = parse_tls_extensions(ext).map_err(|_| "malformed TLS extensions".to_string())?;
+    for e in exts {
+        if let TlsExtension::SNI(names) = e {
+            for (kind, name) in names {
+                if kind.0 == 0 {
+                    let s = std::str::from_utf8(name).map_err(|_| "server name is not UTF-8".to_string())?;
+                    return Ok(Some(s.to_owned()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal TLS 1.2 ClientHello carrying `sni`.
+    pub fn client_hello(sni: &str) -> Vec<u8> {
+        let name = sni.as_bytes();
+        let mut sni_ext = Vec::new();
+        let list_len = 3 + name.len();
+        sni_ext.extend_from_slice(&[0x00, 0x00]);
+        sni_ext.extend_from_slice(&((list_len + 2) as u16).to_be_bytes());
+        sni_ext.extend_from_slice(&(list_len as u16).to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]);
+        body.extend_from_slice(&[0x01, 0x00]);
+        body.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&sni_ext);
+        let mut hs = vec![0x01];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 0x03, 0x01];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn sni_from_every_prefix() {
+        let hello = client_hello("api.example.com");
+        for i in 0..hello.len() {
+            assert_eq!(classify(&hello[..i]).unwrap(), Parse::Incomplete, "prefix {i}");
+        }
+        assert_eq!(classify(&hello).unwrap(), Parse::Done(Opening::Tls(Some("api.example.com".into())), hello.len()));
+    }
+
+    #[test]
+    fn http_other_and_malformed() {
+        let req = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
+        assert_eq!(classify(req).unwrap(), Parse::Done(Opening::Http(Some("a.example.com".into())), req.len()));
+        assert_eq!(classify(b"GET / HT").unwrap(), Parse::Incomplete);
+        assert_eq!(classify(b"SSH-2.0-OpenSSH\r\n").unwrap(), Parse::Done(Opening::Other, 0));
+        assert!(
+            classify(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0, 0, 0]).is_err(),
+            "a ServerHello is not a ClientHello"
+        );
+        let mut bad = client_hello("x.example.com");
+        let n = bad.len();
+        bad[n - 5] = 0xff;
+        let _ = classify(&bad);
+    }
+}
