@@ -34,14 +34,35 @@ pub struct Listeners {
 /// Per-session limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Budgets {
+    /// Connections served at once; more wait for a slot.
     pub max_connections: usize,
+    /// Time for a request head, SOCKS messages or a TLS ClientHello to arrive.
     pub handshake: Duration,
+    /// A tunnel with no traffic either way for this long is closed.
+    pub idle: Duration,
+    /// Bytes sent out (client to upstream) over the whole session; past it, tunnels close.
+    pub max_upload: u64,
+    /// Bytes received (upstream to client) over the whole session.
+    pub max_download: u64,
 }
 
 impl Default for Budgets {
     fn default() -> Self {
-        Budgets { max_connections: 1024, handshake: Duration::from_secs(10) }
+        Budgets {
+            max_connections: 1024,
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(600),
+            max_upload: 4 << 30,
+            max_download: 64 << 30,
+        }
     }
+}
+
+/// What the session has moved so far.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub up: std::sync::atomic::AtomicU64,
+    pub down: std::sync::atomic::AtomicU64,
 }
 
 /// Resolves with the system resolver (outside the sandbox).
@@ -60,6 +81,7 @@ struct Shared {
     budgets: Budgets,
     slots: Semaphore,
     pool: std::sync::Mutex<Pool>,
+    counters: Counters,
 }
 
 /// Serves the listeners until the process exits. Blocks the calling thread.
@@ -67,7 +89,9 @@ pub fn serve(listeners: Listeners, decider: Decider, budgets: Budgets) -> std::i
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let pool = std::sync::Mutex::new(Pool::default());
-        let shared = Arc::new(Shared { decider, budgets, slots: Semaphore::new(budgets.max_connections), pool });
+        let counters = Counters::default();
+        let shared =
+            Arc::new(Shared { decider, budgets, slots: Semaphore::new(budgets.max_connections), pool, counters });
         let mut tasks = Vec::new();
         if let Some(l) = listeners.http {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Http)));
@@ -150,12 +174,47 @@ async fn read_message<T>(
     }
 }
 
-async fn splice(mut client: TcpStream, upstream: SocketAddr, first: &[u8]) -> std::io::Result<()> {
-    let mut up = TcpStream::connect(upstream).await?;
+async fn splice(client: TcpStream, upstream: SocketAddr, first: &[u8], shared: &Shared) -> std::io::Result<()> {
+    let up = TcpStream::connect(upstream).await?;
+    tunnel(client, up, first, shared.budgets, &shared.counters).await
+}
+
+/// Copies both ways until either side closes, a direction stays idle past the budget, or the
+/// session's byte budget is spent. `first` (bytes already read from the client) goes first.
+pub async fn tunnel(client: TcpStream, up: TcpStream, first: &[u8], b: Budgets, c: &Counters) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = up.into_split();
     if !first.is_empty() {
-        up.write_all(first).await?;
+        c.up.fetch_add(first.len() as u64, Relaxed);
+        uw.write_all(first).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+    async fn pump(
+        from: &mut tokio::net::tcp::OwnedReadHalf,
+        to: &mut tokio::net::tcp::OwnedWriteHalf,
+        count: &std::sync::atomic::AtomicU64,
+        limit: u64,
+        idle: Duration,
+    ) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match tokio::time::timeout(idle, from.read(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
+            };
+            if n == 0 {
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            if count.fetch_add(n as u64, Relaxed) + n as u64 > limit {
+                return Err(std::io::Error::other("the session's byte budget is spent"));
+            }
+            to.write_all(&buf[..n]).await?;
+        }
+    }
+    let upward = pump(&mut cr, &mut uw, &c.up, b.max_upload, b.idle);
+    let downward = pump(&mut ur, &mut cw, &c.down, b.max_download, b.idle);
+    tokio::try_join!(upward, downward)?;
     Ok(())
 }
 
@@ -191,7 +250,7 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
         }
     };
     if head.connect {
-        let mut up = match TcpStream::connect(checked.addr()).await {
+        let up = match TcpStream::connect(checked.addr()).await {
             Ok(u) => u,
             Err(e) => {
                 conn.write_all(
@@ -203,15 +262,13 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
             }
         };
         conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-        up.write_all(&buf[used..]).await?;
-        tokio::io::copy_bidirectional(&mut conn, &mut up).await?;
-        return Ok(());
+        return tunnel(conn, up, &buf[used..], shared.budgets, &shared.counters).await;
     }
     // Plain HTTP: one request per upstream connection, so every request is decided.
     let forwarded = close_after(&buf[..used]);
     let mut first = forwarded;
     first.extend_from_slice(&buf[used..]);
-    splice(conn, checked.addr(), &first).await
+    splice(conn, checked.addr(), &first, shared).await
 }
 
 /// The request head with `Connection: close` instead of any keep-alive headers.
@@ -262,7 +319,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
             return Ok(());
         }
     };
-    let mut up = match TcpStream::connect(checked.addr()).await {
+    let up = match TcpStream::connect(checked.addr()).await {
         Ok(u) => u,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -275,9 +332,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
         }
     };
     conn.write_all(&socks5::reply_bytes(socks5::reply::SUCCEEDED)).await?;
-    up.write_all(&buf[used..]).await?;
-    tokio::io::copy_bidirectional(&mut conn, &mut up).await?;
-    Ok(())
+    tunnel(conn, up, &buf[used..], shared.budgets, &shared.counters).await
 }
 
 fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
@@ -375,12 +430,70 @@ async fn transparent_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Resu
         Ok(c) => c,
         Err(_) => return Ok(()),
     };
-    splice(conn, checked.addr(), &buf).await
+    splice(conn, checked.addr(), &buf, shared).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    /// A connected pair of TCP streams on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn tunnel_stops_at_the_upload_budget() {
+        rt().block_on(async {
+            let (mut client, client_side) = pair().await;
+            let (upstream_side, mut upstream) = pair().await;
+            let b = Budgets { max_upload: 100_000, ..Budgets::default() };
+            let c = Counters::default();
+            let t = tunnel(client_side, upstream_side, b"first", b, &c);
+            let writer = async {
+                let chunk = vec![7u8; 10_000];
+                for _ in 0..50 {
+                    if client.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown().await;
+            };
+            let reader = async {
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = upstream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                got
+            };
+            let (r, _, got) = tokio::join!(t, writer, reader);
+            assert!(r.is_err(), "the tunnel outlived its budget");
+            assert!(got <= 100_000 + 64 * 1024, "{got} bytes went out past a 100 kB budget");
+        });
+    }
+
+    #[test]
+    fn idle_tunnels_close() {
+        rt().block_on(async {
+            let (_client, client_side) = pair().await;
+            let (upstream_side, _upstream) = pair().await;
+            let b = Budgets { idle: Duration::from_millis(50), ..Budgets::default() };
+            let c = Counters::default();
+            let r = tokio::time::timeout(Duration::from_secs(5), tunnel(client_side, upstream_side, b"", b, &c)).await;
+            assert!(matches!(r, Ok(Err(_))), "an idle tunnel stayed open");
+        });
+    }
 
     #[test]
     fn keep_alive_becomes_close() {
