@@ -108,6 +108,15 @@ impl Decider {
         }
     }
 
+    /// Whether [`Decider::check`] would call the resolver for `target` (a name the policy's
+    /// `hosts` does not map); when not, it never blocks.
+    pub fn needs_resolution(&self, target: &Target) -> bool {
+        match &target.host {
+            Host::Ip(_) => false,
+            Host::Name(n) => !self.rules.hosts.iter().any(|m| &m.name == n),
+        }
+    }
+
     /// Decides `target`, resolves it once, checks the address, and returns what to dial.
     pub fn check(&self, target: &Target, resolver: &dyn Resolver) -> Result<Checked, Refusal> {
         let v = self.decide(target);

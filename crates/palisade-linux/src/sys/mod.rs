@@ -120,6 +120,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         }
     };
     if let (Some(serve), false) = (opts.gateway, listeners.is_empty()) {
+        raise_open_files_limit();
         std::thread::Builder::new()
             .name("palisade-gateway".into())
             .spawn(move || serve(listeners))
@@ -180,6 +181,20 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         .and_then(|_| terminal::supervise(pid, master, &signals).map_err(|e| setup("supervising the command", e)));
     kill_descendants();
     result
+}
+
+/// Each gateway tunnel holds two descriptors in the supervisor: the soft limit on open files
+/// goes up to the hard limit, so the gateway's connection budget, not a default of 1,024, is
+/// what binds. (The sandbox's own limit is unchanged: it was inherited at `clone`.)
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid struct; only the soft limit changes.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }
 
 /// Kills and reaps every remaining child (orphans are reparented to us as subreaper).
