@@ -196,3 +196,108 @@ fn transparent_tcp_refuses_a_mismatched_name() {
     assert!(stdout(&o).contains("failed"), "{}", stdout(&o));
     assert_eq!(up.hits(), 1, "a matching SNI was not forwarded");
 }
+
+/// A TLS upstream with a throwaway certificate for `tls.test` (openssl s_server), or `None`
+/// when openssl is not installed.
+fn tls_upstream(s: &Sandbox) -> Option<(u16, String, std::process::Child)> {
+    let dir = s.path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=tls.test", "-addext", "subjectAltName=DNS:tls.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .ok()?;
+    if !made.status.success() {
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("timeout")
+        .args(["60", "openssl", "s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some((port, cert.to_string_lossy().into_owned(), child))
+}
+
+#[test]
+fn tls_with_a_test_certificate_through_connect_and_transparent_tcp() {
+    let s = Sandbox::new("c-tls");
+    let Some((port, cert, mut server)) = tls_upstream(&s) else {
+        eprintln!("skipped: no openssl");
+        return;
+    };
+    let p = policy_file(
+        &s,
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"tls.test:{port}\"]\nhosts = {{ \"tls.test\" = \"127.0.0.1\" }}\n"
+        ),
+    );
+    let cert_dir = std::path::Path::new(&cert).parent().unwrap().to_str().unwrap().to_owned();
+    for how in ["", "--noproxy '*'"] {
+        let o = s.run(
+            &["--policy", &p, "--allow-read", &cert_dir],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("curl -sS --max-time 5 --cacert {cert} {how} https://tls.test:{port}/ | head -c 200"),
+            ],
+        );
+        assert!(
+            stdout(&o).contains("<HTML>") || stdout(&o).contains("s_server"),
+            "{how}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn raw_tcp_where_the_server_speaks_first() {
+    // Like SSH: the client waits for the server's banner, so the gateway must not wait for
+    // the client's first bytes forever.
+    let s = Sandbox::new("c-server-first");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten().take(5) {
+            let _ = c.write_all(b"SSH-2.0-palisade-test\r\n");
+            let mut buf = [0u8; 64];
+            if let Ok(n) = c.read(&mut buf) {
+                let _ = c.write_all(&buf[..n]);
+            }
+        }
+    });
+    let p = policy_file(
+        &s,
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"banner.test:{port}\"]\nhosts = {{ \"banner.test\" = \"127.0.0.1\" }}\n"
+        ),
+    );
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    let py = format!(
+        "import socket\nc = socket.create_connection(('banner.test', {port}), timeout=5)\nprint(c.recv(100).decode().strip())\nc.sendall(b'echo me')\nprint(c.recv(100).decode())"
+    );
+    let o = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &py]);
+    assert_eq!(stdout(&o), "SSH-2.0-palisade-test\necho me\n", "{}", stderr(&o));
+}
