@@ -301,3 +301,35 @@ fn raw_tcp_where_the_server_speaks_first() {
     let o = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &py]);
     assert_eq!(stdout(&o), "SSH-2.0-palisade-test\necho me\n", "{}", stderr(&o));
 }
+
+#[test]
+fn no_inbound_servers_inside_are_unreachable_from_the_host() {
+    let s = Sandbox::new("c-no-inbound");
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    // A free port on the host, which the sandbox then listens on inside.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let py = format!(
+        "import socket, time\ns = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); s.settimeout(2)\nprint('listening', flush=True)\ntry:\n    s.accept(); print('accepted')\nexcept socket.timeout:\n    print('nobody')"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["run", "--allow-net", "example.test:443", "--", "/usr/bin/python3", "-c", &py])
+        .current_dir(s.ws())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", s.home())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    let _ = out.read_exact(&mut first);
+    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        assert!(std::net::TcpStream::connect(&addr).is_err(), "the host reached a server inside the sandbox at {addr}");
+    }
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let _ = child.wait();
+    assert_eq!(rest.trim(), "nobody", "the sandboxed server saw a connection");
+}
