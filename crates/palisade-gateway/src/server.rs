@@ -177,6 +177,25 @@ async fn read_message<T>(
     }
 }
 
+/// [`read_message`], and on a protocol error the refusal it carries is sent before `None`.
+async fn read_or_refuse<T>(
+    conn: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    deadline: tokio::time::Instant,
+    parse: impl FnMut(&[u8]) -> Result<Parse<T>, Option<Vec<u8>>>,
+) -> std::io::Result<Option<(T, usize)>> {
+    match read_message(conn, buf, limit, deadline, parse).await {
+        Ok(v) => Ok(Some(v)),
+        Err(reply) => {
+            if let Some(r) = reply {
+                conn.write_all(&r).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
 async fn splice(client: TcpStream, upstream: SocketAddr, first: &[u8], shared: &Shared) -> std::io::Result<()> {
     let up = TcpStream::connect(upstream).await?;
     tunnel(client, up, first, shared.budgets, &shared.counters).await
@@ -224,18 +243,12 @@ pub async fn tunnel(client: TcpStream, up: TcpStream, first: &[u8], b: Budgets, 
 async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let deadline = tokio::time::Instant::now() + shared.budgets.handshake;
     let mut buf = Vec::new();
-    let (head, used) = match read_message(&mut conn, &mut buf, http::MAX_HEAD, deadline, |b| {
+    let Some((head, used)) = read_or_refuse(&mut conn, &mut buf, http::MAX_HEAD, deadline, |b| {
         http::head(b).map_err(|e| Some(http::forbidden(&e.to_string())))
     })
-    .await
-    {
-        Ok(v) => v,
-        Err(reply) => {
-            if let Some(r) = reply {
-                conn.write_all(&r).await?;
-            }
-            return Ok(());
-        }
+    .await?
+    else {
+        return Ok(());
     };
     // A Host header that names another host than the request target is refused (C-07).
     if let Some(h) = &head.host_header {
@@ -293,28 +306,18 @@ fn close_after(head: &[u8]) -> Vec<u8> {
 async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let deadline = tokio::time::Instant::now() + shared.budgets.handshake;
     let mut buf = Vec::new();
-    let (answer, used) =
-        match read_message(&mut conn, &mut buf, 512, deadline, |b| socks5::greeting(b).map_err(|e| e.reply)).await {
-            Ok(v) => v,
-            Err(reply) => {
-                if let Some(r) = reply {
-                    conn.write_all(&r).await?;
-                }
-                return Ok(());
-            }
-        };
+    let Some((answer, used)) =
+        read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| socks5::greeting(b).map_err(|e| e.reply)).await?
+    else {
+        return Ok(());
+    };
     conn.write_all(&answer).await?;
     buf.drain(..used);
-    let (target, used) =
-        match read_message(&mut conn, &mut buf, 512, deadline, |b| socks5::request(b).map_err(|e| e.reply)).await {
-            Ok(v) => v,
-            Err(reply) => {
-                if let Some(r) = reply {
-                    conn.write_all(&r).await?;
-                }
-                return Ok(());
-            }
-        };
+    let Some((target, used)) =
+        read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| socks5::request(b).map_err(|e| e.reply)).await?
+    else {
+        return Ok(());
+    };
     let checked = match check(shared, &target).await {
         Ok(c) => c,
         Err(_) => {

@@ -48,6 +48,19 @@ pub struct CommandArgs<'a> {
     pub landlock: &'a LandlockPlan,
 }
 
+impl<'a> CommandArgs<'a> {
+    pub fn new(
+        sock: RawFd,
+        filter: &'a [libc::sock_filter],
+        (argv, envp, path_env): super::ExecStrings,
+        pty: Option<super::PtyUse>,
+        cwd: &'a Path,
+        landlock: &'a LandlockPlan,
+    ) -> Self {
+        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock }
+    }
+}
+
 /// What init needs: the plan for the file system view, and the command.
 pub struct ChildArgs<'a> {
     pub plan: &'a Plan,

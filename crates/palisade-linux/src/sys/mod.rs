@@ -86,17 +86,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     if pid == 0 {
         signals.unblock_in_child();
         drop(ours);
-        let (argv, envp, path_env) = strings;
-        let cmd = child::CommandArgs {
-            sock: theirs.as_raw_fd(),
-            filter: &filter,
-            argv,
-            envp,
-            path_env,
-            pty: opts.pty,
-            cwd: &plan.cwd,
-            landlock: &plan.landlock,
-        };
+        let cmd = child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
         child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
@@ -140,7 +130,7 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
     let filter = bpf_filter(crate::seccomp::FilterOptions { refuse_inet: true, refuse_unix_socket: true })?;
-    let (argv, envp, path_env) = exec_strings(&plan.argv, &plan.env)?;
+    let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     let pty = match opts.pty {
@@ -156,16 +146,7 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         // SAFETY: prctl with documented arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
         drop(ours);
-        let args = child::CommandArgs {
-            sock: theirs.as_raw_fd(),
-            filter: &filter,
-            argv,
-            envp,
-            path_env,
-            pty: opts.pty,
-            cwd: &plan.cwd,
-            landlock: &plan.landlock,
-        };
+        let args = child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
         child::command_main(&args, pty.as_ref().map(|(_, slave)| slave.as_raw_fd()));
     }
     if pid < 0 {
@@ -225,7 +206,7 @@ fn bpf_filter(opts: crate::seccomp::FilterOptions) -> Result<Vec<libc::sock_filt
         .collect())
 }
 
-type ExecStrings = (Vec<CString>, Vec<CString>, Option<String>);
+pub(crate) type ExecStrings = (Vec<CString>, Vec<CString>, Option<String>);
 
 /// argv and envp as C strings, and the `PATH` to search, prepared before forking.
 fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result<ExecStrings, RunError> {
