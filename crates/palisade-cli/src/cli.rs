@@ -24,13 +24,28 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Report what this machine can enforce and whether `run` would work (exit 0 if it would).
     Check(CheckArgs),
+    /// Read audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's hash chain: exit 0 if intact, 1 if edited, reordered or cut.
+    Verify {
+        /// The log (a `.jsonl` file written by `palisade run`).
+        file: PathBuf,
+    },
+    /// Summarise an audit log: the command, network decisions by host, how it ended.
+    Show { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Write the audit log to FILE (default: under $XDG_STATE_HOME/palisade/sessions/).
+    /// Write the audit log to FILE, which must not exist yet and must not be writable inside
+    /// the sandbox (default: $XDG_STATE_HOME/palisade/sessions/session-TIME-PID.jsonl).
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
     /// Print diagnostics as JSON lines on stderr.

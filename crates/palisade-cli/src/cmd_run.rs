@@ -20,6 +20,7 @@ fn run_platform(
     policy: palisade_policy::ResolvedPolicy,
 ) -> Outcome {
     use palisade_linux::{RunError, plan};
+    use palisade_monitor::Sink;
 
     let abi = palisade_linux::probe::landlock_abi_now();
     if abi < palisade_linux::probe::LANDLOCK_MINIMUM_ABI {
@@ -50,17 +51,22 @@ fn run_platform(
         );
         return Ok(0);
     }
+    let log = open_audit(&args, &env, &plan)?;
+    let started = std::time::Instant::now();
+    log.record(&session_start(&args, &policy, "namespaces", abi, &[]));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
         stdin: true,
         stdout: std::io::stdout().is_terminal(),
         stderr: std::io::stderr().is_terminal(),
     });
-    let gateway = plan.network.as_ref().map(|_| gateway(&policy));
-    match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway }) {
+    let sink: std::sync::Arc<dyn palisade_monitor::Sink> = log.clone();
+    let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink));
+    let result = match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway }) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
+            log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing));
             outcome(palisade_linux::run_degraded(&degraded, palisade_linux::RunOptions { pty, gateway: None }))
         }
         Err(RunError::Namespaces(m)) => {
@@ -73,13 +79,77 @@ fn run_platform(
             })
         }
         other => outcome(other),
+    };
+    let (exit_code, signal) = match &result {
+        Ok(c) if *c > 128 && *c < 160 => (None, Some(i32::from(*c) - 128)),
+        Ok(c) => (Some(i32::from(*c)), None),
+        Err(_) => (Some(i32::from(exit::FAILURE)), None),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    log.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms });
+    if let Some(e) = log.error() {
+        eprintln!("palisade: {e}");
+    }
+    result
+}
+
+/// Opens the session's audit log: never one the sandbox could write, never an existing one.
+#[cfg(target_os = "linux")]
+fn open_audit(
+    args: &RunArgs,
+    env: &palisade_policy::load::Environment,
+    plan: &palisade_linux::plan::Plan,
+) -> Result<std::sync::Arc<palisade_monitor::AuditLog>, Failure> {
+    let path = match &args.audit {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => env.cwd.join(p),
+        None => {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            env.state_home.join("palisade/sessions").join(format!("session-{secs}-{}.jsonl", std::process::id()))
+        }
+    };
+    let canonical = palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &path);
+    if plan.exposes_writable(&canonical) {
+        return Err(Failure {
+            message: format!("the audit log {} would be writable inside the sandbox", path.display()),
+            hint: Some(
+                "write it outside the workspace (the default is under $XDG_STATE_HOME/palisade/sessions/)".into(),
+            ),
+        });
+    }
+    palisade_monitor::AuditLog::create(&path).map(std::sync::Arc::new).map_err(|e| Failure {
+        message: format!("cannot create the audit log {}: {e}", path.display()),
+        hint: Some("pass --audit FILE with a new file in a writable directory".into()),
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn session_start(
+    args: &RunArgs,
+    policy: &palisade_policy::ResolvedPolicy,
+    mode: &str,
+    abi: i32,
+    missing: &[String],
+) -> palisade_monitor::Event {
+    palisade_monitor::Event::SessionStart {
+        argv: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        workspace: policy.workspace.to_string_lossy().into_owned(),
+        mode: mode.into(),
+        landlock_abi: abi,
+        network: policy.mode().to_string(),
+        layers: policy.layers.iter().map(|(k, s)| format!("{k} ({s})")).collect(),
+        missing: missing.to_vec(),
     }
 }
 
 /// The gateway for this policy: serves the listeners the sandbox made (HTTP proxy, SOCKS5,
 /// DNS stub, transparent ports).
 #[cfg(target_os = "linux")]
-fn gateway(policy: &palisade_policy::ResolvedPolicy) -> palisade_linux::Gateway {
+fn gateway(
+    policy: &palisade_policy::ResolvedPolicy,
+    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
+) -> palisade_linux::Gateway {
     use palisade_gateway::server::{Budgets, Listeners, serve};
     let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
     Box::new(move |fds: Vec<std::os::fd::OwnedFd>| {
@@ -92,7 +162,7 @@ fn gateway(policy: &palisade_policy::ResolvedPolicy) -> palisade_linux::Gateway 
             dns_tcp: it.next().map(Into::into),
             transparent: it.map(Into::into).collect(),
         };
-        if let Err(e) = serve(l, decider, Budgets::default()) {
+        if let Err(e) = serve(l, decider, Budgets::default(), Some(sink)) {
             eprintln!("palisade: the gateway stopped: {e}");
         }
     })

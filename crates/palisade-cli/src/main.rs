@@ -2,6 +2,7 @@
 //! the library crates, and maps every outcome to an exit status (see [`exit`]).
 
 mod cli;
+mod cmd_audit;
 mod cmd_check;
 mod cmd_policy;
 mod cmd_run;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run::run(args),
         Command::Policy(cmd) => cmd_policy::run(cmd),
         Command::Check(args) => cmd_check::run(args),
+        Command::Audit(cmd) => cmd_audit::run(cmd),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

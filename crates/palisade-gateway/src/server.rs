@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use palisade_monitor::{Event, Sink};
+
 use crate::decision::{Checked, Decider, Refusal, Resolver};
 use crate::peek::{Opening, classify};
 use crate::pool::Pool;
@@ -77,6 +79,7 @@ impl Resolver for SystemResolver {
 }
 
 struct Shared {
+    sink: Option<Arc<dyn Sink>>,
     decider: Decider,
     budgets: Budgets,
     slots: Semaphore,
@@ -84,14 +87,20 @@ struct Shared {
     counters: Counters,
 }
 
-/// Serves the listeners until the process exits. Blocks the calling thread.
-pub fn serve(listeners: Listeners, decider: Decider, budgets: Budgets) -> std::io::Result<()> {
+/// Serves the listeners until the process exits. Blocks the calling thread. Every DNS query
+/// and every connection decision goes to `sink`.
+pub fn serve(
+    listeners: Listeners,
+    decider: Decider,
+    budgets: Budgets,
+    sink: Option<Arc<dyn Sink>>,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let pool = std::sync::Mutex::new(Pool::default());
         let counters = Counters::default();
         let shared =
-            Arc::new(Shared { decider, budgets, slots: Semaphore::new(budgets.max_connections), pool, counters });
+            Arc::new(Shared { sink, decider, budgets, slots: Semaphore::new(budgets.max_connections), pool, counters });
         let mut tasks = Vec::new();
         if let Some(l) = listeners.http {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Http)));
@@ -143,15 +152,25 @@ async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, proto: Proto
     }
 }
 
-/// Decides and resolves; off the async thread only when a lookup may block.
-async fn check(shared: &Shared, target: &Target) -> Result<Checked, Refusal> {
-    if !shared.decider.needs_resolution(target) {
-        return shared.decider.check(target, &SystemResolver);
+/// Decides and resolves (off the async thread only when a lookup may block), and records the
+/// decision.
+async fn check(shared: &Shared, target: &Target, via: &str) -> Result<Checked, Refusal> {
+    let r = if !shared.decider.needs_resolution(target) {
+        shared.decider.check(target, &SystemResolver)
+    } else {
+        let (decider, t) = (shared.decider.clone(), target.clone());
+        tokio::task::spawn_blocking(move || decider.check(&t, &SystemResolver))
+            .await
+            .unwrap_or_else(|_| Err(Refusal::Policy("internal error".into())))
+    };
+    if let Some(sink) = &shared.sink {
+        let (allowed, reason) = match &r {
+            Ok(c) => (true, c.rule().to_owned()),
+            Err(e) => (false, e.to_string()),
+        };
+        sink.record(&Event::Connection { via: via.into(), target: target.to_string(), allowed, reason });
     }
-    let (decider, target) = (shared.decider.clone(), target.clone());
-    tokio::task::spawn_blocking(move || decider.check(&target, &SystemResolver))
-        .await
-        .unwrap_or_else(|_| Err(Refusal::Policy("internal error".into())))
+    r
 }
 
 /// Reads until `parse` has a whole message, within the handshake budget.
@@ -258,7 +277,7 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
             return Ok(());
         }
     }
-    let checked = match check(shared, &head.target).await {
+    let checked = match check(shared, &head.target, if head.connect { "connect" } else { "http" }).await {
         Ok(c) => c,
         Err(refusal) => {
             conn.write_all(&http::forbidden(&refusal.to_string())).await?;
@@ -318,7 +337,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
     else {
         return Ok(());
     };
-    let checked = match check(shared, &target).await {
+    let checked = match check(shared, &target, "socks5").await {
         Ok(c) => c,
         Err(_) => {
             conn.write_all(&socks5::reply_bytes(socks5::reply::NOT_ALLOWED)).await?;
@@ -343,7 +362,17 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
 
 fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
     let mut pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-    dns::answer(msg, &shared.decider, &mut pool).map(|(bytes, _query)| bytes)
+    let (bytes, q) = dns::answer(msg, &shared.decider, &mut pool)?;
+    drop(pool);
+    if let Some(sink) = &shared.sink {
+        let (allowed, reason, answer) = match q.answer {
+            dns::Answer::Allowed { addr, reason } => (true, reason, addr.map(|a| a.to_string())),
+            dns::Answer::Denied(reason) => (false, reason, None),
+            dns::Answer::Malformed => (false, "malformed query".to_owned(), None),
+        };
+        sink.record(&Event::Dns { name: q.name, qtype: q.qtype, allowed, reason, answer });
+    }
+    Some(bytes)
 }
 
 async fn dns_udp(sock: std::net::UdpSocket, shared: Arc<Shared>) {
@@ -432,7 +461,7 @@ async fn transparent_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Resu
             }
         }
     }
-    let checked = match check(shared, &target).await {
+    let checked = match check(shared, &target, "transparent").await {
         Ok(c) => c,
         Err(_) => return Ok(()),
     };

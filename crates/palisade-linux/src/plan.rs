@@ -121,6 +121,15 @@ pub struct Plan {
     pub network: Option<NetPlan>,
 }
 
+impl Plan {
+    /// Whether the host's `path` (canonical) is writable from inside the sandbox: the deepest
+    /// operation covering it is a writable bind of host content.
+    pub fn exposes_writable(&self, path: &Path) -> bool {
+        let deepest = self.mounts.iter().filter(|m| is_within(path, m.path())).max_by_key(|m| depth(m.path()));
+        matches!(deepest, Some(MountOp::Bind { writable: true, .. }))
+    }
+}
+
 /// Sizes of the private file systems when the policy sets none.
 pub const DEFAULT_TMP_SIZE: u64 = 2 << 30;
 pub const DEFAULT_HOME_SIZE: u64 = 1 << 30;
@@ -820,6 +829,16 @@ mod tests {
             plan(&format!("{BASE}[network]\nmode = \"allowlist\"\nallow = [\"a.com:8443\", \"b.com:22\"]\n"), &host())
                 .unwrap();
         assert_eq!(p.network.as_ref().unwrap().transparent_ports, [22, 8443]);
+    }
+
+    #[test]
+    fn which_host_paths_the_sandbox_can_write() {
+        let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &host()).unwrap();
+        assert!(p.exposes_writable(Path::new("/w/proj/src/x.log")));
+        assert!(!p.exposes_writable(Path::new("/w/proj/.git/hooks/x")));
+        assert!(!p.exposes_writable(Path::new("/tmp/x.log")), "the sandbox's /tmp is private");
+        assert!(!p.exposes_writable(Path::new("/home/u/.local/state/palisade/s.jsonl")));
+        assert!(!p.exposes_writable(Path::new("/etc/x")));
     }
 
     #[test]

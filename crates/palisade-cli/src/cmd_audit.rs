@@ -1,0 +1,94 @@
+//! `palisade audit verify | show`.
+
+use std::collections::BTreeMap;
+
+use palisade_monitor::{Event, verify};
+
+use crate::Outcome;
+use crate::cli::AuditCommand;
+
+pub fn run(cmd: AuditCommand) -> Outcome {
+    match cmd {
+        AuditCommand::Verify { file } => match verify(&file) {
+            Ok(s) => {
+                println!("{}: intact ({} records, hash chain and sequence verified)", file.display(), s.records);
+                Ok(0)
+            }
+            Err(e) => {
+                println!("{}: NOT intact: {e}", file.display());
+                Ok(1)
+            }
+        },
+        AuditCommand::Show { file } => {
+            let (events, warning) = match verify(&file) {
+                Ok(s) => (s.events, None),
+                Err(e) => (read_anyway(&file), Some(e.to_string())),
+            };
+            print!("{}", summarise(&events));
+            if let Some(w) = warning {
+                println!("WARNING: this log does not verify: {w}");
+                return Ok(1);
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Events from a log that does not verify, as far as they parse (shown with a warning).
+fn read_anyway(file: &std::path::Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| serde_json::from_value(v.get("event")?.clone()).ok())
+        .collect()
+}
+
+/// Strings from the sandbox are shown escaped, never interpreted by the terminal.
+fn clean(s: &str) -> String {
+    s.escape_debug().to_string()
+}
+
+fn summarise(events: &[Event]) -> String {
+    let mut out = String::new();
+    let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for e in events {
+        match e {
+            Event::SessionStart { argv, workspace, mode, landlock_abi, network, missing, .. } => {
+                let argv: Vec<String> = argv.iter().map(|a| clean(a)).collect();
+                out.push_str(&format!("command:   {}\n", argv.join(" ")));
+                out.push_str(&format!("workspace: {}\n", clean(workspace)));
+                out.push_str(&format!("enforced:  {mode}, Landlock ABI {landlock_abi}, network {network}\n"));
+                for m in missing {
+                    out.push_str(&format!("NOT enforced: {}\n", clean(m)));
+                }
+            }
+            Event::Connection { target, allowed, .. } => {
+                let c = hosts.entry(clean(target)).or_default();
+                if *allowed { c.0 += 1 } else { c.1 += 1 }
+            }
+            Event::Dns { name, allowed, .. } => {
+                let c = dns.entry(clean(name)).or_default();
+                if *allowed { c.0 += 1 } else { c.1 += 1 }
+            }
+            Event::SessionEnd { exit_code, signal, duration_ms } => {
+                let how = match (exit_code, signal) {
+                    (_, Some(s)) => format!("killed by signal {s}"),
+                    (Some(c), _) => format!("exit status {c}"),
+                    _ => "unknown".into(),
+                };
+                out.push_str(&format!("ended:     {how} after {:.1} s\n", *duration_ms as f64 / 1000.0));
+            }
+            _ => {}
+        }
+    }
+    for (title, map) in [("connections", &hosts), ("DNS queries", &dns)] {
+        if !map.is_empty() {
+            out.push_str(&format!("{title} (allowed / denied):\n"));
+            for (k, (a, d)) in map {
+                out.push_str(&format!("  {a:>5} / {d:<5} {k}\n"));
+            }
+        }
+    }
+    out
+}

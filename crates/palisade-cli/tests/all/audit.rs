@@ -1,0 +1,70 @@
+//! The audit log from outside: what a run records, and `palisade audit verify` catching
+//! every kind of tampering.
+
+use crate::util::*;
+
+fn run_with_audit(s: &Sandbox, log: &std::path::Path) {
+    let p = s.path("p.toml");
+    std::fs::write(&p, "[network]\nmode = \"allowlist\"\nallow = [\"allowed.test:9\"]\n").unwrap();
+    let o = s.palisade(&[
+        "run", "--audit", log.to_str().unwrap(), "--policy", p.to_str().unwrap(), "--", "/bin/sh", "-c",
+        "getent hosts allowed.test; getent hosts denied.test; curl -s --max-time 3 http://denied.test:9/ >/dev/null; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+#[test]
+fn a_run_records_its_session_and_every_network_decision() {
+    let s = Sandbox::new("e-audit");
+    let log = s.path("audit/session.jsonl");
+    run_with_audit(&s, &log);
+    let o = s.palisade(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    for kind in ["session_start", "dns", "connection", "session_end"] {
+        assert!(raw.contains(&format!("\"kind\":\"{kind}\"")), "no {kind} event: {raw}");
+    }
+    let out = stdout(&s.palisade(&["audit", "show", log.to_str().unwrap()]));
+    assert!(out.contains("exit status 3") && out.contains("denied.test:9") && out.contains("allowed.test"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn verify_catches_a_changed_byte_a_removed_record_and_a_cut_tail() {
+    let s = Sandbox::new("e-audit-tamper");
+    let log = s.path("audit/session.jsonl");
+    run_with_audit(&s, &log);
+    let original = std::fs::read_to_string(&log).unwrap();
+    let verify = |text: &str| {
+        std::fs::write(&log, text).unwrap();
+        s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code()
+    };
+    assert_eq!(verify(&original), Some(0));
+    assert_eq!(verify(&original.replacen("\"allowed\":false", "\"allowed\":true", 1)), Some(1), "a changed decision");
+    let lines: Vec<&str> = original.lines().collect();
+    let without =
+        |i: usize| lines.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, l)| format!("{l}\n")).collect::<String>();
+    assert_eq!(verify(&without(1)), Some(1), "a removed record");
+    assert_eq!(verify(&without(lines.len() - 1)), Some(1), "a cut tail");
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    assert_eq!(verify(&(swapped.join("\n") + "\n")), Some(1), "reordered records");
+}
+
+#[test]
+fn the_audit_log_is_never_writable_inside_the_sandbox() {
+    let s = Sandbox::new("e-audit-inside");
+    let o = s.palisade(&["run", "--audit", s.path("ws/log.jsonl").to_str().unwrap(), "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("writable inside the sandbox"), "{}", stderr(&o));
+    // By default the log goes under the state directory, which the sandbox cannot see.
+    let o = s.sh("ls ~/.local/state/palisade 2>&1; true");
+    assert!(stdout(&o).contains("No such file"), "{}", stdout(&o));
+    let sessions = s.home().join(".local/state/palisade/sessions");
+    assert!(
+        std::fs::read_dir(&sessions).map(|d| d.count()).unwrap_or(0) >= 1,
+        "no default audit log in {}",
+        sessions.display()
+    );
+}

@@ -1,0 +1,8 @@
+//! Palisade's monitor: one event model for every layer ([`event`]), and the append-only,
+//! hash-chained audit log ([`audit`]) that `palisade audit verify` checks.
+
+pub mod audit;
+pub mod event;
+
+pub use audit::{AuditLog, Sink, Summary, VerifyError, verify};
+pub use event::{Event, SCHEMA_VERSION};
