@@ -71,6 +71,14 @@ fn summarise(events: &[Event]) -> String {
                 let c = dns.entry(clean(name)).or_default();
                 if *allowed { c.0 += 1 } else { c.1 += 1 }
             }
+            Event::MonitorAction { rule, condition, action, reason } => {
+                out.push_str(&format!(
+                    "ACTION:    {action} by rule {:?} ({}): {}\n",
+                    clean(rule),
+                    clean(condition),
+                    clean(reason)
+                ));
+            }
             Event::SessionEnd { exit_code, signal, duration_ms } => {
                 let how = match (exit_code, signal) {
                     (_, Some(s)) => format!("killed by signal {s}"),

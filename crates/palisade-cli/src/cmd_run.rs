@@ -59,15 +59,17 @@ fn run_platform(
         stdout: std::io::stdout().is_terminal(),
         stderr: std::io::stderr().is_terminal(),
     });
-    let sink: std::sync::Arc<dyn palisade_monitor::Sink> = log.clone();
-    let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink));
-    let result = match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway }) {
+    let kill = palisade_linux::KillSwitch::new()
+        .map_err(|e| Failure { message: format!("creating the monitor's kill switch: {e}"), hint: None })?;
+    let sink: std::sync::Arc<dyn palisade_monitor::Sink> = monitor(&log, &policy, kill.clone(), args.json);
+    let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink.clone()));
+    let result = match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway, kill: Some(kill) }) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
             log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing));
-            outcome(palisade_linux::run_degraded(&degraded, palisade_linux::RunOptions { pty, gateway: None }))
+            outcome(palisade_linux::run_degraded(&degraded, palisade_linux::RunOptions { pty, ..Default::default() }))
         }
         Err(RunError::Namespaces(m)) => {
             let report = palisade_linux::probe::probe();
@@ -86,11 +88,35 @@ fn run_platform(
         Err(_) => (Some(i32::from(exit::FAILURE)), None),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    log.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms });
+    sink.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms });
     if let Some(e) = log.error() {
         eprintln!("palisade: {e}");
     }
     result
+}
+
+/// The session's monitor: audit log, rules, and what `alert` and `kill` do.
+#[cfg(target_os = "linux")]
+fn monitor(
+    log: &std::sync::Arc<palisade_monitor::AuditLog>,
+    policy: &palisade_policy::ResolvedPolicy,
+    kill: std::sync::Arc<palisade_linux::KillSwitch>,
+    json: bool,
+) -> std::sync::Arc<dyn palisade_monitor::Sink> {
+    let alert = move |f: &palisade_monitor::rules::Fired| {
+        if json {
+            let v = serde_json::json!({ "level": "alert", "rule": f.rule, "condition": f.condition, "action": f.action.to_string(), "reason": f.reason });
+            eprintln!("{v}");
+        } else {
+            eprintln!("palisade: ALERT: rule {:?} ({}): {}; action: {}", f.rule, f.condition, f.reason, f.action);
+        }
+    };
+    std::sync::Arc::new(palisade_monitor::rules::Monitor::new(
+        log.clone(),
+        &policy.monitor_rules,
+        Box::new(alert),
+        Box::new(move || kill.trigger()),
+    ))
 }
 
 /// Opens the session's audit log: never one the sandbox could write, never an existing one.

@@ -35,6 +35,8 @@ pub enum Event {
         allowed: bool,
         reason: String,
     },
+    /// A monitor rule fired and its action was taken.
+    MonitorAction { rule: String, condition: String, action: String, reason: String },
     /// The sandbox ended.
     SessionEnd { exit_code: Option<i32>, signal: Option<i32>, duration_ms: u64 },
 }
@@ -46,6 +48,7 @@ impl Event {
             Event::SessionStart { .. } => "session_start",
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
+            Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }
     }

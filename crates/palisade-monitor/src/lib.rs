@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod event;
+pub mod rules;
 
 pub use audit::{AuditLog, Sink, Summary, VerifyError, verify};
 pub use event::{Event, SCHEMA_VERSION};

@@ -68,3 +68,55 @@ fn the_audit_log_is_never_writable_inside_the_sandbox() {
         sessions.display()
     );
 }
+
+#[test]
+fn a_denied_connection_burst_raises_the_default_alert() {
+    let s = Sandbox::new("e-rule-alert");
+    let log = s.path("audit/a.jsonl");
+    let o = s.palisade(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--allow-net",
+        "allowed.test:443",
+        "--",
+        "/bin/sh",
+        "-c",
+        "for i in $(seq 25); do curl -s --max-time 2 http://denied$i.test/ >/dev/null; done; echo finished",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("finished"));
+    assert!(stderr(&o).contains("ALERT") && stderr(&o).contains("denied-connection-burst"), "{}", stderr(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(raw.matches("\"kind\":\"monitor_action\"").count(), 1, "an alert per window, not per connection");
+}
+
+#[test]
+fn a_kill_rule_stops_the_sandbox_at_once_and_says_why() {
+    let s = Sandbox::new("e-rule-kill");
+    let log = s.path("audit/k.jsonl");
+    let p = s.path("k.toml");
+    std::fs::write(
+        &p,
+        "[network]\nmode = \"allowlist\"\nallow = [\"allowed.test:443\"]\n[[monitor.rules]]\nname = \"burst-kill\"\nwhen = \"denied_connections > 3 in 60s\"\naction = \"kill\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = s.palisade(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--policy",
+        p.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "for i in 1 2 3 4 5 6; do curl -s --max-time 2 http://denied$i.test/ >/dev/null; done; sleep 20; echo survived",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("survived"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the kill was not immediate");
+    let show = stdout(&s.palisade(&["audit", "show", log.to_str().unwrap()]));
+    assert!(show.contains("ACTION:    kill by rule \"burst-kill\"") && show.contains("killed by signal 9"), "{show}");
+    assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
+}

@@ -33,6 +33,30 @@ pub struct PtyUse {
 /// by the caller, so the executor never sees the policy.
 pub type Gateway = Box<dyn FnOnce(Vec<OwnedFd>) + Send>;
 
+/// Stops a running sandbox from any thread (a monitor rule's `kill`): the supervisor polls
+/// it and kills the sandbox's init, and with it every process inside.
+#[derive(Debug)]
+pub struct KillSwitch {
+    fd: OwnedFd,
+}
+
+impl KillSwitch {
+    pub fn new() -> io::Result<std::sync::Arc<KillSwitch>> {
+        // SAFETY: eventfd with documented flags; the descriptor is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just returned by the kernel.
+        Ok(std::sync::Arc::new(KillSwitch { fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) } }))
+    }
+
+    /// Asks the supervisor to kill the sandbox now.
+    pub fn trigger(&self) {
+        let _ = ffi::write_all(self.fd.as_raw_fd(), &1u64.to_ne_bytes());
+    }
+}
+
 /// How to run.
 #[derive(Default)]
 pub struct RunOptions {
@@ -40,11 +64,17 @@ pub struct RunOptions {
     pub pty: Option<PtyUse>,
     /// Serves the network, when the plan has one.
     pub gateway: Option<Gateway>,
+    /// Lets another thread stop the sandbox.
+    pub kill: Option<std::sync::Arc<KillSwitch>>,
 }
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions").field("pty", &self.pty).field("gateway", &self.gateway.is_some()).finish()
+        f.debug_struct("RunOptions")
+            .field("pty", &self.pty)
+            .field("gateway", &self.gateway.is_some())
+            .field("kill", &self.kill.is_some())
+            .finish()
     }
 }
 
@@ -116,7 +146,8 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
             .spawn(move || serve(listeners))
             .map_err(|e| setup("starting the gateway", e))?;
     }
-    let status = terminal::supervise(pid, master, &signals);
+    let kill = opts.kill.as_ref().map(|k| k.fd.as_raw_fd());
+    let status = terminal::supervise(pid, master, &signals, kill);
     std::mem::forget(guard);
     cleanup(plan);
     status.map_err(|e| setup("supervising the sandbox", e))
@@ -158,8 +189,10 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         None => (None, None),
     };
     drop(slave);
-    let result = await_exec(&ours)
-        .and_then(|_| terminal::supervise(pid, master, &signals).map_err(|e| setup("supervising the command", e)));
+    let result = await_exec(&ours).and_then(|_| {
+        terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()))
+            .map_err(|e| setup("supervising the command", e))
+    });
     kill_descendants();
     result
 }

@@ -138,7 +138,13 @@ fn exit_of(status: i32) -> Option<Exit> {
 }
 
 /// Relays the terminal (if any) and forwards signals until the sandbox's init exits.
-pub fn supervise(pid: libc::pid_t, master: Option<OwnedFd>, signals: &SignalFd) -> io::Result<Exit> {
+/// `kill`, when given, is an eventfd: once readable, the sandbox is killed.
+pub fn supervise(
+    pid: libc::pid_t,
+    master: Option<OwnedFd>,
+    signals: &SignalFd,
+    kill: Option<RawFd>,
+) -> io::Result<Exit> {
     let _raw = master.as_ref().and_then(|_| RawMode::enter(0));
     if let Some(m) = &master {
         copy_winsize(0, m.as_raw_fd());
@@ -154,6 +160,9 @@ pub fn supervise(pid: libc::pid_t, master: Option<OwnedFd>, signals: &SignalFd) 
         }
         if stdin_open {
             fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(k) = kill {
+            fds.push(libc::pollfd { fd: k, events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: `fds` is a valid array of the length passed.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -197,6 +206,11 @@ pub fn supervise(pid: libc::pid_t, master: Option<OwnedFd>, signals: &SignalFd) 
                     Ok(0) | Err(_) => master_open = false,
                     Ok(n) => out_ok = out_ok && ffi::write_all(1, &buf[..n]).is_ok(),
                 }
+            } else if Some(p.fd) == kill {
+                let mut b = [0u8; 8];
+                let _ = ffi::read_some(p.fd, &mut b);
+                // SAFETY: killing our own child (the sandbox's init; the rest follows it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             } else if p.fd == 0 {
                 match ffi::read_some(0, &mut buf) {
                     Ok(0) | Err(_) => stdin_open = false,
