@@ -71,6 +71,9 @@ fn summarise(events: &[Event]) -> String {
                 let c = dns.entry(clean(name)).or_default();
                 if *allowed { c.0 += 1 } else { c.1 += 1 }
             }
+            Event::Tripwire { path } => {
+                out.push_str(&format!("TRIPWIRE:  {} was opened\n", clean(path)));
+            }
             Event::MonitorAction { rule, condition, action, reason } => {
                 out.push_str(&format!(
                     "ACTION:    {action} by rule {:?} ({}): {}\n",

@@ -63,7 +63,18 @@ fn run_platform(
         .map_err(|e| Failure { message: format!("creating the monitor's kill switch: {e}"), hint: None })?;
     let sink: std::sync::Arc<dyn palisade_monitor::Sink> = monitor(&log, &policy, kill.clone(), args.json);
     let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink.clone()));
-    let result = match palisade_linux::run(&plan, palisade_linux::RunOptions { pty, gateway, kill: Some(kill) }) {
+    let on_tripwire = {
+        let sink = sink.clone();
+        let home = env.home.clone();
+        Box::new(move |p: &std::path::Path| {
+            // Shown as the user wrote it: `~/.ssh/id_ed25519`.
+            let shown =
+                p.strip_prefix(&home).map_or_else(|_| p.display().to_string(), |r| format!("~/{}", r.display()));
+            sink.record(&palisade_monitor::Event::Tripwire { path: shown });
+        }) as Box<dyn Fn(&std::path::Path) + Send>
+    };
+    let opts = palisade_linux::RunOptions { pty, gateway, kill: Some(kill), on_tripwire: Some(on_tripwire) };
+    let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;

@@ -119,6 +119,9 @@ pub struct Plan {
     pub shm_size: u64,
     /// The gateway's listeners, when the network mode is `allowlist`.
     pub network: Option<NetPlan>,
+    /// Decoy files to place and watch: only inside the sandbox's own private file systems
+    /// (its home), never on the host.
+    pub tripwires: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -277,6 +280,12 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         mounts.push(MountOp::File { path: resolv.into(), contents: "nameserver 127.0.0.53\noptions edns0\n".into() });
     }
     env.sort();
+    let tripwires = policy
+        .tripwires
+        .iter()
+        .map(|t| t.value.clone())
+        .filter(|t| view_of(&mounted, t) == View::Private && !mounts.iter().any(|m| m.path() == t))
+        .collect();
     Ok(Plan {
         mounts,
         landlock,
@@ -286,6 +295,7 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         hostname: "palisade".into(),
         shm_size: DEFAULT_SHM_SIZE,
         network,
+        tripwires,
     })
 }
 
@@ -839,6 +849,15 @@ mod tests {
         assert!(!p.exposes_writable(Path::new("/tmp/x.log")), "the sandbox's /tmp is private");
         assert!(!p.exposes_writable(Path::new("/home/u/.local/state/palisade/s.jsonl")));
         assert!(!p.exposes_writable(Path::new("/etc/x")));
+    }
+
+    #[test]
+    fn tripwires_go_only_into_private_file_systems() {
+        let text = format!(
+            "{BASE}[monitor]\ntripwires = [\"~/.ssh/id_rsa\", \"/etc/decoy\", \"${{workspace}}/decoy\", \"~/.cargo/decoy\"]\n"
+        );
+        let p = plan(&text, &host()).unwrap();
+        assert_eq!(p.tripwires, [PathBuf::from("/home/u/.ssh/id_rsa")], "never on the host's file systems");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Event {
         allowed: bool,
         reason: String,
     },
+    /// A decoy file was opened: a strong sign of a hijacked agent.
+    Tripwire { path: String },
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },
     /// The sandbox ended.
@@ -48,6 +50,7 @@ impl Event {
             Event::SessionStart { .. } => "session_start",
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
+            Event::Tripwire { .. } => "tripwire",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }

@@ -1,9 +1,9 @@
 //! Monitor rules (`[[monitor.rules]]`) evaluated over the event stream, with bounded memory:
 //! a rate rule keeps at most its threshold + 1 timestamps, whatever the flood.
 //!
-//! Evaluated today: `denied_connections` and `denied_dns` rates, and `dns_exfil`. The other
-//! conditions (`tripwire`, `limit`, `execs`, `denied_files`, `exec matches`, byte budgets)
-//! need events that are not produced yet and never fire.
+//! Evaluated today: `tripwire`, `denied_connections` and `denied_dns` rates, and `dns_exfil`.
+//! The other conditions (`limit`, `execs`, `denied_files`, `exec matches`, byte budgets) need
+//! events that are not produced yet and never fire.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -80,6 +80,7 @@ impl Engine {
                     rate(st, *more_than, *within, now)
                 }
                 (Condition::DnsExfil, Event::Dns { name, .. }) => exfil_like(name),
+                (Condition::Tripwire, Event::Tripwire { path }) => Some(format!("{path} was opened")),
                 _ => None,
             };
             if let Some(reason) = reason {

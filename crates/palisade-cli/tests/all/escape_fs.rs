@@ -11,12 +11,42 @@ const CANARY: &str = "PALISADE-CANARY-7f3a9c";
 #[test]
 fn secret_in_home_is_absent() {
     let s = Sandbox::new("a01-home");
-    s.write("home/.aws/credentials", CANARY);
-    let o = s.sh("cat ~/.ssh/id_rsa; cat ~/.aws/credentials; ls -a ~/.ssh; test -e ~/.ssh && echo EXISTS; cd ~/.aws && echo ENTERED");
+    s.write("home/.aws/config", CANARY);
+    s.write("home/.ssh/config", CANARY);
+    s.write("home/.gnupg/secring.gpg", CANARY);
+    // Decoys (tripwires) sit at a few secret paths; everything else of the home is absent.
+    let o = s.sh("cat ~/.aws/config ~/.ssh/config ~/.gnupg/secring.gpg; test -e ~/.gnupg && echo EXISTS; cd ~/.kube && echo ENTERED");
     let out = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(!out.contains(CANARY) && !out.contains("canary-secret"), "{out}");
+    assert!(!out.contains(CANARY), "{out}");
     assert!(!out.contains("EXISTS") && !out.contains("ENTERED"), "existence leaked: {out}");
-    assert!(out.contains("No such file or directory"), "{out}");
+    assert_eq!(out.matches("No such file or directory").count(), 3, "{out}");
+    assert!(out.contains("can't cd"), "{out}");
+}
+
+#[test]
+fn opening_a_tripwire_kills_the_run_and_the_real_key_stays_out() {
+    let s = Sandbox::new("e-tripwire");
+    let log = s.path("audit/t.jsonl");
+    let started = std::time::Instant::now();
+    let o = s.palisade(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "ls ~/.ssh; cat ~/.ssh/id_rsa; sleep 20; echo survived",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the kill was not immediate");
+    let out = stdout(&o);
+    assert!(!out.contains("survived") && !out.contains("canary-secret"), "{out}");
+    assert!(stderr(&o).contains("ALERT") && stderr(&o).contains("~/.ssh/id_rsa was opened"), "{}", stderr(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(raw.contains("\"kind\":\"tripwire\"") && raw.contains("\"action\":\"kill\""), "{raw}");
+    // Listing the directory (no file opened) is not a trip.
+    let o = s.sh("ls -la ~/.ssh >/dev/null && echo listed");
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "listed"));
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub mod msg {
     /// Init → supervisor: the gateway's listeners, made inside the sandbox's network
     /// namespace (HTTP proxy, then SOCKS5).
     pub const NET: u8 = b'N';
+    /// Init → supervisor: the inotify descriptor watching the decoys.
+    pub const TRIPWIRES: u8 = b'W';
     /// Sandbox → supervisor: setup failed; `[ERROR, kind, text...]`.
     pub const ERROR: u8 = b'E';
     pub const KIND_SETUP: u8 = 0;
@@ -111,6 +113,15 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     if let Err(e) = super::net::loopback_up() {
         die(sock, &format!("bringing up the loopback interface: {e}"));
+    }
+    match super::tripwire::place(&a.plan.tripwires) {
+        Ok(Some(fd)) => {
+            if let Err(e) = ffi::send_with_fd(sock, &[msg::TRIPWIRES], Some(fd.as_raw_fd())) {
+                die(sock, &format!("passing the tripwires out: {e}"));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => die(sock, &format!("placing the tripwires: {e}")),
     }
     if let Some(net) = &a.plan.network {
         if let Err(e) = super::net::send_listeners(sock, net) {

@@ -9,6 +9,7 @@ mod mounts;
 mod net;
 pub mod probe;
 mod terminal;
+mod tripwire;
 
 use std::ffi::CString;
 use std::io;
@@ -57,6 +58,9 @@ impl KillSwitch {
     }
 }
 
+/// What the supervisor calls when a decoy is opened.
+pub type OnTripwire = Box<dyn Fn(&Path) + Send>;
+
 /// How to run.
 #[derive(Default)]
 pub struct RunOptions {
@@ -66,6 +70,8 @@ pub struct RunOptions {
     pub gateway: Option<Gateway>,
     /// Lets another thread stop the sandbox.
     pub kill: Option<std::sync::Arc<KillSwitch>>,
+    /// Called from the supervisor's loop when a decoy of the plan's `tripwires` is opened.
+    pub on_tripwire: Option<OnTripwire>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -74,6 +80,7 @@ impl std::fmt::Debug for RunOptions {
             .field("pty", &self.pty)
             .field("gateway", &self.gateway.is_some())
             .field("kill", &self.kill.is_some())
+            .field("on_tripwire", &self.on_tripwire.is_some())
             .finish()
     }
 }
@@ -131,7 +138,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
-    let (master, listeners) = match await_exec(&ours) {
+    let (master, listeners, watch) = match await_exec(&ours) {
         Ok(v) => v,
         Err(e) => {
             drop(guard);
@@ -147,7 +154,13 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
             .map_err(|e| setup("starting the gateway", e))?;
     }
     let kill = opts.kill.as_ref().map(|k| k.fd.as_raw_fd());
-    let status = terminal::supervise(pid, master, &signals, kill);
+    let tripwires = match (&watch, &opts.on_tripwire) {
+        (Some(w), Some(f)) => {
+            Some(terminal::Tripwires { fd: w.as_raw_fd(), paths: &plan.tripwires, on_open: f.as_ref() })
+        }
+        _ => None,
+    };
+    let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
     cleanup(plan);
     status.map_err(|e| setup("supervising the sandbox", e))
@@ -190,7 +203,7 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
     };
     drop(slave);
     let result = await_exec(&ours).and_then(|_| {
-        terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()))
+        terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
             .map_err(|e| setup("supervising the command", e))
     });
     kill_descendants();
@@ -254,19 +267,24 @@ fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result
 }
 
 /// Reads setup reports from the control socket until the command has `exec`ed (end of
-/// stream). Returns the pty master and the gateway's listeners, if they were sent.
-fn await_exec(sock: &OwnedFd) -> Result<(Option<OwnedFd>, Vec<OwnedFd>), RunError> {
+/// stream). Returns the pty master, the gateway's listeners and the tripwires' inotify
+/// descriptor, as far as they were sent.
+type Received = (Option<OwnedFd>, Vec<OwnedFd>, Option<OwnedFd>);
+
+fn await_exec(sock: &OwnedFd) -> Result<Received, RunError> {
     let mut master = None;
     let mut listeners = Vec::new();
+    let mut watch = None;
     let mut buf = [0u8; 4096];
     loop {
         let (n, fds) = ffi::recv_with_fds(sock.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
         if n == 0 {
-            return Ok((master, listeners));
+            return Ok((master, listeners, watch));
         }
         match buf[0] {
             child::msg::PTY => master = fds.into_iter().next(),
             child::msg::NET => listeners = fds,
+            child::msg::TRIPWIRES => watch = fds.into_iter().next(),
             child::msg::ERROR if n >= 2 => {
                 let text = String::from_utf8_lossy(&buf[2..n]).into_owned();
                 return Err(match buf[1] {

@@ -137,6 +137,13 @@ fn exit_of(status: i32) -> Option<Exit> {
     }
 }
 
+/// Decoys to watch while supervising.
+pub struct Tripwires<'a> {
+    pub fd: RawFd,
+    pub paths: &'a [std::path::PathBuf],
+    pub on_open: &'a (dyn Fn(&std::path::Path) + Send),
+}
+
 /// Relays the terminal (if any) and forwards signals until the sandbox's init exits.
 /// `kill`, when given, is an eventfd: once readable, the sandbox is killed.
 pub fn supervise(
@@ -144,6 +151,7 @@ pub fn supervise(
     master: Option<OwnedFd>,
     signals: &SignalFd,
     kill: Option<RawFd>,
+    tripwires: Option<Tripwires<'_>>,
 ) -> io::Result<Exit> {
     let _raw = master.as_ref().and_then(|_| RawMode::enter(0));
     if let Some(m) = &master {
@@ -163,6 +171,9 @@ pub fn supervise(
         }
         if let Some(k) = kill {
             fds.push(libc::pollfd { fd: k, events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(t) = &tripwires {
+            fds.push(libc::pollfd { fd: t.fd, events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: `fds` is a valid array of the length passed.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -205,6 +216,10 @@ pub fn supervise(
                 match ffi::read_some(p.fd, &mut buf) {
                     Ok(0) | Err(_) => master_open = false,
                     Ok(n) => out_ok = out_ok && ffi::write_all(1, &buf[..n]).is_ok(),
+                }
+            } else if let Some(t) = tripwires.as_ref().filter(|t| t.fd == p.fd) {
+                for path in super::tripwire::opened(t.fd, t.paths) {
+                    (t.on_open)(&path);
                 }
             } else if Some(p.fd) == kill {
                 let mut b = [0u8; 8];
