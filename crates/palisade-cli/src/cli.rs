@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// restriction), run with Landlock and seccomp only, and say which protections are missing.
     #[arg(long)]
     pub allow_degraded: bool,
+    /// Do not record every exec in the audit log (exec tracing costs one round trip to
+    /// Palisade per exec).
+    #[arg(long)]
+    pub no_exec_trace: bool,
     /// Print the sandbox plan (mounts, Landlock rules, environment) as JSON and run nothing.
     #[arg(long)]
     pub dry_run: bool,

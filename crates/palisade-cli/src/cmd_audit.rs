@@ -52,6 +52,7 @@ fn summarise(events: &[Event]) -> String {
     let mut out = String::new();
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut execs: Vec<String> = Vec::new();
     for e in events {
         match e {
             Event::SessionStart { argv, workspace, mode, landlock_abi, network, missing, .. } => {
@@ -70,6 +71,11 @@ fn summarise(events: &[Event]) -> String {
             Event::Dns { name, allowed, .. } => {
                 let c = dns.entry(clean(name)).or_default();
                 if *allowed { c.0 += 1 } else { c.1 += 1 }
+            }
+            Event::Exec { pid, argv, path, .. } => {
+                let line: Vec<String> =
+                    if argv.is_empty() { vec![clean(path)] } else { argv.iter().map(|a| clean(a)).collect() };
+                execs.push(format!("  [{pid}] {}", line.join(" ")));
             }
             Event::Tripwire { path } => {
                 out.push_str(&format!("TRIPWIRE:  {} was opened\n", clean(path)));
@@ -91,6 +97,21 @@ fn summarise(events: &[Event]) -> String {
                 out.push_str(&format!("ended:     {how} after {:.1} s\n", *duration_ms as f64 / 1000.0));
             }
             _ => {}
+        }
+    }
+    if !execs.is_empty() {
+        // Attempts are recorded before the kernel decides; a PATH search repeats one
+        // command per directory: show runs of the same line once, with a count.
+        out.push_str(&format!("commands run ({} exec calls):\n", execs.len()));
+        let mut i = 0;
+        while i < execs.len() {
+            let n = execs[i..].iter().take_while(|e| **e == execs[i]).count();
+            out.push_str(&execs[i]);
+            if n > 1 {
+                out.push_str(&format!("   (x{n})"));
+            }
+            out.push('\n');
+            i += n;
         }
     }
     for (title, map) in [("connections", &hosts), ("DNS queries", &dns)] {

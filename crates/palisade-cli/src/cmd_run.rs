@@ -41,7 +41,13 @@ fn run_platform(
     set("TMPDIR", env.tmp.to_string_lossy().into_owned());
     vars_env.sort();
     let tmp = palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &env.tmp);
-    let req = plan::Request { argv: args.command.clone(), cwd: env.cwd.clone(), env: vars_env, tmp };
+    let req = plan::Request {
+        argv: args.command.clone(),
+        cwd: env.cwd.clone(),
+        env: vars_env,
+        tmp,
+        trace_exec: !args.no_exec_trace,
+    };
     let plan = plan::build(&policy, &palisade_linux::host::RealHost, req.clone())
         .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
     if args.dry_run {
@@ -73,7 +79,25 @@ fn run_platform(
             sink.record(&palisade_monitor::Event::Tripwire { path: shown });
         }) as Box<dyn Fn(&std::path::Path) + Send>
     };
-    let opts = palisade_linux::RunOptions { pty, gateway, kill: Some(kill), on_tripwire: Some(on_tripwire) };
+    let on_exec = {
+        let sink = sink.clone();
+        Box::new(move |e: palisade_linux::exectrace::ExecInfo| {
+            sink.record(&palisade_monitor::Event::Exec {
+                pid: e.pid,
+                ppid: e.ppid,
+                path: e.path,
+                argv: e.argv,
+                cwd: e.cwd,
+            });
+        }) as palisade_linux::OnExec
+    };
+    let opts = palisade_linux::RunOptions {
+        pty,
+        gateway,
+        kill: Some(kill),
+        on_tripwire: Some(on_tripwire),
+        on_exec: Some(on_exec),
+    };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)

@@ -33,6 +33,8 @@ pub enum Action {
     Allow,
     Errno(u16),
     KillProcess,
+    /// Hand the call to the user-space listener (seccomp user notification).
+    UserNotif,
 }
 
 impl Action {
@@ -41,6 +43,7 @@ impl Action {
             Action::Allow => 0x7fff_0000,
             Action::Errno(e) => 0x0005_0000 | u32::from(e),
             Action::KillProcess => 0x8000_0000,
+            Action::UserNotif => 0x7fc0_0000,
         }
     }
 }

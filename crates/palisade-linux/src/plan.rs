@@ -122,6 +122,8 @@ pub struct Plan {
     /// Decoy files to place and watch: only inside the sandbox's own private file systems
     /// (its home), never on the host.
     pub tripwires: Vec<PathBuf>,
+    /// Record every exec (seccomp user notification, as an observer).
+    pub trace_exec: bool,
 }
 
 impl Plan {
@@ -150,6 +152,8 @@ pub struct Request {
     pub env: Vec<(String, String)>,
     /// The private temporary directory (canonical `${tmp}`).
     pub tmp: PathBuf,
+    /// Record every exec.
+    pub trace_exec: bool,
 }
 
 /// Why a plan cannot be built.
@@ -296,6 +300,7 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         shm_size: DEFAULT_SHM_SIZE,
         network,
         tripwires,
+        trace_exec: req.trace_exec,
     })
 }
 
@@ -634,7 +639,13 @@ mod tests {
     }
 
     fn plan(text: &str, host: &FakeHost) -> Result<Plan, PlanError> {
-        let req = Request { argv: vec!["true".into()], cwd: "/w/proj".into(), env: vec![], tmp: "/tmp".into() };
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/w/proj".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+            trace_exec: false,
+        };
         build(&policy(text), host, req)
     }
 
@@ -780,7 +791,8 @@ mod tests {
             .unwrap();
         let pol = resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
         let h = FakeHost::with(&[("/usr/lib64/ld.so", Kind::File)]);
-        let req = Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into() };
+        let req =
+            Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
         let p = build(&pol, &h, req).unwrap();
         assert!(p.mounts.contains(&MountOp::Symlink { path: "/lib64".into(), target: "/usr/lib64".into() }));
         assert_eq!(p.cwd, Path::new("/w/proj"), "an invisible cwd falls back to the workspace");
@@ -801,7 +813,13 @@ mod tests {
             ("/tmp/t/other", Kind::Dir),
             ("/usr/bin/sh", Kind::File),
         ]);
-        let req = Request { argv: vec!["true".into()], cwd: "/tmp/t/other".into(), env: vec![], tmp: "/tmp".into() };
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/tmp/t/other".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+            trace_exec: false,
+        };
         let p = build(&pol, &h, req).unwrap();
         assert_eq!(p.mounts[0], MountOp::Tmpfs { path: "/tmp".into(), size: DEFAULT_TMP_SIZE });
         assert!(!p.mounts.iter().any(|m| matches!(m, MountOp::Bind { path, .. } if path == Path::new("/tmp") || path.starts_with("/tmp/t/home"))), "{:?}", p.mounts);
@@ -812,7 +830,13 @@ mod tests {
     #[test]
     fn degraded_plan_grants_what_exists_and_lists_what_is_lost() {
         let text = format!("{BASE}deny = [\"/etc/shadow\", \"~/.ssh\"]\nprotect = [\".git/hooks\"]\n");
-        let req = Request { argv: vec!["true".into()], cwd: "/w/proj/src".into(), env: vec![], tmp: "/tmp".into() };
+        let req = Request {
+            argv: vec!["true".into()],
+            cwd: "/w/proj/src".into(),
+            env: vec![],
+            tmp: "/tmp".into(),
+            trace_exec: false,
+        };
         let p = build_degraded(&policy(&text), &host(), req).unwrap();
         assert!(p.landlock.deny_tcp);
         assert!(p.landlock.read.contains(&"/usr".into()) && p.landlock.write.contains(&"/w/proj".into()));
@@ -862,7 +886,7 @@ mod tests {
 
     #[test]
     fn empty_command_is_refused() {
-        let req = Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into() };
+        let req = Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
         assert_eq!(build(&policy(BASE), &host(), req).unwrap_err(), PlanError::NoCommand);
     }
 }

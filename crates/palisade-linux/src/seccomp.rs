@@ -872,6 +872,27 @@ pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
     a.assemble().map_err(FilterError)
 }
 
+/// The observer's filter, installed under the main one: `execve` and `execveat` are handed
+/// to the supervisor, which records them and always lets them continue (it decides nothing:
+/// the main filter, Landlock and the mounts do). Everything else, including foreign
+/// architectures, falls through to the main filter.
+pub fn exec_notify_filter() -> Result<Vec<Insn>, FilterError> {
+    let mut a = Asm::default();
+    let native = a.label();
+    let notify = a.label();
+    a.push(Stmt::Load(ARCH))
+        .push(Stmt::IfEq(AUDIT_ARCH, native))
+        .push(Stmt::Ret(Action::Allow))
+        .push(Stmt::Mark(native));
+    a.push(Stmt::Load(NR))
+        .push(Stmt::IfEq(libc_sys::execve as u32, notify))
+        .push(Stmt::IfEq(libc_sys::execveat as u32, notify))
+        .push(Stmt::Ret(Action::Allow))
+        .push(Stmt::Mark(notify))
+        .push(Stmt::Ret(Action::UserNotif));
+    a.assemble().map_err(FilterError)
+}
+
 /// The argument checks of one special system call; every path ends in a return.
 fn argument_checks(a: &mut Asm, nr: i64, opts: FilterOptions) {
     let allow = a.label();
@@ -947,7 +968,10 @@ mod tests {
         static PROG: std::sync::OnceLock<Vec<Insn>> = std::sync::OnceLock::new();
         let prog = PROG.get_or_init(|| filter(FilterOptions::default()).unwrap());
         let r = interpret(prog, &Data { nr: nr as i32, arch: AUDIT_ARCH, args }).unwrap();
-        [Action::Allow, EPERM, ENOSYS, Action::KillProcess].into_iter().find(|a| a.ret() == r).expect("known action")
+        [Action::Allow, EPERM, ENOSYS, Action::KillProcess, Action::UserNotif]
+            .into_iter()
+            .find(|a| a.ret() == r)
+            .expect("known action")
     }
 
     #[test]
@@ -1013,6 +1037,16 @@ mod tests {
         assert_eq!(run(libc_sys::socketpair, [libc::AF_INET as u64, 1, 0, 0, 0, 0]), EPERM);
         assert_eq!(run(libc_sys::personality, [0xffff_ffff, 0, 0, 0, 0, 0]), Action::Allow);
         assert_eq!(run(libc_sys::personality, [0x0040000, 0, 0, 0, 0, 0]), EPERM);
+    }
+
+    #[test]
+    fn the_exec_observer_notifies_only_exec() {
+        let prog = exec_notify_filter().unwrap();
+        let run = |nr: i64| interpret(&prog, &Data { nr: nr as i32, arch: AUDIT_ARCH, args: [0; 6] }).unwrap();
+        assert_eq!(run(libc_sys::execve), Action::UserNotif.ret());
+        assert_eq!(run(libc_sys::execveat), Action::UserNotif.ret());
+        assert_eq!(run(libc_sys::read), Action::Allow.ret());
+        assert_eq!(run(libc_sys::mount), Action::Allow.ret(), "the main filter decides the rest");
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Event {
         /// Protections not enforced in this mode (empty unless degraded).
         missing: Vec<String>,
     },
+    /// A process in the sandbox called `execve`/`execveat` (pids inside the sandbox).
+    Exec { pid: u32, ppid: u32, path: String, argv: Vec<String>, cwd: String },
     /// A DNS query to the stub.
     Dns { name: String, qtype: String, allowed: bool, reason: String, answer: Option<String> },
     /// A connection through the gateway.
@@ -48,6 +50,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::SessionStart { .. } => "session_start",
+            Event::Exec { .. } => "exec",
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
             Event::Tripwire { .. } => "tripwire",

@@ -1,9 +1,9 @@
 //! Monitor rules (`[[monitor.rules]]`) evaluated over the event stream, with bounded memory:
 //! a rate rule keeps at most its threshold + 1 timestamps, whatever the flood.
 //!
-//! Evaluated today: `tripwire`, `denied_connections` and `denied_dns` rates, and `dns_exfil`.
-//! The other conditions (`limit`, `execs`, `denied_files`, `exec matches`, byte budgets) need
-//! events that are not produced yet and never fire.
+//! Evaluated today: `tripwire`, `exec matches`, `execs`, `denied_connections` and
+//! `denied_dns` rates, and `dns_exfil`. The other conditions (`limit`, `denied_files`, byte
+//! budgets) need events that are not produced yet and never fire.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ impl Fired {
 
 #[derive(Debug)]
 struct State {
+    /// For `exec matches`: the compiled pattern.
+    matcher: Option<globset::GlobMatcher>,
     rule: MonitorRule,
     name: String,
     times: VecDeque<Instant>,
@@ -54,6 +56,10 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(i, r)| State {
+                matcher: match &r.when {
+                    Condition::ExecMatches { glob } => globset::Glob::new(glob).ok().map(|g| g.compile_matcher()),
+                    _ => None,
+                },
                 name: r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1)),
                 rule: r.clone(),
                 times: VecDeque::new(),
@@ -73,6 +79,7 @@ impl Engine {
                         (counter, e),
                         (Counter::DeniedConnections, Event::Connection { allowed: false, .. })
                             | (Counter::DeniedDns, Event::Dns { allowed: false, .. })
+                            | (Counter::Execs, Event::Exec { .. })
                     );
                     if !hit {
                         continue;
@@ -81,6 +88,10 @@ impl Engine {
                 }
                 (Condition::DnsExfil, Event::Dns { name, .. }) => exfil_like(name),
                 (Condition::Tripwire, Event::Tripwire { path }) => Some(format!("{path} was opened")),
+                (Condition::ExecMatches { .. }, Event::Exec { argv, path, .. }) => {
+                    let line = if argv.is_empty() { path.clone() } else { argv.join(" ") };
+                    st.matcher.as_ref().filter(|m| m.is_match(&line)).map(|_| format!("{line:?} was run"))
+                }
                 _ => None,
             };
             if let Some(reason) = reason {

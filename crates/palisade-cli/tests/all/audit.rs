@@ -120,3 +120,45 @@ fn a_kill_rule_stops_the_sandbox_at_once_and_says_why() {
     assert!(show.contains("ACTION:    kill by rule \"burst-kill\"") && show.contains("killed by signal 9"), "{show}");
     assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
 }
+
+#[test]
+fn every_exec_is_recorded_even_renamed_or_from_memory() {
+    let s = Sandbox::new("e-exec");
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3");
+        return;
+    }
+    let log = s.path("audit/e.jsonl");
+    let script = "/bin/true; cp /bin/true ./renamed-tool; ./renamed-tool --flag; \
+                  /usr/bin/python3 -c 'import os; fd = os.memfd_create(\"m\"); os.write(fd, open(\"/bin/true\", \"rb\").read()); os.execve(fd, [\"from-memory\"], {})'";
+    let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    let execs: Vec<serde_json::Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "exec")
+        .collect();
+    let argvs: Vec<String> = execs
+        .iter()
+        .map(|e| e["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "/bin/sh -c",
+        "/bin/true",
+        "cp /bin/true ./renamed-tool",
+        "./renamed-tool --flag",
+        "/usr/bin/python3 -c",
+        "from-memory",
+    ] {
+        assert!(argvs.iter().any(|a| a.starts_with(want)), "no exec of {want:?} in {argvs:#?}");
+    }
+    let memfd = execs.iter().find(|e| e["argv"][0] == "from-memory").unwrap();
+    assert!(memfd["path"].as_str().unwrap().starts_with("fd "), "{memfd}");
+    assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
+    // Turned off, nothing is recorded.
+    let log2 = s.path("audit/off.jsonl");
+    let o = s.palisade(&["run", "--no-exec-trace", "--audit", log2.to_str().unwrap(), "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!std::fs::read_to_string(&log2).unwrap().contains("\"kind\":\"exec\""));
+}

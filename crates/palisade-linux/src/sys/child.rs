@@ -11,6 +11,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::ffi;
@@ -30,6 +31,8 @@ pub mod msg {
     pub const NET: u8 = b'N';
     /// Init → supervisor: the inotify descriptor watching the decoys.
     pub const TRIPWIRES: u8 = b'W';
+    /// Command → supervisor: the exec tracer's seccomp listener.
+    pub const EXEC_TRACER: u8 = b'X';
     /// Sandbox → supervisor: setup failed; `[ERROR, kind, text...]`.
     pub const ERROR: u8 = b'E';
     pub const KIND_SETUP: u8 = 0;
@@ -48,6 +51,8 @@ pub struct CommandArgs<'a> {
     pub pty: Option<super::PtyUse>,
     pub cwd: &'a Path,
     pub landlock: &'a LandlockPlan,
+    /// The exec observer's filter, when execs are traced.
+    pub exec_filter: Option<&'a [libc::sock_filter]>,
 }
 
 impl<'a> CommandArgs<'a> {
@@ -59,7 +64,7 @@ impl<'a> CommandArgs<'a> {
         cwd: &'a Path,
         landlock: &'a LandlockPlan,
     ) -> Self {
-        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock }
+        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock, exec_filter: None }
     }
 }
 
@@ -301,6 +306,16 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
     if let Err(e) = super::caps::drop_all() {
         die(sock, &format!("dropping capabilities: {e}"));
     }
+    if let Some(f) = a.exec_filter {
+        match super::exectrace::install(f) {
+            Ok(listener) => {
+                if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
+                    die(sock, &format!("passing the exec tracer out: {e}"));
+                }
+            }
+            Err(e) => die(sock, &format!("installing the exec tracer: {e}")),
+        }
+    }
     let prog = libc::sock_fprog { len: a.filter.len() as u16, filter: a.filter.as_ptr() as *mut libc::sock_filter };
     // SAFETY: `prog` points at the filter, alive for the call; no_new_privs is set above.
     if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) } != 0 {
@@ -334,6 +349,11 @@ fn exec(sock: RawFd, a: &CommandArgs<'_>) -> ! {
         else {
             continue;
         };
+        // Only a file that exists is tried, so a traced run records one exec, not one
+        // attempt per directory of PATH.
+        if !Path::new(std::ffi::OsStr::from_bytes(full.as_bytes())).is_file() {
+            continue;
+        }
         match try_exec(&full) {
             libc::ENOENT | libc::ENOTDIR => continue,
             libc::EACCES => denied = Some(libc::EACCES),

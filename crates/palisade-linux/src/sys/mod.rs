@@ -3,6 +3,7 @@
 
 mod caps;
 mod child;
+pub mod exectrace;
 pub mod ffi;
 mod landlock;
 mod mounts;
@@ -61,6 +62,9 @@ impl KillSwitch {
 /// What the supervisor calls when a decoy is opened.
 pub type OnTripwire = Box<dyn Fn(&Path) + Send>;
 
+/// What the exec tracer calls for every `execve` in the sandbox (from its own thread).
+pub type OnExec = Box<dyn Fn(exectrace::ExecInfo) + Send>;
+
 /// How to run.
 #[derive(Default)]
 pub struct RunOptions {
@@ -72,6 +76,8 @@ pub struct RunOptions {
     pub kill: Option<std::sync::Arc<KillSwitch>>,
     /// Called from the supervisor's loop when a decoy of the plan's `tripwires` is opened.
     pub on_tripwire: Option<OnTripwire>,
+    /// Called for every exec when the plan traces them.
+    pub on_exec: Option<OnExec>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -81,6 +87,7 @@ impl std::fmt::Debug for RunOptions {
             .field("gateway", &self.gateway.is_some())
             .field("kill", &self.kill.is_some())
             .field("on_tripwire", &self.on_tripwire.is_some())
+            .field("on_exec", &self.on_exec.is_some())
             .finish()
     }
 }
@@ -108,6 +115,17 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
     let filter = bpf_filter(crate::seccomp::FilterOptions::default())?;
+    let exec_filter: Option<Vec<libc::sock_filter>> = if plan.trace_exec {
+        Some(
+            crate::seccomp::exec_notify_filter()
+                .map_err(|e| setup("seccomp", e))?
+                .into_iter()
+                .map(sock_filter)
+                .collect(),
+        )
+    } else {
+        None
+    };
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
 
@@ -123,7 +141,9 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     if pid == 0 {
         signals.unblock_in_child();
         drop(ours);
-        let cmd = child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+        let mut cmd =
+            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+        cmd.exec_filter = exec_filter.as_deref();
         child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
@@ -138,7 +158,11 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
-    let (master, listeners, watch) = match await_exec(&ours) {
+    let mut on_exec = opts.on_exec;
+    let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
+        let f = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));
+        let _ = std::thread::Builder::new().name("palisade-exec".into()).spawn(move || exectrace::serve(listener, f));
+    }) {
         Ok(v) => v,
         Err(e) => {
             drop(guard);
@@ -202,7 +226,7 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         None => (None, None),
     };
     drop(slave);
-    let result = await_exec(&ours).and_then(|_| {
+    let result = await_exec(&ours, &mut |_| {}).and_then(|_| {
         terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
             .map_err(|e| setup("supervising the command", e))
     });
@@ -244,12 +268,12 @@ fn kill_descendants() {
     }
 }
 
+fn sock_filter(i: crate::bpf::Insn) -> libc::sock_filter {
+    libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }
+}
+
 fn bpf_filter(opts: crate::seccomp::FilterOptions) -> Result<Vec<libc::sock_filter>, RunError> {
-    Ok(crate::seccomp::filter(opts)
-        .map_err(|e| setup("seccomp", e))?
-        .into_iter()
-        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
-        .collect())
+    Ok(crate::seccomp::filter(opts).map_err(|e| setup("seccomp", e))?.into_iter().map(sock_filter).collect())
 }
 
 pub(crate) type ExecStrings = (Vec<CString>, Vec<CString>, Option<String>);
@@ -271,7 +295,9 @@ fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result
 /// descriptor, as far as they were sent.
 type Received = (Option<OwnedFd>, Vec<OwnedFd>, Option<OwnedFd>);
 
-fn await_exec(sock: &OwnedFd) -> Result<Received, RunError> {
+/// `on_tracer` gets the exec tracer's listener as soon as it arrives: the command's own
+/// `execve` waits for it to be answered.
+fn await_exec(sock: &OwnedFd, on_tracer: &mut dyn FnMut(OwnedFd)) -> Result<Received, RunError> {
     let mut master = None;
     let mut listeners = Vec::new();
     let mut watch = None;
@@ -285,6 +311,11 @@ fn await_exec(sock: &OwnedFd) -> Result<Received, RunError> {
             child::msg::PTY => master = fds.into_iter().next(),
             child::msg::NET => listeners = fds,
             child::msg::TRIPWIRES => watch = fds.into_iter().next(),
+            child::msg::EXEC_TRACER => {
+                if let Some(l) = fds.into_iter().next() {
+                    on_tracer(l);
+                }
+            }
             child::msg::ERROR if n >= 2 => {
                 let text = String::from_utf8_lossy(&buf[2..n]).into_owned();
                 return Err(match buf[1] {

@@ -1,0 +1,157 @@
+//! Exec tracing by seccomp user notification, used as an observer: the command's process
+//! installs a filter that hands `execve`/`execveat` to a listener, passes the listener out,
+//! and the supervisor records each call and always answers `CONTINUE`. What it reads from the
+//! process's memory (path, argv) can be changed under it by another thread; it is only ever
+//! recorded, never used to decide (the main filter, Landlock and the mounts do that).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+
+use super::ffi;
+
+/// One `execve`/`execveat`, as seen when it was called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecInfo {
+    /// The caller's pid and parent pid inside the sandbox's pid namespace (0 if unknown).
+    pub pid: u32,
+    pub ppid: u32,
+    /// The path passed (for `execveat` with an empty path: `fd N`).
+    pub path: String,
+    pub argv: Vec<String>,
+    pub cwd: String,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct SeccompData {
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Notif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    data: SeccompData,
+}
+
+#[repr(C)]
+struct NotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+const FLAG_CONTINUE: u32 = 1;
+const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
+
+/// In the command's process: installs the observer's filter and returns its listener.
+pub fn install(filter: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: seccomp(SET_MODE_FILTER, NEW_LISTENER, prog); `prog` outlives the call and
+    // no_new_privs is already set.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog)
+    };
+    let fd = ffi::check(fd)? as RawFd;
+    // SAFETY: the kernel just returned this listener.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// In the supervisor: answers every notification on `listener` until the sandbox is gone,
+/// calling `on_exec` for each. Runs on its own thread.
+pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
+    loop {
+        let mut n = Notif::default();
+        // SAFETY: NOTIF_RECV fills a zeroed seccomp_notif of the size encoded in the request.
+        if unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_RECV, &mut n as *mut Notif) } != 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) | Some(libc::ENOENT) => continue,
+                _ => return,
+            }
+        }
+        // Everything is read before the answer: the exec replaces the caller's memory, and
+        // reading the rest afterwards measured slower here (it competes with the sandbox).
+        let (path, argv) = read_call(&n);
+        let info = describe(n.pid, path, argv);
+        let resp = NotifResp { id: n.id, val: 0, error: 0, flags: FLAG_CONTINUE };
+        // SAFETY: NOTIF_SEND with a seccomp_notif_resp; ENOENT (the caller died) is harmless.
+        unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
+        on_exec(info);
+    }
+}
+
+fn read_call(n: &Notif) -> (String, Vec<String>) {
+    let pid = n.pid;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok();
+    let read_str = |addr: u64| -> Option<String> {
+        let mem = mem.as_ref()?;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 256];
+        while out.len() < 4096 {
+            let got = mem.read_at(&mut chunk, addr + out.len() as u64).ok()?;
+            if got == 0 {
+                break;
+            }
+            if let Some(end) = chunk[..got].iter().position(|b| *b == 0) {
+                out.extend_from_slice(&chunk[..end]);
+                return Some(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&chunk[..got]);
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    };
+    let is_execveat = i64::from(n.data.nr) == libc::SYS_execveat;
+    let (path_arg, argv_arg) =
+        if is_execveat { (n.data.args[1], n.data.args[2]) } else { (n.data.args[0], n.data.args[1]) };
+    let mut path = read_str(path_arg).unwrap_or_default();
+    if is_execveat && path.is_empty() {
+        path = format!("fd {}", n.data.args[0] as i32);
+    }
+    let mut argv = Vec::new();
+    if let Some(mem) = &mem {
+        for i in 0..256u64 {
+            let mut p = [0u8; 8];
+            if mem.read_at(&mut p, argv_arg + i * 8).ok() != Some(8) {
+                break;
+            }
+            let ptr = u64::from_ne_bytes(p);
+            if ptr == 0 {
+                break;
+            }
+            argv.push(read_str(ptr).unwrap_or_default());
+        }
+    }
+    (path, argv)
+}
+
+fn describe(pid: u32, path: String, argv: Vec<String>) -> ExecInfo {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let last = |key: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    // NSpid's last field is the pid inside the sandbox; PPid is already in our namespace,
+    // so the parent's own NSpid gives its sandbox pid.
+    let ppid_host = last("PPid:");
+    let ppid = std::fs::read_to_string(format!("/proc/{ppid_host}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let cwd =
+        std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    ExecInfo { pid: last("NSpid:"), ppid, path, argv, cwd }
+}
