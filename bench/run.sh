@@ -4,7 +4,9 @@
 #      same mounts (translated from Palisade's own plan by plan_to_bwrap.py);
 #   2. run-time overhead: syscall-heavy workloads (find over /usr, git status on a 20,000
 #      file repository) bare, under Palisade and under bubblewrap;
-#   3. supervisor memory: peak RSS of the palisade process while a command runs.
+#   3. exec tracing: a shell spawning 2,000 /bin/true bare, under Palisade with and without
+#      the exec tracer (--no-exec-trace), and under bubblewrap;
+#   4. supervisor memory: peak RSS of the palisade process while a command runs.
 # Workloads run with hyperfine -i: as root, `find /usr` exits 1 inside any sandbox that drops
 # capabilities (a few directories are mode 700 for other users), which is the point.
 # Results: a summary on stdout and JSON files in $OUT (default: a temporary directory).
@@ -75,6 +77,13 @@ hyperfine -N -i -w 2 -r "$WORK_RUNS" --export-json "$OUT/git.json" \
     "git -C $WS/repo status --porcelain" "$PAL run --workspace $WS -- git -C $WS/repo status --porcelain" \
     "bwrap ${BWRAP[*]} git -C $WS/repo status --porcelain" >/dev/null
 summary "$OUT/git.json" "bare" "palisade" "bubblewrap (same mounts)"
+
+echo "== exec tracing: 2,000 x /bin/true from one shell"
+SPAWN='i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done'
+hyperfine -N -w 2 -r "$WORK_RUNS" --export-json "$OUT/spawn.json" \
+    "sh -c '$SPAWN'" "$PAL run --workspace $WS -- sh -c '$SPAWN'" \
+    "$PAL run --no-exec-trace --workspace $WS -- sh -c '$SPAWN'" "bwrap ${BWRAP[*]} sh -c '$SPAWN'" >/dev/null
+summary "$OUT/spawn.json" "bare" "palisade" "palisade --no-exec-trace" "bubblewrap (same mounts)"
 
 echo "== supervisor peak RSS (palisade run -- sleep 1)"
 "$PAL" run --workspace "$WS" -- sleep 1 &

@@ -829,6 +829,11 @@ pub struct FilterOptions {
     /// Refuse `socket(AF_UNIX)` (degraded mode: host sockets such as the Docker daemon's are
     /// reachable by path, which Landlock before ABI 9 does not restrict); `socketpair` stays.
     pub refuse_unix_socket: bool,
+    /// Return `USER_NOTIF` for `execve` and `execveat` instead of allowing them, so that the
+    /// supervisor (holding the filter's listener) records every exec and lets it continue.
+    /// Part of this one filter rather than a second one: every filter in a chain runs on
+    /// every system call, so a second one would tax `read` and `stat` as well as `execve`.
+    pub notify_exec: bool,
 }
 
 /// The filter, as BPF instructions: architecture check (anything else is killed), the x32
@@ -842,6 +847,10 @@ pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
     }
     for (_, n) in denied() {
         table.insert(n as u32, EPERM);
+    }
+    if opts.notify_exec {
+        table.insert(libc_sys::execve as u32, Action::UserNotif);
+        table.insert(libc_sys::execveat as u32, Action::UserNotif);
     }
     let special = [libc_sys::clone, libc_sys::ioctl, libc_sys::socket, libc_sys::socketpair, libc_sys::personality];
     for n in special {
@@ -869,27 +878,6 @@ pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
         a.push(Stmt::Mark(l));
         argument_checks(&mut a, n, opts);
     }
-    a.assemble().map_err(FilterError)
-}
-
-/// The observer's filter, installed under the main one: `execve` and `execveat` are handed
-/// to the supervisor, which records them and always lets them continue (it decides nothing:
-/// the main filter, Landlock and the mounts do). Everything else, including foreign
-/// architectures, falls through to the main filter.
-pub fn exec_notify_filter() -> Result<Vec<Insn>, FilterError> {
-    let mut a = Asm::default();
-    let native = a.label();
-    let notify = a.label();
-    a.push(Stmt::Load(ARCH))
-        .push(Stmt::IfEq(AUDIT_ARCH, native))
-        .push(Stmt::Ret(Action::Allow))
-        .push(Stmt::Mark(native));
-    a.push(Stmt::Load(NR))
-        .push(Stmt::IfEq(libc_sys::execve as u32, notify))
-        .push(Stmt::IfEq(libc_sys::execveat as u32, notify))
-        .push(Stmt::Ret(Action::Allow))
-        .push(Stmt::Mark(notify))
-        .push(Stmt::Ret(Action::UserNotif));
     a.assemble().map_err(FilterError)
 }
 
@@ -1040,18 +1028,22 @@ mod tests {
     }
 
     #[test]
-    fn the_exec_observer_notifies_only_exec() {
-        let prog = exec_notify_filter().unwrap();
-        let run = |nr: i64| interpret(&prog, &Data { nr: nr as i32, arch: AUDIT_ARCH, args: [0; 6] }).unwrap();
-        assert_eq!(run(libc_sys::execve), Action::UserNotif.ret());
-        assert_eq!(run(libc_sys::execveat), Action::UserNotif.ret());
-        assert_eq!(run(libc_sys::read), Action::Allow.ret());
-        assert_eq!(run(libc_sys::mount), Action::Allow.ret(), "the main filter decides the rest");
+    fn exec_notification_changes_only_exec() {
+        let plain = filter(FilterOptions::default()).unwrap();
+        let prog = filter(FilterOptions { notify_exec: true, ..FilterOptions::default() }).unwrap();
+        let run = |p: &[Insn], nr: i64| interpret(p, &Data { nr: nr as i32, arch: AUDIT_ARCH, args: [0; 6] }).unwrap();
+        assert_eq!(run(&plain, libc_sys::execve), Action::Allow.ret());
+        assert_eq!(run(&prog, libc_sys::execve), Action::UserNotif.ret());
+        assert_eq!(run(&prog, libc_sys::execveat), Action::UserNotif.ret());
+        for nr in [libc_sys::read, libc_sys::mount, libc_sys::ptrace, libc_sys::bpf, 999] {
+            assert_eq!(run(&prog, nr), run(&plain, nr), "syscall {nr}");
+        }
     }
 
     #[test]
     fn degraded_options_refuse_inet_and_unix_sockets() {
-        let prog = filter(FilterOptions { refuse_inet: true, refuse_unix_socket: true }).unwrap();
+        let prog =
+            filter(FilterOptions { refuse_inet: true, refuse_unix_socket: true, ..FilterOptions::default() }).unwrap();
         let sock = |d: i32, t: i32| {
             let args = [d as u64, t as u64, 0, 0, 0, 0];
             interpret(&prog, &Data { nr: libc_sys::socket as i32, arch: AUDIT_ARCH, args }).unwrap()

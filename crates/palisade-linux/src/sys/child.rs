@@ -52,7 +52,8 @@ pub struct CommandArgs<'a> {
     pub cwd: &'a Path,
     pub landlock: &'a LandlockPlan,
     /// The exec observer's filter, when execs are traced.
-    pub exec_filter: Option<&'a [libc::sock_filter]>,
+    /// Install the filter with a listener and pass it out (exec tracing).
+    pub trace_exec: bool,
 }
 
 impl<'a> CommandArgs<'a> {
@@ -64,7 +65,7 @@ impl<'a> CommandArgs<'a> {
         cwd: &'a Path,
         landlock: &'a LandlockPlan,
     ) -> Self {
-        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock, exec_filter: None }
+        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock, trace_exec: false }
     }
 }
 
@@ -306,20 +307,23 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
     if let Err(e) = super::caps::drop_all() {
         die(sock, &format!("dropping capabilities: {e}"));
     }
-    if let Some(f) = a.exec_filter {
-        match super::exectrace::install(f) {
+    if a.trace_exec {
+        match super::exectrace::install(a.filter) {
             Ok(listener) => {
                 if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
                     die(sock, &format!("passing the exec tracer out: {e}"));
                 }
             }
-            Err(e) => die(sock, &format!("installing the exec tracer: {e}")),
+            Err(e) => die(sock, &format!("installing the seccomp filter with a listener: {e}")),
         }
-    }
-    let prog = libc::sock_fprog { len: a.filter.len() as u16, filter: a.filter.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: `prog` points at the filter, alive for the call; no_new_privs is set above.
-    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) } != 0 {
-        die(sock, &format!("installing the seccomp filter: {}", std::io::Error::last_os_error()));
+    } else {
+        let prog = libc::sock_fprog { len: a.filter.len() as u16, filter: a.filter.as_ptr() as *mut libc::sock_filter };
+        // SAFETY: `prog` points at the filter, alive for the call; no_new_privs is set above.
+        if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) }
+            != 0
+        {
+            die(sock, &format!("installing the seccomp filter: {}", std::io::Error::last_os_error()));
+        }
     }
     exec(sock, a)
 }

@@ -1,5 +1,6 @@
 //! Exec tracing by seccomp user notification, used as an observer: the command's process
-//! installs a filter that hands `execve`/`execveat` to a listener, passes the listener out,
+//! installs the sandbox's seccomp filter (built with `notify_exec`, so that `execve` and
+//! `execveat` go to a listener) with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, passes the listener out,
 //! and the supervisor records each call and always answers `CONTINUE`. What it reads from the
 //! process's memory (path, argv) can be changed under it by another thread; it is only ever
 //! recorded, never used to decide (the main filter, Landlock and the mounts do that).
@@ -53,7 +54,7 @@ const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 const FLAG_CONTINUE: u32 = 1;
 const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
 
-/// In the command's process: installs the observer's filter and returns its listener.
+/// In the command's process: installs `filter` and returns its listener.
 pub fn install(filter: &[libc::sock_filter]) -> io::Result<OwnedFd> {
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
     // SAFETY: seccomp(SET_MODE_FILTER, NEW_LISTENER, prog); `prog` outlives the call and
@@ -74,7 +75,11 @@ pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
         // SAFETY: NOTIF_RECV fills a zeroed seccomp_notif of the size encoded in the request.
         if unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_RECV, &mut n as *mut Notif) } != 0 {
             match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) | Some(libc::ENOENT) => continue,
+                Some(libc::EINTR) => continue,
+                // The caller died before we took it, or nothing in the sandbox uses the filter
+                // any more: once the last task is gone RECV fails at once, and looping would
+                // spin, so ask the listener whether it has hung up.
+                Some(libc::ENOENT) if !hung_up(&listener) => continue,
                 _ => return,
             }
         }
@@ -87,6 +92,14 @@ pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
         unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
         on_exec(info);
     }
+}
+
+/// True when no task uses the listener's filter any more (the kernel reports `POLLHUP`).
+fn hung_up(listener: &OwnedFd) -> bool {
+    let mut p = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n < 0 || (p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLIN == 0)
 }
 
 fn read_call(n: &Notif) -> (String, Vec<String>) {

@@ -114,18 +114,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
-    let filter = bpf_filter(crate::seccomp::FilterOptions::default())?;
-    let exec_filter: Option<Vec<libc::sock_filter>> = if plan.trace_exec {
-        Some(
-            crate::seccomp::exec_notify_filter()
-                .map_err(|e| setup("seccomp", e))?
-                .into_iter()
-                .map(sock_filter)
-                .collect(),
-        )
-    } else {
-        None
-    };
+    let filter = bpf_filter(crate::seccomp::FilterOptions { notify_exec: plan.trace_exec, ..Default::default() })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
 
@@ -143,7 +132,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         drop(ours);
         let mut cmd =
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
-        cmd.exec_filter = exec_filter.as_deref();
+        cmd.trace_exec = plan.trace_exec;
         child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
@@ -197,7 +186,8 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
-    let filter = bpf_filter(crate::seccomp::FilterOptions { refuse_inet: true, refuse_unix_socket: true })?;
+    let filter =
+        bpf_filter(crate::seccomp::FilterOptions { refuse_inet: true, refuse_unix_socket: true, notify_exec: false })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
