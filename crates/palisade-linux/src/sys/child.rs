@@ -308,6 +308,11 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
         die(sock, &format!("dropping capabilities: {e}"));
     }
     if a.trace_exec {
+        // Init made itself non-dumpable and this process inherited that until `execve`; the
+        // tracer, unprivileged, could not then read this first exec's arguments. Nothing else
+        // runs in the sandbox yet, and the memory is about to be replaced.
+        // SAFETY: prctl with documented arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         match super::exectrace::install(a.filter) {
             Ok(listener) => {
                 if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
