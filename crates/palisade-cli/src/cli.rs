@@ -51,6 +51,14 @@ pub struct RunArgs {
     /// Print diagnostics as JSON lines on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Stream every audit record live, as JSON Lines, to file descriptor FD ("-" for
+    /// stdout, which the command also writes to). A reader that falls behind misses
+    /// records (gaps in "seq"); the audit log has them all.
+    #[arg(long, value_name = "FD|-")]
+    pub events: Option<String>,
+    /// Show a compact live view of the events on stderr.
+    #[arg(long)]
+    pub watch: bool,
     /// Where user namespaces are unavailable (an unprivileged container, an AppArmor
     /// restriction), run with Landlock and seccomp only, and say which protections are missing.
     #[arg(long)]

@@ -58,6 +58,7 @@ fn run_platform(
         return Ok(0);
     }
     let log = open_audit(&args, &env, &plan)?;
+    let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
     log.record(&session_start(&args, &policy, "namespaces", abi, &[]));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
@@ -97,6 +98,7 @@ fn run_platform(
         kill: Some(kill),
         on_tripwire: Some(on_tripwire),
         on_exec: Some(on_exec),
+        on_started: Some(starter(&live)),
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
@@ -104,7 +106,10 @@ fn run_platform(
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
             log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing));
-            outcome(palisade_linux::run_degraded(&degraded, palisade_linux::RunOptions { pty, ..Default::default() }))
+            outcome(palisade_linux::run_degraded(
+                &degraded,
+                palisade_linux::RunOptions { pty, on_started: Some(starter(&live)), ..Default::default() },
+            ))
         }
         Err(RunError::Namespaces(m)) => {
             let report = palisade_linux::probe::probe();
@@ -127,7 +132,71 @@ fn run_platform(
     if let Some(e) = log.error() {
         eprintln!("palisade: {e}");
     }
+    for (name, out) in &live {
+        out.finish(std::time::Duration::from_secs(2));
+        if out.dropped() > 0 {
+            eprintln!(
+                "palisade: {name}: {} records were not shown (the reader fell behind); the audit log {} has them all",
+                out.dropped(),
+                log.path().display()
+            );
+        }
+    }
     result
+}
+
+/// Starts the live outputs' writer threads once the sandbox exists.
+#[cfg(target_os = "linux")]
+fn starter(live: &[(&'static str, std::sync::Arc<palisade_monitor::live::LiveOutput>)]) -> Box<dyn FnOnce() + Send> {
+    let outs: Vec<_> = live.iter().map(|(_, o)| o.clone()).collect();
+    Box::new(move || {
+        for o in outs {
+            if let Err(e) = o.start() {
+                eprintln!("palisade: cannot start a live output: {e}");
+            }
+        }
+    })
+}
+
+/// `--events` and `--watch`: live copies of the audit records, each with its own writer
+/// thread so that a slow reader never blocks the session.
+#[cfg(target_os = "linux")]
+fn live_outputs(
+    args: &RunArgs,
+    log: &palisade_monitor::AuditLog,
+) -> Result<Vec<(&'static str, std::sync::Arc<palisade_monitor::live::LiveOutput>)>, Failure> {
+    use palisade_monitor::live::{LiveOutput, QUEUE, watch_line};
+    let mut outs = Vec::new();
+    if let Some(spec) = &args.events {
+        let file = event_fd(spec)?;
+        let out = LiveOutput::new(file, QUEUE);
+        let tap = out.clone();
+        log.add_tap(Box::new(move |_, line| tap.send(line.as_bytes().to_vec())));
+        outs.push(("--events", out));
+    }
+    if args.watch {
+        let out = LiveOutput::new(std::io::stderr(), QUEUE);
+        let tap = out.clone();
+        log.add_tap(Box::new(move |event, _| tap.send(watch_line(event).into_bytes())));
+        outs.push(("--watch", out));
+    }
+    Ok(outs)
+}
+
+/// The `--events` destination: "-" (stdout) or an open, writable descriptor, duplicated
+/// close-on-exec so that nothing started later inherits it.
+#[cfg(target_os = "linux")]
+fn event_fd(spec: &str) -> Result<std::fs::File, Failure> {
+    let hint = Some("pass --events - for stdout, or an open descriptor such as --events 3 with 3>events.jsonl".into());
+    let fd: i32 = if spec == "-" {
+        1
+    } else {
+        spec.parse().ok().filter(|fd| *fd >= 0).ok_or_else(|| Failure {
+            message: format!("--events {spec:?}: expected a file descriptor number or \"-\""),
+            hint: hint.clone(),
+        })?
+    };
+    palisade_linux::ffi::take_output_fd(fd).map_err(|e| Failure { message: format!("--events {spec}: {e}"), hint })
 }
 
 /// The session's monitor: audit log, rules, and what `alert` and `kill` do.

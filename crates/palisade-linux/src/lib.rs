@@ -16,7 +16,7 @@ pub mod seccomp;
 mod sys;
 
 #[cfg(target_os = "linux")]
-pub use sys::{Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, exectrace, probe, run, run_degraded};
+pub use sys::{Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, exectrace, ffi, probe, run, run_degraded};
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

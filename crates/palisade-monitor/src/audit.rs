@@ -23,11 +23,20 @@ pub trait Sink: Send + Sync {
     fn record(&self, event: &Event);
 }
 
+/// Called with every record as it is written (the event and its line, newline included).
+pub type Tap = Box<dyn Fn(&Event, &str) + Send + Sync>;
+
 /// An open audit log.
-#[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
     state: Mutex<State>,
+    taps: Mutex<Vec<Tap>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("path", &self.path).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -60,11 +69,18 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             state: Mutex::new(State { file, seq: 0, prev: GENESIS.into(), error: None }),
+            taps: Mutex::new(Vec::new()),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Adds a live copy of the records (`--events`, `--watch`). Taps run under the log's
+    /// lock, in record order, and must not block.
+    pub fn add_tap(&self, tap: Tap) {
+        self.taps.lock().unwrap_or_else(|e| e.into_inner()).push(tap);
     }
 
     /// Appends one record.
@@ -78,7 +94,11 @@ impl AuditLog {
         );
         let hash = hex(&Sha256::digest(body.as_bytes()));
         let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
-        st.file.write_all(line.as_bytes())?;
+        let written = st.file.write_all(line.as_bytes());
+        for tap in self.taps.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            tap(event, &line);
+        }
+        written?;
         st.seq += 1;
         st.prev = hash;
         Ok(())

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod event;
+pub mod live;
 pub mod rules;
 
 pub use audit::{AuditLog, Sink, Summary, VerifyError, verify};

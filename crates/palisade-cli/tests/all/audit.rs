@@ -162,3 +162,37 @@ fn every_exec_is_recorded_even_renamed_or_from_memory() {
     assert_eq!(o.status.code(), Some(0));
     assert!(!std::fs::read_to_string(&log2).unwrap().contains("\"kind\":\"exec\""));
 }
+
+#[test]
+fn events_stream_live_copies_of_the_log_and_watch_escapes_names() {
+    let s = Sandbox::new("e-live");
+    let log = s.path("audit/live.jsonl");
+    // The command writes nothing to stdout, so stdout is exactly the event stream.
+    let o = s.palisade(&[
+        "run",
+        "--events",
+        "-",
+        "--watch",
+        "--audit",
+        log.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "/bin/true \"$(printf 'evil\\033[2J\\nname')\"; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(stdout(&o), raw, "--events - must carry every record of the log, unchanged");
+    assert!(raw.lines().count() >= 4);
+    let err = stderr(&o);
+    assert!(err.contains("palisade: start  namespaces"), "{err}");
+    assert!(err.contains("palisade: exec   [") && err.contains("/bin/true evil\\u{1b}[2J\\nname"), "{err}");
+    assert!(!err.contains('\u{1b}'), "an escape sequence from the sandbox reached the terminal: {err:?}");
+    assert!(err.contains("palisade: end    exit 3"), "{err}");
+    // Bad descriptors are refused before anything runs.
+    for (spec, want) in [("987", "descriptor 987 is not open"), ("x", "expected a file descriptor number")] {
+        let o = s.palisade(&["run", "--events", spec, "--", "/bin/true"]);
+        assert_eq!(o.status.code(), Some(125));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+}

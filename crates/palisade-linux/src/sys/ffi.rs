@@ -281,3 +281,25 @@ pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     }
     Ok((n, fds))
 }
+
+/// Takes over descriptor `fd`, handed to Palisade by its caller (`--events 3`) for writing:
+/// checks that it is open and writable, and returns a close-on-exec duplicate, closing the
+/// original unless it is stdio, so that nothing started later inherits it.
+pub fn take_output_fd(fd: RawFd) -> io::Result<std::fs::File> {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::other(format!("descriptor {fd} is not open")));
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(io::Error::other(format!("descriptor {fd} is open read-only")));
+    }
+    // SAFETY: duplicating an open descriptor; the copy is ours alone.
+    let dup = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)? as RawFd;
+    if fd > 2 {
+        // SAFETY: the caller handed this descriptor to us; the duplicate replaces it.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nothing else.
+    Ok(unsafe { std::fs::File::from_raw_fd(dup) })
+}

@@ -78,6 +78,9 @@ pub struct RunOptions {
     pub on_tripwire: Option<OnTripwire>,
     /// Called for every exec when the plan traces them.
     pub on_exec: Option<OnExec>,
+    /// Called once the sandbox's first process exists: from then on the caller may start
+    /// threads (before it, `run` needs the process single-threaded).
+    pub on_started: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -88,6 +91,7 @@ impl std::fmt::Debug for RunOptions {
             .field("kill", &self.kill.is_some())
             .field("on_tripwire", &self.on_tripwire.is_some())
             .field("on_exec", &self.on_exec.is_some())
+            .field("on_started", &self.on_started.is_some())
             .finish()
     }
 }
@@ -142,6 +146,9 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     let pid = pid as libc::pid_t;
     drop(theirs);
     let guard = KillOnDrop(pid);
+    if let Some(f) = opts.on_started {
+        f();
+    }
 
     write_id_maps(pid, uid, gid)
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
@@ -211,6 +218,9 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         return Err(setup("fork", io::Error::last_os_error()));
     }
     drop(theirs);
+    if let Some(f) = opts.on_started {
+        f();
+    }
     let (master, slave) = match pty {
         Some((m, s)) => (Some(m), Some(s)),
         None => (None, None),
