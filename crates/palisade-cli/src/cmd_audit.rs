@@ -80,6 +80,9 @@ fn summarise(events: &[Event]) -> String {
             Event::Tripwire { path } => {
                 out.push_str(&format!("TRIPWIRE:  {} was opened\n", clean(path)));
             }
+            Event::Limit { limit, detail } => {
+                out.push_str(&format!("LIMIT:     {}: {}\n", clean(limit), clean(detail)));
+            }
             Event::MonitorAction { rule, condition, action, reason } => {
                 out.push_str(&format!(
                     "ACTION:    {action} by rule {:?} ({}): {}\n",

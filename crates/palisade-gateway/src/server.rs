@@ -65,6 +65,9 @@ impl Default for Budgets {
 pub struct Counters {
     pub up: std::sync::atomic::AtomicU64,
     pub down: std::sync::atomic::AtomicU64,
+    /// Set once when the upload or download budget is first exceeded (reported once).
+    pub up_spent: std::sync::atomic::AtomicBool,
+    pub down_spent: std::sync::atomic::AtomicBool,
 }
 
 /// Resolves with the system resolver (outside the sandbox).
@@ -79,6 +82,8 @@ impl Resolver for SystemResolver {
 }
 
 struct Shared {
+    /// True while every connection slot is taken (a `limit` event marks each episode).
+    saturated: std::sync::atomic::AtomicBool,
     sink: Option<Arc<dyn Sink>>,
     decider: Decider,
     budgets: Budgets,
@@ -99,8 +104,15 @@ pub fn serve(
     rt.block_on(async move {
         let pool = std::sync::Mutex::new(Pool::default());
         let counters = Counters::default();
-        let shared =
-            Arc::new(Shared { sink, decider, budgets, slots: Semaphore::new(budgets.max_connections), pool, counters });
+        let shared = Arc::new(Shared {
+            saturated: false.into(),
+            sink,
+            decider,
+            budgets,
+            slots: Semaphore::new(budgets.max_connections),
+            pool,
+            counters,
+        });
         let mut tasks = Vec::new();
         if let Some(l) = listeners.http {
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Http)));
@@ -141,7 +153,24 @@ async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, proto: Proto
         let Ok((conn, _)) = l.accept().await else { continue };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let Ok(_slot) = shared.slots.acquire().await else { return };
+            let _slot = match shared.slots.try_acquire() {
+                Ok(slot) => {
+                    shared.saturated.store(false, std::sync::atomic::Ordering::Relaxed);
+                    slot
+                }
+                Err(_) => {
+                    if !shared.saturated.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        let n = shared.budgets.max_connections;
+                        limit(
+                            &shared,
+                            "connections",
+                            format!("all {n} connection slots are in use; new connections wait"),
+                        );
+                    }
+                    let Ok(slot) = shared.slots.acquire().await else { return };
+                    slot
+                }
+            };
             let _ = match proto {
                 Proto::Http => http_conn(conn, &shared).await,
                 Proto::Socks => socks_conn(conn, &shared).await,
@@ -150,6 +179,34 @@ async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, proto: Proto
             };
         });
     }
+}
+
+fn limit(shared: &Shared, what: &str, detail: String) {
+    if let Some(sink) = &shared.sink {
+        sink.record(&Event::Limit { limit: what.into(), detail });
+    }
+}
+
+/// `tunnel`, reporting a byte budget the first time it is spent.
+async fn tunnel_reported(client: TcpStream, up: TcpStream, first: &[u8], shared: &Shared) -> std::io::Result<()> {
+    let r = tunnel(client, up, first, shared.budgets, &shared.counters).await;
+    if r.is_err() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &shared.counters;
+        let b = &shared.budgets;
+        if c.up.load(Relaxed) > b.max_upload && !c.up_spent.swap(true, Relaxed) {
+            limit(
+                shared,
+                "upload",
+                format!("the session's upload budget of {} bytes is spent; tunnels close", b.max_upload),
+            );
+        }
+        if c.down.load(Relaxed) > b.max_download && !c.down_spent.swap(true, Relaxed) {
+            let detail = format!("the session's download budget of {} bytes is spent; tunnels close", b.max_download);
+            limit(shared, "download", detail);
+        }
+    }
+    r
 }
 
 /// Decides and resolves (off the async thread only when a lookup may block), and records the
@@ -217,7 +274,7 @@ async fn read_or_refuse<T>(
 
 async fn splice(client: TcpStream, upstream: SocketAddr, first: &[u8], shared: &Shared) -> std::io::Result<()> {
     let up = TcpStream::connect(upstream).await?;
-    tunnel(client, up, first, shared.budgets, &shared.counters).await
+    tunnel_reported(client, up, first, shared).await
 }
 
 /// Copies both ways until either side closes, a direction stays idle past the budget, or the
@@ -297,7 +354,7 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
             }
         };
         conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-        return tunnel(conn, up, &buf[used..], shared.budgets, &shared.counters).await;
+        return tunnel_reported(conn, up, &buf[used..], shared).await;
     }
     // Plain HTTP: one request per upstream connection, so every request is decided.
     let forwarded = close_after(&buf[..used]);
@@ -357,7 +414,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
         }
     };
     conn.write_all(&socks5::reply_bytes(socks5::reply::SUCCEEDED)).await?;
-    tunnel(conn, up, &buf[used..], shared.budgets, &shared.counters).await
+    tunnel_reported(conn, up, &buf[used..], shared).await
 }
 
 fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
@@ -515,6 +572,81 @@ mod tests {
             let (r, _, got) = tokio::join!(t, writer, reader);
             assert!(r.is_err(), "the tunnel outlived its budget");
             assert!(got <= 100_000 + 16 * 1024, "{got} bytes went out past a 100 kB budget");
+        });
+    }
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<Event>>);
+    impl Sink for Recorder {
+        fn record(&self, e: &Event) {
+            self.0.lock().unwrap().push(e.clone());
+        }
+    }
+    impl Recorder {
+        fn limits(&self) -> Vec<String> {
+            let events = self.0.lock().unwrap();
+            events
+                .iter()
+                .filter_map(|e| if let Event::Limit { limit, .. } = e { Some(limit.clone()) } else { None })
+                .collect()
+        }
+    }
+
+    fn shared(b: Budgets, rec: &Arc<Recorder>) -> Arc<Shared> {
+        Arc::new(Shared {
+            saturated: false.into(),
+            sink: Some(rec.clone()),
+            decider: Decider::new(Default::default()),
+            budgets: b,
+            slots: Semaphore::new(b.max_connections),
+            pool: Default::default(),
+            counters: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_spent_budget_is_reported_once() {
+        rt().block_on(async {
+            let rec = Arc::new(Recorder::default());
+            let sh = shared(Budgets { max_upload: 10_000, ..Budgets::default() }, &rec);
+            for _ in 0..3 {
+                let (mut client, client_side) = pair().await;
+                let (upstream_side, _upstream) = pair().await;
+                let writer = async {
+                    let _ = client.write_all(&[1u8; 50_000]).await;
+                    let _ = client.shutdown().await;
+                };
+                let (r, ()) = tokio::join!(tunnel_reported(client_side, upstream_side, b"", &sh), writer);
+                assert!(r.is_err(), "the tunnel outlived its budget");
+            }
+            assert_eq!(rec.limits(), ["upload"]);
+        });
+    }
+
+    #[test]
+    fn running_out_of_connection_slots_is_reported_once_per_episode() {
+        rt().block_on(async {
+            let rec = Arc::new(Recorder::default());
+            let b = Budgets { max_connections: 1, handshake: Duration::from_millis(300), ..Budgets::default() };
+            let sh = shared(b, &rec);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(accept_loop(l, sh.clone(), Proto::DnsTcp));
+            // Three silent DNS-over-TCP clients: one holds the slot, two wait.
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(TcpStream::connect(addr).await.unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(rec.limits(), ["connections"]);
+            // The handshake budget frees the slots; a later burst is a new episode.
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            drop(held);
+            let _a = TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _b = TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(rec.limits(), ["connections", "connections"]);
         });
     }
 

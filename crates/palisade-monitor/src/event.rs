@@ -39,6 +39,10 @@ pub enum Event {
     },
     /// A decoy file was opened: a strong sign of a hijacked agent.
     Tripwire { path: String },
+    /// A limit was reached (once per limit and episode): `connections` (every gateway slot is
+    /// in use; new connections wait), `upload` or `download` (the session's byte budget is
+    /// spent; tunnels close).
+    Limit { limit: String, detail: String },
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },
     /// The sandbox ended.
@@ -54,6 +58,7 @@ impl Event {
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
             Event::Tripwire { .. } => "tripwire",
+            Event::Limit { .. } => "limit",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }

@@ -141,6 +141,7 @@ pub fn watch_line(event: &Event) -> String {
             s
         }
         Event::Tripwire { path } => format!("TRIPWIRE {} was opened", printable(path)),
+        Event::Limit { limit, detail } => format!("LIMIT  {}: {}", printable(limit), printable(detail)),
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }
