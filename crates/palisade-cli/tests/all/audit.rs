@@ -129,9 +129,14 @@ fn every_exec_is_recorded_even_renamed_or_from_memory() {
         return;
     }
     let log = s.path("audit/e.jsonl");
-    let script = "/bin/true; cp /bin/true ./renamed-tool; ./renamed-tool --flag; \
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a dynamic loader");
+    let script = "/bin/true; cp /bin/true ./renamed-tool; ./renamed-tool --flag; LOADER /bin/true via-loader; \
                   /usr/bin/python3 -c 'import os; fd = os.memfd_create(\"m\"); os.write(fd, open(\"/bin/true\", \"rb\").read()); os.execve(fd, [\"from-memory\"], {})'";
-    let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", script]);
+    let script = script.replace("LOADER", loader);
+    let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let raw = std::fs::read_to_string(&log).unwrap();
     let execs: Vec<serde_json::Value> = raw
@@ -148,6 +153,7 @@ fn every_exec_is_recorded_even_renamed_or_from_memory() {
         "/bin/true",
         "cp /bin/true ./renamed-tool",
         "./renamed-tool --flag",
+        &format!("{loader} /bin/true via-loader"),
         "/usr/bin/python3 -c",
         "from-memory",
     ] {
@@ -195,4 +201,24 @@ fn events_stream_live_copies_of_the_log_and_watch_escapes_names() {
         assert_eq!(o.status.code(), Some(125));
         assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
+}
+
+#[test]
+fn a_flood_of_parallel_execs_is_recorded_in_full() {
+    let s = Sandbox::new("e-flood");
+    let log = s.path("audit/flood.jsonl");
+    // 300 background processes at once, bounded, each exec'ing /bin/true with its number.
+    let script = "i=0; while [ $i -lt 300 ]; do /bin/true flood-$i & i=$((i+1)); done; wait";
+    let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    let mut seen: Vec<u32> = raw
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .filter(|e| e["kind"] == "exec" && e["argv"][0] == "/bin/true")
+        .filter_map(|e| e["argv"][1].as_str()?.strip_prefix("flood-")?.parse().ok())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..300).collect::<Vec<u32>>(), "an exec escaped the record");
+    assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
 }
