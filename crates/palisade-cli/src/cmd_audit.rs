@@ -91,7 +91,7 @@ fn summarise(events: &[Event]) -> String {
                     clean(reason)
                 ));
             }
-            Event::SessionEnd { exit_code, signal, duration_ms } => {
+            Event::SessionEnd { exit_code, signal, duration_ms, .. } => {
                 let how = match (exit_code, signal) {
                     (_, Some(s)) => format!("killed by signal {s}"),
                     (Some(c), _) => format!("exit status {c}"),

@@ -128,7 +128,7 @@ fn run_platform(
         Err(_) => (Some(i32::from(exit::FAILURE)), None),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
-    sink.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms });
+    sink.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms, totals: log.totals() });
     if let Some(e) = log.error() {
         eprintln!("palisade: {e}");
     }

@@ -46,6 +46,7 @@ struct State {
     prev: String,
     /// The first error, kept so a failing disk is reported at the end of the run.
     error: Option<String>,
+    totals: crate::event::Totals,
 }
 
 impl AuditLog {
@@ -68,7 +69,7 @@ impl AuditLog {
         let file = o.open(path)?;
         Ok(AuditLog {
             path: path.to_path_buf(),
-            state: Mutex::new(State { file, seq: 0, prev: GENESIS.into(), error: None }),
+            state: Mutex::new(State { file, seq: 0, prev: GENESIS.into(), error: None, totals: Default::default() }),
             taps: Mutex::new(Vec::new()),
         })
     }
@@ -86,6 +87,7 @@ impl AuditLog {
     /// Appends one record.
     pub fn append(&self, event: &Event) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.totals.add(event);
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let event_json = serde_json::to_string(event).map_err(io::Error::other)?;
         let body = format!(
@@ -102,6 +104,11 @@ impl AuditLog {
         st.seq += 1;
         st.prev = hash;
         Ok(())
+    }
+
+    /// Counts of the events recorded so far.
+    pub fn totals(&self) -> crate::event::Totals {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).totals.clone()
     }
 
     /// The first write error, if any record could not be written.
@@ -225,7 +232,7 @@ mod tests {
             allowed: true,
             reason: "allow".into(),
         });
-        log.record(&Event::SessionEnd { exit_code: Some(0), signal: None, duration_ms: 5 });
+        log.record(&Event::SessionEnd { exit_code: Some(0), signal: None, duration_ms: 5, totals: log.totals() });
         assert!(log.error().is_none());
     }
 

@@ -46,7 +46,44 @@ pub enum Event {
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },
     /// The sandbox ended.
-    SessionEnd { exit_code: Option<i32>, signal: Option<i32>, duration_ms: u64 },
+    SessionEnd {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        duration_ms: u64,
+        /// What the session recorded, by kind (every record before this one).
+        #[serde(default)]
+        totals: Totals,
+    },
+}
+
+/// Counts of a session's events, carried by `session_end`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub execs: u64,
+    pub connections_allowed: u64,
+    pub connections_denied: u64,
+    pub dns_allowed: u64,
+    pub dns_denied: u64,
+    pub tripwires: u64,
+    pub limits: u64,
+    pub monitor_actions: u64,
+}
+
+impl Totals {
+    /// Counts `event`.
+    pub fn add(&mut self, event: &Event) {
+        match event {
+            Event::Exec { .. } => self.execs += 1,
+            Event::Connection { allowed: true, .. } => self.connections_allowed += 1,
+            Event::Connection { allowed: false, .. } => self.connections_denied += 1,
+            Event::Dns { allowed: true, .. } => self.dns_allowed += 1,
+            Event::Dns { allowed: false, .. } => self.dns_denied += 1,
+            Event::Tripwire { .. } => self.tripwires += 1,
+            Event::Limit { .. } => self.limits += 1,
+            Event::MonitorAction { .. } => self.monitor_actions += 1,
+            Event::SessionStart { .. } | Event::SessionEnd { .. } => {}
+        }
+    }
 }
 
 impl Event {

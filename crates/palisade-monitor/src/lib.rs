@@ -7,4 +7,4 @@ pub mod live;
 pub mod rules;
 
 pub use audit::{AuditLog, Sink, Summary, VerifyError, verify};
-pub use event::{Event, SCHEMA_VERSION};
+pub use event::{Event, SCHEMA_VERSION, Totals};

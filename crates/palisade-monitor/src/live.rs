@@ -145,7 +145,7 @@ pub fn watch_line(event: &Event) -> String {
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }
-        Event::SessionEnd { exit_code, signal, duration_ms } => match (exit_code, signal) {
+        Event::SessionEnd { exit_code, signal, duration_ms, .. } => match (exit_code, signal) {
             (_, Some(sig)) => format!("end    killed by signal {sig} after {duration_ms} ms"),
             (Some(c), None) => format!("end    exit {c} after {duration_ms} ms"),
             (None, None) => format!("end    after {duration_ms} ms"),

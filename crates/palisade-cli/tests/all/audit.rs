@@ -220,5 +220,11 @@ fn a_flood_of_parallel_execs_is_recorded_in_full() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..300).collect::<Vec<u32>>(), "an exec escaped the record");
+    let events: Vec<serde_json::Value> =
+        raw.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect();
+    let execs = events.iter().filter(|e| e["kind"] == "exec").count() as u64;
+    let end = events.last().unwrap();
+    assert_eq!(end["kind"], "session_end");
+    assert_eq!(end["totals"]["execs"].as_u64(), Some(execs), "{end}");
     assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
 }
