@@ -57,6 +57,7 @@ fn run_platform(
         );
         return Ok(0);
     }
+    warn_unevaluated_rules(&policy, args.json);
     let log = open_audit(&args, &env, &plan)?;
     let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
@@ -143,6 +144,26 @@ fn run_platform(
         }
     }
     result
+}
+
+/// Rules that parse but whose events Palisade does not produce yet: said at every run, so
+/// nobody believes a rule protects them when it cannot fire.
+#[cfg(target_os = "linux")]
+fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, json: bool) {
+    use palisade_policy::monitor::{Condition, Counter};
+    for r in &policy.monitor_rules {
+        let why = match &r.when {
+            Condition::Bytes { .. } => "per-connection byte counts are not recorded yet",
+            Condition::Rate { counter: Counter::DeniedFiles, .. } => "file denials are not recorded yet",
+            _ => continue,
+        };
+        if json {
+            let v = serde_json::json!({ "level": "warning", "rule": r.when.to_string(), "at": r.origin.site.to_string(), "reason": why });
+            eprintln!("{v}");
+        } else {
+            eprintln!("palisade: warning: rule `{}` ({}) cannot fire: {why}", r.when, r.origin.site);
+        }
+    }
 }
 
 /// Starts the live outputs' writer threads once the sandbox exists.

@@ -88,6 +88,7 @@ impl Engine {
                 }
                 (Condition::DnsExfil, Event::Dns { name, .. }) => exfil_like(name),
                 (Condition::Tripwire, Event::Tripwire { path }) => Some(format!("{path} was opened")),
+                (Condition::Limit, Event::Limit { limit, detail }) => Some(format!("{limit}: {detail}")),
                 (Condition::ExecMatches { .. }, Event::Exec { argv, path, .. }) => {
                     let line = if argv.is_empty() { path.clone() } else { argv.join(" ") };
                     st.matcher.as_ref().filter(|m| m.is_match(&line)).map(|_| format!("{line:?} was run"))
@@ -219,6 +220,17 @@ mod tests {
 
     fn denied() -> Event {
         Event::Connection { via: "http".into(), target: "x.com:443".into(), allowed: false, reason: "no".into() }
+    }
+
+    #[test]
+    fn limit_rules_fire_on_limit_events_only() {
+        let mut e = Engine::new(&[rule("limit", Action::Kill)]);
+        let now = Instant::now();
+        assert!(e.observe(&denied(), now).is_empty());
+        let hit = Event::Limit { limit: "upload".into(), detail: "spent".into() };
+        let fired = e.observe(&hit, now);
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].action, fired[0].reason.as_str()), (Action::Kill, "upload: spent"));
     }
 
     #[test]

@@ -228,3 +228,19 @@ fn a_flood_of_parallel_execs_is_recorded_in_full() {
     assert_eq!(end["totals"]["execs"].as_u64(), Some(execs), "{end}");
     assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
 }
+
+#[test]
+fn rules_that_cannot_fire_yet_are_said_at_every_run() {
+    let s = Sandbox::new("e-unfired");
+    let p = s.path("unfired.toml");
+    std::fs::write(&p, "[[monitor.rules]]\nwhen = \"upload_bytes > 1MiB\"\naction = \"kill\"\n").unwrap();
+    let o = s.palisade(&["run", "--policy", p.to_str().unwrap(), "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: rule `upload_bytes > 1MiB`")
+            && err.contains("unfired.toml:2:")
+            && err.contains("byte counts are not recorded yet"),
+        "{err}"
+    );
+}
