@@ -313,22 +313,15 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
         // runs in the sandbox yet, and the memory is about to be replaced.
         // SAFETY: prctl with documented arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
-        match super::exectrace::install(a.filter) {
-            Ok(listener) => {
-                if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
-                    die(sock, &format!("passing the exec tracer out: {e}"));
-                }
+    }
+    match super::exectrace::install(a.filter, a.trace_exec) {
+        Ok(Some(listener)) => {
+            if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
+                die(sock, &format!("passing the exec tracer out: {e}"));
             }
-            Err(e) => die(sock, &format!("installing the seccomp filter with a listener: {e}")),
         }
-    } else {
-        let prog = libc::sock_fprog { len: a.filter.len() as u16, filter: a.filter.as_ptr() as *mut libc::sock_filter };
-        // SAFETY: `prog` points at the filter, alive for the call; no_new_privs is set above.
-        if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) }
-            != 0
-        {
-            die(sock, &format!("installing the seccomp filter: {}", std::io::Error::last_os_error()));
-        }
+        Ok(None) => {}
+        Err(e) => die(sock, &format!("installing the seccomp filter: {e}")),
     }
     exec(sock, a)
 }

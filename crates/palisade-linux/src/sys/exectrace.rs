@@ -54,17 +54,17 @@ const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 const FLAG_CONTINUE: u32 = 1;
 const FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
 
-/// In the command's process: installs `filter` and returns its listener.
-pub fn install(filter: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+/// In the command's process: installs `filter` (`seccomp(SET_MODE_FILTER)`), and with
+/// `listener` asks for its notification listener, which is returned.
+pub fn install(filter: &[libc::sock_filter], listener: bool) -> io::Result<Option<OwnedFd>> {
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
-    // SAFETY: seccomp(SET_MODE_FILTER, NEW_LISTENER, prog); `prog` outlives the call and
+    let flags = if listener { FILTER_FLAG_NEW_LISTENER } else { 0 };
+    // SAFETY: seccomp(SET_MODE_FILTER, flags, prog); `prog` outlives the call and
     // no_new_privs is already set.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, FILTER_FLAG_NEW_LISTENER, &prog as *const libc::sock_fprog)
-    };
-    let fd = ffi::check(fd)? as RawFd;
-    // SAFETY: the kernel just returned this listener.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let ret = unsafe { libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, flags, &prog as *const libc::sock_fprog) };
+    let fd = ffi::check(ret)? as RawFd;
+    // SAFETY: with NEW_LISTENER the return value is the listener the kernel just created.
+    Ok(listener.then(|| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// In the supervisor: answers every notification on `listener` until the sandbox is gone,
