@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+// Strings from the sandbox are shown escaped, never interpreted by the terminal.
+use palisade_monitor::live::printable as clean;
 use palisade_monitor::{Event, verify};
 
 use crate::Outcome;
@@ -41,11 +43,6 @@ fn read_anyway(file: &std::path::Path) -> Vec<Event> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| serde_json::from_value(v.get("event")?.clone()).ok())
         .collect()
-}
-
-/// Strings from the sandbox are shown escaped, never interpreted by the terminal.
-fn clean(s: &str) -> String {
-    s.escape_debug().to_string()
 }
 
 fn summarise(events: &[Event]) -> String {

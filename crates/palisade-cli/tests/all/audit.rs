@@ -138,12 +138,7 @@ fn every_exec_is_recorded_even_renamed_or_from_memory() {
     let script = script.replace("LOADER", loader);
     let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", &script]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let raw = std::fs::read_to_string(&log).unwrap();
-    let execs: Vec<serde_json::Value> = raw
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
-        .filter(|e| e["kind"] == "exec")
-        .collect();
+    let execs: Vec<serde_json::Value> = events_in(&log).into_iter().filter(|e| e["kind"] == "exec").collect();
     let argvs: Vec<String> = execs
         .iter()
         .map(|e| e["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>().join(" "))
@@ -211,17 +206,14 @@ fn a_flood_of_parallel_execs_is_recorded_in_full() {
     let script = "i=0; while [ $i -lt 300 ]; do /bin/true flood-$i & i=$((i+1)); done; wait";
     let o = s.palisade(&["run", "--audit", log.to_str().unwrap(), "--", "/bin/sh", "-c", script]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let raw = std::fs::read_to_string(&log).unwrap();
-    let mut seen: Vec<u32> = raw
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+    let events = events_in(&log);
+    let mut seen: Vec<u32> = events
+        .iter()
         .filter(|e| e["kind"] == "exec" && e["argv"][0] == "/bin/true")
         .filter_map(|e| e["argv"][1].as_str()?.strip_prefix("flood-")?.parse().ok())
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..300).collect::<Vec<u32>>(), "an exec escaped the record");
-    let events: Vec<serde_json::Value> =
-        raw.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect();
     let execs = events.iter().filter(|e| e["kind"] == "exec").count() as u64;
     let end = events.last().unwrap();
     assert_eq!(end["kind"], "session_end");
@@ -243,4 +235,10 @@ fn rules_that_cannot_fire_yet_are_said_at_every_run() {
             && err.contains("byte counts are not recorded yet"),
         "{err}"
     );
+}
+
+/// The `event` of every record of the audit log at `log`.
+fn events_in(log: &std::path::Path) -> Vec<serde_json::Value> {
+    let raw = std::fs::read_to_string(log).unwrap();
+    raw.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect()
 }
