@@ -122,6 +122,15 @@ mod linux {
                     libc::syscall(libc::SYS_process_vm_readv, num(args, 0), 0usize, 0usize, 0usize, 0usize, 0usize)
                 }
                 "pidfd_getfd" => libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0),
+                // An allow-all filter asking for its own notification listener: a way to
+                // take over exec notifications if the chain had no listener yet.
+                "seccomp_listener" => {
+                    let allow =
+                        [libc::sock_filter { code: 0x06 /* BPF_RET|BPF_K */, jt: 0, jf: 0, k: 0x7fff_0000 }];
+                    let prog = libc::sock_fprog { len: 1, filter: allow.as_ptr() as *mut libc::sock_filter };
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                    libc::syscall(libc::SYS_seccomp, 1 /* SET_MODE_FILTER */, 8 /* NEW_LISTENER */, &prog)
+                }
                 "kill" => libc::kill(num(args, 0) as libc::pid_t, num(args, 1) as i32) as i64,
                 "mount_tmpfs" => {
                     libc::mount(c"none".as_ptr(), c(&args[0]).as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64

@@ -242,3 +242,12 @@ fn events_in(log: &std::path::Path) -> Vec<serde_json::Value> {
     let raw = std::fs::read_to_string(log).unwrap();
     raw.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect()
 }
+
+#[test]
+fn the_command_cannot_install_its_own_exec_listener() {
+    let s = Sandbox::new("e-listener");
+    // The tracer holds the chain's one listener; a second one is refused (EBUSY)...
+    assert_eq!(s.probe(&[], &["seccomp_listener"]), "EBUSY");
+    // ...which is the tracer's doing, not a blanket refusal: untraced, the call is allowed.
+    assert_eq!(s.probe(&["--no-exec-trace"], &["seccomp_listener"]), "ok");
+}
