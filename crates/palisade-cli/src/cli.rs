@@ -115,6 +115,45 @@ pub struct PolicyArgs {
     /// Let the project's .palisade.toml widen access (by default it may only narrow).
     #[arg(long)]
     pub trust_project: bool,
+    /// Memory for the whole sandbox, tmpfs included: e.g. 4GiB, or `unlimited`.
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub memory: Option<String>,
+    /// Processes and threads at once in the sandbox, or `unlimited`.
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub pids: Option<String>,
+    /// CPU time of the whole sandbox: e.g. 30m, or `unlimited`.
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub cpu_time: Option<String>,
+    /// Wall-clock time of the run: e.g. 2h, or `unlimited`. Past it, exit status 124.
+    #[arg(long, value_name = "DURATION", help_heading = "Limits")]
+    pub wall_time: Option<String>,
+    /// Largest file a process may write: e.g. 1GiB, or `unlimited`.
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub file_size: Option<String>,
+    /// Size of the private /tmp (and of the private home): e.g. 2GiB.
+    #[arg(long, value_name = "SIZE", help_heading = "Limits")]
+    pub tmp_size: Option<String>,
+    /// Open files per process, or `unlimited`.
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub open_files: Option<String>,
+}
+
+impl PolicyArgs {
+    /// The limit flags given, by their `[process]` key.
+    pub fn limits(&self) -> Vec<(&'static str, String)> {
+        [
+            ("memory", &self.memory),
+            ("pids", &self.pids),
+            ("cpu_time", &self.cpu_time),
+            ("wall_time", &self.wall_time),
+            ("file_size", &self.file_size),
+            ("tmp_size", &self.tmp_size),
+            ("open_files", &self.open_files),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,9 +48,15 @@ fn read_anyway(file: &std::path::Path) -> Vec<Event> {
 fn summarise(events: &[Event]) -> String {
     let mut out = String::new();
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut bytes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut execs: Vec<String> = Vec::new();
-    for e in events {
+    // A `repeated` record counts as its event, that many times.
+    let expanded = events.iter().map(|e| match e {
+        Event::Repeated { count, event } => (event.as_ref(), *count),
+        e => (e, 1),
+    });
+    for (e, n) in expanded {
         match e {
             Event::SessionStart { argv, workspace, mode, landlock_abi, network, missing, .. } => {
                 let argv: Vec<String> = argv.iter().map(|a| clean(a)).collect();
@@ -63,11 +69,16 @@ fn summarise(events: &[Event]) -> String {
             }
             Event::Connection { target, allowed, .. } => {
                 let c = hosts.entry(clean(target)).or_default();
-                if *allowed { c.0 += 1 } else { c.1 += 1 }
+                if *allowed { c.0 += n } else { c.1 += n }
+            }
+            Event::ConnectionEnd { target, bytes_up, bytes_down, .. } => {
+                let b = bytes.entry(clean(target)).or_default();
+                b.0 += bytes_up * n;
+                b.1 += bytes_down * n;
             }
             Event::Dns { name, allowed, .. } => {
                 let c = dns.entry(clean(name)).or_default();
-                if *allowed { c.0 += 1 } else { c.1 += 1 }
+                if *allowed { c.0 += n } else { c.1 += n }
             }
             Event::Exec { pid, argv, path, .. } => {
                 let line: Vec<String> =
@@ -114,12 +125,17 @@ fn summarise(events: &[Event]) -> String {
             i += n;
         }
     }
-    for (title, map) in [("connections", &hosts), ("DNS queries", &dns)] {
-        if !map.is_empty() {
-            out.push_str(&format!("{title} (allowed / denied):\n"));
-            for (k, (a, d)) in map {
-                out.push_str(&format!("  {a:>5} / {d:<5} {k}\n"));
-            }
+    if !hosts.is_empty() {
+        out.push_str("connections (allowed / denied, bytes up / down):\n");
+        for (k, (a, d)) in &hosts {
+            let (up, down) = bytes.get(k).copied().unwrap_or_default();
+            out.push_str(&format!("  {a:>5} / {d:<5} {up:>10} / {down:<10} {k}\n"));
+        }
+    }
+    if !dns.is_empty() {
+        out.push_str("DNS queries (allowed / denied):\n");
+        for (k, (a, d)) in &dns {
+            out.push_str(&format!("  {a:>5} / {d:<5} {k}\n"));
         }
     }
     out

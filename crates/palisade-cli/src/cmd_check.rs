@@ -19,6 +19,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         println!("{} Landlock:        {}", mark(r.landlock.available), r.landlock.detail);
         println!("{} seccomp:         {}", mark(r.seccomp.available), r.seccomp.detail);
         println!("        cgroups:         {}", r.cgroups);
+        println!("        limits:          {}", r.limits);
         if let Some(t) = r.tiocsti_legacy {
             println!(
                 "        TIOCSTI:         dev.tty.legacy_tiocsti = {} ({})",

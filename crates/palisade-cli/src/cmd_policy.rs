@@ -29,6 +29,7 @@ pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), F
             allow_net: args.allow_net.clone(),
             deny_net: args.deny_net.clone(),
             env: args.env.clone(),
+            limits: args.limits(),
         },
     };
     let policy = load(&env, &opts).map_err(policy_failure)?;
@@ -167,13 +168,22 @@ fn render(p: &ResolvedPolicy) -> String {
     let _ = writeln!(o, "\nlimits:");
     let l = &p.limits;
     let size = |v: &Option<palisade_policy::model::Setting<u64>>| {
-        v.as_ref().map(|s| format!("{}  [{}]", palisade_policy::units::format_size(s.value), s.origin.layer))
+        v.as_ref().map(|s| match s.value {
+            u64::MAX => format!("unlimited  [{}]", s.origin.layer),
+            n => format!("{}  [{}]", palisade_policy::units::format_size(n), s.origin.layer),
+        })
     };
     let count = |v: &Option<palisade_policy::model::Setting<u64>>| {
-        v.as_ref().map(|s| format!("{}  [{}]", s.value, s.origin.layer))
+        v.as_ref().map(|s| match s.value {
+            u64::MAX => format!("unlimited  [{}]", s.origin.layer),
+            n => format!("{n}  [{}]", s.origin.layer),
+        })
     };
     let dur = |v: &Option<palisade_policy::model::Setting<std::time::Duration>>| {
-        v.as_ref().map(|s| format!("{}  [{}]", humantime_fmt(s.value), s.origin.layer))
+        v.as_ref().map(|s| match s.value {
+            std::time::Duration::MAX => format!("unlimited  [{}]", s.origin.layer),
+            d => format!("{}  [{}]", humantime_fmt(d), s.origin.layer),
+        })
     };
     for (name, v) in [
         ("memory", size(&l.memory)),

@@ -61,7 +61,8 @@ fn run_platform(
     let log = open_audit(&args, &env, &plan)?;
     let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
-    log.record(&session_start(&args, &policy, "namespaces", abi, &[]));
+    let (limits_mode, _) = palisade_linux::limits_mode(&plan.limits);
+    log.record(&session_start(&args, &policy, "namespaces", abi, &[], &limits_mode));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
         stdin: true,
         stdout: std::io::stdout().is_terminal(),
@@ -93,23 +94,32 @@ fn run_platform(
             });
         }) as palisade_linux::OnExec
     };
+    let hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>> = Default::default();
+    let on_limit = limit_reporter(sink.clone(), hit.clone(), args.json);
     let opts = palisade_linux::RunOptions {
         pty,
         gateway,
-        kill: Some(kill),
+        kill: Some(kill.clone()),
         on_tripwire: Some(on_tripwire),
         on_exec: Some(on_exec),
         on_started: Some(starter(&live)),
+        on_limit: Some(on_limit.clone()),
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
-            log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing));
+            log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing, "rlimits"));
             outcome(palisade_linux::run_degraded(
                 &degraded,
-                palisade_linux::RunOptions { pty, on_started: Some(starter(&live)), ..Default::default() },
+                palisade_linux::RunOptions {
+                    pty,
+                    on_started: Some(starter(&live)),
+                    kill: Some(kill),
+                    on_limit: Some(on_limit),
+                    ..Default::default()
+                },
             ))
         }
         Err(RunError::Namespaces(m)) => {
@@ -123,12 +133,18 @@ fn run_platform(
         }
         other => outcome(other),
     };
+    // Past its wall-clock limit the run ends like `timeout`'s: 124.
+    let result = match (&result, hit.lock().unwrap_or_else(|e| e.into_inner()).as_ref()) {
+        (Ok(_), Some(h)) if h.limit == "wall_time" => Ok(exit::TIMED_OUT),
+        _ => result,
+    };
     let (exit_code, signal) = match &result {
         Ok(c) if *c > 128 && *c < 160 => (None, Some(i32::from(*c) - 128)),
         Ok(c) => (Some(i32::from(*c)), None),
         Err(_) => (Some(i32::from(exit::FAILURE)), None),
     };
     let duration_ms = started.elapsed().as_millis() as u64;
+    sink.flush();
     sink.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms, totals: log.totals() });
     if let Some(e) = log.error() {
         eprintln!("palisade: {e}");
@@ -153,8 +169,9 @@ fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, json: bool) 
     use palisade_policy::monitor::{Condition, Counter};
     for r in &policy.monitor_rules {
         let why = match &r.when {
-            Condition::Bytes { .. } => "per-connection byte counts are not recorded yet",
-            Condition::Rate { counter: Counter::DeniedFiles, .. } => "file denials are not recorded yet",
+            Condition::Rate { counter: Counter::DeniedFiles, .. } => {
+                "the kernel reports file denials only through the audit subsystem, which Palisade does not read yet"
+            }
             _ => continue,
         };
         if json {
@@ -164,6 +181,25 @@ fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, json: bool) 
             eprintln!("palisade: warning: rule `{}` ({}) cannot fire: {why}", r.when, r.origin.site);
         }
     }
+}
+
+/// Records a limit that stopped the run, says so on stderr, and keeps it for the exit status.
+#[cfg(target_os = "linux")]
+fn limit_reporter(
+    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
+    hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>>,
+    json: bool,
+) -> palisade_linux::OnLimit {
+    std::sync::Arc::new(move |h: &palisade_linux::LimitHit| {
+        sink.record(&palisade_monitor::Event::Limit { limit: h.limit.into(), detail: h.detail.clone() });
+        if json {
+            let v = serde_json::json!({ "level": "error", "limit": h.limit, "reason": h.detail });
+            eprintln!("{v}");
+        } else {
+            eprintln!("palisade: limit: {} ([process] {})", h.detail, h.limit);
+        }
+        hit.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| h.clone());
+    })
 }
 
 /// Starts the live outputs' writer threads once the sandbox exists.
@@ -282,6 +318,7 @@ fn session_start(
     mode: &str,
     abi: i32,
     missing: &[String],
+    limits: &str,
 ) -> palisade_monitor::Event {
     palisade_monitor::Event::SessionStart {
         argv: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
@@ -291,6 +328,7 @@ fn session_start(
         network: policy.mode().to_string(),
         layers: policy.layers.iter().map(|(k, s)| format!("{k} ({s})")).collect(),
         missing: missing.to_vec(),
+        limits: limits.into(),
     }
 }
 
@@ -303,6 +341,7 @@ fn gateway(
 ) -> palisade_linux::Gateway {
     use palisade_gateway::server::{Budgets, Listeners, serve};
     let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
+    let marks = palisade_monitor::rules::byte_marks(&policy.monitor_rules);
     Box::new(move |fds: Vec<std::os::fd::OwnedFd>| {
         // The order of `palisade_linux` `net::send_listeners`.
         let mut it = fds.into_iter();
@@ -313,7 +352,7 @@ fn gateway(
             dns_tcp: it.next().map(Into::into),
             transparent: it.map(Into::into).collect(),
         };
-        if let Err(e) = serve(l, decider, Budgets::default(), Some(sink)) {
+        if let Err(e) = serve(l, decider, Budgets::default(), Some(sink), (marks.up, marks.down)) {
             eprintln!("palisade: the gateway stopped: {e}");
         }
     })

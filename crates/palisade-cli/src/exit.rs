@@ -9,3 +9,7 @@ pub const CANNOT_EXECUTE: u8 = 126;
 /// The command was not found.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub const NOT_FOUND: u8 = 127;
+/// The run reached its wall-clock limit (`--wall-time`), as `timeout` reports it. Other
+/// limits stop the sandbox with SIGKILL: 137, as container runtimes report an OOM kill.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub const TIMED_OUT: u8 = 124;

@@ -70,6 +70,46 @@ pub struct Counters {
     pub down_spent: std::sync::atomic::AtomicBool,
 }
 
+/// The session totals a byte rule watches: crossing one is reported at once as a `traffic`
+/// event, while the bytes still flow.
+#[derive(Default)]
+pub struct Watch {
+    pub marks_up: Vec<u64>,
+    pub marks_down: Vec<u64>,
+    pub sink: Option<Arc<dyn Sink>>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("marks_up", &self.marks_up).field("marks_down", &self.marks_down).finish()
+    }
+}
+
+impl Watch {
+    fn moved(&self, up: bool, before: u64, after: u64) {
+        let (marks, direction) = if up { (&self.marks_up, "upload") } else { (&self.marks_down, "download") };
+        if let Some(sink) = &self.sink {
+            if marks.iter().any(|m| before <= *m && *m < after) {
+                sink.record(&Event::Traffic { direction: direction.into(), total: after });
+            }
+        }
+    }
+}
+
+/// What one tunnel carried (kept when it ends in an error).
+#[derive(Debug, Default)]
+pub struct Moved {
+    pub up: std::sync::atomic::AtomicU64,
+    pub down: std::sync::atomic::AtomicU64,
+}
+
+/// An allowed connection, for its `connection_end`.
+struct Opened {
+    id: u64,
+    target: String,
+    at: std::time::Instant,
+}
+
 /// Resolves with the system resolver (outside the sandbox).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemResolver;
@@ -90,6 +130,9 @@ struct Shared {
     slots: Semaphore,
     pool: std::sync::Mutex<Pool>,
     counters: Counters,
+    watch: Watch,
+    /// The last connection number handed out.
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 /// Serves the listeners until the process exits. Blocks the calling thread. Every DNS query
@@ -99,11 +142,13 @@ pub fn serve(
     decider: Decider,
     budgets: Budgets,
     sink: Option<Arc<dyn Sink>>,
+    marks: (Vec<u64>, Vec<u64>),
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let pool = std::sync::Mutex::new(Pool::default());
         let counters = Counters::default();
+        let watch = Watch { marks_up: marks.0, marks_down: marks.1, sink: sink.clone() };
         let shared = Arc::new(Shared {
             saturated: false.into(),
             sink,
@@ -112,6 +157,8 @@ pub fn serve(
             slots: Semaphore::new(budgets.max_connections),
             pool,
             counters,
+            watch,
+            last_id: 0.into(),
         });
         let mut tasks = Vec::new();
         if let Some(l) = listeners.http {
@@ -187,9 +234,27 @@ fn limit(shared: &Shared, what: &str, detail: String) {
     }
 }
 
-/// `tunnel`, reporting a byte budget the first time it is spent.
-async fn tunnel_reported(client: TcpStream, up: TcpStream, first: &[u8], shared: &Shared) -> std::io::Result<()> {
-    let r = tunnel(client, up, first, shared.budgets, &shared.counters).await;
+/// `tunnel`, reporting a byte budget the first time it is spent, and what the connection
+/// carried when it ends.
+async fn tunnel_reported(
+    client: TcpStream,
+    up: TcpStream,
+    first: &[u8],
+    shared: &Shared,
+    opened: Opened,
+) -> std::io::Result<()> {
+    let moved = Moved::default();
+    let r = tunnel(client, up, first, shared.budgets, &shared.counters, &shared.watch, &moved).await;
+    if let Some(sink) = &shared.sink {
+        use std::sync::atomic::Ordering::Relaxed;
+        sink.record(&Event::ConnectionEnd {
+            id: opened.id,
+            target: opened.target,
+            bytes_up: moved.up.load(Relaxed),
+            bytes_down: moved.down.load(Relaxed),
+            duration_ms: opened.at.elapsed().as_millis() as u64,
+        });
+    }
     if r.is_err() {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &shared.counters;
@@ -211,7 +276,7 @@ async fn tunnel_reported(client: TcpStream, up: TcpStream, first: &[u8], shared:
 
 /// Decides and resolves (off the async thread only when a lookup may block), and records the
 /// decision.
-async fn check(shared: &Shared, target: &Target, via: &str) -> Result<Checked, Refusal> {
+async fn check(shared: &Shared, target: &Target, via: &str) -> Result<(Checked, Opened), Refusal> {
     let r = if !shared.decider.needs_resolution(target) {
         shared.decider.check(target, &SystemResolver)
     } else {
@@ -220,14 +285,16 @@ async fn check(shared: &Shared, target: &Target, via: &str) -> Result<Checked, R
             .await
             .unwrap_or_else(|_| Err(Refusal::Policy("internal error".into())))
     };
+    let id = r.is_ok().then(|| shared.last_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
     if let Some(sink) = &shared.sink {
         let (allowed, reason) = match &r {
             Ok(c) => (true, c.rule().to_owned()),
             Err(e) => (false, e.to_string()),
         };
-        sink.record(&Event::Connection { via: via.into(), target: target.to_string(), allowed, reason });
+        sink.record(&Event::Connection { id, via: via.into(), target: target.to_string(), allowed, reason });
     }
-    r
+    let opened = Opened { id: id.unwrap_or(0), target: target.to_string(), at: std::time::Instant::now() };
+    r.map(|c| (c, opened))
 }
 
 /// Reads until `parse` has a whole message, within the handshake budget.
@@ -272,27 +339,49 @@ async fn read_or_refuse<T>(
     }
 }
 
-async fn splice(client: TcpStream, upstream: SocketAddr, first: &[u8], shared: &Shared) -> std::io::Result<()> {
+async fn splice(
+    client: TcpStream,
+    upstream: SocketAddr,
+    first: &[u8],
+    shared: &Shared,
+    opened: Opened,
+) -> std::io::Result<()> {
     let up = TcpStream::connect(upstream).await?;
-    tunnel_reported(client, up, first, shared).await
+    tunnel_reported(client, up, first, shared, opened).await
 }
 
 /// Copies both ways until either side closes, a direction stays idle past the budget, or the
 /// session's byte budget is spent. `first` (bytes already read from the client) goes first.
-pub async fn tunnel(client: TcpStream, up: TcpStream, first: &[u8], b: Budgets, c: &Counters) -> std::io::Result<()> {
+/// `moved` counts this tunnel's bytes; `watch` hears of session totals crossing its marks.
+pub async fn tunnel(
+    client: TcpStream,
+    up: TcpStream,
+    first: &[u8],
+    b: Budgets,
+    c: &Counters,
+    watch: &Watch,
+    moved: &Moved,
+) -> std::io::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = up.into_split();
     if !first.is_empty() {
-        c.up.fetch_add(first.len() as u64, Relaxed);
+        let n = first.len() as u64;
+        let before = c.up.fetch_add(n, Relaxed);
+        watch.moved(true, before, before + n);
+        moved.up.fetch_add(n, Relaxed);
         uw.write_all(first).await?;
     }
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         from: &mut tokio::net::tcp::OwnedReadHalf,
         to: &mut tokio::net::tcp::OwnedWriteHalf,
         count: &std::sync::atomic::AtomicU64,
+        mine: &std::sync::atomic::AtomicU64,
         limit: u64,
         idle: Duration,
+        watch: &Watch,
+        up: bool,
     ) -> std::io::Result<()> {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -304,14 +393,17 @@ pub async fn tunnel(client: TcpStream, up: TcpStream, first: &[u8], b: Budgets, 
                 let _ = to.shutdown().await;
                 return Ok(());
             }
-            if count.fetch_add(n as u64, Relaxed) + n as u64 > limit {
+            let before = count.fetch_add(n as u64, Relaxed);
+            watch.moved(up, before, before + n as u64);
+            if before + n as u64 > limit {
                 return Err(std::io::Error::other("the session's byte budget is spent"));
             }
             to.write_all(&buf[..n]).await?;
+            mine.fetch_add(n as u64, Relaxed);
         }
     }
-    let upward = pump(&mut cr, &mut uw, &c.up, b.max_upload, b.idle);
-    let downward = pump(&mut ur, &mut cw, &c.down, b.max_download, b.idle);
+    let upward = pump(&mut cr, &mut uw, &c.up, &moved.up, b.max_upload, b.idle, watch, true);
+    let downward = pump(&mut ur, &mut cw, &c.down, &moved.down, b.max_download, b.idle, watch, false);
     tokio::try_join!(upward, downward)?;
     Ok(())
 }
@@ -334,7 +426,7 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
             return Ok(());
         }
     }
-    let checked = match check(shared, &head.target, if head.connect { "connect" } else { "http" }).await {
+    let (checked, opened) = match check(shared, &head.target, if head.connect { "connect" } else { "http" }).await {
         Ok(c) => c,
         Err(refusal) => {
             conn.write_all(&http::forbidden(&refusal.to_string())).await?;
@@ -354,13 +446,13 @@ async fn http_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> 
             }
         };
         conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-        return tunnel_reported(conn, up, &buf[used..], shared).await;
+        return tunnel_reported(conn, up, &buf[used..], shared, opened).await;
     }
     // Plain HTTP: one request per upstream connection, so every request is decided.
     let forwarded = close_after(&buf[..used]);
     let mut first = forwarded;
     first.extend_from_slice(&buf[used..]);
-    splice(conn, checked.addr(), &first, shared).await
+    splice(conn, checked.addr(), &first, shared, opened).await
 }
 
 /// The request head with `Connection: close` instead of any keep-alive headers.
@@ -394,7 +486,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
     else {
         return Ok(());
     };
-    let checked = match check(shared, &target, "socks5").await {
+    let (checked, opened) = match check(shared, &target, "socks5").await {
         Ok(c) => c,
         Err(_) => {
             conn.write_all(&socks5::reply_bytes(socks5::reply::NOT_ALLOWED)).await?;
@@ -414,7 +506,7 @@ async fn socks_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()>
         }
     };
     conn.write_all(&socks5::reply_bytes(socks5::reply::SUCCEEDED)).await?;
-    tunnel_reported(conn, up, &buf[used..], shared).await
+    tunnel_reported(conn, up, &buf[used..], shared, opened).await
 }
 
 fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
@@ -518,11 +610,11 @@ async fn transparent_conn(mut conn: TcpStream, shared: &Shared) -> std::io::Resu
             }
         }
     }
-    let checked = match check(shared, &target, "transparent").await {
+    let (checked, opened) = match check(shared, &target, "transparent").await {
         Ok(c) => c,
         Err(_) => return Ok(()),
     };
-    splice(conn, checked.addr(), &buf, shared).await
+    splice(conn, checked.addr(), &buf, shared, opened).await
 }
 
 #[cfg(test)]
@@ -548,7 +640,8 @@ mod tests {
             let (upstream_side, mut upstream) = pair().await;
             let b = Budgets { max_upload: 100_000, ..Budgets::default() };
             let c = Counters::default();
-            let t = tunnel(client_side, upstream_side, b"first", b, &c);
+            let (w, m) = (Watch::default(), Moved::default());
+            let t = tunnel(client_side, upstream_side, b"first", b, &c, &w, &m);
             let writer = async {
                 let chunk = vec![7u8; 10_000];
                 for _ in 0..50 {
@@ -601,6 +694,8 @@ mod tests {
             slots: Semaphore::new(b.max_connections),
             pool: Default::default(),
             counters: Default::default(),
+            watch: Watch { marks_up: vec![20_000], marks_down: vec![], sink: Some(rec.clone()) },
+            last_id: 0.into(),
         })
     }
 
@@ -616,7 +711,8 @@ mod tests {
                     let _ = client.write_all(&[1u8; 50_000]).await;
                     let _ = client.shutdown().await;
                 };
-                let (r, ()) = tokio::join!(tunnel_reported(client_side, upstream_side, b"", &sh), writer);
+                let opened = Opened { id: 1, target: "a.test:443".into(), at: std::time::Instant::now() };
+                let (r, ()) = tokio::join!(tunnel_reported(client_side, upstream_side, b"", &sh, opened), writer);
                 assert!(r.is_err(), "the tunnel outlived its budget");
             }
             assert_eq!(rec.limits(), ["upload"]);
@@ -657,7 +753,10 @@ mod tests {
             let (upstream_side, _upstream) = pair().await;
             let b = Budgets { idle: Duration::from_millis(50), ..Budgets::default() };
             let c = Counters::default();
-            let r = tokio::time::timeout(Duration::from_secs(5), tunnel(client_side, upstream_side, b"", b, &c)).await;
+            let (w, m) = (Watch::default(), Moved::default());
+            let r =
+                tokio::time::timeout(Duration::from_secs(5), tunnel(client_side, upstream_side, b"", b, &c, &w, &m))
+                    .await;
             assert!(matches!(r, Ok(Err(_))), "an idle tunnel stayed open");
         });
     }

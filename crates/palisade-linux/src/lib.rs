@@ -16,7 +16,12 @@ pub mod seccomp;
 mod sys;
 
 #[cfg(target_os = "linux")]
-pub use sys::{Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, exectrace, ffi, probe, run, run_degraded};
+pub use sys::watch::{LimitHit, OnLimit};
+#[cfg(target_os = "linux")]
+pub use sys::{
+    Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, exectrace, ffi, limits_mode, probe, run,
+    run_degraded,
+};
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

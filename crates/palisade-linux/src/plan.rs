@@ -124,6 +124,39 @@ pub struct Plan {
     pub tripwires: Vec<PathBuf>,
     /// Record every exec (seccomp user notification, as an observer).
     pub trace_exec: bool,
+    pub limits: Limits,
+}
+
+/// Resource limits of a run (`None`: no limit). `[process] tmp_size` is not here: it is the
+/// size of the private `/tmp` mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpu_time: Option<std::time::Duration>,
+    pub wall_time: Option<std::time::Duration>,
+    pub file_size: Option<u64>,
+    pub open_files: Option<u64>,
+}
+
+impl Limits {
+    /// The policy's limits; `unlimited` becomes `None`.
+    pub fn of(policy: &ResolvedPolicy) -> Limits {
+        let l = &policy.limits;
+        let n =
+            |v: &Option<palisade_policy::model::Setting<u64>>| v.as_ref().map(|s| s.value).filter(|v| *v != u64::MAX);
+        let d = |v: &Option<palisade_policy::model::Setting<std::time::Duration>>| {
+            v.as_ref().map(|s| s.value).filter(|v| *v != std::time::Duration::MAX)
+        };
+        Limits {
+            memory: n(&l.memory),
+            pids: n(&l.pids),
+            cpu_time: d(&l.cpu_time),
+            wall_time: d(&l.wall_time),
+            file_size: n(&l.file_size),
+            open_files: n(&l.open_files),
+        }
+    }
 }
 
 impl Plan {
@@ -301,6 +334,7 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         network,
         tripwires,
         trace_exec: req.trace_exec,
+        limits: Limits::of(policy),
     })
 }
 
@@ -527,6 +561,7 @@ pub struct DegradedPlan {
     pub cwd: PathBuf,
     /// Protections not enforced in this mode, in words, for the warning and the events.
     pub missing: Vec<String>,
+    pub limits: Limits,
 }
 
 /// Device files a degraded sandbox may use (never `/dev` as a whole: without a mount
@@ -591,7 +626,7 @@ pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request
     } else {
         policy.workspace.clone()
     };
-    Ok(DegradedPlan { landlock: lp, argv: req.argv, env: req.env, cwd, missing })
+    Ok(DegradedPlan { landlock: lp, argv: req.argv, env: req.env, cwd, missing, limits: Limits::of(policy) })
 }
 
 #[cfg(test)]

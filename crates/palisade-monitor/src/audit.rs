@@ -21,6 +21,9 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Where events go. Implemented by [`AuditLog`]; a harness can add its own.
 pub trait Sink: Send + Sync {
     fn record(&self, event: &Event);
+    /// Writes whatever is held back (folded repeats); called before the session's totals
+    /// are taken.
+    fn flush(&self) {}
 }
 
 /// Called with every record as it is written (the event and its line, newline included).
@@ -217,6 +220,7 @@ mod tests {
             network: "allowlist".into(),
             layers: vec!["built-in default".into()],
             missing: vec![],
+            limits: "rlimits".into(),
         };
         log.record(&start);
         log.record(&Event::Dns {
@@ -227,6 +231,7 @@ mod tests {
             answer: None,
         });
         log.record(&Event::Connection {
+            id: None,
             via: "connect".into(),
             target: "a.com:443".into(),
             allowed: true,

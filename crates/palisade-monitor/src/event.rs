@@ -24,6 +24,9 @@ pub enum Event {
         layers: Vec<String>,
         /// Protections not enforced in this mode (empty unless degraded).
         missing: Vec<String>,
+        /// How resource limits are held: `cgroup v2`, `cgroup v1` or `rlimits`.
+        #[serde(default)]
+        limits: String,
     },
     /// A process in the sandbox called `execve`/`execveat` (pids inside the sandbox).
     Exec { pid: u32, ppid: u32, path: String, argv: Vec<String>, cwd: String },
@@ -31,17 +34,37 @@ pub enum Event {
     Dns { name: String, qtype: String, allowed: bool, reason: String, answer: Option<String> },
     /// A connection through the gateway.
     Connection {
+        /// The session's number for an allowed connection (from 1), repeated by its
+        /// `connection_end`; absent for a refused one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
         /// `http`, `connect`, `socks5` or `transparent`.
         via: String,
         target: String,
         allowed: bool,
         reason: String,
     },
+    /// An allowed connection closed: what it carried.
+    ConnectionEnd {
+        id: u64,
+        target: String,
+        /// Bytes sent out (sandbox to upstream) and received.
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_ms: u64,
+    },
+    /// The session's total `upload` or `download` passed a mark that a byte rule watches
+    /// (reported while the bytes flow, not when the connection ends).
+    Traffic { direction: String, total: u64 },
+    /// `count` more records identical to `event` arrived within a second and were folded
+    /// into this one (bounded log and memory under a flood); rules saw every one.
+    Repeated { count: u64, event: Box<Event> },
     /// A decoy file was opened: a strong sign of a hijacked agent.
     Tripwire { path: String },
     /// A limit was reached (once per limit and episode): `connections` (every gateway slot is
     /// in use; new connections wait), `upload` or `download` (the session's byte budget is
-    /// spent; tunnels close).
+    /// spent; tunnels close); or a resource limit of `[process]` (`memory`, `pids`,
+    /// `cpu_time`, `wall_time`, `tmp_size`) stopped the sandbox.
     Limit { limit: String, detail: String },
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },
@@ -67,21 +90,36 @@ pub struct Totals {
     pub tripwires: u64,
     pub limits: u64,
     pub monitor_actions: u64,
+    /// Bytes carried by connections that ended (`connection_end`).
+    #[serde(default)]
+    pub bytes_up: u64,
+    #[serde(default)]
+    pub bytes_down: u64,
 }
 
 impl Totals {
     /// Counts `event`.
     pub fn add(&mut self, event: &Event) {
+        self.add_n(event, 1);
+    }
+
+    /// Counts `event` `n` times.
+    pub fn add_n(&mut self, event: &Event, n: u64) {
         match event {
-            Event::Exec { .. } => self.execs += 1,
-            Event::Connection { allowed: true, .. } => self.connections_allowed += 1,
-            Event::Connection { allowed: false, .. } => self.connections_denied += 1,
-            Event::Dns { allowed: true, .. } => self.dns_allowed += 1,
-            Event::Dns { allowed: false, .. } => self.dns_denied += 1,
-            Event::Tripwire { .. } => self.tripwires += 1,
-            Event::Limit { .. } => self.limits += 1,
-            Event::MonitorAction { .. } => self.monitor_actions += 1,
-            Event::SessionStart { .. } | Event::SessionEnd { .. } => {}
+            Event::Exec { .. } => self.execs += n,
+            Event::Connection { allowed: true, .. } => self.connections_allowed += n,
+            Event::Connection { allowed: false, .. } => self.connections_denied += n,
+            Event::Dns { allowed: true, .. } => self.dns_allowed += n,
+            Event::Dns { allowed: false, .. } => self.dns_denied += n,
+            Event::Tripwire { .. } => self.tripwires += n,
+            Event::Limit { .. } => self.limits += n,
+            Event::MonitorAction { .. } => self.monitor_actions += n,
+            Event::ConnectionEnd { bytes_up, bytes_down, .. } => {
+                self.bytes_up += bytes_up * n;
+                self.bytes_down += bytes_down * n;
+            }
+            Event::Repeated { count, event } => self.add_n(event, count * n),
+            Event::SessionStart { .. } | Event::SessionEnd { .. } | Event::Traffic { .. } => {}
         }
     }
 }
@@ -94,6 +132,9 @@ impl Event {
             Event::Exec { .. } => "exec",
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
+            Event::ConnectionEnd { .. } => "connection_end",
+            Event::Traffic { .. } => "traffic",
+            Event::Repeated { .. } => "repeated",
             Event::Tripwire { .. } => "tripwire",
             Event::Limit { .. } => "limit",
             Event::MonitorAction { .. } => "monitor_action",

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod event;
+pub mod fold;
 pub mod live;
 pub mod rules;
 

@@ -108,8 +108,12 @@ pub fn printable(s: &str) -> String {
 pub fn watch_line(event: &Event) -> String {
     let verdict = |allowed: bool| if allowed { "allow" } else { "DENY " };
     let body = match event {
-        Event::SessionStart { mode, landlock_abi, network, missing, .. } => {
-            let mut s = format!("start  {mode}, Landlock ABI {landlock_abi}, network {}", printable(network));
+        Event::SessionStart { mode, landlock_abi, network, missing, limits, .. } => {
+            let mut s = format!(
+                "start  {mode}, Landlock ABI {landlock_abi}, network {}, limits by {}",
+                printable(network),
+                printable(limits)
+            );
             if !missing.is_empty() {
                 s.push_str(&format!(
                     "; NOT enforced: {}",
@@ -133,12 +137,22 @@ pub fn watch_line(event: &Event) -> String {
         Event::Dns { name, qtype, allowed, .. } => {
             format!("dns    {} {} {}", verdict(*allowed), printable(name), printable(qtype))
         }
-        Event::Connection { via, target, allowed, reason } => {
+        Event::Connection { via, target, allowed, reason, .. } => {
             let mut s = format!("net    {} {} ({})", verdict(*allowed), printable(target), printable(via));
             if !allowed {
                 s.push_str(&format!(": {}", printable(reason)));
             }
             s
+        }
+        Event::ConnectionEnd { target, bytes_up, bytes_down, duration_ms, .. } => format!(
+            "net    closed {} after {duration_ms} ms: {bytes_up} bytes up, {bytes_down} down",
+            printable(target)
+        ),
+        Event::Traffic { direction, total } => format!("bytes  the session's {} passed {total}", printable(direction)),
+        Event::Repeated { count, event } => {
+            let inner = watch_line(event);
+            let inner = inner.trim_end().strip_prefix("palisade: ").unwrap_or(&inner).to_owned();
+            format!("{inner}   (x{count} more)")
         }
         Event::Tripwire { path } => format!("TRIPWIRE {} was opened", printable(path)),
         Event::Limit { limit, detail } => format!("LIMIT  {}: {}", printable(limit), printable(detail)),

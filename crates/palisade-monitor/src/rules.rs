@@ -1,15 +1,16 @@
 //! Monitor rules (`[[monitor.rules]]`) evaluated over the event stream, with bounded memory:
 //! a rate rule keeps at most its threshold + 1 timestamps, whatever the flood.
 //!
-//! Evaluated today: `tripwire`, `exec matches`, `execs`, `denied_connections` and
-//! `denied_dns` rates, and `dns_exfil`. The other conditions (`limit`, `denied_files`, byte
-//! budgets) need events that are not produced yet and never fire.
+//! Evaluated: `tripwire`, `limit`, `exec matches`, `dns_exfil`, the `execs`,
+//! `denied_connections` and `denied_dns` rates, and the byte budgets (on the gateway's
+//! `traffic` events, see [`byte_marks`]). `denied_files` needs file-denial events, which the
+//! kernel reports only through the audit subsystem; it never fires yet.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use palisade_policy::model::MonitorRule;
-use palisade_policy::monitor::{Action, Condition, Counter};
+use palisade_policy::monitor::{Action, ByteCounter, Condition, Counter};
 
 use crate::event::Event;
 
@@ -42,6 +43,8 @@ struct State {
     times: VecDeque<Instant>,
     /// A rate rule fires once per window, not on every event past the threshold.
     quiet_until: Option<Instant>,
+    /// A byte rule fires once per session.
+    done: bool,
 }
 
 /// The rules of a session.
@@ -64,6 +67,7 @@ impl Engine {
                 rule: r.clone(),
                 times: VecDeque::new(),
                 quiet_until: None,
+                done: false,
             })
             .collect();
         Engine { rules }
@@ -88,6 +92,17 @@ impl Engine {
                 }
                 (Condition::DnsExfil, Event::Dns { name, .. }) => exfil_like(name),
                 (Condition::Tripwire, Event::Tripwire { path }) => Some(format!("{path} was opened")),
+                (Condition::Bytes { counter, more_than }, Event::Traffic { direction, total }) => {
+                    let dir = match counter {
+                        ByteCounter::UploadBytes => "upload",
+                        ByteCounter::DownloadBytes => "download",
+                    };
+                    if st.done || direction != dir || *total <= *more_than {
+                        continue;
+                    }
+                    st.done = true;
+                    Some(format!("the session's {dir} reached {total} bytes"))
+                }
                 (Condition::Limit, Event::Limit { limit, detail }) => Some(format!("{limit}: {detail}")),
                 (Condition::ExecMatches { .. }, Event::Exec { argv, path, .. }) => {
                     let line = if argv.is_empty() { path.clone() } else { argv.join(" ") };
@@ -106,6 +121,31 @@ impl Engine {
         }
         fired
     }
+}
+
+/// The byte totals the gateway must report when crossed (`traffic` events): each byte rule's
+/// threshold, for upload and for download, sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByteMarks {
+    pub up: Vec<u64>,
+    pub down: Vec<u64>,
+}
+
+pub fn byte_marks(rules: &[MonitorRule]) -> ByteMarks {
+    let mut m = ByteMarks::default();
+    for r in rules {
+        if let Condition::Bytes { counter, more_than } = r.when {
+            match counter {
+                ByteCounter::UploadBytes => m.up.push(more_than),
+                ByteCounter::DownloadBytes => m.down.push(more_than),
+            }
+        }
+    }
+    m.up.sort_unstable();
+    m.up.dedup();
+    m.down.sort_unstable();
+    m.down.dedup();
+    m
 }
 
 fn rate(st: &mut State, more_than: u64, within: Duration, now: Instant) -> Option<String> {
@@ -164,6 +204,9 @@ fn entropy(s: &str) -> f64 {
 pub struct Monitor {
     log: std::sync::Arc<crate::audit::AuditLog>,
     engine: std::sync::Mutex<Engine>,
+    /// Held while writing, so records from the gateway, exec and tripwire threads keep the
+    /// order in which they were folded.
+    fold: std::sync::Mutex<crate::fold::Folder>,
     on_alert: Box<dyn Fn(&Fired) + Send + Sync>,
     on_kill: Box<dyn Fn() + Send + Sync>,
 }
@@ -181,14 +224,27 @@ impl Monitor {
         on_alert: Box<dyn Fn(&Fired) + Send + Sync>,
         on_kill: Box<dyn Fn() + Send + Sync>,
     ) -> Monitor {
-        Monitor { log, engine: std::sync::Mutex::new(Engine::new(rules)), on_alert, on_kill }
+        Monitor { log, engine: std::sync::Mutex::new(Engine::new(rules)), fold: Default::default(), on_alert, on_kill }
     }
 }
 
 impl crate::audit::Sink for Monitor {
+    fn flush(&self) {
+        let mut fold = self.fold.lock().unwrap_or_else(|e| e.into_inner());
+        for e in fold.flush() {
+            self.log.record(&e);
+        }
+    }
+
     fn record(&self, event: &Event) {
-        self.log.record(event);
-        let fired = self.engine.lock().unwrap_or_else(|e| e.into_inner()).observe(event, Instant::now());
+        let now = Instant::now();
+        {
+            let mut fold = self.fold.lock().unwrap_or_else(|e| e.into_inner());
+            for e in fold.push(event, now) {
+                self.log.record(&e);
+            }
+        }
+        let fired = self.engine.lock().unwrap_or_else(|e| e.into_inner()).observe(event, now);
         for f in fired {
             self.log.record(&f.event());
             match f.action {
@@ -219,7 +275,13 @@ mod tests {
     }
 
     fn denied() -> Event {
-        Event::Connection { via: "http".into(), target: "x.com:443".into(), allowed: false, reason: "no".into() }
+        Event::Connection {
+            id: None,
+            via: "http".into(),
+            target: "x.com:443".into(),
+            allowed: false,
+            reason: "no".into(),
+        }
     }
 
     #[test]
@@ -254,6 +316,21 @@ mod tests {
             e.observe(&denied(), t0 + Duration::from_nanos(i));
         }
         assert!(e.rules[0].times.len() <= 6);
+    }
+
+    #[test]
+    fn byte_rules_fire_once_on_traffic_past_their_threshold() {
+        let rules = [rule("upload_bytes > 1MiB", Action::Kill), rule("download_bytes > 10MiB", Action::Alert)];
+        assert_eq!(byte_marks(&rules), ByteMarks { up: vec![1 << 20], down: vec![10 << 20] });
+        let mut e = Engine::new(&rules);
+        let now = Instant::now();
+        let t = |d: &str, n: u64| Event::Traffic { direction: d.into(), total: n };
+        assert!(e.observe(&t("upload", 1 << 20), now).is_empty());
+        assert!(e.observe(&t("download", 2 << 20), now).is_empty());
+        let fired = e.observe(&t("upload", (1 << 20) + 1), now);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].action, Action::Kill);
+        assert!(e.observe(&t("upload", 5 << 20), now).is_empty(), "fired twice");
     }
 
     #[test]

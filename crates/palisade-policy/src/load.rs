@@ -150,6 +150,8 @@ pub struct Flags {
     pub deny_net: Vec<String>,
     /// `NAME` passes a variable by name; `NAME=VALUE` sets it.
     pub env: Vec<String>,
+    /// Resource limits (`--memory 4GiB`, `--pids 512`, ...), by their `[process]` key.
+    pub limits: Vec<(&'static str, String)>,
 }
 
 /// Which layers to load.
@@ -283,6 +285,9 @@ pub fn flags_layer(
             Some((name, value)) => b.env_set(name, value, site("--env"))?,
             None => b.env_rule(false, v, site("--env"))?,
         }
+    }
+    for (key, text) in &flags.limits {
+        b.limit_text(key, text, site(&format!("--{}", key.replace('_', "-"))))?;
     }
     Ok(b.finish("command line"))
 }

@@ -170,6 +170,9 @@ impl<'a> SourceText<'a> {
 
 /// Builds rules for one layer, checking each value and recording where it came from.
 /// Shared by the TOML parser and the command-line flags.
+/// The value that lifts a limit.
+pub const UNLIMITED: &str = "unlimited";
+
 pub struct LayerBuilder<'a> {
     kind: LayerKind,
     vars: &'a Vars,
@@ -302,14 +305,48 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// A size, or `unlimited` (lifts a lower layer's limit; a project may not).
     fn size(&self, text: &str, site: Site) -> Result<Setting<u64>, PolicyError> {
-        let value = parse_size(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
+        let value = if text.trim() == UNLIMITED {
+            u64::MAX
+        } else {
+            parse_size(text).map_err(|m| PolicyError::invalid(site.clone(), m))?
+        };
         Ok(Setting { value, origin: self.origin(site, text) })
     }
 
+    /// A duration, or `unlimited`.
     fn duration(&self, text: &str, site: Site) -> Result<Setting<std::time::Duration>, PolicyError> {
-        let value = parse_duration(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
+        let value = if text.trim() == UNLIMITED {
+            std::time::Duration::MAX
+        } else {
+            parse_duration(text).map_err(|m| PolicyError::invalid(site.clone(), m))?
+        };
         Ok(Setting { value, origin: self.origin(site, text) })
+    }
+
+    /// A limit given as text (the command-line flags): `key` is the `[process]` key.
+    pub(crate) fn limit_text(&mut self, key: &str, text: &str, site: Site) -> Result<(), PolicyError> {
+        let count = |b: &Self, site: Site| -> Result<Setting<u64>, PolicyError> {
+            if text.trim() == UNLIMITED {
+                return Ok(Setting { value: u64::MAX, origin: b.origin(site, text) });
+            }
+            let n = text.trim().parse::<u64>().map_err(|_| {
+                PolicyError::invalid(site.clone(), format!("`{text}` is not a whole number (or `unlimited`)"))
+            })?;
+            b.count(n, site)
+        };
+        match key {
+            "memory" => self.rules.limits.memory = Some(self.size(text, site)?),
+            "pids" => self.rules.limits.pids = Some(count(self, site)?),
+            "cpu_time" => self.rules.limits.cpu_time = Some(self.duration(text, site)?),
+            "wall_time" => self.rules.limits.wall_time = Some(self.duration(text, site)?),
+            "file_size" => self.rules.limits.file_size = Some(self.size(text, site)?),
+            "open_files" => self.rules.limits.open_files = Some(count(self, site)?),
+            "tmp_size" => self.rules.limits.tmp_size = Some(self.size(text, site)?),
+            other => return Err(PolicyError::invalid(site, format!("unknown limit `{other}`"))),
+        }
+        Ok(())
     }
 
     fn count(&self, value: u64, site: Site) -> Result<Setting<u64>, PolicyError> {

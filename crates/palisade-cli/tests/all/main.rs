@@ -6,6 +6,7 @@
 mod audit;
 mod escape_fs;
 mod escape_proc;
+mod limits;
 mod network;
 mod policy_cmd;
 mod run_cmd;

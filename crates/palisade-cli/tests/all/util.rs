@@ -37,15 +37,19 @@ impl Sandbox {
     }
 
     pub fn palisade_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(args)
+        self.command(cwd, args).output().unwrap()
+    }
+
+    /// The `palisade ARGS` command, not started yet.
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_palisade"));
+        c.args(args)
             .current_dir(cwd)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.home())
-            .env("XDG_CONFIG_HOME", self.home().join(".config"))
-            .output()
-            .unwrap()
+            .env("XDG_CONFIG_HOME", self.home().join(".config"));
+        c
     }
 }
 

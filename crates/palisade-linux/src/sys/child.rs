@@ -54,6 +54,8 @@ pub struct CommandArgs<'a> {
     /// The exec observer's filter, when execs are traced.
     /// Install the filter with a listener and pass it out (exec tracing).
     pub trace_exec: bool,
+    /// Resource limits, each set as soft and hard limit (so the command cannot raise them).
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
 }
 
 impl<'a> CommandArgs<'a> {
@@ -65,7 +67,7 @@ impl<'a> CommandArgs<'a> {
         cwd: &'a Path,
         landlock: &'a LandlockPlan,
     ) -> Self {
-        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock, trace_exec: false }
+        CommandArgs { sock, filter, argv, envp, path_env, pty, cwd, landlock, trace_exec: false, rlimits: Vec::new() }
     }
 }
 
@@ -297,6 +299,19 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
     let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    for &(resource, value) in &a.rlimits {
+        let (cur, max) = if resource == libc::RLIMIT_CPU {
+            // SIGXCPU at the limit, SIGKILL a second later.
+            (value, value.saturating_add(1))
+        } else {
+            (value, value)
+        };
+        let l = libc::rlimit { rlim_cur: cur, rlim_max: max };
+        // SAFETY: valid rlimit struct. Lowering a limit never needs a privilege.
+        if unsafe { libc::setrlimit(resource, &l) } != 0 {
+            die(sock, &format!("setting resource limit {resource}: {}", std::io::Error::last_os_error()));
+        }
+    }
     // SAFETY: prctl with documented arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         die(sock, &format!("no_new_privs: {}", std::io::Error::last_os_error()));

@@ -2,6 +2,7 @@
 //! supervises the sandbox until it ends.
 
 mod caps;
+pub mod cgroup;
 mod child;
 pub mod exectrace;
 pub mod ffi;
@@ -11,6 +12,7 @@ mod net;
 pub mod probe;
 mod terminal;
 mod tripwire;
+pub mod watch;
 
 use std::ffi::CString;
 use std::io;
@@ -81,6 +83,8 @@ pub struct RunOptions {
     /// Called once the sandbox's first process exists: from then on the caller may start
     /// threads (before it, `run` needs the process single-threaded).
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
+    /// Called when a resource limit stops the run (needs `kill`).
+    pub on_limit: Option<watch::OnLimit>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -92,6 +96,7 @@ impl std::fmt::Debug for RunOptions {
             .field("on_tripwire", &self.on_tripwire.is_some())
             .field("on_exec", &self.on_exec.is_some())
             .field("on_started", &self.on_started.is_some())
+            .field("on_limit", &self.on_limit.is_some())
             .finish()
     }
 }
@@ -114,13 +119,14 @@ fn thread_count() -> usize {
 }
 
 /// Runs the plan to completion and returns how the command ended.
-pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
+pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
     let filter = bpf_filter(crate::seccomp::FilterOptions { notify_exec: plan.trace_exec, ..Default::default() })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
+    let cgroup = sandbox_cgroup(&plan.limits)?;
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     // SAFETY: getuid/getgid cannot fail.
@@ -137,6 +143,7 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
         let mut cmd =
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
+        cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
         child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
@@ -146,12 +153,22 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     let pid = pid as libc::pid_t;
     drop(theirs);
     let guard = KillOnDrop(pid);
-    if let Some(f) = opts.on_started {
+    if let Some(f) = opts.on_started.take() {
         f();
     }
 
     write_id_maps(pid, uid, gid)
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
+    if let Some(cg) = &cgroup {
+        cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
+    }
+    let mut tmpfs: Vec<(std::path::PathBuf, u64)> = plan
+        .mounts
+        .iter()
+        .filter_map(|m| if let MountOp::Tmpfs { path, size } = m { Some((path.clone(), *size)) } else { None })
+        .collect();
+    tmpfs.push(("/dev/shm".into(), plan.shm_size));
+    let watcher = start_watch(pid, &plan.limits, cgroup.clone(), tmpfs, true, &opts)?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
 
     let mut on_exec = opts.on_exec;
@@ -182,14 +199,138 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
     };
     let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
+    let hit = watcher.stop();
+    let failed = !matches!(status, Ok(Exit::Code(0)));
+    if hit.is_none() && cgroup.is_none() && failed {
+        refused_memory(&plan.limits, opts.on_limit.as_ref());
+    }
+    drop(cgroup);
     cleanup(plan);
     status.map_err(|e| setup("supervising the sandbox", e))
+}
+
+/// How the sandbox's limits are held on this machine: `cgroup v2`, `cgroup v1` or
+/// `rlimits`, and why no cgroup when none.
+pub fn limits_mode(limits: &crate::plan::Limits) -> (String, Option<String>) {
+    if limits.memory.is_none() && limits.pids.is_none() {
+        return ("rlimits".into(), None);
+    }
+    match cgroup::Layout::detect() {
+        Ok(cgroup::Layout::V2 { .. }) => ("cgroup v2".into(), None),
+        Ok(cgroup::Layout::V1 { .. }) => ("cgroup v1".into(), None),
+        Err(why) => ("rlimits".into(), Some(why)),
+    }
+}
+
+/// The sandbox's cgroup when memory or pids are limited and this user can get one.
+fn sandbox_cgroup(limits: &crate::plan::Limits) -> Result<Option<std::sync::Arc<cgroup::Cgroup>>, RunError> {
+    if limits.memory.is_none() && limits.pids.is_none() {
+        return Ok(None);
+    }
+    match cgroup::Layout::detect() {
+        Ok(layout) => cgroup::Cgroup::create(&layout, limits.memory, limits.pids)
+            .map(|c| Some(std::sync::Arc::new(c)))
+            .map_err(|e| setup("creating the sandbox's cgroup", e)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The command's rlimits: file size, open files and CPU time always (per process; the
+/// watcher adds up CPU time for the session); without a cgroup, also data memory and
+/// processes (`RLIMIT_NPROC` counts the sandbox's own tasks: it is kept per user namespace).
+fn rlimits(l: &crate::plan::Limits, cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let mut v = Vec::new();
+    if let Some(f) = l.file_size {
+        v.push((libc::RLIMIT_FSIZE, f));
+    }
+    if let Some(n) = l.open_files {
+        v.push((libc::RLIMIT_NOFILE, n));
+    }
+    if let Some(c) = l.cpu_time {
+        // A second past the session's limit, so the watcher (which adds up every process)
+        // normally acts first; the kernel's limit is the backstop.
+        v.push((libc::RLIMIT_CPU, c.as_secs().max(1) + 1));
+    }
+    if !cgroup {
+        if let Some(m) = l.memory {
+            v.push((libc::RLIMIT_DATA, m));
+        }
+        if let Some(p) = l.pids {
+            v.push((libc::RLIMIT_NPROC, p));
+        }
+    }
+    v
+}
+
+/// The watcher's thread and its stop flag.
+struct Watcher {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<watch::LimitHit>>>,
+}
+
+impl Watcher {
+    fn stop(mut self) -> Option<watch::LimitHit> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok().flatten())
+    }
+}
+
+fn start_watch(
+    init: libc::pid_t,
+    limits: &crate::plan::Limits,
+    cgroup: Option<std::sync::Arc<cgroup::Cgroup>>,
+    tmpfs: Vec<(std::path::PathBuf, u64)>,
+    tree: bool,
+    opts: &RunOptions,
+) -> Result<Watcher, RunError> {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Some(kill) = opts.kill.clone() else { return Ok(Watcher { done, thread: None }) };
+    let w = watch::Watch {
+        init,
+        limits: limits.clone(),
+        cgroup,
+        tmpfs,
+        tree,
+        kill,
+        on_limit: opts.on_limit.clone(),
+        started: std::time::Instant::now(),
+    };
+    let d = done.clone();
+    let thread = std::thread::Builder::new()
+        .name("palisade-limits".into())
+        .spawn(move || w.run(&d))
+        .map_err(|e| setup("starting the limit watcher", e))?;
+    Ok(Watcher { done, thread: Some(thread) })
+}
+
+/// Without a cgroup, a process refused memory by `RLIMIT_DATA` fails on its own (an
+/// allocation error) before the watcher sees the total. When the run failed and a process's
+/// peak (which the kernel keeps for every reaped descendant) came within a quarter of the
+/// limit, the limit is reported as the likely cause: an inference, said as one.
+fn refused_memory(limits: &crate::plan::Limits, on_limit: Option<&watch::OnLimit>) {
+    let (Some(m), Some(f)) = (limits.memory, on_limit) else { return };
+    // SAFETY: getrusage into a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
+        return;
+    }
+    let peak = (ru.ru_maxrss.max(0) as u64) * 1024;
+    if peak >= m / 4 * 3 {
+        f(&watch::LimitHit {
+            limit: "memory",
+            detail: format!(
+                "the run failed after a process grew to {} MiB of its {} MiB memory limit: likely refused more",
+                peak >> 20,
+                m >> 20
+            ),
+        });
+    }
 }
 
 /// Runs a degraded plan: no namespaces; Landlock and seccomp over the host's file system. The
 /// supervisor becomes a child subreaper so that whatever the command leaves behind, even in a
 /// new session, is reparented to it and killed when the command ends.
-pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunError> {
+pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
@@ -211,14 +352,17 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         // SAFETY: prctl with documented arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
         drop(ours);
-        let args = child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+        let mut args =
+            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+        // Without a user namespace RLIMIT_NPROC would count all of the user's processes.
+        args.rlimits = rlimits(&plan.limits, false).into_iter().filter(|(r, _)| *r != libc::RLIMIT_NPROC).collect();
         child::command_main(&args, pty.as_ref().map(|(_, slave)| slave.as_raw_fd()));
     }
     if pid < 0 {
         return Err(setup("fork", io::Error::last_os_error()));
     }
     drop(theirs);
-    if let Some(f) = opts.on_started {
+    if let Some(f) = opts.on_started.take() {
         f();
     }
     let (master, slave) = match pty {
@@ -226,10 +370,12 @@ pub fn run_degraded(plan: &DegradedPlan, opts: RunOptions) -> Result<Exit, RunEr
         None => (None, None),
     };
     drop(slave);
+    let watcher = start_watch(pid, &plan.limits, None, Vec::new(), false, &opts)?;
     let result = await_exec(&ours, &mut |_| {}).and_then(|_| {
         terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
             .map_err(|e| setup("supervising the command", e))
     });
+    watcher.stop();
     kill_descendants();
     result
 }

@@ -22,6 +22,8 @@ pub struct Report {
     pub tiocsti_legacy: Option<bool>,
     pub io_uring_disabled: Option<u32>,
     pub cgroups: String,
+    /// How resource limits are held.
+    pub limits: String,
 }
 
 impl Report {
@@ -75,6 +77,7 @@ pub fn probe() -> Report {
         tiocsti_legacy: read_trim("/proc/sys/dev/tty/legacy_tiocsti").map(|v| v == "1"),
         io_uring_disabled: read_trim("/proc/sys/kernel/io_uring_disabled").and_then(|v| v.parse().ok()),
         cgroups: cgroups(),
+        limits: limits(),
     }
 }
 
@@ -136,12 +139,30 @@ fn cgroups() -> String {
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
     if v2.exists() {
         let ctl = read_trim("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-        return format!("v2 (unified) at /sys/fs/cgroup; controllers: {ctl}");
+        format!("v2 (unified) at /sys/fs/cgroup; controllers: {ctl}")
+    } else if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        "hybrid: v1 controllers under /sys/fs/cgroup/<controller>, v2 at /sys/fs/cgroup/unified".into()
+    } else {
+        "v1 or none".into()
     }
-    if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
-        return "hybrid: v1 controllers under /sys/fs/cgroup/<controller>, v2 at /sys/fs/cgroup/unified (limits: later issue)".into();
-    }
-    "v1 or none".into()
+}
+
+/// How `run` holds resource limits on this machine, for this user.
+fn limits() -> String {
+    let held = match super::cgroup::Layout::detect() {
+        Ok(super::cgroup::Layout::V2 { parent }) => {
+            format!("memory and pids by a cgroup v2 under {}", parent.display())
+        }
+        Ok(super::cgroup::Layout::V1 { memory, .. }) => {
+            format!("memory and pids by cgroup v1 under {}", memory.display())
+        }
+        Err(why) => format!(
+            "memory and pids by rlimits and the watcher (RLIMIT_DATA per process; RLIMIT_NPROC, which does not bind root) because {why}"
+        ),
+    };
+    format!(
+        "{held}; CPU time by the watcher over every process, with RLIMIT_CPU behind it; file size by RLIMIT_FSIZE; /tmp by the tmpfs size"
+    )
 }
 
 /// The Landlock ABI of the running kernel (one system call).

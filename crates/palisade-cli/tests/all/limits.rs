@@ -1,0 +1,204 @@
+//! THREATS group E: resource limits. Each attack caps itself (a depth, a count, a deadline)
+//! so that it cannot hurt the machine even if the limit failed; each test checks from
+//! outside that the run was stopped, that none of its processes is left, and that the audit
+//! log says which limit stopped it.
+//!
+//! As root, memory and pids are held by a cgroup (v1 on our hybrid hosts; v2 where
+//! delegated); as an unprivileged user, by rlimits and the watcher. The tests accept either
+//! and check the mode the log reports.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Runs `palisade run OPTS -- CMD` with an audit log; returns the output, the time it took,
+/// the `limit` events and the limits mode the session reported.
+fn limited(s: &Sandbox, opts: &[&str], cmd: &[&str]) -> (std::process::Output, Duration, Vec<String>, String) {
+    let log = s.path(&format!("audit/limits-{}.jsonl", s.root.read_dir().map(|d| d.count()).unwrap_or(0)));
+    let _ = std::fs::remove_file(&log);
+    let mut o = vec!["--audit", log.to_str().unwrap()];
+    o.extend_from_slice(opts);
+    let started = Instant::now();
+    let out = s.run(&o, cmd);
+    let took = started.elapsed();
+    let raw = std::fs::read_to_string(&log).unwrap_or_default();
+    let events: Vec<serde_json::Value> =
+        raw.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect();
+    let limits =
+        events.iter().filter(|e| e["kind"] == "limit").map(|e| e["limit"].as_str().unwrap().to_owned()).collect();
+    let mode = events.first().map(|e| e["limits"].as_str().unwrap_or("").to_owned()).unwrap_or_default();
+    assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
+    (out, took, limits, mode)
+}
+
+/// Host processes whose command line contains `marker`: none may outlive the run.
+fn survivors(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(marker) {
+                found.push(format!("{}: {c}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn script(s: &Sandbox, name: &str, text: &str) -> String {
+    s.write(&format!("ws/{name}"), text);
+    s.path(&format!("ws/{name}")).to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_fork_bomb_is_stopped_at_the_pid_limit() {
+    let s = Sandbox::new("e-forkbomb");
+    // Every process keeps trying to get two children, to depth 9 (at most 1,023 processes),
+    // for at most 8 seconds.
+    let bomb = script(
+        &s,
+        "forkbomb-e01.py",
+        "import os, time\n\
+         end = time.time() + 8\n\
+         depth, kids = 0, 0\n\
+         while kids < 2 and depth < 9 and time.time() < end:\n\
+         \x20   try:\n\
+         \x20       pid = os.fork()\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.01); continue\n\
+         \x20   if pid == 0:\n\
+         \x20       depth, kids = depth + 1, 0\n\
+         \x20   else:\n\
+         \x20       kids += 1\n\
+         while time.time() < end:\n\
+         \x20   time.sleep(0.1)\n",
+    );
+    let (o, took, limits, mode) = limited(&s, &["--pids", "48"], &["python3", &bomb]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(6), "the bomb ran its course: {took:?}");
+    assert_eq!(limits, ["pids"], "mode {mode}");
+    assert!(stderr(&o).contains("limit of 48 processes"), "{}", stderr(&o));
+    assert!(survivors("forkbomb-e01").is_empty(), "{:?}", survivors("forkbomb-e01"));
+}
+
+#[test]
+fn anonymous_memory_past_the_limit_is_stopped() {
+    let s = Sandbox::new("e-membomb");
+    // 32 MiB at a time, at most 2 GiB, then holds it.
+    let bomb = script(
+        &s,
+        "membomb-e02.py",
+        "import time\nkeep = []\nfor i in range(64):\n    keep.append(bytearray(32 << 20))\ntime.sleep(5)\n",
+    );
+    let before = mem_available();
+    let (o, took, limits, mode) = limited(&s, &["--memory", "160MiB"], &["python3", &bomb]);
+    assert!(took < Duration::from_secs(5), "the bomb held its memory: {took:?}");
+    assert_eq!(limits, ["memory"], "mode {mode}: {}", stderr(&o));
+    if mode.starts_with("cgroup") {
+        assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    } else {
+        // rlimits: the kernel refused the allocation and Python gave up on its own.
+        assert!(stderr(&o).contains("MemoryError"), "{}", stderr(&o));
+    }
+    assert!(survivors("membomb-e02").is_empty());
+    assert!(mem_available() + (512 << 20) > before, "the host's memory did not come back");
+}
+
+#[test]
+fn memory_in_tmpfs_counts_and_is_stopped() {
+    let s = Sandbox::new("e-tmpfsbomb");
+    // 512 MiB into the private /tmp (1 GiB) under a 128 MiB memory limit; then waits.
+    let (o, took, limits, mode) = limited(
+        &s,
+        &["--memory", "128MiB", "--tmp-size", "1GiB"],
+        &["/bin/sh", "-c", "dd if=/dev/zero of=/tmp/tmpfsbomb-e03 bs=1M count=512 2>&1; sleep 5"],
+    );
+    assert_eq!(o.status.code(), Some(137), "mode {mode}: {}{}", stdout(&o), stderr(&o));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(limits, ["memory"], "mode {mode}: {}", stderr(&o));
+    assert!(survivors("tmpfsbomb-e03").is_empty());
+}
+
+#[test]
+fn a_disk_filler_in_the_private_tmp_is_stopped() {
+    let s = Sandbox::new("e-diskfill");
+    let (o, took, limits, _) = limited(
+        &s,
+        &["--tmp-size", "32MiB"],
+        &["/bin/sh", "-c", "dd if=/dev/zero of=/tmp/fill bs=1M count=100; ls -l /tmp/fill; sleep 5"],
+    );
+    assert_eq!(o.status.code(), Some(137), "{}{}", stdout(&o), stderr(&o));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(limits, ["tmp_size"]);
+    let err = stderr(&o);
+    assert!(err.contains("No space left on device") && err.contains("/tmp is full"), "{err}");
+    // The 32 MiB were in the sandbox's memory, never on the host's disk.
+    assert!(!std::env::temp_dir().join("fill").exists());
+}
+
+#[test]
+fn a_cpu_spinner_is_stopped_at_its_cpu_time() {
+    let s = Sandbox::new("e-cpu");
+    // Two spinners (the limit is for the sandbox, not per process), each for at most 10 s.
+    let spin = "import time\nend = time.time() + 10\nwhile time.time() < end: pass\n";
+    let (o, took, limits, _) = limited(
+        &s,
+        &["--cpu-time", "2s"],
+        &["/bin/sh", "-c", &format!("python3 -c '{spin}' & python3 -c '{spin}'; wait")],
+    );
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    assert_eq!(limits, ["cpu_time"]);
+    // Two spinners reach 2 s of CPU in about a second (less on a loaded machine, never 10).
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}
+
+#[test]
+fn a_sleeper_past_its_wall_time_ends_with_124() {
+    let s = Sandbox::new("e-wall");
+    let (o, took, limits, _) = limited(&s, &["--wall-time", "1s"], &["sleep", "30"]);
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(limits, ["wall_time"]);
+    assert!(stderr(&o).contains("wall-clock limit of 1 s"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_sandbox_cannot_raise_its_limits_or_leave_its_cgroup() {
+    let s = Sandbox::new("e-escape-limits");
+    let o = s.run(
+        &["--open-files", "256", "--file-size", "1MiB", "--memory", "1GiB", "--pids", "256"],
+        &[
+            "/bin/sh",
+            "-c",
+            "ulimit -Hn; ulimit -Hn 4096 2>/dev/null && echo raised-nofile; ulimit -Hf 999999 2>/dev/null && echo raised-fsize; \
+             cat /proc/self/cgroup; ls /sys/fs/cgroup 2>&1 | head -1; \
+             for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/memory/cgroup.procs /sys/fs/cgroup/pids/cgroup.procs; do \
+               echo $$ 2>/dev/null > $f && echo moved-$f; done; \
+             head -c 2M /dev/zero > big 2>/dev/null; ls -l big | cut -d' ' -f5",
+        ],
+    );
+    let out = stdout(&o);
+    assert!(out.starts_with("256\n"), "{out}{}", stderr(&o));
+    assert!(!out.contains("raised") && !out.contains("moved"), "{out}");
+    // Its own cgroup namespace: it sees itself at the root, and no cgroup file system.
+    assert!(out.contains("0::/\n") || !out.contains("memory:/palisade"), "{out}");
+    // RLIMIT_FSIZE: the write stopped at 1 MiB.
+    assert!(out.trim_end().ends_with("1048576"), "{out}");
+}
+
+#[test]
+fn check_says_how_limits_are_held() {
+    let s = Sandbox::new("e-check-limits");
+    let out = stdout(&s.palisade(&["check"]));
+    assert!(out.contains("limits") && (out.contains("cgroup v") || out.contains("rlimits")), "{out}");
+}
+
+/// `MemAvailable` of the host, in bytes.
+fn mem_available() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}

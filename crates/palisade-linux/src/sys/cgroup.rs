@@ -1,0 +1,333 @@
+//! A cgroup for the sandbox, when the caller can get one: cgroup v2 with the memory and pids
+//! controllers delegated to it (root, or a subtree systemd delegated), or, on a hybrid host
+//! whose memory and pids controllers are on cgroup v1 hierarchies, those (root only). The
+//! sandbox's init is moved in before the command starts, so every process of the sandbox is
+//! counted, and only those.
+//!
+//! The sandbox cannot leave it or change its limits: no cgroup file system is mounted inside,
+//! it runs in its own cgroup namespace, without capabilities, and seccomp refuses `mount`.
+//!
+//! Where the layout is read (`/proc/self/cgroup`, `/proc/self/mountinfo`) the parsing is pure
+//! and unit-tested; [`Layout::detect`] says which kind applies and why.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Which cgroup the sandbox gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2: the directory to create the sandbox's cgroup in (ours, or its parent's
+    /// subtree once the supervisor moved itself into a leaf), with memory and pids enabled.
+    V2 { parent: PathBuf },
+    /// cgroup v1 (a hybrid host): the memory and pids hierarchies' directories to create
+    /// the sandbox's cgroups in.
+    V1 { memory: PathBuf, pids: PathBuf },
+}
+
+/// A line of `/proc/self/cgroup`: `ID:CONTROLLERS:PATH`.
+fn own_paths(proc_cgroup: &str) -> Vec<(String, String)> {
+    proc_cgroup
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _id = it.next()?;
+            Some((it.next()?.to_owned(), it.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Mount points of cgroup file systems from `/proc/self/mountinfo`: (fstype, super options,
+/// mount point).
+fn cgroup_mounts(mountinfo: &str) -> Vec<(String, String, PathBuf)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?;
+            let mut r = right.split(' ');
+            let fstype = r.next()?;
+            let _source = r.next()?;
+            let opts = r.next().unwrap_or("");
+            matches!(fstype, "cgroup" | "cgroup2").then(|| (fstype.to_owned(), opts.to_owned(), unescape(mount_point)))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Where a v1 hierarchy with `controller` is mounted, and our cgroup in it.
+fn v1_dir(paths: &[(String, String)], mounts: &[(String, String, PathBuf)], controller: &str) -> Option<PathBuf> {
+    let (_, _, mp) = mounts.iter().find(|(t, o, _)| t == "cgroup" && o.split(',').any(|x| x == controller))?;
+    let (_, p) = paths.iter().find(|(c, _)| c.split(',').any(|x| x == controller))?;
+    Some(mp.join(p.trim_start_matches('/')))
+}
+
+/// What the files say, before any access check: the v2 directory of our cgroup, and the
+/// v1 memory and pids directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    pub v2: Option<PathBuf>,
+    pub v1_memory: Option<PathBuf>,
+    pub v1_pids: Option<PathBuf>,
+}
+
+pub fn find(proc_cgroup: &str, mountinfo: &str) -> Found {
+    let paths = own_paths(proc_cgroup);
+    let mounts = cgroup_mounts(mountinfo);
+    let v2 = mounts.iter().find(|(t, _, _)| t == "cgroup2").and_then(|(_, _, mp)| {
+        let (_, p) = paths.iter().find(|(c, _)| c.is_empty())?;
+        Some(mp.join(p.trim_start_matches('/')))
+    });
+    Found { v2, v1_memory: v1_dir(&paths, &mounts, "memory"), v1_pids: v1_dir(&paths, &mounts, "pids") }
+}
+
+fn has_controllers(dir: &Path, file: &str) -> bool {
+    let text = fs::read_to_string(dir.join(file)).unwrap_or_default();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.contains(&"memory") && words.contains(&"pids")
+}
+
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+impl Layout {
+    /// Which cgroup this process can give a sandbox, or why none.
+    pub fn detect() -> Result<Layout, String> {
+        let pc = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+        let mi =
+            fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+        let found = find(&pc, &mi);
+        let mut why = Vec::new();
+        if let Some(dir) = &found.v2 {
+            if !has_controllers(dir, "cgroup.controllers") {
+                why.push(format!("cgroup v2 at {}: memory and pids are not available there", dir.display()));
+            } else if !writable(dir) {
+                why.push(format!(
+                    "cgroup v2 at {}: not writable by this user (no delegated subtree; e.g. run under `systemd-run --user --scope -p Delegate=yes`)",
+                    dir.display()
+                ));
+            } else {
+                return Ok(Layout::V2 { parent: dir.clone() });
+            }
+        }
+        match (&found.v1_memory, &found.v1_pids) {
+            (Some(m), Some(p)) if writable(m) && writable(p) => {
+                return Ok(Layout::V1 { memory: m.clone(), pids: p.clone() });
+            }
+            (Some(m), Some(_)) => {
+                why.push(format!("cgroup v1 memory and pids at {}: writable only by root", m.display()));
+            }
+            _ => why.push("no cgroup v1 memory and pids hierarchies".into()),
+        }
+        Err(why.join("; "))
+    }
+}
+
+/// The sandbox's cgroup(s), removed on drop (once empty).
+#[derive(Debug)]
+pub struct Cgroup {
+    pub layout: Layout,
+    /// v2: one directory; v1: the memory directory, then the pids directory.
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+/// Counters read from the cgroup's event files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Processes the kernel's OOM killer killed in the cgroup (or, v1, the cgroup is stuck
+    /// in an OOM state).
+    pub oom_kills: u64,
+    /// Forks refused at `pids.max`.
+    pub pids_max: u64,
+}
+
+fn field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+impl Cgroup {
+    /// Creates the sandbox's cgroup with `memory` (bytes, swap included) and `pids` limits.
+    pub fn create(layout: &Layout, memory: Option<u64>, pids: Option<u64>) -> io::Result<Cgroup> {
+        let name = format!("palisade-{}", std::process::id());
+        match layout {
+            Layout::V2 { parent } => {
+                let parent = v2_enable(parent)?;
+                let dir = parent.join(&name);
+                fs::create_dir(&dir)?;
+                let cg = Cgroup { layout: layout.clone(), dirs: vec![dir.clone()] };
+                if let Some(m) = memory {
+                    write(&dir.join("memory.max"), &m.to_string())?;
+                    if dir.join("memory.swap.max").exists() {
+                        write(&dir.join("memory.swap.max"), "0")?;
+                    }
+                    // One OOM kill takes the whole sandbox, not a random process of it.
+                    let _ = write(&dir.join("memory.oom.group"), "1");
+                }
+                if let Some(p) = pids {
+                    write(&dir.join("pids.max"), &p.to_string())?;
+                }
+                Ok(cg)
+            }
+            Layout::V1 { memory: mdir, pids: pdir } => {
+                let (m, p) = (mdir.join(&name), pdir.join(&name));
+                fs::create_dir(&m)?;
+                let mut cg = Cgroup { layout: layout.clone(), dirs: vec![m.clone()] };
+                fs::create_dir(&p)?;
+                cg.dirs.push(p.clone());
+                if let Some(bytes) = memory {
+                    write(&m.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    // With swap accounting, swap counts too (set after the memory limit).
+                    if m.join("memory.memsw.limit_in_bytes").exists() {
+                        write(&m.join("memory.memsw.limit_in_bytes"), &bytes.to_string())?;
+                    }
+                }
+                if let Some(n) = pids {
+                    write(&p.join("pids.max"), &n.to_string())?;
+                }
+                Ok(cg)
+            }
+        }
+    }
+
+    /// Moves `pid` (the sandbox's init, before it starts the command) in.
+    pub fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn events(&self) -> Events {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        match &self.layout {
+            Layout::V2 { .. } => {
+                let d = &self.dirs[0];
+                Events {
+                    oom_kills: field(&read(d.join("memory.events")), "oom_kill"),
+                    pids_max: field(&read(d.join("pids.events")), "max"),
+                }
+            }
+            Layout::V1 { .. } => {
+                let oc = read(self.dirs[0].join("memory.oom_control"));
+                Events {
+                    oom_kills: field(&oc, "oom_kill") + field(&oc, "under_oom"),
+                    pids_max: self.dirs.get(1).map_or(0, |p| field(&read(p.join("pids.events")), "max")),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Empty once the sandbox's pid namespace is gone; a straggler being reaped can keep
+        // it busy for a moment.
+        for d in &self.dirs {
+            for _ in 0..50 {
+                match fs::remove_dir(d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// cgroup v2 forbids processes in a cgroup whose controllers are enabled for its children.
+/// When `dir` (our own cgroup) holds only this process, it moves into a leaf `supervisor`
+/// child and enables memory and pids in `dir`; when `dir` already delegates them, nothing
+/// to do. Returns where to create the sandbox's cgroup.
+fn v2_enable(dir: &Path) -> io::Result<PathBuf> {
+    if has_controllers(dir, "cgroup.subtree_control") {
+        return Ok(dir.to_path_buf());
+    }
+    let procs = fs::read_to_string(dir.join("cgroup.procs"))?;
+    let me = std::process::id().to_string();
+    if procs.lines().any(|p| p.trim() != me) {
+        return Err(io::Error::other(format!(
+            "cgroup {} holds other processes, so its controllers cannot be delegated to a child; run Palisade in its own cgroup (e.g. `systemd-run --user --scope -p Delegate=yes palisade run ...`)",
+            dir.display()
+        )));
+    }
+    let leaf = dir.join(format!("palisade-supervisor-{me}"));
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    write(&leaf.join("cgroup.procs"), &me)?;
+    write(&dir.join("cgroup.subtree_control"), "+memory +pids")?;
+    Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/9aa9\n1:cpu:/\n0::/\n";
+    const HYBRID_MOUNTS: &str = "\
+30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+34 30 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+38 30 0:34 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 30 0:36 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn a_hybrid_host_has_v1_memory_and_pids_beside_an_empty_v2() {
+        let f = find(HYBRID_CGROUP, HYBRID_MOUNTS);
+        assert_eq!(f.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(f.v1_memory.as_deref(), Some(Path::new("/sys/fs/cgroup/memory/process_api/9aa9")));
+        assert_eq!(f.v1_pids.as_deref(), Some(Path::new("/sys/fs/cgroup/pids")));
+    }
+
+    #[test]
+    fn a_pure_v2_host_with_a_user_slice() {
+        let f = find(
+            "0::/user.slice/user-1000.slice/user@1000.service/app.slice/run-u7.scope\n",
+            "35 25 0:29 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(
+            f.v2.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/run-u7.scope"))
+        );
+        assert_eq!((f.v1_memory, f.v1_pids), (None, None));
+    }
+
+    #[test]
+    fn escaped_mount_points_and_event_fields() {
+        assert_eq!(unescape("/a\\040b"), Path::new("/a b"));
+        assert_eq!(field("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n", "oom_kill"), 2);
+        assert_eq!(field("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n", "oom_kill"), 5);
+        assert_eq!(field("max 7\n", "max"), 7);
+    }
+}

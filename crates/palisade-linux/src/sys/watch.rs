@@ -1,0 +1,227 @@
+//! The limit watcher: a supervisor thread that stops the sandbox when one of its limits is
+//! reached. The kernel holds every bound (cgroup memory and pids, rlimits, tmpfs sizes); the
+//! watcher turns reaching one into a clean end of the whole run, with an event and a clear
+//! exit status, and adds the bounds that are per session rather than per process (CPU time
+//! of every process together; without a cgroup, memory and processes together).
+//!
+//! It samples every [`PERIOD`]: the wall clock; the cgroup's OOM and pids events; the
+//! sandbox's processes, read from the sandbox's own `/proc` (through the command's
+//! `/proc/PID/root`, so only they are seen); and how full the private tmpfs mounts are.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::KillSwitch;
+use super::cgroup::Cgroup;
+use crate::plan::Limits;
+
+pub const PERIOD: Duration = Duration::from_millis(50);
+
+/// A limit that stopped the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitHit {
+    /// `memory`, `pids`, `cpu_time`, `wall_time` or `tmp_size` (the `[process]` key).
+    pub limit: &'static str,
+    pub detail: String,
+}
+
+/// What the supervisor calls when a limit stops the run (from the watcher's thread).
+pub type OnLimit = Arc<dyn Fn(&LimitHit) + Send + Sync>;
+
+pub struct Watch {
+    pub init: libc::pid_t,
+    pub limits: Limits,
+    pub cgroup: Option<Arc<Cgroup>>,
+    /// Private tmpfs mounts inside the sandbox and their sizes.
+    pub tmpfs: Vec<(PathBuf, u64)>,
+    /// Read the sandbox's processes (false in the degraded mode: no pid namespace).
+    pub tree: bool,
+    pub kill: Arc<KillSwitch>,
+    pub on_limit: Option<OnLimit>,
+    pub started: Instant,
+}
+
+/// The sandbox's processes, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Threads (what `RLIMIT_NPROC` and `pids.max` count).
+    pub tasks: u64,
+    /// CPU time in clock ticks: user + system of each live process, plus what each reaped
+    /// (so a process that ended still counts, through its parent or init).
+    pub cpu_ticks: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
+}
+
+/// Adds one `/proc/PID/stat` line to `s`. The command name may hold spaces and parentheses;
+/// the fields after its last `)` are fixed.
+pub fn add_stat(s: &mut Sample, stat: &str) -> Option<()> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    // ... num_threads(17) ... rss(21).
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok()).map(|v| v.max(0) as u64);
+    s.cpu_ticks += n(11)? + n(12)? + n(13)? + n(14)?;
+    s.tasks += n(17)?;
+    s.rss_pages += n(21)?;
+    Some(())
+}
+
+/// Reads every process of the sandbox's `/proc` (seen at `proc_dir`).
+pub fn sample(proc_dir: &Path) -> Option<Sample> {
+    let mut s = Sample::default();
+    for e in std::fs::read_dir(proc_dir).ok()?.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        // A process may end between the listing and the read.
+        if let Ok(stat) = std::fs::read_to_string(proc_dir.join(name).join("stat")) {
+            add_stat(&mut s, &stat);
+        }
+    }
+    Some(s)
+}
+
+/// The host pid of `init`'s first child (the command), found once in the host's `/proc`.
+fn child_of(init: libc::pid_t) -> Option<libc::pid_t> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<libc::pid_t>().ok());
+        if ppid == Some(init) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn used_bytes(path: &Path) -> Option<(u64, u64)> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).ok()?;
+    // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let bsize = st.f_bsize as u64;
+    Some(((st.f_blocks as u64 - st.f_bfree as u64) * bsize, st.f_bavail as u64 * bsize))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs())
+}
+
+fn mib(b: u64) -> String {
+    format!("{} MiB", b >> 20)
+}
+
+impl Watch {
+    /// Samples until `done` is set or a limit is hit; returns the hit.
+    pub fn run(self, done: &AtomicBool) -> Option<LimitHit> {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let mut command: Option<libc::pid_t> = None;
+        loop {
+            // One last look after the sandbox ended: an OOM kill of the command ends the run
+            // before the next sample.
+            let finished = done.load(Ordering::Relaxed);
+            if let Some(hit) = self.check(&mut command, ticks, page) {
+                if let Some(f) = &self.on_limit {
+                    f(&hit);
+                }
+                self.kill.trigger();
+                return Some(hit);
+            }
+            if finished {
+                return None;
+            }
+            std::thread::sleep(PERIOD);
+        }
+    }
+
+    fn check(&self, command: &mut Option<libc::pid_t>, ticks: u64, page: u64) -> Option<LimitHit> {
+        let l = &self.limits;
+        let hit = |limit, detail: String| Some(LimitHit { limit, detail });
+        if let Some(w) = l.wall_time {
+            if self.started.elapsed() >= w {
+                return hit("wall_time", format!("the run reached its wall-clock limit of {}", secs(w)));
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            let ev = cg.events();
+            if ev.oom_kills > 0 {
+                let m = l.memory.map_or_else(String::new, |m| format!(" of {}", mib(m)));
+                return hit("memory", format!("the sandbox ran out of its memory{m} (the kernel's OOM killer acted)"));
+            }
+            if ev.pids_max > 0 {
+                let n = l.pids.unwrap_or(0);
+                return hit("pids", format!("the sandbox reached its limit of {n} processes and threads"));
+            }
+        }
+        if !self.tree {
+            return None;
+        }
+        if command.is_none() {
+            *command = child_of(self.init);
+        }
+        let root = PathBuf::from(format!("/proc/{}/root", (*command)?));
+        let mut tmp_used = 0;
+        for (path, size) in &self.tmpfs {
+            let Some((used, avail)) = used_bytes(&root.join(path.strip_prefix("/").unwrap_or(path))) else { continue };
+            tmp_used += used;
+            if avail == 0 && used > 0 {
+                return hit("tmp_size", format!("{} is full ({} of {})", path.display(), mib(used), mib(*size)));
+            }
+        }
+        let s = sample(&root.join("proc"))?;
+        if let Some(c) = l.cpu_time {
+            let used = s.cpu_ticks / ticks;
+            if Duration::from_secs(used) >= c {
+                return hit("cpu_time", format!("the sandbox used its CPU time limit of {}", secs(c)));
+            }
+        }
+        if self.cgroup.is_none() {
+            // RLIMIT_NPROC refuses forks without a trace: a sandbox held within a few tasks of
+            // its limit (failing forks make the count flicker just below it) has reached it.
+            if let Some(n) = l.pids.filter(|n| s.tasks + (n / 32).max(1) >= *n) {
+                return hit("pids", format!("the sandbox reached its limit of {n} processes and threads"));
+            }
+            if let Some(m) = l.memory {
+                let total = s.rss_pages * page + tmp_used;
+                if total >= m {
+                    return hit(
+                        "memory",
+                        format!(
+                            "the sandbox's processes and private files reached {} of its {} limit",
+                            mib(total),
+                            mib(m)
+                        ),
+                    );
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_hostile_names_parse_after_the_last_parenthesis() {
+        let mut s = Sample::default();
+        let line =
+            "42 (a) b (c) R 1 42 42 0 -1 4194304 100 0 0 0 150 50 7 3 20 0 3 0 1000 1000000 2560 18446744073709551615";
+        add_stat(&mut s, line).unwrap();
+        assert_eq!(s, Sample { tasks: 3, cpu_ticks: 150 + 50 + 7 + 3, rss_pages: 2560 });
+        assert!(add_stat(&mut s, "garbage").is_none());
+    }
+
+    #[test]
+    fn our_own_proc_samples() {
+        let s = sample(Path::new("/proc")).unwrap();
+        assert!(s.tasks >= 1 && s.rss_pages > 0);
+    }
+}
