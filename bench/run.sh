@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Palisade's benchmarks, each side by side with a baseline measured in the same run:
 #   1. start-up: `palisade run -- /bin/true` against bare /bin/true and bubblewrap given the
-#      same mounts (translated from Palisade's own plan by plan_to_bwrap.py);
+#      same mounts (translated from Palisade's own plan by plan_to_bwrap.py), and Palisade
+#      without memory and pids limits (no cgroup to create; as root, the cgroup's cost);
 #   2. run-time overhead: syscall-heavy workloads (find over /usr, git status on a 20,000
 #      file repository) bare, under Palisade and under bubblewrap;
 #   3. exec tracing: a shell spawning 2,000 /bin/true bare, under Palisade with and without
@@ -61,8 +62,9 @@ PY
 
 echo "== start-up: /bin/true"
 hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup.json" \
-    /bin/true "$PAL run --workspace $WS -- /bin/true" "bwrap ${BWRAP[*]} /bin/true" >/dev/null
-summary "$OUT/startup.json" "bare" "palisade" "bubblewrap (same mounts)"
+    /bin/true "$PAL run --workspace $WS -- /bin/true" "bwrap ${BWRAP[*]} /bin/true" \
+    "$PAL run --workspace $WS --memory unlimited --pids unlimited -- /bin/true" >/dev/null
+summary "$OUT/startup.json" "bare" "palisade" "bubblewrap (same mounts)" "palisade, no memory/pids limit"
 
 echo "== run time: find /usr -type f"
 hyperfine -N -i -w 2 -r "$WORK_RUNS" --export-json "$OUT/find.json" \

@@ -125,12 +125,13 @@ fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
     let ws = s.ws();
     let probe = probe_bin();
     let inner_script = format!(
-        "cat ../outer-only.txt; echo x > ../escaped.txt; echo ok > inside.txt; {probe} connect_tcp 127.0.0.1:9; {probe} socket_tcp; echo done"
+        "setsid sleep 31 & cat ../outer-only.txt; echo x > ../escaped.txt; echo ok > inside.txt; {probe} connect_tcp 127.0.0.1:9; {probe} socket_tcp; echo done"
     );
     // The inner sandbox's temporary directory is its own, so that `${tmp}` does not grant
     // the (outer sandbox's) /tmp where this test's files live.
     let script = format!(
-        "mkdir -p {ws}/innertmp && cd {ws}/inner && TMPDIR={ws}/innertmp {pal} run --allow-degraded --allow-read {bin} -- /bin/sh -c '{inner_script}'",
+        "mkdir -p {ws}/innertmp && cd {ws}/inner && TMPDIR={ws}/innertmp {pal} run --allow-degraded --allow-read {bin} -- /bin/sh -c '{inner_script}'; \
+         echo survivors=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$')",
         ws = ws.display(),
         bin = bin_dir(),
     );
@@ -139,6 +140,8 @@ fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(err.contains("DEGRADED MODE") && err.contains("NOT enforced"), "{err}");
     assert!(out.contains("done"), "{out}{err}");
+    // What the command left behind (a daemon in its own session) ended with the run.
+    assert!(out.contains("survivors=0"), "{out}");
     assert!(!out.contains("OUTER-ONLY-CANARY"), "read outside the grants: {out}");
     assert!(!s.path("ws/escaped.txt").exists(), "wrote outside the workspace");
     assert!(s.path("ws/inner/inside.txt").exists(), "the workspace was not writable");

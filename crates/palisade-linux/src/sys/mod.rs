@@ -397,9 +397,7 @@ fn raise_open_files_limit() {
 /// Kills and reaps every remaining child (orphans are reparented to us as subreaper).
 fn kill_descendants() {
     for _ in 0..200 {
-        let me = std::process::id();
-        let children = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
-        let pids: Vec<libc::pid_t> = children.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let pids = watch::children_of(std::process::id() as libc::pid_t);
         if pids.is_empty() {
             return;
         }

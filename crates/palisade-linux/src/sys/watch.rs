@@ -83,17 +83,28 @@ pub fn sample(proc_dir: &Path) -> Option<Sample> {
     Some(s)
 }
 
-/// The host pid of `init`'s first child (the command), found once in the host's `/proc`.
-fn child_of(init: libc::pid_t) -> Option<libc::pid_t> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+/// The children of `parent` (single-threaded): `/proc/PID/task/PID/children`, or where the
+/// kernel lacks that file (`CONFIG_PROC_CHILDREN`), a scan of the host's `/proc`.
+pub fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    if let Ok(list) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
+        return list.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    }
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let ppid = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<libc::pid_t>().ok());
-        if ppid == Some(init) {
-            return Some(pid);
+        if ppid == Some(parent) {
+            out.push(pid);
         }
     }
-    None
+    out
+}
+
+/// The host pid of `init`'s first child (the command).
+fn child_of(init: libc::pid_t) -> Option<libc::pid_t> {
+    children_of(init).into_iter().min()
 }
 
 fn used_bytes(path: &Path) -> Option<(u64, u64)> {
