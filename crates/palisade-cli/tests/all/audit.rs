@@ -161,6 +161,29 @@ fn every_exec_is_recorded_even_renamed_or_from_memory() {
     }
     let memfd = execs.iter().find(|e| e["argv"][0] == "from-memory").unwrap();
     assert!(memfd["path"].as_str().unwrap().starts_with("fd "), "{memfd}");
+    // Process ids inside the sandbox: sh is pid 2 (init is 1), and the parent of each of its
+    // commands.
+    let sh = execs.iter().find(|e| e["argv"][0] == "/bin/sh").unwrap();
+    assert_eq!((sh["pid"].as_u64(), sh["ppid"].as_u64()), (Some(2), Some(1)), "{sh}");
+    let renamed = execs.iter().find(|e| e["argv"][0] == "./renamed-tool").unwrap();
+    assert_eq!(renamed["ppid"], sh["pid"], "{renamed}");
+    assert_eq!(renamed["cwd"].as_str(), s.ws().to_str(), "{renamed}");
+    assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
+    // Many arguments (pointers read 32 at a time) and strings longer than a page (kept to
+    // 4 KiB each) come through whole, in order.
+    let log3 = s.path("audit/args.jsonl");
+    let long = "x".repeat(5000);
+    let mut cmd: Vec<String> = vec!["/bin/echo".into()];
+    cmd.extend((0..70).map(|i| format!("arg-{i}")));
+    cmd.push(long.clone());
+    let mut args = vec!["run", "--audit", log3.to_str().unwrap(), "--"];
+    args.extend(cmd.iter().map(String::as_str));
+    assert_eq!(s.palisade(&args).status.code(), Some(0));
+    let e = events_in(&log3).into_iter().find(|e| e["kind"] == "exec").unwrap();
+    let got: Vec<&str> = e["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(got.len(), 72);
+    assert_eq!(got[..71], cmd[..71].iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    assert_eq!(got[71], &long[..4096]);
     assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
     // Turned off, nothing is recorded.
     let log2 = s.path("audit/off.jsonl");

@@ -70,6 +70,7 @@ pub fn install(filter: &[libc::sock_filter], listener: bool) -> io::Result<Optio
 /// In the supervisor: answers every notification on `listener` until the sandbox is gone,
 /// calling `on_exec` for each. Runs on its own thread.
 pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
+    let mut pids = PidCache::default();
     loop {
         let mut n = Notif::default();
         // SAFETY: NOTIF_RECV fills a zeroed seccomp_notif of the size encoded in the request.
@@ -86,7 +87,7 @@ pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
         // Everything is read before the answer: the exec replaces the caller's memory, and
         // reading the rest afterwards measured slower here (it competes with the sandbox).
         let (path, argv) = read_call(&n);
-        let info = describe(n.pid, path, argv);
+        let info = describe(n.pid, path, argv, &mut pids);
         let resp = NotifResp { id: n.id, val: 0, error: 0, flags: FLAG_CONTINUE };
         // SAFETY: NOTIF_SEND with a seccomp_notif_resp; ENOENT (the caller died) is harmless.
         unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
@@ -102,7 +103,71 @@ fn hung_up(listener: &OwnedFd) -> bool {
     n < 0 || (p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLIN == 0)
 }
 
+/// Reads `len` bytes at `addr` of `pid` with one `process_vm_readv`; a read that crosses
+/// into unmapped memory comes back short.
+fn vm_read(pid: u32, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: one local iovec over `buf`, one remote range; the kernel checks access.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n >= 0).then_some(n as usize)
+}
+
+/// A NUL-terminated string of at most 4 KiB at `addr`, read a page at most at a time so
+/// that no read crosses a page boundary it does not need.
+fn vm_str(pid: u32, addr: u64) -> Option<String> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < 4096 {
+        let room = (4096 - (at % 4096)) as usize;
+        let mut chunk = vec![0u8; room.min(4096 - out.len())];
+        let got = vm_read(pid, at, &mut chunk)?;
+        if got == 0 {
+            break;
+        }
+        if let Some(end) = chunk[..got].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Some(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&chunk[..got]);
+        at += got as u64;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The call's path and argv, read with `process_vm_readv` (no descriptor to open: a third
+/// of the cost of `/proc/PID/mem`), or through `/proc/PID/mem` where that is refused.
 fn read_call(n: &Notif) -> (String, Vec<String>) {
+    let is_execveat = i64::from(n.data.nr) == libc::SYS_execveat;
+    let (path_arg, argv_arg) =
+        if is_execveat { (n.data.args[1], n.data.args[2]) } else { (n.data.args[0], n.data.args[1]) };
+    let Some(mut path) = vm_str(n.pid, path_arg) else { return read_call_mem(n) };
+    if is_execveat && path.is_empty() {
+        path = format!("fd {}", n.data.args[0] as i32);
+    }
+    let mut argv = Vec::new();
+    let mut ptrs = [0u8; 8 * 32];
+    let mut base = argv_arg;
+    'outer: while argv.len() < 256 {
+        let room = (4096 - (base % 4096)) as usize;
+        let want = ptrs.len().min(room).max(8);
+        let Some(got) = vm_read(n.pid, base, &mut ptrs[..want]) else { break };
+        if got < 8 {
+            break;
+        }
+        for p in ptrs[..got - got % 8].chunks(8) {
+            let ptr = u64::from_ne_bytes(p.try_into().unwrap_or([0; 8]));
+            if ptr == 0 || argv.len() >= 256 {
+                break 'outer;
+            }
+            argv.push(vm_str(n.pid, ptr).unwrap_or_default());
+        }
+        base += (got - got % 8) as u64;
+    }
+    (path, argv)
+}
+
+fn read_call_mem(n: &Notif) -> (String, Vec<String>) {
     let pid = n.pid;
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok();
     let read_str = |addr: u64| -> Option<String> {
@@ -146,7 +211,39 @@ fn read_call(n: &Notif) -> (String, Vec<String>) {
     (path, argv)
 }
 
-fn describe(pid: u32, path: String, argv: Vec<String>) -> ExecInfo {
+/// Host pid → pid inside the sandbox, for the processes seen so far (a parent is most often
+/// a shell whose own exec was traced): saves reading the parent's `/proc/PID/status`, the
+/// most expensive read here. Entries are replaced when a pid is seen again; the map is
+/// emptied past 65,536 entries.
+#[derive(Default)]
+struct PidCache(std::collections::HashMap<u32, u32>);
+
+impl PidCache {
+    fn ns_pid(&mut self, host: u32) -> u32 {
+        if let Some(p) = self.0.get(&host) {
+            return *p;
+        }
+        let p = std::fs::read_to_string(format!("/proc/{host}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
+            })
+            .unwrap_or(0);
+        self.remember(host, p);
+        p
+    }
+
+    fn remember(&mut self, host: u32, ns: u32) {
+        if self.0.len() >= 65_536 {
+            self.0.clear();
+        }
+        if ns != 0 {
+            self.0.insert(host, ns);
+        }
+    }
+}
+
+fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache) -> ExecInfo {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let last = |key: &str| -> u32 {
         status
@@ -155,16 +252,12 @@ fn describe(pid: u32, path: String, argv: Vec<String>) -> ExecInfo {
             .and_then(|v| v.split_whitespace().last()?.parse().ok())
             .unwrap_or(0)
     };
-    // NSpid's last field is the pid inside the sandbox; PPid is already in our namespace,
-    // so the parent's own NSpid gives its sandbox pid.
-    let ppid_host = last("PPid:");
-    let ppid = std::fs::read_to_string(format!("/proc/{ppid_host}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|v| v.split_whitespace().last()?.parse().ok())
-        })
-        .unwrap_or(0);
+    // NSpid's last field is the pid inside the sandbox; PPid is in our namespace, and the
+    // parent's own NSpid gives its sandbox pid.
+    let ns_pid = last("NSpid:");
+    pids.remember(pid, ns_pid);
+    let ppid = pids.ns_pid(last("PPid:"));
     let cwd =
         std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    ExecInfo { pid: last("NSpid:"), ppid, path, argv, cwd }
+    ExecInfo { pid: ns_pid, ppid, path, argv, cwd }
 }
