@@ -51,6 +51,7 @@ fn summarise(events: &[Event]) -> String {
     let mut bytes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut execs: Vec<String> = Vec::new();
+    let mut denials: BTreeMap<String, u64> = BTreeMap::new();
     // A `repeated` record counts as its event, that many times.
     let expanded = events.iter().map(|e| match e {
         Event::Repeated { count, event } => (event.as_ref(), *count),
@@ -84,6 +85,9 @@ fn summarise(events: &[Event]) -> String {
                 let line: Vec<String> =
                     if argv.is_empty() { vec![clean(path)] } else { argv.iter().map(|a| clean(a)).collect() };
                 execs.push(format!("  [{pid}] {}", line.join(" ")));
+            }
+            Event::Denial { blockers, object } => {
+                *denials.entry(format!("{} {}", clean(&blockers.join(",")), clean(object))).or_default() += n;
             }
             Event::Tripwire { path } => {
                 out.push_str(&format!("TRIPWIRE:  {} was opened\n", clean(path)));
@@ -123,6 +127,12 @@ fn summarise(events: &[Event]) -> String {
             }
             out.push('\n');
             i += n;
+        }
+    }
+    if !denials.is_empty() {
+        out.push_str("refused by Landlock (count, what):\n");
+        for (k, n) in &denials {
+            out.push_str(&format!("  {n:>5} {k}\n"));
         }
     }
     if !hosts.is_empty() {

@@ -20,6 +20,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         println!("{} seccomp:         {}", mark(r.seccomp.available), r.seccomp.detail);
         println!("        cgroups:         {}", r.cgroups);
         println!("        limits:          {}", r.limits);
+        println!("        denials:         Landlock's, from the kernel's audit log: {}", r.denials);
         if let Some(t) = r.tiocsti_legacy {
             println!(
                 "        TIOCSTI:         dev.tty.legacy_tiocsti = {} ({})",

@@ -57,12 +57,13 @@ fn run_platform(
         );
         return Ok(0);
     }
-    warn_unevaluated_rules(&policy, args.json);
     let log = open_audit(&args, &env, &plan)?;
     let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
     let (limits_mode, _) = palisade_linux::limits_mode(&plan.limits);
-    log.record(&session_start(&args, &policy, "namespaces", abi, &[], &limits_mode));
+    let denials = palisade_linux::kaudit::open().map(|_| "recorded".to_owned()).unwrap_or_else(|why| why);
+    warn_unevaluated_rules(&policy, &denials, args.json);
+    log.record(&session_start(&args, &policy, ("namespaces", abi, &[]), &limits_mode, &denials));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
         stdin: true,
         stdout: std::io::stdout().is_terminal(),
@@ -104,13 +105,14 @@ fn run_platform(
         on_exec: Some(on_exec),
         on_started: Some(starter(&live)),
         on_limit: Some(on_limit.clone()),
+        on_denial: Some(denial_recorder(sink.clone())),
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
             let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
-            log.record(&session_start(&args, &policy, "degraded", abi, &degraded.missing, "rlimits"));
+            log.record(&session_start(&args, &policy, ("degraded", abi, &degraded.missing), "rlimits", &denials));
             outcome(palisade_linux::run_degraded(
                 &degraded,
                 palisade_linux::RunOptions {
@@ -118,6 +120,7 @@ fn run_platform(
                     on_started: Some(starter(&live)),
                     kill: Some(kill),
                     on_limit: Some(on_limit),
+                    on_denial: Some(denial_recorder(sink.clone())),
                     ..Default::default()
                 },
             ))
@@ -162,15 +165,24 @@ fn run_platform(
     result
 }
 
-/// Rules that parse but whose events Palisade does not produce yet: said at every run, so
-/// nobody believes a rule protects them when it cannot fire.
+/// Records each denial Landlock reports.
 #[cfg(target_os = "linux")]
-fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, json: bool) {
+fn denial_recorder(sink: std::sync::Arc<dyn palisade_monitor::Sink>) -> palisade_linux::kaudit::OnDenial {
+    std::sync::Arc::new(move |d: palisade_linux::kaudit::Denial| {
+        sink.record(&palisade_monitor::Event::Denial { blockers: d.blockers, object: d.object });
+    })
+}
+
+/// Rules whose events this run cannot produce: said at every run, so nobody believes a rule
+/// protects them when it cannot fire. `denials` is `recorded`, or why Landlock's denials
+/// cannot be read here.
+#[cfg(target_os = "linux")]
+fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, denials: &str, json: bool) {
     use palisade_policy::monitor::{Condition, Counter};
     for r in &policy.monitor_rules {
         let why = match &r.when {
-            Condition::Rate { counter: Counter::DeniedFiles, .. } => {
-                "the kernel reports file denials only through the audit subsystem, which Palisade does not read yet"
+            Condition::Rate { counter: Counter::DeniedFiles, .. } if denials != "recorded" => {
+                format!("file denials come from the kernel's audit log, which cannot be read here: {denials}")
             }
             _ => continue,
         };
@@ -315,10 +327,9 @@ fn open_audit(
 fn session_start(
     args: &RunArgs,
     policy: &palisade_policy::ResolvedPolicy,
-    mode: &str,
-    abi: i32,
-    missing: &[String],
+    (mode, abi, missing): (&str, i32, &[String]),
     limits: &str,
+    denials: &str,
 ) -> palisade_monitor::Event {
     palisade_monitor::Event::SessionStart {
         argv: args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
@@ -329,6 +340,7 @@ fn session_start(
         layers: policy.layers.iter().map(|(k, s)| format!("{k} ({s})")).collect(),
         missing: missing.to_vec(),
         limits: limits.into(),
+        denials: denials.into(),
     }
 }
 

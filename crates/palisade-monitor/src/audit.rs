@@ -221,6 +221,7 @@ mod tests {
             layers: vec!["built-in default".into()],
             missing: vec![],
             limits: "rlimits".into(),
+            denials: "recorded".into(),
         };
         log.record(&start);
         log.record(&Event::Dns {

@@ -27,6 +27,10 @@ pub enum Event {
         /// How resource limits are held: `cgroup v2`, `cgroup v1` or `rlimits`.
         #[serde(default)]
         limits: String,
+        /// `recorded` when Landlock's denials are read from the kernel's audit log, or why
+        /// not (then the absence of `denial` events means nothing).
+        #[serde(default)]
+        denials: String,
     },
     /// A process in the sandbox called `execve`/`execveat` (pids inside the sandbox).
     Exec { pid: u32, ppid: u32, path: String, argv: Vec<String>, cwd: String },
@@ -59,6 +63,10 @@ pub enum Event {
     /// `count` more records identical to `event` arrived within a second and were folded
     /// into this one (bounded log and memory under a flood); rules saw every one.
     Repeated { count: u64, event: Box<Event> },
+    /// Landlock refused something and said so through the kernel's audit log: `blockers`
+    /// names what was missing (`fs.read_file`, `scope.signal`, ...), `object` what it was
+    /// (`path=...`, or `opid=... ocomm=...`), as the sandbox saw it.
+    Denial { blockers: Vec<String>, object: String },
     /// A decoy file was opened: a strong sign of a hijacked agent.
     Tripwire { path: String },
     /// A limit was reached (once per limit and episode): `connections` (every gateway slot is
@@ -90,6 +98,11 @@ pub struct Totals {
     pub tripwires: u64,
     pub limits: u64,
     pub monitor_actions: u64,
+    /// Denials Landlock reported (`denial`), and those of them about files.
+    #[serde(default)]
+    pub denials: u64,
+    #[serde(default)]
+    pub files_denied: u64,
     /// Bytes carried by connections that ended (`connection_end`).
     #[serde(default)]
     pub bytes_up: u64,
@@ -112,6 +125,12 @@ impl Totals {
             Event::Dns { allowed: true, .. } => self.dns_allowed += n,
             Event::Dns { allowed: false, .. } => self.dns_denied += n,
             Event::Tripwire { .. } => self.tripwires += n,
+            Event::Denial { blockers, .. } => {
+                self.denials += n;
+                if blockers.iter().any(|b| b.starts_with("fs.")) {
+                    self.files_denied += n;
+                }
+            }
             Event::Limit { .. } => self.limits += n,
             Event::MonitorAction { .. } => self.monitor_actions += n,
             Event::ConnectionEnd { bytes_up, bytes_down, .. } => {
@@ -136,6 +155,7 @@ impl Event {
             Event::Traffic { .. } => "traffic",
             Event::Repeated { .. } => "repeated",
             Event::Tripwire { .. } => "tripwire",
+            Event::Denial { .. } => "denial",
             Event::Limit { .. } => "limit",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",

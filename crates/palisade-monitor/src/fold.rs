@@ -4,7 +4,7 @@
 //! carries the count. Memory is bounded by [`MAX_KEYS`] whatever arrives; past it the window
 //! closes early.
 //!
-//! Only refusals and DNS answers fold: an exec, a tripwire, a limit, an allowed connection or
+//! Only refusals (connections, Landlock denials) and DNS answers fold: an exec, a tripwire, a limit, an allowed connection or
 //! a session boundary is always written on its own.
 
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ pub struct Folder {
 }
 
 fn foldable(e: &Event) -> bool {
-    matches!(e, Event::Dns { .. } | Event::Connection { allowed: false, .. })
+    matches!(e, Event::Dns { .. } | Event::Connection { allowed: false, .. } | Event::Denial { .. })
 }
 
 impl Folder {

@@ -154,6 +154,9 @@ pub fn watch_line(event: &Event) -> String {
             let inner = inner.trim_end().strip_prefix("palisade: ").unwrap_or(&inner).to_owned();
             format!("{inner}   (x{count} more)")
         }
+        Event::Denial { blockers, object } => {
+            format!("DENIED {} {}", printable(&blockers.join(",")), printable(object))
+        }
         Event::Tripwire { path } => format!("TRIPWIRE {} was opened", printable(path)),
         Event::Limit { limit, detail } => format!("LIMIT  {}: {}", printable(limit), printable(detail)),
         Event::MonitorAction { rule, action, reason, .. } => {

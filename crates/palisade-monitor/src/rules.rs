@@ -3,8 +3,8 @@
 //!
 //! Evaluated: `tripwire`, `limit`, `exec matches`, `dns_exfil`, the `execs`,
 //! `denied_connections` and `denied_dns` rates, and the byte budgets (on the gateway's
-//! `traffic` events, see [`byte_marks`]). `denied_files` needs file-denial events, which the
-//! kernel reports only through the audit subsystem; it never fires yet.
+//! `traffic` events, see [`byte_marks`]), and `denied_files` (Landlock's `denial` events with
+//! an `fs.` blocker, recorded when the kernel's audit log can be read).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -79,12 +79,15 @@ impl Engine {
         for st in &mut self.rules {
             let reason = match (&st.rule.when, event) {
                 (Condition::Rate { counter, more_than, within }, e) => {
-                    let hit = matches!(
-                        (counter, e),
+                    let hit = match (counter, e) {
                         (Counter::DeniedConnections, Event::Connection { allowed: false, .. })
-                            | (Counter::DeniedDns, Event::Dns { allowed: false, .. })
-                            | (Counter::Execs, Event::Exec { .. })
-                    );
+                        | (Counter::DeniedDns, Event::Dns { allowed: false, .. })
+                        | (Counter::Execs, Event::Exec { .. }) => true,
+                        (Counter::DeniedFiles, Event::Denial { blockers, .. }) => {
+                            blockers.iter().any(|b| b.starts_with("fs."))
+                        }
+                        _ => false,
+                    };
                     if !hit {
                         continue;
                     }

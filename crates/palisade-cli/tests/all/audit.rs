@@ -249,9 +249,19 @@ fn a_flood_of_parallel_execs_is_recorded_in_full() {
     assert_eq!(s.palisade(&["audit", "verify", log.to_str().unwrap()]).status.code(), Some(0));
 }
 
+/// Held by the tests that depend on whether the kernel's audit subsystem is on.
+static AUDIT_STATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn rules_that_cannot_fire_yet_are_said_at_every_run() {
+    let _audit = AUDIT_STATE.lock().unwrap_or_else(|e| e.into_inner());
     let s = Sandbox::new("e-unfired");
+    if !stdout(&s.palisade(&["check"]))
+        .contains("denials:         Landlock's, from the kernel's audit log: not recorded")
+    {
+        eprintln!("skipped: Landlock's denials can be read here, so the rule can fire");
+        return;
+    }
     let p = s.path("unfired.toml");
     std::fs::write(&p, "[[monitor.rules]]\nwhen = \"denied_files > 5 in 10s\"\naction = \"kill\"\n").unwrap();
     let o = s.palisade(&["run", "--policy", p.to_str().unwrap(), "--", "/bin/true"]);
@@ -260,7 +270,7 @@ fn rules_that_cannot_fire_yet_are_said_at_every_run() {
     assert!(
         err.contains("warning: rule `denied_files > 5 in 10s`")
             && err.contains("unfired.toml:2:")
-            && err.contains("only through the audit subsystem"),
+            && err.contains("audit log, which cannot be read here"),
         "{err}"
     );
 }
@@ -462,4 +472,126 @@ fn the_command_cannot_install_its_own_exec_listener() {
     assert_eq!(s.probe(&[], &["seccomp_listener"]), "EBUSY");
     // ...which is the tracer's doing, not a blanket refusal: untraced, the call is allowed.
     assert_eq!(s.probe(&["--no-exec-trace"], &["seccomp_listener"]), "ok");
+}
+
+/// Turns the kernel's audit subsystem on for as long as it lives (root only), and back off
+/// if it was off: Landlock reports denials only while audit is on.
+struct AuditOn {
+    was_on: bool,
+}
+
+impl AuditOn {
+    /// One request, one answer: `AUDIT_GET`'s reply, or for `AUDIT_SET` the kernel's
+    /// acknowledgement (asked for with `NLM_F_ACK`, or the call would wait forever).
+    fn netlink(msg_type: u16, payload: &[u8]) -> Option<Vec<u8>> {
+        // SAFETY: a netlink socket, one request, one answer; all buffers are local.
+        unsafe {
+            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 9);
+            if fd < 0 {
+                return None;
+            }
+            let mut req = Vec::new();
+            req.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+            req.extend_from_slice(&msg_type.to_ne_bytes());
+            let flags: u16 = if msg_type == 1001 { 1 | 4 } else { 1 }; // NLM_F_REQUEST, NLM_F_ACK
+            req.extend_from_slice(&flags.to_ne_bytes());
+            req.extend_from_slice(&[0u8; 8]);
+            req.extend_from_slice(payload);
+            let ok = libc::send(fd, req.as_ptr().cast(), req.len(), 0) == req.len() as isize;
+            let mut buf = vec![0u8; 1024];
+            let n = if ok { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) } else { -1 };
+            libc::close(fd);
+            (n > 0).then(|| buf[..n as usize].to_vec())
+        }
+    }
+
+    fn enabled() -> Option<bool> {
+        let a = Self::netlink(1000, &[])?; // AUDIT_GET
+        (u16::from_ne_bytes([a[4], a[5]]) == 1000).then(|| a[20..24] != [0, 0, 0, 0])
+    }
+
+    fn set(on: bool) {
+        // struct audit_status with mask = AUDIT_STATUS_ENABLED.
+        let mut st = vec![0u8; 44];
+        st[0..4].copy_from_slice(&1u32.to_ne_bytes());
+        st[4..8].copy_from_slice(&u32::from(on).to_ne_bytes());
+        Self::netlink(1001, &st); // AUDIT_SET
+    }
+
+    fn new() -> Option<AuditOn> {
+        let was_on = Self::enabled()?;
+        if !was_on {
+            Self::set(true);
+        }
+        (Self::enabled() == Some(true)).then_some(AuditOn { was_on })
+    }
+}
+
+impl Drop for AuditOn {
+    fn drop(&mut self) {
+        if !self.was_on {
+            Self::set(false);
+        }
+    }
+}
+
+#[test]
+fn landlock_denials_are_recorded_from_the_kernels_audit_log() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: reading the audit log needs root");
+        return;
+    }
+    let _lock = AUDIT_STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_audit) = AuditOn::new() else {
+        eprintln!("skipped: the audit subsystem cannot be turned on here");
+        return;
+    };
+    let s = Sandbox::new("e-denials");
+    std::fs::create_dir_all(s.path("ws/inner")).unwrap();
+    s.write("ws/outer.txt", "outside the inner grants");
+    let log = s.path("audit/denials.jsonl");
+    let p = s.path("denials.toml");
+    std::fs::write(
+        &p,
+        "[[monitor.rules]]\nname = \"file-probe\"\nwhen = \"denied_files > 0 in 60s\"\naction = \"alert\"\n",
+    )
+    .unwrap();
+    // A signal to init (outside the command's Landlock domain), and a nested, degraded
+    // Palisade whose Landlock domain refuses a read: both refused by Landlock, which reports
+    // them to the audit log; the outer supervisor records them.
+    let script = format!(
+        "kill -0 1 2>/dev/null || echo signal-refused; cd inner && TMPDIR={ws}/inner {pal} run --allow-degraded --allow-read {bin} -- cat ../outer.txt 2>/dev/null || echo read-refused",
+        ws = s.ws().display(),
+        pal = env!("CARGO_BIN_EXE_palisade"),
+        bin = bin_dir(),
+    );
+    let bin = bin_dir();
+    let o = s.palisade(&[
+        "run",
+        "--audit",
+        log.to_str().unwrap(),
+        "--policy",
+        p.to_str().unwrap(),
+        "--allow-read",
+        &bin,
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("signal-refused") && out.contains("read-refused"), "{out}{}", stderr(&o));
+    let events = events_in(&log);
+    assert_eq!(events[0]["denials"], "recorded", "{}", events[0]);
+    let denials: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "denial").collect();
+    assert!(denials.iter().any(|d| d["blockers"][0] == "scope.signal"), "no signal denial in {denials:?}");
+    let read = denials
+        .iter()
+        .find(|d| d["blockers"][0] == "fs.read_file")
+        .unwrap_or_else(|| panic!("no file denial in {denials:?}"));
+    assert!(read["object"].as_str().unwrap().contains("outer.txt"), "{read}");
+    assert!(stderr(&o).contains("ALERT") && stderr(&o).contains("file-probe"), "{}", stderr(&o));
+    let totals = &events.last().unwrap()["totals"];
+    assert!(totals["files_denied"].as_u64().unwrap() >= 1, "{totals}");
 }

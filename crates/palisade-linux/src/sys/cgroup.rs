@@ -248,13 +248,15 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        // Empty once the sandbox's pid namespace is gone; a straggler being reaped can keep
-        // it busy for a moment.
+        // Empty once the sandbox's pid namespace is gone; a task still being released can
+        // keep it busy for a moment: retry, quickly at first (about 0.5 s in all).
         for d in &self.dirs {
-            for _ in 0..50 {
+            let mut wait = std::time::Duration::from_micros(100);
+            for _ in 0..20 {
                 match fs::remove_dir(d) {
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(std::time::Duration::from_millis(50));
                     }
                     _ => break,
                 }

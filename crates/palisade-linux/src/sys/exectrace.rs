@@ -16,6 +16,8 @@ use super::ffi;
 pub struct ExecInfo {
     /// The caller's pid and parent pid inside the sandbox's pid namespace (0 if unknown).
     pub pid: u32,
+    /// The caller's pid on the host (in the supervisor's pid namespace).
+    pub host_pid: u32,
     pub ppid: u32,
     /// The path passed (for `execveat` with an empty path: `fd N`).
     pub path: String,
@@ -259,5 +261,5 @@ fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache) -> E
     let ppid = pids.ns_pid(last("PPid:"));
     let cwd =
         std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    ExecInfo { pid: ns_pid, ppid, path, argv, cwd }
+    ExecInfo { pid: ns_pid, host_pid: pid, ppid, path, argv, cwd }
 }

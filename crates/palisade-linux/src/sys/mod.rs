@@ -6,6 +6,7 @@ pub mod cgroup;
 mod child;
 pub mod exectrace;
 pub mod ffi;
+pub mod kaudit;
 mod landlock;
 mod mounts;
 mod net;
@@ -85,6 +86,9 @@ pub struct RunOptions {
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
     /// Called when a resource limit stops the run (needs `kill`).
     pub on_limit: Option<watch::OnLimit>,
+    /// Called for each denial Landlock reports for the sandbox (when audit can be read:
+    /// see [`kaudit::open`]).
+    pub on_denial: Option<kaudit::OnDenial>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -97,6 +101,7 @@ impl std::fmt::Debug for RunOptions {
             .field("on_exec", &self.on_exec.is_some())
             .field("on_started", &self.on_started.is_some())
             .field("on_limit", &self.on_limit.is_some())
+            .field("on_denial", &self.on_denial.is_some())
             .finish()
     }
 }
@@ -127,6 +132,8 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let cgroup = sandbox_cgroup(&plan.limits)?;
+    // Subscribed before the sandbox exists, so that no denial is missed.
+    let audit = opts.on_denial.as_ref().and_then(|_| kaudit::open().ok());
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     // SAFETY: getuid/getgid cannot fail.
@@ -144,7 +151,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
         cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
-        child::init_main(child::ChildArgs { plan, cmd });
+        child::init_main(child::ChildArgs { plan, cmd, await_cgroup: cgroup.is_some() });
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -159,9 +166,6 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
 
     write_id_maps(pid, uid, gid)
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
-    if let Some(cg) = &cgroup {
-        cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
-    }
     let mut tmpfs: Vec<(std::path::PathBuf, u64)> = plan
         .mounts
         .iter()
@@ -169,11 +173,34 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         .collect();
     tmpfs.push(("/dev/shm".into(), plan.shm_size));
     let watcher = start_watch(pid, &plan.limits, cgroup.clone(), tmpfs, true, &opts)?;
+    // Processes that exec'd in the sandbox, by host pid: a nested Landlock domain's creator
+    // may be gone when its first denial is reported, but it was seen exec'ing.
+    let execed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<u32>::new()));
+    let seen = execed.clone();
+    let denials = start_denials(audit, &opts, move |creator| {
+        seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
+    })?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
+    if let Some(cg) = &cgroup {
+        // While init builds the file system view; the command starts only once it is done.
+        cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
+        ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::IN_CGROUP], None)
+            .map_err(|e| setup("starting the sandbox", e))?;
+    }
 
     let mut on_exec = opts.on_exec;
     let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
-        let f = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));
+        let user = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));
+        let execed = execed.clone();
+        let f = move |e: exectrace::ExecInfo| {
+            let mut set = execed.lock().unwrap_or_else(|e| e.into_inner());
+            if set.len() >= 65_536 {
+                set.clear();
+            }
+            set.insert(e.host_pid);
+            drop(set);
+            user(e);
+        };
         let _ = std::thread::Builder::new().name("palisade-exec".into()).spawn(move || exectrace::serve(listener, f));
     }) {
         Ok(v) => v,
@@ -200,6 +227,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
     let hit = watcher.stop();
+    denials.stop();
     let failed = !matches!(status, Ok(Exit::Code(0)));
     if hit.is_none() && cgroup.is_none() && failed {
         refused_memory(&plan.limits, opts.on_limit.as_ref());
@@ -262,15 +290,52 @@ fn rlimits(l: &crate::plan::Limits, cgroup: bool) -> Vec<(libc::__rlimit_resourc
     v
 }
 
+/// Whether `pid` lives in the pid namespace of `init` (the sandbox).
+fn same_pid_ns(pid: u32, init: libc::pid_t) -> bool {
+    let ns = |p: String| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let theirs = ns(pid.to_string());
+    theirs.is_some() && theirs == ns(init.to_string())
+}
+
+/// The thread that reads Landlock's denials, when audit can be read.
+struct Denials {
+    done: std::sync::Arc<watch::Stop>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Denials {
+    fn stop(mut self) {
+        self.done.set();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_denials(
+    audit: Option<OwnedFd>,
+    opts: &RunOptions,
+    is_ours: impl Fn(u32) -> bool + Send + 'static,
+) -> Result<Denials, RunError> {
+    let done = std::sync::Arc::new(watch::Stop::new().map_err(|e| setup("the denial reader", e))?);
+    let (Some(fd), Some(f)) = (audit, opts.on_denial.clone()) else { return Ok(Denials { done, thread: None }) };
+    let d = done.clone();
+    let thread = std::thread::Builder::new()
+        .name("palisade-denials".into())
+        .spawn(move || kaudit::serve(fd, is_ours, f, &d))
+        .map_err(|e| setup("starting the denial reader", e))?;
+    Ok(Denials { done, thread: Some(thread) })
+}
+
 /// The watcher's thread and its stop flag.
 struct Watcher {
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<watch::Stop>,
     thread: Option<std::thread::JoinHandle<Option<watch::LimitHit>>>,
 }
 
 impl Watcher {
     fn stop(mut self) -> Option<watch::LimitHit> {
-        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.done.set();
         self.thread.take().and_then(|t| t.join().ok().flatten())
     }
 }
@@ -283,7 +348,7 @@ fn start_watch(
     tree: bool,
     opts: &RunOptions,
 ) -> Result<Watcher, RunError> {
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(watch::Stop::new().map_err(|e| setup("the limit watcher", e))?);
     let Some(kill) = opts.kill.clone() else { return Ok(Watcher { done, thread: None }) };
     let w = watch::Watch {
         init,
@@ -339,6 +404,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
+    let audit = opts.on_denial.as_ref().and_then(|_| kaudit::open().ok());
     let pty = match opts.pty {
         Some(_) => Some(terminal::open_host_pty().map_err(|e| setup("creating the terminal", e))?),
         None => None,
@@ -371,11 +437,14 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     };
     drop(slave);
     let watcher = start_watch(pid, &plan.limits, None, Vec::new(), false, &opts)?;
+    // Without a pid namespace, the command's own process created the sandbox's domain.
+    let denials = start_denials(audit, &opts, move |creator| creator == pid as u32)?;
     let result = await_exec(&ours, &mut |_| {}).and_then(|_| {
         terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
             .map_err(|e| setup("supervising the command", e))
     });
     watcher.stop();
+    denials.stop();
     kill_descendants();
     result
 }

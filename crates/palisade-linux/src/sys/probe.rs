@@ -24,6 +24,8 @@ pub struct Report {
     pub cgroups: String,
     /// How resource limits are held.
     pub limits: String,
+    /// Whether Landlock's denials can be recorded (`recorded`), or why not.
+    pub denials: String,
 }
 
 impl Report {
@@ -78,6 +80,9 @@ pub fn probe() -> Report {
         io_uring_disabled: read_trim("/proc/sys/kernel/io_uring_disabled").and_then(|v| v.parse().ok()),
         cgroups: cgroups(),
         limits: limits(),
+        denials: super::kaudit::open()
+            .map(|_| "recorded".to_owned())
+            .unwrap_or_else(|why| format!("not recorded: {why}")),
     }
 }
 

@@ -8,9 +8,9 @@
 //! sandbox's processes, read from the sandbox's own `/proc` (through the command's
 //! `/proc/PID/root`, so only they are seen); and how full the private tmpfs mounts are.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::KillSwitch;
@@ -18,6 +18,51 @@ use super::cgroup::Cgroup;
 use crate::plan::Limits;
 
 pub const PERIOD: Duration = Duration::from_millis(50);
+
+/// Tells a supervisor thread to end, waking it at once: an eventfd that stays readable once
+/// written. A thread waits on it alone ([`Stop::wait`]) or beside its own descriptor.
+#[derive(Debug)]
+pub struct Stop(OwnedFd);
+
+impl Stop {
+    pub fn new() -> std::io::Result<Stop> {
+        // SAFETY: eventfd with documented flags; the descriptor is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: just returned by the kernel.
+        Ok(Stop(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn set(&self) {
+        let _ = super::ffi::write_all(self.0.as_raw_fd(), &1u64.to_ne_bytes());
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.wait_or(None, Duration::ZERO).0
+    }
+
+    /// Waits up to `timeout`; true when stopped.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.wait_or(None, timeout).0
+    }
+
+    /// Waits up to `timeout` for the stop or for `fd` to be readable: (stopped, readable).
+    pub fn wait_or(&self, fd: Option<RawFd>, timeout: Duration) -> (bool, bool) {
+        let mut fds = [
+            libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: fd.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        ];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: a valid array of two pollfds (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if n <= 0 {
+            return (false, false);
+        }
+        (fds[0].revents != 0, fds[1].revents & libc::POLLIN != 0)
+    }
+}
 
 /// A limit that stopped the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +131,10 @@ pub fn sample(proc_dir: &Path) -> Option<Sample> {
 /// The children of `parent` (single-threaded): `/proc/PID/task/PID/children`, or where the
 /// kernel lacks that file (`CONFIG_PROC_CHILDREN`), a scan of the host's `/proc`.
 pub fn children_of(parent: libc::pid_t) -> Vec<libc::pid_t> {
-    if let Ok(list) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
-        return list.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    match std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")) {
+        Ok(list) => return list.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        Err(_) if !Path::new(&format!("/proc/{parent}")).exists() => return Vec::new(),
+        Err(_) => {}
     }
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return out };
@@ -128,7 +175,7 @@ fn mib(b: u64) -> String {
 
 impl Watch {
     /// Samples until `done` is set or a limit is hit; returns the hit.
-    pub fn run(self, done: &AtomicBool) -> Option<LimitHit> {
+    pub fn run(self, done: &Stop) -> Option<LimitHit> {
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
@@ -136,8 +183,8 @@ impl Watch {
         loop {
             // One last look after the sandbox ended: an OOM kill of the command ends the run
             // before the next sample.
-            let finished = done.load(Ordering::Relaxed);
-            if let Some(hit) = self.check(&mut command, ticks, page) {
+            let finished = done.is_set();
+            if let Some(hit) = self.check(&mut command, ticks, page, finished) {
                 if let Some(f) = &self.on_limit {
                     f(&hit);
                 }
@@ -147,11 +194,12 @@ impl Watch {
             if finished {
                 return None;
             }
-            std::thread::sleep(PERIOD);
+            done.wait(PERIOD);
         }
     }
 
-    fn check(&self, command: &mut Option<libc::pid_t>, ticks: u64, page: u64) -> Option<LimitHit> {
+    /// One sample; once the sandbox has `ended`, only what outlives it (the cgroup's events).
+    fn check(&self, command: &mut Option<libc::pid_t>, ticks: u64, page: u64, ended: bool) -> Option<LimitHit> {
         let l = &self.limits;
         let hit = |limit, detail: String| Some(LimitHit { limit, detail });
         if let Some(w) = l.wall_time {
@@ -170,7 +218,7 @@ impl Watch {
                 return hit("pids", format!("the sandbox reached its limit of {n} processes and threads"));
             }
         }
-        if !self.tree {
+        if !self.tree || ended {
             return None;
         }
         if command.is_none() {
