@@ -266,7 +266,9 @@ fn tls_with_a_test_certificate_through_connect_and_transparent_tcp() {
             stderr(&o)
         );
     }
-    let _ = server.kill();
+    // SIGTERM, which `timeout` passes on to openssl (SIGKILL would orphan the server).
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
     let _ = server.wait();
 }
 
