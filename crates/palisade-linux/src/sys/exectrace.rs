@@ -73,6 +73,7 @@ pub fn install(filter: &[libc::sock_filter], listener: bool) -> io::Result<Optio
 /// calling `on_exec` for each. Runs on its own thread.
 pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
     let mut pids = PidCache::default();
+    let mut ns = PidNs::default();
     loop {
         let mut n = Notif::default();
         // SAFETY: NOTIF_RECV fills a zeroed seccomp_notif of the size encoded in the request.
@@ -89,7 +90,7 @@ pub fn serve(listener: OwnedFd, on_exec: impl Fn(ExecInfo)) {
         // Everything is read before the answer: the exec replaces the caller's memory, and
         // reading the rest afterwards measured slower here (it competes with the sandbox).
         let (path, argv) = read_call(&n);
-        let info = describe(n.pid, path, argv, &mut pids);
+        let info = describe(n.pid, path, argv, &mut pids, &mut ns);
         let resp = NotifResp { id: n.id, val: 0, error: 0, flags: FLAG_CONTINUE };
         // SAFETY: NOTIF_SEND with a seccomp_notif_resp; ENOENT (the caller died) is harmless.
         unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
@@ -245,7 +246,71 @@ impl PidCache {
     }
 }
 
-fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache) -> ExecInfo {
+/// The sandbox's pid namespace, for translating host pids without reading `/proc`: a pidfd's
+/// `PIDFD_GET_INFO` gives the parent, `NS_GET_TGID_IN_PIDNS` the pid inside (Linux 6.13 and
+/// later; elsewhere, and whenever a call fails, `/proc/PID/status` is read instead).
+#[derive(Default)]
+struct PidNs {
+    fd: Option<OwnedFd>,
+    tried: bool,
+}
+
+const PIDFD_GET_PID_NAMESPACE: libc::c_ulong = 0xFF05;
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+const NS_GET_TGID_IN_PIDNS: libc::c_ulong = 0x8004_B709;
+
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ids: [u32; 8],
+    exit_code: i32,
+}
+
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2); the descriptor is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: just returned by the kernel.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+impl PidNs {
+    /// (pid inside, parent's pid inside) of host `pid`, if the fast path works.
+    fn translate(&mut self, pid: u32) -> Option<(u32, u32)> {
+        let p = pidfd(pid)?;
+        if !self.tried {
+            self.tried = true;
+            // SAFETY: an ioctl without argument on our pidfd; returns a new descriptor.
+            let ns = unsafe { libc::ioctl(p.as_raw_fd(), PIDFD_GET_PID_NAMESPACE, 0) };
+            // SAFETY: just returned by the kernel.
+            self.fd = (ns >= 0).then(|| unsafe { OwnedFd::from_raw_fd(ns) });
+        }
+        let ns = self.fd.as_ref()?;
+        let mut info = PidfdInfo { mask: 1, ..Default::default() }; // PIDFD_INFO_PID
+        // SAFETY: PIDFD_GET_INFO fills a pidfd_info of the size encoded in the request.
+        if unsafe { libc::ioctl(p.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) } != 0 {
+            return None;
+        }
+        // SAFETY: NS_GET_TGID_IN_PIDNS takes a pid by value and returns the translation.
+        let inside = |host: u32| unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_TGID_IN_PIDNS, host as libc::c_ulong) };
+        let me = inside(pid);
+        if me <= 0 {
+            return None;
+        }
+        Some((me as u32, inside(info.ppid).max(0) as u32))
+    }
+}
+
+fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache, ns: &mut PidNs) -> ExecInfo {
+    let cwd =
+        std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some((me, parent)) = ns.translate(pid) {
+        return ExecInfo { pid: me, host_pid: pid, ppid: parent, path, argv, cwd };
+    }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let last = |key: &str| -> u32 {
         status
@@ -259,7 +324,25 @@ fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache) -> E
     let ns_pid = last("NSpid:");
     pids.remember(pid, ns_pid);
     let ppid = pids.ns_pid(last("PPid:"));
-    let cwd =
-        std::fs::read_link(format!("/proc/{pid}/cwd")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     ExecInfo { pid: ns_pid, host_pid: pid, ppid, path, argv, cwd }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of naming a process agree (here, in our own pid namespace, where the pid
+    /// inside is the pid itself): the pidfd and namespace ioctls, and `/proc/PID/status`.
+    #[test]
+    fn pid_translation_fast_path_and_fallback_agree() {
+        let me = std::process::id();
+        // SAFETY: getppid cannot fail.
+        let parent = unsafe { libc::getppid() } as u32;
+        let fast = describe(me, String::new(), Vec::new(), &mut PidCache::default(), &mut PidNs::default());
+        let slow =
+            describe(me, String::new(), Vec::new(), &mut PidCache::default(), &mut PidNs { fd: None, tried: true });
+        assert_eq!((fast.pid, fast.ppid), (me, parent));
+        assert_eq!((slow.pid, slow.ppid), (me, parent));
+        assert_eq!(fast.cwd, std::env::current_dir().unwrap().to_string_lossy());
+    }
 }
