@@ -184,7 +184,12 @@ impl Watch {
             // One last look after the sandbox ended: an OOM kill of the command ends the run
             // before the next sample.
             let finished = done.is_set();
-            if let Some(hit) = self.check(&mut command, ticks, page, finished) {
+            let began = Instant::now();
+            let result = self.check(&mut command, ticks, page, finished);
+            // A sandbox with thousands of processes makes a sample expensive: keep the
+            // watcher under about a tenth of a core.
+            let pause = PERIOD.max(began.elapsed() * 10);
+            if let Some(hit) = result {
                 if let Some(f) = &self.on_limit {
                     f(&hit);
                 }
@@ -194,7 +199,7 @@ impl Watch {
             if finished {
                 return None;
             }
-            done.wait(PERIOD);
+            done.wait(pause);
         }
     }
 
@@ -232,6 +237,12 @@ impl Watch {
             if avail == 0 && used > 0 {
                 return hit("tmp_size", format!("{} is full ({} of {})", path.display(), mib(used), mib(*size)));
             }
+        }
+        // The processes are read only for what needs them: CPU time, and without a cgroup,
+        // tasks and memory.
+        let needed = l.cpu_time.is_some() || (self.cgroup.is_none() && (l.pids.is_some() || l.memory.is_some()));
+        if !needed {
+            return None;
         }
         let s = sample(&root.join("proc"))?;
         if let Some(c) = l.cpu_time {
