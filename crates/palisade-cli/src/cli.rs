@@ -130,7 +130,7 @@ pub struct PolicyArgs {
     /// Largest file a process may write: e.g. 1GiB, or `unlimited`.
     #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     pub file_size: Option<String>,
-    /// Size of the private /tmp (and of the private home): e.g. 2GiB.
+    /// Size of the private /tmp: e.g. 2GiB, or `unlimited`.
     #[arg(long, value_name = "SIZE", help_heading = "Limits")]
     pub tmp_size: Option<String>,
     /// Open files per process, or `unlimited`.

@@ -202,3 +202,18 @@ fn mem_available() -> u64 {
         .unwrap()
         * 1024
 }
+
+#[test]
+fn unlimited_lifts_a_limit_and_a_project_cannot() {
+    let s = Sandbox::new("e-unlimited");
+    let o = s.run(
+        &["--tmp-size", "unlimited", "--memory", "unlimited"],
+        &["/bin/sh", "-c", "echo x > /tmp/f && cat /tmp/f"],
+    );
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(0), "x"), "{}", stderr(&o));
+    // A project may lower a limit but never lift one.
+    s.write("ws/.palisade.toml", "[process]\nmemory = \"unlimited\"\n");
+    let o = s.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("raises memory"), "{}", stderr(&o));
+}

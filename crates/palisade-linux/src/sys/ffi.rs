@@ -133,7 +133,8 @@ pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
         Ok(())
     };
     set(c"mode", format!("{mode:o}"))?;
-    set(c"size", size.to_string())?;
+    // `unlimited` (u64::MAX) is tmpfs's own "no limit", size 0.
+    set(c"size", if size == u64::MAX { "0".into() } else { size.to_string() })?;
     // SAFETY: CMD_CREATE takes no key or value.
     check(unsafe {
         libc::syscall(

@@ -162,7 +162,11 @@ fn used_bytes(path: &Path) -> Option<(u64, u64)> {
         return None;
     }
     let bsize = st.f_bsize as u64;
-    Some(((st.f_blocks as u64 - st.f_bfree as u64) * bsize, st.f_bavail as u64 * bsize))
+    // A tmpfs without a size reports no blocks at all: never "full".
+    if st.f_blocks == 0 {
+        return None;
+    }
+    Some(((st.f_blocks as u64).saturating_sub(st.f_bfree as u64) * bsize, st.f_bavail as u64 * bsize))
 }
 
 fn secs(d: Duration) -> String {
