@@ -217,3 +217,22 @@ fn unlimited_lifts_a_limit_and_a_project_cannot() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("raises memory"), "{}", stderr(&o));
 }
+
+#[test]
+fn cgroups_left_by_a_killed_run_are_removed_by_the_next() {
+    let s = Sandbox::new("e-stale-cgroup");
+    let out = stdout(&s.palisade(&["check"]));
+    let Some(dir) = out.lines().find_map(|l| l.split("memory and pids by cgroup v1 under ").nth(1)) else {
+        eprintln!("skipped: no cgroup v1 for this user");
+        return;
+    };
+    let dir = std::path::Path::new(dir.split(';').next().unwrap());
+    // pid_max is at most 2^22: this supervisor never existed.
+    let stale = dir.join("palisade-4194999");
+    std::fs::create_dir(&stale).unwrap();
+    let o = s.run(&["--memory", "1GiB"], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let left = stale.exists();
+    let _ = std::fs::remove_dir(&stale);
+    assert!(!left, "the stale cgroup {} is still there", stale.display());
+}

@@ -173,10 +173,34 @@ fn field(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Removes the empty cgroups of earlier runs whose supervisor is gone (killed before it
+/// could clean up): `palisade-PID` where no process PID exists. A cgroup still in use is
+/// never empty, and the kernel refuses to remove it.
+fn sweep(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("palisade-")).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir(e.path());
+        }
+    }
+}
+
 impl Cgroup {
     /// Creates the sandbox's cgroup with `memory` (bytes, swap included) and `pids` limits.
     pub fn create(layout: &Layout, memory: Option<u64>, pids: Option<u64>) -> io::Result<Cgroup> {
         let name = format!("palisade-{}", std::process::id());
+        match layout {
+            Layout::V2 { parent } => sweep(parent),
+            Layout::V1 { memory, pids } => {
+                sweep(memory);
+                sweep(pids);
+            }
+        }
         match layout {
             Layout::V2 { parent } => {
                 let parent = v2_enable(parent)?;
