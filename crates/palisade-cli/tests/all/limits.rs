@@ -236,3 +236,19 @@ fn cgroups_left_by_a_killed_run_are_removed_by_the_next() {
     let _ = std::fs::remove_dir(&stale);
     assert!(!left, "the stale cgroup {} is still there", stale.display());
 }
+
+#[test]
+fn the_pid_limit_counts_only_the_sandboxs_processes() {
+    let s = Sandbox::new("e-pids-own");
+    // 40 processes of the same user outside the sandbox, more than its limit of 24.
+    let mut others: Vec<std::process::Child> =
+        (0..40).map(|_| std::process::Command::new("sleep").arg("20").spawn().unwrap()).collect();
+    let o = s
+        .run(&["--pids", "24"], &["/bin/sh", "-c", "for i in 1 2 3 4 5; do sleep 0.2 & done; wait; echo started-five"]);
+    for c in &mut others {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("started-five"), "{}{}", stdout(&o), stderr(&o));
+}
