@@ -59,11 +59,19 @@ fn summarise(events: &[Event]) -> String {
     });
     for (e, n) in expanded {
         match e {
-            Event::SessionStart { argv, workspace, mode, landlock_abi, network, missing, .. } => {
+            Event::SessionStart { argv, workspace, mode, landlock_abi, network, missing, limits, denials, .. } => {
                 let argv: Vec<String> = argv.iter().map(|a| clean(a)).collect();
                 out.push_str(&format!("command:   {}\n", argv.join(" ")));
                 out.push_str(&format!("workspace: {}\n", clean(workspace)));
                 out.push_str(&format!("enforced:  {mode}, Landlock ABI {landlock_abi}, network {network}\n"));
+                if !limits.is_empty() {
+                    out.push_str(&format!("limits:    held by {}\n", clean(limits)));
+                }
+                match denials.as_str() {
+                    "" => {}
+                    "recorded" => out.push_str("denials:   Landlock denials recorded from the kernel audit log\n"),
+                    why => out.push_str(&format!("denials:   Landlock denials NOT recorded: {}\n", clean(why))),
+                }
                 for m in missing {
                     out.push_str(&format!("NOT enforced: {}\n", clean(m)));
                 }

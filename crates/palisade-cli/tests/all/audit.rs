@@ -32,6 +32,7 @@ fn a_run_records_its_session_and_every_network_decision() {
     }
     let out = stdout(&s.palisade(&["audit", "show", log.to_str().unwrap()]));
     assert!(out.contains("exit status 3") && out.contains("denied.test:9") && out.contains("allowed.test"), "{out}");
+    assert!(out.contains("limits:    held by ") && out.contains("denials:   Landlock denials "), "{out}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
 }

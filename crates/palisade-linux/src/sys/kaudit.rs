@@ -211,13 +211,13 @@ pub fn open() -> Result<OwnedFd, String> {
     match bind(&fd, 1 << (AUDIT_NLGRP_READLOG - 1)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            return Err("reading the kernel's audit log needs CAP_AUDIT_READ (root)".into());
+            return Err("reading the kernel audit log needs CAP_AUDIT_READ (root)".into());
         }
         Err(e) => return Err(format!("cannot subscribe to the audit log: {e}")),
     }
     match audit_enabled() {
         Ok(true) => Ok(fd),
-        Ok(false) => Err("the kernel's audit subsystem is off (auditctl -e 1 turns it on)".into()),
+        Ok(false) => Err("the kernel audit subsystem is off (auditctl -e 1 turns it on)".into()),
         Err(e) => Err(format!("cannot ask whether audit is on: {e}")),
     }
 }
