@@ -106,79 +106,38 @@ fn hung_up(listener: &OwnedFd) -> bool {
     n < 0 || (p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLIN == 0)
 }
 
-/// Reads `len` bytes at `addr` of `pid` with one `process_vm_readv`; a read that crosses
-/// into unmapped memory comes back short.
-fn vm_read(pid: u32, addr: u64, buf: &mut [u8]) -> Option<usize> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: one local iovec over `buf`, one remote range; the kernel checks access.
-    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    (n >= 0).then_some(n as usize)
+/// The traced process's memory: read with `process_vm_readv` (no descriptor to open: a
+/// third of the cost of `/proc/PID/mem`), or through `/proc/PID/mem` where that is refused.
+enum Memory {
+    Vm(u32),
+    File(std::fs::File),
 }
 
-/// A NUL-terminated string of at most 4 KiB at `addr`, read a page at most at a time so
-/// that no read crosses a page boundary it does not need.
-fn vm_str(pid: u32, addr: u64) -> Option<String> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    while out.len() < 4096 {
-        let room = (4096 - (at % 4096)) as usize;
-        let mut chunk = vec![0u8; room.min(4096 - out.len())];
-        let got = vm_read(pid, at, &mut chunk)?;
-        if got == 0 {
-            break;
-        }
-        if let Some(end) = chunk[..got].iter().position(|b| *b == 0) {
-            out.extend_from_slice(&chunk[..end]);
-            return Some(String::from_utf8_lossy(&out).into_owned());
-        }
-        out.extend_from_slice(&chunk[..got]);
-        at += got as u64;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// The call's path and argv, read with `process_vm_readv` (no descriptor to open: a third
-/// of the cost of `/proc/PID/mem`), or through `/proc/PID/mem` where that is refused.
-fn read_call(n: &Notif) -> (String, Vec<String>) {
-    let is_execveat = i64::from(n.data.nr) == libc::SYS_execveat;
-    let (path_arg, argv_arg) =
-        if is_execveat { (n.data.args[1], n.data.args[2]) } else { (n.data.args[0], n.data.args[1]) };
-    let Some(mut path) = vm_str(n.pid, path_arg) else { return read_call_mem(n) };
-    if is_execveat && path.is_empty() {
-        path = format!("fd {}", n.data.args[0] as i32);
-    }
-    let mut argv = Vec::new();
-    let mut ptrs = [0u8; 8 * 32];
-    let mut base = argv_arg;
-    'outer: while argv.len() < 256 {
-        let room = (4096 - (base % 4096)) as usize;
-        let want = ptrs.len().min(room).max(8);
-        let Some(got) = vm_read(n.pid, base, &mut ptrs[..want]) else { break };
-        if got < 8 {
-            break;
-        }
-        for p in ptrs[..got - got % 8].chunks(8) {
-            let ptr = u64::from_ne_bytes(p.try_into().unwrap_or([0; 8]));
-            if ptr == 0 || argv.len() >= 256 {
-                break 'outer;
+impl Memory {
+    /// Up to `buf.len()` bytes at `addr`; a read that crosses into unmapped memory comes back
+    /// short.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Memory::Vm(pid) => {
+                let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+                let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+                // SAFETY: one local iovec over `buf`, one remote range; the kernel checks access.
+                let n = unsafe { libc::process_vm_readv(*pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+                (n >= 0).then_some(n as usize)
             }
-            argv.push(vm_str(n.pid, ptr).unwrap_or_default());
+            Memory::File(f) => f.read_at(buf, addr).ok(),
         }
-        base += (got - got % 8) as u64;
     }
-    (path, argv)
-}
 
-fn read_call_mem(n: &Notif) -> (String, Vec<String>) {
-    let pid = n.pid;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok();
-    let read_str = |addr: u64| -> Option<String> {
-        let mem = mem.as_ref()?;
+    /// A NUL-terminated string of at most 4 KiB at `addr`, read a page at most at a time so
+    /// that no read crosses a page boundary it does not need.
+    fn string(&self, addr: u64) -> Option<String> {
         let mut out = Vec::new();
-        let mut chunk = [0u8; 256];
+        let mut at = addr;
         while out.len() < 4096 {
-            let got = mem.read_at(&mut chunk, addr + out.len() as u64).ok()?;
+            let room = (4096 - (at % 4096)) as usize;
+            let mut chunk = vec![0u8; room.min(4096 - out.len())];
+            let got = self.read(at, &mut chunk)?;
             if got == 0 {
                 break;
             }
@@ -187,31 +146,56 @@ fn read_call_mem(n: &Notif) -> (String, Vec<String>) {
                 return Some(String::from_utf8_lossy(&out).into_owned());
             }
             out.extend_from_slice(&chunk[..got]);
+            at += got as u64;
         }
         Some(String::from_utf8_lossy(&out).into_owned())
-    };
+    }
+
+    /// Up to 256 strings from the NULL-terminated pointer array at `addr`, its pointers read
+    /// 32 at a time (never past a page boundary).
+    fn strings(&self, addr: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut ptrs = [0u8; 8 * 32];
+        let mut base = addr;
+        while out.len() < 256 {
+            let room = (4096 - (base % 4096)) as usize;
+            let want = ptrs.len().min(room).max(8);
+            let Some(got) = self.read(base, &mut ptrs[..want]) else { break };
+            if got < 8 {
+                break;
+            }
+            for p in ptrs[..got - got % 8].chunks(8) {
+                let ptr = u64::from_ne_bytes(p.try_into().unwrap_or([0; 8]));
+                if ptr == 0 || out.len() >= 256 {
+                    return out;
+                }
+                out.push(self.string(ptr).unwrap_or_default());
+            }
+            base += (got - got % 8) as u64;
+        }
+        out
+    }
+}
+
+/// The call's path and argv.
+fn read_call(n: &Notif) -> (String, Vec<String>) {
     let is_execveat = i64::from(n.data.nr) == libc::SYS_execveat;
     let (path_arg, argv_arg) =
         if is_execveat { (n.data.args[1], n.data.args[2]) } else { (n.data.args[0], n.data.args[1]) };
-    let mut path = read_str(path_arg).unwrap_or_default();
+    let vm = Memory::Vm(n.pid);
+    let (mem, path) = match vm.string(path_arg) {
+        Some(p) => (Some(vm), Some(p)),
+        None => {
+            let file = std::fs::File::open(format!("/proc/{}/mem", n.pid)).ok().map(Memory::File);
+            let p = file.as_ref().and_then(|m| m.string(path_arg));
+            (file, p)
+        }
+    };
+    let mut path = path.unwrap_or_default();
     if is_execveat && path.is_empty() {
         path = format!("fd {}", n.data.args[0] as i32);
     }
-    let mut argv = Vec::new();
-    if let Some(mem) = &mem {
-        for i in 0..256u64 {
-            let mut p = [0u8; 8];
-            if mem.read_at(&mut p, argv_arg + i * 8).ok() != Some(8) {
-                break;
-            }
-            let ptr = u64::from_ne_bytes(p);
-            if ptr == 0 {
-                break;
-            }
-            argv.push(read_str(ptr).unwrap_or_default());
-        }
-    }
-    (path, argv)
+    (path, mem.map(|m| m.strings(argv_arg)).unwrap_or_default())
 }
 
 /// Host pid → pid inside the sandbox, for the processes seen so far (a parent is most often
@@ -330,6 +314,26 @@ fn describe(pid: u32, path: String, argv: Vec<String>, pids: &mut PidCache, ns: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both ways of reading the caller's memory give the same strings, across a page
+    /// boundary and past the 4 KiB cut.
+    #[test]
+    fn process_vm_readv_and_proc_mem_read_alike() {
+        let long = std::ffi::CString::new("y".repeat(5000)).unwrap();
+        let args: Vec<std::ffi::CString> =
+            (0..40).map(|i| std::ffi::CString::new(format!("arg-{i}")).unwrap()).collect();
+        let mut ptrs: Vec<u64> = args.iter().map(|a| a.as_ptr() as u64).collect();
+        ptrs.push(long.as_ptr() as u64);
+        ptrs.push(0);
+        let me = std::process::id();
+        let file = Memory::File(std::fs::File::open("/proc/self/mem").unwrap());
+        for m in [Memory::Vm(me), file] {
+            let got = m.strings(ptrs.as_ptr() as u64);
+            assert_eq!(got.len(), 41);
+            assert_eq!(got[39], "arg-39");
+            assert_eq!(got[40], "y".repeat(4096));
+        }
+    }
 
     /// Both ways of naming a process agree (here, in our own pid namespace, where the pid
     /// inside is the pid itself): the pidfd and namespace ioctls, and `/proc/PID/status`.
