@@ -16,12 +16,8 @@ RUNS=5
 for tool in hyperfine socat python3; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done
-cargo build --release -q -p palisade-cli
-PAL="${CARGO_TARGET_DIR:-$PWD/target}/release/palisade"
-OUT=${OUT:-$(mktemp -d)}
-WS=$(mktemp -d)/ws
-mkdir -p "$WS"
-cd "$WS"
+# shellcheck source=bench/setup.sh
+. bench/setup.sh
 BULK=47101
 ECHO=47102
 # Upstreams on the host's loopback; both stop by themselves after ten minutes.

@@ -33,12 +33,8 @@ for tool in hyperfine bwrap; do
     fi
 done
 
-cargo build --release -q -p palisade-cli
-PAL="${CARGO_TARGET_DIR:-$PWD/target}/release/palisade"
-OUT=${OUT:-$(mktemp -d)}
-WS=$(mktemp -d)/ws
-mkdir -p "$WS"
-cd "$WS"
+# shellcheck source=bench/setup.sh
+. bench/setup.sh
 
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(date -u +%Y-%m-%d)"
 echo "# palisade: $PAL; bubblewrap $(bwrap --version | awk '{print $2}'); runs: $RUNS start-up, $WORK_RUNS per workload"
