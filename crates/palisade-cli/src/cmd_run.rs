@@ -60,10 +60,14 @@ fn run_platform(
     let log = open_audit(&args, &env, &plan)?;
     let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
-    let (limits_mode, _) = palisade_linux::limits_mode(&plan.limits);
-    let denials = palisade_linux::kaudit::open().map(|_| "recorded".to_owned()).unwrap_or_else(|why| why);
+    let cgroup = palisade_linux::cgroup_layout(&plan.limits);
+    let limits_mode = cgroup.as_ref().map_or("rlimits", |l| l.label());
+    let (audit_fd, denials) = match palisade_linux::kaudit::open() {
+        Ok(fd) => (Some(fd), "recorded".to_owned()),
+        Err(why) => (None, why),
+    };
     warn_unevaluated_rules(&policy, &denials, args.json);
-    log.record(&session_start(&args, &policy, ("namespaces", abi, &[]), &limits_mode, &denials));
+    log.record(&session_start(&args, &policy, ("namespaces", abi, &[]), limits_mode, &denials));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
         stdin: true,
         stdout: std::io::stdout().is_terminal(),
@@ -105,7 +109,8 @@ fn run_platform(
         on_exec: Some(on_exec),
         on_started: Some(starter(&live)),
         on_limit: Some(on_limit.clone()),
-        on_denial: Some(denial_recorder(sink.clone())),
+        denials: audit_fd.map(|fd| denial_reader(fd, sink.clone())),
+        cgroup,
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
@@ -120,7 +125,8 @@ fn run_platform(
                     on_started: Some(starter(&live)),
                     kill: Some(kill),
                     on_limit: Some(on_limit),
-                    on_denial: Some(denial_recorder(sink.clone())),
+                    // The first subscription went with the failed attempt.
+                    denials: palisade_linux::kaudit::open().ok().map(|fd| denial_reader(fd, sink.clone())),
                     ..Default::default()
                 },
             ))
@@ -165,12 +171,18 @@ fn run_platform(
     result
 }
 
-/// Records each denial Landlock reports.
+/// Records each denial Landlock reports, read from the audit subscription `fd`.
 #[cfg(target_os = "linux")]
-fn denial_recorder(sink: std::sync::Arc<dyn palisade_monitor::Sink>) -> palisade_linux::kaudit::OnDenial {
-    std::sync::Arc::new(move |d: palisade_linux::kaudit::Denial| {
-        sink.record(&palisade_monitor::Event::Denial { blockers: d.blockers, object: d.object });
-    })
+fn denial_reader(
+    fd: std::os::fd::OwnedFd,
+    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
+) -> palisade_linux::kaudit::Reader {
+    palisade_linux::kaudit::Reader {
+        fd,
+        on_denial: std::sync::Arc::new(move |d: palisade_linux::kaudit::Denial| {
+            sink.record(&palisade_monitor::Event::Denial { blockers: d.blockers, object: d.object });
+        }),
+    }
 }
 
 /// Rules whose events this run cannot produce: said at every run, so nobody believes a rule

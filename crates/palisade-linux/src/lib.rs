@@ -19,7 +19,7 @@ mod sys;
 pub use sys::watch::{LimitHit, OnLimit};
 #[cfg(target_os = "linux")]
 pub use sys::{
-    Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, exectrace, ffi, kaudit, limits_mode, probe,
+    Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi, kaudit, probe,
     run, run_degraded,
 };
 

@@ -104,14 +104,20 @@ fn has_controllers(dir: &Path, file: &str) -> bool {
 }
 
 fn writable(dir: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) else {
-        return false;
-    };
+    let Ok(c) = super::ffi::cstr(dir) else { return false };
     // SAFETY: access(2) on a NUL-terminated path.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 impl Layout {
+    /// `cgroup v2` or `cgroup v1`, as the session's record says.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Layout::V2 { .. } => "cgroup v2",
+            Layout::V1 { .. } => "cgroup v1",
+        }
+    }
+
     /// Which cgroup this process can give a sandbox, or why none.
     pub fn detect() -> Result<Layout, String> {
         let pc = fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;

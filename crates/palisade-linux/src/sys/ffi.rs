@@ -157,6 +157,12 @@ pub fn mount(src: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong, dat
     Ok(())
 }
 
+/// A non-blocking, close-on-exec eventfd, starting at 0.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd with documented flags.
+    owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }.into())
+}
+
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is valid for `buf.len()` bytes.

@@ -33,6 +33,20 @@ pub struct Denial {
 /// What the supervisor calls for each denial (from the reader's thread).
 pub type OnDenial = std::sync::Arc<dyn Fn(Denial) + Send + Sync>;
 
+/// A subscription from [`open`] and what to call for each of the sandbox's denials: opened
+/// by the caller, who also says in the session's record whether denials are read, so that
+/// the record and the run never disagree.
+pub struct Reader {
+    pub fd: OwnedFd,
+    pub on_denial: OnDenial,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("fd", &self.fd).finish()
+    }
+}
+
 /// A record: its serial number and fields, with hex-encoded values decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

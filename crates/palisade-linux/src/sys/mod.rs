@@ -47,13 +47,7 @@ pub struct KillSwitch {
 
 impl KillSwitch {
     pub fn new() -> io::Result<std::sync::Arc<KillSwitch>> {
-        // SAFETY: eventfd with documented flags; the descriptor is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: just returned by the kernel.
-        Ok(std::sync::Arc::new(KillSwitch { fd: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) } }))
+        Ok(std::sync::Arc::new(KillSwitch { fd: ffi::eventfd()? }))
     }
 
     /// Asks the supervisor to kill the sandbox now.
@@ -86,9 +80,12 @@ pub struct RunOptions {
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
     /// Called when a resource limit stops the run (needs `kill`).
     pub on_limit: Option<watch::OnLimit>,
-    /// Called for each denial Landlock reports for the sandbox (when audit can be read:
-    /// see [`kaudit::open`]).
-    pub on_denial: Option<kaudit::OnDenial>,
+    /// Reads the denials Landlock reports for the sandbox, when the caller could subscribe
+    /// to the audit log ([`kaudit::open`]).
+    pub denials: Option<kaudit::Reader>,
+    /// Where to create the sandbox's cgroup ([`cgroup_layout`]); without one, memory and
+    /// pids are held by rlimits and the watcher. Chosen by the caller, who records it.
+    pub cgroup: Option<cgroup::Layout>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -101,7 +98,8 @@ impl std::fmt::Debug for RunOptions {
             .field("on_exec", &self.on_exec.is_some())
             .field("on_started", &self.on_started.is_some())
             .field("on_limit", &self.on_limit.is_some())
-            .field("on_denial", &self.on_denial.is_some())
+            .field("denials", &self.denials.is_some())
+            .field("cgroup", &self.cgroup)
             .finish()
     }
 }
@@ -131,9 +129,9 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let filter = bpf_filter(crate::seccomp::FilterOptions { notify_exec: plan.trace_exec, ..Default::default() })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
-    let cgroup = sandbox_cgroup(&plan.limits)?;
-    // Subscribed before the sandbox exists, so that no denial is missed.
-    let audit = opts.on_denial.as_ref().and_then(|_| kaudit::open().ok());
+    let cgroup = sandbox_cgroup(&plan.limits, opts.cgroup.take())?;
+    // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
+    let audit = opts.denials.take();
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     // SAFETY: getuid/getgid cannot fail.
@@ -177,7 +175,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     // may be gone when its first denial is reported, but it was seen exec'ing.
     let execed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<u32>::new()));
     let seen = execed.clone();
-    let denials = start_denials(audit, &opts, move |creator| {
+    let denials = start_denials(audit, move |creator| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
@@ -237,30 +235,24 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     status.map_err(|e| setup("supervising the sandbox", e))
 }
 
-/// How the sandbox's limits are held on this machine: `cgroup v2`, `cgroup v1` or
-/// `rlimits`, and why no cgroup when none.
-pub fn limits_mode(limits: &crate::plan::Limits) -> (String, Option<String>) {
+/// Where the sandbox's cgroup would go, for [`RunOptions::cgroup`]: only when memory or
+/// pids are limited, and this user can get one (otherwise rlimits hold them).
+pub fn cgroup_layout(limits: &crate::plan::Limits) -> Option<cgroup::Layout> {
     if limits.memory.is_none() && limits.pids.is_none() {
-        return ("rlimits".into(), None);
+        return None;
     }
-    match cgroup::Layout::detect() {
-        Ok(cgroup::Layout::V2 { .. }) => ("cgroup v2".into(), None),
-        Ok(cgroup::Layout::V1 { .. }) => ("cgroup v1".into(), None),
-        Err(why) => ("rlimits".into(), Some(why)),
-    }
+    cgroup::Layout::detect().ok()
 }
 
-/// The sandbox's cgroup when memory or pids are limited and this user can get one.
-fn sandbox_cgroup(limits: &crate::plan::Limits) -> Result<Option<std::sync::Arc<cgroup::Cgroup>>, RunError> {
-    if limits.memory.is_none() && limits.pids.is_none() {
-        return Ok(None);
-    }
-    match cgroup::Layout::detect() {
-        Ok(layout) => cgroup::Cgroup::create(&layout, limits.memory, limits.pids)
-            .map(|c| Some(std::sync::Arc::new(c)))
-            .map_err(|e| setup("creating the sandbox's cgroup", e)),
-        Err(_) => Ok(None),
-    }
+/// The sandbox's cgroup, in `layout` when there is one.
+fn sandbox_cgroup(
+    limits: &crate::plan::Limits,
+    layout: Option<cgroup::Layout>,
+) -> Result<Option<std::sync::Arc<cgroup::Cgroup>>, RunError> {
+    let Some(layout) = layout else { return Ok(None) };
+    cgroup::Cgroup::create(&layout, limits.memory, limits.pids)
+        .map(|c| Some(std::sync::Arc::new(c)))
+        .map_err(|e| setup("creating the sandbox's cgroup", e))
 }
 
 /// The command's rlimits: file size, open files and CPU time always (per process; the
@@ -313,12 +305,11 @@ impl Denials {
 }
 
 fn start_denials(
-    audit: Option<OwnedFd>,
-    opts: &RunOptions,
+    audit: Option<kaudit::Reader>,
     is_ours: impl Fn(u32) -> bool + Send + 'static,
 ) -> Result<Denials, RunError> {
     let done = std::sync::Arc::new(watch::Stop::new().map_err(|e| setup("the denial reader", e))?);
-    let (Some(fd), Some(f)) = (audit, opts.on_denial.clone()) else { return Ok(Denials { done, thread: None }) };
+    let Some(kaudit::Reader { fd, on_denial: f }) = audit else { return Ok(Denials { done, thread: None }) };
     let d = done.clone();
     let thread = std::thread::Builder::new()
         .name("palisade-denials".into())
@@ -404,7 +395,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
-    let audit = opts.on_denial.as_ref().and_then(|_| kaudit::open().ok());
+    let audit = opts.denials.take();
     let pty = match opts.pty {
         Some(_) => Some(terminal::open_host_pty().map_err(|e| setup("creating the terminal", e))?),
         None => None,
@@ -438,7 +429,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     drop(slave);
     let watcher = start_watch(pid, &plan.limits, None, Vec::new(), false, &opts)?;
     // Without a pid namespace, the command's own process created the sandbox's domain.
-    let denials = start_denials(audit, &opts, move |creator| creator == pid as u32)?;
+    let denials = start_denials(audit, move |creator| creator == pid as u32)?;
     let result = await_exec(&ours, &mut |_| {}).and_then(|_| {
         terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
             .map_err(|e| setup("supervising the command", e))

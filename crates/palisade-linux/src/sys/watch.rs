@@ -8,7 +8,7 @@
 //! sandbox's processes, read from the sandbox's own `/proc` (through the command's
 //! `/proc/PID/root`, so only they are seen); and how full the private tmpfs mounts are.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +26,7 @@ pub struct Stop(OwnedFd);
 
 impl Stop {
     pub fn new() -> std::io::Result<Stop> {
-        // SAFETY: eventfd with documented flags; the descriptor is owned below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: just returned by the kernel.
-        Ok(Stop(unsafe { OwnedFd::from_raw_fd(fd) }))
+        super::ffi::eventfd().map(Stop)
     }
 
     pub fn set(&self) {
@@ -155,7 +149,7 @@ fn child_of(init: libc::pid_t) -> Option<libc::pid_t> {
 }
 
 fn used_bytes(path: &Path) -> Option<(u64, u64)> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).ok()?;
+    let c = super::ffi::cstr(path).ok()?;
     // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
