@@ -7,10 +7,15 @@ use crate::cli::CheckArgs;
 pub fn run(args: CheckArgs) -> Outcome {
     let r = palisade_linux::probe::probe();
     let can = r.can_run();
+    // Placeholders that runs killed with SIGKILL left behind (the next run removes them).
+    let leftovers = palisade_policy::load::Environment::from_process()
+        .map(|env| palisade_linux::placeholders::leftovers(&env.state_home.join("palisade/placeholders")))
+        .unwrap_or_default();
     if args.json {
         let mut v = serde_json::to_value(&r)?;
         v["platform"] = "linux".into();
         v["run"] = if can { "enforce" } else { "refuse" }.into();
+        v["leftover_placeholders"] = leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mark = |ok: bool| if ok { "ok     " } else { "MISSING" };
@@ -34,6 +39,17 @@ pub fn run(args: CheckArgs) -> Outcome {
         }
         if let Some(u) = r.io_uring_disabled {
             println!("        io_uring:        kernel.io_uring_disabled = {u} (refused inside by seccomp either way)");
+        }
+        if leftovers.is_empty() {
+            println!("        placeholders:    none left behind");
+        } else {
+            println!(
+                "        placeholders:    {} left by runs that were killed (empty sockets that git ignores; the next run removes them):",
+                leftovers.len()
+            );
+            for p in &leftovers {
+                println!("                         {}", p.display());
+            }
         }
         if can {
             println!("run would: enforce the policy with namespaces, Landlock ABI {} and seccomp", r.landlock_abi);

@@ -58,6 +58,7 @@ fn run_platform(
         return Ok(0);
     }
     let log = open_audit(&args, &env, &plan)?;
+    let registry = placeholder_registry(&env, &plan)?;
     let live = live_outputs(&args, &log)?;
     let started = std::time::Instant::now();
     let cgroup = palisade_linux::cgroup_layout(&plan.limits);
@@ -111,6 +112,7 @@ fn run_platform(
         on_limit: Some(on_limit.clone()),
         denials: audit_fd.map(|fd| denial_reader(fd, sink.clone())),
         cgroup,
+        placeholders: Some(registry),
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
@@ -333,6 +335,26 @@ fn open_audit(
         message: format!("cannot create the audit log {}: {e}", path.display()),
         hint: Some("pass --audit FILE with a new file in a writable directory".into()),
     })
+}
+
+/// Where runs record the placeholders they make (see `palisade_linux::placeholders`): under
+/// `$XDG_STATE_HOME/palisade/`, which the built-in policy hides from the sandbox. A policy
+/// that makes it writable inside is refused: the sandbox could then have Palisade remove
+/// files of its choosing.
+#[cfg(target_os = "linux")]
+pub fn placeholder_registry(
+    env: &palisade_policy::load::Environment,
+    plan: &palisade_linux::plan::Plan,
+) -> Result<std::path::PathBuf, Failure> {
+    let dir = env.state_home.join("palisade/placeholders");
+    let canonical = palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &dir);
+    if plan.exposes_writable(&canonical) || plan.exposes_writable(&canonical.join("run-0")) {
+        return Err(Failure {
+            message: format!("the placeholder registry {} would be writable inside the sandbox", dir.display()),
+            hint: Some("keep $XDG_STATE_HOME/palisade out of every write grant (the built-in policy denies it)".into()),
+        });
+    }
+    Ok(dir)
 }
 
 #[cfg(target_os = "linux")]

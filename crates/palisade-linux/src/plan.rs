@@ -12,24 +12,7 @@ use palisade_policy::pathrule::{PathPattern, is_within};
 use palisade_policy::{Access, PathKind, ResolvedPolicy};
 use serde::Serialize;
 
-/// What a path is on the host (from `lstat`, never following a final symlink).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Dir,
-    File,
-    Symlink,
-    /// A device, socket or FIFO.
-    Other,
-}
-
-/// Read-only questions about the host file system.
-pub trait HostView {
-    /// `lstat(path)`: what is there, or `None` when nothing is.
-    fn kind(&self, path: &Path) -> Option<Kind>;
-    /// The entries of a directory (names and kinds); empty when unreadable.
-    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)>;
-}
+pub use palisade_policy::hostfs::{HostFs as HostView, Kind};
 
 /// One step of building the sandbox's file system view. Paths are the same inside the
 /// sandbox as on the host.
@@ -42,11 +25,31 @@ pub enum MountOp {
     Bind { path: PathBuf, writable: bool },
     /// Hide what the host has at `path` under an empty, read-only, inaccessible mask.
     Mask { path: PathBuf, dir: bool },
-    /// `path` is missing on the host under a writable tree and must stay uncreatable: the
-    /// executor creates an empty file there (nothing can be created beneath a file), covers
-    /// it with a read-only empty file (a mount point cannot be renamed or removed), and
-    /// removes it after the run.
-    Placeholder { path: PathBuf },
+    /// `path` is missing on the host under a writable tree and must stay uncreatable. The
+    /// supervisor makes an empty socket there (git, and every tool that skips special files,
+    /// ignores it; nothing can be created beneath it) and records it so that the last run
+    /// using it removes it, even after a crash; init mounts over it a symbolic link to a
+    /// path that cannot exist ([`PLACEHOLDER_TARGET`]), so inside the path reads as absent
+    /// (`ENOENT`) and cannot be created, renamed or removed.
+    ///
+    /// `git_commondir`: the path is a git directory's `commondir`, which git tests with
+    /// `lstat` before reading; the placeholder is then a read-only file saying `.` (the
+    /// git directory is its own common directory, as without the file), on the host and
+    /// inside alike.
+    Placeholder {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        git_commondir: bool,
+    },
+    /// A symbolic link at a protected path in a writable tree: bound onto itself, so it can
+    /// be neither removed nor replaced; where it leads is decided by its target's own rule.
+    PinLink { path: PathBuf },
+    /// A protected file that tools rewrite in place (git's configuration): init copies it
+    /// into a private tmpfs at [`PRIVATE_COPIES`] and mounts over it a link to the copy, so
+    /// the host's file cannot be changed, renamed or removed, while git inside, which
+    /// follows the link when it locks and rewrites the file, writes the copy. Changes end
+    /// with the run.
+    PrivateCopy { path: PathBuf },
     /// A symbolic link in the sandbox's root, so a written path that went through a link on
     /// the host (`/lib64` → `/usr/lib64`) still resolves.
     Symlink { path: PathBuf, target: PathBuf },
@@ -60,7 +63,9 @@ impl MountOp {
             MountOp::Tmpfs { path, .. }
             | MountOp::Bind { path, .. }
             | MountOp::Mask { path, .. }
-            | MountOp::Placeholder { path }
+            | MountOp::Placeholder { path, .. }
+            | MountOp::PinLink { path }
+            | MountOp::PrivateCopy { path }
             | MountOp::Symlink { path, .. }
             | MountOp::File { path, .. } => path,
         }
@@ -95,6 +100,18 @@ pub struct NetPlan {
     /// each port an allow rule names, and 80 and 443 for rules that name none.
     pub transparent_ports: Vec<u16>,
 }
+
+/// Where a placeholder's link points inside the sandbox: a name in the sandbox's read-only
+/// root that never exists, so reads find nothing and writes through the link fail with
+/// `EROFS`; `ls -l` shows why.
+pub const PLACEHOLDER_TARGET: &str = "/(protected by palisade: create it outside the sandbox)";
+
+/// Where the private copies of [`MountOp::PrivateCopy`] live inside the sandbox (a small
+/// tmpfs, writable).
+pub const PRIVATE_COPIES: &str = "/.palisade/copies";
+/// Size of that tmpfs, and the largest file copied into it (a larger one is bound read-only).
+pub const PRIVATE_COPIES_SIZE: u64 = 4 << 20;
+pub const PRIVATE_COPY_MAX: u64 = 1 << 20;
 
 /// The DNS stub's address inside the sandbox.
 pub const DNS: &str = "127.0.0.53:53";
@@ -193,11 +210,6 @@ pub struct Request {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlanError {
-    #[error(
-        "{} is a symbolic link inside a writable directory, so a read-only or hidden path beneath it could be swapped; remove the link or grant its target instead",
-        path.display()
-    )]
-    SymlinkInWritableTree { path: PathBuf },
     #[error("{} is granted inside the denied directory {}; Palisade cannot show it there", path.display(), denied.display())]
     GrantInsideMask { path: PathBuf, denied: PathBuf },
     #[error("the pattern `{pattern}` visits more than {GLOB_BUDGET} files while it is expanded; make it narrower")]
@@ -270,7 +282,8 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         if matches!(inherited, View::Root | View::Private) && !granted_here {
             continue;
         }
-        plan_path(&path, d.access, inherited, host, &mut mounts, &mut mounted)?;
+        let private_copy = d.protected_by.is_some_and(|r| r.private_copy);
+        plan_path(&path, d.access, private_copy, inherited, host, &mut mounts, &mut mounted)?;
     }
     // Links for grants written through a symlink (`/lib64`, a linked home directory).
     for r in &policy.paths {
@@ -374,18 +387,19 @@ fn view_of(mounted: &[(PathBuf, View)], path: &Path) -> View {
 
 /// Decides the operation for one path whose policy access is `want` and whose current view is
 /// `inherited`.
+#[allow(clippy::too_many_arguments)]
 fn plan_path(
     path: &Path,
     want: Access,
+    private_copy: bool,
     inherited: View,
     host: &dyn HostView,
     mounts: &mut Vec<MountOp>,
     mounted: &mut Vec<(PathBuf, View)>,
 ) -> Result<(), PlanError> {
-    let kind = host.kind(path);
     match inherited {
         View::Masked => {
-            if want != Access::None && kind.is_some() {
+            if want != Access::None && host.kind(path).is_some() {
                 let denied = mounted
                     .iter()
                     .filter(|(m, _)| path.starts_with(m))
@@ -397,102 +411,94 @@ fn plan_path(
             Ok(())
         }
         View::Root | View::Private => {
-            if want != Access::None && matches!(kind, Some(Kind::Dir | Kind::File | Kind::Other)) {
-                mounts.push(MountOp::Bind { path: path.to_path_buf(), writable: want == Access::Write });
-                mounted.push((path.to_path_buf(), View::Host(want)));
+            if want != Access::None && matches!(host.kind(path), Some(Kind::Dir | Kind::File | Kind::Other)) {
+                mount(mounts, mounted, MountOp::Bind { path: path.to_path_buf(), writable: want == Access::Write });
             }
             Ok(())
         }
         View::Host(have) if have == want => Ok(()),
-        View::Host(have) => {
-            if have == Access::Write {
-                pin_ancestors(path, host, mounts, mounted);
-            }
-            let Some(kind) = kind else {
-                // Missing: it can only appear if the tree around it is writable.
-                if have == Access::Write && want < Access::Write {
-                    return placeholder(path, want, host, mounts, mounted);
-                }
-                return Ok(());
-            };
-            if kind == Kind::Symlink {
-                if have == Access::Write && want == Access::Read {
-                    return Err(PlanError::SymlinkInWritableTree { path: path.to_path_buf() });
-                }
-                // A denied link is harmless: its target is decided on its own.
-                return Ok(());
-            }
-            if want == Access::None {
-                mounts.push(MountOp::Mask { path: path.to_path_buf(), dir: kind == Kind::Dir });
-                mounted.push((path.to_path_buf(), View::Masked));
-            } else {
-                mounts.push(MountOp::Bind { path: path.to_path_buf(), writable: want == Access::Write });
-                mounted.push((path.to_path_buf(), View::Host(want)));
-            }
-            Ok(())
-        }
+        View::Host(have) => walk_to(path, want, have, private_copy, host, mounts, mounted),
     }
 }
 
-/// Inside a writable tree, the directories between the nearest mount and `path` could be
-/// renamed away (`mv .git .git-old`) and recreated without the protection. A mount point
-/// cannot be renamed or removed, so each of them is bound onto itself, writable.
-fn pin_ancestors(path: &Path, host: &dyn HostView, mounts: &mut Vec<MountOp>, mounted: &mut Vec<(PathBuf, View)>) {
-    let Some(base) =
-        mounted.iter().filter(|(m, _)| is_within(path, m)).max_by_key(|(m, _)| depth(m)).map(|(m, _)| m.clone())
-    else {
-        return;
-    };
-    let mut cur = base.clone();
-    let Ok(rest) = path.strip_prefix(&base) else {
-        return;
-    };
-    let comps: Vec<_> = rest.components().collect();
-    for comp in comps.iter().take(comps.len().saturating_sub(1)) {
-        cur.push(comp);
-        if host.kind(&cur) != Some(Kind::Dir) {
-            return;
-        }
-        mounts.push(MountOp::Bind { path: cur.clone(), writable: true });
-        mounted.push((cur.clone(), View::Host(Access::Write)));
-    }
-}
-
-/// `path` is missing inside a writable tree and must not become creatable: find the first
-/// missing component and keep it from being created.
-fn placeholder(
+/// Inside host content with access `have`, walks from the nearest mount down to `path`,
+/// which the policy wants at `want`. In a writable tree, when `path` is to be hidden or
+/// read-only:
+/// - each directory on the way is bound onto itself (pinned): a mount point cannot be renamed
+///   or removed, so `mv .git .git-old` cannot take the protection away;
+/// - a symbolic link on the way is pinned itself and ends the walk: it can no longer be
+///   replaced, and what it leads to is decided by the target's own (canonical) rule;
+/// - so is a file where a directory is expected (nothing can be created beneath a file, and
+///   pinned, it cannot be replaced by a directory);
+/// - the first missing component becomes a placeholder.
+///
+/// Then `path` itself is masked or bound with the access wanted.
+#[allow(clippy::too_many_arguments)]
+fn walk_to(
     path: &Path,
     want: Access,
+    have: Access,
+    private_copy: bool,
     host: &dyn HostView,
     mounts: &mut Vec<MountOp>,
     mounted: &mut Vec<(PathBuf, View)>,
 ) -> Result<(), PlanError> {
-    let mut cur = PathBuf::new();
-    for comp in path.components() {
+    let narrowing = have == Access::Write && want < Access::Write;
+    let base = mounted.iter().filter(|(m, _)| is_within(path, m)).max_by_key(|(m, _)| depth(m)).map(|(m, _)| m.clone());
+    let Some(base) = base else { return Ok(()) };
+    let Ok(rest) = path.strip_prefix(&base) else { return Ok(()) };
+    let comps: Vec<_> = rest.components().collect();
+    let mut cur = base.clone();
+    for (i, comp) in comps.iter().enumerate() {
         cur.push(comp);
+        let last = i + 1 == comps.len();
+        let already = mounted.iter().any(|(m, _)| *m == cur);
         match host.kind(&cur) {
-            Some(Kind::Dir) => continue,
-            Some(Kind::Symlink) => {
-                return Err(PlanError::SymlinkInWritableTree { path: cur });
+            None => {
+                if narrowing && !already {
+                    let git_commondir = last && cur.file_name().is_some_and(|n| n == "commondir");
+                    mount(mounts, mounted, MountOp::Placeholder { path: cur.clone(), git_commondir });
+                }
+                return Ok(());
             }
-            Some(_) => {
-                // A file where a directory is expected (a worktree's `.git` file): nothing
-                // can be created beneath it, but the file itself could be rewritten.
-                if want == Access::None {
+            Some(Kind::Symlink) => {
+                if narrowing && !already {
+                    mount(mounts, mounted, MountOp::PinLink { path: cur.clone() });
+                }
+                return Ok(());
+            }
+            Some(kind) if !last => {
+                if have == Access::Write && !already {
+                    // Pinned writable: only the name is fixed, the contents keep their access.
+                    mount(mounts, mounted, MountOp::Bind { path: cur.clone(), writable: true });
+                }
+                if kind != Kind::Dir {
                     return Ok(());
                 }
-                mounts.push(MountOp::Bind { path: cur.clone(), writable: false });
-                mounted.push((cur, View::Host(Access::Read)));
-                return Ok(());
             }
-            None => {
-                mounts.push(MountOp::Placeholder { path: cur.clone() });
-                mounted.push((cur, View::Masked));
-                return Ok(());
+            Some(kind) => {
+                if want == Access::None {
+                    mount(mounts, mounted, MountOp::Mask { path: cur.clone(), dir: kind == Kind::Dir });
+                } else if private_copy && narrowing && kind == Kind::File {
+                    mount(mounts, mounted, MountOp::PrivateCopy { path: cur.clone() });
+                } else {
+                    mount(mounts, mounted, MountOp::Bind { path: cur.clone(), writable: want == Access::Write });
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Records `op` and the view it gives its path.
+fn mount(mounts: &mut Vec<MountOp>, mounted: &mut Vec<(PathBuf, View)>, op: MountOp) {
+    let view = match &op {
+        MountOp::Bind { writable, .. } => View::Host(if *writable { Access::Write } else { Access::Read }),
+        MountOp::Tmpfs { .. } => View::Private,
+        _ => View::Masked,
+    };
+    mounted.push((op.path().to_path_buf(), view));
+    mounts.push(op);
 }
 
 /// Expands a `deny`/`protect` glob against the host. A glob whose literal part lies inside a
@@ -544,6 +550,9 @@ fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
         match m {
             MountOp::Bind { path, writable: true } | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
             MountOp::Bind { path, writable: false } => lp.read.push(path.clone()),
+            MountOp::PrivateCopy { .. } if !lp.write.iter().any(|w| w == Path::new(PRIVATE_COPIES)) => {
+                lp.write.push(PRIVATE_COPIES.into())
+            }
             _ => {}
         }
     }
@@ -640,6 +649,10 @@ mod tests {
     #[derive(Default)]
     struct FakeHost(BTreeMap<PathBuf, Kind>);
 
+    fn placeholder(p: &str) -> MountOp {
+        MountOp::Placeholder { path: p.into(), git_commondir: false }
+    }
+
     impl FakeHost {
         fn with(entries: &[(&str, Kind)]) -> FakeHost {
             let mut h = FakeHost::default();
@@ -664,6 +677,9 @@ mod tests {
                 .filter(|(p, _)| p.parent() == Some(dir))
                 .map(|(p, k)| (p.file_name().unwrap().to_os_string(), *k))
                 .collect()
+        }
+        fn read(&self, _: &Path, _: usize) -> Option<Vec<u8>> {
+            None
         }
     }
 
@@ -750,8 +766,8 @@ mod tests {
         let i_hooks = p.mounts.iter().position(|m| *m == bind("/w/proj/.git/hooks", false)).expect("hooks read-only");
         assert!(i_git < i_hooks);
         assert!(p.mounts.contains(&bind("/w/proj/.git/config", false)));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.vscode".into() }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/info".into() }));
+        assert!(p.mounts.contains(&placeholder("/w/proj/.vscode")));
+        assert!(p.mounts.contains(&placeholder("/w/proj/.git/info")));
         assert_eq!(p.mounts.iter().filter(|m| **m == bind("/w/proj/.git", true)).count(), 1, "pinned once");
     }
 
@@ -760,27 +776,47 @@ mod tests {
         let h = FakeHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
         let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &h).unwrap();
         let ph: Vec<_> = p.mounts.iter().filter(|m| matches!(m, MountOp::Placeholder { .. })).collect();
-        assert_eq!(ph, [&MountOp::Placeholder { path: "/w/proj/.git".into() }]);
+        assert_eq!(ph, [&placeholder("/w/proj/.git")]);
         let p = plan(&format!("{BASE}protect = [\".mcp.json\", \".envrc\", \".claude\"]\n"), &h).unwrap();
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.mcp.json".into() }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.envrc".into() }));
-        assert!(p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.claude".into() }));
+        assert!(p.mounts.contains(&placeholder("/w/proj/.mcp.json")));
+        assert!(p.mounts.contains(&placeholder("/w/proj/.envrc")));
+        assert!(p.mounts.contains(&placeholder("/w/proj/.claude")));
     }
 
     #[test]
-    fn worktree_git_file_is_made_read_only() {
+    fn a_missing_commondir_gets_a_placeholder_git_can_read() {
+        let h = FakeHost::with(&[("/w/proj/.git/HEAD", Kind::File)]);
+        let p = plan(&format!("{BASE}protect = [\".git/commondir\"]\n"), &h).unwrap();
+        assert!(
+            p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/commondir".into(), git_commondir: true })
+        );
+        // Only the last component: a missing `.git` above it is an ordinary placeholder.
+        let h = FakeHost::with(&[("/w/proj/README", Kind::File)]);
+        let p = plan(&format!("{BASE}protect = [\".git/commondir\"]\n"), &h).unwrap();
+        assert!(p.mounts.contains(&placeholder("/w/proj/.git")));
+    }
+
+    #[test]
+    fn a_file_where_a_protected_path_needs_a_directory_is_pinned() {
+        // Nothing can be created beneath a file; pinned, it cannot be replaced by a directory.
         let h = FakeHost::with(&[("/w/proj/.git", Kind::File)]);
         let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &h).unwrap();
-        assert!(p.mounts.contains(&bind("/w/proj/.git", false)));
+        assert!(p.mounts.contains(&bind("/w/proj/.git", true)));
+        assert!(!p.mounts.iter().any(|m| m.path().starts_with("/w/proj/.git/hooks")), "{:?}", p.mounts);
     }
 
     #[test]
-    fn symlink_at_a_protected_path_in_a_writable_tree_is_refused() {
-        let h = FakeHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
-        assert_eq!(
-            plan(&format!("{BASE}protect = [\".vscode/tasks.json\"]\n"), &h).unwrap_err(),
-            PlanError::SymlinkInWritableTree { path: "/w/proj/.vscode".into() }
-        );
+    fn symlinks_at_or_above_a_protected_path_are_pinned_not_refused() {
+        for protect in [".vscode", ".vscode/tasks.json"] {
+            let h = FakeHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
+            let p = plan(&format!("{BASE}protect = [\"{protect}\"]\n"), &h).unwrap();
+            assert!(p.mounts.contains(&MountOp::PinLink { path: "/w/proj/.vscode".into() }), "{protect}");
+            assert_eq!(p.mounts.iter().filter(|m| m.path().starts_with("/w/proj/.vscode")).count(), 1, "{protect}");
+        }
+        // A denied link in a read-only tree is harmless: nothing to do.
+        let h = FakeHost::with(&[("/usr/evil", Kind::Symlink)]);
+        let p = plan(&format!("{BASE}deny = [\"/usr/evil\"]\n"), &h).unwrap();
+        assert!(!p.mounts.iter().any(|m| m.path() == Path::new("/usr/evil")));
     }
 
     #[test]

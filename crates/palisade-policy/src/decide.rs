@@ -74,10 +74,16 @@ fn most_specific<'a>(rules: impl Iterator<Item = &'a PathRule>, path: &Path) -> 
 impl Rules {
     /// Decides `path`, which must be absolute and already canonical.
     pub fn decide_path(&self, path: &Path) -> PathDecision<'_> {
-        let winner = most_specific(self.paths.iter(), path);
+        self.decide_path_among(path, |_| true)
+    }
+
+    /// Decides `path` with only the rules `keep` accepts.
+    pub fn decide_path_among(&self, path: &Path, keep: impl Fn(&PathRule) -> bool) -> PathDecision<'_> {
+        let rules = || self.paths.iter().filter(|r| keep(r));
+        let winner = most_specific(rules(), path);
         let (rule, protected_by) = match winner {
             Some(w) if w.kind == PathKind::Protect => {
-                (most_specific(self.paths.iter().filter(|r| r.kind != PathKind::Protect), path), Some(w))
+                (most_specific(rules().filter(|r| r.kind != PathKind::Protect), path), Some(w))
             }
             other => (other, None),
         };

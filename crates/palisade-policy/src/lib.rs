@@ -9,8 +9,11 @@
 
 pub mod builtin;
 pub mod decide;
+pub mod derive;
 pub mod error;
+pub mod git;
 pub mod host;
+pub mod hostfs;
 pub mod load;
 pub mod model;
 pub mod monitor;
@@ -23,6 +26,7 @@ pub mod vars;
 pub use decide::{Access, EnvDecision, NetDecision, NetReason, PathDecision};
 pub use error::{PolicyError, Site};
 pub use host::{Host, HostName, HostPattern, NetPattern, Target};
+pub use hostfs::{HostFs, Kind};
 pub use model::{Layer, LayerKind, NetMode, Origin, PathKind, Rules};
 pub use parse::parse_layer;
 pub use resolve::{ResolveOptions, ResolvedPolicy, resolve};

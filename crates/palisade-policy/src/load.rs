@@ -8,7 +8,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use crate::builtin;
+use crate::derive::Host;
 use crate::error::{PolicyError, Site};
+use crate::hostfs::{HostFs, Kind, PlaceholderShape};
 use crate::model::{LayerKind, PathKind};
 use crate::parse::{LayerBuilder, parse_layer};
 use crate::resolve::{ResolveOptions, ResolvedPolicy, resolve};
@@ -61,6 +63,92 @@ impl FsResolver {
     }
 }
 
+/// The host file system through `lstat`, `readdir` and `open(O_NOFOLLOW)`.
+///
+/// Palisade's own placeholders (empty sockets of mode 000, which stand for a protected path
+/// that does not exist while a sandbox runs; see `docs/linux.md`) are reported as absent, so
+/// that a run planned while another is running sees the host as it really is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+/// Whether `path`, whose `lstat` gave `m`, is one of Palisade's placeholders (see
+/// [`crate::hostfs::placeholder_shape`]). A directory counts only when empty.
+pub fn is_placeholder(path: &Path, m: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(name) = path.file_name() else { return false };
+        match crate::hostfs::placeholder_shape(name, kind_of(m.file_type()), m.permissions().mode(), m.len()) {
+            Some(PlaceholderShape::Empty) if m.is_dir() => {
+                std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+            }
+            Some(PlaceholderShape::Empty) => true,
+            Some(PlaceholderShape::Commondir) => {
+                RealFs.read(path, 16).is_some_and(|d| d == crate::hostfs::COMMONDIR_PLACEHOLDER)
+            }
+            None => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, m);
+        false
+    }
+}
+
+fn kind_of(ft: std::fs::FileType) -> Kind {
+    if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
+    }
+}
+
+impl HostFs for RealFs {
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        std::fs::symlink_metadata(path).ok().filter(|m| !is_placeholder(path, m)).map(|m| kind_of(m.file_type()))
+    }
+
+    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let kind = kind_of(e.file_type().ok()?);
+                // Only special files can be placeholders: one more `lstat` for those alone.
+                if kind == Kind::Other && e.metadata().is_ok_and(|m| is_placeholder(&e.path(), &m)) {
+                    return None;
+                }
+                Some((e.file_name(), kind))
+            })
+            .collect()
+    }
+
+    fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never a link, never a FIFO that would block: regular files only.
+            o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let f = o.open(path).ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        f.take(limit as u64).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+}
+
 /// What Palisade reads from the process environment, gathered once.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -70,6 +158,9 @@ pub struct Environment {
     pub config_home: PathBuf,
     pub state_home: PathBuf,
     pub cache_home: PathBuf,
+    /// git's system and global configuration files (`GIT_CONFIG_SYSTEM` or `/etc/gitconfig`;
+    /// `GIT_CONFIG_GLOBAL`, or `$XDG_CONFIG_HOME/git/config` and `~/.gitconfig`).
+    pub git_configs: Vec<PathBuf>,
 }
 
 impl Environment {
@@ -88,9 +179,16 @@ impl Environment {
         };
         let cwd = std::env::current_dir()
             .map_err(|e| PolicyError::Setup(format!("cannot read the current directory: {e}")))?;
+        let config_home = var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
+        let mut git_configs = vec![var("GIT_CONFIG_SYSTEM").unwrap_or_else(|| PathBuf::from("/etc/gitconfig"))];
+        match var("GIT_CONFIG_GLOBAL") {
+            Some(g) => git_configs.push(g),
+            None => git_configs.extend([config_home.join("git/config"), home.join(".gitconfig")]),
+        }
         Ok(Environment {
             tmp: var("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp")),
-            config_home: var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config")),
+            git_configs,
+            config_home,
             state_home: var("XDG_STATE_HOME").unwrap_or_else(|| home.join(".local/state")),
             cache_home: var("XDG_CACHE_HOME").unwrap_or_else(|| home.join(".cache")),
             home,
@@ -208,17 +306,30 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
         layers.push(parse_layer(&text, &path.display().to_string(), LayerKind::PolicyFile, &vars, &resolver)?);
     }
     layers.push(flags_layer(&opts.flags, &vars, &resolver, &env.cwd)?);
-    resolve(&workspace, &home, layers, ResolveOptions { trust_project: opts.trust_project })
+    let mut policy = resolve(&workspace, &home, layers, ResolveOptions { trust_project: opts.trust_project })?;
+    let private = [resolver.resolve(&env.tmp)];
+    let host = Host { fs: &RealFs, resolver: &resolver, private: &private, git_configs: &env.git_configs };
+    policy.derive(&host, opts.trust_project)?;
+    Ok(policy)
 }
 
 /// Reads a file that may be absent. Any other failure (permissions, not UTF-8) is an error:
 /// a policy file that exists but cannot be read must not be silently skipped.
+///
+/// A placeholder at the path or on the way to it (another sandbox on the same tree is
+/// running) means the file does not exist.
 fn read_optional(path: &Path) -> Result<Option<String>, PolicyError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(_) if under_placeholder(path) => Ok(None),
         Err(source) => Err(PolicyError::Read { path: path.to_path_buf(), source }),
     }
+}
+
+/// Whether `path` or one of its ancestors is a placeholder.
+fn under_placeholder(path: &Path) -> bool {
+    path.ancestors().any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| is_placeholder(a, &m)))
 }
 
 fn load_profile(

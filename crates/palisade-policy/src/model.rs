@@ -111,6 +111,22 @@ pub struct PathRule {
     /// inside the sandbox (`/lib64` → `/usr/lib64`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via_link: Option<PathBuf>,
+    /// For a `protect` rule on a file that tools rewrite in place as part of ordinary work
+    /// (git's configuration: `git submodule update` rewrites a submodule's every time): the
+    /// host's file stays read-only, and the sandbox gets a private copy to write, whose
+    /// changes end with the run. Set only by derivation ([`crate::derive`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub private_copy: bool,
+    pub origin: Origin,
+}
+
+/// A `deny` or `protect` entry written `${writable}/REL`: the path REL under every writable
+/// root. Expanded into ordinary [`PathRule`]s once the roots are known ([`crate::derive`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RootRule {
+    pub kind: PathKind,
+    /// Relative, normalised, non-empty, without `..`.
+    pub rel: PathBuf,
     pub origin: Origin,
 }
 
@@ -185,6 +201,12 @@ pub struct MonitorRule {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Rules {
     pub paths: Vec<PathRule>,
+    /// `${writable}/...` entries, not yet expanded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_root: Vec<RootRule>,
+    /// `filesystem.protect_git`: keep the files through which git on the host would run code
+    /// read-only under every writable root (see [`crate::git`]).
+    pub protect_git: Option<Setting<bool>>,
     pub net_mode: Option<Setting<NetMode>>,
     pub net_allow: Vec<NetRule>,
     pub net_deny: Vec<NetRule>,
@@ -203,6 +225,10 @@ impl Rules {
     /// mapping replaces an earlier mapping of the same name.
     pub fn merge(&mut self, upper: Rules) {
         self.paths.extend(upper.paths);
+        self.per_root.extend(upper.per_root);
+        if upper.protect_git.is_some() {
+            self.protect_git = upper.protect_git;
+        }
         if upper.net_mode.is_some() {
             self.net_mode = upper.net_mode;
         }
@@ -228,6 +254,12 @@ impl Rules {
         }
         self.tripwires.extend(upper.tripwires);
         self.monitor_rules.extend(upper.monitor_rules);
+    }
+
+    /// Whether git's control files are protected (`false` when no layer says so; the
+    /// built-in default says `true`).
+    pub fn protects_git(&self) -> bool {
+        self.protect_git.as_ref().is_some_and(|s| s.value)
     }
 
     /// The network mode in force (`none` when no layer set one).

@@ -39,6 +39,7 @@ struct RawFs {
     deny: Vec<S<String>>,
     #[serde(default)]
     protect: Vec<S<String>>,
+    protect_git: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +174,9 @@ impl<'a> SourceText<'a> {
 /// The value that lifts a limit.
 pub const UNLIMITED: &str = "unlimited";
 
+/// The prefix of a `deny`/`protect` entry that applies under every writable root.
+pub const WRITABLE: &str = "${writable}";
+
 pub struct LayerBuilder<'a> {
     kind: LayerKind,
     vars: &'a Vars,
@@ -204,8 +208,16 @@ impl<'a> LayerBuilder<'a> {
         Ok(normalize_lexically(&p))
     }
 
+    /// Sets `filesystem.protect_git`.
+    pub fn protect_git(&mut self, value: bool, site: Site) {
+        self.rules.protect_git = Some(Setting { value, origin: self.origin(site, &value.to_string()) });
+    }
+
     /// Adds a `read`, `write`, `deny` or `protect` entry.
     pub fn path_rule(&mut self, kind: PathKind, text: &str, site: Site) -> Result<(), PolicyError> {
+        if let Some(rest) = text.strip_prefix(WRITABLE) {
+            return self.root_rule(kind, text, rest, site);
+        }
         let lexical = self.path(text, &site)?;
         let glob = is_glob(&lexical.to_string_lossy());
         if glob && matches!(kind, PathKind::Read | PathKind::Write) {
@@ -238,8 +250,36 @@ impl<'a> LayerBuilder<'a> {
         for t in targets {
             let pattern = PathPattern::new(t).map_err(|m| PolicyError::invalid(site.clone(), m))?;
             let origin = self.origin(site.clone(), text);
-            self.rules.paths.push(PathRule { kind, pattern, via_link: via_link.clone(), origin });
+            self.rules.paths.push(PathRule { kind, pattern, via_link: via_link.clone(), private_copy: false, origin });
         }
+        Ok(())
+    }
+
+    /// `${writable}/REL` in `deny` or `protect`: REL under every writable root.
+    fn root_rule(&mut self, kind: PathKind, text: &str, rest: &str, site: Site) -> Result<(), PolicyError> {
+        let bad = |why: &str| Err(PolicyError::invalid(site.clone(), format!("`{text}`: {why}")));
+        if !matches!(kind, PathKind::Deny | PathKind::Protect) {
+            return bad("`${writable}` names paths under every writable root; use it in `deny` and `protect` only");
+        }
+        let Some(rel) = rest.strip_prefix('/').filter(|r| !r.is_empty()) else {
+            return bad("write `${writable}/NAME`: a path below each writable root");
+        };
+        if rel.contains('\0') {
+            return bad("path contains a NUL byte");
+        }
+        if is_glob(rel) || rel.contains('$') || rel.starts_with('~') {
+            return bad("after `${writable}/` give a plain relative path (no globs or variables)");
+        }
+        let raw = Path::new(rel);
+        if raw.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+            return bad("the path must stay below the root (no `..`)");
+        }
+        let rel = normalize_lexically(raw);
+        if rel.as_os_str().is_empty() {
+            return bad("write `${writable}/NAME`: a path below each writable root");
+        }
+        let origin = self.origin(site, text);
+        self.rules.per_root.push(RootRule { kind, rel, origin });
         Ok(())
     }
 
@@ -443,6 +483,9 @@ pub fn parse_layer(
             for v in list {
                 b.path_rule(kind, v.get_ref(), site(v.span(), &format!("filesystem.{}", kind.key())))?;
             }
+        }
+        if let Some(g) = fs.protect_git {
+            b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }
     }
     if let Some(net) = raw.network {

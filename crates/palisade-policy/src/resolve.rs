@@ -93,6 +93,11 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
             ));
         }
     }
+    if let Some(g) = &upper.protect_git {
+        if !g.value && lower.protects_git() {
+            return Err(widen(&g.origin, "it turns off the protection of git's configuration and hooks".into()));
+        }
+    }
     if let Some(m) = &upper.net_mode {
         if m.value == NetMode::Allowlist && lower.mode() == NetMode::None {
             return Err(widen(&m.origin, "it turns the network on, which the layers below keep off".into()));

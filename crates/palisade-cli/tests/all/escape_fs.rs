@@ -285,15 +285,24 @@ fn metadata_changes_and_truncation_outside_are_refused() {
 }
 
 #[test]
-fn symlink_at_a_protected_path_fails_closed() {
+fn symlink_at_a_protected_path_is_pinned_and_leads_nowhere_writable() {
+    // Users keep links such as `.vscode -> tools/vscode`: the run goes ahead, the link can be
+    // neither removed nor replaced, and what it leads to is protected too, by either name.
     let s = Sandbox::new("b03-link-protect");
+    s.write("ws/tools/vscode/tasks.json", "{}");
     std::fs::create_dir_all(s.path("elsewhere")).unwrap();
-    std::os::unix::fs::symlink(s.path("elsewhere"), s.path("ws/.vscode")).unwrap();
-    let marker = s.path("ws/ran");
-    let o = s.sh(&format!("touch {}", marker.display()));
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
-    assert!(!marker.exists());
+    std::os::unix::fs::symlink("tools/vscode", s.path("ws/.vscode")).unwrap();
+    std::os::unix::fs::symlink(s.path("elsewhere"), s.path("ws/.claude")).unwrap();
+    let o = s
+        .sh("echo evil > .vscode/tasks.json; echo evil > tools/vscode/tasks.json; echo x > tools/vscode/new.json; \
+         rm -f .vscode; mv .vscode moved; ln -sfn /tmp .claude; rm -f .claude; echo done");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(s.path("ws/tools/vscode/tasks.json")).unwrap(), "{}");
+    assert!(!s.path("ws/tools/vscode/new.json").exists());
+    assert_eq!(std::fs::read_link(s.path("ws/.vscode")).unwrap(), std::path::Path::new("tools/vscode"));
+    assert_eq!(std::fs::read_link(s.path("ws/.claude")).unwrap(), s.path("elsewhere"));
+    assert!(!s.path("ws/moved").exists());
 }
 
 #[test]

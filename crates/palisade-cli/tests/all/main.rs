@@ -9,6 +9,7 @@ mod escape_proc;
 mod limits;
 mod network;
 mod policy_cmd;
+mod protect;
 mod run_cmd;
 mod terminal;
 mod tools;

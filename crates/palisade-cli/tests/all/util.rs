@@ -112,3 +112,49 @@ impl Sandbox {
 pub fn assert_refused(result: &str, what: &str) {
     assert!(result != "ok" && !result.is_empty(), "{what} was allowed ({result})");
 }
+
+impl Sandbox {
+    /// Gives the sandbox's home a git identity (read by git on the host, with `HOME` set to
+    /// that home, and inside, where the built-in policy shows `~/.gitconfig` read-only).
+    pub fn git_identity(&self) {
+        self.write(
+            "home/.gitconfig",
+            "[user]\n\tname = t\n\temail = t@example.invalid\n[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n",
+        );
+    }
+
+    /// `git ARGS` on the host in `dir`, as the user would run it after (or during) a run:
+    /// with the sandbox's home as `HOME` and no system configuration.
+    pub fn host_git(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`Sandbox::host_git`], asserting success.
+    #[track_caller]
+    pub fn host_git_ok(&self, dir: &Path, args: &[&str]) -> String {
+        let o = self.host_git(dir, args);
+        assert!(o.status.success(), "git {args:?} in {}: {}{}", dir.display(), stdout(&o), stderr(&o));
+        stdout(&o)
+    }
+
+    /// Entries of a directory, sorted, with their kind: what `ls -la` would show of it.
+    pub fn listing(&self, dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                format!("{} {:?}", e.file_name().to_string_lossy(), e.file_type().unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -10,7 +10,9 @@ pub mod kaudit;
 mod landlock;
 mod mounts;
 mod net;
+pub mod placeholders;
 pub mod probe;
+mod step;
 mod terminal;
 mod tripwire;
 pub mod watch;
@@ -86,6 +88,9 @@ pub struct RunOptions {
     /// Where to create the sandbox's cgroup ([`cgroup_layout`]); without one, memory and
     /// pids are held by rlimits and the watcher. Chosen by the caller, who records it.
     pub cgroup: Option<cgroup::Layout>,
+    /// The placeholder registry ([`placeholders`]): a directory the sandbox cannot see.
+    /// Needed when the plan has placeholders.
+    pub placeholders: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -100,6 +105,7 @@ impl std::fmt::Debug for RunOptions {
             .field("on_limit", &self.on_limit.is_some())
             .field("denials", &self.denials.is_some())
             .field("cgroup", &self.cgroup)
+            .field("placeholders", &self.placeholders)
             .finish()
     }
 }
@@ -132,6 +138,8 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let cgroup = sandbox_cgroup(&plan.limits, opts.cgroup.take())?;
     // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
     let audit = opts.denials.take();
+    // Made before the sandbox exists and released however the run ends (dropping `held`).
+    let held = hold_placeholders(plan, opts.placeholders.as_deref())?;
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     // SAFETY: getuid/getgid cannot fail.
@@ -178,12 +186,12 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let denials = start_denials(audit, move |creator| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| setup("starting the sandbox", e))?;
+    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
     if let Some(cg) = &cgroup {
         // While init builds the file system view; the command starts only once it is done.
         cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
-        ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::IN_CGROUP], None)
-            .map_err(|e| setup("starting the sandbox", e))?;
+        // Init may have failed in the meantime: then its own report says why.
+        ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::IN_CGROUP], None).map_err(|e| failed_start(&ours, e))?;
     }
 
     let mut on_exec = opts.on_exec;
@@ -204,7 +212,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         Ok(v) => v,
         Err(e) => {
             drop(guard);
-            cleanup(plan);
+            drop(held);
             return Err(e);
         }
     };
@@ -231,8 +239,41 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         refused_memory(&plan.limits, opts.on_limit.as_ref());
     }
     drop(cgroup);
-    cleanup(plan);
+    drop(held);
     status.map_err(|e| setup("supervising the sandbox", e))
+}
+
+/// Makes the plan's placeholders on the host and registers them for this run.
+fn hold_placeholders(plan: &Plan, registry: Option<&Path>) -> Result<Option<placeholders::Held>, RunError> {
+    let paths: Vec<(std::path::PathBuf, bool)> = plan
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountOp::Placeholder { path, git_commondir } => Some((path.clone(), *git_commondir)),
+            _ => None,
+        })
+        .collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let Some(dir) = registry else {
+        return Err(RunError::Setup("the plan has placeholders but no placeholder registry was given".into()));
+    };
+    placeholders::acquire(dir, &paths).map(Some).map_err(|e| {
+        RunError::Setup(format!(
+            "making the placeholders for protected paths that do not exist: {e}{}",
+            if e.path.starts_with(dir) { " (set XDG_STATE_HOME to a writable directory)" } else { "" }
+        ))
+    })
+}
+
+/// A message to init failed: init has ended, and said why (a set-up error) unless it was
+/// killed; its report is what the user needs, not the broken pipe.
+fn failed_start(sock: &OwnedFd, e: io::Error) -> RunError {
+    match await_exec(sock, &mut |_| {}) {
+        Err(report) => report,
+        Ok(_) => setup("starting the sandbox: its init ended during set-up without a report", e),
+    }
 }
 
 /// Where the sandbox's cgroup would go, for [`RunOptions::cgroup`]: only when memory or
@@ -297,10 +338,21 @@ struct Denials {
 
 impl Denials {
     fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         self.done.set();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Denials {
+    /// A run abandoned during set-up stops the thread too.
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
@@ -328,6 +380,16 @@ impl Watcher {
     fn stop(mut self) -> Option<watch::LimitHit> {
         self.done.set();
         self.thread.take().and_then(|t| t.join().ok().flatten())
+    }
+}
+
+impl Drop for Watcher {
+    /// A run abandoned during set-up stops the thread too.
+    fn drop(&mut self) {
+        self.done.set();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -553,38 +615,4 @@ fn write_id_maps(pid: libc::pid_t, uid: libc::uid_t, gid: libc::gid_t) -> io::Re
     std::fs::write(format!("{base}/uid_map"), format!("{uid} {uid} 1\n"))?;
     std::fs::write(format!("{base}/gid_map"), format!("{gid} {gid} 1\n"))?;
     Ok(())
-}
-
-/// Removes the placeholders the sandbox created on the host (only if still empty).
-fn cleanup(plan: &Plan) {
-    for op in &plan.mounts {
-        if let MountOp::Placeholder { path } = op {
-            remove_placeholder(path);
-        }
-    }
-}
-
-fn remove_placeholder(path: &Path) {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let Ok(root) = std::fs::File::open("/") else {
-        return;
-    };
-    let rel = parent.strip_prefix("/").unwrap_or(parent);
-    let Ok(parent_fd) = ffi::open_beneath(root.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY, 0) else {
-        return;
-    };
-    let Ok(n) = CString::new(name.as_bytes()) else {
-        return;
-    };
-    // Removed only if it is still the empty, mode-000 file the sandbox made.
-    // SAFETY: zeroed stat buffer; fstatat without following links.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and buffer.
-    let r = unsafe { libc::fstatat(parent_fd.as_raw_fd(), n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 && st.st_mode & 0o777 == 0 {
-        // SAFETY: valid descriptor and C string.
-        unsafe { libc::unlinkat(parent_fd.as_raw_fd(), n.as_ptr(), 0) };
-    }
 }

@@ -17,25 +17,9 @@ use std::path::{Path, PathBuf};
 use super::ffi::{self, *};
 use crate::plan::{MountOp, Plan};
 
-/// A failed step: what was being done, to which path, and the OS error.
-#[derive(Debug)]
-pub struct MountError {
-    pub step: &'static str,
-    pub path: PathBuf,
-    pub err: io::Error,
-}
-
-impl std::fmt::Display for MountError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.step, self.path.display(), self.err)
-    }
-}
+use super::step::{StepError as MountError, at};
 
 type Result<T> = std::result::Result<T, MountError>;
-
-fn at<T>(step: &'static str, path: &Path, r: io::Result<T>) -> Result<T> {
-    r.map_err(|err| MountError { step, path: path.to_path_buf(), err })
-}
 
 /// `/a/b` → `a/b`.
 fn rel(p: &Path) -> &Path {
@@ -52,6 +36,8 @@ pub struct Roots {
     mask_file_fs: Option<OwnedFd>,
     /// Generated files made so far (for unique names).
     files: usize,
+    /// The tmpfs of private copies ([`crate::plan::PRIVATE_COPIES`]), once mounted.
+    copies: Option<OwnedFd>,
 }
 
 /// Steps 1 and 2.
@@ -72,7 +58,7 @@ pub fn enter_new_root() -> Result<Roots> {
     at("enter", root, std::env::set_current_dir("/"))?;
     let new = at("open", root, open_dir("/"))?;
     let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
-    Ok(Roots { new, old, mask_file_fs: None, files: 0 })
+    Ok(Roots { new, old, mask_file_fs: None, files: 0, copies: None })
 }
 
 fn open_dir(p: &str) -> io::Result<OwnedFd> {
@@ -111,27 +97,42 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 attach_at(roots, &tree, path)?;
             }
             MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
-            MountOp::Placeholder { path } => {
-                let (parent, name) = split(path)?;
-                let pfd = at(
-                    "open (no symlinks) the host's",
-                    &parent,
-                    open_beneath(roots.old.as_raw_fd(), rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0),
+            MountOp::Placeholder { path, git_commondir: true } => {
+                // A read-only file saying "." made by the supervisor: bound onto itself.
+                let src = at(
+                    "open (no symlinks) the placeholder",
+                    path,
+                    open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
                 )?;
-                let cname = at("name", path, cstr(Path::new(&name)))?;
-                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
-                // SAFETY: valid directory descriptor and C string; a new, empty, mode-000 file.
-                let fd = unsafe { libc::openat(pfd.as_raw_fd(), cname.as_ptr(), flags, 0o000) };
-                if fd >= 0 {
-                    // SAFETY: just opened, not used again.
-                    unsafe { libc::close(fd) };
-                } else {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(MountError { step: "create the placeholder", path: path.clone(), err: e });
-                    }
+                rebind_read_only(roots, &src, path)?;
+            }
+            MountOp::Placeholder { path, git_commondir: false } => {
+                // Made on the host by the supervisor (an empty socket; see `placeholders`).
+                let host = at(
+                    "open (no symlinks) the placeholder",
+                    path,
+                    open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
+                )?;
+                // A file system without sockets got a directory; a directory needs a
+                // directory over it.
+                let which = if at("stat", path, is_dir(host.as_raw_fd()))? { "empty-dir" } else { "placeholder" };
+                from_mask_source(roots, path, which)?;
+            }
+            MountOp::PrivateCopy { path } => private_copy(roots, path)?,
+            MountOp::PinLink { path } => {
+                let src = at(
+                    "open (no symlinks) the host's link",
+                    path,
+                    open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
+                )?;
+                if !at("stat", path, is_symlink(src.as_raw_fd()))? {
+                    return Err(MountError {
+                        step: "pin the link (it is no longer a link)",
+                        path: path.clone(),
+                        err: io::Error::from_raw_os_error(libc::ESTALE),
+                    });
                 }
-                from_mask_source(roots, path, "empty")?;
+                rebind_read_only(roots, &src, path)?;
             }
             MountOp::File { path, contents } => {
                 let n = roots.files;
@@ -171,6 +172,85 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Mounts the single host inode `src` (a file, a link: nothing beneath it) read-only at the
+/// same `path` in the new root, where it already is through its parent's bind.
+fn rebind_read_only(roots: &Roots, src: &OwnedFd, path: &Path) -> Result<()> {
+    let tree = at("clone the mount tree of", path, clone_tree(src.as_raw_fd(), false))?;
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+    attach_at(roots, &tree, path)
+}
+
+/// A private, writable copy of the host's file at `path`, reached inside through a link
+/// mounted over the file (see [`MountOp::PrivateCopy`]). A file too large to copy is bound
+/// read-only instead.
+fn private_copy(roots: &mut Roots, path: &Path) -> Result<()> {
+    let src = at(
+        "open (no symlinks) the host's",
+        path,
+        open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_RDONLY | libc::O_NONBLOCK, 0),
+    )?;
+    // SAFETY: zeroed stat is a valid output buffer; `src` is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and buffer.
+    at("stat", path, check(unsafe { libc::fstat(src.as_raw_fd(), &mut st) } as libc::c_long))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > crate::plan::PRIVATE_COPY_MAX {
+        let tree = at("clone the mount tree of", path, clone_tree(src.as_raw_fd(), false))?;
+        at(
+            "set mount flags on",
+            path,
+            set_mount_attr(tree.as_raw_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false),
+        )?;
+        return attach_at(roots, &tree, path);
+    }
+    if roots.copies.is_none() {
+        let dir = Path::new(crate::plan::PRIVATE_COPIES);
+        make_dirs(roots.new.as_raw_fd(), dir)?;
+        let t = at(
+            "mount the private copies on",
+            dir,
+            new_tmpfs(
+                0o755,
+                crate::plan::PRIVATE_COPIES_SIZE,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            ),
+        )?;
+        attach_at(roots, &t, dir)?;
+        roots.copies =
+            Some(at("open", dir, open_beneath(roots.new.as_raw_fd(), rel(dir), libc::O_PATH | libc::O_DIRECTORY, 0))?);
+    }
+    let n = roots.files;
+    roots.files += 1;
+    let name = format!("copy-{n}");
+    let copies = roots.copies.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+    let cname = at("name", path, cstr(Path::new(&name)))?;
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: valid directory descriptor and C string.
+    let fd = at(
+        "create the private copy of",
+        path,
+        check(unsafe { libc::openat(copies, cname.as_ptr(), flags, 0o644) } as libc::c_long),
+    )?;
+    // SAFETY: just opened, owned here.
+    let dst = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let k = at("read the host's", path, ffi::read_some(src.as_raw_fd(), &mut buf))?;
+        if k == 0 {
+            break;
+        }
+        at("write the private copy of", path, ffi::write_all(dst.as_raw_fd(), &buf[..k]))?;
+    }
+    drop(dst);
+    // The link lives with the masks; its target is the copy's path inside.
+    let fs = mask_source(roots, path)?;
+    let target = at("name", path, cstr(&Path::new(crate::plan::PRIVATE_COPIES).join(&name)))?;
+    // SAFETY: valid C strings and directory descriptor.
+    let r = unsafe { libc::symlinkat(target.as_ptr(), fs, cname.as_ptr()) };
+    at("create the link to the private copy of", path, check(r as libc::c_long))?;
+    from_mask_source(roots, path, &name)
+}
+
 fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
     match (path.parent(), path.file_name()) {
         (Some(p), Some(n)) => Ok((p.to_path_buf(), n.to_os_string())),
@@ -180,12 +260,20 @@ fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
     }
 }
 
-fn is_dir(fd: RawFd) -> io::Result<bool> {
+fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
     // SAFETY: zeroed stat is a valid output buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is an O_PATH descriptor; fstat accepts those.
     check(unsafe { libc::fstat(fd, &mut st) } as libc::c_long)?;
-    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+fn is_dir(fd: RawFd) -> io::Result<bool> {
+    Ok(file_type(fd)? == libc::S_IFDIR)
+}
+
+fn is_symlink(fd: RawFd) -> io::Result<bool> {
+    Ok(file_type(fd)? == libc::S_IFLNK)
 }
 
 /// Attaches the detached tree `tree` on `path` in the new root, refusing symlinks on the way.
@@ -203,7 +291,9 @@ fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
 }
 
 /// The mask source's root, made on first use: `denied` (an unreadable file), `denied-dir`
-/// (an unreadable directory) and `empty` (a readable empty file); generated files go there too.
+/// (an unreadable directory), `empty` (a readable empty file), `empty-dir` (a readable,
+/// empty directory) and `placeholder` (a link to [`crate::plan::PLACEHOLDER_TARGET`], which
+/// never exists); generated files go there too.
 fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
     if roots.mask_file_fs.is_none() {
         let fs = at(
@@ -211,16 +301,20 @@ fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
             path,
             new_tmpfs(0o755, 64 << 10, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
         )?;
-        for (name, mode) in [(c"denied", 0o000), (c"empty", 0o444)] {
-            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
-            // SAFETY: valid directory descriptor (the new mount's root) and C string.
-            let fd = unsafe { libc::openat(fs.as_raw_fd(), name.as_ptr(), flags, mode) };
-            at("create the mask for", path, check(fd as libc::c_long))?;
-            // SAFETY: `fd` was just opened and is not used again.
-            unsafe { libc::close(fd) };
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
+        // SAFETY: valid directory descriptor (the new mount's root) and C string.
+        let fd = unsafe { libc::openat(fs.as_raw_fd(), c"denied".as_ptr(), flags, 0o000) };
+        at("create the mask for", path, check(fd as libc::c_long))?;
+        // SAFETY: `fd` was just opened and is not used again.
+        unsafe { libc::close(fd) };
+        for (name, mode) in [(c"denied-dir", 0o000), (c"empty-dir", 0o555)] {
+            // SAFETY: valid directory descriptor and C string.
+            let r = unsafe { libc::mkdirat(fs.as_raw_fd(), name.as_ptr(), mode) };
+            at("create the mask for", path, check(r as libc::c_long))?;
         }
-        // SAFETY: valid directory descriptor and C string.
-        let r = unsafe { libc::mkdirat(fs.as_raw_fd(), c"denied-dir".as_ptr(), 0o000) };
+        let target = at("name", path, cstr(Path::new(crate::plan::PLACEHOLDER_TARGET)))?;
+        // SAFETY: valid C strings and directory descriptor.
+        let r = unsafe { libc::symlinkat(target.as_ptr(), fs.as_raw_fd(), c"placeholder".as_ptr()) };
         at("create the mask for", path, check(r as libc::c_long))?;
         roots.mask_file_fs = Some(fs);
     }
@@ -229,8 +323,9 @@ fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
 
 /// Binds one entry of the mask source (a tiny tmpfs made on first use) over `path`:
 /// `denied` (an unreadable file) and `denied-dir` (an unreadable directory) mask denied
-/// paths; `empty` (a readable empty file) covers placeholders, so tools see an empty file.
-/// Every mask is a clone of the same source: no new file system per mask.
+/// paths; `placeholder` (a dangling link) covers placeholders, so the path reads as absent,
+/// and `empty-dir` covers a placeholder directory. Every mask is a clone of the same source:
+/// no new file system per mask.
 fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
     let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
     let fs = mask_source(roots, path)?;

@@ -22,8 +22,27 @@ pub fn flags(f: Flags) -> Layer {
     flags_layer(&f, &vars(), &Lexical, Path::new(WS)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The host the tests' policies are derived on: the workspace is a git repository with a
+/// submodule; the home has `~/.cargo`.
+pub fn host() -> hostfs::MemFs {
+    hostfs::MemFs::new()
+        .git_dir(&format!("{WS}/.git"))
+        .git_dir(&format!("{WS}/.git/modules/sub"))
+        .with(&format!("{HOME}/.cargo"), Kind::Dir)
+        .with("/tmp", Kind::Dir)
+}
+
 pub fn resolve_layers(layers: Vec<Layer>, trust: bool) -> Result<ResolvedPolicy, PolicyError> {
-    resolve(Path::new(WS), Path::new(HOME), layers, ResolveOptions { trust_project: trust })
+    resolve_on(&host(), layers, trust)
+}
+
+/// Resolves `layers` and derives the host-dependent rules on `fs`, as `load` does.
+pub fn resolve_on(fs: &dyn HostFs, layers: Vec<Layer>, trust: bool) -> Result<ResolvedPolicy, PolicyError> {
+    let mut p = resolve(Path::new(WS), Path::new(HOME), layers, ResolveOptions { trust_project: trust })?;
+    let private = [std::path::PathBuf::from("/tmp")];
+    let host = derive::Host { fs, resolver: &Lexical, private: &private, git_configs: &[] };
+    p.derive(&host, trust)?;
+    Ok(p)
 }
 
 pub fn policy(layers: Vec<Layer>) -> ResolvedPolicy {

@@ -1,0 +1,477 @@
+//! Files that make the host run code later (THREATS B-04..B-07, B-09), for every git layout
+//! and every writable root, and placeholders that leave nothing in the user's repository.
+//! Each test plants from inside a real sandbox what would make git or a tool on the host run
+//! a command, then runs the host's own git and checks the canary: a file that only that
+//! command would create, at a path the sandbox cannot write.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+/// Shell that plants every way of making git run `touch MARK` in the git directory `$1`:
+/// hooks, `core.fsmonitor` and `core.hooksPath` in `config` and `config.worktree`, a
+/// `commondir` redirect to a git directory whose configuration does the same, and `info/`.
+fn planter(mark: &Path) -> String {
+    let m = mark.display();
+    format!(
+        r#"plant() {{ g=$1
+  mkdir -p "$g/hooks" 2>/dev/null
+  for h in pre-commit post-commit post-checkout reference-transaction fsmonitor-watchman; do
+    printf '#!/bin/sh\ntouch {m}\n' > "$g/hooks/$h" && chmod +x "$g/hooks/$h"; done
+  printf '[core]\n\tfsmonitor = "touch {m}; false"\n\thooksPath = /tmp\n' >> "$g/config"
+  printf '[core]\n\tfsmonitor = "touch {m}; false"\n' > "$g/config.worktree"
+  rm -rf "$g.evil"; cp -r "$g" "$g.evil" 2>/dev/null
+  printf '[core]\n\tfsmonitor = "touch {m}; false"\n[extensions]\n\tworktreeConfig = true\n' >> "$g.evil/config"
+  echo "$g.evil" > "$g/commondir"
+  echo 'hidden' >> "$g/info/exclude"
+}}
+"#
+    )
+}
+
+/// Runs, on the host, what a user runs in `dir` after the session: status, diff, a commit,
+/// a checkout of a new branch, log. Nothing planted may run.
+#[track_caller]
+fn host_runs_nothing(s: &Sandbox, dir: &Path, mark: &Path) {
+    for args in [
+        &["status", "--porcelain"][..],
+        &["diff"],
+        &["-c", "core.fsmonitor=", "add", "-A"],
+        &["commit", "-q", "--allow-empty", "-m", "host"],
+        &["checkout", "-q", "-b", "host-branch"],
+        &["log", "-1", "--oneline"],
+        &["status"],
+    ] {
+        let _ = s.host_git(dir, args);
+        assert!(!mark.exists(), "git {args:?} in {} ran a command planted inside the sandbox", dir.display());
+    }
+}
+
+fn repo(s: &Sandbox, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    s.host_git_ok(dir, &["init", "-q"]);
+    std::fs::write(dir.join("README"), "readme\n").unwrap();
+    s.host_git_ok(dir, &["add", "README"]);
+    s.host_git_ok(dir, &["commit", "-q", "-m", "init"]);
+}
+
+#[test]
+fn a_commondir_or_gitfile_redirect_runs_nothing_on_the_host() {
+    let s = Sandbox::new("p1-commondir");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let mark = s.path("PWNED");
+    // The issue's exact attack, then every sibling on the workspace's own git directory.
+    let script = format!(
+        "{} cp -r .git .g2; printf '[core]\\n\\tfsmonitor = \"touch {}; false\"\\n' >> .g2/config; \
+         echo ../.g2 > .git/commondir; plant .git; echo 'gitdir: .g2' > .git 2>/dev/null; echo done",
+        planter(&mark),
+        mark.display()
+    );
+    let o = s.sh(&script);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    host_runs_nothing(&s, &s.ws(), &mark);
+    assert!(!s.path("ws/.git/commondir").exists(), "a commondir was left behind");
+}
+
+#[test]
+fn a_linked_worktree_commits_inside_and_plants_nothing() {
+    let s = Sandbox::new("p2-worktree");
+    s.git_identity();
+    let main = s.path("main");
+    repo(&s, &main);
+    std::fs::remove_dir_all(s.ws()).unwrap();
+    s.host_git_ok(&main, &["worktree", "add", "-q", s.ws().to_str().unwrap()]);
+    let mark = s.path("PWNED");
+    let gd = main.join(".git");
+    let script = format!(
+        "{} echo work > work.txt && git add work.txt && git commit -q -m inside && echo COMMITTED; \
+         plant {gd}; plant {gd}/worktrees/ws; echo 'gitdir: /tmp' > .git; echo done",
+        planter(&mark),
+        gd = gd.display()
+    );
+    let o = s.run(&["--allow-write", gd.to_str().unwrap()], &["/bin/sh", "-c", &script]);
+    assert!(stdout(&o).contains("COMMITTED"), "committing from a linked worktree failed: {}", stderr(&o));
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert!(s.host_git_ok(&main, &["log", "--all", "--oneline"]).contains("inside"));
+    host_runs_nothing(&s, &s.ws(), &mark);
+    host_runs_nothing(&s, &main, &mark);
+}
+
+#[test]
+fn nested_repositories_and_extra_writable_roots_are_protected() {
+    let s = Sandbox::new("p3-nested");
+    s.git_identity();
+    let lib = s.path("lib");
+    let repos: Vec<PathBuf> = vec![s.path("ws/repo1"), s.path("ws/repo2"), s.path("ws/org/deep"), lib.clone()];
+    for r in &repos {
+        repo(&s, r);
+    }
+    let mark = s.path("PWNED");
+    let mut script = planter(&mark);
+    for r in &repos {
+        script.push_str(&format!("plant {}/.git; ", r.display()));
+    }
+    script.push_str("echo done");
+    let o = s.run(&["--allow-write", lib.to_str().unwrap()], &["/bin/sh", "-c", &script]);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    for r in &repos {
+        host_runs_nothing(&s, r, &mark);
+    }
+}
+
+#[test]
+fn repositories_recorded_as_gitlinks_are_protected_at_any_depth() {
+    // `git status` descends into every populated gitlink of the index, submodule or embedded
+    // repository, deeper than any scan goes: the index is what says where they are.
+    let s = Sandbox::new("p3-gitlinks");
+    s.git_identity();
+    let sub_src = s.path("sub-src");
+    repo(&s, &sub_src);
+    repo(&s, &s.ws());
+    let embedded = s.path("ws/vendor/github.com/x/embedded");
+    repo(&s, &embedded);
+    s.host_git_ok(&s.ws(), &["add", "vendor/github.com/x/embedded"]);
+    s.host_git_ok(&s.ws(), &["submodule", "add", "-q", sub_src.to_str().unwrap(), "third_party/deep/sub"]);
+    s.host_git_ok(&s.ws(), &["commit", "-q", "-m", "gitlinks"]);
+    let mark = s.path("PWNED");
+    let script = format!(
+        "{} plant vendor/github.com/x/embedded/.git; plant .git/modules/third_party/deep/sub; \
+         echo 'gitdir: /tmp' > third_party/deep/sub/.git; echo done",
+        planter(&mark)
+    );
+    let o = s.sh(&script);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    host_runs_nothing(&s, &s.ws(), &mark);
+    host_runs_nothing(&s, &embedded, &mark);
+    host_runs_nothing(&s, &s.path("ws/third_party/deep/sub"), &mark);
+}
+
+#[test]
+fn hooks_path_and_included_configuration_in_the_work_tree_are_protected() {
+    let s = Sandbox::new("p3-hookspath");
+    s.git_identity();
+    repo(&s, &s.ws());
+    std::fs::create_dir_all(s.path("ws/.husky/_")).unwrap();
+    std::fs::write(s.path("ws/shared.gitconfig"), "[alias]\n\tst = status\n").unwrap();
+    s.host_git_ok(&s.ws(), &["config", "core.hooksPath", ".husky/_"]);
+    s.host_git_ok(&s.ws(), &["config", "include.path", "../shared.gitconfig"]);
+    let mark = s.path("PWNED");
+    let m = mark.display();
+    let script = format!(
+        "printf '#!/bin/sh\\ntouch {m}\\n' > .husky/_/pre-commit; chmod +x .husky/_/pre-commit; \
+         printf '[core]\\n\\tfsmonitor = \"touch {m}; false\"\\n' >> shared.gitconfig; echo done"
+    );
+    let o = s.sh(&script);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    host_runs_nothing(&s, &s.ws(), &mark);
+}
+
+#[test]
+fn a_write_grant_over_home_runs_protects_and_leaves_nothing() {
+    let s = Sandbox::new("p4-home");
+    s.git_identity();
+    let proj = s.path("home/proj");
+    repo(&s, &proj);
+    s.write("home/.bashrc", "original\n");
+    let before = s.listing(&s.home());
+    let home = s.home();
+    let run = |script: &str| {
+        s.palisade_in(
+            &proj,
+            &[
+                "run",
+                "--allow-read",
+                &bin_dir(),
+                "--workspace",
+                proj.to_str().unwrap(),
+                "--allow-write",
+                home.to_str().unwrap(),
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        )
+    };
+    let o =
+        run("echo evil >> ~/.bashrc; echo evil > ~/.profile; mkdir -p ~/.config/autostart; mkdir -p ~/.local/bin; \
+         echo x > ~/notes.txt; cat ~/.ssh/id_rsa; echo done");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("done") && !stdout(&o).contains("canary-secret"), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(std::fs::read_to_string(home.join(".bashrc")).unwrap(), "original\n");
+    assert!(!home.join(".profile").exists() && !home.join(".config/autostart").exists());
+    assert!(!home.join(".local/bin").exists());
+    let mut after = s.listing(&home);
+    after.retain(|e| !e.starts_with("notes.txt ") && !e.starts_with(".local "));
+    let mut expected = before.clone();
+    expected.retain(|e| !e.starts_with(".local "));
+    assert_eq!(after, expected, "the run left something in the home directory");
+    // The next run reads the policy under the same home as before.
+    let o = run("echo again");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_setup_failure_names_the_step_the_path_and_the_error() {
+    let s = Sandbox::new("p4-errors");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let before = s.listing(&s.ws());
+    // In the supervisor: the placeholder registry cannot be made.
+    let audit = s.path("audit.jsonl");
+    let o = s
+        .command(&s.ws(), &["run", "--audit", audit.to_str().unwrap(), "--", "true"])
+        .env("XDG_STATE_HOME", "/proc/palisade-test")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("placeholder registry") && err.contains("/proc/palisade-test/palisade/placeholders"), "{err}");
+    assert_eq!(s.listing(&s.ws()), before, "a failed set-up left placeholders");
+    // In the sandbox's init, while it builds the view (as root: inside its user namespace
+    // the sandbox holds only this uid, so another user's 0700 directory, which root reads
+    // through CAP_DAC_OVERRIDE, is out of reach). With and without a cgroup, the message is
+    // init's own report, never "Broken pipe", and nothing is left behind.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the failure inside init needs root (another user's directory)");
+        return;
+    }
+    let dir = s.path("closed");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let sub = dir.join("sub");
+    for limits in [&[][..], &["--memory", "unlimited", "--pids", "unlimited"]] {
+        let mut opts = vec!["--allow-read", sub.to_str().unwrap()];
+        opts.extend_from_slice(limits);
+        let o = s.run(&opts, &["true"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(!err.contains("Broken pipe"), "{err}");
+        assert!(err.contains(sub.to_str().unwrap()) && err.contains("Permission denied"), "{err}");
+        assert_eq!(s.listing(&s.ws()), before, "a failed set-up left placeholders");
+    }
+}
+
+#[test]
+fn placeholders_are_invisible_to_git_read_as_absent_and_leave_nothing() {
+    let s = Sandbox::new("p5-placeholders");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let before = s.listing(&s.ws());
+    let o = s.sh("echo x > app.py; git add -A && git commit -q -m app && echo COMMITTED; git status --porcelain; \
+         cat .mcp.json || echo MCP-ABSENT; test -e .vscode || echo VSCODE-ABSENT; \
+         test -e .vscode/settings.json || echo SETTINGS-ABSENT; \
+         mkdir .claude 2>/dev/null || echo MKDIR-REFUSED; echo '{}' > .mcp.json || echo WRITE-REFUSED; \
+         ls -l .claude; git clean -n -d -x");
+    let out = stdout(&o);
+    for want in ["COMMITTED", "MCP-ABSENT", "VSCODE-ABSENT", "SETTINGS-ABSENT", "MKDIR-REFUSED", "WRITE-REFUSED"] {
+        assert!(out.contains(want), "{want} missing: {out}{}", stderr(&o));
+    }
+    assert!(out.contains("protected by palisade"), "`ls -l` should say why: {out}");
+    assert!(!out.contains("Would remove"), "git clean sees placeholders: {out}");
+    assert!(!stderr(&o).contains("No such device"), "{}", stderr(&o));
+    // The commit holds app.py alone; the host's tree is clean and as it was, plus app.py.
+    let files = s.host_git_ok(&s.ws(), &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(files.trim(), "app.py");
+    assert_eq!(s.host_git_ok(&s.ws(), &["status", "--porcelain"]), "");
+    let mut expected = before;
+    expected.push("app.py FileType { is_file: true, is_dir: false, is_symlink: false, .. }".into());
+    expected.sort();
+    assert_eq!(s.listing(&s.ws()).len(), expected.len(), "{:?}", s.listing(&s.ws()));
+}
+
+#[test]
+fn from_a_subdirectory_git_is_not_confused_by_placeholders() {
+    let s = Sandbox::new("p5-subdir");
+    s.git_identity();
+    let top = s.path("top");
+    repo(&s, &top);
+    std::fs::create_dir_all(top.join("sub")).unwrap();
+    let o = s.palisade_in(&top.join("sub"), &["run", "--", "/bin/sh", "-c", "git status 2>&1; echo done"]);
+    let out = stdout(&o);
+    assert!(out.contains("done"), "{}", stderr(&o));
+    assert!(!out.contains("invalid gitfile"), "{out}");
+    // While a run lasts, git on the host in that subdirectory still finds the repository.
+    let mut child = s.command(&top.join("sub"), &["run", "--", "sleep", "3"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let during = s.host_git(&top.join("sub"), &["status", "--porcelain"]);
+    child.wait().unwrap();
+    assert!(during.status.success(), "host git during a run: {}", stderr(&during));
+    assert_eq!(stdout(&during), "");
+}
+
+#[test]
+fn git_init_and_clone_into_a_plain_workspace_are_refused_and_say_why() {
+    // A repository made inside would carry a configuration and hooks written inside, which
+    // git on the host would run: the workspace cannot become a repository in the sandbox.
+    let s = Sandbox::new("p5-init");
+    s.git_identity();
+    let src = s.path("src-repo");
+    repo(&s, &src);
+    let o = s.run(
+        &["--allow-read", src.to_str().unwrap()],
+        &["/bin/sh", "-c", &format!("git init 2>&1; git clone -q {} . 2>&1; ls -l .git; echo done", src.display())],
+    );
+    let out = stdout(&o);
+    assert!(out.contains("done"), "{}", stderr(&o));
+    assert!(out.contains("protected by palisade: create it outside the sandbox"), "{out}");
+    assert!(!s.path("ws/.git").exists() && !s.path("ws/HEAD").exists() && !s.path("ws/README").exists());
+    // The same workspace after `git init` outside works inside.
+    s.host_git_ok(&s.ws(), &["init", "-q"]);
+    let o = s.sh("git status --porcelain && echo OK");
+    assert!(stdout(&o).contains("OK"), "{}", stderr(&o));
+}
+
+#[test]
+fn parallel_runs_on_one_workspace_all_start_and_keep_every_protection() {
+    let s = Sandbox::new("p7-parallel");
+    s.git_identity();
+    repo(&s, &s.ws());
+    // A long run keeps trying to create protected paths while others start and end.
+    let long = s
+        .command(
+            &s.ws(),
+            &[
+                "run",
+                "--",
+                "/bin/sh",
+                "-c",
+                "i=0; while [ $i -lt 60 ]; do mkdir -p .vscode 2>/dev/null && echo x > .vscode/tasks.json 2>/dev/null \
+                 && echo CREATED; echo y > .mcp.json 2>/dev/null && echo CREATED; sleep 0.05; i=$((i+1)); done",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let (ws, home) = (s.ws(), s.home());
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                for _ in 0..60 {
+                    let o = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+                        .args(["run", "--", "/bin/true"])
+                        .current_dir(&ws)
+                        .env_clear()
+                        .env("PATH", "/usr/bin:/bin")
+                        .env("HOME", &home)
+                        .env("XDG_CONFIG_HOME", home.join(".config"))
+                        .output()
+                        .unwrap();
+                    if !o.status.success() {
+                        failed.push(String::from_utf8_lossy(&o.stderr).into_owned());
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = loops.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let out = long.wait_with_output().unwrap();
+    assert!(failed.is_empty(), "{} of 120 runs failed: {:?}", failed.len(), &failed[..failed.len().min(3)]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("CREATED"), "a protected path was created");
+    assert!(!s.path("ws/.vscode").exists() && !s.path("ws/.mcp.json").exists());
+    assert_eq!(s.host_git_ok(&s.ws(), &["status", "--porcelain", "--ignored"]), "");
+    let registry = s.home().join(".local/state/palisade/placeholders");
+    let left: Vec<_> = std::fs::read_dir(&registry).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left, ["lock"], "run lists left in the registry");
+}
+
+#[test]
+fn a_killed_supervisor_leaves_placeholders_that_git_ignores_check_reports_and_the_next_run_removes() {
+    let s = Sandbox::new("p7-killed");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let mut child = s.command(&s.ws(), &["run", "--", "sleep", "30"]).spawn().unwrap();
+    let ph = s.path("ws/.vscode");
+    let t = std::time::Instant::now();
+    while std::fs::symlink_metadata(&ph).is_err() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(std::fs::symlink_metadata(&ph).is_ok(), "expected a leftover placeholder");
+    assert_eq!(s.host_git_ok(&s.ws(), &["status", "--porcelain", "--ignored"]), "", "git sees a leftover");
+    let o = s.palisade(&["check"]);
+    assert!(stdout(&o).contains("placeholders") && stdout(&o).contains(".vscode"), "{}", stdout(&o));
+    let o = s.sh("true");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&ph).is_err(), "the next run did not remove the leftover");
+}
+
+#[test]
+fn shell_start_up_files_under_a_writable_root_are_read_only() {
+    let s = Sandbox::new("p8-rc");
+    s.write("ws/.bashrc", "original\n");
+    s.write("ws/.zshrc", "original\n");
+    let o = s.sh("echo evil >> .bashrc; echo evil >> .zshrc; echo evil > .profile; echo evil > .zshenv; echo done");
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(s.path("ws/.bashrc")).unwrap(), "original\n");
+    assert_eq!(std::fs::read_to_string(s.path("ws/.zshrc")).unwrap(), "original\n");
+    assert!(!s.path("ws/.profile").exists() && !s.path("ws/.zshenv").exists());
+}
+
+#[test]
+fn everyday_git_works_inside() {
+    let s = Sandbox::new("p-git-work");
+    s.git_identity();
+    let remote = s.path("remote");
+    repo(&s, &remote);
+    let sub_src = s.path("sub-src");
+    repo(&s, &sub_src);
+    s.host_git_ok(&s.path(""), &["clone", "-q", remote.to_str().unwrap(), s.ws().to_str().unwrap()]);
+    s.host_git_ok(&s.ws(), &["submodule", "add", "-q", sub_src.to_str().unwrap(), "libs/sub"]);
+    s.host_git_ok(&s.ws(), &["commit", "-q", "-m", "submodule"]);
+    // As after a clone with --recurse-submodules: git has written the module's core.worktree
+    // (the first update writes configuration, which stays read-only inside).
+    s.host_git_ok(&s.ws(), &["submodule", "update", "-q", "--init"]);
+    s.host_git_ok(&s.ws(), &["worktree", "add", "-q", "wt"]);
+    std::fs::write(remote.join("upstream.txt"), "up\n").unwrap();
+    s.host_git_ok(&remote, &["add", "upstream.txt"]);
+    s.host_git_ok(&remote, &["commit", "-q", "-m", "upstream"]);
+    std::fs::write(sub_src.join("more.txt"), "more\n").unwrap();
+    s.host_git_ok(&sub_src, &["add", "more.txt"]);
+    s.host_git_ok(&sub_src, &["commit", "-q", "-m", "more"]);
+    let script = "set -e
+        echo a > a.txt; git add a.txt; git commit -q -m a
+        git branch feature; git checkout -q feature; echo b > b.txt; git add b.txt; git commit -q -m b
+        git checkout -q main; echo c > c.txt; git add c.txt; git commit -q -m c
+        git checkout -q feature; git rebase -q main
+        echo dirty >> a.txt; git stash -q; git stash pop -q; git checkout -q a.txt
+        git fetch -q origin; git merge -q --no-edit origin/main
+        (cd libs/sub && git fetch -q origin && git checkout -q origin/HEAD) ; git submodule update -q
+        git worktree add -q wt2 && (cd wt2 && echo w > w.txt && git add w.txt && git commit -q -m w)
+        (cd wt && echo v > v.txt && git add v.txt && git commit -q -m v)
+        git gc -q
+        echo ALL-OK";
+    let o = s.run(
+        &["--allow-read", remote.to_str().unwrap(), "--allow-read", sub_src.to_str().unwrap()],
+        &["/bin/sh", "-c", script],
+    );
+    assert!(stdout(&o).contains("ALL-OK"), "{}{}", stdout(&o), stderr(&o));
+    let log = s.host_git_ok(&s.ws(), &["log", "--all", "--oneline"]);
+    for m in ["a", "b", "c", "w", "v", "upstream"] {
+        assert!(log.lines().any(|l| l.ends_with(&format!(" {m}"))), "{m} missing from {log}");
+    }
+    // Nothing left in the tree but what git made.
+    let st = s.host_git_ok(&s.ws(), &["status", "--porcelain", "--ignored"]);
+    assert!(!st.contains(".vscode") && !st.contains("HEAD"), "{st}");
+}
+
+#[test]
+fn policy_explain_names_the_git_protection() {
+    let s = Sandbox::new("p-explain");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let o = s.palisade(&["policy", "explain", ".git/config"]);
+    let out = stdout(&o);
+    assert!(out.contains("read-only") && out.contains("configuration of the repository"), "{out}");
+    assert!(out.contains("filesystem.protect_git"), "{out}");
+    let o = s.palisade(&["policy", "explain", "--path", ".vscode"]);
+    assert!(stdout(&o).contains("${writable}/.vscode"), "{}", stdout(&o));
+}

@@ -1,0 +1,149 @@
+//! The policy instantiated on this host: the rules that depend on what exists.
+//!
+//! After the layers are merged ([`crate::resolve`]), two kinds of entry are turned into
+//! ordinary path rules, each keeping the origin that asked for it so that `policy explain`
+//! names it:
+//!
+//! - `${writable}/REL` entries of `deny` and `protect`, once under every writable root;
+//! - with `filesystem.protect_git`, a `protect` rule for every file through which git on the
+//!   host would run code that the sandbox wrote ([`crate::git`]), where the sandbox could
+//!   otherwise write it.
+//!
+//! Pure: the host is read through [`HostFs`] and [`PathResolver`].
+
+use std::path::{Path, PathBuf};
+
+use crate::decide::Access;
+use crate::error::PolicyError;
+use crate::hostfs::{HostFs, Kind};
+use crate::model::{LayerKind, Origin, PathKind, PathRule};
+use crate::pathrule::PathPattern;
+use crate::resolve::ResolvedPolicy;
+use crate::vars::PathResolver;
+
+/// What derivation may ask about the host.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    pub fs: &'a dyn HostFs,
+    pub resolver: &'a dyn PathResolver,
+    /// Writable roots that are the sandbox's own private directories (`${tmp}`): nothing of
+    /// the host is there, so nothing there needs protecting. (A root granted inside one, a
+    /// workspace under `/tmp`, is the host's.)
+    pub private: &'a [PathBuf],
+    /// The user's and the system's git configuration files (`~/.gitconfig`, ...).
+    pub git_configs: &'a [PathBuf],
+}
+
+impl std::fmt::Debug for Host<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("private", &self.private).field("git_configs", &self.git_configs).finish()
+    }
+}
+
+impl ResolvedPolicy {
+    /// The writable roots: host directories that a `write` rule grants and that stay
+    /// writable (not denied or protected by a rule of equal or greater depth), outside the
+    /// private directories; sorted, without duplicates.
+    pub fn writable_roots(&self, host: &Host<'_>) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .filter(|r| r.kind == PathKind::Write)
+            .map(|r| r.pattern.base())
+            .filter(|b| !host.private.contains(b))
+            .filter(|b| self.decide_path(b).access == Access::Write && host.fs.kind(b) == Some(Kind::Dir))
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+
+    /// Adds the rules that depend on this host (see the module documentation), then checks
+    /// again that the project layer narrows: a grant that the layers below allowed may
+    /// reach into what a derived rule protects (`write = [".git/hooks/pre-commit"]` is more
+    /// specific than the derived protection of `.git/hooks`), and is refused like any other
+    /// widening unless `trust_project`.
+    pub fn derive(&mut self, host: &Host<'_>, trust_project: bool) -> Result<(), PolicyError> {
+        self.add_derived(host);
+        if trust_project {
+            return Ok(());
+        }
+        let project_grant =
+            |r: &PathRule| r.origin.layer == LayerKind::Project && matches!(r.kind, PathKind::Read | PathKind::Write);
+        for r in self.paths.iter().filter(|r| project_grant(r)) {
+            let path = r.pattern.base();
+            let wanted = if r.kind == PathKind::Write { Access::Write } else { Access::Read };
+            let below = self.decide_path_among(&path, |o| !project_grant(o));
+            if wanted > below.access {
+                let by = below
+                    .protected_by
+                    .or(below.rule)
+                    .map_or(String::new(), |b| format!(" ({:?}, {})", b.origin.text, b.origin));
+                return Err(PolicyError::Widening {
+                    site: r.origin.site.clone(),
+                    why: format!(
+                        "it grants {} on {}, which the other layers make {}{by}",
+                        r.kind.key(),
+                        path.display(),
+                        below.access
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn add_derived(&mut self, host: &Host<'_>) {
+        let roots = self.writable_roots(host);
+        let mut added = Vec::new();
+        for rr in &self.per_root {
+            for root in &roots {
+                let path = root.join(&rr.rel);
+                for target in with_target(&path, host.resolver, true) {
+                    added.push(rule(rr.kind, target, rr.origin.clone()));
+                }
+            }
+        }
+        self.rules.paths.extend(added);
+        let Some(setting) = self.protect_git.clone().filter(|s| s.value) else { return };
+        let controls = crate::git::discover(&roots, host.git_configs, &self.home, host.fs, host.resolver);
+        let mut added = Vec::new();
+        for c in controls {
+            for target in with_target(&c.path, host.resolver, c.follow) {
+                if self.decide_path(&target).access != Access::Write
+                    || added.iter().any(|r: &PathRule| r.pattern.base() == target)
+                {
+                    continue;
+                }
+                let origin = Origin {
+                    layer: setting.origin.layer.clone(),
+                    site: setting.origin.site.clone(),
+                    text: c.what.clone(),
+                };
+                let mut r = rule(PathKind::Protect, target, origin);
+                r.private_copy = c.private_copy;
+                added.push(r);
+            }
+        }
+        self.rules.paths.extend(added);
+    }
+}
+
+/// `path`, and where it leads when it is (or goes through) a symbolic link: a rule on a link
+/// covers the link and its target, as for rules written in a file.
+fn with_target(path: &Path, resolver: &dyn PathResolver, follow: bool) -> Vec<PathBuf> {
+    let mut v = vec![path.to_path_buf()];
+    if follow {
+        let canonical = resolver.resolve(path);
+        if canonical != path {
+            v.insert(0, canonical);
+        }
+    }
+    v
+}
+
+/// An exact rule (never a glob, whatever characters the name holds).
+fn rule(kind: PathKind, path: PathBuf, origin: Origin) -> PathRule {
+    let depth = path.components().count();
+    PathRule { kind, pattern: PathPattern::Exact(path, depth), via_link: None, private_copy: false, origin }
+}

@@ -1,0 +1,175 @@
+//! The gitlinks (mode `160000`: submodules and embedded repositories) recorded in a git
+//! index file, read from its documented binary format (gitformat-index(5), versions 2, 3
+//! and 4). `git status` on the host descends into every populated gitlink and runs that
+//! repository's configuration, so these are the nested repositories git itself will visit.
+//!
+//! Hand-written: only the entry headers and paths are needed, not `gix-index`'s full model.
+
+/// The mode git records for a gitlink.
+const GITLINK: u32 = 0o160000;
+
+/// Why an index could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    #[error("not a git index (no DIRC signature)")]
+    Signature,
+    #[error("unsupported index version {0}")]
+    Version(u32),
+    #[error("the index is truncated or malformed")]
+    Malformed,
+}
+
+/// What an index says: its gitlinks' paths (relative to the work tree, as bytes), and the
+/// shared index it builds on (`core.splitIndex`), by hash in hexadecimal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gitlinks {
+    pub paths: Vec<Vec<u8>>,
+    pub shared_index: Option<String>,
+}
+
+/// Reads the gitlinks of an index. `hash_len` is 20 (SHA-1) or 32 (SHA-256), from the
+/// repository's `extensions.objectFormat`.
+pub fn gitlinks(data: &[u8], hash_len: usize) -> Result<Gitlinks, IndexError> {
+    let u32_at = |at: usize| -> Result<u32, IndexError> {
+        data.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(IndexError::Malformed)
+    };
+    if data.get(..4) != Some(b"DIRC") {
+        return Err(IndexError::Signature);
+    }
+    let version = u32_at(4)?;
+    if !(2..=4).contains(&version) {
+        return Err(IndexError::Version(version));
+    }
+    let count = u32_at(8)? as usize;
+    let mut out = Gitlinks::default();
+    let mut at = 12;
+    let mut prev: Vec<u8> = Vec::new();
+    for _ in 0..count {
+        let start = at;
+        // ctime, mtime (8 bytes each), dev, ino, mode, uid, gid, size (4 each), the hash and
+        // 16 bits of flags.
+        let mode = u32_at(start + 24)?;
+        let flags_at = start + 40 + hash_len;
+        let flags =
+            data.get(flags_at..flags_at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(IndexError::Malformed)?;
+        at = flags_at + 2;
+        if version >= 3 && flags & 0x4000 != 0 {
+            at += 2;
+        }
+        let path = if version == 4 {
+            // A varint: how many bytes of the previous path to drop, then the rest of the
+            // path up to a NUL.
+            let (strip, used) = varint(data.get(at..).ok_or(IndexError::Malformed)?)?;
+            at += used;
+            let end = at + data.get(at..).and_then(|r| r.iter().position(|&b| b == 0)).ok_or(IndexError::Malformed)?;
+            let keep = prev.len().checked_sub(strip as usize).ok_or(IndexError::Malformed)?;
+            let mut p = prev[..keep].to_vec();
+            p.extend_from_slice(&data[at..end]);
+            at = end + 1;
+            p
+        } else {
+            let end = at + data.get(at..).and_then(|r| r.iter().position(|&b| b == 0)).ok_or(IndexError::Malformed)?;
+            let p = data[at..end].to_vec();
+            // Entries are padded with 1 to 8 NULs to a multiple of 8 bytes.
+            let len = end - start;
+            at = start + (len + 8) / 8 * 8;
+            p
+        };
+        if at > data.len() {
+            return Err(IndexError::Malformed);
+        }
+        if mode & 0o170000 == GITLINK {
+            out.paths.push(path.clone());
+        }
+        prev = path;
+    }
+    // Extensions: a 4-byte signature and a 32-bit size each, until the trailing hash.
+    while at + 8 + hash_len <= data.len() {
+        let sig = &data[at..at + 4];
+        let size = u32_at(at + 4)? as usize;
+        let body = data.get(at + 8..at + 8 + size).ok_or(IndexError::Malformed)?;
+        if sig == b"link" && body.len() >= hash_len {
+            let hex: String = body[..hash_len].iter().map(|b| format!("{b:02x}")).collect();
+            if hex.bytes().any(|b| b != b'0') {
+                out.shared_index = Some(hex);
+            }
+        }
+        at += 8 + size;
+    }
+    Ok(out)
+}
+
+/// Git's offset varint (`varint.c`): 7 bits a byte, high bit "more", each continuation
+/// adding one before shifting.
+fn varint(b: &[u8]) -> Result<(u64, usize), IndexError> {
+    let mut i = 0;
+    let mut c = *b.first().ok_or(IndexError::Malformed)?;
+    let mut val = u64::from(c & 0x7f);
+    while c & 0x80 != 0 {
+        i += 1;
+        c = *b.get(i).ok_or(IndexError::Malformed)?;
+        val = val.checked_add(1).and_then(|v| v.checked_mul(128)).ok_or(IndexError::Malformed)? | u64::from(c & 0x7f);
+    }
+    Ok((val, i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 2 or 3 entry, padded as git pads it.
+    fn entry(mode: u32, path: &str, hash_len: usize) -> Vec<u8> {
+        let mut e = vec![0u8; 24];
+        e.extend_from_slice(&mode.to_be_bytes());
+        e.extend_from_slice(&[0u8; 12]);
+        e.extend_from_slice(&vec![0xab; hash_len]);
+        e.extend_from_slice(&(path.len() as u16).to_be_bytes());
+        e.extend_from_slice(path.as_bytes());
+        let len = e.len();
+        e.resize((len + 8) / 8 * 8, 0);
+        e
+    }
+
+    fn index(version: u32, entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut d = b"DIRC".to_vec();
+        d.extend_from_slice(&version.to_be_bytes());
+        d.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for e in entries {
+            d.extend_from_slice(e);
+        }
+        d.extend_from_slice(&[0u8; 20]);
+        d
+    }
+
+    #[test]
+    fn gitlinks_of_a_version_2_index() {
+        let d = index(2, &[entry(0o100644, "a.txt", 20), entry(0o160000, "libs/sub", 20), entry(0o120000, "l", 20)]);
+        assert_eq!(gitlinks(&d, 20).unwrap().paths, [b"libs/sub".to_vec()]);
+        let d = index(2, &[entry(0o160000, "x", 32)]);
+        assert_eq!(gitlinks(&d, 32).unwrap().paths, [b"x".to_vec()]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert_eq!(gitlinks(b"", 20), Err(IndexError::Signature));
+        assert_eq!(gitlinks(b"DIRC\0\0\0\x09\0\0\0\0", 20), Err(IndexError::Version(9)));
+        let mut d = index(2, &[entry(0o160000, "sub", 20)]);
+        d.truncate(40);
+        assert_eq!(gitlinks(&d, 20), Err(IndexError::Malformed));
+        let mut d = index(2, &[]);
+        d[11] = 200;
+        assert_eq!(gitlinks(&d, 20), Err(IndexError::Malformed));
+        for n in 0..64 {
+            let mut d = index(4, &[entry(0o160000, "sub", 20)]);
+            d.truncate(12 + n);
+            let _ = gitlinks(&d, 20);
+        }
+    }
+
+    #[test]
+    fn varints() {
+        assert_eq!(varint(&[0x05]).unwrap(), (5, 1));
+        assert_eq!(varint(&[0x80, 0x00]).unwrap(), (128, 2));
+        assert!(varint(&[0x80]).is_err());
+    }
+}

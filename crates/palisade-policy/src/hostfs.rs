@@ -1,0 +1,129 @@
+//! Read-only questions about the host file system, asked through a trait so that everything
+//! that depends on what exists (the derived protections, the Linux plan) stays pure and is
+//! tested with a fake file system. The real implementation is [`crate::load::RealFs`].
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// What a path is on the host (from `lstat`, never following a final symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// A device, socket or FIFO.
+    Other,
+}
+
+/// Read-only questions about the host file system. Paths are absolute.
+pub trait HostFs {
+    /// `lstat(path)`: what is there, or `None` when nothing is (or it cannot be seen).
+    fn kind(&self, path: &Path) -> Option<Kind>;
+    /// The entries of a directory (names and kinds, from `readdir`); empty when unreadable.
+    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)>;
+    /// The first `limit` bytes of a regular file (following no final symlink); `None` when
+    /// it is not a regular file or cannot be read.
+    fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;
+}
+
+/// The contents and mode of a `commondir` placeholder: a git directory that is its own
+/// common directory, which is what git assumes when the file is absent. (Git tests whether
+/// `commondir` exists before reading it, so a placeholder that cannot be read would stop it.)
+pub const COMMONDIR_PLACEHOLDER: &[u8] = b".\n";
+pub const COMMONDIR_PLACEHOLDER_MODE: u32 = 0o444;
+
+/// Whether a path whose name is `name` and whose `lstat` gave `mode` (type and permission
+/// bits) and `size` may be one of Palisade's placeholders, before its contents are checked:
+/// a socket (or, on file systems without sockets, a directory) with no permission bits, or a
+/// `commondir` file of mode 444 and [`COMMONDIR_PLACEHOLDER`]'s size (whose contents must then
+/// be compared).
+pub fn placeholder_shape(name: &std::ffi::OsStr, file_type: Kind, perm: u32, size: u64) -> Option<PlaceholderShape> {
+    match file_type {
+        Kind::Other | Kind::Dir if perm & 0o7777 == 0 => Some(PlaceholderShape::Empty),
+        Kind::File
+            if name == "commondir"
+                && perm & 0o7777 == COMMONDIR_PLACEHOLDER_MODE
+                && size == COMMONDIR_PLACEHOLDER.len() as u64 =>
+        {
+            Some(PlaceholderShape::Commondir)
+        }
+        _ => None,
+    }
+}
+
+/// The two kinds of placeholder on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceholderShape {
+    /// An empty socket (or empty directory) of mode 000.
+    Empty,
+    /// A `commondir` file, mode 444, holding [`COMMONDIR_PLACEHOLDER`].
+    Commondir,
+}
+
+/// An in-memory host for tests (of this crate and of the backends' planners): paths with a
+/// kind and, for files, contents. Adding a path adds its missing ancestors as directories.
+#[derive(Debug, Clone, Default)]
+pub struct MemFs {
+    entries: std::collections::BTreeMap<std::path::PathBuf, (Kind, Vec<u8>)>,
+}
+
+impl MemFs {
+    pub fn new() -> MemFs {
+        MemFs::default()
+    }
+
+    /// Adds `path` as `kind` (and its ancestors as directories).
+    pub fn with(mut self, path: &str, kind: Kind) -> MemFs {
+        self.add(path, kind, Vec::new());
+        self
+    }
+
+    /// Adds a file with contents.
+    pub fn file(mut self, path: &str, contents: &str) -> MemFs {
+        self.add(path, Kind::File, contents.as_bytes().to_vec());
+        self
+    }
+
+    /// Adds the minimal layout of a git directory at `gitdir`: `HEAD`, `objects/`,
+    /// `refs/`, `hooks/`, `info/` and an empty `config`.
+    pub fn git_dir(self, gitdir: &str) -> MemFs {
+        self.file(&format!("{gitdir}/HEAD"), "ref: refs/heads/main\n")
+            .with(&format!("{gitdir}/objects"), Kind::Dir)
+            .with(&format!("{gitdir}/refs"), Kind::Dir)
+            .with(&format!("{gitdir}/hooks"), Kind::Dir)
+            .with(&format!("{gitdir}/info"), Kind::Dir)
+            .file(&format!("{gitdir}/config"), "[core]\n\tbare = false\n")
+    }
+
+    fn add(&mut self, path: &str, kind: Kind, contents: Vec<u8>) {
+        let p = std::path::PathBuf::from(path);
+        for a in p.ancestors().skip(1) {
+            self.entries.entry(a.to_path_buf()).or_insert((Kind::Dir, Vec::new()));
+        }
+        self.entries.insert(p, (kind, contents));
+    }
+}
+
+impl HostFs for MemFs {
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        self.entries.get(path).map(|(k, _)| *k)
+    }
+
+    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .filter_map(|(p, (k, _))| Some((p.file_name()?.to_os_string(), *k)))
+            .collect()
+    }
+
+    fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
+        match self.entries.get(path) {
+            Some((Kind::File, data)) => Some(data[..data.len().min(limit)].to_vec()),
+            _ => None,
+        }
+    }
+}
