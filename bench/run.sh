@@ -7,21 +7,28 @@
 #      file repository) bare, under Palisade and under bubblewrap;
 #   3. exec tracing: a shell spawning 2,000 /bin/true bare, under Palisade with and without
 #      the exec tracer (--no-exec-trace), and under bubblewrap;
-#   4. supervisor memory: peak RSS of the palisade process while a command runs.
+#   4. supervisor memory: peak RSS of the palisade process while a command runs;
+#   5. start-up in a git repository with 3 linked worktrees and 2 submodules (git's protections
+#      derived, their placeholders made and removed) beside a plain workspace, and beside
+#      another palisade binary given with --baseline (an older build, to measure a change).
 # Workloads run with hyperfine -i: as root, `find /usr` exits 1 inside any sandbox that drops
 # capabilities (a few directories are mode 700 for other users), which is the point.
 # Results: a summary on stdout and JSON files in $OUT (default: a temporary directory).
 # Needs hyperfine and bubblewrap (Debian packages; installed when missing and run as root).
-# Usage: bench/run.sh [--runs N] [--work-runs N]
+# Usage: bench/run.sh [--runs N] [--work-runs N] [--baseline PALISADE] [--only startup-git]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=300
 WORK_RUNS=15
+BASELINE=
+ONLY=
 while (($#)); do
     case $1 in
         --runs) RUNS=$2; shift ;;
         --work-runs) WORK_RUNS=$2; shift ;;
-        *) echo "usage: bench/run.sh [--runs N] [--work-runs N]" >&2; exit 2 ;;
+        --baseline) BASELINE=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        *) echo "usage: bench/run.sh [--runs N] [--work-runs N] [--baseline PALISADE] [--only startup-git]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -39,6 +46,30 @@ done
 echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(date -u +%Y-%m-%d)"
 echo "# palisade: $PAL; bubblewrap $(bwrap --version | awk '{print $2}'); runs: $RUNS start-up, $WORK_RUNS per workload"
 
+startup_git() {
+    echo "== start-up in a git repository with 3 worktrees and 2 submodules: /bin/true"
+    local base repo
+    base=$(mktemp -d)
+    repo=$base/repo
+    export GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@b GIT_COMMITTER_NAME=b GIT_COMMITTER_EMAIL=b@b
+    for s in sub1 sub2; do
+        git init -q "$base/$s" && git -C "$base/$s" commit -q --allow-empty -m "$s"
+    done
+    git init -q "$repo"
+    (cd "$repo" && for d in $(seq 20); do mkdir d$d; for f in $(seq 25); do echo $f > d$d/f$f; done; done && git add -A \
+        && git commit -qm init \
+        && for s in sub1 sub2; do git -c protocol.file.allow=always submodule add -q "$base/$s" "libs/$s"; done \
+        && git commit -qm subs && for w in 1 2 3; do git worktree add -q "$base/wt$w"; done)
+    local cmds=("$PAL run --workspace $WS -- /bin/true" "$PAL run --workspace $repo -- /bin/true")
+    local labels=("palisade, plain workspace" "palisade, the repository")
+    if [ -n "$BASELINE" ]; then
+        cmds+=("$BASELINE run --workspace $WS -- /bin/true" "$BASELINE run --workspace $repo -- /bin/true")
+        labels+=("baseline, plain workspace" "baseline, the repository")
+    fi
+    hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup-git.json" /bin/true "${cmds[@]}" >/dev/null
+    summary "$OUT/startup-git.json" "bare" "${labels[@]}"
+    echo "  placeholders: $("$PAL" run --workspace "$repo" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the repository, $("$PAL" run --workspace "$WS" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the plain workspace"
+}
 "$PAL" run --workspace "$WS" --dry-run -- /bin/true > "$OUT/plan.json"
 mapfile -t BWRAP < <(python3 "$OLDPWD/bench/plan_to_bwrap.py" "$OUT/plan.json" "$WS")
 
@@ -55,6 +86,11 @@ for r, label in zip(data, sys.argv[2:]):
     print(f"  {label:<28} median {med:8.2f} ms   p95 {p95:8.2f} ms   x{med / base:5.2f}")
 PY
 }
+
+if [ "$ONLY" = startup-git ]; then
+    startup_git
+    exit 0
+fi
 
 echo "== start-up: /bin/true"
 hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup.json" \
@@ -89,4 +125,5 @@ pid=$!
 sleep 0.5
 awk '/VmHWM/ {printf "  palisade supervisor          %.1f MiB\n", $2/1024}' "/proc/$pid/status"
 wait "$pid"
+startup_git
 echo "# raw results: $OUT"

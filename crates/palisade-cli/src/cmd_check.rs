@@ -8,14 +8,30 @@ pub fn run(args: CheckArgs) -> Outcome {
     let r = palisade_linux::probe::probe();
     let can = r.can_run();
     // Placeholders that runs killed with SIGKILL left behind (the next run removes them).
-    let leftovers = palisade_policy::load::Environment::from_process()
+    let env = palisade_policy::load::Environment::from_process().ok();
+    let leftovers = env
+        .as_ref()
         .map(|env| palisade_linux::placeholders::leftovers(&env.state_home.join("palisade/placeholders")))
         .unwrap_or_default();
+    // Files hard-linked into the workspace from outside it (a package cache).
+    let ws = args.workspace.clone().or_else(|| env.as_ref().map(|e| e.cwd.clone()));
+    let links = ws
+        .as_ref()
+        .filter(|ws| plausible_workspace(ws, env.as_ref()))
+        .map(|ws| (ws.clone(), crate::hardlinks::scan(ws)));
     if args.json {
         let mut v = serde_json::to_value(&r)?;
         v["platform"] = "linux".into();
         v["run"] = if can { "enforce" } else { "refuse" }.into();
         v["leftover_placeholders"] = leftovers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into();
+        if let Some((ws, r)) = &links {
+            v["hard_links"] = serde_json::json!({
+                "workspace": ws.display().to_string(),
+                "files": r.files,
+                "truncated": r.truncated,
+                "by_directory": r.by_top.iter().map(|(d, n, e)| serde_json::json!({"directory": d, "files": n, "example": e.display().to_string()})).collect::<Vec<_>>(),
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mark = |ok: bool| if ok { "ok     " } else { "MISSING" };
@@ -51,6 +67,25 @@ pub fn run(args: CheckArgs) -> Outcome {
                 println!("                         {}", p.display());
             }
         }
+        match &links {
+            None => println!("        hard links:      (run in a project directory, or pass --workspace DIR, to look)"),
+            Some((ws, r)) if r.files == 0 => println!(
+                "        hard links:      none from outside {}{}",
+                ws.display(),
+                if r.truncated { " (in the first 250,000 entries)" } else { "" }
+            ),
+            Some((ws, r)) => {
+                println!(
+                    "WARNING hard links:      {} files in {} are hard links to files outside it:",
+                    r.files,
+                    ws.display()
+                );
+                for (dir, n, example) in &r.by_top {
+                    println!("                         {n} under {dir}/ (e.g. {})", example.display());
+                }
+                println!("                         {}", crate::hardlinks::ADVICE);
+            }
+        }
         if can {
             println!("run would: enforce the policy with namespaces, Landlock ABI {} and seccomp", r.landlock_abi);
         } else {
@@ -58,6 +93,13 @@ pub fn run(args: CheckArgs) -> Outcome {
         }
     }
     Ok(if can { 0 } else { 1 })
+}
+
+/// Not `/`, your home or one of its ancestors (as `run` refuses them for a workspace): those
+/// would take long to scan and are no project.
+#[cfg(target_os = "linux")]
+fn plausible_workspace(ws: &std::path::Path, env: Option<&palisade_policy::load::Environment>) -> bool {
+    ws.parent().is_some() && env.is_none_or(|e| !e.home.starts_with(ws))
 }
 
 #[cfg(not(target_os = "linux"))]

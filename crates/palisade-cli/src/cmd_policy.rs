@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use palisade_policy::load::{Environment, Flags, FsResolver, LoadOptions, load};
+use palisade_policy::load::{Environment, Flags, FsResolver, LoadOptions, load_on};
 use palisade_policy::{
     LayerKind, Lexical, PathResolver, PolicyError, ResolveOptions, ResolvedPolicy, Target, builtin, parse_layer,
     resolve,
@@ -14,6 +14,12 @@ use crate::{Failure, Outcome};
 
 /// Loads the policy that a `run` with these options would enforce.
 pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), Failure> {
+    load_policy_on(args, &FsResolver::default())
+}
+
+/// [`load_policy`], asking `host` about the file system (the planner then asks it again, and
+/// finds every answer cached).
+pub fn load_policy_on(args: &PolicyArgs, host: &FsResolver) -> Result<(Environment, ResolvedPolicy), Failure> {
     let env = Environment::from_process()?;
     let opts = LoadOptions {
         workspace: args.workspace.clone(),
@@ -32,7 +38,7 @@ pub fn load_policy(args: &PolicyArgs) -> Result<(Environment, ResolvedPolicy), F
             limits: args.limits(),
         },
     };
-    let policy = load(&env, &opts).map_err(policy_failure)?;
+    let policy = load_on(&env, &opts, host).map_err(policy_failure)?;
     Ok((env, policy))
 }
 

@@ -3,14 +3,15 @@
 use std::io::IsTerminal;
 
 use crate::cli::RunArgs;
-use crate::cmd_policy::load_policy;
+use crate::cmd_policy::load_policy_on;
 use crate::exit;
 use crate::{Failure, Outcome};
 
 pub fn run(args: RunArgs) -> Outcome {
     // The policy is loaded and validated first, so policy errors are reported as such.
-    let (env, policy) = load_policy(&args.policy)?;
-    run_platform(args, env, policy)
+    let host = palisade_policy::load::FsResolver::default();
+    let (env, policy) = load_policy_on(&args.policy, &host)?;
+    run_platform(args, env, policy, &host)
 }
 
 #[cfg(target_os = "linux")]
@@ -18,6 +19,7 @@ fn run_platform(
     args: RunArgs,
     env: palisade_policy::load::Environment,
     policy: palisade_policy::ResolvedPolicy,
+    host: &palisade_policy::load::FsResolver,
 ) -> Outcome {
     use palisade_linux::{RunError, plan};
     use palisade_monitor::Sink;
@@ -48,7 +50,7 @@ fn run_platform(
         tmp,
         trace_exec: !args.no_exec_trace,
     };
-    let plan = plan::build(&policy, &palisade_linux::host::RealHost, req.clone())
+    let plan = plan::build(&policy, host, req.clone())
         .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
     if args.dry_run {
         println!(
@@ -102,13 +104,15 @@ fn run_platform(
     };
     let hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>> = Default::default();
     let on_limit = limit_reporter(sink.clone(), hit.clone(), args.json);
+    let repos = std::sync::Arc::new(std::sync::Mutex::new(palisade_policy::load::RepoWatch::new(&policy, &env)));
     let opts = palisade_linux::RunOptions {
         pty,
         gateway,
         kill: Some(kill.clone()),
         on_tripwire: Some(on_tripwire),
         on_exec: Some(on_exec),
-        on_started: Some(starter(&live)),
+        on_started: Some(starter(&live, &repos)),
+        on_ended: Some(new_repository_reporter(&repos, sink.clone(), args.json)),
         on_limit: Some(on_limit.clone()),
         denials: audit_fd.map(|fd| denial_reader(fd, sink.clone())),
         cgroup,
@@ -116,7 +120,7 @@ fn run_platform(
     };
     let result = match palisade_linux::run(&plan, opts) {
         Err(RunError::Namespaces(m)) if args.allow_degraded => {
-            let degraded = plan::build_degraded(&policy, &palisade_linux::host::RealHost, req)
+            let degraded = plan::build_degraded(&policy, host, req)
                 .map_err(|e| Failure { message: format!("cannot build the sandbox: {e}"), hint: None })?;
             warn_degraded(&m, abi, &degraded.missing, args.json);
             log.record(&session_start(&args, &policy, ("degraded", abi, &degraded.missing), "rlimits", &denials));
@@ -124,7 +128,8 @@ fn run_platform(
                 &degraded,
                 palisade_linux::RunOptions {
                     pty,
-                    on_started: Some(starter(&live)),
+                    on_started: Some(starter(&live, &repos)),
+                    on_ended: Some(new_repository_reporter(&repos, sink.clone(), args.json)),
                     kill: Some(kill),
                     on_limit: Some(on_limit),
                     // The first subscription went with the failed attempt.
@@ -171,6 +176,38 @@ fn run_platform(
         }
     }
     result
+}
+
+/// Repositories made during the run: nothing can stop a sandbox from making one (their
+/// configuration and hooks were written inside), so the user is told where, and whether an
+/// older work tree's `git status` descends into it. Runs when the sandbox has ended, before
+/// its placeholders are removed.
+#[cfg(target_os = "linux")]
+fn new_repository_reporter(
+    watch: &std::sync::Arc<std::sync::Mutex<Option<palisade_policy::load::RepoWatch>>>,
+    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
+    json: bool,
+) -> Box<dyn FnOnce() + Send> {
+    let watch = watch.clone();
+    Box::new(move || {
+        let Some(w) = watch.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        for r in w.new_repositories() {
+            let path = r.git_dir.display().to_string();
+            let gitlink_of = r.gitlink_of.map(|p| p.display().to_string());
+            if json {
+                let v = serde_json::json!({ "level": "warning", "new_repository": path, "gitlink_of": gitlink_of });
+                eprintln!("{v}");
+            } else {
+                let of = gitlink_of.as_deref().map_or(String::new(), |o| {
+                    format!("; git status in {o} descends into it (it is recorded in that index)")
+                });
+                eprintln!(
+                    "palisade: warning: the git repository {path} was made inside the sandbox{of}: its configuration and hooks were written there; read them before you run git in it"
+                );
+            }
+            sink.record(&palisade_monitor::Event::NewRepository { path, gitlink_of });
+        }
+    })
 }
 
 /// Records each denial Landlock reports, read from the audit subscription `fd`.
@@ -228,11 +265,19 @@ fn limit_reporter(
     })
 }
 
-/// Starts the live outputs' writer threads once the sandbox exists.
+/// Once the sandbox exists (its placeholders made): stamps what git discovery looked at, and
+/// starts the live outputs' writer threads.
 #[cfg(target_os = "linux")]
-fn starter(live: &[(&'static str, std::sync::Arc<palisade_monitor::live::LiveOutput>)]) -> Box<dyn FnOnce() + Send> {
+fn starter(
+    live: &[(&'static str, std::sync::Arc<palisade_monitor::live::LiveOutput>)],
+    repos: &std::sync::Arc<std::sync::Mutex<Option<palisade_policy::load::RepoWatch>>>,
+) -> Box<dyn FnOnce() + Send> {
     let outs: Vec<_> = live.iter().map(|(_, o)| o.clone()).collect();
+    let repos = repos.clone();
     Box::new(move || {
+        if let Some(w) = repos.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            w.stamp();
+        }
         for o in outs {
             if let Err(e) = o.start() {
                 eprintln!("palisade: cannot start a live output: {e}");
@@ -418,7 +463,16 @@ fn outcome(r: Result<palisade_linux::Exit, palisade_linux::RunError>) -> Outcome
             eprintln!("palisade: {m}");
             Ok(exit::CANNOT_EXECUTE)
         }
-        Err(e) => Err(Failure { message: e.to_string(), hint: None }),
+        Err(e) => {
+            let message = e.to_string();
+            let hint = message.contains("Permission denied").then(|| {
+                "the sandbox's user namespace holds only your own user id: a path of another user that root reaches \
+                 through its capabilities, or a directory closed to your user, cannot be shown inside; grant paths \
+                 your user can read"
+                    .to_owned()
+            });
+            Err(Failure { message, hint })
+        }
     }
 }
 
@@ -440,7 +494,12 @@ fn warn_degraded(why: &str, abi: i32, missing: &[String], json: bool) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn run_platform(_: RunArgs, _: palisade_policy::load::Environment, _: palisade_policy::ResolvedPolicy) -> Outcome {
+fn run_platform(
+    _: RunArgs,
+    _: palisade_policy::load::Environment,
+    _: palisade_policy::ResolvedPolicy,
+    _: &palisade_policy::load::FsResolver,
+) -> Outcome {
     // No enforcement backend for this platform yet: refuse rather than run unsandboxed.
     Err(Failure {
         message: "this build of Palisade has no enforcement backend for this platform yet; refusing to run the command unsandboxed".into(),

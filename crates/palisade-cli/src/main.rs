@@ -7,6 +7,7 @@ mod cmd_check;
 mod cmd_policy;
 mod cmd_run;
 mod exit;
+mod hardlinks;
 
 use std::process::ExitCode;
 

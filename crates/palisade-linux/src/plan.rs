@@ -259,9 +259,10 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
     }
     // Parents before children; at one path, the private file system wins (the policy's grant
     // of `${tmp}` means the private directory, never the host's).
-    candidates
-        .sort_by(|(a, ca), (b, cb)| depth(a).cmp(&depth(b)).then(a.cmp(b)).then(cb.is_private().cmp(&ca.is_private())));
-    candidates.dedup_by(|(a, _), (b, _)| a == b);
+    // Paths are normalised, so byte order and equality are enough (and much cheaper than
+    // comparing component by component).
+    candidates.sort_by_cached_key(|(p, c)| (depth(p), p.as_os_str().to_owned(), !c.is_private()));
+    candidates.dedup_by(|(a, _), (b, _)| same(a, b));
 
     let mut mounted: Vec<(PathBuf, View)> = Vec::new();
     let mut mounts = Vec::new();
@@ -277,8 +278,10 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         let d = policy.decide_path(&path);
         // Host content appears only where a grant names this very path (or beneath a bind):
         // a path whose access comes from a private directory's grant stays private.
-        let granted_here =
-            d.rule.is_some_and(|r| matches!(r.kind, PathKind::Read | PathKind::Write) && r.pattern.base() == path);
+        let granted_here = d.rule.is_some_and(|r| {
+            matches!(r.kind, PathKind::Read | PathKind::Write)
+                && matches!(&r.pattern, PathPattern::Exact(p, _) if same(p, &path))
+        });
         if matches!(inherited, View::Root | View::Private) && !granted_here {
             continue;
         }
@@ -380,6 +383,11 @@ fn depth(p: &Path) -> usize {
     p.components().count()
 }
 
+/// Equality of two normalised paths, byte by byte.
+fn same(a: &Path, b: &Path) -> bool {
+    a.as_os_str() == b.as_os_str()
+}
+
 /// The view at `path`: that of the deepest mounted ancestor-or-self.
 fn view_of(mounted: &[(PathBuf, View)], path: &Path) -> View {
     mounted.iter().filter(|(m, _)| is_within(path, m)).max_by_key(|(m, _)| depth(m)).map_or(View::Root, |(_, v)| *v)
@@ -452,7 +460,7 @@ fn walk_to(
     for (i, comp) in comps.iter().enumerate() {
         cur.push(comp);
         let last = i + 1 == comps.len();
-        let already = mounted.iter().any(|(m, _)| *m == cur);
+        let already = mounted.iter().any(|(m, _)| same(m, &cur));
         match host.kind(&cur) {
             None => {
                 if narrowing && !already {
@@ -537,7 +545,12 @@ fn expand_glob(
 }
 
 /// Landlock grants mirror the binds: read-only binds are readable, writable binds and
-/// private file systems writable. Masks need no rule: they grant nothing.
+/// private file systems writable. Masks need no rule: they grant nothing. A bind inside
+/// another that grants as much needs none either: Landlock's rules only add rights along the
+/// path, so the enclosing rule already covers it (a read-only bind inside the workspace is
+/// read-only by its mount flag, and a rule for it would grant nothing more). Pins and the
+/// protections in a repository are such binds; skipping them saves an `open` and a
+/// `landlock_add_rule` each.
 fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
     let mut lp = LandlockPlan {
         list: vec!["/".into()],
@@ -546,10 +559,15 @@ fn landlock_plan(mounts: &[MountOp]) -> LandlockPlan {
         write: vec!["/dev/shm".into()],
         ..LandlockPlan::default()
     };
+    let covered = |lp: &LandlockPlan, path: &Path, writable: bool| {
+        lp.write.iter().any(|w| is_within(path, w)) || (!writable && lp.read.iter().any(|r| is_within(path, r)))
+    };
     for m in mounts {
         match m {
-            MountOp::Bind { path, writable: true } | MountOp::Tmpfs { path, .. } => lp.write.push(path.clone()),
-            MountOp::Bind { path, writable: false } => lp.read.push(path.clone()),
+            MountOp::Bind { path, writable: true } | MountOp::Tmpfs { path, .. } if !covered(&lp, path, true) => {
+                lp.write.push(path.clone())
+            }
+            MountOp::Bind { path, writable: false } if !covered(&lp, path, false) => lp.read.push(path.clone()),
             MountOp::PrivateCopy { .. } if !lp.write.iter().any(|w| w == Path::new(PRIVATE_COPIES)) => {
                 lp.write.push(PRIVATE_COPIES.into())
             }
@@ -612,6 +630,9 @@ pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request
             "network: the allowlist is not served (no network namespace for the gateway); all TCP is refused".into(),
         );
     }
+    // Protections inside writable grants, one line per grant (there are dozens per workspace:
+    // git's files, IDE and agent configuration, shell start-up files).
+    let mut writable_protected: Vec<(&PathBuf, Vec<String>)> = Vec::new();
     for r in policy.paths.iter().filter(|r| matches!(r.kind, PathKind::Deny | PathKind::Protect)) {
         let base = r.pattern.base();
         let Some((grant, access)) = grants.iter().filter(|(g, _)| is_within(&base, g)).max_by_key(|(g, _)| depth(g))
@@ -622,13 +643,28 @@ pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request
             PathKind::Deny => {
                 missing.push(format!("denied {} lies inside the granted {}: not hidden", r.pattern, grant.display()))
             }
-            _ if *access == Access::Write => missing.push(format!(
-                "protected {} lies inside the writable {}: stays writable",
-                r.pattern,
-                grant.display()
-            )),
+            _ if *access == Access::Write => {
+                let shown =
+                    base.strip_prefix(grant).map_or_else(|_| base.display().to_string(), |p| p.display().to_string());
+                match writable_protected.iter_mut().find(|(g, _)| *g == grant) {
+                    Some((_, v)) => v.push(shown),
+                    None => writable_protected.push((grant, vec![shown])),
+                }
+            }
             _ => {}
         }
+    }
+    for (grant, mut names) in writable_protected {
+        names.sort();
+        names.dedup();
+        let n = names.len();
+        let shown: Vec<_> = names.into_iter().take(6).collect();
+        missing.push(format!(
+            "{n} protected paths inside the writable {} stay writable ({}{})",
+            grant.display(),
+            shown.join(", "),
+            if n > 6 { ", ..." } else { "" }
+        ));
     }
     let cwd = if host.kind(&req.cwd) == Some(Kind::Dir) && grants.iter().any(|(g, _)| is_within(&req.cwd, g)) {
         req.cwd
@@ -732,8 +768,30 @@ mod tests {
         assert!(p.mounts.contains(&MountOp::Tmpfs { path: "/home/u".into(), size: DEFAULT_HOME_SIZE }));
         // The home's secrets are simply never bound: absent, ENOENT.
         assert!(!p.mounts.iter().any(|m| m.path().starts_with("/home/u/.ssh")));
-        assert_eq!(p.landlock.read, [PathBuf::from("/etc"), "/usr".into(), "/home/u/.cargo".into()]);
+        assert_eq!(p.landlock.read, [PathBuf::from("/etc"), "/usr".into()]);
         assert!(p.landlock.write.contains(&"/w/proj".into()));
+        // ~/.cargo is bound read-only inside the private home, whose rule already covers it
+        // (Landlock adds rights along the path; the mount flag is what makes it read-only).
+        assert!(p.landlock.write.contains(&"/home/u".into()));
+    }
+
+    #[test]
+    fn landlock_rules_only_where_a_bind_grants_more_than_its_surroundings() {
+        let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &host()).unwrap();
+        // Pins and read-only binds inside the writable workspace: no rule of their own.
+        assert!(
+            !p.landlock.read.iter().chain(&p.landlock.write).any(|r| r.starts_with("/w/proj/.git")),
+            "{:?}",
+            p.landlock
+        );
+        // A writable bind inside a read-only one needs its own.
+        let p = plan(
+            "[filesystem]\nread = [\"/opt\"]\nwrite = [\"/opt/cache\"]\n",
+            &FakeHost::with(&[("/opt/cache/x", Kind::File)]),
+        )
+        .unwrap();
+        assert_eq!(p.landlock.write.iter().filter(|w| w.starts_with("/opt")).count(), 1);
+        assert!(p.landlock.read.contains(&"/opt".into()));
     }
 
     #[test]
@@ -913,7 +971,7 @@ mod tests {
         assert!(p.landlock.read.contains(&"/usr".into()) && p.landlock.write.contains(&"/w/proj".into()));
         assert!(!p.landlock.devices.iter().any(|d| d == Path::new("/dev")), "never the whole of /dev");
         assert!(p.missing.iter().any(|m| m.contains("/etc/shadow") && m.contains("not hidden")), "{:?}", p.missing);
-        assert!(p.missing.iter().any(|m| m.contains(".git/hooks") && m.contains("stays writable")), "{:?}", p.missing);
+        assert!(p.missing.iter().any(|m| m.contains(".git/hooks") && m.contains("stay writable")), "{:?}", p.missing);
         assert!(!p.missing.iter().any(|m| m.contains(".ssh")), "~/.ssh is outside every grant: still unreadable");
         assert_eq!(p.cwd, Path::new("/w/proj/src"));
     }

@@ -74,6 +74,15 @@ pub enum Event {
     /// spent; tunnels close); or a resource limit of `[process]` (`memory`, `pids`,
     /// `cpu_time`, `wall_time`, `tmp_size`) stopped the sandbox.
     Limit { limit: String, detail: String },
+    /// A git repository appeared under a writable root during the run (found at its end):
+    /// its configuration and hooks were written inside the sandbox, and git on the host run
+    /// there would obey them. `gitlink_of`: an older work tree whose index records it, so
+    /// that `git status` there descends into it.
+    NewRepository {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gitlink_of: Option<String>,
+    },
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },
     /// The sandbox ended.
@@ -138,7 +147,10 @@ impl Totals {
                 self.bytes_down += bytes_down * n;
             }
             Event::Repeated { count, event } => self.add_n(event, count * n),
-            Event::SessionStart { .. } | Event::SessionEnd { .. } | Event::Traffic { .. } => {}
+            Event::SessionStart { .. }
+            | Event::SessionEnd { .. }
+            | Event::Traffic { .. }
+            | Event::NewRepository { .. } => {}
         }
     }
 }
@@ -157,6 +169,7 @@ impl Event {
             Event::Tripwire { .. } => "tripwire",
             Event::Denial { .. } => "denial",
             Event::Limit { .. } => "limit",
+            Event::NewRepository { .. } => "new_repository",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }

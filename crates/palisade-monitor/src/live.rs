@@ -159,6 +159,10 @@ pub fn watch_line(event: &Event) -> String {
         }
         Event::Tripwire { path } => format!("TRIPWIRE {} was opened", printable(path)),
         Event::Limit { limit, detail } => format!("LIMIT  {}: {}", printable(limit), printable(detail)),
+        Event::NewRepository { path, gitlink_of } => match gitlink_of {
+            Some(of) => format!("REPO   {} was made inside (a gitlink of {})", printable(path), printable(of)),
+            None => format!("REPO   {} was made inside", printable(path)),
+        },
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }

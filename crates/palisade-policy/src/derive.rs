@@ -106,9 +106,11 @@ impl ResolvedPolicy {
         }
         self.rules.paths.extend(added);
         let Some(setting) = self.protect_git.clone().filter(|s| s.value) else { return };
-        let controls = crate::git::discover(&roots, host.git_configs, &self.home, host.fs, host.resolver);
+        let found = crate::git::discover(&roots, host.git_configs, &self.home, host.fs, host.resolver);
+        self.git_repositories = found.repositories.into_iter().map(|r| r.git_dir).collect();
+        self.git_watched = found.watched.into_iter().map(|p| (p, None)).collect();
         let mut added = Vec::new();
-        for c in controls {
+        for c in found.controls {
             for target in with_target(&c.path, host.resolver, c.follow) {
                 if self.decide_path(&target).access != Access::Write
                     || added.iter().any(|r: &PathRule| r.pattern.base() == target)

@@ -27,6 +27,12 @@ pub trait HostFs {
     /// The first `limit` bytes of a regular file (following no final symlink); `None` when
     /// it is not a regular file or cannot be read.
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;
+    /// When `path`'s inode last changed (`st_ctime`, seconds and nanoseconds; not following a
+    /// final link; unlike the modification time, no one can set it), `None` when it does not
+    /// exist or this host cannot tell.
+    fn changed(&self, _path: &Path) -> Option<(i64, i64)> {
+        None
+    }
 }
 
 /// The contents and mode of a `commondir` placeholder: a git directory that is its own

@@ -23,9 +23,14 @@ use crate::vars::{PathResolver, Vars, normalize_lexically};
 /// Resolution goes component by component (`lstat`, and `readlink` only for links) and
 /// remembers every prefix it has resolved, so the hundred-odd rules of a policy, which share
 /// most of their prefixes, cost a few dozen system calls rather than hundreds.
+///
+/// It is also the host as one run sees it ([`HostFs`]): every `lstat` is made once and
+/// shared by resolution, derivation and planning (which ask about the same paths), so keep
+/// one for the moment a run is prepared, and a fresh one for a later look.
 #[derive(Debug, Default)]
 pub struct FsResolver {
     cache: RefCell<HashMap<PathBuf, PathBuf>>,
+    kinds: RefCell<HashMap<PathBuf, Option<Kind>>>,
 }
 
 /// How many symbolic links one resolution may follow (as the kernel's `MAXSYMLINKS`).
@@ -48,8 +53,8 @@ impl FsResolver {
         };
         let parent = self.resolve_inner(parent, links);
         let joined = parent.join(name);
-        let resolved = match std::fs::symlink_metadata(&joined) {
-            Ok(m) if m.file_type().is_symlink() && *links < MAX_LINKS => match std::fs::read_link(&joined) {
+        let resolved = match self.kind(&joined) {
+            Some(Kind::Symlink) if *links < MAX_LINKS => match std::fs::read_link(&joined) {
                 Ok(target) => {
                     *links += 1;
                     self.resolve_inner(&normalize_lexically(&parent.join(target)), links)
@@ -129,6 +134,19 @@ impl HostFs for RealFs {
             .collect()
     }
 
+    fn changed(&self, path: &Path) -> Option<(i64, i64)> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(path).ok().map(|m| (m.ctime(), m.ctime_nsec()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
         use std::io::Read;
         let mut o = std::fs::OpenOptions::new();
@@ -146,6 +164,29 @@ impl HostFs for RealFs {
         let mut buf = Vec::new();
         f.take(limit as u64).read_to_end(&mut buf).ok()?;
         Some(buf)
+    }
+}
+
+impl HostFs for FsResolver {
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        if let Some(k) = self.kinds.borrow().get(path) {
+            return *k;
+        }
+        let k = RealFs.kind(path);
+        self.kinds.borrow_mut().insert(path.to_path_buf(), k);
+        k
+    }
+
+    fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
+        RealFs.list(dir)
+    }
+
+    fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
+        RealFs.read(path, limit)
+    }
+
+    fn changed(&self, path: &Path) -> Option<(i64, i64)> {
+        RealFs.changed(path)
     }
 }
 
@@ -267,7 +308,12 @@ pub struct LoadOptions {
 /// Loads every layer and resolves them: built-in < user < profile < project < `--policy`
 /// files < flags.
 pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, PolicyError> {
-    let resolver = FsResolver::default();
+    load_on(env, opts, &FsResolver::default())
+}
+
+/// [`load`], asking `host` about the file system; pass the same one to the planner.
+pub fn load_on(env: &Environment, opts: &LoadOptions, host: &FsResolver) -> Result<ResolvedPolicy, PolicyError> {
+    let resolver: &FsResolver = host;
     let workspace_arg = opts.workspace.clone().unwrap_or_else(|| env.cwd.clone());
     let workspace_abs = if workspace_arg.is_absolute() { workspace_arg } else { env.cwd.join(workspace_arg) };
     let workspace = std::fs::canonicalize(&workspace_abs)
@@ -287,30 +333,87 @@ pub fn load(env: &Environment, opts: &LoadOptions) -> Result<ResolvedPolicy, Pol
     let home = resolver.resolve(&env.home);
     let vars = env.vars(&workspace);
 
-    let mut layers = vec![parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars, &resolver)?];
+    let mut layers = vec![parse_layer(builtin::DEFAULT_POLICY, "<built-in>", LayerKind::Builtin, &vars, resolver)?];
     if let Some(text) = read_optional(&env.user_policy())? {
         let name = env.user_policy().display().to_string();
-        layers.push(parse_layer(&text, &name, LayerKind::User, &vars, &resolver)?);
+        layers.push(parse_layer(&text, &name, LayerKind::User, &vars, resolver)?);
     }
     if let Some(name) = &opts.profile {
-        layers.push(load_profile(env, name, &vars, &resolver)?);
+        layers.push(load_profile(env, name, &vars, resolver)?);
     }
     let project = workspace.join(".palisade.toml");
     if let Some(text) = read_optional(&project)? {
         let name = project.display().to_string();
-        layers.push(parse_layer(&text, &name, LayerKind::Project, &vars, &resolver)?);
+        layers.push(parse_layer(&text, &name, LayerKind::Project, &vars, resolver)?);
     }
     for file in &opts.policy_files {
         let path = if file.is_absolute() { file.clone() } else { env.cwd.join(file) };
         let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read { path: path.clone(), source })?;
-        layers.push(parse_layer(&text, &path.display().to_string(), LayerKind::PolicyFile, &vars, &resolver)?);
+        layers.push(parse_layer(&text, &path.display().to_string(), LayerKind::PolicyFile, &vars, resolver)?);
     }
-    layers.push(flags_layer(&opts.flags, &vars, &resolver, &env.cwd)?);
+    layers.push(flags_layer(&opts.flags, &vars, resolver, &env.cwd)?);
     let mut policy = resolve(&workspace, &home, layers, ResolveOptions { trust_project: opts.trust_project })?;
     let private = [resolver.resolve(&env.tmp)];
-    let host = Host { fs: &RealFs, resolver: &resolver, private: &private, git_configs: &env.git_configs };
+    let host = Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs };
     policy.derive(&host, opts.trust_project)?;
     Ok(policy)
+}
+
+/// Watches for git repositories made during a run under the policy's writable roots (their
+/// configuration and hooks were then written inside the sandbox). Nothing can stop a
+/// sandbox from making a repository; this says where one was made, and whether `git status`
+/// in an older work tree descends into it.
+///
+/// Cheap when nothing changed: what discovery looked at (directories listed or probed for
+/// `.git`, indexes) is stamped with its change time, which no one can set; discovery runs
+/// again only if a stamp differs. Stamp after the run's placeholders are made and compare
+/// before they are removed (making them changes their directories).
+#[derive(Debug)]
+pub struct RepoWatch {
+    roots: Vec<PathBuf>,
+    git_configs: Vec<PathBuf>,
+    home: PathBuf,
+    known: Vec<PathBuf>,
+    watched: Vec<(PathBuf, Option<(i64, i64)>)>,
+}
+
+impl RepoWatch {
+    /// `None` when the policy does not protect git (nothing was discovered).
+    pub fn new(policy: &ResolvedPolicy, env: &Environment) -> Option<RepoWatch> {
+        if !policy.protects_git() {
+            return None;
+        }
+        let resolver = FsResolver::default();
+        let private = [resolver.resolve(&env.tmp)];
+        let host = Host { fs: &resolver, resolver: &resolver, private: &private, git_configs: &env.git_configs };
+        Some(RepoWatch {
+            roots: policy.writable_roots(&host),
+            git_configs: env.git_configs.clone(),
+            home: policy.home.clone(),
+            known: policy.git_repositories.clone(),
+            watched: policy.git_watched.iter().map(|(p, _)| (p.clone(), None)).collect(),
+        })
+    }
+
+    /// Takes the stamps now.
+    pub fn stamp(&mut self) {
+        for (p, s) in &mut self.watched {
+            *s = RealFs.changed(p);
+        }
+    }
+
+    /// The repositories that were not there when the policy was derived.
+    pub fn new_repositories(&self) -> Vec<crate::git::Repository> {
+        if self.watched.iter().all(|(p, s)| RealFs.changed(p) == *s) {
+            return Vec::new();
+        }
+        let resolver = FsResolver::default();
+        crate::git::discover(&self.roots, &self.git_configs, &self.home, &resolver, &resolver)
+            .repositories
+            .into_iter()
+            .filter(|r| !self.known.contains(&r.git_dir))
+            .collect()
+    }
 }
 
 /// Reads a file that may be absent. Any other failure (permissions, not UTF-8) is an error:

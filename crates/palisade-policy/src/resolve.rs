@@ -16,6 +16,14 @@ pub struct ResolvedPolicy {
     /// The layers that were applied, lowest first: kind and source.
     pub layers: Vec<(LayerKind, String)>,
     pub rules: Rules,
+    /// The git repositories found under the writable roots when the policy was derived on
+    /// this host (empty before [`ResolvedPolicy::derive`], or without `protect_git`).
+    #[serde(skip)]
+    pub git_repositories: Vec<PathBuf>,
+    /// What discovery looked at to find them (see [`crate::git::Found::watched`]), to be
+    /// stamped by [`crate::load::RepoWatch`].
+    #[serde(skip)]
+    pub git_watched: Vec<(PathBuf, Option<(i64, i64)>)>,
 }
 
 impl std::ops::Deref for ResolvedPolicy {
@@ -52,7 +60,14 @@ pub fn resolve(
         applied.push((layer.kind, layer.source));
         rules.merge(layer.rules);
     }
-    Ok(ResolvedPolicy { workspace: workspace.to_path_buf(), home: home.to_path_buf(), layers: applied, rules })
+    Ok(ResolvedPolicy {
+        workspace: workspace.to_path_buf(),
+        home: home.to_path_buf(),
+        layers: applied,
+        rules,
+        git_repositories: Vec::new(),
+        git_watched: Vec::new(),
+    })
 }
 
 /// Refuses workspaces that would make a broad tree writable (THREATS B-01).

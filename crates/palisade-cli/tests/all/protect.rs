@@ -475,3 +475,57 @@ fn policy_explain_names_the_git_protection() {
     let o = s.palisade(&["policy", "explain", "--path", ".vscode"]);
     assert!(stdout(&o).contains("${writable}/.vscode"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_repository_made_inside_is_reported_with_the_work_tree_that_visits_it() {
+    // No mount can stop a sandbox from making a repository; one recorded as a gitlink is
+    // visited by the host's next `git status` in the work tree, which runs its config. The
+    // run says so, on stderr and in the audit log.
+    let s = Sandbox::new("p-newrepo");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let log = s.path("audit.jsonl");
+    let o = s.run(
+        &["--audit", log.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            "git init -q evil && git -C evil commit -q --allow-empty -m e && git add evil 2>/dev/null; echo done",
+        ],
+    );
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    let err = stderr(&o);
+    let evil = s.path("ws/evil/.git");
+    assert!(err.contains(&format!("the git repository {} was made inside the sandbox", evil.display())), "{err}");
+    assert!(err.contains(&format!("git status in {} descends into it", s.ws().display())), "{err}");
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(raw.contains("\"kind\":\"new_repository\"") && raw.contains("\"gitlink_of\""), "{raw}");
+    // A run that makes none says nothing.
+    let o = s.sh("true");
+    assert!(!stderr(&o).contains("was made inside"), "{}", stderr(&o));
+}
+
+#[test]
+fn files_hard_linked_from_a_cache_are_written_through_and_check_reports_them() {
+    // The residual risk, shown from outside: uv and pnpm link installed files from a shared
+    // cache by hard link, and a write through the workspace's name reaches the cache. The
+    // kernel decides by path, so Palisade cannot stop it; `palisade check` finds such files.
+    let s = Sandbox::new("p-hardlinks");
+    s.write("cache/pkg/mod.py", "original\n");
+    std::fs::create_dir_all(s.path("ws/.venv/pkg")).unwrap();
+    std::fs::hard_link(s.path("cache/pkg/mod.py"), s.path("ws/.venv/pkg/mod.py")).unwrap();
+    // Links inside the tree only (cargo's target/) are not reported.
+    s.write("ws/target/a", "x");
+    std::fs::hard_link(s.path("ws/target/a"), s.path("ws/target/b")).unwrap();
+    let o = s.sh("echo injected >> .venv/pkg/mod.py; echo done");
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(s.path("cache/pkg/mod.py")).unwrap(), "original\ninjected\n");
+    let o = s.palisade(&["check"]);
+    let out = stdout(&o);
+    assert!(out.contains(&format!("1 files in {} are hard links to files outside it", s.ws().display())), "{out}");
+    assert!(out.contains("under .venv/") && out.contains("UV_LINK_MODE=copy"), "{out}");
+    assert!(!out.contains("under target/"), "{out}");
+    let o = s.palisade(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hard_links"]["files"], 1, "{v}");
+}

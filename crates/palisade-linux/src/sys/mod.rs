@@ -77,9 +77,12 @@ pub struct RunOptions {
     pub on_tripwire: Option<OnTripwire>,
     /// Called for every exec when the plan traces them.
     pub on_exec: Option<OnExec>,
-    /// Called once the sandbox's first process exists: from then on the caller may start
-    /// threads (before it, `run` needs the process single-threaded).
+    /// Called once the sandbox's first process exists (and its placeholders are made): from
+    /// then on the caller may start threads (before it, `run` needs the process
+    /// single-threaded).
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
+    /// Called once the sandbox has ended, before its placeholders are removed.
+    pub on_ended: Option<Box<dyn FnOnce() + Send>>,
     /// Called when a resource limit stops the run (needs `kill`).
     pub on_limit: Option<watch::OnLimit>,
     /// Reads the denials Landlock reports for the sandbox, when the caller could subscribe
@@ -102,6 +105,7 @@ impl std::fmt::Debug for RunOptions {
             .field("on_tripwire", &self.on_tripwire.is_some())
             .field("on_exec", &self.on_exec.is_some())
             .field("on_started", &self.on_started.is_some())
+            .field("on_ended", &self.on_ended.is_some())
             .field("on_limit", &self.on_limit.is_some())
             .field("denials", &self.denials.is_some())
             .field("cgroup", &self.cgroup)
@@ -166,9 +170,6 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let pid = pid as libc::pid_t;
     drop(theirs);
     let guard = KillOnDrop(pid);
-    if let Some(f) = opts.on_started.take() {
-        f();
-    }
 
     write_id_maps(pid, uid, gid)
         .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
@@ -187,6 +188,10 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
     ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
+    // While init builds the file system view.
+    if let Some(f) = opts.on_started.take() {
+        f();
+    }
     if let Some(cg) = &cgroup {
         // While init builds the file system view; the command starts only once it is done.
         cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
@@ -239,6 +244,9 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         refused_memory(&plan.limits, opts.on_limit.as_ref());
     }
     drop(cgroup);
+    if let Some(f) = opts.on_ended.take() {
+        f();
+    }
     drop(held);
     status.map_err(|e| setup("supervising the sandbox", e))
 }
@@ -499,6 +507,9 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     watcher.stop();
     denials.stop();
     kill_descendants();
+    if let Some(f) = opts.on_ended.take() {
+        f();
+    }
     result
 }
 

@@ -32,8 +32,10 @@ const OLD: &str = "oldroot";
 pub struct Roots {
     new: OwnedFd,
     old: OwnedFd,
-    /// A small tmpfs holding the masks' sources and generated files.
-    mask_file_fs: Option<OwnedFd>,
+    /// A small read-only tmpfs holding the masks' sources, and its entries opened.
+    masks: Option<Masks>,
+    /// A small tmpfs, never attached, for generated files and links to private copies.
+    generated: Option<OwnedFd>,
     /// Generated files made so far (for unique names).
     files: usize,
     /// The tmpfs of private copies ([`crate::plan::PRIVATE_COPIES`]), once mounted.
@@ -58,7 +60,7 @@ pub fn enter_new_root() -> Result<Roots> {
     at("enter", root, std::env::set_current_dir("/"))?;
     let new = at("open", root, open_dir("/"))?;
     let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
-    Ok(Roots { new, old, mask_file_fs: None, files: 0, copies: None })
+    Ok(Roots { new, old, masks: None, generated: None, files: 0, copies: None })
 }
 
 fn open_dir(p: &str) -> io::Result<OwnedFd> {
@@ -107,16 +109,16 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 rebind_read_only(roots, &src, path)?;
             }
             MountOp::Placeholder { path, git_commondir: false } => {
-                // Made on the host by the supervisor (an empty socket; see `placeholders`).
-                let host = at(
-                    "open (no symlinks) the placeholder",
-                    path,
-                    open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
-                )?;
-                // A file system without sockets got a directory; a directory needs a
-                // directory over it.
-                let which = if at("stat", path, is_dir(host.as_raw_fd()))? { "empty-dir" } else { "placeholder" };
-                from_mask_source(roots, path, which)?;
+                // Made on the host by the supervisor: an empty socket (see `placeholders`),
+                // covered by a dangling link. On a file system without sockets it is a
+                // directory, which only a directory can cover: the kernel refuses the link
+                // with EINVAL, and the empty one is mounted instead.
+                match from_mask_source(roots, path, Mask::Placeholder) {
+                    Err(e) if e.err.raw_os_error() == Some(libc::EINVAL) => {
+                        from_mask_source(roots, path, Mask::EmptyDir)?
+                    }
+                    r => r?,
+                }
             }
             MountOp::PrivateCopy { path } => private_copy(roots, path)?,
             MountOp::PinLink { path } => {
@@ -138,7 +140,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 let n = roots.files;
                 roots.files += 1;
                 let name = format!("file-{n}");
-                let fs = mask_source(roots, path)?;
+                let fs = generated(roots, path)?;
                 let c = at("name", path, cstr(Path::new(&name)))?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC;
                 // SAFETY: valid directory descriptor (the mask source's root) and C string.
@@ -242,13 +244,15 @@ fn private_copy(roots: &mut Roots, path: &Path) -> Result<()> {
         at("write the private copy of", path, ffi::write_all(dst.as_raw_fd(), &buf[..k]))?;
     }
     drop(dst);
-    // The link lives with the masks; its target is the copy's path inside.
-    let fs = mask_source(roots, path)?;
+    // The link lives in the generated files' tmpfs; its target is the copy's path inside.
+    let fs = generated(roots, path)?;
     let target = at("name", path, cstr(&Path::new(crate::plan::PRIVATE_COPIES).join(&name)))?;
     // SAFETY: valid C strings and directory descriptor.
     let r = unsafe { libc::symlinkat(target.as_ptr(), fs, cname.as_ptr()) };
     at("create the link to the private copy of", path, check(r as libc::c_long))?;
-    from_mask_source(roots, path, &name)
+    let src = at("open the link to the private copy of", path, open_beneath(fs, Path::new(&name), libc::O_PATH, 0))?;
+    let tree = at("clone the link to the private copy of", path, clone_tree(src.as_raw_fd(), false))?;
+    attach_at(roots, &tree, path)
 }
 
 fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
@@ -287,15 +291,33 @@ fn attach_at(roots: &Roots, tree: &OwnedFd, path: &Path) -> Result<()> {
 }
 
 fn mask(roots: &mut Roots, path: &Path, dir: bool) -> Result<()> {
-    from_mask_source(roots, path, if dir { "denied-dir" } else { "denied" })
+    from_mask_source(roots, path, if dir { Mask::DeniedDir } else { Mask::Denied })
 }
 
-/// The mask source's root, made on first use: `denied` (an unreadable file), `denied-dir`
-/// (an unreadable directory), `empty` (a readable empty file), `empty-dir` (a readable,
-/// empty directory) and `placeholder` (a link to [`crate::plan::PLACEHOLDER_TARGET`], which
-/// never exists); generated files go there too.
-fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
-    if roots.mask_file_fs.is_none() {
+/// The entries of the mask source.
+#[derive(Debug, Clone, Copy)]
+enum Mask {
+    /// An unreadable file.
+    Denied,
+    /// An unreadable directory.
+    DeniedDir,
+    /// A readable, empty directory.
+    EmptyDir,
+    /// A link to [`crate::plan::PLACEHOLDER_TARGET`], which never exists.
+    Placeholder,
+}
+
+/// The mask source (a tiny tmpfs, never attached) and its entries, opened once.
+pub struct Masks {
+    _fs: OwnedFd,
+    entries: [OwnedFd; 4],
+}
+
+/// The mask source, made on first use: its entries are created, then the mount is made
+/// read-only (with nosuid, nodev, noexec) once, so that every clone of an entry inherits
+/// those flags.
+fn masks<'a>(roots: &'a mut Roots, path: &Path) -> Result<&'a Masks> {
+    if roots.masks.is_none() {
         let fs = at(
             "mount the mask source for",
             path,
@@ -316,23 +338,36 @@ fn mask_source(roots: &mut Roots, path: &Path) -> Result<RawFd> {
         // SAFETY: valid C strings and directory descriptor.
         let r = unsafe { libc::symlinkat(target.as_ptr(), fs.as_raw_fd(), c"placeholder".as_ptr()) };
         at("create the mask for", path, check(r as libc::c_long))?;
-        roots.mask_file_fs = Some(fs);
+        let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        at("make the mask source read-only for", path, set_mount_attr(fs.as_raw_fd(), attrs, false))?;
+        let open =
+            |name: &str| at("open the mask for", path, open_beneath(fs.as_raw_fd(), Path::new(name), libc::O_PATH, 0));
+        let entries = [open("denied")?, open("denied-dir")?, open("empty-dir")?, open("placeholder")?];
+        roots.masks = Some(Masks { _fs: fs, entries });
     }
-    Ok(roots.mask_file_fs.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1))
+    Ok(roots.masks.as_ref().expect("just made"))
 }
 
-/// Binds one entry of the mask source (a tiny tmpfs made on first use) over `path`:
-/// `denied` (an unreadable file) and `denied-dir` (an unreadable directory) mask denied
-/// paths; `placeholder` (a dangling link) covers placeholders, so the path reads as absent,
-/// and `empty-dir` covers a placeholder directory. Every mask is a clone of the same source:
-/// no new file system per mask.
-fn from_mask_source(roots: &mut Roots, path: &Path, which: &str) -> Result<()> {
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
-    let fs = mask_source(roots, path)?;
-    let src = at("open the mask for", path, open_beneath(fs, Path::new(which), libc::O_PATH, 0))?;
-    let tree = at("clone the mask for", path, clone_tree(src.as_raw_fd(), false))?;
-    at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+/// Binds one entry of the mask source over `path`. Every mask is a clone of an entry of the
+/// same source, made read-only once: no new file system, and no flags to set, per mask.
+fn from_mask_source(roots: &mut Roots, path: &Path, which: Mask) -> Result<()> {
+    let src = masks(roots, path)?.entries[which as usize].as_raw_fd();
+    let tree = at("clone the mask for", path, clone_tree(src, false))?;
     attach_at(roots, &tree, path)
+}
+
+/// The generated files' tmpfs (never attached): `File` contents and the links to private
+/// copies, cloned from there one by one.
+fn generated(roots: &mut Roots, path: &Path) -> Result<RawFd> {
+    if roots.generated.is_none() {
+        let fs = at(
+            "mount the generated files for",
+            path,
+            new_tmpfs(0o755, 64 << 10, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+        )?;
+        roots.generated = Some(fs);
+    }
+    Ok(roots.generated.as_ref().map_or(-1, |f| f.as_raw_fd()))
 }
 
 /// Creates the directories of `path` in the sandbox's own tmpfs (never on the host: a
@@ -448,7 +483,8 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
 /// Step 5.
 pub fn leave_old_root(roots: Roots) -> Result<()> {
     drop(roots.old);
-    drop(roots.mask_file_fs);
+    drop(roots.masks);
+    drop(roots.generated);
     let old = Path::new("/oldroot");
     // SAFETY: valid C string.
     let r = unsafe { libc::umount2(c"/oldroot".as_ptr(), libc::MNT_DETACH) };

@@ -56,6 +56,24 @@ const MAX_INCLUDE_DEPTH: usize = 10;
 const MAX_INDEX: usize = 64 << 20;
 const MAX_SMALL: usize = 64 << 10;
 
+/// What discovery found: the controls, every repository (git directory) examined, and what
+/// it looked at to find repositories (directories listed or probed for `.git`, indexes
+/// read): if none of those changed, a later discovery would find the same repositories.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub controls: Vec<Control>,
+    pub repositories: Vec<Repository>,
+    pub watched: Vec<PathBuf>,
+}
+
+/// A git directory, and the work tree whose index records it as a gitlink, if any (git
+/// status there descends into it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub git_dir: PathBuf,
+    pub gitlink_of: Option<PathBuf>,
+}
+
 /// Finds the git controls for `roots` (writable directories, canonical). `globals` are the
 /// user's and the system's git configuration files (their includes and `core.hooksPath` can
 /// name files under a root); `home` expands `~` in configuration paths.
@@ -65,8 +83,20 @@ pub fn discover(
     home: &Path,
     fs: &dyn HostFs,
     resolver: &dyn PathResolver,
-) -> Vec<Control> {
-    let mut d = Discovery { fs, resolver, home, out: Vec::new(), seen: HashSet::new(), queue: Vec::new() };
+) -> Found {
+    let mut d = Discovery {
+        fs,
+        resolver,
+        home,
+        out: Vec::new(),
+        seen: HashSet::new(),
+        queue: Vec::new(),
+        repositories: Vec::new(),
+        gitlink_of: None,
+        watched: Vec::new(),
+        roots,
+        common: Default::default(),
+    };
     for g in globals {
         d.config_file(g, None, 0, "your git configuration");
     }
@@ -78,7 +108,9 @@ pub fn discover(
     }
     let mut seen = HashSet::new();
     d.out.retain(|c| seen.insert(c.path.clone()));
-    d.out
+    d.watched.sort();
+    d.watched.dedup();
+    Found { controls: d.out, repositories: d.repositories, watched: d.watched }
 }
 
 struct Discovery<'a> {
@@ -90,9 +122,32 @@ struct Discovery<'a> {
     seen: HashSet<PathBuf>,
     /// Git directories to examine, with their work tree when known.
     queue: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Valid git directories examined.
+    repositories: Vec<Repository>,
+    /// While reading an index's gitlinks: whose index it is.
+    gitlink_of: Option<PathBuf>,
+    /// What was looked at to find repositories.
+    watched: Vec<PathBuf>,
+    /// The writable roots.
+    roots: &'a [PathBuf],
+    /// `commondir` of each git directory asked about (it is asked several times).
+    common: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
 }
 
 impl Discovery<'_> {
+    /// `list(dir)`, remembering that `dir` was looked at.
+    fn list(&mut self, dir: &Path) -> Vec<(std::ffi::OsString, Kind)> {
+        self.watched.push(dir.to_path_buf());
+        self.fs.list(dir)
+    }
+
+    /// Whether `dir/.git` exists, remembering that `dir` was looked at (a `.git` made there
+    /// later changes `dir`'s modification time).
+    fn has_dot_git(&mut self, dir: &Path) -> bool {
+        self.watched.push(dir.to_path_buf());
+        self.fs.kind(&dir.join(".git")).is_some()
+    }
+
     fn push(&mut self, path: PathBuf, what: String) {
         self.out.push(Control { path, what, follow: true, private_copy: false });
     }
@@ -109,7 +164,12 @@ impl Discovery<'_> {
     fn enqueue(&mut self, gitdir: PathBuf, worktree: Option<PathBuf>) {
         let gitdir = self.canonical(&gitdir);
         if self.seen.insert(gitdir.clone()) {
+            self.repositories.push(Repository { git_dir: gitdir.clone(), gitlink_of: self.gitlink_of.clone() });
             self.queue.push((gitdir, worktree));
+        } else if let (Some(of), Some(r)) =
+            (&self.gitlink_of, self.repositories.iter_mut().find(|r| r.git_dir == gitdir))
+        {
+            r.gitlink_of.get_or_insert_with(|| of.clone());
         }
     }
 
@@ -118,7 +178,7 @@ impl Discovery<'_> {
         let mut in_gitdir = false;
         let mut in_work_tree = false;
         for a in root.ancestors() {
-            if self.fs.kind(&a.join(".git")).is_some() {
+            if self.has_dot_git(a) {
                 self.dot_git(a);
                 in_work_tree = true;
                 break;
@@ -162,12 +222,12 @@ impl Discovery<'_> {
             return;
         }
         *budget -= 1;
-        for (name, kind) in self.fs.list(dir) {
+        for (name, kind) in self.list(dir) {
             if kind != Kind::Dir || name == ".git" {
                 continue;
             }
             let sub = dir.join(&name);
-            if self.fs.kind(&sub.join(".git")).is_some() {
+            if self.has_dot_git(&sub) {
                 self.dot_git(&sub);
             } else if name.to_string_lossy().ends_with(".git") && self.is_git_dir(&sub) {
                 self.enqueue(sub, None);
@@ -228,14 +288,20 @@ impl Discovery<'_> {
 
     /// What `gitdir/commondir` points to, if it exists.
     fn common_dir(&self, gitdir: &Path) -> Option<PathBuf> {
-        let data = self.fs.read(&gitdir.join("commondir"), MAX_SMALL)?;
-        let end = data.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(data.len());
-        let p = bytes_path(&data[..end]);
-        Some(self.canonical(&gitdir.join(p)))
+        if let Some(c) = self.common.borrow().get(gitdir) {
+            return c.clone();
+        }
+        let c = self.fs.read(&gitdir.join("commondir"), MAX_SMALL).map(|data| {
+            let end = data.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(data.len());
+            self.canonical(&gitdir.join(bytes_path(&data[..end])))
+        });
+        self.common.borrow_mut().insert(gitdir.to_path_buf(), c.clone());
+        c
     }
 
     fn git_dir(&mut self, g: &Path, worktree: Option<&Path>) {
         if !self.is_git_dir(g) {
+            self.repositories.retain(|r| r.git_dir != g);
             // Named by a `.git` entry, but no repository (yet): kept exactly as it is (made
             // uncreatable if missing), or the sandbox could complete it, with a
             // configuration of its own, into one that git on the host then uses.
@@ -274,21 +340,33 @@ impl Discovery<'_> {
         // The work tree: known from how the git directory was found, or `core.worktree`.
         let worktree = worktree.map(Path::to_path_buf).or(facts.worktree.clone());
         if common == g {
-            for (name, kind) in self.fs.list(&g.join("worktrees")) {
+            for (name, kind) in self.list(&g.join("worktrees")) {
                 if kind != Kind::Dir {
                     continue;
                 }
                 let w = g.join("worktrees").join(&name);
                 // `gitdir` holds the path of that work tree's `.git` file.
-                let wt = self.fs.read(&w.join("gitdir"), MAX_SMALL).and_then(|data| {
+                let dot = self.fs.read(&w.join("gitdir"), MAX_SMALL).map(|data| {
                     let end = data.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(data.len());
-                    let dot = self.canonical(&w.join(bytes_path(&data[..end])));
-                    if self.fs.kind(&dot) == Some(Kind::File) {
-                        self.push(dot.clone(), format!(".git file of the linked worktree of {shown}"));
-                    }
-                    dot.parent().map(Path::to_path_buf)
+                    self.canonical(&w.join(bytes_path(&data[..end])))
                 });
-                self.enqueue(w, wt);
+                let wt = dot.as_ref().and_then(|d| d.parent()).map(Path::to_path_buf);
+                if wt.as_ref().is_some_and(|wt| self.roots.iter().any(|r| wt.starts_with(r) || r.starts_with(wt))) {
+                    // Worked on inside: its pointers are protected, the rest stays writable.
+                    if let Some(dot) = dot.filter(|d| self.fs.kind(d) == Some(Kind::File)) {
+                        self.push(dot, format!(".git file of the linked worktree of {shown}"));
+                    }
+                    self.enqueue(w, wt);
+                } else {
+                    // Not worked on inside: nothing in it needs writing there (one mount
+                    // instead of one per pointer).
+                    self.push(
+                        w.clone(),
+                        format!(
+                            "private directory of a linked worktree of {shown} whose work tree is not writable inside"
+                        ),
+                    );
+                }
             }
             self.modules(&g.join("modules"), 0);
         }
@@ -302,7 +380,7 @@ impl Discovery<'_> {
         if depth > 8 {
             return;
         }
-        for (name, kind) in self.fs.list(dir) {
+        for (name, kind) in self.list(dir) {
             if kind != Kind::Dir {
                 continue;
             }
@@ -318,6 +396,7 @@ impl Discovery<'_> {
     /// Every populated gitlink in the index of `g` (work tree `wt`) is a repository that
     /// `git status` there descends into.
     fn gitlinks(&mut self, g: &Path, wt: &Path, hash_len: usize) {
+        self.watched.push(g.join("index"));
         let Some(data) = self.fs.read(&g.join("index"), MAX_INDEX) else { return };
         let Ok(mut links) = index::gitlinks(&data, hash_len) else { return };
         if let Some(shared) = links.shared_index.take() {
@@ -329,12 +408,14 @@ impl Discovery<'_> {
                 links.paths.extend(more.paths);
             }
         }
+        self.gitlink_of = Some(wt.to_path_buf());
         for p in links.paths {
             let sub = normalize_lexically(&wt.join(bytes_path(&p)));
-            if sub.starts_with(wt) && self.fs.kind(&sub.join(".git")).is_some() {
+            if sub.starts_with(wt) && self.has_dot_git(&sub) {
                 self.dot_git(&sub);
             }
         }
+        self.gitlink_of = None;
     }
 
     /// Reads one configuration file for what it makes git read or run. `repo` is the work
@@ -428,5 +509,208 @@ fn bytes_path(b: &[u8]) -> PathBuf {
     #[cfg(not(unix))]
     {
         PathBuf::from(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostfs::MemFs;
+    use crate::vars::Lexical;
+
+    fn found(fs: &MemFs, roots: &[&str]) -> Vec<String> {
+        let roots: Vec<PathBuf> = roots.iter().map(PathBuf::from).collect();
+        let mut v: Vec<String> = discover(&roots, &[], Path::new("/home/u"), fs, &Lexical)
+            .controls
+            .into_iter()
+            .map(|c| c.path.display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn has(v: &[String], want: &[&str]) {
+        for w in want {
+            assert!(v.iter().any(|p| p == w), "{w} missing from {v:#?}");
+        }
+    }
+
+    fn lacks(v: &[String], unwanted: &[&str]) {
+        for w in unwanted {
+            assert!(!v.iter().any(|p| p == w), "{w} should not be listed: {v:#?}");
+        }
+    }
+
+    #[test]
+    fn a_repository_at_the_root() {
+        let fs = MemFs::new().git_dir("/w/p/.git").file("/w/p/src/a.rs", "");
+        let v = found(&fs, &["/w/p"]);
+        has(
+            &v,
+            &[
+                "/w/p/.git/commondir",
+                "/w/p/.git/config",
+                "/w/p/.git/config.worktree",
+                "/w/p/.git/hooks",
+                "/w/p/.git/info",
+                // No .git at the top of... it exists; but HEAD at the root could make it bare.
+                "/w/p/HEAD",
+            ],
+        );
+        lacks(&v, &["/w/p/.git", "/w/p/.git/objects", "/w/p/.git/refs", "/w/p/.git/index", "/w/p/.git/HEAD"]);
+        let configs: Vec<_> = discover(&[PathBuf::from("/w/p")], &[], Path::new("/h"), &fs, &Lexical)
+            .controls
+            .into_iter()
+            .filter(|c| c.private_copy)
+            .map(|c| c.path)
+            .collect();
+        assert_eq!(configs, [PathBuf::from("/w/p/.git/config"), "/w/p/.git/config.worktree".into()]);
+    }
+
+    #[test]
+    fn a_directory_that_is_no_repository_cannot_become_one() {
+        let v = found(&MemFs::new().file("/w/p/a", ""), &["/w/p"]);
+        assert_eq!(v, ["/w/p/.git", "/w/p/HEAD"]);
+        // A `.git` directory git would not take for a repository is kept as it is.
+        let fs = MemFs::new().with("/w/p/.git/hooks", Kind::Dir).file("/w/p/.git/config", "");
+        has(&found(&fs, &["/w/p"]), &["/w/p/.git"]);
+        // So is the missing target of a `.git` file.
+        let fs = MemFs::new().file("/w/p/.git", "gitdir: ../elsewhere\n").with("/w/elsewhere-not", Kind::Dir);
+        has(&found(&fs, &["/w/p"]), &["/w/p/.git", "/w/elsewhere"]);
+    }
+
+    #[test]
+    fn a_linked_worktree_and_its_main_repository() {
+        let fs = MemFs::new()
+            .git_dir("/m/.git")
+            .file("/m/.git/worktrees/w/HEAD", "ref: refs/heads/w\n")
+            .file("/m/.git/worktrees/w/commondir", "../..\n")
+            .file("/m/.git/worktrees/w/gitdir", "/w/.git\n")
+            .file("/w/.git", "gitdir: /m/.git/worktrees/w\n");
+        let v = found(&fs, &["/w"]);
+        has(
+            &v,
+            &[
+                "/w/.git",
+                "/m/.git/worktrees/w/commondir",
+                "/m/.git/worktrees/w/gitdir",
+                "/m/.git/worktrees/w/config.worktree",
+                "/m/.git/config",
+                "/m/.git/hooks",
+                "/m/.git/info",
+                "/m/.git/commondir",
+            ],
+        );
+        lacks(&v, &["/m/.git/objects", "/m/.git/worktrees", "/m/.git/worktrees/w/HEAD", "/w/.git/config"]);
+        // Granting the main repository's .git alone: a worktree not worked on inside is kept
+        // whole (one mount), and its .git file, not writable inside, needs nothing.
+        let v = found(&fs, &["/m/.git"]);
+        has(&v, &["/m/.git/config", "/m/.git/worktrees/w"]);
+        lacks(&v, &["/m/.git/worktrees/w/commondir", "/w/.git"]);
+    }
+
+    #[test]
+    fn an_existing_commondir_leads_to_the_configuration_git_really_reads() {
+        let fs = MemFs::new()
+            .git_dir("/w/p/.g2")
+            .file("/w/p/.git/HEAD", "ref: refs/heads/main\n")
+            .file("/w/p/.git/commondir", "../.g2\n");
+        has(&found(&fs, &["/w/p"]), &["/w/p/.git/commondir", "/w/p/.g2/config", "/w/p/.g2/hooks"]);
+    }
+
+    #[test]
+    fn submodules_git_directories_nested_names_included() {
+        let fs = MemFs::new()
+            .git_dir("/w/p/.git")
+            .git_dir("/w/p/.git/modules/libs/a")
+            .git_dir("/w/p/.git/modules/libs/a/modules/b");
+        has(
+            &found(&fs, &["/w/p"]),
+            &[
+                "/w/p/.git/modules/libs/a/config",
+                "/w/p/.git/modules/libs/a/hooks",
+                "/w/p/.git/modules/libs/a/commondir",
+                "/w/p/.git/modules/libs/a/modules/b/config",
+            ],
+        );
+    }
+
+    #[test]
+    fn nested_checkouts_are_found_to_a_bounded_depth() {
+        let fs = MemFs::new()
+            .git_dir("/w/ws/repo1/.git")
+            .git_dir("/w/ws/org/repo2/.git")
+            .git_dir("/w/ws/a/b/c/.git")
+            .git_dir("/w/ws/backup.git");
+        let v = found(&fs, &["/w/ws"]);
+        has(
+            &v,
+            &[
+                "/w/ws/repo1/.git/config",
+                "/w/ws/org/repo2/.git/hooks",
+                "/w/ws/backup.git/config",
+                "/w/ws/.git",
+                "/w/ws/HEAD",
+            ],
+        );
+        lacks(&v, &["/w/ws/a/b/c/.git/config"]);
+        // Inside a work tree, one level (deeper ones that git visits are gitlinks in the index).
+        let fs = MemFs::new().git_dir("/w/p/.git").git_dir("/w/p/vendored/.git").git_dir("/w/p/a/b/.git");
+        let v = found(&fs, &["/w/p"]);
+        has(&v, &["/w/p/vendored/.git/config"]);
+        lacks(&v, &["/w/p/a/b/.git/config"]);
+    }
+
+    #[test]
+    fn includes_and_hooks_path_name_more_files() {
+        let fs = MemFs::new()
+            .git_dir("/w/p/.git")
+            .file(
+                "/w/p/.git/config",
+                "[include]\n\tpath = ../shared.gitconfig\n[includeIf \"gitdir:/w/\"]\n\tpath = ~/more.inc\n[core]\n\thooksPath = .husky/_\n",
+            )
+            .file("/w/p/shared.gitconfig", "[include]\n\tpath = nested.inc\n");
+        has(&found(&fs, &["/w/p"]), &["/w/p/shared.gitconfig", "/w/p/nested.inc", "/home/u/more.inc", "/w/p/.husky/_"]);
+        // The user's own configuration can name files under a root too.
+        let fs = MemFs::new().git_dir("/w/p/.git").file("/home/u/.gitconfig", "[core]\n\thooksPath = /w/p/hooks\n");
+        let v: Vec<_> = discover(
+            &[PathBuf::from("/w/p")],
+            &[PathBuf::from("/home/u/.gitconfig")],
+            Path::new("/home/u"),
+            &fs,
+            &Lexical,
+        )
+        .controls
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+        assert!(v.contains(&PathBuf::from("/w/p/hooks")), "{v:?}");
+    }
+
+    #[test]
+    fn a_root_inside_a_git_directory() {
+        let fs = MemFs::new().git_dir("/m/.git");
+        has(&found(&fs, &["/m/.git"]), &["/m/.git/config", "/m/.git/hooks"]);
+        let v = found(&fs, &["/m/.git/objects"]);
+        has(&v, &["/m/.git/config"]);
+        lacks(&v, &["/m/.git/objects/.git", "/m/.git/objects/HEAD"]);
+    }
+
+    #[test]
+    fn a_dot_git_link_is_pinned_not_followed_and_its_target_examined() {
+        let fs = MemFs::new().git_dir("/store/p.git").with("/w/p/.git", Kind::Symlink);
+        struct Link;
+        impl PathResolver for Link {
+            fn resolve(&self, p: &Path) -> PathBuf {
+                match p.strip_prefix("/w/p/.git") {
+                    Ok(rest) => Path::new("/store/p.git").join(rest),
+                    Err(_) => p.to_path_buf(),
+                }
+            }
+        }
+        let c = discover(&[PathBuf::from("/w/p")], &[], Path::new("/h"), &fs, &Link).controls;
+        let link = c.iter().find(|c| c.path == Path::new("/w/p/.git")).expect("the link is listed");
+        assert!(!link.follow);
+        assert!(c.iter().any(|c| c.path == Path::new("/store/p.git/config")));
     }
 }

@@ -2,6 +2,7 @@
 
 mod builtin;
 mod fs_resolve;
+mod git_layouts;
 mod narrowing;
 mod semantics;
 mod util;
