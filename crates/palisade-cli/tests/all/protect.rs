@@ -8,21 +8,21 @@ use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-/// Shell that plants every way of making git run `touch MARK` in the git directory `$1`:
-/// hooks, `core.fsmonitor` and `core.hooksPath` in `config` and `config.worktree`, a
-/// `commondir` redirect to a git directory whose configuration does the same, and `info/`.
+/// Shell that plants, in the git directory `$1`, every way of making git run `touch MARK`,
+/// each of which works on its own: hooks, `core.fsmonitor` in `config` and in
+/// `config.worktree` (read once `extensions.worktreeConfig` is on), a `commondir` redirect to
+/// a complete copy of the git directory whose configuration does the same, and `info/`.
 fn planter(mark: &Path) -> String {
     let m = mark.display();
     format!(
-        r#"plant() {{ g=$1
+        r#"plant() {{ g=$1; abs=$(cd "$g" && pwd)
   mkdir -p "$g/hooks" 2>/dev/null
-  for h in pre-commit post-commit post-checkout reference-transaction fsmonitor-watchman; do
+  for h in pre-commit post-commit post-checkout reference-transaction; do
     printf '#!/bin/sh\ntouch {m}\n' > "$g/hooks/$h" && chmod +x "$g/hooks/$h"; done
-  printf '[core]\n\tfsmonitor = "touch {m}; false"\n\thooksPath = /tmp\n' >> "$g/config"
+  printf '[core]\n\tfsmonitor = "touch {m}; false"\n[extensions]\n\tworktreeConfig = true\n' >> "$g/config"
   printf '[core]\n\tfsmonitor = "touch {m}; false"\n' > "$g/config.worktree"
-  rm -rf "$g.evil"; cp -r "$g" "$g.evil" 2>/dev/null
-  printf '[core]\n\tfsmonitor = "touch {m}; false"\n[extensions]\n\tworktreeConfig = true\n' >> "$g.evil/config"
-  echo "$g.evil" > "$g/commondir"
+  rm -rf "$abs.evil"; cp -r "$abs" "$abs.evil" 2>/dev/null && rm -f "$abs.evil/commondir" && \
+    printf '[core]\n\tfsmonitor = "touch {m}; false"\n' >> "$abs.evil/config" && echo "$abs.evil" > "$g/commondir"
   echo 'hidden' >> "$g/info/exclude"
 }}
 "#
@@ -86,7 +86,7 @@ fn a_linked_worktree_commits_inside_and_plants_nothing() {
     let gd = main.join(".git");
     let script = format!(
         "{} echo work > work.txt && git add work.txt && git commit -q -m inside && echo COMMITTED; \
-         plant {gd}; plant {gd}/worktrees/ws; echo 'gitdir: /tmp' > .git; echo done",
+         plant {gd}; plant {gd}/worktrees/ws; echo 'gitdir: {gd}.evil' > .git; echo done",
         planter(&mark),
         gd = gd.display()
     );
@@ -137,7 +137,7 @@ fn repositories_recorded_as_gitlinks_are_protected_at_any_depth() {
     let mark = s.path("PWNED");
     let script = format!(
         "{} plant vendor/github.com/x/embedded/.git; plant .git/modules/third_party/deep/sub; \
-         echo 'gitdir: /tmp' > third_party/deep/sub/.git; echo done",
+         echo \"gitdir: $(pwd)/.git/modules/third_party/deep/sub.evil\" > third_party/deep/sub/.git; echo done",
         planter(&mark)
     );
     let o = s.sh(&script);

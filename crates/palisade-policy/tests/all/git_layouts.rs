@@ -101,7 +101,8 @@ fn gitlinks_of_a_split_index_include_the_shared_part() {
     all.dedup();
     assert_eq!(all, [b"deep/er/emb".to_vec(), b"libs/sub".to_vec()]);
     // Discovery reads both.
-    let c = palisade_policy::git::discover(std::slice::from_ref(&w), &[], &t.0, &RealFs, &FsResolver::default()).controls;
+    let c =
+        palisade_policy::git::discover(std::slice::from_ref(&w), &[], &t.0, &RealFs, &FsResolver::default()).controls;
     assert!(c.iter().any(|c| c.path == w.join("deep/er/emb/.git/config")), "{c:#?}");
 }
 
@@ -110,7 +111,8 @@ fn gitlinks_of_a_sha256_repository() {
     let t = Tmp::new("sha256");
     let w = superproject(&t, &["--object-format=sha256"]);
     assert_eq!(links(&w, 32), ["deep/er/emb", "libs/sub"]);
-    let c = palisade_policy::git::discover(std::slice::from_ref(&w), &[], &t.0, &RealFs, &FsResolver::default()).controls;
+    let c =
+        palisade_policy::git::discover(std::slice::from_ref(&w), &[], &t.0, &RealFs, &FsResolver::default()).controls;
     assert!(c.iter().any(|c| c.path == w.join("deep/er/emb/.git/hooks")), "{c:#?}");
     assert!(c.iter().any(|c| c.path == w.join("libs/sub/.git")), "{c:#?}");
     assert!(c.iter().any(|c| c.path == w.join(".git/modules/libs/sub/config")), "{c:#?}");
