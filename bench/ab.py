@@ -8,7 +8,8 @@ with --spaced S, with S seconds between runs (an agent's cadence: the model thin
 commands, and caches cool).
 
 Usage: bench/ab.py [--runs N] [--spaced S] [--label NAME=CMD]... CMD...
-A command is a shell-free argument string split on spaces; label it with NAME=CMD.
+A command is a shell-free argument string split on spaces; label it with NAME=CMD (NAME
+without a slash).
 """
 import argparse
 import os
@@ -41,7 +42,9 @@ def main():
     a = ap.parse_args()
     cmds = []
     for c in a.commands:
-        name, _, cmd = c.partition("=") if "=" in c.split(" ")[0] else (c, "", c)
+        name, sep, cmd = c.partition("=")
+        if not sep or "/" in name:
+            name, cmd = c, c
         cmds.append((name, cmd.split()))
     for _ in range(a.warmup):
         for _, argv in cmds:

@@ -13,12 +13,19 @@ pub fn run(args: CheckArgs) -> Outcome {
         .as_ref()
         .map(|env| palisade_linux::placeholders::leftovers(&env.state_home.join("palisade/placeholders")))
         .unwrap_or_default();
-    // Files hard-linked into the workspace from outside it (a package cache).
+    // Files hard-linked into the workspace from outside it (a package cache), and
+    // repositories deeper than `run` looks.
     let ws = args.workspace.clone().or_else(|| env.as_ref().map(|e| e.cwd.clone()));
     let links = ws
         .as_ref()
         .filter(|ws| plausible_workspace(ws, env.as_ref()))
-        .map(|ws| (ws.clone(), crate::hardlinks::scan(ws)));
+        .map(|ws| (ws.clone(), crate::tree_scan::scan(ws)));
+    let unprotected = links.as_ref().map(|(ws, r)| {
+        let policy_args = crate::cli::PolicyArgs { workspace: Some(ws.clone()), ..Default::default() };
+        crate::cmd_policy::load_policy(&policy_args)
+            .map(|(_, p)| crate::tree_scan::unprotected_repositories(&r.dot_gits, &p.git_repositories))
+            .map_err(|f| f.message)
+    });
     if args.json {
         let mut v = serde_json::to_value(&r)?;
         v["platform"] = "linux".into();
@@ -31,6 +38,13 @@ pub fn run(args: CheckArgs) -> Outcome {
                 "truncated": r.truncated,
                 "by_directory": r.by_top.iter().map(|(d, n, e)| serde_json::json!({"directory": d, "files": n, "example": e.display().to_string()})).collect::<Vec<_>>(),
             });
+        }
+        match &unprotected {
+            Some(Ok(dirs)) => {
+                v["unprotected_repositories"] = dirs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().into()
+            }
+            Some(Err(e)) => v["unprotected_repositories"] = serde_json::json!({ "error": e }),
+            None => {}
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -83,7 +97,27 @@ pub fn run(args: CheckArgs) -> Outcome {
                 for (dir, n, example) in &r.by_top {
                     println!("                         {n} under {dir}/ (e.g. {})", example.display());
                 }
-                println!("                         {}", crate::hardlinks::ADVICE);
+                println!("                         {}", crate::tree_scan::ADVICE);
+                if r.by_top.iter().any(|(d, _, _)| d == ".git") {
+                    println!("                         {}", crate::tree_scan::GIT_ADVICE);
+                }
+            }
+        }
+        match &unprotected {
+            None => {}
+            Some(Err(e)) => println!("        repositories:    not checked: the policy does not load: {e}"),
+            Some(Ok(dirs)) if dirs.is_empty() => {
+                println!("        repositories:    every nested repository is protected")
+            }
+            Some(Ok(dirs)) => {
+                println!(
+                    "WARNING repositories:    {} nested repositories lie deeper than `run` looks for them:",
+                    dirs.len()
+                );
+                for d in dirs {
+                    println!("                         {}", d.display());
+                }
+                println!("                         {}", crate::tree_scan::REPOSITORY_ADVICE);
             }
         }
         if can {

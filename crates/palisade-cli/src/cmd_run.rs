@@ -70,6 +70,13 @@ fn run_platform(
         Err(why) => (None, why),
     };
     warn_unevaluated_rules(&policy, &denials, args.json);
+    for n in &policy.notes {
+        if args.json {
+            eprintln!("{}", serde_json::json!({ "level": "warning", "reason": n }));
+        } else {
+            eprintln!("palisade: warning: {n}");
+        }
+    }
     log.record(&session_start(&args, &policy, ("namespaces", abi, &[]), limits_mode, &denials));
     let pty = std::io::stdin().is_terminal().then(|| palisade_linux::PtyUse {
         stdin: true,
@@ -258,6 +265,8 @@ fn limit_reporter(
         if json {
             let v = serde_json::json!({ "level": "error", "limit": h.limit, "reason": h.detail });
             eprintln!("{v}");
+        } else if h.limit == "protection" {
+            eprintln!("palisade: stopped: {}", h.detail);
         } else {
             eprintln!("palisade: limit: {} ([process] {})", h.detail, h.limit);
         }

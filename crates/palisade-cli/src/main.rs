@@ -7,7 +7,7 @@ mod cmd_check;
 mod cmd_policy;
 mod cmd_run;
 mod exit;
-mod hardlinks;
+mod tree_scan;
 
 use std::process::ExitCode;
 

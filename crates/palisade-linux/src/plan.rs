@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use palisade_policy::model::Placeholder;
 use palisade_policy::pathrule::{PathPattern, is_within};
 use palisade_policy::{Access, PathKind, ResolvedPolicy};
 use serde::Serialize;
@@ -29,17 +30,16 @@ pub enum MountOp {
     /// supervisor makes an empty socket there (git, and every tool that skips special files,
     /// ignores it; nothing can be created beneath it) and records it so that the last run
     /// using it removes it, even after a crash; init mounts over it a symbolic link to a
-    /// path that cannot exist ([`PLACEHOLDER_TARGET`]), so inside the path reads as absent
+    /// path that cannot exist ([`placeholder_target`]), so inside the path reads as absent
     /// (`ENOENT`) and cannot be created, renamed or removed.
     ///
-    /// `git_commondir`: the path is a git directory's `commondir`, which git tests with
-    /// `lstat` before reading; the placeholder is then a read-only file saying `.` (the
-    /// git directory is its own common directory, as without the file), on the host and
-    /// inside alike.
+    /// `kind` says what stands on the host ([`Placeholder`]): a socket, a file git reads as
+    /// empty configuration, or, for a `commondir`, a read-only file saying `.`, which is also
+    /// what the sandbox sees.
     Placeholder {
         path: PathBuf,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        git_commondir: bool,
+        #[serde(default, skip_serializing_if = "Placeholder::is_absent")]
+        kind: Placeholder,
     },
     /// A symbolic link at a protected path in a writable tree: bound onto itself, so it can
     /// be neither removed nor replaced; where it leads is decided by its target's own rule.
@@ -101,10 +101,13 @@ pub struct NetPlan {
     pub transparent_ports: Vec<u16>,
 }
 
-/// Where a placeholder's link points inside the sandbox: a name in the sandbox's read-only
-/// root that never exists, so reads find nothing and writes through the link fail with
-/// `EROFS`; `ls -l` shows why.
-pub const PLACEHOLDER_TARGET: &str = "/(protected by palisade: create it outside the sandbox)";
+/// Where the placeholder at `path` points inside the sandbox: a name in the sandbox's
+/// read-only root that never exists, so reads find nothing, and writing through the link
+/// fails with `EROFS` and an error that names the path; `ls -l` shows why.
+pub fn placeholder_target(path: &Path) -> PathBuf {
+    let name = path.file_name().map_or_else(|| path.to_string_lossy(), |n| n.to_string_lossy());
+    PathBuf::from(format!("/(palisade: {name} is protected here; create it outside the sandbox)"))
+}
 
 /// Where the private copies of [`MountOp::PrivateCopy`] live inside the sandbox (a small
 /// tmpfs, writable).
@@ -285,8 +288,11 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         if matches!(inherited, View::Root | View::Private) && !granted_here {
             continue;
         }
-        let private_copy = d.protected_by.is_some_and(|r| r.private_copy);
-        plan_path(&path, d.access, private_copy, inherited, host, &mut mounts, &mut mounted)?;
+        let hints = Hints {
+            private_copy: d.protected_by.is_some_and(|r| r.private_copy),
+            placeholder: d.protected_by.map_or(Placeholder::Absent, |r| r.placeholder),
+        };
+        plan_path(&path, d.access, hints, inherited, host, &mut mounts, &mut mounted)?;
     }
     // Links for grants written through a symlink (`/lib64`, a linked home directory).
     for r in &policy.paths {
@@ -395,11 +401,17 @@ fn view_of(mounted: &[(PathBuf, View)], path: &Path) -> View {
 
 /// Decides the operation for one path whose policy access is `want` and whose current view is
 /// `inherited`.
-#[allow(clippy::too_many_arguments)]
+/// What the rule protecting a path asks of a backend (see [`palisade_policy::model::PathRule`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hints {
+    private_copy: bool,
+    placeholder: Placeholder,
+}
+
 fn plan_path(
     path: &Path,
     want: Access,
-    private_copy: bool,
+    hints: Hints,
     inherited: View,
     host: &dyn HostView,
     mounts: &mut Vec<MountOp>,
@@ -425,7 +437,7 @@ fn plan_path(
             Ok(())
         }
         View::Host(have) if have == want => Ok(()),
-        View::Host(have) => walk_to(path, want, have, private_copy, host, mounts, mounted),
+        View::Host(have) => walk_to(path, want, have, hints, host, mounts, mounted),
     }
 }
 
@@ -441,12 +453,11 @@ fn plan_path(
 /// - the first missing component becomes a placeholder.
 ///
 /// Then `path` itself is masked or bound with the access wanted.
-#[allow(clippy::too_many_arguments)]
 fn walk_to(
     path: &Path,
     want: Access,
     have: Access,
-    private_copy: bool,
+    hints: Hints,
     host: &dyn HostView,
     mounts: &mut Vec<MountOp>,
     mounted: &mut Vec<(PathBuf, View)>,
@@ -464,8 +475,9 @@ fn walk_to(
         match host.kind(&cur) {
             None => {
                 if narrowing && !already {
-                    let git_commondir = last && cur.file_name().is_some_and(|n| n == "commondir");
-                    mount(mounts, mounted, MountOp::Placeholder { path: cur.clone(), git_commondir });
+                    // The rule's kind is for the path itself; a missing ancestor is plain.
+                    let kind = if last { hints.placeholder } else { Placeholder::Absent };
+                    mount(mounts, mounted, MountOp::Placeholder { path: cur.clone(), kind });
                 }
                 return Ok(());
             }
@@ -487,7 +499,7 @@ fn walk_to(
             Some(kind) => {
                 if want == Access::None {
                     mount(mounts, mounted, MountOp::Mask { path: cur.clone(), dir: kind == Kind::Dir });
-                } else if private_copy && narrowing && kind == Kind::File {
+                } else if hints.private_copy && narrowing && kind == Kind::File {
                     mount(mounts, mounted, MountOp::PrivateCopy { path: cur.clone() });
                 } else {
                     mount(mounts, mounted, MountOp::Bind { path: cur.clone(), writable: want == Access::Write });
@@ -686,7 +698,7 @@ mod tests {
     struct FakeHost(BTreeMap<PathBuf, Kind>);
 
     fn placeholder(p: &str) -> MountOp {
-        MountOp::Placeholder { path: p.into(), git_commondir: false }
+        MountOp::Placeholder { path: p.into(), kind: Placeholder::Absent }
     }
 
     impl FakeHost {
@@ -839,19 +851,6 @@ mod tests {
         assert!(p.mounts.contains(&placeholder("/w/proj/.mcp.json")));
         assert!(p.mounts.contains(&placeholder("/w/proj/.envrc")));
         assert!(p.mounts.contains(&placeholder("/w/proj/.claude")));
-    }
-
-    #[test]
-    fn a_missing_commondir_gets_a_placeholder_git_can_read() {
-        let h = FakeHost::with(&[("/w/proj/.git/HEAD", Kind::File)]);
-        let p = plan(&format!("{BASE}protect = [\".git/commondir\"]\n"), &h).unwrap();
-        assert!(
-            p.mounts.contains(&MountOp::Placeholder { path: "/w/proj/.git/commondir".into(), git_commondir: true })
-        );
-        // Only the last component: a missing `.git` above it is an ordinary placeholder.
-        let h = FakeHost::with(&[("/w/proj/README", Kind::File)]);
-        let p = plan(&format!("{BASE}protect = [\".git/commondir\"]\n"), &h).unwrap();
-        assert!(p.mounts.contains(&placeholder("/w/proj/.git")));
     }
 
     #[test]

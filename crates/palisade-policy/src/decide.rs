@@ -52,6 +52,12 @@ impl fmt::Display for PathDecision<'_> {
         }
         if let Some(p) = self.protected_by {
             writeln!(f, "  capped read-only by: protect {:?}  [{}]", p.origin.text, p.origin)?;
+            if p.private_copy {
+                writeln!(
+                    f,
+                    "  inside: a private copy that git may rewrite; changes end with the run, this file stays as it is"
+                )?;
+            }
         }
         Ok(())
     }

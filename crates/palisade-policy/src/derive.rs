@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::decide::Access;
 use crate::error::PolicyError;
 use crate::hostfs::{HostFs, Kind};
-use crate::model::{LayerKind, Origin, PathKind, PathRule};
+use crate::model::{LayerKind, Origin, PathKind, PathRule, Placeholder};
 use crate::pathrule::PathPattern;
 use crate::resolve::ResolvedPolicy;
 use crate::vars::PathResolver;
@@ -64,7 +64,7 @@ impl ResolvedPolicy {
     /// specific than the derived protection of `.git/hooks`), and is refused like any other
     /// widening unless `trust_project`.
     pub fn derive(&mut self, host: &Host<'_>, trust_project: bool) -> Result<(), PolicyError> {
-        self.add_derived(host);
+        self.add_derived(host)?;
         if trust_project {
             return Ok(());
         }
@@ -93,7 +93,7 @@ impl ResolvedPolicy {
         Ok(())
     }
 
-    fn add_derived(&mut self, host: &Host<'_>) {
+    fn add_derived(&mut self, host: &Host<'_>) -> Result<(), PolicyError> {
         let roots = self.writable_roots(host);
         let mut added = Vec::new();
         for rr in &self.per_root {
@@ -105,8 +105,47 @@ impl ResolvedPolicy {
             }
         }
         self.rules.paths.extend(added);
-        let Some(setting) = self.protect_git.clone().filter(|s| s.value) else { return };
+        let Some(setting) = self.protect_git.clone().filter(|s| s.value) else { return Ok(()) };
         let found = crate::git::discover(&roots, host.git_configs, &self.home, host.fs, host.resolver);
+        if found.too_many {
+            return Err(PolicyError::Setup(format!(
+                "more than {} git repositories lie under the writable directories ({}); each is protected with mounts at every start, so Palisade stops here: grant a narrower directory, or check for repositories a run planted (gitlinks in an index)",
+                crate::git::MAX_REPOSITORIES,
+                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.notes.extend(found.notes);
+        // The same names in the work trees of repositories below the roots (submodules,
+        // nested checkouts, gitlinks), where they exist: a placeholder for each missing one
+        // in every nested work tree would cost too much at every start.
+        let mut nested = Vec::new();
+        for wt in found.repositories.iter().filter_map(|r| r.work_tree.as_ref()) {
+            if roots.contains(wt) || !roots.iter().any(|r| wt.starts_with(r)) {
+                continue;
+            }
+            for rr in &self.per_root {
+                let p = wt.join(&rr.rel);
+                if host.fs.kind(&p).is_some() {
+                    for target in with_target(&p, host.resolver, true) {
+                        nested.push(rule(rr.kind, target, rr.origin.clone()));
+                    }
+                }
+            }
+        }
+        self.rules.paths.extend(nested);
+        // A root inside a work tree whose git directory the sandbox cannot see: git inside
+        // will not find it, which is better said now than discovered.
+        for r in &found.repositories {
+            let (Some(wt), shown) = (&r.work_tree, r.common.as_ref().unwrap_or(&r.git_dir)) else { continue };
+            if roots.iter().any(|root| root.starts_with(wt)) && self.decide_path(&r.git_dir).access == Access::None {
+                self.notes.push(format!(
+                    "git inside the sandbox will not find the repository of {}: its git directory {} is not visible there; pass --allow-read {} (--allow-write to commit: its configuration and hooks stay protected)",
+                    wt.display(),
+                    r.git_dir.display(),
+                    shown.display()
+                ));
+            }
+        }
         self.git_repositories = found.repositories.into_iter().map(|r| r.git_dir).collect();
         self.git_watched = found.watched.into_iter().map(|p| (p, None)).collect();
         let mut added = Vec::new();
@@ -124,10 +163,12 @@ impl ResolvedPolicy {
                 };
                 let mut r = rule(PathKind::Protect, target, origin);
                 r.private_copy = c.private_copy;
+                r.placeholder = c.placeholder;
                 added.push(r);
             }
         }
         self.rules.paths.extend(added);
+        Ok(())
     }
 }
 
@@ -147,5 +188,12 @@ fn with_target(path: &Path, resolver: &dyn PathResolver, follow: bool) -> Vec<Pa
 /// An exact rule (never a glob, whatever characters the name holds).
 fn rule(kind: PathKind, path: PathBuf, origin: Origin) -> PathRule {
     let depth = path.components().count();
-    PathRule { kind, pattern: PathPattern::Exact(path, depth), via_link: None, private_copy: false, origin }
+    PathRule {
+        kind,
+        pattern: PathPattern::Exact(path, depth),
+        via_link: None,
+        private_copy: false,
+        placeholder: Placeholder::Absent,
+        origin,
+    }
 }

@@ -24,9 +24,19 @@ pub trait HostFs {
     fn kind(&self, path: &Path) -> Option<Kind>;
     /// The entries of a directory (names and kinds, from `readdir`); empty when unreadable.
     fn list(&self, dir: &Path) -> Vec<(OsString, Kind)>;
-    /// The first `limit` bytes of a regular file (following no final symlink); `None` when
-    /// it is not a regular file or cannot be read.
+    /// The first `limit` bytes of a regular file (links followed, as git follows them);
+    /// `None` when it is not a regular file or cannot be read.
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;
+    /// `stat(path)`: what is there when a final symbolic link is followed.
+    fn kind_followed(&self, path: &Path) -> Option<Kind> {
+        self.kind(path)
+    }
+    /// Up to `len` bytes of a regular file from `offset` (fewer at its end); `None` when it
+    /// is not a regular file or cannot be read.
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let data = self.read(path, offset as usize + len)?;
+        Some(data.get(offset as usize..).unwrap_or_default().to_vec())
+    }
     /// When `path`'s inode last changed (`st_ctime`, seconds and nanoseconds; not following a
     /// final link; unlike the modification time, no one can set it), `None` when it does not
     /// exist or this host cannot tell.
@@ -39,34 +49,51 @@ pub trait HostFs {
 /// common directory, which is what git assumes when the file is absent. (Git tests whether
 /// `commondir` exists before reading it, so a placeholder that cannot be read would stop it.)
 pub const COMMONDIR_PLACEHOLDER: &[u8] = b".\n";
-pub const COMMONDIR_PLACEHOLDER_MODE: u32 = 0o444;
+/// The contents of an empty-configuration placeholder: a comment, which git reads as no
+/// configuration at all, and which no one else's file holds.
+pub const EMPTY_CONFIG_PLACEHOLDER: &[u8] =
+    b"# Palisade holds this name while a sandbox runs, and removes this file when it ends.\n";
+/// The mode of both file placeholders.
+pub const FILE_PLACEHOLDER_MODE: u32 = 0o444;
 
-/// Whether a path whose name is `name` and whose `lstat` gave `mode` (type and permission
-/// bits) and `size` may be one of Palisade's placeholders, before its contents are checked:
-/// a socket (or, on file systems without sockets, a directory) with no permission bits, or a
-/// `commondir` file of mode 444 and [`COMMONDIR_PLACEHOLDER`]'s size (whose contents must then
-/// be compared).
+/// Whether a path whose name is `name` and whose `lstat` gave `file_type`, permission bits
+/// `perm` and `size` may be one of Palisade's placeholders, before its contents are checked.
 pub fn placeholder_shape(name: &std::ffi::OsStr, file_type: Kind, perm: u32, size: u64) -> Option<PlaceholderShape> {
+    let perm = perm & 0o7777;
     match file_type {
-        Kind::Other | Kind::Dir if perm & 0o7777 == 0 => Some(PlaceholderShape::Empty),
+        Kind::Other | Kind::Dir if perm == 0 => Some(PlaceholderShape::Empty),
         Kind::File
-            if name == "commondir"
-                && perm & 0o7777 == COMMONDIR_PLACEHOLDER_MODE
-                && size == COMMONDIR_PLACEHOLDER.len() as u64 =>
+            if perm == FILE_PLACEHOLDER_MODE && name == "commondir" && size == COMMONDIR_PLACEHOLDER.len() as u64 =>
         {
             Some(PlaceholderShape::Commondir)
+        }
+        Kind::File if perm == FILE_PLACEHOLDER_MODE && size == EMPTY_CONFIG_PLACEHOLDER.len() as u64 => {
+            Some(PlaceholderShape::EmptyConfig)
         }
         _ => None,
     }
 }
 
-/// The two kinds of placeholder on the host.
+/// The kinds of placeholder on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlaceholderShape {
     /// An empty socket (or empty directory) of mode 000.
     Empty,
     /// A `commondir` file, mode 444, holding [`COMMONDIR_PLACEHOLDER`].
     Commondir,
+    /// A file of mode 444 holding [`EMPTY_CONFIG_PLACEHOLDER`].
+    EmptyConfig,
+}
+
+impl PlaceholderShape {
+    /// The contents a file of this shape must have to be a placeholder (none for the others).
+    pub fn contents(self) -> Option<&'static [u8]> {
+        match self {
+            PlaceholderShape::Empty => None,
+            PlaceholderShape::Commondir => Some(COMMONDIR_PLACEHOLDER),
+            PlaceholderShape::EmptyConfig => Some(EMPTY_CONFIG_PLACEHOLDER),
+        }
+    }
 }
 
 /// An in-memory host for tests (of this crate and of the backends' planners): paths with a

@@ -68,7 +68,7 @@ impl FsResolver {
     }
 }
 
-/// The host file system through `lstat`, `readdir` and `open(O_NOFOLLOW)`.
+/// The host file system through `lstat`, `readdir` and `open` (regular files only).
 ///
 /// Palisade's own placeholders (empty sockets of mode 000, which stand for a protected path
 /// that does not exist while a sandbox runs; see `docs/linux.md`) are reported as absent, so
@@ -88,9 +88,7 @@ pub fn is_placeholder(path: &Path, m: &std::fs::Metadata) -> bool {
                 std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
             }
             Some(PlaceholderShape::Empty) => true,
-            Some(PlaceholderShape::Commondir) => {
-                RealFs.read(path, 16).is_some_and(|d| d == crate::hostfs::COMMONDIR_PLACEHOLDER)
-            }
+            Some(shape) => RealFs.read(path, 256).as_deref() == shape.contents(),
             None => false,
         }
     }
@@ -134,6 +132,29 @@ impl HostFs for RealFs {
             .collect()
     }
 
+    fn kind_followed(&self, path: &Path) -> Option<Kind> {
+        std::fs::metadata(path).ok().map(|m| kind_of(m.file_type()))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.custom_flags(libc::O_NONBLOCK);
+        }
+        let mut f = o.open(path).ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        f.seek(std::io::SeekFrom::Start(offset)).ok()?;
+        let mut buf = Vec::new();
+        f.take(len as u64).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+
     fn changed(&self, path: &Path) -> Option<(i64, i64)> {
         #[cfg(unix)]
         {
@@ -154,8 +175,9 @@ impl HostFs for RealFs {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            // Never a link, never a FIFO that would block: regular files only.
-            o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+            // Links are followed, as git follows them; never a FIFO that would block: regular
+            // files only (checked once open).
+            o.custom_flags(libc::O_NONBLOCK);
         }
         let f = o.open(path).ok()?;
         if !f.metadata().ok()?.is_file() {
@@ -183,6 +205,14 @@ impl HostFs for FsResolver {
 
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
         RealFs.read(path, limit)
+    }
+
+    fn kind_followed(&self, path: &Path) -> Option<Kind> {
+        RealFs.kind_followed(path)
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+        RealFs.read_at(path, offset, len)
     }
 
     fn changed(&self, path: &Path) -> Option<(i64, i64)> {

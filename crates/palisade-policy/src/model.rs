@@ -117,7 +117,35 @@ pub struct PathRule {
     /// changes end with the run. Set only by derivation ([`crate::derive`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub private_copy: bool,
+    /// What stands in for the path on the host while a sandbox runs, when it does not exist
+    /// and must stay uncreatable. Set only by derivation.
+    #[serde(skip_serializing_if = "Placeholder::is_absent")]
+    pub placeholder: Placeholder,
     pub origin: Origin,
+}
+
+/// What a backend puts on the host for a protected path that does not exist, so that a mount
+/// can hold the name while a sandbox runs (see `docs/linux.md`). Inside, the path reads as
+/// absent either way, except [`Placeholder::SameDir`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placeholder {
+    /// Something no tool reads as a file: an empty socket, which git and most tools skip.
+    #[default]
+    Absent,
+    /// A file that git reads as empty configuration (one comment), for a path git reads as
+    /// configuration when it exists (an include target, `config.worktree`): a file git
+    /// cannot read there would stop every git command on the host.
+    EmptyConfig,
+    /// A git `commondir` saying `.`: the git directory is its own common directory, as when
+    /// the file is absent (git tests it with `lstat` before reading it).
+    SameDir,
+}
+
+impl Placeholder {
+    pub fn is_absent(&self) -> bool {
+        *self == Placeholder::Absent
+    }
 }
 
 /// A `deny` or `protect` entry written `${writable}/REL`: the path REL under every writable

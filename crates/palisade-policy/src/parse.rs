@@ -250,7 +250,14 @@ impl<'a> LayerBuilder<'a> {
         for t in targets {
             let pattern = PathPattern::new(t).map_err(|m| PolicyError::invalid(site.clone(), m))?;
             let origin = self.origin(site.clone(), text);
-            self.rules.paths.push(PathRule { kind, pattern, via_link: via_link.clone(), private_copy: false, origin });
+            self.rules.paths.push(PathRule {
+                kind,
+                pattern,
+                via_link: via_link.clone(),
+                private_copy: false,
+                placeholder: Placeholder::Absent,
+                origin,
+            });
         }
         Ok(())
     }

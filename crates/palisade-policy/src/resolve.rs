@@ -24,6 +24,9 @@ pub struct ResolvedPolicy {
     /// stamped by [`crate::load::RepoWatch`].
     #[serde(skip)]
     pub git_watched: Vec<(PathBuf, Option<(i64, i64)>)>,
+    /// What derivation could not do on this host, in words (a warning at every run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl std::ops::Deref for ResolvedPolicy {
@@ -67,6 +70,7 @@ pub fn resolve(
         rules,
         git_repositories: Vec::new(),
         git_watched: Vec::new(),
+        notes: Vec::new(),
     })
 }
 

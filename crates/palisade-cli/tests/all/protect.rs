@@ -270,7 +270,7 @@ fn placeholders_are_invisible_to_git_read_as_absent_and_leave_nothing() {
     for want in ["COMMITTED", "MCP-ABSENT", "VSCODE-ABSENT", "SETTINGS-ABSENT", "MKDIR-REFUSED", "WRITE-REFUSED"] {
         assert!(out.contains(want), "{want} missing: {out}{}", stderr(&o));
     }
-    assert!(out.contains("protected by palisade"), "`ls -l` should say why: {out}");
+    assert!(out.contains("is protected here; create it outside the sandbox"), "`ls -l` should say why: {out}");
     assert!(!out.contains("Would remove"), "git clean sees placeholders: {out}");
     assert!(!stderr(&o).contains("No such device"), "{}", stderr(&o));
     // The commit holds app.py alone; the host's tree is clean and as it was, plus app.py.
@@ -317,7 +317,7 @@ fn git_init_and_clone_into_a_plain_workspace_are_refused_and_say_why() {
     );
     let out = stdout(&o);
     assert!(out.contains("done"), "{}", stderr(&o));
-    assert!(out.contains("protected by palisade: create it outside the sandbox"), "{out}");
+    assert!(out.contains("is protected here; create it outside the sandbox"), "{out}");
     assert!(!s.path("ws/.git").exists() && !s.path("ws/HEAD").exists() && !s.path("ws/README").exists());
     // The same workspace after `git init` outside works inside.
     s.host_git_ok(&s.ws(), &["init", "-q"]);
@@ -528,4 +528,235 @@ fn files_hard_linked_from_a_cache_are_written_through_and_check_reports_them() {
     let o = s.palisade(&["check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hard_links"]["files"], 1, "{v}");
+}
+
+#[test]
+fn hooks_linked_into_the_work_tree_and_programs_named_by_configuration_are_protected() {
+    let s = Sandbox::new("p-indirect");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let mark = s.path("PWNED");
+    let m = mark.display();
+    let ws = s.ws();
+    std::fs::create_dir_all(ws.join("scripts")).unwrap();
+    std::fs::create_dir_all(ws.join("tools")).unwrap();
+    std::fs::create_dir_all(ws.join(".husky/_")).unwrap();
+    std::fs::write(ws.join("scripts/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(ws.join("scripts/pre-commit"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    std::os::unix::fs::symlink("../../scripts/pre-commit", ws.join(".git/hooks/pre-commit")).unwrap();
+    std::fs::write(ws.join("tools/clean.sh"), "#!/bin/sh\ncat\n").unwrap();
+    std::fs::set_permissions(ws.join("tools/clean.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(ws.join(".gitattributes"), "*.txt filter=strip\n").unwrap();
+    s.host_git_ok(&ws, &["config", "filter.strip.clean", "./tools/clean.sh"]);
+    // The user's own configuration: a hooks directory relative to every work tree.
+    s.write(
+        "home/.gitconfig",
+        &format!("{}[core]\n\thooksPath = .husky/_\n", std::fs::read_to_string(s.home().join(".gitconfig")).unwrap()),
+    );
+    let o = s.sh(&format!(
+        "printf '#!/bin/sh\\ntouch {m}\\n' > scripts/pre-commit; printf '#!/bin/sh\\ntouch {m}\\ncat\\n' > tools/clean.sh; \
+         printf '#!/bin/sh\\ntouch {m}\\n' > .husky/_/pre-commit; chmod +x .husky/_/pre-commit; \
+         printf '#!/bin/sh\\ntouch {m}\\n' > .husky/pre-commit; echo x > a.txt; echo done"
+    ));
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    host_runs_nothing(&s, &ws, &mark);
+}
+
+#[test]
+fn while_a_run_lasts_git_and_shells_on_the_host_keep_working() {
+    // A placeholder git cannot read would stop it: files git reads as configuration (a
+    // missing include, config.worktree) are held by a file git reads as empty.
+    let s = Sandbox::new("p-hostdur");
+    s.git_identity();
+    let home = s.home();
+    s.write(
+        "home/.gitconfig",
+        &format!(
+            "{}[include]\n\tpath = ~/.gitconfig.local\n",
+            std::fs::read_to_string(home.join(".gitconfig")).unwrap()
+        ),
+    );
+    let proj = s.path("home/proj");
+    repo(&s, &proj);
+    s.host_git_ok(&proj, &["config", "extensions.worktreeConfig", "true"]);
+    let mut child = s
+        .command(
+            &proj,
+            &[
+                "run",
+                "--workspace",
+                proj.to_str().unwrap(),
+                "--allow-write",
+                home.to_str().unwrap(),
+                "--",
+                "sleep",
+                "3",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !home.join(".gitconfig.local").exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let during = s.host_git(&proj, &["status", "--porcelain"]);
+    child.wait().unwrap();
+    assert!(during.status.success(), "host git during the run: {}", stderr(&during));
+    assert!(!stderr(&during).contains("unable"), "{}", stderr(&during));
+    assert!(!home.join(".gitconfig.local").exists(), "left behind");
+}
+
+#[test]
+fn a_placeholder_removed_on_the_host_stops_the_run() {
+    // The kernel detaches a mount whose host name is unlinked, and the path becomes creatable
+    // inside; the supervisor notices and stops the sandbox.
+    let s = Sandbox::new("p-unlinked");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let ph = s.path("ws/.vscode");
+    let remover = {
+        let ph = ph.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            while std::fs::symlink_metadata(&ph).is_err() && t.elapsed() < std::time::Duration::from_secs(10) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let _ = std::fs::remove_file(&ph);
+        })
+    };
+    let o = s.sh("sleep 5; echo survived");
+    remover.join().unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("survived"));
+    assert!(stderr(&o).contains(".vscode was removed or replaced on the host"), "{}", stderr(&o));
+}
+
+#[test]
+fn making_placeholders_never_hangs_and_skips_what_no_one_can_write() {
+    let s = Sandbox::new("p-nohang");
+    s.git_identity();
+    repo(&s, &s.ws());
+    // A repository whose .git a previous run closed (mode 555, hooks removed).
+    let o = s.sh("git init -q d1 && rm -r d1/.git/hooks && chmod 555 d1/.git; echo planted");
+    assert!(stdout(&o).contains("planted"), "{}", stderr(&o));
+    let mut child = s.command(&s.ws(), &["run", "--", "true"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("palisade run hung while making placeholders");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // As root the closed directory is no barrier (and no error); as a user it is the user's
+    // own directory, so the run refuses, naming it.
+    assert!(status.success() || (status.code() == Some(125) && err.contains("d1/.git")), "{status:?} {err}");
+    let _ = std::fs::set_permissions(s.path("ws/d1/.git"), std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    // A directory of another user, closed to this one: nothing can be made there, by the
+    // sandbox either, so no placeholder is needed and the run goes ahead.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("skipped: a directory closed to this user needs an unprivileged user");
+        return;
+    }
+    let o = s.run(
+        &["--allow-write", "/usr/share"],
+        &["/bin/sh", "-c", "mkdir /usr/share/.vscode 2>/dev/null || echo refused"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("refused"));
+}
+
+#[test]
+fn a_concurrent_sandbox_cannot_make_palisade_link_its_file_into_another_workspace() {
+    // Placeholders after the first are links to it, made from a descriptor of that very
+    // socket: swapping the first one's name for a file of one's own changes nothing.
+    let s = Sandbox::new("p-linkrace");
+    s.git_identity();
+    let shared = s.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    repo(&s, &s.ws());
+    let evil = s.path("evil-gitfile");
+    std::fs::write(&evil, "gitdir: /nonexistent-evil\n").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let racer = {
+        let (stop, target, evil) = (stop.clone(), shared.join(".aider.conf.yml"), evil.clone());
+        std::thread::spawn(move || {
+            let tmp = target.with_extension("swap");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&target)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = std::fs::copy(&evil, &tmp);
+                    let _ = std::fs::rename(&tmp, &target);
+                }
+                std::hint::spin_loop();
+            }
+            let _ = std::fs::remove_file(&target);
+        })
+    };
+    for _ in 0..15 {
+        let _ = s.run(&["--allow-write", shared.to_str().unwrap()], &["true"]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    racer.join().unwrap();
+    for e in std::fs::read_dir(s.ws()).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            assert_ne!(
+                std::fs::read_to_string(&p).unwrap_or_default(),
+                "gitdir: /nonexistent-evil\n",
+                "{} was linked to the racer's file",
+                p.display()
+            );
+        }
+    }
+    assert_eq!(s.host_git_ok(&s.ws(), &["status", "--porcelain"]), "");
+}
+
+#[test]
+fn protections_reach_the_work_trees_of_nested_repositories_where_the_files_exist() {
+    let s = Sandbox::new("p-nested-names");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let sub = s.path("ws/app");
+    repo(&s, &sub);
+    s.write("ws/app/.vscode/tasks.json", "{}");
+    s.write("ws/app/.envrc", "export A=1\n");
+    let o = s.sh("echo evil > app/.vscode/tasks.json; echo evil >> app/.envrc; echo done");
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(sub.join(".vscode/tasks.json")).unwrap(), "{}");
+    assert_eq!(std::fs::read_to_string(sub.join(".envrc")).unwrap(), "export A=1\n");
+}
+
+#[test]
+fn check_names_the_nested_repositories_run_does_not_look_for() {
+    // An untracked checkout two levels down is beyond the scan of a work tree: its hooks are
+    // writable inside (shown from outside), and `palisade check` names it.
+    let s = Sandbox::new("p-deep-nested");
+    s.git_identity();
+    repo(&s, &s.ws());
+    repo(&s, &s.path("ws/near"));
+    let deep = s.path("ws/third_party/lib");
+    repo(&s, &deep);
+    let o = s.sh("echo '#!/bin/sh' > third_party/lib/.git/hooks/pre-commit && echo WRITTEN; \
+         echo x > near/.git/hooks/pre-commit || echo NEAR-REFUSED");
+    assert!(stdout(&o).contains("WRITTEN") && stdout(&o).contains("NEAR-REFUSED"), "{}{}", stdout(&o), stderr(&o));
+    let o = s.palisade(&["check"]);
+    let out = stdout(&o);
+    assert!(out.contains("1 nested repositories lie deeper than `run` looks"), "{out}");
+    assert!(
+        out.contains(deep.to_str().unwrap()) && !out.contains(&format!("{}\n", s.path("ws/near").display())),
+        "{out}"
+    );
+    let o = s.palisade(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["unprotected_repositories"].as_array().map(Vec::len), Some(1), "{v}");
 }

@@ -143,7 +143,8 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
     let audit = opts.denials.take();
     // Made before the sandbox exists and released however the run ends (dropping `held`).
-    let held = hold_placeholders(plan, opts.placeholders.as_deref())?;
+    let (held, adjusted) = hold_placeholders(plan, opts.placeholders.as_deref())?;
+    let plan = adjusted.as_ref().unwrap_or(plan);
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
     // SAFETY: getuid/getgid cannot fail.
@@ -179,7 +180,8 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         .filter_map(|m| if let MountOp::Tmpfs { path, size } = m { Some((path.clone(), *size)) } else { None })
         .collect();
     tmpfs.push(("/dev/shm".into(), plan.shm_size));
-    let watcher = start_watch(pid, &plan.limits, cgroup.clone(), tmpfs, true, &opts)?;
+    let protections = held.as_ref().map(|h| Box::new(h.watcher()) as watch::ProtectionCheck);
+    let watcher = start_watch(pid, &plan.limits, cgroup.clone(), tmpfs, true, protections, &opts)?;
     // Processes that exec'd in the sandbox, by host pid: a nested Landlock domain's creator
     // may be gone when its first denial is reported, but it was seen exec'ing.
     let execed = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<u32>::new()));
@@ -187,11 +189,12 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let denials = start_denials(audit, move |creator| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
-    // While init builds the file system view.
+    // Before init may go on: whatever the caller records at the start (git's change times)
+    // must be taken before the command can run.
     if let Some(f) = opts.on_started.take() {
         f();
     }
+    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
     if let Some(cg) = &cgroup {
         // While init builds the file system view; the command starts only once it is done.
         cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
@@ -251,28 +254,39 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     status.map_err(|e| setup("supervising the sandbox", e))
 }
 
-/// Makes the plan's placeholders on the host and registers them for this run.
-fn hold_placeholders(plan: &Plan, registry: Option<&Path>) -> Result<Option<placeholders::Held>, RunError> {
-    let paths: Vec<(std::path::PathBuf, bool)> = plan
+/// Makes the plan's placeholders on the host and registers them for this run. Placeholders
+/// that cannot be made because nothing can make a name there (the sandbox included) are
+/// left out of the plan: the returned plan is the one to run.
+fn hold_placeholders(
+    plan: &Plan,
+    registry: Option<&Path>,
+) -> Result<(Option<placeholders::Held>, Option<Plan>), RunError> {
+    let wanted: Vec<(std::path::PathBuf, palisade_policy::model::Placeholder)> = plan
         .mounts
         .iter()
         .filter_map(|m| match m {
-            MountOp::Placeholder { path, git_commondir } => Some((path.clone(), *git_commondir)),
+            MountOp::Placeholder { path, kind } => Some((path.clone(), *kind)),
             _ => None,
         })
         .collect();
-    if paths.is_empty() {
-        return Ok(None);
+    if wanted.is_empty() {
+        return Ok((None, None));
     }
     let Some(dir) = registry else {
         return Err(RunError::Setup("the plan has placeholders but no placeholder registry was given".into()));
     };
-    placeholders::acquire(dir, &paths).map(Some).map_err(|e| {
+    let (held, skipped) = placeholders::acquire(dir, &wanted).map_err(|e| {
         RunError::Setup(format!(
             "making the placeholders for protected paths that do not exist: {e}{}",
             if e.path.starts_with(dir) { " (set XDG_STATE_HOME to a writable directory)" } else { "" }
         ))
-    })
+    })?;
+    if skipped.is_empty() {
+        return Ok((Some(held), None));
+    }
+    let mut adjusted = plan.clone();
+    adjusted.mounts.retain(|m| !matches!(m, MountOp::Placeholder { path, .. } if skipped.contains(path)));
+    Ok((Some(held), Some(adjusted)))
 }
 
 /// A message to init failed: init has ended, and said why (a set-up error) unless it was
@@ -407,6 +421,7 @@ fn start_watch(
     cgroup: Option<std::sync::Arc<cgroup::Cgroup>>,
     tmpfs: Vec<(std::path::PathBuf, u64)>,
     tree: bool,
+    protections: Option<watch::ProtectionCheck>,
     opts: &RunOptions,
 ) -> Result<Watcher, RunError> {
     let done = std::sync::Arc::new(watch::Stop::new().map_err(|e| setup("the limit watcher", e))?);
@@ -420,6 +435,7 @@ fn start_watch(
         kill,
         on_limit: opts.on_limit.clone(),
         started: std::time::Instant::now(),
+        protections,
     };
     let d = done.clone();
     let thread = std::thread::Builder::new()
@@ -497,7 +513,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
         None => (None, None),
     };
     drop(slave);
-    let watcher = start_watch(pid, &plan.limits, None, Vec::new(), false, &opts)?;
+    let watcher = start_watch(pid, &plan.limits, None, Vec::new(), false, None, &opts)?;
     // Without a pid namespace, the command's own process created the sandbox's domain.
     let denials = start_denials(audit, move |creator| creator == pid as u32)?;
     let result = await_exec(&ours, &mut |_| {}).and_then(|_| {

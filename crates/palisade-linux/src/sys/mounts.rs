@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::ffi::{self, *};
 use crate::plan::{MountOp, Plan};
+use palisade_policy::model::Placeholder;
 
 use super::step::{StepError as MountError, at};
 
@@ -99,7 +100,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 attach_at(roots, &tree, path)?;
             }
             MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
-            MountOp::Placeholder { path, git_commondir: true } => {
+            MountOp::Placeholder { path, kind: Placeholder::SameDir } => {
                 // A read-only file saying "." made by the supervisor: bound onto itself.
                 let src = at(
                     "open (no symlinks) the placeholder",
@@ -108,12 +109,13 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 )?;
                 rebind_read_only(roots, &src, path)?;
             }
-            MountOp::Placeholder { path, git_commondir: false } => {
-                // Made on the host by the supervisor: an empty socket (see `placeholders`),
-                // covered by a dangling link. On a file system without sockets it is a
-                // directory, which only a directory can cover: the kernel refuses the link
-                // with EINVAL, and the empty one is mounted instead.
-                match from_mask_source(roots, path, Mask::Placeholder) {
+            MountOp::Placeholder { path, kind: _ } => {
+                // Made on the host by the supervisor (an empty socket, or a file git reads as
+                // empty configuration; see `placeholders`), covered by a dangling link named
+                // for it. On a file system without sockets it is a directory, which only a
+                // directory can cover: the kernel refuses the link with EINVAL, and an empty
+                // one is mounted instead.
+                match placeholder_link(roots, path) {
                     Err(e) if e.err.raw_os_error() == Some(libc::EINVAL) => {
                         from_mask_source(roots, path, Mask::EmptyDir)?
                     }
@@ -303,14 +305,12 @@ enum Mask {
     DeniedDir,
     /// A readable, empty directory.
     EmptyDir,
-    /// A link to [`crate::plan::PLACEHOLDER_TARGET`], which never exists.
-    Placeholder,
 }
 
 /// The mask source (a tiny tmpfs, never attached) and its entries, opened once.
 pub struct Masks {
     _fs: OwnedFd,
-    entries: [OwnedFd; 4],
+    entries: [OwnedFd; 3],
 }
 
 /// The mask source, made on first use: its entries are created, then the mount is made
@@ -334,15 +334,11 @@ fn masks<'a>(roots: &'a mut Roots, path: &Path) -> Result<&'a Masks> {
             let r = unsafe { libc::mkdirat(fs.as_raw_fd(), name.as_ptr(), mode) };
             at("create the mask for", path, check(r as libc::c_long))?;
         }
-        let target = at("name", path, cstr(Path::new(crate::plan::PLACEHOLDER_TARGET)))?;
-        // SAFETY: valid C strings and directory descriptor.
-        let r = unsafe { libc::symlinkat(target.as_ptr(), fs.as_raw_fd(), c"placeholder".as_ptr()) };
-        at("create the mask for", path, check(r as libc::c_long))?;
         let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
         at("make the mask source read-only for", path, set_mount_attr(fs.as_raw_fd(), attrs, false))?;
         let open =
             |name: &str| at("open the mask for", path, open_beneath(fs.as_raw_fd(), Path::new(name), libc::O_PATH, 0));
-        let entries = [open("denied")?, open("denied-dir")?, open("empty-dir")?, open("placeholder")?];
+        let entries = [open("denied")?, open("denied-dir")?, open("empty-dir")?];
         roots.masks = Some(Masks { _fs: fs, entries });
     }
     Ok(roots.masks.as_ref().expect("just made"))
@@ -356,14 +352,31 @@ fn from_mask_source(roots: &mut Roots, path: &Path, which: Mask) -> Result<()> {
     attach_at(roots, &tree, path)
 }
 
-/// The generated files' tmpfs (never attached): `File` contents and the links to private
-/// copies, cloned from there one by one.
+/// A dangling link to [`crate::plan::placeholder_target`] over `path`.
+fn placeholder_link(roots: &mut Roots, path: &Path) -> Result<()> {
+    let n = roots.files;
+    roots.files += 1;
+    let name = format!("placeholder-{n}");
+    let fs = generated(roots, path)?;
+    let (target, cname) =
+        (at("name", path, cstr(&crate::plan::placeholder_target(path)))?, at("name", path, cstr(Path::new(&name)))?);
+    // SAFETY: valid C strings and directory descriptor.
+    let r = unsafe { libc::symlinkat(target.as_ptr(), fs, cname.as_ptr()) };
+    at("create the placeholder's link for", path, check(r as libc::c_long))?;
+    let src = at("open the placeholder's link for", path, open_beneath(fs, Path::new(&name), libc::O_PATH, 0))?;
+    let tree = at("clone the placeholder's link for", path, clone_tree(src.as_raw_fd(), false))?;
+    attach_at(roots, &tree, path)
+}
+
+/// The generated files' tmpfs (never attached): `File` contents, the placeholders' links
+/// and the links to private copies, cloned from there one by one. (A size limit, not an
+/// allocation: a link's target longer than an inode holds takes a page.)
 fn generated(roots: &mut Roots, path: &Path) -> Result<RawFd> {
     if roots.generated.is_none() {
         let fs = at(
             "mount the generated files for",
             path,
-            new_tmpfs(0o755, 64 << 10, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+            new_tmpfs(0o755, 4 << 20, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
         )?;
         roots.generated = Some(fs);
     }

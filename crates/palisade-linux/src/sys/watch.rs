@@ -61,13 +61,18 @@ impl Stop {
 /// A limit that stopped the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitHit {
-    /// `memory`, `pids`, `cpu_time`, `wall_time` or `tmp_size` (the `[process]` key).
+    /// `memory`, `pids`, `cpu_time`, `wall_time` or `tmp_size` (the `[process]` key), or
+    /// `protection` (a placeholder was removed on the host while the sandbox ran).
     pub limit: &'static str,
     pub detail: String,
 }
 
 /// What the supervisor calls when a limit stops the run (from the watcher's thread).
 pub type OnLimit = Arc<dyn Fn(&LimitHit) + Send + Sync>;
+
+/// Says why a protection of the running sandbox is gone, if one is (a placeholder removed on
+/// the host detaches the mount over it, and the path becomes creatable inside).
+pub type ProtectionCheck = Box<dyn Fn() -> Option<String> + Send>;
 
 pub struct Watch {
     pub init: libc::pid_t,
@@ -80,6 +85,8 @@ pub struct Watch {
     pub kill: Arc<KillSwitch>,
     pub on_limit: Option<OnLimit>,
     pub started: Instant,
+    /// Checked at every sample; a lost protection stops the run (`protection`).
+    pub protections: Option<ProtectionCheck>,
 }
 
 /// The sandbox's processes, summed.
@@ -205,6 +212,9 @@ impl Watch {
     fn check(&self, command: &mut Option<libc::pid_t>, ticks: u64, page: u64, ended: bool) -> Option<LimitHit> {
         let l = &self.limits;
         let hit = |limit, detail: String| Some(LimitHit { limit, detail });
+        if let Some(lost) = self.protections.as_ref().and_then(|f| if ended { None } else { f() }) {
+            return hit("protection", lost);
+        }
         if let Some(w) = l.wall_time {
             if self.started.elapsed() >= w {
                 return hit("wall_time", format!("the run reached its wall-clock limit of {}", secs(w)));

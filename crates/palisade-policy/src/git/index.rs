@@ -17,6 +17,9 @@ pub enum IndexError {
     Version(u32),
     #[error("the index is truncated or malformed")]
     Malformed,
+    /// The bytes given end before the entries do (read more of the file).
+    #[error("the index's entries go beyond the bytes read")]
+    Truncated,
 }
 
 /// What an index says: its gitlinks' paths (relative to the work tree, as bytes), and the
@@ -27,13 +30,24 @@ pub struct Gitlinks {
     pub shared_index: Option<String>,
 }
 
-/// Reads the gitlinks of an index. `hash_len` is 20 (SHA-1) or 32 (SHA-256), from the
-/// repository's `extensions.objectFormat`.
-pub fn gitlinks(data: &[u8], hash_len: usize) -> Result<Gitlinks, IndexError> {
+/// The gitlinks of an index's entries, and where its extensions begin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries {
+    pub gitlinks: Vec<Vec<u8>>,
+    /// Offset of the first extension (or of the trailing hash).
+    pub end: usize,
+}
+
+/// Reads the entries of an index from its first bytes `data`: the gitlinks, and where the
+/// extensions begin. `hash_len` is 20 (SHA-1) or 32 (SHA-256), from the repository's
+/// `extensions.objectFormat`. [`IndexError::Truncated`] when `data` ends first.
+pub fn entries(data: &[u8], hash_len: usize) -> Result<Entries, IndexError> {
+    let short = |at: usize, n: usize| if at + n > data.len() { Err(IndexError::Truncated) } else { Ok(()) };
     let u32_at = |at: usize| -> Result<u32, IndexError> {
-        data.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(IndexError::Malformed)
+        short(at, 4)?;
+        Ok(u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]))
     };
-    if data.get(..4) != Some(b"DIRC") {
+    if data.len() >= 4 && &data[..4] != b"DIRC" {
         return Err(IndexError::Signature);
     }
     let version = u32_at(4)?;
@@ -41,7 +55,7 @@ pub fn gitlinks(data: &[u8], hash_len: usize) -> Result<Gitlinks, IndexError> {
         return Err(IndexError::Version(version));
     }
     let count = u32_at(8)? as usize;
-    let mut out = Gitlinks::default();
+    let mut out = Entries::default();
     let mut at = 12;
     let mut prev: Vec<u8> = Vec::new();
     for _ in 0..count {
@@ -50,51 +64,68 @@ pub fn gitlinks(data: &[u8], hash_len: usize) -> Result<Gitlinks, IndexError> {
         // 16 bits of flags.
         let mode = u32_at(start + 24)?;
         let flags_at = start + 40 + hash_len;
-        let flags =
-            data.get(flags_at..flags_at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(IndexError::Malformed)?;
+        short(flags_at, 2)?;
+        let flags = u16::from_be_bytes([data[flags_at], data[flags_at + 1]]);
         at = flags_at + 2;
         if version >= 3 && flags & 0x4000 != 0 {
             at += 2;
         }
+        let nul = |from: usize| -> Result<usize, IndexError> {
+            short(from, 0)?;
+            data[from..].iter().position(|&b| b == 0).map(|i| from + i).ok_or(IndexError::Truncated)
+        };
         let path = if version == 4 {
             // A varint: how many bytes of the previous path to drop, then the rest of the
             // path up to a NUL.
-            let (strip, used) = varint(data.get(at..).ok_or(IndexError::Malformed)?)?;
+            short(at, 1)?;
+            let (strip, used) = varint(&data[at..])?;
             at += used;
-            let end = at + data.get(at..).and_then(|r| r.iter().position(|&b| b == 0)).ok_or(IndexError::Malformed)?;
+            let end = nul(at)?;
             let keep = prev.len().checked_sub(strip as usize).ok_or(IndexError::Malformed)?;
             let mut p = prev[..keep].to_vec();
             p.extend_from_slice(&data[at..end]);
             at = end + 1;
             p
         } else {
-            let end = at + data.get(at..).and_then(|r| r.iter().position(|&b| b == 0)).ok_or(IndexError::Malformed)?;
+            let end = nul(at)?;
             let p = data[at..end].to_vec();
             // Entries are padded with 1 to 8 NULs to a multiple of 8 bytes.
-            let len = end - start;
-            at = start + (len + 8) / 8 * 8;
+            at = start + (end - start + 8) / 8 * 8;
             p
         };
-        if at > data.len() {
-            return Err(IndexError::Malformed);
-        }
         if mode & 0o170000 == GITLINK {
-            out.paths.push(path.clone());
+            out.gitlinks.push(path.clone());
         }
         prev = path;
     }
+    short(at, 0)?;
+    out.end = at;
+    Ok(out)
+}
+
+/// The hash of the shared index a split index builds on (`core.splitIndex`), from a `link`
+/// extension's body, in hexadecimal; `None` for another extension or an all-zero hash.
+pub fn shared_index(signature: &[u8], body: &[u8], hash_len: usize) -> Option<String> {
+    if signature != b"link" || body.len() < hash_len {
+        return None;
+    }
+    let hex: String = body[..hash_len].iter().map(|b| format!("{b:02x}")).collect();
+    hex.bytes().any(|b| b != b'0').then_some(hex)
+}
+
+/// Reads the gitlinks of a whole index held in memory (entries and extensions).
+pub fn gitlinks(data: &[u8], hash_len: usize) -> Result<Gitlinks, IndexError> {
+    let e = entries(data, hash_len).map_err(|e| if e == IndexError::Truncated { IndexError::Malformed } else { e })?;
+    let mut out = Gitlinks { paths: e.gitlinks, shared_index: None };
     // Extensions: a 4-byte signature and a 32-bit size each, until the trailing hash.
+    let mut at = e.end;
     while at + 8 + hash_len <= data.len() {
-        let sig = &data[at..at + 4];
-        let size = u32_at(at + 4)? as usize;
-        let body = data.get(at + 8..at + 8 + size).ok_or(IndexError::Malformed)?;
-        if sig == b"link" && body.len() >= hash_len {
-            let hex: String = body[..hash_len].iter().map(|b| format!("{b:02x}")).collect();
-            if hex.bytes().any(|b| b != b'0') {
-                out.shared_index = Some(hex);
-            }
+        let size = u32::from_be_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
+        let body = data.get(at + 8..(at + 8).saturating_add(size)).unwrap_or(&data[at + 8..]);
+        if let Some(h) = shared_index(&data[at..at + 4], body, hash_len) {
+            out.shared_index = Some(h);
         }
-        at += 8 + size;
+        at = at.saturating_add(8 + size);
     }
     Ok(out)
 }
@@ -151,7 +182,8 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        assert_eq!(gitlinks(b"", 20), Err(IndexError::Signature));
+        assert_eq!(gitlinks(b"XXXX", 20), Err(IndexError::Signature));
+        assert_eq!(entries(b"DIRC", 20), Err(IndexError::Truncated));
         assert_eq!(gitlinks(b"DIRC\0\0\0\x09\0\0\0\0", 20), Err(IndexError::Version(9)));
         let mut d = index(2, &[entry(0o160000, "sub", 20)]);
         d.truncate(40);
@@ -159,6 +191,13 @@ mod tests {
         let mut d = index(2, &[]);
         d[11] = 200;
         assert_eq!(gitlinks(&d, 20), Err(IndexError::Malformed));
+        assert_eq!(entries(&d, 20), Err(IndexError::Truncated), "so the caller reads more");
+        // A huge or broken extension after the entries loses no gitlink.
+        let mut d = index(2, &[entry(0o160000, "sub", 20)]);
+        let hash = d.split_off(d.len() - 20);
+        d.extend_from_slice(b"Zpad\xff\xff\xff\xf0");
+        d.extend_from_slice(&hash);
+        assert_eq!(gitlinks(&d, 20).unwrap().paths, [b"sub".to_vec()]);
         for n in 0..64 {
             let mut d = index(4, &[entry(0o160000, "sub", 20)]);
             d.truncate(12 + n);

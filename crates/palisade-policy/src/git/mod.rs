@@ -26,6 +26,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::hostfs::{HostFs, Kind};
+use crate::model::Placeholder;
 use crate::vars::{PathResolver, normalize_lexically};
 
 /// One path git on the host reads to decide what to run, and why it matters.
@@ -41,6 +42,8 @@ pub struct Control {
     /// A configuration file git itself rewrites during ordinary work (`config`,
     /// `config.worktree`): inside, a private copy (see [`crate::model::PathRule`]).
     pub private_copy: bool,
+    /// What stands in for it on the host while it does not exist.
+    pub placeholder: Placeholder,
 }
 
 /// How deep below a writable root that is no work tree the scan for repositories goes
@@ -48,12 +51,18 @@ pub struct Control {
 /// code; tracked ones are gitlinks and are found in the index at any depth).
 pub const SCAN_DEPTH: usize = 2;
 pub const SCAN_DEPTH_IN_WORK_TREE: usize = 1;
-/// At most this many directories are listed per root while scanning.
-pub const SCAN_BUDGET: usize = 256;
+/// At most this many directories are listed per root while scanning (past it, a note says
+/// so).
+pub const SCAN_BUDGET: usize = 1024;
+/// At most this many repositories are protected: each costs mounts at every start, and a
+/// sandbox can plant thousands of gitlinks. Past it, deriving the policy fails (naming the
+/// cause) rather than starting slowly or leaving some repositories out.
+pub const MAX_REPOSITORIES: usize = 512;
 /// Git's own limit on nested includes.
 const MAX_INCLUDE_DEPTH: usize = 10;
-/// Files larger than this are not read (an index of about 400,000 entries).
-const MAX_INDEX: usize = 64 << 20;
+/// How much of an index is read at first (its entries usually end well before); more is read
+/// only when they go on.
+const INDEX_FIRST_READ: usize = 4 << 20;
 const MAX_SMALL: usize = 64 << 10;
 
 /// What discovery found: the controls, every repository (git directory) examined, and what
@@ -64,6 +73,10 @@ pub struct Found {
     pub controls: Vec<Control>,
     pub repositories: Vec<Repository>,
     pub watched: Vec<PathBuf>,
+    /// What could not be examined, in words (for a warning at every run).
+    pub notes: Vec<String>,
+    /// More than [`MAX_REPOSITORIES`] repositories were found (the rest were not examined).
+    pub too_many: bool,
 }
 
 /// A git directory, and the work tree whose index records it as a gitlink, if any (git
@@ -72,6 +85,11 @@ pub struct Found {
 pub struct Repository {
     pub git_dir: PathBuf,
     pub gitlink_of: Option<PathBuf>,
+    /// Its common directory, when its `commondir` names another (a linked worktree): where
+    /// its configuration and hooks are.
+    pub common: Option<PathBuf>,
+    /// Its work tree, when known.
+    pub work_tree: Option<PathBuf>,
 }
 
 /// Finds the git controls for `roots` (writable directories, canonical). `globals` are the
@@ -96,6 +114,10 @@ pub fn discover(
         watched: Vec::new(),
         roots,
         common: Default::default(),
+        notes: Vec::new(),
+        too_many: false,
+        relative_globals: Vec::new(),
+        work_trees: Vec::new(),
     };
     for g in globals {
         d.config_file(g, None, 0, "your git configuration");
@@ -108,9 +130,23 @@ pub fn discover(
     }
     let mut seen = HashSet::new();
     d.out.retain(|c| seen.insert(c.path.clone()));
+    // A missing file that git reads as configuration is held by a file git reads as empty
+    // configuration, unless it lies in a work tree (outside any git directory), where
+    // `git add -A` would stage it.
+    let git_dirs: Vec<&Path> =
+        d.repositories.iter().flat_map(|r| [Some(r.git_dir.as_path()), r.common.as_deref()]).flatten().collect();
+    for c in &mut d.out {
+        let in_git_dir = git_dirs.iter().any(|g| c.path.starts_with(g));
+        if c.placeholder == Placeholder::EmptyConfig
+            && !in_git_dir
+            && d.work_trees.iter().any(|w| c.path.starts_with(w))
+        {
+            c.placeholder = Placeholder::Absent;
+        }
+    }
     d.watched.sort();
     d.watched.dedup();
-    Found { controls: d.out, repositories: d.repositories, watched: d.watched }
+    Found { controls: d.out, repositories: d.repositories, watched: d.watched, notes: d.notes, too_many: d.too_many }
 }
 
 struct Discovery<'a> {
@@ -132,6 +168,13 @@ struct Discovery<'a> {
     roots: &'a [PathBuf],
     /// `commondir` of each git directory asked about (it is asked several times).
     common: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
+    notes: Vec<String>,
+    too_many: bool,
+    /// Relative paths from the user's or the system's configuration that git takes relative
+    /// to each work tree (`core.hooksPath`, scripts of filters and drivers).
+    relative_globals: Vec<(PathBuf, String)>,
+    /// Work trees of the repositories found.
+    work_trees: Vec<PathBuf>,
 }
 
 impl Discovery<'_> {
@@ -149,12 +192,13 @@ impl Discovery<'_> {
     }
 
     fn push(&mut self, path: PathBuf, what: String) {
-        self.out.push(Control { path, what, follow: true, private_copy: false });
+        self.out.push(Control { path, what, follow: true, private_copy: false, placeholder: Placeholder::Absent });
     }
 
-    /// A configuration file of a repository, which git rewrites in place.
+    /// A configuration file of a repository, which git rewrites in place, and reads when it
+    /// exists (so a missing one is held by a file git reads as empty configuration).
     fn push_config(&mut self, path: PathBuf, what: String) {
-        self.out.push(Control { path, what, follow: true, private_copy: true });
+        self.out.push(Control { path, what, follow: true, private_copy: true, placeholder: Placeholder::EmptyConfig });
     }
 
     fn canonical(&self, p: &Path) -> PathBuf {
@@ -163,8 +207,17 @@ impl Discovery<'_> {
 
     fn enqueue(&mut self, gitdir: PathBuf, worktree: Option<PathBuf>) {
         let gitdir = self.canonical(&gitdir);
+        if self.seen.len() >= MAX_REPOSITORIES && !self.seen.contains(&gitdir) {
+            self.too_many = true;
+            return;
+        }
         if self.seen.insert(gitdir.clone()) {
-            self.repositories.push(Repository { git_dir: gitdir.clone(), gitlink_of: self.gitlink_of.clone() });
+            self.repositories.push(Repository {
+                git_dir: gitdir.clone(),
+                gitlink_of: self.gitlink_of.clone(),
+                common: None,
+                work_tree: worktree.clone(),
+            });
             self.queue.push((gitdir, worktree));
         } else if let (Some(of), Some(r)) =
             (&self.gitlink_of, self.repositories.iter_mut().find(|r| r.git_dir == gitdir))
@@ -218,7 +271,14 @@ impl Discovery<'_> {
 
     /// Repositories in the directories below `dir`, `depth` levels down.
     fn scan(&mut self, dir: &Path, depth: usize, budget: &mut usize) {
-        if depth == 0 || *budget == 0 {
+        if depth == 0 {
+            return;
+        }
+        if *budget == 0 {
+            self.notes.push(format!(
+                "the search for git repositories stopped after {SCAN_BUDGET} directories, before {}: a repository below it is not protected",
+                dir.display()
+            ));
             return;
         }
         *budget -= 1;
@@ -229,7 +289,9 @@ impl Discovery<'_> {
             let sub = dir.join(&name);
             if self.has_dot_git(&sub) {
                 self.dot_git(&sub);
-            } else if name.to_string_lossy().ends_with(".git") && self.is_git_dir(&sub) {
+            } else if self.fs.kind(&sub.join("HEAD")).is_some() && self.is_git_dir(&sub) {
+                // A bare repository (or one made to look like it): git run inside it reads
+                // its configuration.
                 self.enqueue(sub, None);
             } else {
                 self.scan(&sub, depth - 1, budget);
@@ -260,6 +322,7 @@ impl Discovery<'_> {
                     ),
                     follow: false,
                     private_copy: false,
+                    placeholder: Placeholder::Absent,
                 });
                 self.enqueue(dot, Some(worktree.to_path_buf()));
             }
@@ -276,14 +339,16 @@ impl Discovery<'_> {
         Some(self.canonical(&file.parent()?.join(target)))
     }
 
-    /// git's `is_git_directory`: `HEAD`, and `objects/` and `refs/` in the common directory.
+    /// git's `is_git_directory`, leaning towards yes: a `HEAD` that is not a directory, and
+    /// `objects` and `refs` in the common directory that git's `access()` would find, links
+    /// followed (git does not care what they are: a link to a directory elsewhere will do).
     fn is_git_dir(&self, p: &Path) -> bool {
-        if !matches!(self.fs.kind(&p.join("HEAD")), Some(Kind::File | Kind::Symlink)) {
+        if matches!(self.fs.kind(&p.join("HEAD")), None | Some(Kind::Dir)) {
             return false;
         }
         let common = self.common_dir(p).unwrap_or_else(|| p.to_path_buf());
-        self.fs.kind(&common.join("objects")) == Some(Kind::Dir)
-            && self.fs.kind(&common.join("refs")) == Some(Kind::Dir)
+        self.fs.kind_followed(&common.join("objects")).is_some()
+            && self.fs.kind_followed(&common.join("refs")).is_some()
     }
 
     /// What `gitdir/commondir` points to, if it exists.
@@ -300,8 +365,16 @@ impl Discovery<'_> {
     }
 
     fn git_dir(&mut self, g: &Path, worktree: Option<&Path>) {
+        if let Some(w) = worktree {
+            self.work_trees.push(w.to_path_buf());
+        }
         if !self.is_git_dir(g) {
             self.repositories.retain(|r| r.git_dir != g);
+            // What its configuration names is protected all the same: the repository may
+            // be made whole again, on the host or in a later run.
+            let mut facts = Facts::default();
+            let whose = format!("the git directory {}", g.display());
+            self.config_file(&g.join("config"), Some((worktree, &mut facts)), 0, &whose);
             // Named by a `.git` entry, but no repository (yet): kept exactly as it is (made
             // uncreatable if missing), or the sandbox could complete it, with a
             // configuration of its own, into one that git on the host then uses.
@@ -315,12 +388,18 @@ impl Discovery<'_> {
             return;
         }
         let shown = g.display().to_string();
-        self.push(
-            g.join("commondir"),
-            format!("commondir of the repository {shown} (says where its configuration and hooks are)"),
-        );
+        self.out.push(Control {
+            path: g.join("commondir"),
+            what: format!("commondir of the repository {shown} (says where its configuration and hooks are)"),
+            follow: true,
+            private_copy: false,
+            placeholder: Placeholder::SameDir,
+        });
         let common = self.common_dir(g).unwrap_or_else(|| g.to_path_buf());
         if common != g {
+            if let Some(r) = self.repositories.iter_mut().find(|r| r.git_dir == g) {
+                r.common = Some(common.clone());
+            }
             if self.fs.kind(&g.join("gitdir")).is_some() {
                 self.push(g.join("gitdir"), format!("gitdir pointer of the linked worktree {shown}"));
             }
@@ -328,6 +407,7 @@ impl Discovery<'_> {
         }
         let c = common.display().to_string();
         self.push(common.join("hooks"), format!("hooks of the repository {c}"));
+        self.hook_links(&common.join("hooks"), &c);
         self.push(common.join("info"), format!("info of the repository {c} (exclude, attributes)"));
         self.push_config(common.join("config"), format!("configuration of the repository {c}"));
         let mut facts = Facts::default();
@@ -339,6 +419,20 @@ impl Discovery<'_> {
         self.config_file(&wt_config, Some((worktree, &mut facts)), 0, &format!("the worktree {shown}"));
         // The work tree: known from how the git directory was found, or `core.worktree`.
         let worktree = worktree.map(Path::to_path_buf).or(facts.worktree.clone());
+        if let Some(wt) = &worktree {
+            self.work_trees.push(wt.clone());
+            if let Some(r) = self.repositories.iter_mut().find(|r| r.git_dir == g) {
+                r.work_tree.get_or_insert_with(|| wt.clone());
+            }
+            // Paths of the user's or the system's configuration that git takes relative to
+            // this work tree.
+            for (rel, what) in self.relative_globals.clone() {
+                self.push(
+                    self.canonical(&wt.join(&rel)),
+                    format!("{what} (relative to the work tree {})", wt.display()),
+                );
+            }
+        }
         if common == g {
             for (name, kind) in self.list(&g.join("worktrees")) {
                 if kind != Kind::Dir {
@@ -394,22 +488,41 @@ impl Discovery<'_> {
     }
 
     /// Every populated gitlink in the index of `g` (work tree `wt`) is a repository that
-    /// `git status` there descends into.
+    /// `git status` there descends into. The entries are read whatever the index's size,
+    /// and the extensions are walked by their headers (only `link`, a split index's, is
+    /// read), so no extension can hide an entry.
     fn gitlinks(&mut self, g: &Path, wt: &Path, hash_len: usize) {
-        self.watched.push(g.join("index"));
-        let Some(data) = self.fs.read(&g.join("index"), MAX_INDEX) else { return };
-        let Ok(mut links) = index::gitlinks(&data, hash_len) else { return };
-        if let Some(shared) = links.shared_index.take() {
-            if let Some(more) = self
-                .fs
-                .read(&g.join(format!("sharedindex.{shared}")), MAX_INDEX)
-                .and_then(|d| index::gitlinks(&d, hash_len).ok())
-            {
-                links.paths.extend(more.paths);
+        let index = g.join("index");
+        self.watched.push(index.clone());
+        let mut paths = match self.index_gitlinks(&index, hash_len) {
+            Ok(Some((links, shared))) => {
+                let mut p = links;
+                if let Some(shared) = shared {
+                    let s = g.join(format!("sharedindex.{shared}"));
+                    match self.index_gitlinks(&s, hash_len) {
+                        Ok(Some((more, _))) => p.extend(more),
+                        Ok(None) => {}
+                        Err(e) => self.notes.push(format!(
+                            "cannot read {}: {e}: repositories it records are not protected",
+                            s.display()
+                        )),
+                    }
+                }
+                p
             }
-        }
+            Ok(None) => return,
+            Err(e) => {
+                self.notes.push(format!(
+                    "cannot read the index {}: {e}: repositories it records as gitlinks are not protected",
+                    index.display()
+                ));
+                return;
+            }
+        };
+        paths.sort();
+        paths.dedup();
         self.gitlink_of = Some(wt.to_path_buf());
-        for p in links.paths {
+        for p in paths {
             let sub = normalize_lexically(&wt.join(bytes_path(&p)));
             if sub.starts_with(wt) && self.has_dot_git(&sub) {
                 self.dot_git(&sub);
@@ -418,21 +531,76 @@ impl Discovery<'_> {
         self.gitlink_of = None;
     }
 
+    /// The gitlinks of the index file `path` and the shared index it names; `Ok(None)` when
+    /// there is no index.
+    #[allow(clippy::type_complexity)]
+    fn index_gitlinks(
+        &self,
+        path: &Path,
+        hash_len: usize,
+    ) -> Result<Option<(Vec<Vec<u8>>, Option<String>)>, index::IndexError> {
+        let Some(first) = self.fs.read(path, INDEX_FIRST_READ) else { return Ok(None) };
+        let e = match index::entries(&first, hash_len) {
+            Err(index::IndexError::Truncated) if first.len() == INDEX_FIRST_READ => {
+                let all = self.fs.read(path, usize::MAX).unwrap_or_default();
+                index::entries(&all, hash_len)
+                    .map_err(|e| if e == index::IndexError::Truncated { index::IndexError::Malformed } else { e })?
+            }
+            Err(index::IndexError::Truncated) => return Err(index::IndexError::Malformed),
+            other => other?,
+        };
+        let mut shared = None;
+        let mut at = e.end as u64;
+        for _ in 0..256 {
+            let Some(head) = self.fs.read_at(path, at, 8).filter(|h| h.len() == 8) else { break };
+            let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as u64;
+            if &head[..4] == b"link" {
+                let body = self.fs.read_at(path, at + 8, hash_len).unwrap_or_default();
+                shared = index::shared_index(&head[..4], &body, hash_len);
+            }
+            at += 8 + size;
+        }
+        Ok(Some((e.gitlinks, shared)))
+    }
+
+    /// Hooks that are links: what they lead to is run as well (a hook linked to a script in
+    /// the work tree would otherwise stay writable).
+    fn hook_links(&mut self, dir: &Path, whose: &str) {
+        for (name, kind) in self.fs.list(dir) {
+            if kind == Kind::Symlink {
+                self.push(
+                    dir.join(&name),
+                    format!("hook {} of the repository {whose}, a link", name.to_string_lossy()),
+                );
+            }
+        }
+    }
+
     /// Reads one configuration file for what it makes git read or run. `repo` is the work
-    /// tree and the facts to fill in when the file is a repository's own.
+    /// tree and the facts to fill in when the file is a repository's own (`None` for the
+    /// user's and the system's configuration).
     fn config_file(&mut self, file: &Path, mut repo: Option<(Option<&Path>, &mut Facts)>, depth: usize, whose: &str) {
         if depth > MAX_INCLUDE_DEPTH {
             return;
         }
         let Some(data) = self.fs.read(file, MAX_SMALL * 16) else { return };
         let (entries, _) = config::parse(&data);
+        // Relative includes are relative to the file's directory as git named it (links
+        // not resolved), as git does.
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let work_tree = repo.as_ref().and_then(|(w, _)| *w).map(Path::to_path_buf);
         for e in entries {
             let Some(value) = e.value.as_deref() else { continue };
             let text = &bytes_path(value);
             if e.is("include", "path") || e.is("includeif", "path") {
                 let Some(target) = self.config_path(text, &dir) else { continue };
-                self.push(target.clone(), format!("configuration included by {} ({whose})", file.display()));
+                self.out.push(Control {
+                    path: target.clone(),
+                    what: format!("configuration included by {} ({whose})", file.display()),
+                    follow: true,
+                    private_copy: false,
+                    placeholder: Placeholder::EmptyConfig,
+                });
                 let mut facts = Facts::default();
                 let nested = repo.as_ref().map(|(w, _)| (*w, &mut facts));
                 self.config_file(&target, nested, depth + 1, whose);
@@ -440,17 +608,51 @@ impl Discovery<'_> {
                     f.merge(facts);
                 }
             } else if e.is("core", "hookspath") {
-                // Relative: from where hooks run, the top of the work tree.
-                let base = repo.as_ref().and_then(|(w, _)| *w).map(Path::to_path_buf);
-                let target = if text.is_relative() && !text.starts_with("~") {
-                    base.map(|b| self.canonical(&b.join(text)))
+                let what = format!("hooks directory set by core.hooksPath in {} ({whose})", file.display());
+                // Relative: from where hooks run, the top of the work tree (for the user's
+                // configuration, of every work tree).
+                let target = if text.is_relative() && !text.to_string_lossy().starts_with('~') {
+                    match (&work_tree, repo.is_some()) {
+                        (Some(b), _) => Some(self.canonical(&b.join(text))),
+                        (None, false) => {
+                            self.relative_globals.push((text.clone(), what.clone()));
+                            None
+                        }
+                        (None, true) => None,
+                    }
                 } else {
-                    self.config_path(text, &dir)
+                    self.config_path(text, &dir).map(|p| self.canonical(&p))
                 };
                 if let Some(t) = target {
-                    self.push(t, format!("hooks directory set by core.hooksPath in {} ({whose})", file.display()));
+                    // husky's hooks directory `.husky/_` runs the scripts beside it.
+                    if t.file_name() == Some(OsStr::new("_")) {
+                        if let Some(parent) = t.parent() {
+                            self.push(
+                                parent.to_path_buf(),
+                                format!("scripts that the hooks in {} run ({what})", t.display()),
+                            );
+                        }
+                    }
+                    self.hook_links(&t, &what);
+                    self.push(t, what);
                 }
-            } else if let Some((_, f)) = repo.as_mut() {
+            } else if let Some(cmd) = command_path(&e, value) {
+                // A program named by a path, which git runs: a script in the work tree
+                // (`filter.x.clean = ./tools/clean.sh`) would otherwise stay writable.
+                let what = format!("program run by {}.{} in {} ({whose})", e.section, e.key, file.display());
+                if cmd.is_absolute() || cmd.starts_with("~") {
+                    if let Some(p) = self.config_path(&cmd, &dir) {
+                        self.push(p, what);
+                    }
+                } else {
+                    match (&work_tree, repo.is_some()) {
+                        (Some(b), _) => self.push(self.canonical(&b.join(&cmd)), what),
+                        (None, false) => self.relative_globals.push((cmd, what)),
+                        (None, true) => {}
+                    }
+                }
+            }
+            if let Some((_, f)) = repo.as_mut() {
                 if e.is("extensions", "objectformat") {
                     f.sha256 = value.eq_ignore_ascii_case(b"sha256");
                 } else if e.is("core", "worktree") {
@@ -460,8 +662,10 @@ impl Discovery<'_> {
         }
     }
 
-    /// A path written in a configuration file: `~/` is the home, relative is relative to
-    /// the file's directory. `%(prefix)/` (git's install prefix) is not ours to resolve.
+    /// A path written in a configuration file, normalised but with links left in (the way
+    /// git names it): `~/` is the home, `~user/` that user's (from the password database),
+    /// relative is relative to the file's directory. `%(prefix)/` (git's install prefix) is
+    /// not ours to resolve.
     fn config_path(&self, text: &Path, dir: &Path) -> Option<PathBuf> {
         let shown = text.to_string_lossy();
         if shown.starts_with("%(prefix)") || shown.is_empty() {
@@ -469,13 +673,48 @@ impl Discovery<'_> {
         }
         let p = if let Ok(rest) = text.strip_prefix("~") {
             self.home.join(rest)
-        } else if shown.starts_with('~') {
-            return None;
+        } else if let Some(user) = shown.strip_prefix('~') {
+            let (name, rest) = user.split_once('/').unwrap_or((user, ""));
+            self.user_home(name)?.join(rest)
         } else {
             dir.join(text)
         };
-        Some(self.canonical(&p))
+        Some(normalize_lexically(&p))
     }
+
+    /// A user's home directory, from `/etc/passwd`.
+    fn user_home(&self, name: &str) -> Option<PathBuf> {
+        let data = self.fs.read(Path::new("/etc/passwd"), 4 << 20)?;
+        String::from_utf8_lossy(&data).lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 6 && f[0] == name).then(|| PathBuf::from(f[5]))
+        })
+    }
+}
+
+/// For a key whose value git runs as a command: the program, when it is named by a path
+/// (contains a `/`). Aliases and credential helpers run as shell commands after a `!`.
+fn command_path(e: &config::Entry, value: &[u8]) -> Option<PathBuf> {
+    let runs = matches!(
+        (e.section.as_str(), e.key.as_str()),
+        ("filter", "clean" | "smudge" | "process")
+            | ("diff", "command" | "textconv" | "external")
+            | ("merge", "driver")
+            | ("core", "fsmonitor" | "pager" | "editor" | "sshcommand" | "askpass")
+            | ("credential", "helper")
+            | ("gpg", "program")
+            | ("sequence", "editor")
+            | ("pager", _)
+            | ("alias", _)
+            | ("uploadpack", "packobjectshook")
+    );
+    if !runs {
+        return None;
+    }
+    let text = String::from_utf8_lossy(value);
+    let text = text.trim_start().trim_start_matches('!').trim_start();
+    let first = text.split_whitespace().next()?.trim_matches(['"', '\'']);
+    first.contains('/').then(|| PathBuf::from(first))
 }
 
 /// What a repository's configuration says about its layout.
@@ -565,6 +804,11 @@ mod tests {
             .map(|c| c.path)
             .collect();
         assert_eq!(configs, [PathBuf::from("/w/p/.git/config"), "/w/p/.git/config.worktree".into()]);
+        // Inside the git directory, a missing configuration is held by a file git reads as
+        // empty (git on the host reads it during a run); in the work tree it would be staged.
+        let found = discover(&[PathBuf::from("/w/p")], &[], Path::new("/h"), &fs, &Lexical);
+        let kind = |p: &str| found.controls.iter().find(|c| c.path == Path::new(p)).map(|c| c.placeholder);
+        assert_eq!(kind("/w/p/.git/config.worktree"), Some(Placeholder::EmptyConfig));
     }
 
     #[test]
@@ -685,6 +929,33 @@ mod tests {
         .map(|c| c.path)
         .collect();
         assert!(v.contains(&PathBuf::from("/w/p/hooks")), "{v:?}");
+    }
+
+    #[test]
+    fn too_many_repositories_stop_discovery_and_say_so() {
+        let mut fs = MemFs::new();
+        for i in 0..(MAX_REPOSITORIES + 5) {
+            fs = fs.git_dir(&format!("/w/ws/r{i}/.git"));
+        }
+        let f = discover(&[PathBuf::from("/w/ws")], &[], Path::new("/h"), &fs, &Lexical);
+        assert!(f.too_many);
+        assert!(f.repositories.len() <= MAX_REPOSITORIES);
+    }
+
+    #[test]
+    fn an_exhausted_scan_says_what_it_did_not_see() {
+        let mut fs = MemFs::new();
+        for i in 0..(SCAN_BUDGET + 10) {
+            fs = fs.with(&format!("/w/ws/d{i:05}/x/y"), Kind::Dir);
+        }
+        let f = discover(&[PathBuf::from("/w/ws")], &[], Path::new("/h"), &fs, &Lexical);
+        assert!(f.notes.iter().any(|n| n.contains("stopped after")), "{:?}", f.notes);
+    }
+
+    #[test]
+    fn a_bare_repository_below_a_root_is_found_whatever_its_name() {
+        let fs = MemFs::new().git_dir("/w/ws/src");
+        has(&found(&fs, &["/w/ws"]), &["/w/ws/src/config", "/w/ws/src/hooks"]);
     }
 
     #[test]
