@@ -202,8 +202,8 @@ pub struct CheckArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// The project to look at for files hard-linked from outside it (default: the current
-    /// directory).
+    /// The project to look through for files hard-linked from outside it and repositories
+    /// nested deeper than `run` looks (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<std::path::PathBuf>,
 }

@@ -760,3 +760,21 @@ fn check_names_the_nested_repositories_run_does_not_look_for() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["unprotected_repositories"].as_array().map(Vec::len), Some(1), "{v}");
 }
+
+#[test]
+fn too_many_repositories_are_refused_rather_than_left_unprotected() {
+    let s = Sandbox::new("p-too-many");
+    for i in 0..=512 {
+        let g = s.path(&format!("ws/r{i}/.git"));
+        std::fs::create_dir_all(g.join("objects")).unwrap();
+        std::fs::create_dir_all(g.join("refs")).unwrap();
+        std::fs::write(g.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    }
+    let o = s.sh("echo ran");
+    assert_eq!(o.status.code(), Some(125), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(stderr(&o).contains("more than 512 git repositories lie under the writable directories"), "{}", stderr(&o));
+    std::fs::remove_dir_all(s.path("ws/r512")).unwrap();
+    let o = s.sh("echo x > r7/.git/hooks/pre-commit || echo REFUSED");
+    assert!(stdout(&o).contains("REFUSED"), "{}{}", stdout(&o), stderr(&o));
+}
