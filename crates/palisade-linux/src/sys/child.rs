@@ -24,8 +24,9 @@ use crate::plan::{LandlockPlan, Plan};
 pub mod msg {
     /// Supervisor → init: the id maps are written, go on.
     pub const GO: u8 = b'G';
-    /// Supervisor → init: init is in the sandbox's cgroup; the command may start.
-    pub const IN_CGROUP: u8 = b'C';
+    /// Supervisor → init: init is in the sandbox's cgroup (when there is one) and the
+    /// supervisor has taken what it records at the start; the command may start.
+    pub const READY: u8 = b'R';
     /// Init → supervisor: the pty master, passed as a descriptor.
     pub const PTY: u8 = b'P';
     /// Init → supervisor: the gateway's listeners, made inside the sandbox's network
@@ -77,9 +78,6 @@ impl<'a> CommandArgs<'a> {
 pub struct ChildArgs<'a> {
     pub plan: &'a Plan,
     pub cmd: CommandArgs<'a>,
-    /// Wait for [`msg::IN_CGROUP`] before starting the command (the move into the cgroup,
-    /// ~10 ms on cgroup v1, overlaps with building the file system view).
-    pub await_cgroup: bool,
 }
 
 fn report(sock: RawFd, kind: u8, text: &str) {
@@ -147,11 +145,11 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
 
     let slave = a.cmd.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
-    if a.await_cgroup {
-        match ffi::recv_with_fds(sock, &mut buf) {
-            Ok((n, _)) if n > 0 && buf[0] == msg::IN_CGROUP => {}
-            _ => unsafe { libc::_exit(125) },
-        }
+    // The supervisor's part of the start (the move into the cgroup, ~10 ms on cgroup v1, and
+    // its start-of-run records) overlaps with building the file system view.
+    match ffi::recv_with_fds(sock, &mut buf) {
+        Ok((n, _)) if n > 0 && buf[0] == msg::READY => {}
+        _ => unsafe { libc::_exit(125) },
     }
     let forwarded = forwarded_signals();
     block(&forwarded);

@@ -77,9 +77,9 @@ pub struct RunOptions {
     pub on_tripwire: Option<OnTripwire>,
     /// Called for every exec when the plan traces them.
     pub on_exec: Option<OnExec>,
-    /// Called once the sandbox's first process exists (and its placeholders are made): from
-    /// then on the caller may start threads (before it, `run` needs the process
-    /// single-threaded).
+    /// Called once the sandbox's first process exists (and its placeholders are made), while
+    /// it builds the file system view, and before the command starts: from then on the
+    /// caller may start threads (before it, `run` needs the process single-threaded).
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
     /// Called once the sandbox has ended, before its placeholders are removed.
     pub on_ended: Option<Box<dyn FnOnce() + Send>>,
@@ -162,7 +162,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
         cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
-        child::init_main(child::ChildArgs { plan, cmd, await_cgroup: cgroup.is_some() });
+        child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -189,19 +189,19 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let denials = start_denials(audit, move |creator| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
-    // Before init may go on: whatever the caller records at the start (git's change times)
-    // must be taken before the command can run.
+    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
+    // While init builds the file system view: the move into the cgroup, and whatever the
+    // caller records at the start (git's change times). The command starts only after
+    // both, on READY. (Init makes nothing on the host, so the records see the host as the
+    // command will first find it.)
+    if let Some(cg) = &cgroup {
+        cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
+    }
     if let Some(f) = opts.on_started.take() {
         f();
     }
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
-    if let Some(cg) = &cgroup {
-        // While init builds the file system view; the command starts only once it is done.
-        cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
-        // Init may have failed in the meantime: then its own report says why.
-        ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::IN_CGROUP], None).map_err(|e| failed_start(&ours, e))?;
-    }
-
+    // Init may have failed in the meantime: then its own report says why.
+    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::READY], None).map_err(|e| failed_start(&ours, e))?;
     let mut on_exec = opts.on_exec;
     let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
         let user = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));

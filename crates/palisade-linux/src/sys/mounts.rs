@@ -92,12 +92,11 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                     path,
                     open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_PATH, 0),
                 )?;
-                let is_dir = at("stat", path, is_dir(src.as_raw_fd()))?;
                 let tree = at("clone the mount tree of", path, clone_tree(src.as_raw_fd(), true))?;
                 let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
                 at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, true))?;
-                ensure_mountpoint(roots.new.as_raw_fd(), path, is_dir)?;
-                attach_at(roots, &tree, path)?;
+                let target = mountpoint(roots.new.as_raw_fd(), path, || is_dir(src.as_raw_fd()))?;
+                at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
             }
             MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
             MountOp::Placeholder { path, kind: Placeholder::SameDir } => {
@@ -403,31 +402,33 @@ fn make_dirs(root: RawFd, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure `path` exists in the new root as a directory or an empty file.
-fn ensure_mountpoint(root: RawFd, path: &Path, dir: bool) -> Result<()> {
-    if open_beneath(root, rel(path), libc::O_PATH, 0).is_ok() {
-        return Ok(());
+/// The mount point `path` in the new root, opened (no symlinks on the way), made first as a
+/// directory or an empty file (as `is_dir` says) when it does not exist yet.
+fn mountpoint(root: RawFd, path: &Path, is_dir: impl FnOnce() -> io::Result<bool>) -> Result<OwnedFd> {
+    if let Ok(fd) = open_beneath(root, rel(path), libc::O_PATH, 0) {
+        return Ok(fd);
     }
-    if dir {
-        return make_dirs(root, path);
+    if at("stat", path, is_dir())? {
+        make_dirs(root, path)?;
+    } else {
+        let (parent, name) = split(path)?;
+        make_dirs(root, &parent)?;
+        let pfd = at("open", &parent, open_beneath(root, rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0))?;
+        let n = at("name", path, cstr(Path::new(&name)))?;
+        // SAFETY: valid directory descriptor and C string.
+        let fd = unsafe {
+            libc::openat(
+                pfd.as_raw_fd(),
+                n.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o644,
+            )
+        };
+        at("create the mount point", path, check(fd as libc::c_long))?;
+        // SAFETY: just opened, not used again.
+        unsafe { libc::close(fd) };
     }
-    let (parent, name) = split(path)?;
-    make_dirs(root, &parent)?;
-    let pfd = at("open", &parent, open_beneath(root, rel(&parent), libc::O_PATH | libc::O_DIRECTORY, 0))?;
-    let n = at("name", path, cstr(Path::new(&name)))?;
-    // SAFETY: valid directory descriptor and C string.
-    let fd = unsafe {
-        libc::openat(
-            pfd.as_raw_fd(),
-            n.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            0o644,
-        )
-    };
-    at("create the mount point", path, check(fd as libc::c_long))?;
-    // SAFETY: just opened, not used again.
-    unsafe { libc::close(fd) };
-    Ok(())
+    at("open (no symlinks) the mount point", path, open_beneath(root, rel(path), libc::O_PATH, 0))
 }
 
 /// Step 4: a fresh `/proc` for the sandbox's pid namespace and a minimal `/dev`.
@@ -449,8 +450,8 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
         let src = at("open the host's", &p, open_beneath(roots.old.as_raw_fd(), rel(&p), libc::O_PATH, 0))?;
         let tree = at("clone", &p, clone_tree(src.as_raw_fd(), false))?;
         at("set mount flags on", &p, set_mount_attr(tree.as_raw_fd(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false))?;
-        ensure_mountpoint(root, &p, false)?;
-        attach_at(roots, &tree, &p)?;
+        let target = mountpoint(root, &p, || Ok(false))?;
+        at("attach on", &p, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
     }
     if devpts {
         let pts = Path::new("/dev/pts");

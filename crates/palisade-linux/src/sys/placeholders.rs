@@ -55,6 +55,9 @@ pub struct Held {
     /// The registry's lock, while `acquire` holds it (released before it returns).
     registry_lock: Option<Locked>,
     paths: Vec<PathBuf>,
+    /// Of `paths`, those this run found already there (another run's placeholder, or
+    /// whatever appeared since planning), not made.
+    found: Vec<PathBuf>,
     released: bool,
 }
 
@@ -165,6 +168,7 @@ pub fn acquire(dir: &Path, wanted: &[(PathBuf, Placeholder)]) -> Result<(Held, V
         list_lock: Some(f),
         registry_lock: Some(registry_lock),
         paths: Vec::new(),
+        found: Vec::new(),
         released: false,
     };
     let f = held.list_lock.as_mut().expect("just set");
@@ -180,7 +184,11 @@ pub fn acquire(dir: &Path, wanted: &[(PathBuf, Placeholder)]) -> Result<(Held, V
             Placeholder::EmptyConfig => create_file(pfd, &name, p, EMPTY_CONFIG_PLACEHOLDER),
         };
         match made {
-            Ok(()) => held.paths.push(p.clone()),
+            Ok(true) => held.paths.push(p.clone()),
+            Ok(false) => {
+                held.paths.push(p.clone());
+                held.found.push(p.clone());
+            }
             Err(e) if uncreatable(pfd, &e.err) => skipped.push(p.clone()),
             Err(e) => return Err(e),
         }
@@ -218,10 +226,14 @@ impl Held {
     /// over it, and the path becomes creatable inside. Paths that held something else than
     /// a placeholder when the run started are not watched.
     pub fn watcher(&self) -> impl Fn() -> Option<String> + Send + 'static {
+        // What this run made is a placeholder; what it found is checked.
         let watched: Vec<PathBuf> = self
             .paths
             .iter()
-            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| palisade_policy::load::is_placeholder(p, &m)))
+            .filter(|p| {
+                !self.found.contains(p)
+                    || std::fs::symlink_metadata(p).is_ok_and(|m| palisade_policy::load::is_placeholder(p, &m))
+            })
             .cloned()
             .collect();
         move || {
@@ -330,13 +342,14 @@ fn link_from(model: RawFd, pfd: RawFd, name: &CString) -> io::Result<()> {
 
 /// Makes the socket placeholder `name` in the directory `pfd` (`path` for messages); one
 /// already there (another run's) is kept. Anything else that appeared there since planning
-/// is left alone: the mount covers it all the same, and it is never removed.
-fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -> Result<(), RegistryError> {
+/// is left alone: the mount covers it all the same, and it is never removed. `true` when
+/// this call made it.
+fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -> Result<bool, RegistryError> {
     let dev = fstat(pfd).map(|st| st.st_dev);
     if let Some(model) = dev.and_then(|d| models.get(&d)) {
         match link_from(model.as_raw_fd(), pfd, name) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+            Ok(()) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
             Err(_) => {}
         }
     }
@@ -352,11 +365,11 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
                 models.entry(d).or_insert(fd);
             }
         }
-        return Ok(());
+        return Ok(true);
     }
     let e = io::Error::last_os_error();
     match e.raw_os_error() {
-        Some(libc::EEXIST) => Ok(()),
+        Some(libc::EEXIST) => Ok(false),
         // A file system without sockets (vfat, some FUSE file systems): an empty directory,
         // if this file system can give it mode 000 (how it is recognised later).
         Some(libc::EPERM | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS) => {
@@ -364,7 +377,7 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
             if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0) } != 0 {
                 let e2 = io::Error::last_os_error();
                 return if e2.raw_os_error() == Some(libc::EEXIST) {
-                    Ok(())
+                    Ok(false)
                 } else {
                     Err(RegistryError { step: "create the placeholder", path: path.to_path_buf(), err: e2 })
                 };
@@ -374,7 +387,7 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
             let ok = unsafe { libc::fstatat(pfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0
                 && st.st_mode & 0o7777 == 0;
             if ok {
-                return Ok(());
+                return Ok(true);
             }
             // SAFETY: valid descriptor and C string; the directory just made.
             unsafe { libc::unlinkat(pfd, name.as_ptr(), libc::AT_REMOVEDIR) };
@@ -389,15 +402,16 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
 }
 
 /// A file placeholder with `contents`, mode 444 (set exactly, whatever the umask, since its
-/// mode is part of how it is recognised). One already there is kept.
-fn create_file(pfd: RawFd, name: &CString, path: &Path, contents: &[u8]) -> Result<(), RegistryError> {
+/// mode is part of how it is recognised). One already there is kept. `true` when this call
+/// made it.
+fn create_file(pfd: RawFd, name: &CString, path: &Path, contents: &[u8]) -> Result<bool, RegistryError> {
     let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
     // SAFETY: valid directory descriptor and C string.
     let fd = unsafe { libc::openat(pfd, name.as_ptr(), flags, FILE_PLACEHOLDER_MODE) };
     if fd < 0 {
         let e = io::Error::last_os_error();
         return if e.raw_os_error() == Some(libc::EEXIST) {
-            Ok(())
+            Ok(false)
         } else {
             Err(RegistryError { step: "create the placeholder", path: path.to_path_buf(), err: e })
         };
@@ -406,7 +420,7 @@ fn create_file(pfd: RawFd, name: &CString, path: &Path, contents: &[u8]) -> Resu
     let f = unsafe { std::fs::File::from_raw_fd(fd) };
     let r = ffi::write_all(f.as_raw_fd(), contents)
         .and_then(|_| f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(FILE_PLACEHOLDER_MODE)));
-    at("write the placeholder", path, r)
+    at("write the placeholder", path, r).map(|()| true)
 }
 
 /// Removes the placeholder at `path` if one is there; anything else is left alone.

@@ -540,8 +540,11 @@ impl Discovery<'_> {
         hash_len: usize,
     ) -> Result<Option<(Vec<Vec<u8>>, Option<String>)>, index::IndexError> {
         let Some(first) = self.fs.read(path, INDEX_FIRST_READ) else { return Ok(None) };
+        // The whole file when it is shorter than the first read (most indexes): then the
+        // extensions are walked in memory, else read where they are.
+        let whole = first.len() < INDEX_FIRST_READ;
         let e = match index::entries(&first, hash_len) {
-            Err(index::IndexError::Truncated) if first.len() == INDEX_FIRST_READ => {
+            Err(index::IndexError::Truncated) if !whole => {
                 let all = self.fs.read(path, usize::MAX).unwrap_or_default();
                 index::entries(&all, hash_len)
                     .map_err(|e| if e == index::IndexError::Truncated { index::IndexError::Malformed } else { e })?
@@ -549,13 +552,21 @@ impl Discovery<'_> {
             Err(index::IndexError::Truncated) => return Err(index::IndexError::Malformed),
             other => other?,
         };
+        let read_at = |at: u64, len: usize| -> Option<Vec<u8>> {
+            if whole {
+                let start = usize::try_from(at).ok()?.min(first.len());
+                Some(first[start..start.saturating_add(len).min(first.len())].to_vec())
+            } else {
+                self.fs.read_at(path, at, len)
+            }
+        };
         let mut shared = None;
         let mut at = e.end as u64;
         for _ in 0..256 {
-            let Some(head) = self.fs.read_at(path, at, 8).filter(|h| h.len() == 8) else { break };
+            let Some(head) = read_at(at, 8).filter(|h| h.len() == 8) else { break };
             let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as u64;
             if &head[..4] == b"link" {
-                let body = self.fs.read_at(path, at + 8, hash_len).unwrap_or_default();
+                let body = read_at(at + 8, hash_len).unwrap_or_default();
                 shared = index::shared_index(&head[..4], &body, hash_len);
             }
             at += 8 + size;

@@ -69,3 +69,29 @@ fn symlink_loops_terminate() {
     std::os::unix::fs::symlink(root.join("a"), root.join("b")).unwrap();
     let _ = FsResolver::default().resolve(&root.join("a/x"));
 }
+
+#[test]
+fn a_listed_directory_answers_like_lstat() {
+    use palisade_policy::hostfs::{HostFs, Kind};
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempDir::new("listing");
+    let d = t.0.join("d");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("file"), "x").unwrap();
+    std::os::unix::fs::symlink("file", d.join("link")).unwrap();
+    // A socket of mode 000 is a placeholder: absent, listed or not.
+    let sock = std::os::unix::net::UnixListener::bind(d.join(".vscode")).unwrap();
+    std::fs::set_permissions(d.join(".vscode"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let fs = FsResolver::default();
+    // Enough lookups that the directory is listed, then every kind again.
+    for i in 0..palisade_policy::load::LIST_AFTER {
+        assert_eq!(fs.kind(&d.join(format!("missing-{i}"))), None);
+    }
+    assert_eq!(fs.kind(&d.join("missing-late")), None);
+    assert_eq!(fs.kind(&d.join("file")), Some(Kind::File));
+    assert_eq!(fs.kind(&d.join("sub")), Some(Kind::Dir));
+    assert_eq!(fs.kind(&d.join("link")), Some(Kind::Symlink));
+    assert_eq!(fs.kind(&d.join(".vscode")), None);
+    assert_eq!(fs.resolve(&d.join("link")), d.join("file"));
+    drop(sock);
+}
