@@ -10,7 +10,8 @@
 #   4. supervisor memory: peak RSS of the palisade process while a command runs;
 #   5. start-up in a git repository with 3 linked worktrees and 2 submodules (git's protections
 #      derived, their placeholders made and removed) beside a plain workspace, and beside
-#      another palisade binary given with --baseline (an older build, to measure a change).
+#      another palisade binary given with --baseline (an older build, to measure a change);
+#      interleaved by bench/ab.py, back to back and spaced 0.5 s apart, wall and CPU time.
 # Workloads run with hyperfine -i: as root, `find /usr` exits 1 inside any sandbox that drops
 # capabilities (a few directories are mode 700 for other users), which is the point.
 # Results: a summary on stdout and JSON files in $OUT (default: a temporary directory).
@@ -60,14 +61,19 @@ startup_git() {
         && git commit -qm init \
         && for s in sub1 sub2; do git -c protocol.file.allow=always submodule add -q "$base/$s" "libs/$s"; done \
         && git commit -qm subs && for w in 1 2 3; do git worktree add -q "$base/wt$w"; done)
-    local cmds=("$PAL run --workspace $WS -- /bin/true" "$PAL run --workspace $repo -- /bin/true")
-    local labels=("palisade, plain workspace" "palisade, the repository")
+    # Interleaved (bench/ab.py: each round runs every command once), because start-up is
+    # bimodal (a cgroup v1 move waits 0.1 to 20 ms) and drift between sequential batches
+    # moves a median by more than the difference measured here.
+    local cmds=("bare=/bin/true" "palisade, plain workspace=$PAL run --workspace $WS -- /bin/true"
+        "palisade, the repository=$PAL run --workspace $repo -- /bin/true")
     if [ -n "$BASELINE" ]; then
-        cmds+=("$BASELINE run --workspace $WS -- /bin/true" "$BASELINE run --workspace $repo -- /bin/true")
-        labels+=("baseline, plain workspace" "baseline, the repository")
+        cmds+=("baseline, plain workspace=$BASELINE run --workspace $WS -- /bin/true"
+            "baseline, the repository=$BASELINE run --workspace $repo -- /bin/true")
     fi
-    hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup-git.json" /bin/true "${cmds[@]}" >/dev/null
-    summary "$OUT/startup-git.json" "bare" "${labels[@]}"
+    echo "  back to back, $RUNS rounds:"
+    python3 "$OLDPWD/bench/ab.py" --runs "$RUNS" "${cmds[@]}"
+    echo "  spaced 0.5 s apart (an agent's cadence), $WORK_RUNS rounds:"
+    python3 "$OLDPWD/bench/ab.py" --runs "$WORK_RUNS" --warmup 1 --spaced 0.5 "${cmds[@]}"
     echo "  placeholders: $("$PAL" run --workspace "$repo" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the repository, $("$PAL" run --workspace "$WS" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the plain workspace"
 }
 "$PAL" run --workspace "$WS" --dry-run -- /bin/true > "$OUT/plan.json"
