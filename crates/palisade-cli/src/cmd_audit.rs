@@ -103,11 +103,16 @@ fn summarise(events: &[Event]) -> String {
             Event::Limit { limit, detail } => {
                 out.push_str(&format!("LIMIT:     {}: {}\n", clean(limit), clean(detail)));
             }
-            Event::NewRepository { path, gitlink_of } => {
+            Event::NewRepository { path, gitlink_of, quarantined } => {
                 let of = gitlink_of
                     .as_deref()
                     .map_or(String::new(), |o| format!(" (git status in {} descends into it)", clean(o)));
-                out.push_str(&format!("NEW REPO:  {} was made inside the sandbox{of}\n", clean(path)));
+                let moved = if quarantined.is_empty() {
+                    String::new()
+                } else {
+                    format!("; moved aside: {}", clean(&quarantined.join(", ")))
+                };
+                out.push_str(&format!("NEW REPO:  {} was made inside the sandbox{of}{moved}\n", clean(path)));
             }
             Event::MonitorAction { rule, condition, action, reason } => {
                 out.push_str(&format!(

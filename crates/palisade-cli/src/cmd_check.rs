@@ -23,7 +23,7 @@ pub fn run(args: CheckArgs) -> Outcome {
     let unprotected = links.as_ref().map(|(ws, r)| {
         let policy_args = crate::cli::PolicyArgs { workspace: Some(ws.clone()), ..Default::default() };
         crate::cmd_policy::load_policy(&policy_args)
-            .map(|(_, p)| crate::tree_scan::unprotected_repositories(&r.dot_gits, &p.git_repositories))
+            .map(|(_, p)| crate::tree_scan::unprotected_repositories(&r.dot_gits, &r.bare_dirs, &p.git_repositories))
             .map_err(|f| f.message)
     });
     if args.json {

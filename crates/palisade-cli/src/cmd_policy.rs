@@ -81,7 +81,7 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
             message: format!("`{}` is not a host: {m}", target.escape_debug()),
             hint: Some("pass --path to explain it as a file".into()),
         })?;
-        if !as_host && !target.contains(':') && target.contains('.') {
+        if !as_host && !target.contains(':') && target != "localhost" {
             eprintln!("(explained as a host; pass --path to explain a file of that name)");
         }
         let d = p.decide_net(&t);
@@ -94,13 +94,45 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
     }
     let vars = env.vars(&p.workspace);
     let abs = vars.expand(target, &env.cwd)?;
-    let d = p.decide_path(&FsResolver::default().resolve(&abs));
+    let resolved = FsResolver::default().resolve(&abs);
+    let d = p.decide_path(&resolved);
+    let held = held_by_placeholder(p, &resolved);
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        let mut v = serde_json::to_value(&d)?;
+        if let Some((at, below)) = &held {
+            v["placeholder"] = serde_json::json!({ "at": at, "because_of": below });
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{d}");
+        if let Some((at, below)) = held {
+            println!(
+                "  but:   {} does not exist, and {} below it has a rule of its own: while a run lasts a placeholder holds {}, so it cannot be created inside (create it outside the sandbox)",
+                at.display(),
+                below.display(),
+                at.display()
+            );
+        }
     }
     Ok(0)
+}
+
+/// Where `path` would be writable but does not exist: the first missing directory on its
+/// way, when a rule of its own (read, protect or deny) lies below it. A run holds that
+/// directory with a placeholder (the rule below needs its parents to stay), so nothing can
+/// create it inside. Returns that directory and the rule's path.
+fn held_by_placeholder(p: &ResolvedPolicy, path: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let missing = path.ancestors().filter(|a| std::fs::symlink_metadata(a).is_err()).last()?.to_path_buf();
+    if p.decide_path(&missing).access != palisade_policy::Access::Write {
+        return None;
+    }
+    p.rules
+        .paths
+        .iter()
+        .filter(|r| r.kind != palisade_policy::PathKind::Write)
+        .map(|r| r.pattern.base())
+        .find(|b| b.starts_with(&missing) && *b != missing)
+        .map(|b| (missing, b))
 }
 
 fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {

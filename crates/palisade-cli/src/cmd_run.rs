@@ -70,7 +70,7 @@ fn run_platform(
         Err(why) => (None, why),
     };
     warn_unevaluated_rules(&policy, &denials, args.json);
-    for n in &policy.notes {
+    for n in policy.notes.iter().chain(empty_workspace_hint(&policy, &args.command).as_ref()) {
         if args.json {
             eprintln!("{}", serde_json::json!({ "level": "warning", "reason": n }));
         } else {
@@ -190,6 +190,20 @@ fn run_platform(
 /// older work tree's `git status` descends into it. Runs when the sandbox has ended, before
 /// its placeholders are removed.
 #[cfg(target_os = "linux")]
+/// A hint, not a protection: in an empty workspace that is no repository, a command that
+/// mentions git is most likely `git init` or `git clone URL .`, which fail inside (the
+/// workspace's `.git` is protected) with git's own words ("not an empty directory").
+fn empty_workspace_hint(policy: &palisade_policy::ResolvedPolicy, command: &[std::ffi::OsString]) -> Option<String> {
+    let mentions_git = command.iter().any(|a| a.to_string_lossy().contains("git"));
+    let empty = std::fs::read_dir(&policy.workspace).is_ok_and(|mut d| d.next().is_none());
+    (mentions_git && empty && policy.protects_git() && policy.git_repositories.is_empty()).then(|| {
+        format!(
+            "the workspace {} is empty and no git repository, and cannot become one inside the sandbox (`git init` or `git clone URL .` there fail: a configuration and hooks written inside would run on the host); run that outside first, or clone into a subdirectory (its configuration and hooks are moved aside when the run ends)",
+            policy.workspace.display()
+        )
+    })
+}
+
 fn new_repository_reporter(
     watch: &std::sync::Arc<std::sync::Mutex<Option<palisade_policy::load::RepoWatch>>>,
     sink: std::sync::Arc<dyn palisade_monitor::Sink>,
@@ -198,21 +212,56 @@ fn new_repository_reporter(
     let watch = watch.clone();
     Box::new(move || {
         let Some(w) = watch.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
-        for r in w.new_repositories() {
-            let path = r.git_dir.display().to_string();
-            let gitlink_of = r.gitlink_of.map(|p| p.display().to_string());
+        let found = w.new_repositories();
+        let say = |text: String| {
             if json {
-                let v = serde_json::json!({ "level": "warning", "new_repository": path, "gitlink_of": gitlink_of });
-                eprintln!("{v}");
+                eprintln!("{}", serde_json::json!({ "level": "warning", "reason": text }));
             } else {
-                let of = gitlink_of.as_deref().map_or(String::new(), |o| {
-                    format!("; git status in {o} descends into it (it is recorded in that index)")
-                });
-                eprintln!(
-                    "palisade: warning: the git repository {path} was made inside the sandbox{of}: its configuration and hooks were written there; read them before you run git in it"
-                );
+                eprintln!("palisade: warning: {text}");
             }
-            sink.record(&palisade_monitor::Event::NewRepository { path, gitlink_of });
+        };
+        if found.too_many {
+            let detail = format!(
+                "more git repositories than Palisade examines ({}) lie under the writable directories after the run: not all were checked for what the sandbox wrote; look for .git directories and HEAD files made during the run before you run git there",
+                palisade_policy::git::Bounds::AFTER_RUN.repositories
+            );
+            say(detail.clone());
+            sink.record(&palisade_monitor::Event::Limit { limit: "repositories".into(), detail });
+        }
+        for r in found.repositories {
+            let path = r.git_dir.display().to_string();
+            let gitlink_of = r.gitlink_of.as_ref().map(|p| p.display().to_string());
+            // The writable root it lies under (the innermost), and, for a worktree added to
+            // a repository that was there before, that repository's common directory.
+            let root = w.roots().iter().filter(|root| r.git_dir.starts_with(root)).max_by_key(|p| p.as_os_str().len());
+            let keep = r.common.as_deref().filter(|c| w.known().iter().any(|k| k == c));
+            let moved = match root {
+                Some(root) => palisade_linux::quarantine::quarantine(root, &r.git_dir, w.since(), keep),
+                None => Ok(Vec::new()),
+            };
+            let of = gitlink_of.as_deref().map_or(String::new(), |o| format!(" (git status in {o} descends into it)"));
+            let quarantined: Vec<String> = match &moved {
+                Ok(m) => m.iter().map(|m| format!("{} -> {}", m.from.display(), m.to.display())).collect(),
+                Err(_) => Vec::new(),
+            };
+            match &moved {
+                Ok(m) if m.is_empty() => {}
+                Ok(m) => say(format!(
+                    "the git repository {path} was made or changed inside the sandbox{of}; what git would run from it was moved aside, so that git on the host obeys none of it: {}. Read them, and move them back to use them",
+                    m.iter()
+                        .map(|m| format!(
+                            "{} -> {}",
+                            m.from.display(),
+                            m.to.file_name().unwrap_or_default().to_string_lossy()
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Err(e) => say(format!(
+                    "the git repository {path} was made inside the sandbox{of}, and what git would run from it could not be moved aside ({e}): read its config and hooks before you run git there"
+                )),
+            }
+            sink.record(&palisade_monitor::Event::NewRepository { path, gitlink_of, quarantined });
         }
     })
 }

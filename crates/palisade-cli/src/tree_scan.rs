@@ -13,7 +13,8 @@
 //! submodules at any depth (from the index); an untracked checkout deeper down
 //! (`third_party/lib/.git`) would cost a walk of the tree at every start (28 ms measured with
 //! a 1,500-package `node_modules` at two levels), so its hooks and configuration stay writable
-//! inside. The walk here lists every `.git` and names those `run` does not protect.
+//! inside. The walk here lists every `.git`, and every directory git would take for a bare
+//! repository (`HEAD`, `objects/`, `refs/`), and names those `run` does not protect.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ pub struct Report {
     pub files: usize,
     /// Every `.git` (directory, file or link) below the root, the root's own excepted.
     pub dot_gits: Vec<PathBuf>,
+    /// Directories outside every `.git` that git would take for a bare repository (a `HEAD`
+    /// file beside `objects/` and `refs/`), the root excepted.
+    pub bare_dirs: Vec<PathBuf>,
     /// The walk stopped at [`BUDGET`] entries.
     pub truncated: bool,
 }
@@ -56,6 +60,15 @@ pub fn scan(root: &Path) -> Report {
             if e.file_name() == ".git" && dir != root {
                 report.dot_gits.push(e.path());
             }
+            if e.file_name() == "HEAD"
+                && !ft.is_dir()
+                && dir != root
+                && !dir.components().any(|c| c.as_os_str() == ".git")
+                && dir.join("objects").is_dir()
+                && dir.join("refs").is_dir()
+            {
+                report.bare_dirs.push(dir.clone());
+            }
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
@@ -81,6 +94,7 @@ pub fn scan(root: &Path) -> Report {
     report.by_top = tops.into_iter().map(|(k, (n, p))| (k, n, p)).collect();
     report.by_top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     report.dot_gits.sort();
+    report.bare_dirs.sort();
     report
 }
 
@@ -89,13 +103,15 @@ pub fn scan(_: &Path) -> Report {
     Report::default()
 }
 
-/// The work trees among `dot_gits` whose git directory is not one of `protected` (canonical
-/// git directories, as the policy lists them): a `.git` directory is its own git directory;
-/// a `.git` file or link names one (a relative `gitdir:` is relative to the file's directory,
-/// as git reads it). A `.git` that names nothing git would use is left out: git on the host
-/// ignores it too.
-pub fn unprotected_repositories(dot_gits: &[PathBuf], protected: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+/// The work trees among `dot_gits`, and the directories among `bare_dirs`, whose git
+/// directory is not one of `protected` (canonical git directories, as the policy lists
+/// them): a `.git` directory is its own git directory; a `.git` file or link names one (a
+/// relative `gitdir:` is relative to the file's directory, as git reads it); a bare
+/// directory is its own. A `.git` that names nothing git would use is left out: git on the
+/// host ignores it too.
+pub fn unprotected_repositories(dot_gits: &[PathBuf], bare_dirs: &[PathBuf], protected: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> =
+        bare_dirs.iter().filter(|d| d.canonicalize().is_ok_and(|c| !protected.contains(&c))).cloned().collect();
     for dot in dot_gits {
         let Some(work_tree) = dot.parent() else { continue };
         let git_dir = match std::fs::symlink_metadata(dot) {
@@ -137,9 +153,10 @@ mod tests {
     fn repositories_are_matched_by_their_git_directory() {
         let t = std::env::temp_dir().join(format!("palisade-tree-scan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&t);
-        for d in ["a/.git", "b/deep/.git", "m/modules/c", "c"] {
+        for d in ["a/.git", "b/deep/.git", "m/modules/c", "c", "x/y/objects", "x/y/refs"] {
             std::fs::create_dir_all(t.join(d)).unwrap();
         }
+        std::fs::write(t.join("x/y/HEAD"), "ref: refs/heads/main\n").unwrap();
         std::fs::write(t.join("c/.git"), "gitdir: ../m/modules/c\n").unwrap();
         std::fs::create_dir_all(t.join("d")).unwrap();
         std::fs::write(t.join("d/.git"), "not a gitfile\n").unwrap();
@@ -148,7 +165,8 @@ mod tests {
         let t = t.canonicalize().unwrap();
         let protected = [t.join("a/.git"), t.join("m/modules/c")];
         let dots: Vec<_> = r.dot_gits.iter().map(|p| p.canonicalize().unwrap_or(p.clone())).collect();
-        assert_eq!(unprotected_repositories(&dots, &protected), [t.join("b/deep")]);
+        assert_eq!(r.bare_dirs.len(), 1, "{:?}", r.bare_dirs);
+        assert_eq!(unprotected_repositories(&dots, &r.bare_dirs, &protected), [t.join("x/y"), t.join("b/deep")]);
         std::fs::remove_dir_all(&t).unwrap();
     }
 }

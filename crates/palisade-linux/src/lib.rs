@@ -20,7 +20,7 @@ pub use sys::watch::{LimitHit, OnLimit};
 #[cfg(target_os = "linux")]
 pub use sys::{
     Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi, kaudit,
-    placeholders, probe, run, run_degraded,
+    placeholders, probe, quarantine, run, run_degraded,
 };
 
 /// How the command ended.

@@ -75,13 +75,16 @@ pub enum Event {
     /// `cpu_time`, `wall_time`, `tmp_size`) stopped the sandbox.
     Limit { limit: String, detail: String },
     /// A git repository appeared under a writable root during the run (found at its end):
-    /// its configuration and hooks were written inside the sandbox, and git on the host run
-    /// there would obey them. `gitlink_of`: an older work tree whose index records it, so
-    /// that `git status` there descends into it.
+    /// what it holds was written inside the sandbox. `gitlink_of`: an older work tree whose
+    /// index records it, so that `git status` there descends into it. `quarantined`: the
+    /// files git would run code from that changed during the run, moved aside (each
+    /// `FROM -> TO`), so that git on the host obeys none of them.
     NewRepository {
         path: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gitlink_of: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        quarantined: Vec<String>,
     },
     /// A monitor rule fired and its action was taken.
     MonitorAction { rule: String, condition: String, action: String, reason: String },

@@ -159,10 +159,15 @@ pub fn watch_line(event: &Event) -> String {
         }
         Event::Tripwire { path } => format!("TRIPWIRE {} was opened", printable(path)),
         Event::Limit { limit, detail } => format!("LIMIT  {}: {}", printable(limit), printable(detail)),
-        Event::NewRepository { path, gitlink_of } => match gitlink_of {
-            Some(of) => format!("REPO   {} was made inside (a gitlink of {})", printable(path), printable(of)),
-            None => format!("REPO   {} was made inside", printable(path)),
-        },
+        Event::NewRepository { path, gitlink_of, quarantined } => {
+            let of = gitlink_of.as_deref().map_or(String::new(), |o| format!(" (a gitlink of {})", printable(o)));
+            let moved = if quarantined.is_empty() {
+                String::new()
+            } else {
+                format!("; moved aside: {}", printable(&quarantined.join(", ")))
+            };
+            format!("REPO   {} was made inside{of}{moved}", printable(path))
+        }
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }

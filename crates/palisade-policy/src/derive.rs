@@ -133,13 +133,28 @@ impl ResolvedPolicy {
             }
         }
         self.rules.paths.extend(nested);
-        // A root inside a work tree whose git directory the sandbox cannot see: git inside
-        // will not find it, which is better said now than discovered.
+        // A root inside a work tree whose git directory the sandbox cannot see (or only
+        // read): git inside will not find it (or cannot commit), which is better said now
+        // than discovered. The private temporary directory is not the host's.
         for r in &found.repositories {
             let (Some(wt), shown) = (&r.work_tree, r.common.as_ref().unwrap_or(&r.git_dir)) else { continue };
-            if roots.iter().any(|root| root.starts_with(wt)) && self.decide_path(&r.git_dir).access == Access::None {
+            if !roots.iter().any(|root| root.starts_with(wt)) {
+                continue;
+            }
+            // Granted by the private temporary directory's own rule: the host's is not there.
+            let d = self.decide_path(&r.git_dir);
+            let private = d.rule.is_some_and(|rule| host.private.contains(&rule.pattern.base()));
+            let access = if private { Access::None } else { d.access };
+            if access == Access::None {
                 self.notes.push(format!(
-                    "git inside the sandbox will not find the repository of {}: its git directory {} is not visible there; pass --allow-read {} (--allow-write to commit: its configuration and hooks stay protected)",
+                    "git inside the sandbox will not find the repository of {}: its git directory {} is not visible there; pass --allow-write {} to work with it (its configuration and hooks stay protected), or --allow-read to look only",
+                    wt.display(),
+                    r.git_dir.display(),
+                    shown.display()
+                ));
+            } else if access == Access::Read {
+                self.notes.push(format!(
+                    "git inside the sandbox can read the repository of {} but not commit: its git directory {} is read-only there; pass --allow-write {} to commit (its configuration and hooks stay protected)",
                     wt.display(),
                     r.git_dir.display(),
                     shown.display()

@@ -455,12 +455,14 @@ pub fn load_on(env: &Environment, opts: &LoadOptions, host: &FsResolver) -> Resu
 /// Watches for git repositories made during a run under the policy's writable roots (their
 /// configuration and hooks were then written inside the sandbox). Nothing can stop a
 /// sandbox from making a repository; this says where one was made, and whether `git status`
-/// in an older work tree descends into it.
+/// in an older work tree descends into it, so that the caller can make it inert.
 ///
 /// Cheap when nothing changed: what discovery looked at (directories listed or probed for
 /// `.git`, indexes) is stamped with its change time, which no one can set; discovery runs
-/// again only if a stamp differs. Stamp after the run's placeholders are made and compare
-/// before they are removed (making them changes their directories).
+/// again only if a stamp differs, within [`crate::git::Bounds::AFTER_RUN`] (a sandbox may
+/// make decoys to push one repository past the start's bounds). Stamp after the run's
+/// placeholders are made and compare before they are removed (making them changes their
+/// directories).
 #[derive(Debug)]
 pub struct RepoWatch {
     roots: Vec<PathBuf>,
@@ -468,6 +470,16 @@ pub struct RepoWatch {
     home: PathBuf,
     known: Vec<PathBuf>,
     watched: Vec<(PathBuf, Option<(i64, i64)>)>,
+    since: (i64, i64),
+}
+
+/// What [`RepoWatch::new_repositories`] found.
+#[derive(Debug, Default)]
+pub struct NewRepositories {
+    /// Repositories that were not there when the policy was derived.
+    pub repositories: Vec<crate::git::Repository>,
+    /// More repositories than [`crate::git::Bounds::AFTER_RUN`]: some were not examined.
+    pub too_many: bool,
 }
 
 impl RepoWatch {
@@ -485,27 +497,59 @@ impl RepoWatch {
             home: policy.home.clone(),
             known: policy.git_repositories.clone(),
             watched: policy.git_watched.iter().map(|(p, _)| (p.clone(), None)).collect(),
+            since: (0, 0),
         })
     }
 
     /// Takes the stamps now.
     pub fn stamp(&mut self) {
+        // File times come from a coarse clock (a tick behind the precise one): a margin
+        // keeps a change made just after this from looking older than it.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(std::time::Duration::from_millis(50));
+        self.since = (i64::try_from(now.as_secs()).unwrap_or(i64::MAX), i64::from(now.subsec_nanos()));
         for (p, s) in &mut self.watched {
             *s = RealFs.changed(p);
         }
     }
 
+    /// When [`RepoWatch::stamp`] was called, as a change time (seconds and nanoseconds since
+    /// the epoch), less a margin: a file whose change time is at or after it may have been
+    /// written by the run.
+    pub fn since(&self) -> (i64, i64) {
+        self.since
+    }
+
+    /// The writable roots watched (canonical).
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// The git directories known before the run.
+    pub fn known(&self) -> &[PathBuf] {
+        &self.known
+    }
+
     /// The repositories that were not there when the policy was derived.
-    pub fn new_repositories(&self) -> Vec<crate::git::Repository> {
+    pub fn new_repositories(&self) -> NewRepositories {
         if self.watched.iter().all(|(p, s)| RealFs.changed(p) == *s) {
-            return Vec::new();
+            return NewRepositories::default();
         }
         let resolver = FsResolver::default();
-        crate::git::discover(&self.roots, &self.git_configs, &self.home, &resolver, &resolver)
-            .repositories
-            .into_iter()
-            .filter(|r| !self.known.contains(&r.git_dir))
-            .collect()
+        let found = crate::git::discover_within(
+            &self.roots,
+            &self.git_configs,
+            &self.home,
+            &resolver,
+            &resolver,
+            crate::git::Bounds::AFTER_RUN,
+        );
+        NewRepositories {
+            repositories: found.repositories.into_iter().filter(|r| !self.known.contains(&r.git_dir)).collect(),
+            too_many: found.too_many,
+        }
     }
 }
 

@@ -318,6 +318,11 @@ fn git_init_and_clone_into_a_plain_workspace_are_refused_and_say_why() {
     let out = stdout(&o);
     assert!(out.contains("done"), "{}", stderr(&o));
     assert!(out.contains("is protected here; create it outside the sandbox"), "{out}");
+    assert!(
+        stderr(&o).contains("is empty and no git repository, and cannot become one inside the sandbox"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!s.path("ws/.git").exists() && !s.path("ws/HEAD").exists() && !s.path("ws/README").exists());
     // The same workspace after `git init` outside works inside.
     s.host_git_ok(&s.ws(), &["init", "-q"]);
@@ -477,32 +482,59 @@ fn policy_explain_names_the_git_protection() {
 }
 
 #[test]
-fn a_repository_made_inside_is_reported_with_the_work_tree_that_visits_it() {
+fn a_repository_made_inside_runs_nothing_on_the_host_and_is_reported() {
     // No mount can stop a sandbox from making a repository; one recorded as a gitlink is
-    // visited by the host's next `git status` in the work tree, which runs its config. The
-    // run says so, on stderr and in the audit log.
+    // visited by the host's next `git status` in the work tree, which would run its config.
+    // At the end of the run, what git would run from it is moved aside, and the run says so,
+    // on stderr and in the audit log. Decoys (many directories and repositories) do not hide
+    // it.
     let s = Sandbox::new("p-newrepo");
     s.git_identity();
     repo(&s, &s.ws());
     let log = s.path("audit.jsonl");
-    let o = s.run(
-        &["--audit", log.to_str().unwrap()],
-        &[
-            "/bin/sh",
-            "-c",
-            "git init -q evil && git -C evil commit -q --allow-empty -m e && git add evil 2>/dev/null; echo done",
-        ],
+    let mark = s.path("PWNED");
+    let script = format!(
+        "for i in $(seq 600); do mkdir -p decoy$i/.git/objects decoy$i/.git/refs; echo 'ref: refs/heads/m' > decoy$i/.git/HEAD; done; \
+         git init -q evil && git -C evil commit -q --allow-empty -m e && \
+         printf '[core]\\n\\tfsmonitor = \"touch {m}; false\"\\n' >> evil/.git/config && \
+         printf '#!/bin/sh\\ntouch {m}\\n' > evil/.git/hooks/pre-commit && chmod +x evil/.git/hooks/pre-commit && \
+         git -c core.fsmonitor= add evil 2>/dev/null; echo done",
+        m = mark.display()
     );
+    let o = s.run(&["--audit", log.to_str().unwrap()], &["/bin/sh", "-c", &script]);
     assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    host_runs_nothing(&s, &s.ws(), &mark);
+    let _ = s.host_git(&s.path("ws/evil"), &["commit", "-q", "--allow-empty", "-m", "host"]);
+    assert!(!mark.exists(), "a hook of the repository made inside ran on the host");
     let err = stderr(&o);
     let evil = s.path("ws/evil/.git");
-    assert!(err.contains(&format!("the git repository {} was made inside the sandbox", evil.display())), "{err}");
+    assert!(
+        err.contains(&format!("the git repository {} was made or changed inside the sandbox", evil.display())),
+        "{err}"
+    );
     assert!(err.contains(&format!("git status in {} descends into it", s.ws().display())), "{err}");
+    assert!(evil.join("config.palisade-quarantine").exists() && evil.join("hooks.palisade-quarantine").exists());
     let raw = std::fs::read_to_string(&log).unwrap();
-    assert!(raw.contains("\"kind\":\"new_repository\"") && raw.contains("\"gitlink_of\""), "{raw}");
+    assert!(
+        raw.contains("\"kind\":\"new_repository\"")
+            && raw.contains("\"gitlink_of\"")
+            && raw.contains("\"quarantined\""),
+        "{raw}"
+    );
+    // The repository still works, with git's defaults; moving the files back restores it.
+    assert!(s.host_git(&s.path("ws/evil"), &["log", "-1", "--oneline"]).status.success());
+    // (The decoys would make the next start refuse, naming the cause.)
+    for i in 1..=600 {
+        std::fs::remove_dir_all(s.path(&format!("ws/decoy{i}"))).unwrap();
+    }
+    // A worktree added inside is no such repository: nothing is moved, nothing is said.
+    let o = s.sh("git worktree add -q wt 2>&1 && echo added");
+    assert!(stdout(&o).contains("added"), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stderr(&o).contains("moved aside"), "{}", stderr(&o));
+    assert!(s.host_git(&s.path("ws/wt"), &["status", "--porcelain"]).status.success());
     // A run that makes none says nothing.
     let o = s.sh("true");
-    assert!(!stderr(&o).contains("was made inside"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("inside the sandbox"), "{}", stderr(&o));
 }
 
 #[test]
@@ -749,16 +781,22 @@ fn check_names_the_nested_repositories_run_does_not_look_for() {
     let o = s.sh("echo '#!/bin/sh' > third_party/lib/.git/hooks/pre-commit && echo WRITTEN; \
          echo x > near/.git/hooks/pre-commit || echo NEAR-REFUSED");
     assert!(stdout(&o).contains("WRITTEN") && stdout(&o).contains("NEAR-REFUSED"), "{}{}", stdout(&o), stderr(&o));
+    // A directory git would take for a bare repository, as deep.
+    for d in ["ws/src/deep/objects", "ws/src/deep/refs"] {
+        std::fs::create_dir_all(s.path(d)).unwrap();
+    }
+    s.write("ws/src/deep/HEAD", "ref: refs/heads/main\n");
     let o = s.palisade(&["check"]);
     let out = stdout(&o);
-    assert!(out.contains("1 nested repositories lie deeper than `run` looks"), "{out}");
+    assert!(out.contains("2 nested repositories lie deeper than `run` looks"), "{out}");
+    assert!(out.contains(s.path("ws/src/deep").to_str().unwrap()), "{out}");
     assert!(
         out.contains(deep.to_str().unwrap()) && !out.contains(&format!("{}\n", s.path("ws/near").display())),
         "{out}"
     );
     let o = s.palisade(&["check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["unprotected_repositories"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["unprotected_repositories"].as_array().map(Vec::len), Some(2), "{v}");
 }
 
 #[test]
@@ -777,4 +815,81 @@ fn too_many_repositories_are_refused_rather_than_left_unprotected() {
     std::fs::remove_dir_all(s.path("ws/r512")).unwrap();
     let o = s.sh("echo x > r7/.git/hooks/pre-commit || echo REFUSED");
     assert!(stdout(&o).contains("REFUSED"), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_work_tree_root_cannot_become_a_bare_repository_and_head_stays_unambiguous() {
+    // With .git made invalid (objects moved away), git on the host takes the work tree's
+    // top for a bare repository if HEAD, objects/ and refs/ are there, or a commondir
+    // naming a directory that has them; its configuration's pager then runs.
+    let s = Sandbox::new("p-bare-root");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let mark = s.path("PWNED");
+    let cfg = format!("[core]\\n\\tbare = true\\n\\tpager = \"touch {}; cat\"\\n", mark.display());
+    let o = s.sh(&format!(
+        "git diff HEAD --stat && git log -1 --oneline HEAD >/dev/null && echo HEAD-OK; \
+         mkdir -p evil; cp -r .git/objects .git/refs evil/; cp -r .git/objects objects; \
+         mkdir refs 2>/dev/null && cp -r .git/refs/. refs/ || echo REFS-REFUSED; \
+         echo evil > commondir 2>/dev/null || echo COMMONDIR-REFUSED; \
+         cp .git/HEAD HEAD; printf '{cfg}' > config; cp config evil/config; mv .git/objects .git/o2; echo done"
+    ));
+    let out = stdout(&o);
+    assert!(out.contains("HEAD-OK") && out.contains("done"), "{out}{}", stderr(&o));
+    // A terminal, so that git starts the pager.
+    let _ = std::process::Command::new("script")
+        .args(["-qc", "git log -1", "/dev/null"])
+        .current_dir(s.ws())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", s.home())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("script (util-linux)");
+    let _ = s.host_git(&s.ws(), &["status"]);
+    assert!(!mark.exists(), "git on the host took the workspace for a bare repository");
+    assert!(out.contains("REFS-REFUSED") && out.contains("COMMONDIR-REFUSED"), "{out}");
+    // While a run lasts, HEAD on the host is as unambiguous as inside.
+    let t = s.path("t");
+    repo(&s, &t);
+    let mut child = s.command(&t, &["run", "--", "sleep", "3"]).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !t.join("refs").exists() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let during = s.host_git(&t, &["diff", "HEAD", "--stat"]);
+    child.wait().unwrap();
+    assert!(during.status.success(), "host git diff HEAD during a run: {}", stderr(&during));
+}
+
+#[test]
+fn a_linked_worktree_as_the_workspace_says_which_grant_git_needs() {
+    let s = Sandbox::new("p-wt-note");
+    s.git_identity();
+    let main = s.path("main");
+    repo(&s, &main);
+    s.host_git_ok(&main, &["worktree", "add", "-q", s.path("wt").to_str().unwrap()]);
+    let main_git = main.join(".git");
+    let wt = s.path("wt");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--workspace", wt.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "git", "commit", "-q", "--allow-empty", "-m", "wt"]);
+        s.palisade_in(&wt, &args)
+    };
+    let o = run(&[]);
+    assert!(
+        stderr(&o).contains(&format!("pass --allow-write {} to work with it", main_git.display())),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--allow-read", main_git.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains(&format!("can read the repository of {} but not commit", s.path("wt").display())),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--allow-write", main_git.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }

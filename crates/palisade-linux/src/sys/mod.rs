@@ -12,6 +12,7 @@ mod mounts;
 mod net;
 pub mod placeholders;
 pub mod probe;
+pub mod quarantine;
 mod step;
 mod terminal;
 mod tripwire;

@@ -75,7 +75,7 @@ pub struct Found {
     pub watched: Vec<PathBuf>,
     /// What could not be examined, in words (for a warning at every run).
     pub notes: Vec<String>,
-    /// More than [`MAX_REPOSITORIES`] repositories were found (the rest were not examined).
+    /// More repositories than the bounds allow were found (the rest were not examined).
     pub too_many: bool,
 }
 
@@ -92,9 +92,27 @@ pub struct Repository {
     pub work_tree: Option<PathBuf>,
 }
 
+/// How far one discovery goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Repositories examined at most (past it, [`Found::too_many`]).
+    pub repositories: usize,
+    /// Directories listed at most per root while scanning.
+    pub scan_budget: usize,
+}
+
+impl Bounds {
+    /// Before a run: every repository found costs mounts at every start.
+    pub const START: Bounds = Bounds { repositories: MAX_REPOSITORIES, scan_budget: SCAN_BUDGET };
+    /// After a run, looking for what the sandbox made: no mounts to pay for, and a sandbox
+    /// may make many decoys to hide one repository past the start's bounds.
+    pub const AFTER_RUN: Bounds = Bounds { repositories: 32 * MAX_REPOSITORIES, scan_budget: 16 * SCAN_BUDGET };
+}
+
 /// Finds the git controls for `roots` (writable directories, canonical). `globals` are the
 /// user's and the system's git configuration files (their includes and `core.hooksPath` can
-/// name files under a root); `home` expands `~` in configuration paths.
+/// name files under a root); `home` expands `~` in configuration paths. Within
+/// [`Bounds::START`].
 pub fn discover(
     roots: &[PathBuf],
     globals: &[PathBuf],
@@ -102,7 +120,20 @@ pub fn discover(
     fs: &dyn HostFs,
     resolver: &dyn PathResolver,
 ) -> Found {
+    discover_within(roots, globals, home, fs, resolver, Bounds::START)
+}
+
+/// [`discover`] within other bounds.
+pub fn discover_within(
+    roots: &[PathBuf],
+    globals: &[PathBuf],
+    home: &Path,
+    fs: &dyn HostFs,
+    resolver: &dyn PathResolver,
+    bounds: Bounds,
+) -> Found {
     let mut d = Discovery {
+        bounds,
         fs,
         resolver,
         home,
@@ -150,6 +181,7 @@ pub fn discover(
 }
 
 struct Discovery<'a> {
+    bounds: Bounds,
     fs: &'a dyn HostFs,
     resolver: &'a dyn PathResolver,
     home: &'a Path,
@@ -207,7 +239,7 @@ impl Discovery<'_> {
 
     fn enqueue(&mut self, gitdir: PathBuf, worktree: Option<PathBuf>) {
         let gitdir = self.canonical(&gitdir);
-        if self.seen.len() >= MAX_REPOSITORIES && !self.seen.contains(&gitdir) {
+        if self.seen.len() >= self.bounds.repositories && !self.seen.contains(&gitdir) {
             self.too_many = true;
             return;
         }
@@ -255,18 +287,30 @@ impl Discovery<'_> {
                 ),
             );
         }
-        if self.fs.kind(&root.join("HEAD")).is_none() {
-            self.push(
-                root.join("HEAD"),
-                format!(
-                    "with HEAD, objects/ and refs/ made inside the sandbox, git on the host would take {} for a bare repository and run its config",
-                    root.display()
-                ),
-            );
-        }
+        self.bare_guard(root);
         let depth = if in_work_tree { SCAN_DEPTH_IN_WORK_TREE } else { SCAN_DEPTH };
-        let mut budget = SCAN_BUDGET;
+        let mut budget = self.bounds.scan_budget;
         self.scan(root, depth, &mut budget);
+    }
+
+    /// Keeps `root` from becoming a bare repository. git takes a directory for one (when its
+    /// `.git` is missing or not a valid git directory, which the sandbox can bring about by
+    /// moving `.git/objects` away) if its `HEAD` is a valid reference and `objects/` and
+    /// `refs/` exist there, or in the directory its `commondir` names (`is_git_directory`
+    /// in git's setup.c). Holding `commondir` and `refs` blocks that and leaves `HEAD` free:
+    /// a `HEAD` file in a work tree makes every `git diff HEAD` ambiguous. Where `refs`
+    /// already exists, `HEAD` is held instead, and an existing `HEAD` is kept as it is.
+    fn bare_guard(&mut self, root: &Path) {
+        let why = format!(
+            "with HEAD, objects/ and refs/ (or a commondir naming them) made inside the sandbox, git on the host would take {} for a bare repository and run its config",
+            root.display()
+        );
+        if self.fs.kind(&root.join("HEAD")).is_some() || self.fs.kind(&root.join("refs")).is_some() {
+            self.push(root.join("HEAD"), why);
+        } else {
+            self.push(root.join("commondir"), why.clone());
+            self.push(root.join("refs"), why);
+        }
     }
 
     /// Repositories in the directories below `dir`, `depth` levels down.
@@ -276,7 +320,8 @@ impl Discovery<'_> {
         }
         if *budget == 0 {
             self.notes.push(format!(
-                "the search for git repositories stopped after {SCAN_BUDGET} directories, before {}: a repository below it is not protected",
+                "the search for git repositories stopped after {} directories, before {}: a repository below it is not protected",
+                self.bounds.scan_budget,
                 dir.display()
             ));
             return;
@@ -803,11 +848,21 @@ mod tests {
                 "/w/p/.git/config.worktree",
                 "/w/p/.git/hooks",
                 "/w/p/.git/info",
-                // No .git at the top of... it exists; but HEAD at the root could make it bare.
-                "/w/p/HEAD",
+                // The root could still be made a bare repository (with .git/objects moved
+                // away): commondir and refs are held there, and HEAD left free for
+                // `git diff HEAD`.
+                "/w/p/commondir",
+                "/w/p/refs",
             ],
         );
-        lacks(&v, &["/w/p/.git", "/w/p/.git/objects", "/w/p/.git/refs", "/w/p/.git/index", "/w/p/.git/HEAD"]);
+        lacks(
+            &v,
+            &["/w/p/.git", "/w/p/.git/objects", "/w/p/.git/refs", "/w/p/.git/index", "/w/p/.git/HEAD", "/w/p/HEAD"],
+        );
+        // A root with its own refs/ gets HEAD held instead.
+        let v = found(&MemFs::new().git_dir("/w/p/.git").with("/w/p/refs", Kind::Dir), &["/w/p"]);
+        has(&v, &["/w/p/HEAD"]);
+        lacks(&v, &["/w/p/refs", "/w/p/commondir"]);
         let configs: Vec<_> = discover(&[PathBuf::from("/w/p")], &[], Path::new("/h"), &fs, &Lexical)
             .controls
             .into_iter()
@@ -825,7 +880,7 @@ mod tests {
     #[test]
     fn a_directory_that_is_no_repository_cannot_become_one() {
         let v = found(&MemFs::new().file("/w/p/a", ""), &["/w/p"]);
-        assert_eq!(v, ["/w/p/.git", "/w/p/HEAD"]);
+        assert_eq!(v, ["/w/p/.git", "/w/p/commondir", "/w/p/refs"]);
         // A `.git` directory git would not take for a repository is kept as it is.
         let fs = MemFs::new().with("/w/p/.git/hooks", Kind::Dir).file("/w/p/.git/config", "");
         has(&found(&fs, &["/w/p"]), &["/w/p/.git"]);
@@ -905,7 +960,8 @@ mod tests {
                 "/w/ws/org/repo2/.git/hooks",
                 "/w/ws/backup.git/config",
                 "/w/ws/.git",
-                "/w/ws/HEAD",
+                "/w/ws/commondir",
+                "/w/ws/refs",
             ],
         );
         lacks(&v, &["/w/ws/a/b/c/.git/config"]);
