@@ -236,7 +236,16 @@ fn new_repository_reporter(
             let root = w.roots().iter().filter(|root| r.git_dir.starts_with(root)).max_by_key(|p| p.as_os_str().len());
             let keep = r.common.as_deref().filter(|c| w.known().iter().any(|k| k == c));
             let moved = match root {
-                Some(root) => palisade_linux::quarantine::quarantine(root, &r.git_dir, w.since(), keep),
+                Some(root) => palisade_linux::quarantine::quarantine(
+                    palisade_linux::quarantine::Suspect {
+                        root,
+                        git_dir: &r.git_dir,
+                        work_tree: r.work_tree.as_deref(),
+                        gitlink: r.gitlink_of.is_some(),
+                        keep_commondir_of: keep,
+                    },
+                    w.since(),
+                ),
                 None => Ok(Vec::new()),
             };
             let of = gitlink_of.as_deref().map_or(String::new(), |o| format!(" (git status in {o} descends into it)"));

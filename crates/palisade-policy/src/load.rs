@@ -65,9 +65,45 @@ impl PathResolver for FsResolver {
         let mut links = 0;
         self.resolve_inner(&normalize_lexically(path), &mut links)
     }
+
+    fn resolve_physically(&self, path: &Path) -> PathBuf {
+        let mut links = 0;
+        self.physical(path, &mut links)
+    }
 }
 
 impl FsResolver {
+    /// [`PathResolver::resolve_physically`]: component by component from `/`, each link
+    /// followed where it stands (at most [`MAX_LINKS`] in all), `..` popping what is
+    /// resolved so far. A missing tail is appended as it is.
+    fn physical(&self, path: &Path, links: &mut usize) -> PathBuf {
+        use std::path::Component;
+        let mut cur = PathBuf::from("/");
+        for c in path.components() {
+            match c {
+                Component::RootDir | Component::Prefix(_) => cur = PathBuf::from("/"),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    cur.pop();
+                }
+                Component::Normal(name) => {
+                    let joined = cur.join(name);
+                    cur = match self.kind(&joined) {
+                        Some(Kind::Symlink) if *links < MAX_LINKS => match std::fs::read_link(&joined) {
+                            Ok(target) => {
+                                *links += 1;
+                                self.physical(&cur.join(target), links)
+                            }
+                            Err(_) => joined,
+                        },
+                        _ => joined,
+                    };
+                }
+            }
+        }
+        cur
+    }
+
     fn resolve_inner(&self, path: &Path, links: &mut usize) -> PathBuf {
         if let Some(hit) = self.cache.borrow().get(path) {
             return hit.clone();
@@ -157,7 +193,8 @@ impl HostFs for RealFs {
     }
 
     fn kind_followed(&self, path: &Path) -> Option<Kind> {
-        std::fs::metadata(path).ok().map(|m| kind_of(m.file_type()))
+        // A placeholder is absent here too (git's `access()` fails on one).
+        std::fs::metadata(path).ok().filter(|m| !is_placeholder(path, m)).map(|m| kind_of(m.file_type()))
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {

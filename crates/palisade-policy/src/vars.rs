@@ -110,6 +110,17 @@ pub trait PathResolver {
     /// `path` is absolute. The result is absolute and normalised; a path that does not exist
     /// yet is still resolved (its existing prefix canonicalised, the rest appended).
     fn resolve(&self, path: &Path) -> PathBuf;
+
+    /// `path` (absolute) resolved as the kernel resolves a path it is given: each link
+    /// followed where it stands, and `..` taken after it, from the directory the link led
+    /// to (`a/link/../x` is `x` beside the link's target, not `a/x`), as git's paths are
+    /// (`.git` files, `commondir`, includes: path_resolution(7)). By default, [`resolve`]
+    /// (for resolvers that do not look at a file system).
+    ///
+    /// [`resolve`]: PathResolver::resolve
+    fn resolve_physically(&self, path: &Path) -> PathBuf {
+        self.resolve(path)
+    }
 }
 
 /// Resolves `.` and `..` only, never touching the file system.

@@ -893,3 +893,102 @@ fn a_linked_worktree_as_the_workspace_says_which_grant_git_needs() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+/// A host `git log` in `dir` with a terminal (so that a configured pager starts), then
+/// `git status`.
+fn host_git_with_a_terminal(s: &Sandbox, dir: &Path) {
+    let _ = std::process::Command::new("script")
+        .args(["-qc", "git log -1", "/dev/null"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", s.home())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("script (util-linux)");
+    let _ = s.host_git(dir, &["status"]);
+}
+
+#[test]
+fn git_directories_hidden_in_odd_git_files_or_assembled_over_runs_run_nothing_on_the_host() {
+    let s = Sandbox::new("p-assembled");
+    s.git_identity();
+    repo(&s, &s.ws());
+    let mark = s.path("PWNED");
+    // Shared shell functions, read from outside the workspace.
+    s.write(
+        "lib.sh",
+        &format!(
+            "evilcfg() {{ printf '[core]\\n\\tfsmonitor = \"touch {m}; false\"\\n\\tpager = \"touch {m}; cat\"\\n' >> \"$1\"; }}\n\
+             mk() {{ git init -q \"$1\" && git -C \"$1\" -c core.fsmonitor= commit -q --allow-empty -m x && evilcfg \"$1/.git/config\"; }}\n",
+            m = mark.display()
+        ),
+    );
+    let lib = s.path("lib.sh");
+    let run = |script: &str| {
+        let o = s.run(
+            &["--allow-read", lib.to_str().unwrap()],
+            &["/bin/bash", "-c", &format!(". {}; {script}", lib.display())],
+        );
+        assert!(stdout(&o).contains("done"), "{script}: {}{}", stdout(&o), stderr(&o));
+        o
+    };
+    // A `.git` file whose path holds a newline, or a NUL after it (git reads up to the NUL),
+    // and one whose `..` follows a link; each recorded as a gitlink.
+    run("mk b1.tmp && mkdir b1 && mv b1.tmp/.git \"b1/real\nx\" && printf 'gitdir: real\\nx\\n' > b1/.git && \
+         mk b2.tmp && mkdir b2 && mv b2.tmp/.git b2/realx && printf 'gitdir: realx\\0junk\\n' > b2/.git && \
+         mk c1.tmp && mkdir -p c1 deep/a/b && mv c1.tmp/.git deep/a/g && ln -s ../deep/a/b c1/lnk && \
+         printf 'gitdir: lnk/../g\\n' > c1/.git && rm -rf b1.tmp b2.tmp c1.tmp && \
+         git -c core.fsmonitor= add b1 b2 c1 2>/dev/null; echo done");
+    // A git directory prepared in one run, out of sight (two levels down, untracked), and
+    // put in place in the next, where git itself writes nothing in it.
+    run("mkdir -p .cache && mk tmpd && printf '#!/bin/sh\\ntouch MARK\\n' > tmpd/.git/hooks/pre-commit && \
+         mv tmpd/.git .cache/blob && rm -rf tmpd; echo done");
+    // (Later than the start's margin for a coarse clock: then a change time alone says it
+    // is old.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    run("mkdir sub && mv .cache/blob sub/.git && git -c core.fsmonitor= add sub 2>/dev/null; echo done");
+    // The workspace made a bare repository over two runs: a HEAD first (free by design),
+    // then refs/, objects/ and a config, with .git made invalid.
+    run("cp .git/HEAD HEAD; echo done");
+    let o = run(
+        "cp -r .git/objects objects; mkdir refs 2>/dev/null && echo REFS-MADE && cp -r .git/refs/. refs/; evilcfg config; \
+                 mv .git/objects .git/objects.x; echo done",
+    );
+    host_git_with_a_terminal(&s, &s.ws());
+    assert!(!mark.exists(), "the workspace became a bare repository");
+    assert!(!stdout(&o).contains("REFS-MADE"), "{}", stdout(&o));
+    std::fs::rename(s.path("ws/.git/objects.x"), s.path("ws/.git/objects")).unwrap();
+    for d in ["ws", "ws/b1", "ws/b2", "ws/c1", "ws/sub"] {
+        host_git_with_a_terminal(&s, &s.path(d));
+        host_runs_nothing(&s, &s.path(d), &mark);
+    }
+}
+
+#[test]
+fn the_quarantine_never_renames_a_placeholder() {
+    // At a writable root that is no repository, HEAD and objects/ made inside, with the
+    // root's refs held by a placeholder: no repository, nothing moved, nothing left.
+    let s = Sandbox::new("p-noph-move");
+    let d = s.path("d");
+    std::fs::create_dir_all(&d).unwrap();
+    let o = s.run(
+        &["--allow-write", d.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "cd {} && echo 'ref: refs/heads/main' > HEAD && mkdir objects && echo '[core]' > config; echo done",
+                d.display()
+            ),
+        ],
+    );
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("moved aside"), "{}", stderr(&o));
+    let left: Vec<_> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!left.iter().any(|n| n.contains("palisade-quarantine")), "{left:?}");
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["HEAD", "config", "objects"]);
+}

@@ -11,11 +11,17 @@
 //! `NAME.palisade-quarantine` (or `.palisade-quarantine-N`), in place, for the user to read
 //! and move back. Without them git still works in the repository, with git's defaults.
 //!
-//! Only files whose change time (which no one can set) is after the run began are moved,
-//! and only below a writable root, reached without following a link
-//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`): a repository the sandbox could not
-//! write, or did not touch, is left as it is. A linked worktree's `commondir` that names the
-//! repository it was added to (a protected one) stays: that is `git worktree add` inside.
+//! Which are moved is told by change times, which no one can set. A git directory that is
+//! *fresh* (recorded as a gitlink in an index that was there before, or that itself, a
+//! directory on the way to it from the writable root, or its work tree's `.git` changed
+//! during the run: made, moved into place or pointed at) has all of them moved, whenever
+//! their contents were written (a sandbox may prepare them in an earlier run, where no
+//! repository was to be seen, and put them in place in this one). Any other (one that was
+//! there, out of the start's sight) has those moved that changed during the run. Only below
+//! a writable root, reached without following a link
+//! (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), and never a placeholder. A linked
+//! worktree's `commondir` that names the repository it was added to (a protected one)
+//! stays: that is `git worktree add` inside.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -38,24 +44,49 @@ pub struct Moved {
     pub to: PathBuf,
 }
 
-/// Moves aside the [`SURFACES`] of `git_dir` (below the writable `root`, both canonical)
-/// whose change time is at or after `since` (seconds and nanoseconds since the epoch, as
-/// `ctime`). `keep_commondir_of`: the common directory a `commondir` may name and stay
-/// (a worktree added to a known repository). Returns what was moved; an error when the git
+/// One git directory to look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Suspect<'a> {
+    /// The writable root it lies below (canonical).
+    pub root: &'a Path,
+    /// The git directory (canonical).
+    pub git_dir: &'a Path,
+    /// Its work tree, when known (its `.git` is looked at).
+    pub work_tree: Option<&'a Path>,
+    /// Recorded as a gitlink in an index that was there before the run.
+    pub gitlink: bool,
+    /// The common directory a `commondir` may name and stay (a worktree added to a
+    /// repository that was there).
+    pub keep_commondir_of: Option<&'a Path>,
+}
+
+/// Moves aside the [`SURFACES`] of `s.git_dir`: all of them when it is fresh (see the
+/// module documentation), else those whose change time is at or after `since` (seconds and
+/// nanoseconds since the epoch, as `ctime`). Returns what was moved; an error when the git
 /// directory cannot be reached without following a link, or a rename fails.
-pub fn quarantine(
-    root: &Path,
-    git_dir: &Path,
-    since: (i64, i64),
-    keep_commondir_of: Option<&Path>,
-) -> io::Result<Vec<Moved>> {
+pub fn quarantine(s: Suspect<'_>, since: (i64, i64)) -> io::Result<Vec<Moved>> {
+    let (root, git_dir) = (s.root, s.git_dir);
     let Ok(rel) = git_dir.strip_prefix(root) else { return Ok(Vec::new()) };
     let root_fd = open_dir(root)?;
     let dir = open_beneath(root_fd.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let fresh = s.gitlink || changed_on_the_way(root_fd.as_raw_fd(), rel, since) || {
+        let dot = s.work_tree.and_then(|w| w.strip_prefix(root).ok()).map(|w| w.join(".git"));
+        dot.is_some_and(|d| {
+            open_beneath(root_fd.as_raw_fd(), &d, libc::O_PATH, 0)
+                .ok()
+                .and_then(|fd| fstat(fd.as_raw_fd()))
+                .is_some_and(|st| after(&st, since))
+        })
+    };
     let mut moved = Vec::new();
     for name in SURFACES {
         let Some(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
-        let mut changed = after(&st, since);
+        if std::fs::symlink_metadata(git_dir.join(name))
+            .is_ok_and(|m| palisade_policy::load::is_placeholder(&git_dir.join(name), &m))
+        {
+            continue;
+        }
+        let mut changed = fresh || after(&st, since);
         if name == "hooks" && !changed && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             changed = any_entry_changed(dir.as_raw_fd(), since);
         }
@@ -63,7 +94,7 @@ pub fn quarantine(
             continue;
         }
         if name == "commondir"
-            && let Some(common) = keep_commondir_of
+            && let Some(common) = s.keep_commondir_of
             && names(dir.as_raw_fd(), git_dir, common)
         {
             continue;
@@ -81,6 +112,27 @@ fn open_dir(p: &Path) -> io::Result<OwnedFd> {
     ffi::check(fd as libc::c_long)?;
     // SAFETY: just returned by the kernel.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+fn fstat(fd: RawFd) -> Option<libc::stat> {
+    // SAFETY: a zeroed stat is a valid output buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and buffer (O_PATH descriptors are accepted).
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}
+
+/// Whether a directory from below `root` down to `rel` (inclusive) changed at or after
+/// `since`: the git directory made, or moved into place, during the run.
+fn changed_on_the_way(root: RawFd, rel: &Path, since: (i64, i64)) -> bool {
+    let mut prefix = PathBuf::new();
+    for c in rel.components() {
+        prefix.push(c);
+        let Ok(fd) = open_beneath(root, &prefix, libc::O_PATH | libc::O_DIRECTORY, 0) else { return true };
+        if fstat(fd.as_raw_fd()).is_none_or(|st| after(&st, since)) {
+            return true;
+        }
+    }
+    false
 }
 
 fn lstat_at(dir: RawFd, name: &str) -> Option<libc::stat> {
@@ -153,53 +205,100 @@ mod tests {
         (d.as_secs() as i64, i64::from(d.subsec_nanos()))
     }
 
-    #[test]
-    fn what_changed_is_moved_aside_and_what_did_not_stays() {
-        let t = std::env::temp_dir().join(format!("palisade-quarantine-{}", std::process::id()));
+    fn tree(tag: &str) -> PathBuf {
+        let t = std::env::temp_dir().join(format!("palisade-quarantine-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::canonicalize(t).unwrap()
+    }
+
+    fn suspect<'a>(root: &'a Path, git_dir: &'a Path) -> Suspect<'a> {
+        Suspect { root, git_dir, work_tree: None, gitlink: false, keep_commondir_of: None }
+    }
+
+    fn names(moved: &[Moved]) -> Vec<String> {
+        moved.iter().map(|m| m.to.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn in_a_repository_that_was_there_what_changed_is_moved_aside_and_what_did_not_stays() {
+        let t = tree("old");
         let g = t.join("ws/sub/.git");
         std::fs::create_dir_all(g.join("hooks")).unwrap();
         std::fs::write(g.join("hooks/pre-commit"), "old").unwrap();
         std::fs::write(g.join("config"), "old").unwrap();
-        std::fs::write(g.join("config.palisade-quarantine"), "earlier").unwrap();
+        std::fs::write(g.join("hooks.palisade-quarantine"), "earlier").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(30));
         let since = now();
         std::thread::sleep(std::time::Duration::from_millis(30));
-        // Changed after `since`: a hook rewritten in place, and a new commondir.
+        // A hook rewritten in place: the git directory itself does not change.
         std::fs::write(g.join("hooks/pre-commit"), "new").unwrap();
-        std::fs::write(g.join("commondir"), "../../other\n").unwrap();
-        let ws = std::fs::canonicalize(t.join("ws")).unwrap();
-        let g = std::fs::canonicalize(&g).unwrap();
-        let moved = quarantine(&ws, &g, since, None).unwrap();
-        let names: Vec<_> = moved.iter().map(|m| m.to.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["commondir.palisade-quarantine", "hooks.palisade-quarantine"]);
+        let ws = t.join("ws");
+        let moved = quarantine(suspect(&ws, &g), since).unwrap();
+        assert_eq!(names(&moved), ["hooks.palisade-quarantine-1"]);
         assert_eq!(std::fs::read_to_string(g.join("config")).unwrap(), "old");
-        assert!(!g.join("hooks").exists() && !g.join("commondir").exists());
-        // A repository outside the root is never touched; nor one reached through a link.
-        assert!(quarantine(&ws.join("sub"), &t.join("elsewhere/.git"), since, None).unwrap().is_empty());
+        // Nothing changed: nothing moved.
+        assert!(quarantine(suspect(&ws, &g), now()).unwrap().is_empty());
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_fresh_repository_loses_everything_git_would_run_however_old() {
+        let t = tree("fresh");
+        // Prepared "in an earlier run", out of sight.
+        std::fs::create_dir_all(t.join("ws/.cache/blob/hooks")).unwrap();
+        std::fs::write(t.join("ws/.cache/blob/config"), "planted").unwrap();
+        std::fs::write(t.join("ws/.cache/blob/hooks/pre-commit"), "planted").unwrap();
+        std::fs::create_dir_all(t.join("ws/sub")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let since = now();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        // Put in place during the run.
+        std::fs::rename(t.join("ws/.cache/blob"), t.join("ws/sub/.git")).unwrap();
+        let (ws, g) = (t.join("ws"), t.join("ws/sub/.git"));
+        let moved = quarantine(suspect(&ws, &g), since).unwrap();
+        assert_eq!(names(&moved), ["config.palisade-quarantine", "hooks.palisade-quarantine"]);
+        // Recorded as a gitlink: fresh whatever the times.
+        std::fs::write(g.join("config"), "again").unwrap();
+        let later = now();
+        let s = Suspect { gitlink: true, ..suspect(&ws, &g) };
+        assert_eq!(names(&quarantine(s, later).unwrap()), ["config.palisade-quarantine-1"]);
+        std::fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_moved_outside_the_root_through_a_link_or_that_is_a_placeholder() {
+        let t = tree("links");
+        let g = t.join("ws/sub/.git");
+        std::fs::create_dir_all(&g).unwrap();
+        let since = (0, 0);
+        std::fs::write(g.join("config"), "x").unwrap();
+        let ws = t.join("ws");
+        assert!(quarantine(suspect(&ws.join("sub/x"), &t.join("elsewhere/.git")), since).unwrap().is_empty());
         std::os::unix::fs::symlink(&g, ws.join("link")).unwrap();
-        std::fs::write(g.join("config"), "new").unwrap();
-        assert!(quarantine(&ws, &ws.join("link"), since, None).is_err());
-        // A second quarantine of the same name takes the next free one.
-        let moved = quarantine(&ws, &g, since, None).unwrap();
-        assert_eq!(moved[0].to, g.join("config.palisade-quarantine-1"));
+        assert!(quarantine(suspect(&ws, &ws.join("link")), since).is_err());
+        // A placeholder (an empty socket of mode 000) is Palisade's own.
+        let sock = std::os::unix::net::UnixListener::bind(g.join("commondir")).unwrap();
+        std::fs::set_permissions(g.join("commondir"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        assert_eq!(names(&quarantine(suspect(&ws, &g), since).unwrap()), ["config.palisade-quarantine"]);
+        assert!(g.join("commondir").exists());
+        drop(sock);
         std::fs::remove_dir_all(&t).unwrap();
     }
 
     #[test]
     fn a_worktree_added_to_a_known_repository_keeps_its_commondir() {
-        let t = std::env::temp_dir().join(format!("palisade-quarantine-wt-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&t);
+        let t = tree("wt");
         let since = now();
         let main = t.join("ws/.git");
         let wt = main.join("worktrees/w");
         std::fs::create_dir_all(&wt).unwrap();
         std::fs::write(wt.join("commondir"), "../..\n").unwrap();
-        let ws = std::fs::canonicalize(t.join("ws")).unwrap();
-        let (main, wt) = (std::fs::canonicalize(&main).unwrap(), std::fs::canonicalize(&wt).unwrap());
-        assert!(quarantine(&ws, &wt, since, Some(&main)).unwrap().is_empty());
+        let ws = t.join("ws");
+        let s = Suspect { keep_commondir_of: Some(&main), ..suspect(&ws, &wt) };
+        assert!(quarantine(s, since).unwrap().is_empty());
         std::fs::write(wt.join("commondir"), "/elsewhere\n").unwrap();
-        assert_eq!(quarantine(&ws, &wt, since, Some(&main)).unwrap().len(), 1);
+        assert_eq!(quarantine(s, since).unwrap().len(), 1);
         std::fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -233,8 +233,9 @@ impl Discovery<'_> {
         self.out.push(Control { path, what, follow: true, private_copy: true, placeholder: Placeholder::EmptyConfig });
     }
 
+    /// `p` as git (through the kernel) finds it: links followed where they stand.
     fn canonical(&self, p: &Path) -> PathBuf {
-        self.resolver.resolve(&normalize_lexically(p))
+        self.resolver.resolve_physically(p)
     }
 
     fn enqueue(&mut self, gitdir: PathBuf, worktree: Option<PathBuf>) {
@@ -297,19 +298,24 @@ impl Discovery<'_> {
     /// `.git` is missing or not a valid git directory, which the sandbox can bring about by
     /// moving `.git/objects` away) if its `HEAD` is a valid reference and `objects/` and
     /// `refs/` exist there, or in the directory its `commondir` names (`is_git_directory`
-    /// in git's setup.c). Holding `commondir` and `refs` blocks that and leaves `HEAD` free:
-    /// a `HEAD` file in a work tree makes every `git diff HEAD` ambiguous. Where `refs`
-    /// already exists, `HEAD` is held instead, and an existing `HEAD` is kept as it is.
+    /// in git's setup.c). `commondir` is always held, and the first of `refs`, `objects`
+    /// and `HEAD` that does not exist: `HEAD` stays free while it can (a `HEAD` file in a
+    /// work tree makes every `git diff HEAD` ambiguous), and one made in an earlier run
+    /// changes nothing. Where all three exist, `HEAD` is kept as it is, and so are what a
+    /// bare repository there would run: `config` and `hooks`.
     fn bare_guard(&mut self, root: &Path) {
         let why = format!(
             "with HEAD, objects/ and refs/ (or a commondir naming them) made inside the sandbox, git on the host would take {} for a bare repository and run its config",
             root.display()
         );
-        if self.fs.kind(&root.join("HEAD")).is_some() || self.fs.kind(&root.join("refs")).is_some() {
-            self.push(root.join("HEAD"), why);
-        } else {
-            self.push(root.join("commondir"), why.clone());
-            self.push(root.join("refs"), why);
+        self.push(root.join("commondir"), why.clone());
+        match ["refs", "objects", "HEAD"].into_iter().find(|n| self.fs.kind(&root.join(n)).is_none()) {
+            Some(missing) => self.push(root.join(missing), why),
+            None => {
+                for name in ["HEAD", "config", "hooks"] {
+                    self.push(root.join(name), why.clone());
+                }
+            }
         }
     }
 
@@ -378,10 +384,11 @@ impl Discovery<'_> {
     /// The target of a `gitdir: PATH` file (relative to the file's directory).
     fn gitfile(&self, file: &Path) -> Option<PathBuf> {
         let data = self.fs.read(file, MAX_SMALL)?;
-        let rest = data.strip_prefix(b"gitdir: ")?;
-        let end = rest.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(rest.len());
-        let target = bytes_path(&rest[..end]);
-        Some(self.canonical(&file.parent()?.join(target)))
+        let rest = path_text(&data).strip_prefix(b"gitdir: ")?;
+        if rest.is_empty() {
+            return None;
+        }
+        Some(self.canonical(&file.parent()?.join(bytes_path(rest))))
     }
 
     /// git's `is_git_directory`, leaning towards yes: a `HEAD` that is not a directory, and
@@ -401,10 +408,10 @@ impl Discovery<'_> {
         if let Some(c) = self.common.borrow().get(gitdir) {
             return c.clone();
         }
-        let c = self.fs.read(&gitdir.join("commondir"), MAX_SMALL).map(|data| {
-            let end = data.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(data.len());
-            self.canonical(&gitdir.join(bytes_path(&data[..end])))
-        });
+        let c = self
+            .fs
+            .read(&gitdir.join("commondir"), MAX_SMALL)
+            .map(|data| self.canonical(&gitdir.join(bytes_path(path_text(&data)))));
         self.common.borrow_mut().insert(gitdir.to_path_buf(), c.clone());
         c
     }
@@ -485,10 +492,10 @@ impl Discovery<'_> {
                 }
                 let w = g.join("worktrees").join(&name);
                 // `gitdir` holds the path of that work tree's `.git` file.
-                let dot = self.fs.read(&w.join("gitdir"), MAX_SMALL).map(|data| {
-                    let end = data.iter().position(|&b| b == b'\n' || b == b'\r').unwrap_or(data.len());
-                    self.canonical(&w.join(bytes_path(&data[..end])))
-                });
+                let dot = self
+                    .fs
+                    .read(&w.join("gitdir"), MAX_SMALL)
+                    .map(|data| self.canonical(&w.join(bytes_path(path_text(&data)))));
                 let wt = dot.as_ref().and_then(|d| d.parent()).map(Path::to_path_buf);
                 if wt.as_ref().is_some_and(|wt| self.roots.iter().any(|r| wt.starts_with(r) || r.starts_with(wt))) {
                     // Worked on inside: its pointers are protected, the rest stays writable.
@@ -795,6 +802,19 @@ impl Facts {
 
 /// A path stored as bytes by git: any bytes on Unix; UTF-8 (lossily) elsewhere, where git
 /// itself writes UTF-8.
+/// The path in a file git reads as one path (a `.git` file, `commondir`, a worktree's
+/// `gitdir`): git drops the line ends at its end, then uses it as a C string, up to the
+/// first NUL (setup.c: `read_gitfile_gently`, `get_common_dir_noenv`). A newline inside
+/// the path is part of it.
+fn path_text(data: &[u8]) -> &[u8] {
+    let mut end = data.len();
+    while end > 0 && matches!(data[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    let data = &data[..end];
+    &data[..data.iter().position(|&b| b == 0).unwrap_or(data.len())]
+}
+
 fn bytes_path(b: &[u8]) -> PathBuf {
     #[cfg(unix)]
     {
@@ -859,10 +879,16 @@ mod tests {
             &v,
             &["/w/p/.git", "/w/p/.git/objects", "/w/p/.git/refs", "/w/p/.git/index", "/w/p/.git/HEAD", "/w/p/HEAD"],
         );
-        // A root with its own refs/ gets HEAD held instead.
-        let v = found(&MemFs::new().git_dir("/w/p/.git").with("/w/p/refs", Kind::Dir), &["/w/p"]);
-        has(&v, &["/w/p/HEAD"]);
-        lacks(&v, &["/w/p/refs", "/w/p/commondir"]);
+        // A root with its own refs/ gets objects held instead; with objects/ too, HEAD; with
+        // HEAD as well, what a bare repository there would run.
+        let refs = MemFs::new().git_dir("/w/p/.git").with("/w/p/refs", Kind::Dir);
+        let v = found(&refs, &["/w/p"]);
+        has(&v, &["/w/p/commondir", "/w/p/objects"]);
+        lacks(&v, &["/w/p/refs", "/w/p/HEAD"]);
+        let objects = refs.with("/w/p/objects", Kind::Dir);
+        has(&found(&objects, &["/w/p"]), &["/w/p/commondir", "/w/p/HEAD"]);
+        let v = found(&objects.file("/w/p/HEAD", "ref: refs/heads/main\n"), &["/w/p"]);
+        has(&v, &["/w/p/commondir", "/w/p/HEAD", "/w/p/config", "/w/p/hooks"]);
         let configs: Vec<_> = discover(&[PathBuf::from("/w/p")], &[], Path::new("/h"), &fs, &Lexical)
             .controls
             .into_iter()
