@@ -111,7 +111,7 @@ fn run_platform(
     };
     let hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>> = Default::default();
     let on_limit = limit_reporter(sink.clone(), hit.clone(), args.json);
-    let repos = std::sync::Arc::new(std::sync::Mutex::new(palisade_policy::load::RepoWatch::new(&policy, &env)));
+    let repos = std::sync::Arc::new(std::sync::Mutex::new(palisade_policy::load::RepoWatch::new(&policy, &env, host)));
     let opts = palisade_linux::RunOptions {
         pty,
         gateway,

@@ -520,14 +520,14 @@ pub struct NewRepositories {
 }
 
 impl RepoWatch {
-    /// `None` when the policy does not protect git (nothing was discovered).
-    pub fn new(policy: &ResolvedPolicy, env: &Environment) -> Option<RepoWatch> {
+    /// `None` when the policy does not protect git (nothing was discovered). `resolver`: the
+    /// one the policy was loaded with (its answers are the start's).
+    pub fn new(policy: &ResolvedPolicy, env: &Environment, resolver: &FsResolver) -> Option<RepoWatch> {
         if !policy.protects_git() {
             return None;
         }
-        let resolver = FsResolver::default();
         let private = [resolver.resolve(&env.tmp)];
-        let host = Host { fs: &resolver, resolver: &resolver, private: &private, git_configs: &env.git_configs };
+        let host = Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs };
         Some(RepoWatch {
             roots: policy.writable_roots(&host),
             git_configs: env.git_configs.clone(),

@@ -47,6 +47,14 @@ fn host_runs_nothing(s: &Sandbox, dir: &Path, mark: &Path) {
     }
 }
 
+/// Waits (at most 10 s) until `path` exists, as a placeholder a starting run makes.
+fn wait_for(path: &Path) {
+    let t = std::time::Instant::now();
+    while std::fs::symlink_metadata(path).is_err() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn repo(s: &Sandbox, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     s.host_git_ok(dir, &["init", "-q"]);
@@ -393,10 +401,7 @@ fn a_killed_supervisor_leaves_placeholders_that_git_ignores_check_reports_and_th
     repo(&s, &s.ws());
     let mut child = s.command(&s.ws(), &["run", "--", "sleep", "30"]).spawn().unwrap();
     let ph = s.path("ws/.vscode");
-    let t = std::time::Instant::now();
-    while std::fs::symlink_metadata(&ph).is_err() && t.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(&ph);
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -628,10 +633,7 @@ fn while_a_run_lasts_git_and_shells_on_the_host_keep_working() {
         )
         .spawn()
         .unwrap();
-    let t = std::time::Instant::now();
-    while !home.join(".gitconfig.local").exists() && t.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(&home.join(".gitconfig.local"));
     let during = s.host_git(&proj, &["status", "--porcelain"]);
     child.wait().unwrap();
     assert!(during.status.success(), "host git during the run: {}", stderr(&during));
@@ -650,10 +652,7 @@ fn a_placeholder_removed_on_the_host_stops_the_run() {
     let remover = {
         let ph = ph.clone();
         std::thread::spawn(move || {
-            let t = std::time::Instant::now();
-            while std::fs::symlink_metadata(&ph).is_err() && t.elapsed() < std::time::Duration::from_secs(10) {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            wait_for(&ph);
             std::thread::sleep(std::time::Duration::from_millis(300));
             let _ = std::fs::remove_file(&ph);
         })
@@ -836,27 +835,14 @@ fn a_work_tree_root_cannot_become_a_bare_repository_and_head_stays_unambiguous()
     ));
     let out = stdout(&o);
     assert!(out.contains("HEAD-OK") && out.contains("done"), "{out}{}", stderr(&o));
-    // A terminal, so that git starts the pager.
-    let _ = std::process::Command::new("script")
-        .args(["-qc", "git log -1", "/dev/null"])
-        .current_dir(s.ws())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", s.home())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .expect("script (util-linux)");
-    let _ = s.host_git(&s.ws(), &["status"]);
+    host_git_with_a_terminal(&s, &s.ws());
     assert!(!mark.exists(), "git on the host took the workspace for a bare repository");
     assert!(out.contains("REFS-REFUSED") && out.contains("COMMONDIR-REFUSED"), "{out}");
     // While a run lasts, HEAD on the host is as unambiguous as inside.
     let t = s.path("t");
     repo(&s, &t);
     let mut child = s.command(&t, &["run", "--", "sleep", "3"]).spawn().unwrap();
-    let start = std::time::Instant::now();
-    while !t.join("refs").exists() && start.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(&t.join("refs"));
     let during = s.host_git(&t, &["diff", "HEAD", "--stat"]);
     child.wait().unwrap();
     assert!(during.status.success(), "host git diff HEAD during a run: {}", stderr(&during));

@@ -16,6 +16,32 @@ pub fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
+/// `open(p, O_PATH | O_DIRECTORY | O_CLOEXEC)`: a handle on the directory `p` (links on the
+/// way followed), for the `*at` calls below it.
+pub fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(p)?;
+    // SAFETY: a valid C string; the descriptor is owned below.
+    owned(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) } as libc::c_long)
+}
+
+/// `fstat(fd)` (`O_PATH` descriptors are accepted).
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid output buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and buffer.
+    check(unsafe { libc::fstat(fd, &mut st) } as libc::c_long)?;
+    Ok(st)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: `name` itself, never what it links to.
+pub fn lstat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: a zeroed stat is a valid output buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, C string and buffer.
+    check(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } as libc::c_long)?;
+    Ok(st)
+}
+
 fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
     let fd = check(ret)? as RawFd;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.

@@ -59,18 +59,9 @@ pub fn enter_new_root() -> Result<Roots> {
     let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c"oldroot".as_ptr()) };
     at("pivot_root into", stage, check(r))?;
     at("enter", root, std::env::set_current_dir("/"))?;
-    let new = at("open", root, open_dir("/"))?;
-    let old = at("open", Path::new("/oldroot"), open_dir("/oldroot"))?;
+    let new = at("open", root, open_dir(root))?;
+    let old = at("open", Path::new("/oldroot"), open_dir(Path::new("/oldroot")))?;
     Ok(Roots { new, old, masks: None, generated: None, files: 0, copies: None })
-}
-
-fn open_dir(p: &str) -> io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid C string; the returned descriptor is owned below.
-    let fd =
-        check(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) } as libc::c_long)?;
-    // SAFETY: just returned by the kernel.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Step 3.
@@ -193,10 +184,7 @@ fn private_copy(roots: &mut Roots, path: &Path) -> Result<()> {
         path,
         open_beneath(roots.old.as_raw_fd(), rel(path), libc::O_RDONLY | libc::O_NONBLOCK, 0),
     )?;
-    // SAFETY: zeroed stat is a valid output buffer; `src` is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and buffer.
-    at("stat", path, check(unsafe { libc::fstat(src.as_raw_fd(), &mut st) } as libc::c_long))?;
+    let st = at("stat", path, fstat(src.as_raw_fd()))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > crate::plan::PRIVATE_COPY_MAX {
         let tree = at("clone the mount tree of", path, clone_tree(src.as_raw_fd(), false))?;
         at(
@@ -266,11 +254,7 @@ fn split(path: &Path) -> Result<(PathBuf, std::ffi::OsString)> {
 }
 
 fn file_type(fd: RawFd) -> io::Result<libc::mode_t> {
-    // SAFETY: zeroed stat is a valid output buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is an O_PATH descriptor; fstat accepts those.
-    check(unsafe { libc::fstat(fd, &mut st) } as libc::c_long)?;
-    Ok(st.st_mode & libc::S_IFMT)
+    Ok(fstat(fd)?.st_mode & libc::S_IFMT)
 }
 
 fn is_dir(fd: RawFd) -> io::Result<bool> {

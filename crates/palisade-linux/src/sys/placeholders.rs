@@ -206,10 +206,9 @@ fn uncreatable(pfd: RawFd, err: &io::Error) -> bool {
     match err.raw_os_error() {
         Some(libc::EROFS) | Some(libc::EPERM) => true,
         Some(libc::EACCES) => {
-            // SAFETY: a zeroed stat is a valid output buffer; `pfd` is open.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid descriptor and buffer; geteuid cannot fail.
-            unsafe { libc::fstat(pfd, &mut st) == 0 && st.st_uid != libc::geteuid() && libc::geteuid() != 0 }
+            // SAFETY: geteuid cannot fail.
+            let me = unsafe { libc::geteuid() };
+            ffi::fstat(pfd).is_ok_and(|st| st.st_uid != me && me != 0)
         }
         _ => false,
     }
@@ -313,13 +312,6 @@ impl Parents {
 /// sockets on the same file system are hard links to that very inode.
 type Models = HashMap<u64, OwnedFd>;
 
-fn fstat(fd: RawFd) -> Option<libc::stat> {
-    // SAFETY: a zeroed stat is a valid output buffer; `fd` is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and buffer.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
-}
-
 /// Links the inode `model` refers to as `name` in `pfd`: from the descriptor itself (Linux
 /// 6.10 and later without privileges), else through `/proc/self/fd`.
 fn link_from(model: RawFd, pfd: RawFd, name: &CString) -> io::Result<()> {
@@ -345,7 +337,7 @@ fn link_from(model: RawFd, pfd: RawFd, name: &CString) -> io::Result<()> {
 /// is left alone: the mount covers it all the same, and it is never removed. `true` when
 /// this call made it.
 fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -> Result<bool, RegistryError> {
-    let dev = fstat(pfd).map(|st| st.st_dev);
+    let dev = ffi::fstat(pfd).ok().map(|st| st.st_dev);
     if let Some(model) = dev.and_then(|d| models.get(&d)) {
         match link_from(model.as_raw_fd(), pfd, name) {
             Ok(()) => return Ok(true),
@@ -359,8 +351,8 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
         if let (Some(d), Ok(fd)) =
             (dev, ffi::open_beneath(pfd, Path::new(OsStr::from_bytes(name.as_bytes())), libc::O_PATH, 0))
         {
-            let ours = fstat(fd.as_raw_fd())
-                .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK && st.st_mode & 0o7777 == 0);
+            let ours = ffi::fstat(fd.as_raw_fd())
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK && st.st_mode & 0o7777 == 0);
             if ours {
                 models.entry(d).or_insert(fd);
             }
@@ -382,10 +374,7 @@ fn create_socket(pfd: RawFd, name: &CString, path: &Path, models: &mut Models) -
                     Err(RegistryError { step: "create the placeholder", path: path.to_path_buf(), err: e2 })
                 };
             }
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid descriptor, C string and buffer.
-            let ok = unsafe { libc::fstatat(pfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0
-                && st.st_mode & 0o7777 == 0;
+            let ok = ffi::lstat_at(pfd, name).is_ok_and(|st| st.st_mode & 0o7777 == 0);
             if ok {
                 return Ok(true);
             }
@@ -426,12 +415,7 @@ fn create_file(pfd: RawFd, name: &CString, path: &Path, contents: &[u8]) -> Resu
 /// Removes the placeholder at `path` if one is there; anything else is left alone.
 fn remove(parents: &mut Parents, path: &Path) {
     let Ok((pfd, name)) = parents.of(path) else { return };
-    // SAFETY: a zeroed stat is a valid output buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and buffer; the name itself is not followed.
-    if unsafe { libc::fstatat(pfd, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return;
-    }
+    let Ok(st) = ffi::lstat_at(pfd, &name) else { return };
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => Kind::Dir,
         libc::S_IFREG => Kind::File,

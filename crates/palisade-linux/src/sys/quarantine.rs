@@ -25,7 +25,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -67,14 +67,14 @@ pub struct Suspect<'a> {
 pub fn quarantine(s: Suspect<'_>, since: (i64, i64)) -> io::Result<Vec<Moved>> {
     let (root, git_dir) = (s.root, s.git_dir);
     let Ok(rel) = git_dir.strip_prefix(root) else { return Ok(Vec::new()) };
-    let root_fd = open_dir(root)?;
+    let root_fd = ffi::open_dir(root)?;
     let dir = open_beneath(root_fd.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY, 0)?;
     let fresh = s.gitlink || changed_on_the_way(root_fd.as_raw_fd(), rel, since) || {
         let dot = s.work_tree.and_then(|w| w.strip_prefix(root).ok()).map(|w| w.join(".git"));
         dot.is_some_and(|d| {
             open_beneath(root_fd.as_raw_fd(), &d, libc::O_PATH, 0)
                 .ok()
-                .and_then(|fd| fstat(fd.as_raw_fd()))
+                .and_then(|fd| ffi::fstat(fd.as_raw_fd()).ok())
                 .is_some_and(|st| after(&st, since))
         })
     };
@@ -105,22 +105,6 @@ pub fn quarantine(s: Suspect<'_>, since: (i64, i64)) -> io::Result<Vec<Moved>> {
     Ok(moved)
 }
 
-fn open_dir(p: &Path) -> io::Result<OwnedFd> {
-    let c = ffi::cstr(p)?;
-    // SAFETY: a valid C string; the descriptor is owned below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    ffi::check(fd as libc::c_long)?;
-    // SAFETY: just returned by the kernel.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-}
-
-fn fstat(fd: RawFd) -> Option<libc::stat> {
-    // SAFETY: a zeroed stat is a valid output buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor and buffer (O_PATH descriptors are accepted).
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
-}
-
 /// Whether a directory from below `root` down to `rel` (inclusive) changed at or after
 /// `since`: the git directory made, or moved into place, during the run.
 fn changed_on_the_way(root: RawFd, rel: &Path, since: (i64, i64)) -> bool {
@@ -128,7 +112,7 @@ fn changed_on_the_way(root: RawFd, rel: &Path, since: (i64, i64)) -> bool {
     for c in rel.components() {
         prefix.push(c);
         let Ok(fd) = open_beneath(root, &prefix, libc::O_PATH | libc::O_DIRECTORY, 0) else { return true };
-        if fstat(fd.as_raw_fd()).is_none_or(|st| after(&st, since)) {
+        if ffi::fstat(fd.as_raw_fd()).map_or(true, |st| after(&st, since)) {
             return true;
         }
     }
@@ -136,11 +120,7 @@ fn changed_on_the_way(root: RawFd, rel: &Path, since: (i64, i64)) -> bool {
 }
 
 fn lstat_at(dir: RawFd, name: &str) -> Option<libc::stat> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: a zeroed stat is a valid output buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, C string and buffer; the name itself is not followed.
-    (unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0).then_some(st)
+    ffi::lstat_at(dir, &CString::new(name).ok()?).ok()
 }
 
 fn after(st: &libc::stat, since: (i64, i64)) -> bool {
