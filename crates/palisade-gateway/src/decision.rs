@@ -39,13 +39,32 @@ pub enum Refusal {
 pub struct Checked {
     target: Target,
     addr: SocketAddr,
+    /// Another address to try when `addr` refuses: `[::1]` after `127.0.0.1` for a granted
+    /// `localhost` port (a dev server may listen on either).
+    fallback: Option<SocketAddr>,
     /// The rule that allowed it, for the record.
     rule: String,
 }
 
 impl Checked {
+    fn new(target: &Target, addr: SocketAddr, rule: String) -> Checked {
+        Checked { target: target.clone(), addr, fallback: None, rule }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A granted host loopback port ([`Decider::loopback_grant`]) for `target`.
+    pub fn granted(target: &Target, grant: &LoopbackGrant) -> Checked {
+        let mut addrs = grant.addrs.iter().copied();
+        let addr = addrs.next().unwrap_or_else(|| SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target.port));
+        Checked { target: target.clone(), addr, fallback: addrs.next(), rule: grant.rule.clone() }
+    }
+
+    /// The addresses to dial, in order.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.addr).chain(self.fallback)
     }
     pub fn target(&self) -> &Target {
         &self.target
@@ -53,6 +72,18 @@ impl Checked {
     pub fn rule(&self) -> &str {
         &self.rule
     }
+}
+
+/// The name that always means the host's own loopback.
+pub const LOCALHOST: &str = "localhost";
+
+/// A grant of one of the host's loopback ports to the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopbackGrant {
+    /// Where to connect on the host, in order.
+    pub addrs: Vec<SocketAddr>,
+    /// The rule, for the record.
+    pub rule: String,
 }
 
 /// The gateway's view of the policy.
@@ -108,6 +139,74 @@ impl Decider {
         }
     }
 
+    /// May the bytes inside a connection to `target` be something other than TLS or HTTP
+    /// (SSH, a database protocol, a server that speaks first)? Only when the rule that allows
+    /// the target names its port, and the port is not 80 or 443: those ports carry HTTP and
+    /// TLS, which the gateway checks request by request and by server name.
+    pub fn raw_allowed(&self, target: &Target) -> Verdict {
+        let d = self.rules.decide_net(target);
+        match &d.reason {
+            NetReason::AllowedBy(r) if r.pattern.port.is_some() && !matches!(target.port, 80 | 443) => {
+                Verdict { allowed: true, reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port) }
+            }
+            NetReason::AllowedBy(r) if r.pattern.port.is_none() => Verdict {
+                allowed: false,
+                reason: format!(
+                    "only TLS and HTTP are let through: allow {:?} names no port; to carry another protocol, allow {}:{} by its port",
+                    r.origin.text, target.host, target.port
+                ),
+            },
+            NetReason::AllowedBy(_) => Verdict {
+                allowed: false,
+                reason: format!("only TLS and HTTP are let through on port {}", target.port),
+            },
+            _ => self.decide(target),
+        }
+    }
+
+    /// The grant of the host's loopback port `port`, when an allow rule of a trusted layer
+    /// (never the project file) names `localhost`, `127.0.0.1` or `[::1]` (or a network
+    /// holding them) with that port, and no deny rule refuses it. The addresses are the ones
+    /// the granting rules name (`localhost`: `127.0.0.1`, then `[::1]`).
+    pub fn loopback_grant(&self, port: u16) -> Option<LoopbackGrant> {
+        use palisade_policy::HostPattern;
+        if self.rules.mode() == NetMode::None {
+            return None;
+        }
+        let v4 = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let name = Host::Name(HostName::parse(LOCALHOST).expect("a valid name"));
+        let mut addrs = Vec::new();
+        let mut rule = None;
+        for r in self.rules.net_allow.iter().rev() {
+            if !r.origin.layer.is_trusted() || r.pattern.port.is_some_and(|p| p != port) {
+                continue;
+            }
+            let candidates: Vec<(IpAddr, Target)> = match &r.pattern.host {
+                HostPattern::Name(_) if r.pattern.host.matches(&name) => {
+                    [v4, v6].map(|ip| (ip, Target { host: name.clone(), port })).to_vec()
+                }
+                HostPattern::Ip(_) | HostPattern::Cidr(_) => [v4, v6]
+                    .map(|ip| (ip, Target { host: Host::Ip(ip), port }))
+                    .into_iter()
+                    .filter(|(_, t)| r.pattern.matches(t))
+                    .collect(),
+                _ => continue,
+            };
+            // Deny rules of every layer still apply.
+            for (ip, t) in candidates {
+                if self.decide(&t).allowed {
+                    let a = SocketAddr::new(ip, port);
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                    rule.get_or_insert_with(|| format!("allow {:?} ({})", r.origin.text, r.origin));
+                }
+            }
+        }
+        Some(LoopbackGrant { addrs, rule: rule? })
+    }
+
     /// Whether [`Decider::check`] would call the resolver for `target` (a name the policy's
     /// `hosts` does not map); when not, it never blocks.
     pub fn needs_resolution(&self, target: &Target) -> bool {
@@ -126,12 +225,28 @@ impl Decider {
         let name = match &target.host {
             // Allowed IP literals were listed by an IP or CIDR rule: dial them as they are.
             Host::Ip(ip) => {
-                return Ok(Checked { target: target.clone(), addr: SocketAddr::new(*ip, target.port), rule: v.reason });
+                return Ok(Checked::new(target, SocketAddr::new(*ip, target.port), v.reason));
             }
             Host::Name(n) => n,
         };
         if let Some(m) = self.rules.hosts.iter().rev().find(|m| &m.name == name) {
-            return Ok(Checked { target: target.clone(), addr: SocketAddr::new(m.addr, target.port), rule: v.reason });
+            return Ok(Checked::new(target, SocketAddr::new(m.addr, target.port), v.reason));
+        }
+        // `localhost` is the host's loopback (RFC 6761 §6.3), never a name to look up, and
+        // only where a trusted layer names it with this port.
+        if name.as_str() == LOCALHOST {
+            return match self.loopback_grant(target.port) {
+                Some(g) => Ok(Checked {
+                    target: target.clone(),
+                    addr: SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target.port),
+                    fallback: Some(SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), target.port)),
+                    rule: g.rule,
+                }),
+                None => Err(Refusal::Policy(format!(
+                    "localhost:{} is the host's loopback, which only your own policy or the command line can grant (e.g. --allow-net localhost:{})",
+                    target.port, target.port
+                ))),
+            };
         }
         let addrs =
             resolver.resolve(name).map_err(|e| Refusal::Resolve { name: name.to_string(), why: e.to_string() })?;
@@ -139,21 +254,11 @@ impl Decider {
         for ip in addrs {
             let ip = ip.to_canonical();
             match special(ip) {
-                None => {
-                    return Ok(Checked {
-                        target: target.clone(),
-                        addr: SocketAddr::new(ip, target.port),
-                        rule: v.reason,
-                    });
-                }
+                None => return Ok(Checked::new(target, SocketAddr::new(ip, target.port), v.reason)),
                 Some(class) => {
                     // A special address is dialled only if the policy lists it as an address.
                     if self.decide(&Target { host: Host::Ip(ip), port: target.port }).allowed {
-                        return Ok(Checked {
-                            target: target.clone(),
-                            addr: SocketAddr::new(ip, target.port),
-                            rule: v.reason,
-                        });
+                        return Ok(Checked::new(target, SocketAddr::new(ip, target.port), v.reason));
                     }
                     refused.get_or_insert(Refusal::Special { name: name.to_string(), ip, class });
                 }

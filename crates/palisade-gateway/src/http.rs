@@ -1,129 +1,250 @@
-//! The HTTP proxy's front end: request heads parsed with `httparse`, the target taken from
-//! `CONNECT host:port`, an absolute URI (`GET http://host/...`) or, for plain requests, the
-//! `Host` header. Every request on a keep-alive connection goes through here again.
+//! HTTP/1.1 request rules, on requests `hyper` has already parsed and framed: where a request
+//! goes (absolute-form URI or `Host`, RFC 9112 §3.2), the origin-form it is forwarded in
+//! (§3.2.1), the hop-by-hop headers a proxy drops (RFC 9110 §7.6.1), and the responses the
+//! gateway writes itself.
 
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use palisade_policy::Target;
 
-use crate::Parse;
-
-/// The most a request head may take; a longer one is refused.
+/// The most a request head may take (request line and headers); a longer one gets a 431.
 pub const MAX_HEAD: usize = 16 * 1024;
-const MAX_HEADERS: usize = 64;
+/// The most header lines a request may have; more gets a 431.
+pub const MAX_HEADERS: usize = 100;
 
-/// A parsed request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub method: String,
-    pub target: Target,
-    /// `CONNECT`: the rest of the connection is a tunnel.
-    pub connect: bool,
-    /// Value of the `Host` header, if any (checked against the target by the caller).
-    pub host_header: Option<String>,
-}
+/// Errors of bodies on either side.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the gateway sends to a client.
+pub type Body = BoxBody<Bytes, BoxError>;
 
+/// Why a request is not forwarded, with the status it gets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("HTTP: {0}")]
-pub struct Error(pub String);
-
-/// Parses one request head from `buf`.
-pub fn head(buf: &[u8]) -> Result<Parse<Head>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Error("request head too large".into())),
-        Ok(httparse::Status::Partial) => return Ok(Parse::Incomplete),
-        Err(e) => return Err(Error(e.to_string())),
-    };
-    let method = req.method.unwrap_or_default().to_owned();
-    let path = req.path.unwrap_or_default();
-    let host_header = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned());
-    let (target, connect) = if method == "CONNECT" {
-        (Target::parse(path, 443).map_err(|e| Error(format!("CONNECT target: {e}")))?, true)
-    } else if let Some(rest) = path.strip_prefix("http://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.contains('@') {
-            return Err(Error("credentials in the URL are refused".into()));
-        }
-        (Target::parse(authority, 80).map_err(|e| Error(format!("URL host: {e}")))?, false)
-    } else if path.starts_with('/') {
-        let host = host_header.as_deref().ok_or_else(|| Error("no Host header".into()))?;
-        (Target::parse(host, 80).map_err(|e| Error(format!("Host header: {e}")))?, false)
-    } else {
-        return Err(Error(format!("unsupported request target {path:?} (https:// URLs go through CONNECT)")));
-    };
-    Ok(Parse::Done(Head { method, target, connect, host_header }, used))
+pub enum Error {
+    /// Malformed or not for a proxy: 400.
+    #[error("{0}")]
+    Bad(String),
+    /// Well-formed but refused: 403.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// A 403 response that says which rule refused.
-pub fn forbidden(reason: &str) -> Vec<u8> {
+/// Where a non-CONNECT request goes, from its absolute-form URI or (origin-form) its `Host`.
+/// An absolute-form URI and a `Host` header must name the same host and port. `https://`
+/// URIs are refused (a client asks for a tunnel with CONNECT). Userinfo is refused.
+pub fn request_target(uri: &Uri, headers: &HeaderMap) -> Result<Target, Error> {
+    let host = host_header(headers)?;
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(Error::Bad(format!("{scheme}:// URLs go through CONNECT, not a plain request")));
+        }
+        let authority = uri.authority().ok_or_else(|| Error::Bad("the URL has no host".into()))?;
+        if authority.as_str().contains('@') {
+            return Err(Error::Bad("credentials in the URL are refused".into()));
+        }
+        let target = Target::parse(authority.as_str(), 80).map_err(|e| Error::Bad(format!("URL host: {e}")))?;
+        if let Some(h) = host {
+            let named = Target::parse(h, 80).map_err(|e| Error::Bad(format!("Host header: {e}")))?;
+            if named != target {
+                return Err(Error::Refused(format!("the Host header names {named}, not {target}, the URL's host")));
+            }
+        }
+        return Ok(target);
+    }
+    if uri.authority().is_some() {
+        return Err(Error::Bad("a host without a scheme is only for CONNECT".into()));
+    }
+    let h = host.ok_or_else(|| Error::Bad("no Host header".into()))?;
+    Target::parse(h, 80).map_err(|e| Error::Bad(format!("Host header: {e}")))
+}
+
+/// The `Host` header's value: at most one, visible ASCII.
+fn host_header(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let Some(first) = all.next() else { return Ok(None) };
+    if all.next().is_some() {
+        return Err(Error::Bad("more than one Host header".into()));
+    }
+    let text = first.to_str().map_err(|_| Error::Bad("the Host header is not visible ASCII".into()))?;
+    Ok(Some(text.trim()))
+}
+
+/// The target of a CONNECT (authority-form, RFC 9112 §3.2.3).
+pub fn connect_target(uri: &Uri) -> Result<Target, Error> {
+    let authority = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, Some(a), None) => a,
+        (None, Some(a), Some(p)) if p.as_str().is_empty() || p.as_str() == "/" => a,
+        _ => return Err(Error::Bad(format!("CONNECT needs host:port, not {uri}"))),
+    };
+    if authority.port_u16().is_none() {
+        return Err(Error::Bad(format!("CONNECT {authority} has no port")));
+    }
+    Target::parse(authority.as_str(), 443).map_err(|e| Error::Bad(format!("CONNECT target: {e}")))
+}
+
+/// The origin-form of `uri` (path and query; `/` when empty; `*` stays `*`).
+pub fn origin_form(uri: &Uri) -> Uri {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    let pq = if pq.is_empty() { "/" } else { pq };
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The path for the record: no query or fragment, at most 200 characters.
+pub fn path_for_record(uri: &Uri) -> String {
+    let p = uri.path();
+    let mut s: String = p.chars().take(200).collect();
+    if p.len() > s.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Removes the headers that belong to one connection (RFC 9110 §7.6.1): those `Connection`
+/// lists, and the standard hop-by-hop ones, including the proxy's own credentials. `Upgrade`
+/// goes too: the gateway does not switch protocols on a forwarded request.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a parsed client request into what the origin gets: origin-form, hop-by-hop
+/// headers dropped, `Host` naming `target` exactly as the client wrote it when it did.
+pub fn to_origin<B>(req: Request<B>, target: &Target) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = origin_form(&parts.uri);
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        let text = if target.port == 80 { target.host.to_string() } else { target.to_string() };
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    Request::from_parts(parts, body)
+}
+
+/// A response the gateway writes itself; the reason goes in the body and in
+/// `X-Palisade-Denied` (control characters removed), and the connection closes after it.
+pub fn refusal(status: StatusCode, reason: &str) -> Response<Body> {
     let clean: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let body = format!("palisade: connection refused: {clean}\n");
+    let body = format!("palisade: request refused: {clean}\n");
     let header: String = clean.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
-    format!(
-        "HTTP/1.1 403 Forbidden\r\nX-Palisade-Denied: {header}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Ok(v) = HeaderValue::from_str(&header) {
+        h.insert("x-palisade-denied", v);
+    }
+    r
+}
+
+/// A whole body.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn done(b: &[u8]) -> Head {
-        match head(b).unwrap() {
-            Parse::Done(h, n) => {
-                assert_eq!(n, b.len());
-                h
-            }
-            Parse::Incomplete => panic!("incomplete"),
+    fn req(uri: &str, host: &[&str]) -> Result<Target, Error> {
+        let mut h = HeaderMap::new();
+        for v in host {
+            h.append(header::HOST, HeaderValue::from_str(v).unwrap());
         }
+        request_target(&uri.parse().unwrap(), &h)
     }
 
     #[test]
-    fn connect_absolute_and_host_forms() {
-        let h = done(b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n");
-        assert!(h.connect);
-        assert_eq!(h.target.to_string(), "api.example.com:443");
-        let h = done(b"GET http://Example.COM:8080/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n");
-        assert_eq!((h.target.to_string(), h.connect), ("example.com:8080".to_owned(), false));
-        let h = done(b"GET / HTTP/1.1\r\nHost: pypi.org\r\n\r\n");
-        assert_eq!(h.target.to_string(), "pypi.org:80");
-        assert_eq!(h.host_header.as_deref(), Some("pypi.org"));
+    fn absolute_and_origin_form() {
+        assert_eq!(req("http://Example.COM:8080/x?y", &[]).unwrap().to_string(), "example.com:8080");
+        assert_eq!(req("http://a.test/x", &["a.test"]).unwrap().to_string(), "a.test:80");
+        assert_eq!(req("/", &["pypi.org"]).unwrap().to_string(), "pypi.org:80");
+        assert_eq!(req("/", &["a.test:8080"]).unwrap().to_string(), "a.test:8080");
     }
 
     #[test]
-    fn incomplete_oversized_and_hostile() {
-        let req = b"CONNECT a.example.com:443 HTTP/1.1\r\n\r\n";
-        for i in 0..req.len() {
-            assert_eq!(head(&req[..i]).unwrap(), Parse::Incomplete, "prefix {i}");
-        }
-        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.resize(MAX_HEAD + 10, b'a');
-        assert!(head(&big).is_err());
-        for bad in [
-            &b"GET http://user:pw@evil.com/ HTTP/1.1\r\n\r\n"[..],
-            b"GET / HTTP/1.1\r\n\r\n",
-            b"CONNECT evil.com\x00.good.com:443 HTTP/1.1\r\n\r\n",
-            b"GET https://a.com/ HTTP/1.1\r\n\r\n",
-            b"CONNECT *:443 HTTP/1.1\r\n\r\n",
-            b"\x16\x03\x01\x00\x05hello\r\n\r\n",
+    fn refused_and_malformed() {
+        assert!(matches!(req("http://a.test:81/", &["127.0.0.2:81"]), Err(Error::Refused(_))));
+        assert!(matches!(req("http://a.test:81/", &["a.test"]), Err(Error::Refused(_))), "port differs");
+        for (uri, host) in [
+            ("https://a.test/", &[][..]),
+            ("http://user:pw@evil.test/", &[]),
+            ("/", &[]),
+            ("/", &["a.test", "b.test"]),
+            ("/", &["a.test\u{1}"]),
         ] {
-            assert!(head(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            let mut h = HeaderMap::new();
+            for v in host {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.append(header::HOST, v);
+                }
+            }
+            let r = request_target(&uri.parse().unwrap(), &h);
+            assert!(r.is_err(), "{uri} {host:?}: {r:?}");
         }
     }
 
     #[test]
-    fn forbidden_response_is_well_formed() {
-        let r = String::from_utf8(forbidden("deny \"evil.com\"\r\nX-Injected: 1")).unwrap();
-        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"));
-        assert!(!r.contains("\r\nX-Injected"), "header injection: {r}");
-        let (head, body) = r.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    fn connect_needs_host_and_port() {
+        assert_eq!(connect_target(&"a.test:443".parse().unwrap()).unwrap().to_string(), "a.test:443");
+        assert!(connect_target(&"a.test".parse().unwrap()).is_err());
+        assert!(connect_target(&"http://a.test:443/".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn forwarded_in_origin_form_without_hop_by_hop_headers() {
+        let r = Request::builder()
+            .uri("http://a.test:8080/v1/items?page=2")
+            .header("host", "a.test:8080")
+            .header("connection", "keep-alive, x-secret-hop")
+            .header("x-secret-hop", "1")
+            .header("proxy-authorization", "Basic eA==")
+            .header("proxy-connection", "keep-alive")
+            .header("upgrade", "h2c")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        let t = Target::parse("a.test:8080", 80).unwrap();
+        let o = to_origin(r, &t);
+        assert_eq!(o.uri().to_string(), "/v1/items?page=2");
+        let names: Vec<_> = o.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["host", "accept"]);
+        let o = to_origin(Request::builder().uri("http://a.test").body(()).unwrap(), &Target::parse("a.test", 80).unwrap());
+        assert_eq!((o.uri().to_string().as_str(), o.headers()["host"].to_str().unwrap()), ("/", "a.test"));
+        assert_eq!(path_for_record(&"http://a.test/p/q?token=s3cret".parse().unwrap()), "/p/q");
+    }
+
+    #[test]
+    fn refusal_is_well_formed() {
+        let r = refusal(StatusCode::FORBIDDEN, "deny \"evil.com\"\r\nX-Injected: 1");
+        assert_eq!(r.status(), 403);
+        assert!(r.headers().get("x-injected").is_none());
+        assert!(r.headers()["x-palisade-denied"].to_str().unwrap().starts_with("deny"));
     }
 }

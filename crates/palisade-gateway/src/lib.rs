@@ -4,13 +4,17 @@
 //! This crate holds the pure parts, each tested on its own: the one decision function every
 //! path uses ([`decision`]), the classes of address that are never dialled unless listed
 //! ([`addr`]), the synthetic loopback addresses the DNS stub hands out ([`pool`]), and the
-//! protocol front ends ([`dns`], [`socks5`], [`http`]). The listeners and splicing come next
-//! (see ARCHITECTURE.md).
+//! protocol front ends ([`dns`], [`socks5`], [`http`], [`peek`]), and the budgets ([`meter`]).
+//! [`server`] serves the listeners; HTTP is parsed and forwarded request by request with
+//! `hyper` (`forward`), and what a tunnel carries is checked by its first bytes (`bound`).
 
 pub mod addr;
+mod bound;
 pub mod decision;
 pub mod dns;
+mod forward;
 pub mod http;
+pub mod meter;
 pub mod peek;
 pub mod pool;
 pub mod server;

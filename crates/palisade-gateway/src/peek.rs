@@ -1,6 +1,7 @@
 //! What the first bytes of a transparent connection say about where it is going: the TLS
-//! ClientHello's server name (`tls-parser`), or an HTTP request's `Host`. The transparent
-//! listener requires either to match the name behind the synthetic address (THREATS C-07).
+//! ClientHello's server name (`tls-parser`), an HTTP/1 request line, or something else. Every
+//! tunnel requires the server name to match the name it was allowed for (THREATS C-07) and
+//! hands HTTP to the per-request proxy.
 
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake, parse_tls_extensions, parse_tls_plaintext};
 
@@ -11,14 +12,15 @@ use crate::{Parse, http};
 pub enum Opening {
     /// TLS, with the server name it asks for (if any).
     Tls(Option<String>),
-    /// HTTP, with its `Host` header (if any).
-    Http(Option<String>),
+    /// HTTP/1.0 or 1.1 (its requests are then parsed and checked one by one).
+    Http,
     /// Anything else (SSH and other protocols carry no name).
     Other,
 }
 
-/// Classifies the first bytes; [`Parse::Incomplete`] until a whole ClientHello or request
-/// head has arrived. A message that looks like TLS or HTTP but does not parse is an error.
+/// Classifies the first bytes; [`Parse::Incomplete`] until a whole ClientHello or HTTP request
+/// line has arrived. A TLS record that does not hold a well-formed ClientHello is an error.
+/// The count in [`Parse::Done`] is informational: the caller replays every byte it read.
 pub fn classify(buf: &[u8]) -> Result<Parse<Opening>, String> {
     let Some(&first) = buf.first() else { return Ok(Parse::Incomplete) };
     if first == 0x16 {
@@ -36,20 +38,31 @@ pub fn classify(buf: &[u8]) -> Result<Parse<Opening>, String> {
             }
         };
     }
-    const METHODS: [&[u8]; 9] =
-        [b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
-    let n = buf.len();
-    if METHODS.iter().any(|m| n < m.len() && m.starts_with(buf)) {
-        return Ok(Parse::Incomplete);
+    http_request_line(buf)
+}
+
+/// The longest method name waited for.
+const MAX_METHOD: usize = 32;
+
+/// An HTTP/1 request line (`TOKEN SP target SP HTTP/1.x`), whatever the method: `hyper`
+/// parses the rest. Anything else is [`Opening::Other`].
+fn http_request_line(buf: &[u8]) -> Result<Parse<Opening>, String> {
+    let method = buf.iter().take_while(|b| b.is_ascii_uppercase() || matches!(b, b'-' | b'_')).count();
+    if method == buf.len() {
+        return Ok(if method <= MAX_METHOD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
     }
-    if METHODS.iter().any(|m| buf.starts_with(m)) {
-        return match http::head(buf) {
-            Ok(Parse::Done(h, n)) => Ok(Parse::Done(Opening::Http(h.host_header), n)),
-            Ok(Parse::Incomplete) => Ok(Parse::Incomplete),
-            Err(e) => Err(e.to_string()),
-        };
+    if method == 0 || buf[method] != b' ' {
+        return Ok(Parse::Done(Opening::Other, 0));
     }
-    Ok(Parse::Done(Opening::Other, 0))
+    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
+    };
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+        Ok(Parse::Done(Opening::Http, 0))
+    } else {
+        Ok(Parse::Done(Opening::Other, 0))
+    }
 }
 
 fn server_name(ext: Option<&[u8]>) -> Result<Option<String>, String> {
@@ -111,9 +124,13 @@ mod tests {
     #[test]
     fn http_other_and_malformed() {
         let req = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
-        assert_eq!(classify(req).unwrap(), Parse::Done(Opening::Http(Some("a.example.com".into())), req.len()));
+        assert_eq!(classify(req).unwrap(), Parse::Done(Opening::Http, 0));
+        assert_eq!(classify(b"PROPFIND /d HTTP/1.1\n").unwrap(), Parse::Done(Opening::Http, 0));
         assert_eq!(classify(b"GET / HT").unwrap(), Parse::Incomplete);
-        assert_eq!(classify(b"SSH-2.0-OpenSSH\r\n").unwrap(), Parse::Done(Opening::Other, 0));
+        assert_eq!(classify(b"GE").unwrap(), Parse::Incomplete);
+        for other in [&b"SSH-2.0-OpenSSH\r\n"[..], b"PRI * HTTP/2.0\r\n", b"PING\r\n", b"\0\0\0\x08\x04\xd2\x16/"] {
+            assert_eq!(classify(other).unwrap(), Parse::Done(Opening::Other, 0), "{other:?}");
+        }
         assert!(
             classify(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0, 0, 0]).is_err(),
             "a ServerHello is not a ClientHello"

@@ -312,11 +312,13 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
     let mut env = req.env;
     let network = (policy.mode() == palisade_policy::NetMode::Allowlist).then(|| {
         // Conveniences for tools that honour them; the network namespace is what enforces.
+        // `ALL_PROXY` names the HTTP proxy too: clients that only read it (pip through
+        // requests, curl for any scheme) then work without a SOCKS library; the SOCKS5
+        // listener stays for clients told to use it.
         let http = format!("http://{HTTP_PROXY}");
-        let socks = format!("socks5h://{SOCKS_PROXY}");
-        for (k, v) in [("HTTP_PROXY", &http), ("HTTPS_PROXY", &http), ("ALL_PROXY", &socks)] {
-            set_env(&mut env, k, v);
-            set_env(&mut env, &k.to_ascii_lowercase(), v);
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            set_env(&mut env, k, &http);
+            set_env(&mut env, &k.to_ascii_lowercase(), &http);
         }
         set_env(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
         set_env(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
@@ -984,7 +986,7 @@ mod tests {
         assert_eq!(p.network.as_ref().unwrap().http_proxy.to_string(), HTTP_PROXY);
         let get = |k: &str| p.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("https_proxy"), Some("http://127.0.0.1:3128"));
-        assert_eq!(get("ALL_PROXY"), Some("socks5h://127.0.0.1:1080"));
+        assert_eq!(get("ALL_PROXY"), Some("http://127.0.0.1:3128"));
         assert_eq!(get("NO_PROXY"), Some("localhost,127.0.0.1,::1"));
         assert_eq!(p.network.as_ref().unwrap().transparent_ports, [80, 443]);
         let p =

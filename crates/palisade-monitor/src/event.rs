@@ -48,6 +48,32 @@ pub enum Event {
         allowed: bool,
         reason: String,
     },
+    /// One HTTP request through the gateway, decided on its own (plain proxy, and plaintext
+    /// HTTP inside a tunnel or on a transparent port), or what opened a tunnel when it was
+    /// refused (`method` `TLS` with the server name as `host`, or `-` for other bytes).
+    /// Recorded when the response ends. Never the query or header values, which may carry
+    /// secrets.
+    Request {
+        /// The `connection` it travelled on, when one was allowed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection: Option<u64>,
+        /// `http`, `connect`, `socks5` or `transparent`.
+        via: String,
+        method: String,
+        host: String,
+        port: u16,
+        /// The path, without query, at most 200 characters.
+        path: String,
+        allowed: bool,
+        reason: String,
+        /// The response's status: the origin's, or the gateway's own refusal (400, 403, 431,
+        /// 502); absent when there was none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Body bytes: request (up) and response (down).
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     /// An allowed connection closed: what it carried.
     ConnectionEnd {
         id: u64,
@@ -105,6 +131,11 @@ pub struct Totals {
     pub execs: u64,
     pub connections_allowed: u64,
     pub connections_denied: u64,
+    /// HTTP requests (`request`) allowed and refused.
+    #[serde(default)]
+    pub requests_allowed: u64,
+    #[serde(default)]
+    pub requests_denied: u64,
     pub dns_allowed: u64,
     pub dns_denied: u64,
     pub tripwires: u64,
@@ -134,6 +165,8 @@ impl Totals {
             Event::Exec { .. } => self.execs += n,
             Event::Connection { allowed: true, .. } => self.connections_allowed += n,
             Event::Connection { allowed: false, .. } => self.connections_denied += n,
+            Event::Request { allowed: true, .. } => self.requests_allowed += n,
+            Event::Request { allowed: false, .. } => self.requests_denied += n,
             Event::Dns { allowed: true, .. } => self.dns_allowed += n,
             Event::Dns { allowed: false, .. } => self.dns_denied += n,
             Event::Tripwire { .. } => self.tripwires += n,
@@ -167,6 +200,7 @@ impl Event {
             Event::Dns { .. } => "dns",
             Event::Connection { .. } => "connection",
             Event::ConnectionEnd { .. } => "connection_end",
+            Event::Request { .. } => "request",
             Event::Traffic { .. } => "traffic",
             Event::Repeated { .. } => "repeated",
             Event::Tripwire { .. } => "tripwire",

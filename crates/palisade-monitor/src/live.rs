@@ -144,6 +144,21 @@ pub fn watch_line(event: &Event) -> String {
             }
             s
         }
+        Event::Request { via, method, host, port, path, allowed, reason, status, .. } => {
+            let status = status.map_or_else(String::new, |s| format!(" -> {s}"));
+            let mut s = format!(
+                "http   {} {} {}:{port}{} ({}){status}",
+                verdict(*allowed),
+                printable(method),
+                printable(host),
+                printable(path),
+                printable(via)
+            );
+            if !allowed {
+                s.push_str(&format!(": {}", printable(reason)));
+            }
+            s
+        }
         Event::ConnectionEnd { target, bytes_up, bytes_down, duration_ms, .. } => format!(
             "net    closed {} after {duration_ms} ms: {bytes_up} bytes up, {bytes_down} down",
             printable(target)

@@ -81,6 +81,7 @@ impl Engine {
                 (Condition::Rate { counter, more_than, within }, e) => {
                     let hit = match (counter, e) {
                         (Counter::DeniedConnections, Event::Connection { allowed: false, .. })
+                        | (Counter::DeniedConnections, Event::Request { allowed: false, .. })
                         | (Counter::DeniedDns, Event::Dns { allowed: false, .. })
                         | (Counter::Execs, Event::Exec { .. }) => true,
                         (Counter::DeniedFiles, Event::Denial { blockers, .. }) => {

@@ -35,8 +35,8 @@ pub fn loopback_up() -> io::Result<()> {
 /// sends them to the supervisor, which serves them from outside: no helper process runs in
 /// the sandbox, and the only way out is through those sockets.
 ///
-/// Order: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then one transparent listener per
-/// port of `net.transparent_ports`.
+/// Order: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then the transparent listeners
+/// (`0.0.0.0` and, where IPv6 is up, `[::1]`, for each port of `net.transparent_ports`).
 pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> io::Result<()> {
     use std::os::fd::{AsRawFd, OwnedFd};
     let mut fds: Vec<OwnedFd> = vec![
@@ -47,6 +47,11 @@ pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> i
     ];
     for p in &net.transparent_ports {
         fds.push(std::net::TcpListener::bind(("0.0.0.0", *p))?.into());
+        // `[::1]` too, for clients that try `localhost` over IPv6 first (a granted host
+        // port); skipped where the namespace has no IPv6.
+        if let Ok(l) = std::net::TcpListener::bind(("::1", *p)) {
+            fds.push(l.into());
+        }
     }
     let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
     super::ffi::send_fds(sock, &[super::child::msg::NET], &raw)
