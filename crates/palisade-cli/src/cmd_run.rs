@@ -500,6 +500,7 @@ fn gateway(
     use palisade_gateway::server::{Budgets, Listeners, serve};
     let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
     let marks = palisade_monitor::rules::byte_marks(&policy.monitor_rules);
+    let budgets = Budgets::of(&policy.net_budgets);
     Box::new(move |fds: Vec<std::os::fd::OwnedFd>| {
         // The order of `palisade_linux` `net::send_listeners`.
         let mut it = fds.into_iter();
@@ -510,7 +511,7 @@ fn gateway(
             dns_tcp: it.next().map(Into::into),
             transparent: it.map(Into::into).collect(),
         };
-        if let Err(e) = serve(l, decider, Budgets::default(), Some(sink), (marks.up, marks.down)) {
+        if let Err(e) = serve(l, decider, budgets, Some(sink), (marks.up, marks.down)) {
             eprintln!("palisade: the gateway stopped: {e}");
         }
     })

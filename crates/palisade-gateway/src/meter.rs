@@ -30,15 +30,23 @@ pub struct Budgets {
     pub max_download: u64,
 }
 
+impl Budgets {
+    /// The budgets a policy sets (`[network]` keys, defaults where absent).
+    pub fn of(b: &palisade_policy::model::NetBudgets) -> Budgets {
+        let (c, h, i, u, d) = b.effective();
+        Budgets {
+            max_connections: usize::try_from(c).unwrap_or(usize::MAX).min(1 << 20),
+            handshake: h,
+            idle: i,
+            max_upload: u,
+            max_download: d,
+        }
+    }
+}
+
 impl Default for Budgets {
     fn default() -> Self {
-        Budgets {
-            max_connections: 1024,
-            handshake: Duration::from_secs(10),
-            idle: Duration::from_secs(600),
-            max_upload: 4 << 30,
-            max_download: 64 << 30,
-        }
+        Budgets::of(&Default::default())
     }
 }
 

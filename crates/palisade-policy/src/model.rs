@@ -217,6 +217,41 @@ pub struct Limits {
     pub tmp_size: Option<Setting<u64>>,
 }
 
+/// The gateway's budgets (`[network]` keys); absent ones take the defaults below. A project
+/// layer may only lower them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NetBudgets {
+    /// Client connections served at once; more wait for a slot.
+    pub max_connections: Option<Setting<u64>>,
+    /// Time for a request head, SOCKS messages or a TLS ClientHello to arrive.
+    pub handshake_timeout: Option<Setting<Duration>>,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Option<Setting<Duration>>,
+    /// Bytes out of the sandbox over the whole session; past it, connections close.
+    pub max_upload: Option<Setting<u64>>,
+    /// Bytes into the sandbox over the whole session.
+    pub max_download: Option<Setting<u64>>,
+}
+
+impl NetBudgets {
+    pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    pub const DEFAULT_MAX_UPLOAD: u64 = 4 << 30;
+    pub const DEFAULT_MAX_DOWNLOAD: u64 = 64 << 30;
+
+    /// The values in force: (max_connections, handshake, idle, max_upload, max_download).
+    pub fn effective(&self) -> (u64, Duration, Duration, u64, u64) {
+        (
+            self.max_connections.as_ref().map_or(Self::DEFAULT_MAX_CONNECTIONS, |s| s.value),
+            self.handshake_timeout.as_ref().map_or(Self::DEFAULT_HANDSHAKE_TIMEOUT, |s| s.value),
+            self.idle_timeout.as_ref().map_or(Self::DEFAULT_IDLE_TIMEOUT, |s| s.value),
+            self.max_upload.as_ref().map_or(Self::DEFAULT_MAX_UPLOAD, |s| s.value),
+            self.max_download.as_ref().map_or(Self::DEFAULT_MAX_DOWNLOAD, |s| s.value),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MonitorRule {
     pub name: Option<String>,
@@ -239,6 +274,7 @@ pub struct Rules {
     pub net_allow: Vec<NetRule>,
     pub net_deny: Vec<NetRule>,
     pub hosts: Vec<HostMapping>,
+    pub net_budgets: NetBudgets,
     pub env_pass: Vec<EnvRule>,
     pub env_deny: Vec<EnvRule>,
     pub env_set: Vec<EnvSet>,
@@ -266,6 +302,11 @@ impl Rules {
             self.hosts.retain(|h| h.name != m.name);
             self.hosts.push(m);
         }
+        let nb = upper.net_budgets;
+        macro_rules! over_net {
+            ($($f:ident),*) => { $( if nb.$f.is_some() { self.net_budgets.$f = nb.$f; } )* };
+        }
+        over_net!(max_connections, handshake_timeout, idle_timeout, max_upload, max_download);
         self.env_pass.extend(upper.env_pass);
         self.env_deny.extend(upper.env_deny);
         for s in upper.env_set {

@@ -52,6 +52,11 @@ struct RawNet {
     deny: Vec<S<String>>,
     #[serde(default)]
     hosts: BTreeMap<S<String>, S<String>>,
+    max_connections: Option<S<u64>>,
+    handshake_timeout: Option<S<String>>,
+    idle_timeout: Option<S<String>>,
+    max_upload: Option<S<String>>,
+    max_download: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +367,15 @@ impl<'a> LayerBuilder<'a> {
         Ok(Setting { value, origin: self.origin(site, text) })
     }
 
+    /// A timeout: a duration above zero, at most a day (`unlimited` is not one).
+    fn timeout(&self, text: &str, site: Site) -> Result<Setting<std::time::Duration>, PolicyError> {
+        let value = parse_duration(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
+        if value.is_zero() || value > std::time::Duration::from_secs(86_400) {
+            return Err(PolicyError::invalid(site, format!("`{text}` must be above zero and at most a day")));
+        }
+        Ok(Setting { value, origin: self.origin(site, text) })
+    }
+
     /// A duration, or `unlimited`.
     fn duration(&self, text: &str, site: Site) -> Result<Setting<std::time::Duration>, PolicyError> {
         let value = if text.trim() == UNLIMITED {
@@ -508,6 +522,24 @@ pub fn parse_layer(
         for (k, v) in net.hosts {
             b.host_mapping(k.get_ref(), v.get_ref(), site(k.span(), &format!("network.hosts.{}", k.get_ref())))?;
         }
+        let nb = &mut b.rules.net_budgets;
+        let mut budgets = std::mem::take(nb);
+        if let Some(v) = net.max_connections {
+            budgets.max_connections = Some(b.count(*v.get_ref(), site(v.span(), "network.max_connections"))?);
+        }
+        if let Some(v) = net.handshake_timeout {
+            budgets.handshake_timeout = Some(b.timeout(v.get_ref(), site(v.span(), "network.handshake_timeout"))?);
+        }
+        if let Some(v) = net.idle_timeout {
+            budgets.idle_timeout = Some(b.timeout(v.get_ref(), site(v.span(), "network.idle_timeout"))?);
+        }
+        if let Some(v) = net.max_upload {
+            budgets.max_upload = Some(b.size(v.get_ref(), site(v.span(), "network.max_upload"))?);
+        }
+        if let Some(v) = net.max_download {
+            budgets.max_download = Some(b.size(v.get_ref(), site(v.span(), "network.max_download"))?);
+        }
+        b.rules.net_budgets = budgets;
     }
     if let Some(p) = raw.process {
         if let Some(env) = p.env {

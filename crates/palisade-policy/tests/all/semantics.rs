@@ -234,3 +234,38 @@ fn later_layers_replace_single_values() {
     assert_eq!(p.limits.memory.as_ref().unwrap().origin.layer, LayerKind::PolicyFile);
     assert_eq!(p.limits.pids.as_ref().unwrap().value, 100);
 }
+
+#[test]
+fn network_budgets_are_keys_that_a_project_may_only_lower() {
+    use std::time::Duration;
+    let user = "[network]\nmode = \"allowlist\"\nallow = [\"a.test:443\"]\nmax_upload = \"1GiB\"\nidle_timeout = \"5m\"\n";
+    let p = policy(vec![
+        layer(LayerKind::User, user),
+        layer(LayerKind::Project, "[network]\nmax_upload = \"10MiB\"\nhandshake_timeout = \"2s\"\nmax_connections = 8\n"),
+    ]);
+    let (c, h, i, u, d) = p.net_budgets.effective();
+    assert_eq!((c, h, i, u), (8, Duration::from_secs(2), Duration::from_secs(300), 10 << 20));
+    assert_eq!(d, palisade_policy::model::NetBudgets::DEFAULT_MAX_DOWNLOAD);
+    // Above a lower layer's value, or above the default where none set one: refused.
+    for raise in [
+        "[network]\nmax_upload = \"2GiB\"\n",
+        "[network]\nidle_timeout = \"1h\"\n",
+        "[network]\nmax_download = \"1TiB\"\n",
+        "[network]\nmax_connections = 5000\n",
+        "[network]\nhandshake_timeout = \"1m\"\n",
+    ] {
+        let r = resolve_layers(vec![layer(LayerKind::User, user), layer(LayerKind::Project, raise)], false);
+        let e = r.expect_err(raise).to_string();
+        assert!(e.contains("may only narrow") && e.contains("network."), "{raise}: {e}");
+    }
+    // Bad values name the key.
+    for (bad, key) in [
+        ("[network]\nidle_timeout = \"0s\"\n", "network.idle_timeout"),
+        ("[network]\nhandshake_timeout = \"unlimited\"\n", "network.handshake_timeout"),
+        ("[network]\nmax_connections = 0\n", "network.max_connections"),
+        ("[network]\nmax_upload = \"lots\"\n", "network.max_upload"),
+    ] {
+        let e = parse_layer(bad, "t.toml", LayerKind::User, &vars(), &Lexical).err().expect(bad).to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}
