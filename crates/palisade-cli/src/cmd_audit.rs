@@ -50,6 +50,8 @@ fn summarise(events: &[Event]) -> String {
     let mut hosts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut bytes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut requests: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut refused_requests: BTreeMap<String, u64> = BTreeMap::new();
     let mut execs: Vec<String> = Vec::new();
     let mut denials: BTreeMap<String, u64> = BTreeMap::new();
     // A `repeated` record counts as its event, that many times.
@@ -84,6 +86,16 @@ fn summarise(events: &[Event]) -> String {
                 let b = bytes.entry(clean(target)).or_default();
                 b.0 += bytes_up * n;
                 b.1 += bytes_down * n;
+            }
+            Event::Request { method, host, port, path, allowed, reason, .. } => {
+                let c = requests.entry(format!("{}:{port}", clean(host))).or_default();
+                if *allowed {
+                    c.0 += n;
+                } else {
+                    c.1 += n;
+                    let what = format!("{} {}:{port}{}: {}", clean(method), clean(host), clean(path), clean(reason));
+                    *refused_requests.entry(what).or_default() += n;
+                }
             }
             Event::Dns { name, allowed, .. } => {
                 let c = dns.entry(clean(name)).or_default();
@@ -159,6 +171,18 @@ fn summarise(events: &[Event]) -> String {
         for (k, (a, d)) in &hosts {
             let (up, down) = bytes.get(k).copied().unwrap_or_default();
             out.push_str(&format!("  {a:>5} / {d:<5} {up:>10} / {down:<10} {k}\n"));
+        }
+    }
+    if !requests.is_empty() {
+        out.push_str("HTTP requests (allowed / denied):\n");
+        for (k, (a, d)) in &requests {
+            out.push_str(&format!("  {a:>5} / {d:<5} {k}\n"));
+        }
+    }
+    if !refused_requests.is_empty() {
+        out.push_str("refused requests (count, what):\n");
+        for (k, n) in &refused_requests {
+            out.push_str(&format!("  {n:>5} {k}\n"));
         }
     }
     if !dns.is_empty() {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_monitor::Event;
-use palisade_policy::{Host, Target};
+use palisade_policy::Target;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -51,10 +51,7 @@ pub(crate) struct Tunnel {
 /// loopback addresses name the same place.
 pub fn names(target: &Target, claimed: &str) -> bool {
     let Ok(t) = Target::parse(claimed, target.port) else { return false };
-    let loopback = |h: &Host| match h {
-        Host::Ip(ip) => *ip == std::net::Ipv4Addr::LOCALHOST || *ip == std::net::Ipv6Addr::LOCALHOST,
-        Host::Name(n) => n.as_str() == crate::decision::LOCALHOST,
-    };
+    let loopback = crate::decision::is_host_loopback;
     let same_host = t.host == target.host || (loopback(&t.host) && loopback(&target.host));
     same_host && t.port == target.port
 }
@@ -171,7 +168,8 @@ where
     let client = Rewind::new(buf, client);
     match opening {
         Opening::Tls(Some(sni)) if !names(target, &sni) => {
-            let why = format!("the TLS server name {sni} is not {}, the name this connection was allowed for", target.host);
+            let why =
+                format!("the TLS server name {sni} is not {}, the name this connection was allowed for", target.host);
             refuse(shared, opened, via, "TLS", sni, target, why);
             Ok(())
         }

@@ -58,7 +58,8 @@ impl Checked {
     /// A granted host loopback port ([`Decider::loopback_grant`]) for `target`.
     pub fn granted(target: &Target, grant: &LoopbackGrant) -> Checked {
         let mut addrs = grant.addrs.iter().copied();
-        let addr = addrs.next().unwrap_or_else(|| SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target.port));
+        let addr =
+            addrs.next().unwrap_or_else(|| SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target.port));
         Checked { target: target.clone(), addr, fallback: addrs.next(), rule: grant.rule.clone() }
     }
 
@@ -76,6 +77,16 @@ impl Checked {
 
 /// The name that always means the host's own loopback.
 pub const LOCALHOST: &str = "localhost";
+
+/// `localhost` (RFC 6761 §6.3), `127.0.0.1` or `::1`: the host's own loopback.
+pub fn is_host_loopback(host: &Host) -> bool {
+    match host {
+        Host::Name(n) => n.as_str() == LOCALHOST,
+        Host::Ip(ip) => {
+            *ip == IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) || *ip == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+    }
+}
 
 /// A grant of one of the host's loopback ports to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +157,10 @@ impl Decider {
     pub fn raw_allowed(&self, target: &Target) -> Verdict {
         let d = self.rules.decide_net(target);
         match &d.reason {
-            NetReason::AllowedBy(r) if r.pattern.port.is_some() && !matches!(target.port, 80 | 443) => {
-                Verdict { allowed: true, reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port) }
-            }
+            NetReason::AllowedBy(r) if r.pattern.port.is_some() && !matches!(target.port, 80 | 443) => Verdict {
+                allowed: true,
+                reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port),
+            },
             NetReason::AllowedBy(r) if r.pattern.port.is_none() => Verdict {
                 allowed: false,
                 reason: format!(
@@ -156,10 +168,9 @@ impl Decider {
                     r.origin.text, target.host, target.port
                 ),
             },
-            NetReason::AllowedBy(_) => Verdict {
-                allowed: false,
-                reason: format!("only TLS and HTTP are let through on port {}", target.port),
-            },
+            NetReason::AllowedBy(_) => {
+                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
+            }
             _ => self.decide(target),
         }
     }
@@ -217,7 +228,28 @@ impl Decider {
     }
 
     /// Decides `target`, resolves it once, checks the address, and returns what to dial.
+    ///
+    /// The host's own loopback is one place whatever it is called (`localhost`,
+    /// `127.0.0.1`, `[::1]`): reachable on a port only by [`Decider::loopback_grant`].
     pub fn check(&self, target: &Target, resolver: &dyn Resolver) -> Result<Checked, Refusal> {
+        if is_host_loopback(&target.host) {
+            if self.rules.mode() == NetMode::None {
+                return Err(Refusal::Policy("the network mode is none".into()));
+            }
+            return match self.loopback_grant(target.port) {
+                Some(mut g) => {
+                    // The family asked for first.
+                    if let Host::Ip(ip) = target.host {
+                        g.addrs.sort_by_key(|a| a.ip() != ip);
+                    }
+                    Ok(Checked::granted(target, &g))
+                }
+                None => Err(Refusal::Policy(format!(
+                    "{target} is the host's loopback, which only your own policy or the command line can grant (e.g. --allow-net localhost:{})",
+                    target.port
+                ))),
+            };
+        }
         let v = self.decide(target);
         if !v.allowed {
             return Err(Refusal::Policy(v.reason));
@@ -231,22 +263,6 @@ impl Decider {
         };
         if let Some(m) = self.rules.hosts.iter().rev().find(|m| &m.name == name) {
             return Ok(Checked::new(target, SocketAddr::new(m.addr, target.port), v.reason));
-        }
-        // `localhost` is the host's loopback (RFC 6761 §6.3), never a name to look up, and
-        // only where a trusted layer names it with this port.
-        if name.as_str() == LOCALHOST {
-            return match self.loopback_grant(target.port) {
-                Some(g) => Ok(Checked {
-                    target: target.clone(),
-                    addr: SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), target.port),
-                    fallback: Some(SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), target.port)),
-                    rule: g.rule,
-                }),
-                None => Err(Refusal::Policy(format!(
-                    "localhost:{} is the host's loopback, which only your own policy or the command line can grant (e.g. --allow-net localhost:{})",
-                    target.port, target.port
-                ))),
-            };
         }
         let addrs =
             resolver.resolve(name).map_err(|e| Refusal::Resolve { name: name.to_string(), why: e.to_string() })?;

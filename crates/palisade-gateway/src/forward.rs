@@ -73,7 +73,11 @@ impl State {
 }
 
 /// A client connection to the HTTP proxy listener.
-pub(crate) async fn proxy_conn(conn: TcpStream, shared: Arc<Shared>, slot: OwnedSemaphorePermit) -> std::io::Result<()> {
+pub(crate) async fn proxy_conn(
+    conn: TcpStream,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) -> std::io::Result<()> {
     let conn = Metered::new(conn, shared.meter.clone());
     let activity = Activity::of(&conn);
     let r = serve_http(conn, Scope::Proxy, shared, activity).await;
@@ -203,7 +207,8 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         return connect(state, req).await;
     }
-    let target = match rules::request_target(req.uri(), req.headers()) {
+    let default_port = bound.as_ref().map_or(80, |(c, _)| c.target().port);
+    let target = match rules::request_target(req.uri(), req.headers(), default_port) {
         Ok(t) => t,
         Err(HttpError::Bad(why)) => return refuse_early(state, &req, why, StatusCode::BAD_REQUEST),
         Err(HttpError::Refused(why)) => return refuse_early(state, &req, why, StatusCode::FORBIDDEN),
@@ -372,17 +377,18 @@ async fn connect(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let up = match dial(&checked).await {
         Ok(u) => u,
         Err(e) => {
-            record_end(shared, &opened, &state.activity.from_now());
+            record_end(shared, &opened, &state.activity.starting_now());
             return refusal(StatusCode::BAD_GATEWAY, &format!("cannot connect to {target}: {e}"));
         }
     };
     let (shared, activity) = (shared.clone(), state.activity.clone());
     let task = tokio::spawn(async move {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
-            record_end(&shared, &opened, &activity.from_now());
+            record_end(&shared, &opened, &activity.starting_now());
             return;
         };
-        let tunnel = crate::bound::Tunnel { checked, opened, via: "connect", activity: activity.from_now(), slot: None };
+        let tunnel =
+            crate::bound::Tunnel { checked, opened, via: "connect", activity: activity.starting_now(), slot: None };
         let _ = crate::bound::serve(TokioIo::new(upgraded), tunnel, Some(up), shared).await;
     });
     state.tunnels.lock().unwrap_or_else(|e| e.into_inner()).push(task);

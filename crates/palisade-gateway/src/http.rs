@@ -30,10 +30,11 @@ pub enum Error {
     Refused(String),
 }
 
-/// Where a non-CONNECT request goes, from its absolute-form URI or (origin-form) its `Host`.
-/// An absolute-form URI and a `Host` header must name the same host and port. `https://`
-/// URIs are refused (a client asks for a tunnel with CONNECT). Userinfo is refused.
-pub fn request_target(uri: &Uri, headers: &HeaderMap) -> Result<Target, Error> {
+/// Where a non-CONNECT request goes, from its absolute-form URI or (origin-form) its `Host`;
+/// a name without a port means `default_port` (80 for the proxy, the tunnel's port inside a
+/// tunnel). An absolute-form URI and a `Host` header must name the same host and port.
+/// `https://` URIs are refused (a client asks for a tunnel with CONNECT). Userinfo is refused.
+pub fn request_target(uri: &Uri, headers: &HeaderMap, default_port: u16) -> Result<Target, Error> {
     let host = host_header(headers)?;
     if let Some(scheme) = uri.scheme_str() {
         if !scheme.eq_ignore_ascii_case("http") {
@@ -43,9 +44,10 @@ pub fn request_target(uri: &Uri, headers: &HeaderMap) -> Result<Target, Error> {
         if authority.as_str().contains('@') {
             return Err(Error::Bad("credentials in the URL are refused".into()));
         }
-        let target = Target::parse(authority.as_str(), 80).map_err(|e| Error::Bad(format!("URL host: {e}")))?;
+        let target =
+            Target::parse(authority.as_str(), default_port).map_err(|e| Error::Bad(format!("URL host: {e}")))?;
         if let Some(h) = host {
-            let named = Target::parse(h, 80).map_err(|e| Error::Bad(format!("Host header: {e}")))?;
+            let named = Target::parse(h, default_port).map_err(|e| Error::Bad(format!("Host header: {e}")))?;
             if named != target {
                 return Err(Error::Refused(format!("the Host header names {named}, not {target}, the URL's host")));
             }
@@ -56,7 +58,7 @@ pub fn request_target(uri: &Uri, headers: &HeaderMap) -> Result<Target, Error> {
         return Err(Error::Bad("a host without a scheme is only for CONNECT".into()));
     }
     let h = host.ok_or_else(|| Error::Bad("no Host header".into()))?;
-    Target::parse(h, 80).map_err(|e| Error::Bad(format!("Host header: {e}")))
+    Target::parse(h, default_port).map_err(|e| Error::Bad(format!("Host header: {e}")))
 }
 
 /// The `Host` header's value: at most one, visible ASCII.
@@ -177,7 +179,7 @@ mod tests {
         for v in host {
             h.append(header::HOST, HeaderValue::from_str(v).unwrap());
         }
-        request_target(&uri.parse().unwrap(), &h)
+        request_target(&uri.parse().unwrap(), &h, 80)
     }
 
     #[test]
@@ -205,7 +207,7 @@ mod tests {
                     h.append(header::HOST, v);
                 }
             }
-            let r = request_target(&uri.parse().unwrap(), &h);
+            let r = request_target(&uri.parse().unwrap(), &h, 80);
             assert!(r.is_err(), "{uri} {host:?}: {r:?}");
         }
     }
@@ -235,7 +237,8 @@ mod tests {
         assert_eq!(o.uri().to_string(), "/v1/items?page=2");
         let names: Vec<_> = o.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["host", "accept"]);
-        let o = to_origin(Request::builder().uri("http://a.test").body(()).unwrap(), &Target::parse("a.test", 80).unwrap());
+        let o =
+            to_origin(Request::builder().uri("http://a.test").body(()).unwrap(), &Target::parse("a.test", 80).unwrap());
         assert_eq!((o.uri().to_string().as_str(), o.headers()["host"].to_str().unwrap()), ("/", "a.test"));
         assert_eq!(path_for_record(&"http://a.test/p/q?token=s3cret".parse().unwrap()), "/p/q");
     }

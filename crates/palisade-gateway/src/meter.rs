@@ -134,7 +134,8 @@ impl Meter {
         if after > budget {
             if !spent.swap(true, Relaxed) {
                 if let Some(sink) = &self.sink {
-                    let detail = format!("the session's {direction} budget of {budget} bytes is spent; connections close");
+                    let detail =
+                        format!("the session's {direction} budget of {budget} bytes is spent; connections close");
                     sink.record(&Event::Limit { limit: direction.into(), detail });
                 }
             }

@@ -114,7 +114,7 @@ impl Activity {
     }
 
     /// The same counters, accounting from now.
-    pub(crate) fn from_now(&self) -> Activity {
+    pub(crate) fn starting_now(&self) -> Activity {
         Activity { base: (self.moved.up(), self.moved.down()), ..self.clone() }
     }
 
@@ -335,13 +335,13 @@ async fn socks_conn(conn: TcpStream, shared: &Arc<Shared>, slot: OwnedSemaphoreP
                 socks5::reply::HOST_UNREACHABLE
             };
             conn.write_all(&socks5::reply_bytes(code)).await?;
-            record_end(shared, &opened, &activity.from_now());
+            record_end(shared, &opened, &activity.starting_now());
             return Ok(());
         }
     };
     conn.write_all(&socks5::reply_bytes(socks5::reply::SUCCEEDED)).await?;
     let rest = buf.split_off(used);
-    let tunnel = bound::Tunnel { checked, opened, via: "socks5", activity: activity.from_now(), slot: Some(slot) };
+    let tunnel = bound::Tunnel { checked, opened, via: "socks5", activity: activity.starting_now(), slot: Some(slot) };
     bound::serve(crate::meter::Rewind::new(rest, conn), tunnel, Some(up), shared.clone()).await
 }
 

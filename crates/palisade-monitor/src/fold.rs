@@ -25,7 +25,13 @@ pub struct Folder {
 }
 
 fn foldable(e: &Event) -> bool {
-    matches!(e, Event::Dns { .. } | Event::Connection { allowed: false, .. } | Event::Request { allowed: false, .. } | Event::Denial { .. })
+    matches!(
+        e,
+        Event::Dns { .. }
+            | Event::Connection { allowed: false, .. }
+            | Event::Request { allowed: false, .. }
+            | Event::Denial { .. }
+    )
 }
 
 impl Folder {

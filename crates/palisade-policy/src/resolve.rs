@@ -156,13 +156,16 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     }
     lower_only!(memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size);
     let (nb, lb) = (&upper.net_budgets, lower.net_budgets.effective());
-    let raised = |origin: &Origin, key: &str| widen(origin, format!("it raises network.{key} above what the layers below allow"));
+    let raised = |origin: &Origin, key: &str| {
+        widen(origin, format!("it raises network.{key} above what the layers below allow"))
+    };
     if let Some(s) = &nb.max_connections {
         if s.value > lb.0 {
             return Err(raised(&s.origin, "max_connections"));
         }
     }
-    for (s, old, key) in [(&nb.handshake_timeout, lb.1, "handshake_timeout"), (&nb.idle_timeout, lb.2, "idle_timeout")] {
+    for (s, old, key) in [(&nb.handshake_timeout, lb.1, "handshake_timeout"), (&nb.idle_timeout, lb.2, "idle_timeout")]
+    {
         if let Some(s) = s {
             if s.value > old {
                 return Err(raised(&s.origin, key));

@@ -27,7 +27,7 @@ fn a_run_records_its_session_and_every_network_decision() {
     let o = s.palisade(&["audit", "verify", log.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let raw = std::fs::read_to_string(&log).unwrap();
-    for kind in ["session_start", "dns", "connection", "session_end"] {
+    for kind in ["session_start", "dns", "request", "session_end"] {
         assert!(raw.contains(&format!("\"kind\":\"{kind}\"")), "no {kind} event: {raw}");
     }
     let out = stdout(&s.palisade(&["audit", "show", log.to_str().unwrap()]));

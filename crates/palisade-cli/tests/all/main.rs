@@ -6,6 +6,7 @@
 mod audit;
 mod escape_fs;
 mod escape_proc;
+mod gateway_http;
 mod limits;
 mod network;
 mod policy_cmd;

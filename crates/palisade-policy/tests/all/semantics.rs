@@ -238,10 +238,14 @@ fn later_layers_replace_single_values() {
 #[test]
 fn network_budgets_are_keys_that_a_project_may_only_lower() {
     use std::time::Duration;
-    let user = "[network]\nmode = \"allowlist\"\nallow = [\"a.test:443\"]\nmax_upload = \"1GiB\"\nidle_timeout = \"5m\"\n";
+    let user =
+        "[network]\nmode = \"allowlist\"\nallow = [\"a.test:443\"]\nmax_upload = \"1GiB\"\nidle_timeout = \"5m\"\n";
     let p = policy(vec![
         layer(LayerKind::User, user),
-        layer(LayerKind::Project, "[network]\nmax_upload = \"10MiB\"\nhandshake_timeout = \"2s\"\nmax_connections = 8\n"),
+        layer(
+            LayerKind::Project,
+            "[network]\nmax_upload = \"10MiB\"\nhandshake_timeout = \"2s\"\nmax_connections = 8\n",
+        ),
     ]);
     let (c, h, i, u, d) = p.net_budgets.effective();
     assert_eq!((c, h, i, u), (8, Duration::from_secs(2), Duration::from_secs(300), 10 << 20));
@@ -265,7 +269,7 @@ fn network_budgets_are_keys_that_a_project_may_only_lower() {
         ("[network]\nmax_connections = 0\n", "network.max_connections"),
         ("[network]\nmax_upload = \"lots\"\n", "network.max_upload"),
     ] {
-        let e = parse_layer(bad, "t.toml", LayerKind::User, &vars(), &Lexical).err().expect(bad).to_string();
+        let e = parse_layer(bad, "t.toml", LayerKind::User, &vars(), &Lexical).map(|_| ()).expect_err(bad).to_string();
         assert!(e.contains(key), "{bad}: {e}");
     }
 }
