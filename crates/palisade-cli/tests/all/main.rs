@@ -8,6 +8,7 @@ mod escape_fs;
 mod escape_proc;
 mod gateway_http;
 mod limits;
+mod mirrors;
 mod network;
 mod policy_cmd;
 mod protect;
