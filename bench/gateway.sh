@@ -4,16 +4,19 @@
 #      gateway (transparent TCP from inside a sandbox);
 #   2. connection set-up: median time to connect, send a request and read the reply, direct
 #      and through the gateway (300 connections each, in one process);
+#   2b. keep-alive requests: small HTTP requests on 8 kept-alive connections for 5 s (wrk),
+#      direct, through the transparent path and through the HTTP proxy; 3 runs each,
+#      interleaved, median requests/s and the median run's latency percentiles;
 #   3. 1,000 concurrent connections held through the gateway;
 #   4. supervisor peak RSS with the gateway up, after 3;
 #   5. start-up of `palisade run --allow-net ... -- /bin/true` against --net none.
-# Needs hyperfine, socat and python3. Traffic stays on this machine's loopback.
+# Needs hyperfine, socat, wrk and python3. Traffic stays on this machine's loopback.
 # Usage: bench/gateway.sh [--runs N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=5
 [ "${1:-}" = --runs ] && RUNS=$2
-for tool in hyperfine socat python3; do
+for tool in hyperfine socat wrk python3; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done
 # shellcheck source=bench/setup.sh
@@ -84,6 +87,37 @@ read -r dm dp < <(python3 "$SCR/latency.py" 127.0.0.1 $ECHO 300)
 read -r gm gp < <($RUN python3 "$SCR/latency.py" echo.test $ECHO 300)
 echo "  direct   median $dm ms  p95 $dp ms"
 echo "  gateway  median $gm ms  p95 $gp ms   (added: $(python3 -c "print(f'{$gm - $dm:.3f}')") ms)"
+
+echo "== keep-alive requests (wrk: 1 thread, 8 connections, 5 s; 3 runs each, interleaved)"
+cat > "$SCR/proxy.lua" <<LUA
+request = function() return wrk.format("GET", "http://echo.test:$ECHO/", {["Host"] = "echo.test:$ECHO"}) end
+LUA
+: > "$OUT/keepalive.txt"
+for run in 1 2 3; do
+    for path in direct transparent proxy; do
+        case $path in
+            direct) wrk -t1 -c8 -d5s --latency "http://127.0.0.1:$ECHO/" ;;
+            transparent) $RUN wrk -t1 -c8 -d5s --latency "http://echo.test:$ECHO/" ;;
+            proxy) $RUN wrk -t1 -c8 -d5s --latency -s "$SCR/proxy.lua" "http://127.0.0.1:3128/" ;;
+        esac > "$OUT/wrk-$path-$run.txt"
+        awk -v p=$path '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +90%/ {p90=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {err=err" "$0} END {print p, rps, p50, p90, p99, (err == "" ? "-" : err)}' \
+            "$OUT/wrk-$path-$run.txt" >> "$OUT/keepalive.txt"
+    done
+done
+python3 - "$OUT/keepalive.txt" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    p, rps, p50, p90, p99, err = line.split(maxsplit=5)
+    runs.setdefault(p, []).append((float(rps), p50, p90, p99, err.strip()))
+direct = statistics.median(r[0] for r in runs["direct"])
+for p, rs in runs.items():
+    rs.sort()
+    rps, p50, p90, p99, err = rs[len(rs) // 2]
+    share = "" if p == "direct" else f"  ({100 * rps / direct:.0f}% of direct)"
+    errs = "" if err == "-" else f"  ERRORS: {err}"
+    print(f"  {p:<12} {rps:9.0f} req/s{share}   latency p50 {p50}  p90 {p90}  p99 {p99}   (runs: {', '.join(f'{r[0]:.0f}' for r in rs)}){errs}")
+PY
 
 echo "== 1,000 concurrent connections through the gateway"
 cat > "$SCR/many.py" <<'PY'

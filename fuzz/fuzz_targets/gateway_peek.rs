@@ -1,4 +1,4 @@
-//! Classifying a transparent connection's first bytes (TLS ClientHello, HTTP head) never
+//! Classifying a tunnel's first bytes (TLS ClientHello, HTTP request line, other) never
 //! panics and never claims more bytes than it was given.
 #![no_main]
 

@@ -13,6 +13,9 @@ mod bound;
 pub mod decision;
 pub mod dns;
 mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod meter;
 pub mod peek;
