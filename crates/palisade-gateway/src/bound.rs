@@ -201,16 +201,13 @@ where
 
 /// Copies both ways until both sides close, the connection stays idle past the budget, or
 /// the session's byte budget is spent (the client stream is metered).
-pub(crate) async fn splice<S>(
-    mut client: S,
-    mut up: TcpStream,
-    activity: &Activity,
-    shared: &Shared,
-) -> std::io::Result<()>
+pub(crate) async fn splice<S, U>(mut client: S, mut up: U, activity: &Activity, shared: &Shared) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    const BUF: usize = 64 * 1024;
+    // 16 KiB each way: a thousand raw tunnels then hold 32 MiB of buffers.
+    const BUF: usize = 16 * 1024;
     tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, BUF, BUF) => r.map(|_| ()),
         _ = idle_for(&shared.meter, &activity.last, shared.budgets().idle) => {

@@ -248,6 +248,8 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         },
     };
     let moved = record.moved.clone();
+    let mut req = req;
+    let client_upgrade = rules::websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let req = rules::to_origin(req, &target).map(|b| Counted::new(b, moved.clone(), true, None));
     let sent = {
         let mut slot = state.upstream.lock().await;
@@ -266,9 +268,30 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     match sent.await {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            // A WebSocket the origin accepted: both upgraded connections are spliced.
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS && rules::websocket_upgrade(resp.headers());
+            let websocket = match client_upgrade {
+                Some(client) if switched => {
+                    let origin = hyper::upgrade::on(&mut resp);
+                    let (shared, activity) = (shared.clone(), state.activity.clone());
+                    let task = tokio::spawn(async move {
+                        if let (Ok(c), Ok(o)) = (client.await, origin.await) {
+                            let _ = crate::bound::splice(TokioIo::new(c), TokioIo::new(o), &activity, &shared).await;
+                        }
+                    });
+                    state.tunnels.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+                    true
+                }
+                _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let why = format!("the upstream {} switched protocols without being asked to", checked.target());
+                    record.done(true, why.clone(), Some(502));
+                    return refusal(StatusCode::BAD_GATEWAY, &why);
+                }
+                _ => false,
+            };
             let (mut parts, body) = resp.into_parts();
-            rules::strip_hop_by_hop(&mut parts.headers);
+            rules::strip_keeping_websocket(&mut parts.headers, websocket);
             let status = parts.status.as_u16();
             let end = Finish { record, rule, status };
             Response::from_parts(parts, Counted::new(body, moved, false, Some(end)).map_err(Into::into).boxed())
@@ -352,7 +375,7 @@ async fn ready<'a>(
         .map_err(std::io::Error::other)?;
     let shared = state.shared.clone();
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
         if let Some(o) = opened {
             let a = Activity { moved, last: Arc::default(), base: (0, 0) };
             record_end(&shared, &o, &a);

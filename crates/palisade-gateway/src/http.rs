@@ -132,13 +132,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request (or a 101 response) asks to switch to WebSocket (RFC 6455 §4.1): the
+/// only upgrade the gateway passes on. Others (`h2c`, which would carry requests for any
+/// host in HTTP/2 frames) are dropped with the other hop-by-hop headers.
+pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers.get_all(header::UPGRADE).iter().collect::<Vec<_>>();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade && upgrade.len() == 1 && upgrade[0].as_bytes().eq_ignore_ascii_case(b"websocket")
+}
+
+/// [`strip_hop_by_hop`], keeping a WebSocket upgrade (`Connection: upgrade`,
+/// `Upgrade: websocket`) when `websocket`.
+pub fn strip_keeping_websocket(headers: &mut HeaderMap, websocket: bool) {
+    strip_hop_by_hop(headers);
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+}
+
 /// Rewrites a parsed client request into what the origin gets: origin-form, hop-by-hop
-/// headers dropped, `Host` naming `target` exactly as the client wrote it when it did.
+/// headers dropped (a WebSocket upgrade kept), `Host` naming `target` exactly as the client
+/// wrote it when it did.
 pub fn to_origin<B>(req: Request<B>, target: &Target) -> Request<B> {
     let (mut parts, body) = req.into_parts();
     parts.uri = origin_form(&parts.uri);
     parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    let websocket = websocket_upgrade(&parts.headers);
+    strip_keeping_websocket(&mut parts.headers, websocket);
     if !parts.headers.contains_key(header::HOST) {
         let text = if target.port == 80 { target.host.to_string() } else { target.to_string() };
         if let Ok(v) = HeaderValue::from_str(&text) {

@@ -468,3 +468,62 @@ fn raw_tcp_needs_a_rule_that_names_the_port() {
     let got: Vec<String> = seen.lock().unwrap().iter().filter(|s| !s.is_empty()).cloned().collect();
     assert_eq!(got.len(), 2, "raw bytes reached the host: {got:?}");
 }
+
+#[test]
+fn a_websocket_upgrade_is_passed_on_and_h2c_is_not() {
+    if !python() {
+        return;
+    }
+    let s = Sandbox::new("c-websocket");
+    // An origin that accepts any upgrade it is asked for and then echoes, keeping what it got.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(String::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten().take(20) {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let Ok(n) = c.read(&mut buf) else { continue };
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            g.lock().unwrap().push_str(&head);
+            let proto = if head.to_ascii_lowercase().contains("upgrade: websocket") { "websocket" } else { "h2c" };
+            let _ = c.write_all(
+                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: {proto}\r\nConnection: Upgrade\r\n\r\n")
+                    .as_bytes(),
+            );
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let p = s.path("ws-policy.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"ws.test:{port}\"]\nhosts = {{ \"ws.test\" = \"127.0.0.1\" }}\n"
+        ),
+    )
+    .unwrap();
+    let script = |proto: &str, target: &str, connect: (&str, u16)| {
+        format!(
+            "import socket\nc = socket.create_connection(('{}', {}), timeout=3)\nc.sendall(b'GET {target} HTTP/1.1\\r\\nHost: ws.test:{port}\\r\\nConnection: Upgrade\\r\\nUpgrade: {proto}\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')\nhead = c.recv(4096).decode()\nprint(head.split('\\r\\n')[0])\ntry:\n    c.sendall(b'frame-bytes')\n    print(c.recv(100).decode() or 'closed')\nexcept Exception as e:\n    print('closed', type(e).__name__)",
+            connect.0, connect.1
+        )
+    };
+    let proxy_target = format!("http://ws.test:{port}/chat");
+    for (target, connect) in [("/chat", ("ws.test", port)), (proxy_target.as_str(), ("127.0.0.1", 3128))] {
+        let o = s.run(
+            &["--policy", p.to_str().unwrap()],
+            &["/usr/bin/python3", "-c", &script("websocket", target, connect)],
+        );
+        assert_eq!(stdout(&o), "HTTP/1.1 101 Switching Protocols\nframe-bytes\n", "{target}: {}", stderr(&o));
+        let o = s.run(&["--policy", p.to_str().unwrap()], &["/usr/bin/python3", "-c", &script("h2c", target, connect)]);
+        assert!(stdout(&o).starts_with("HTTP/1.1 502") && !stdout(&o).contains("frame-bytes"), "h2c: {}", stdout(&o));
+    }
+    let got = got.lock().unwrap().to_ascii_lowercase();
+    assert_eq!(got.matches("upgrade: websocket").count(), 2, "{got}");
+    assert!(!got.contains("h2c"), "an h2c upgrade reached the origin: {got}");
+}
