@@ -3,7 +3,7 @@
 //! a refusal never carries a control character into a header.
 #![no_main]
 
-use http::header::{HOST, HeaderMap, HeaderValue};
+use ::http::header::{HOST, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use palisade_gateway::http;
 use palisade_policy::Target;

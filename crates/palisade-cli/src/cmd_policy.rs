@@ -197,12 +197,14 @@ fn render(p: &ResolvedPolicy) -> String {
         let b = &p.net_budgets;
         let (c, h, i, u, d) = b.effective();
         let at = |o: Option<&palisade_policy::Origin>| o.map_or_else(|| "default".to_owned(), |o| o.layer.to_string());
+        let bytes =
+            |n: u64| if n == u64::MAX { "unlimited".to_owned() } else { palisade_policy::units::format_size(n) };
         for (name, value, origin) in [
             ("max_connections", c.to_string(), at(b.max_connections.as_ref().map(|s| &s.origin))),
             ("handshake_timeout", humantime_fmt(h), at(b.handshake_timeout.as_ref().map(|s| &s.origin))),
             ("idle_timeout", humantime_fmt(i), at(b.idle_timeout.as_ref().map(|s| &s.origin))),
-            ("max_upload", palisade_policy::units::format_size(u), at(b.max_upload.as_ref().map(|s| &s.origin))),
-            ("max_download", palisade_policy::units::format_size(d), at(b.max_download.as_ref().map(|s| &s.origin))),
+            ("max_upload", bytes(u), at(b.max_upload.as_ref().map(|s| &s.origin))),
+            ("max_download", bytes(d), at(b.max_download.as_ref().map(|s| &s.origin))),
         ] {
             let _ = writeln!(o, "  {name:<17} {value}  [{origin}]");
         }

@@ -122,6 +122,7 @@ where
                     Some(u) => u,
                     None => dial(checked).await?,
                 };
+                // Neither within the handshake budget: closed.
                 tokio::select! {
                     r = read_some(&mut client, &mut buf) => {
                         if r? == 0 {
@@ -132,6 +133,11 @@ where
                     r = u.readable() => {
                         r?;
                         return splice(client, u, activity, shared).await;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let why = "neither side spoke within the handshake budget".to_owned();
+                        refuse(shared, opened, via, "-", target.host.to_string(), target, why);
+                        return Ok(());
                     }
                 }
             } else {

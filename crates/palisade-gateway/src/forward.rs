@@ -208,7 +208,10 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         return connect(state, req).await;
     }
     let default_port = bound.as_ref().map_or(80, |(c, _)| c.target().port);
+    // Inside a tunnel, a request without a host (HTTP/1.0) is for the tunnel's.
+    let hostless = req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST);
     let target = match rules::request_target(req.uri(), req.headers(), default_port) {
+        _ if hostless && bound.is_some() => bound.as_ref().map(|(c, _)| c.target().clone()).expect("bound"),
         Ok(t) => t,
         Err(HttpError::Bad(why)) => return refuse_early(state, &req, why, StatusCode::BAD_REQUEST),
         Err(HttpError::Refused(why)) => return refuse_early(state, &req, why, StatusCode::FORBIDDEN),
@@ -227,8 +230,9 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let claimed = target.to_string();
             if !crate::bound::names(checked.target(), &claimed) {
                 let why = format!(
-                    "this connection was allowed for {}; a request for {claimed} on it is refused",
-                    checked.target()
+                    "this connection was allowed for {} by {}; a request for {claimed} on it is refused",
+                    checked.target(),
+                    checked.rule()
                 );
                 record.done(false, why.clone(), Some(403));
                 return refusal(StatusCode::FORBIDDEN, &why);
@@ -250,7 +254,12 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let moved = record.moved.clone();
     let mut req = req;
     let client_upgrade = rules::websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let req = rules::to_origin(req, &target).map(|b| Counted::new(b, moved.clone(), true, None));
+    let body_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let req = rules::to_origin(req, &target).map(|b| {
+        let mut c = Counted::new(b, moved.clone(), true, None);
+        c.error = Some(body_error.clone());
+        c
+    });
     let sent = {
         let mut slot = state.upstream.lock().await;
         match ready(state, &mut slot, &checked).await {
@@ -297,11 +306,32 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             Response::from_parts(parts, Counted::new(body, moved, false, Some(end)).map_err(Into::into).boxed())
         }
         Err(e) => {
-            let why = format!("the upstream {} failed: {e}", checked.target());
+            // The client's body broke off (malformed chunks, the upload budget): its fault.
+            if let Some(cause) = body_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let why = format!("the request body was refused: {cause}");
+                record.done(false, why.clone(), Some(400));
+                return refusal(StatusCode::BAD_REQUEST, &why);
+            }
+            let why = format!("the upstream {} failed: {}", checked.target(), chain(&e));
             record.done(true, why.clone(), Some(502));
             refusal(StatusCode::BAD_GATEWAY, &why)
         }
     }
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// A refusal before a target is known or for a malformed request.
@@ -438,26 +468,39 @@ pub(crate) struct Counted<B> {
     moved: Arc<Moved>,
     up: bool,
     _finish: Option<Finish>,
+    /// Where the body's first error is kept, with its causes.
+    error: Option<Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 impl<B> Counted<B> {
     fn new(inner: B, moved: Arc<Moved>, up: bool, finish: Option<Finish>) -> Counted<B> {
-        Counted { inner, moved, up, _finish: finish }
+        Counted { inner, moved, up, _finish: finish, error: None }
     }
 }
 
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B>
+where
+    B::Error: std::error::Error,
+{
     type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                let n = d.len() as u64;
-                let counter = if self.up { &self.moved.up } else { &self.moved.down };
-                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    let n = d.len() as u64;
+                    let counter = if self.up { &self.moved.up } else { &self.moved.down };
+                    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
             }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(slot) = &self.error {
+                    slot.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| chain(e));
+                }
+            }
+            _ => {}
         }
         r
     }

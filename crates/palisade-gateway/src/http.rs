@@ -79,6 +79,9 @@ pub fn connect_target(uri: &Uri) -> Result<Target, Error> {
         (None, Some(a), Some(p)) if p.as_str().is_empty() || p.as_str() == "/" => a,
         _ => return Err(Error::Bad(format!("CONNECT needs host:port, not {uri}"))),
     };
+    if authority.as_str().contains('@') {
+        return Err(Error::Bad("credentials in the CONNECT target are refused".into()));
+    }
     if authority.port_u16().is_none() {
         return Err(Error::Bad(format!("CONNECT {authority} has no port")));
     }
@@ -243,6 +246,8 @@ mod tests {
         assert_eq!(connect_target(&"a.test:443".parse().unwrap()).unwrap().to_string(), "a.test:443");
         assert!(connect_target(&"a.test".parse().unwrap()).is_err());
         assert!(connect_target(&"http://a.test:443/".parse().unwrap()).is_err());
+        let e = connect_target(&"user:s3cret@a.test:443".parse().unwrap()).unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

@@ -44,21 +44,36 @@ pub fn classify(buf: &[u8]) -> Result<Parse<Opening>, String> {
 /// The longest method name waited for.
 const MAX_METHOD: usize = 32;
 
-/// An HTTP/1 request line (`TOKEN SP target SP HTTP/1.x`), whatever the method: `hyper`
-/// parses the rest. Anything else is [`Opening::Other`].
+/// RFC 9110 §5.6.2 `tchar`.
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whatever an HTTP server might take for a request: empty lines (which servers skip, RFC
+/// 9112 §2.2), then `token SP ...` whose line names an `HTTP/` version (any case, any
+/// version, `PRI * HTTP/2.0` included), or runs past the head limit. It goes to hyper, which
+/// decides it or refuses it; it never passes as raw bytes. Anything else is
+/// [`Opening::Other`].
 fn http_request_line(buf: &[u8]) -> Result<Parse<Opening>, String> {
-    let method = buf.iter().take_while(|b| b.is_ascii_uppercase() || matches!(b, b'-' | b'_')).count();
-    if method == buf.len() {
+    let start = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let line = &buf[start..];
+    if line.is_empty() {
+        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
+    }
+    let method = line.iter().take_while(|b| tchar(**b)).count();
+    if method == line.len() {
         return Ok(if method <= MAX_METHOD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
     }
-    if method == 0 || buf[method] != b' ' {
+    if method == 0 || line[method] != b' ' {
         return Ok(Parse::Done(Opening::Other, 0));
     }
-    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
-        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
+    let Some(end) = line.iter().position(|b| *b == b'\n') else {
+        // A request line too long to see whole is refused by hyper, never passed raw.
+        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Http, 0) });
     };
-    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
-    if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+    let first = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+    let version = first.rsplit(|b| *b == b' ').next().unwrap_or_default();
+    if version.len() >= 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") {
         Ok(Parse::Done(Opening::Http, 0))
     } else {
         Ok(Parse::Done(Opening::Other, 0))
@@ -125,10 +140,25 @@ mod tests {
     fn http_other_and_malformed() {
         let req = b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n";
         assert_eq!(classify(req).unwrap(), Parse::Done(Opening::Http, 0));
-        assert_eq!(classify(b"PROPFIND /d HTTP/1.1\n").unwrap(), Parse::Done(Opening::Http, 0));
+        // Whatever a server might take for a request goes to hyper: leading empty lines,
+        // other methods and cases, other versions, HTTP/2's preface.
+        for http in [
+            &b"PROPFIND /d HTTP/1.1\n"[..],
+            b"\r\nGET /2 HTTP/1.1\r\n",
+            b"\n\n\r\nget / http/1.1\r\n",
+            b"GET / HTTP/1.2\r\n",
+            b"PRI * HTTP/2.0\r\n",
+            b"M-SEARCH * HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(http).unwrap(), Parse::Done(Opening::Http, 0), "{:?}", String::from_utf8_lossy(http));
+        }
+        let mut long = b"GET /".to_vec();
+        long.resize(http::MAX_HEAD + 1, b'a');
+        assert_eq!(classify(&long).unwrap(), Parse::Done(Opening::Http, 0), "an over-long request line");
         assert_eq!(classify(b"GET / HT").unwrap(), Parse::Incomplete);
         assert_eq!(classify(b"GE").unwrap(), Parse::Incomplete);
-        for other in [&b"SSH-2.0-OpenSSH\r\n"[..], b"PRI * HTTP/2.0\r\n", b"PING\r\n", b"\0\0\0\x08\x04\xd2\x16/"] {
+        assert_eq!(classify(b"\r\n").unwrap(), Parse::Incomplete);
+        for other in [&b"SSH-2.0-OpenSSH\r\n"[..], b"PING\r\n", b"GET /\r\n", b"\0\0\0\x08\x04\xd2\x16/"] {
             assert_eq!(classify(other).unwrap(), Parse::Done(Opening::Other, 0), "{other:?}");
         }
         assert!(

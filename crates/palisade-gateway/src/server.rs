@@ -232,8 +232,22 @@ pub(crate) async fn decide(shared: &Shared, target: &Target) -> Result<Checked, 
         .unwrap_or_else(|_| Err(Refusal::Policy("internal error".into())))
 }
 
-/// [`decide`], and records the decision as a `connection` event.
+/// [`decide`], and records the decision as a `connection` event. A synthetic address the
+/// DNS stub handed out stands for its name (a SOCKS5 client that resolved the name itself).
 pub(crate) async fn check(shared: &Shared, target: &Target, via: &str) -> Result<(Checked, Opened), Refusal> {
+    let named;
+    let target = match &target.host {
+        Host::Ip(IpAddr::V4(v4)) if v4.octets()[..2] == crate::pool::NETWORK => {
+            match shared.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(*v4) {
+                Some(n) => {
+                    named = Target { host: Host::Name(n.clone()), port: target.port };
+                    &named
+                }
+                None => target,
+            }
+        }
+        _ => target,
+    };
     let r = decide(shared, target).await;
     let id = r.is_ok().then(|| shared.next_id());
     let (allowed, reason) = match &r {
@@ -307,16 +321,41 @@ async fn socks_conn(conn: TcpStream, shared: &Arc<Shared>, slot: OwnedSemaphoreP
     let activity = Activity::of(&conn);
     let deadline = tokio::time::Instant::now() + shared.budgets().handshake;
     let mut buf = Vec::new();
-    let Some((answer, used)) =
-        read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| socks5::greeting(b).map_err(|e| e.reply)).await?
-    else {
+    // A refusal before there is a target is recorded too (BIND, UDP ASSOCIATE, a bad name).
+    let mut refused: Option<&'static str> = None;
+    let record_refusal = |what: Option<&'static str>| {
+        if let Some(what) = what {
+            shared.record(Event::Connection {
+                id: None,
+                via: "socks5".into(),
+                target: "-".into(),
+                allowed: false,
+                reason: format!("SOCKS5: {what}"),
+            });
+        }
+    };
+    let greeting = read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| {
+        socks5::greeting(b).map_err(|e| {
+            refused = Some(e.what);
+            e.reply
+        })
+    })
+    .await?;
+    let Some((answer, used)) = greeting else {
+        record_refusal(refused);
         return Ok(());
     };
     conn.write_all(&answer).await?;
     buf.drain(..used);
-    let Some((target, used)) =
-        read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| socks5::request(b).map_err(|e| e.reply)).await?
-    else {
+    let request = read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| {
+        socks5::request(b).map_err(|e| {
+            refused = Some(e.what);
+            e.reply
+        })
+    })
+    .await?;
+    let Some((target, used)) = request else {
+        record_refusal(refused);
         return Ok(());
     };
     let (checked, opened) = match check(shared, &target, "socks5").await {

@@ -383,6 +383,8 @@ fn smuggling_inputs_are_refused_or_normalised_and_nothing_hidden_reaches_the_ori
             ),
             "200",
         ),
+        // A malformed chunked body: the client's fault, recorded as refused.
+        (format!("POST / HTTP/1.1\\r\\n{h}\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\n{smuggled}"), "400"),
         // Bare LF line ends: parsed as line ends and forwarded with CRLF.
         (format!("GET /bare HTTP/1.1\\n{h}\\nConnection: close\\n\\n"), "200"),
     ];
@@ -526,4 +528,65 @@ fn a_websocket_upgrade_is_passed_on_and_h2c_is_not() {
     let got = got.lock().unwrap().to_ascii_lowercase();
     assert_eq!(got.matches("upgrade: websocket").count(), 2, "{got}");
     assert!(!got.contains("h2c"), "an h2c upgrade reached the origin: {got}");
+}
+
+#[test]
+fn whatever_a_server_might_take_for_http_is_checked_even_where_raw_tcp_is_allowed() {
+    if !python() {
+        return;
+    }
+    // The rule names the port, so raw TCP may pass; an HTTP request still may not name
+    // another host, however it opens (found by a review: a leading empty line).
+    let s = Sandbox::new("c-http-openings");
+    let o = Origin::start();
+    let p = allow_origin(&s, &o, "handshake_timeout = \"1s\"\n");
+    let port = o.port;
+    let front = format!("Host: secret-vhost.internal:{port}");
+    for opening in [
+        format!("\\r\\nGET /a HTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
+        format!("\\n\\nget /b HTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
+        format!("GET /c HTTP/1.2\\r\\n{front}\\r\\n\\r\\n"),
+        format!("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\nGET /d HTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
+        format!("GET /{} HTTP/1.1\\r\\n{front}\\r\\n\\r\\n", "e".repeat(20_000)),
+    ] {
+        for (host, lport, connect) in [
+            ("allowed.test", port, String::new()),
+            ("127.0.0.1", 3128, format!("CONNECT allowed.test:{port} HTTP/1.1\\r\\n\\r\\n")),
+        ] {
+            let py = format!(
+                "import socket, time\nc = socket.create_connection(('{host}', {lport}), timeout=3)\nif {connect:?}:\n    c.sendall({connect:?}.encode()); c.recv(100)\nc.sendall(b'{opening}')\nout = b''\ntry:\n    while True:\n        d = c.recv(65536)\n        if not d: break\n        out += d\nexcept Exception:\n    pass\nprint(out.decode('latin-1').split('\\r\\n')[0] or 'closed')"
+            );
+            let out = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &py]);
+            assert!(!stdout(&out).contains("200 OK"), "{host} {opening}: {}{}", stdout(&out), stderr(&out));
+        }
+    }
+    assert!(!o.received().contains("secret-vhost"), "a request for another host reached the origin: {}", o.received());
+    // A silent client on a port where raw TCP may pass is closed at the handshake budget.
+    let py = format!(
+        "import socket, time\nc = socket.create_connection(('allowed.test', {port}), timeout=10)\nt = time.time()\nc.recv(10)\nprint(round(time.time() - t))"
+    );
+    let out = s.run(&["--policy", &p], &["/usr/bin/python3", "-c", &py]);
+    assert!(matches!(stdout(&out).trim(), "1" | "2"), "a silent client was kept: {}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
+fn socks5_refusals_before_a_target_are_recorded_and_local_resolution_works() {
+    if !python() {
+        return;
+    }
+    let s = Sandbox::new("c-socks-records");
+    let o = Origin::start();
+    let p = allow_origin(&s, &o, "");
+    let log = s.path("audit/socks.jsonl");
+    // BIND (command 2), then a client that resolved the name itself (socks5://, not socks5h).
+    let script = format!(
+        "/usr/bin/python3 -c \"import socket; c = socket.create_connection(('127.0.0.1', 1080)); c.sendall(bytes([5, 1, 0])); c.recv(2); c.sendall(bytes([5, 2, 0, 1, 127, 0, 0, 1, 0, 80])); print(list(c.recv(10))[:2])\"; \
+         curl -sS --max-time 5 --socks5 127.0.0.1:1080 http://allowed.test:{}/local",
+        o.port
+    );
+    let out = s.run(&["--policy", &p, "--audit", log.to_str().unwrap()], &["/bin/sh", "-c", &script]);
+    assert_eq!(stdout(&out), "[5, 7]\nok\n", "{}", stderr(&out));
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains("\"via\":\"socks5\",\"target\":\"-\",\"allowed\":false"), "{audit}");
+    assert!(o.received().contains("GET /local HTTP/1.1"), "{}", o.received());
 }
