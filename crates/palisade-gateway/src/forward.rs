@@ -127,7 +127,9 @@ where
         .max_headers(rules::MAX_HEADERS)
         .preserve_header_case(true)
         .auto_date_header(false)
-        .half_close(false);
+        // A client that shuts down its sending side after a request (`nc -N`, scripts) still
+        // gets the response.
+        .half_close(true);
     let conn = b.serve_connection(TokioIo::new(io), service).with_upgrades();
     let r = tokio::select! {
         r = conn => r,
@@ -206,6 +208,11 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return refuse_early(state, &req, "CONNECT inside a tunnel is refused".into(), StatusCode::FORBIDDEN);
         }
         return connect(state, req).await;
+    }
+    // `*` is OPTIONS's alone (RFC 9112 §3.2.4); found by the conversation fuzzer.
+    if req.uri() == "*" && req.method() != Method::OPTIONS {
+        let why = "the request target * is only for OPTIONS".to_owned();
+        return refuse_early(state, &req, why, StatusCode::BAD_REQUEST);
     }
     let default_port = bound.as_ref().map_or(80, |(c, _)| c.target().port);
     // Inside a tunnel, a request without a host (HTTP/1.0) is for the tunnel's.

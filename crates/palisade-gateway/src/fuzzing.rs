@@ -110,4 +110,18 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 200 OK") && text.contains("403 Forbidden"), "{text}");
         assert_eq!(o.origin_error, None);
     }
+
+    #[test]
+    fn found_by_fuzzing() {
+        // An asterisk-form target with another method than OPTIONS, without Host.
+        let o = conversation(b"~!*I * HTTP/1.0\n\r\nM");
+        assert_eq!((o.origin_error, o.at_origin.len()), (None, 0));
+        let reply = String::from_utf8_lossy(&o.to_client).into_owned();
+        assert!(reply.starts_with("HTTP/1.0 400") || reply.starts_with("HTTP/1.1 400"), "{reply}");
+        // A client that shuts down its sending side after one request gets the response.
+        let g = conversation(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert!(String::from_utf8_lossy(&g.to_client).starts_with("HTTP/1.1 200 OK"));
+        let o = conversation(b"OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert_eq!(o.at_origin, [("OPTIONS".into(), "*".into(), Some("a.test".into()))]);
+    }
 }
