@@ -93,23 +93,42 @@ cat > "$SCR/proxy.lua" <<LUA
 request = function() return wrk.format("GET", "http://echo.test:$ECHO/", {["Host"] = "echo.test:$ECHO"}) end
 LUA
 : > "$OUT/keepalive.txt"
+: > "$OUT/gateway-cpu.txt"
 for run in 1 2 3; do
     for path in direct transparent proxy; do
         case $path in
             direct) wrk -t1 -c8 -d5s --latency "http://127.0.0.1:$ECHO/" ;;
             transparent) $RUN wrk -t1 -c8 -d5s --latency "http://echo.test:$ECHO/" ;;
             proxy) $RUN wrk -t1 -c8 -d5s --latency -s "$SCR/proxy.lua" "http://127.0.0.1:3128/" ;;
-        esac > "$OUT/wrk-$path-$run.txt"
+        esac > "$OUT/wrk-$path-$run.txt" &
+        job=$!
+        # The gateway thread's CPU time 4.5 s in (clock ticks), for its cost per request.
+        sleep 4.5
+        ticks=0
+        if [ $path != direct ]; then
+            pal=$(pgrep -o -f "palisade run --workspace $WS --policy")
+            for t in /proc/$pal/task/*; do
+                if [ "$(cat "$t/comm" 2>/dev/null)" = palisade-gatewa ]; then
+                    ticks=$(awk '{print $14 + $15}' "$t/stat")
+                fi
+            done
+        fi
+        wait $job
+        echo "$path $run $ticks" >> "$OUT/gateway-cpu.txt"
         awk -v p=$path '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +90%/ {p90=$2} /^ +99%/ {p99=$2} /Non-2xx|Socket errors/ {err=err" "$0} END {print p, rps, p50, p90, p99, (err == "" ? "-" : err)}' \
             "$OUT/wrk-$path-$run.txt" >> "$OUT/keepalive.txt"
     done
 done
-python3 - "$OUT/keepalive.txt" <<'PY'
+python3 - "$OUT/keepalive.txt" "$OUT/gateway-cpu.txt" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
     p, rps, p50, p90, p99, err = line.split(maxsplit=5)
     runs.setdefault(p, []).append((float(rps), p50, p90, p99, err.strip()))
+cpu = {}
+for line in open(sys.argv[2]):
+    p, run, ticks = line.split()
+    cpu.setdefault(p, []).append(int(ticks) / int(sys.argv[3]))
 direct = statistics.median(r[0] for r in runs["direct"])
 for p, rs in runs.items():
     rs.sort()
@@ -117,6 +136,12 @@ for p, rs in runs.items():
     share = "" if p == "direct" else f"  ({100 * rps / direct:.0f}% of direct)"
     errs = "" if err == "-" else f"  ERRORS: {err}"
     print(f"  {p:<12} {rps:9.0f} req/s{share}   latency p50 {p50}  p90 {p90}  p99 {p99}   (runs: {', '.join(f'{r[0]:.0f}' for r in rs)}){errs}")
+for p, secs in cpu.items():
+    if p == "direct":
+        continue
+    rps = statistics.median(r[0] for r in runs[p])
+    # CPU seconds of the gateway thread over the first 4.5 s, per request served by then.
+    print(f"  {p:<12} gateway thread: {statistics.median(secs) / 4.5 * 100:.0f}% of a core, ~{statistics.median(secs) / (rps * 4.5) * 1e6:.0f} us of CPU per request")
 PY
 
 echo "== 1,000 concurrent connections through the gateway"

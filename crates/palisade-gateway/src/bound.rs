@@ -12,7 +12,6 @@
 //! carried.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use palisade_monitor::Event;
 use palisade_policy::Target;
@@ -25,10 +24,6 @@ use crate::decision::{Checked, Decider};
 use crate::meter::{Rewind, idle_for};
 use crate::peek::{Opening, classify};
 use crate::server::{Activity, Opened, Shared, dial, record_end};
-
-/// How long a tunnel may stay silent before it is taken for a protocol in which the server
-/// speaks first (SSH, SMTP), where the policy allows raw TCP.
-pub const SERVER_FIRST_WAIT: Duration = Duration::from_millis(300);
 
 /// The longest opening read before deciding: a ClientHello fits in one TLS record (16 KiB
 /// and its header), an HTTP request line in [`crate::http::MAX_HEAD`].
@@ -108,49 +103,40 @@ where
     let decider: &Decider = &shared.decider;
     let deadline = tokio::time::Instant::now() + shared.budgets().handshake;
     let mut buf = Vec::new();
-    match tokio::time::timeout(SERVER_FIRST_WAIT, read_some(&mut client, &mut buf)).await {
-        Ok(r) => {
-            if r? == 0 {
+    let raw = decider.raw_allowed(target);
+    if raw.allowed {
+        // Whoever speaks first decides: the server (SSH, SMTP) makes it raw TCP at once; the
+        // client's first bytes are classified as below.
+        let u = match up.take() {
+            Some(u) => u,
+            None => dial(checked).await?,
+        };
+        tokio::select! {
+            r = read_some(&mut client, &mut buf) => {
+                if r? == 0 {
+                    return Ok(());
+                }
+                up = Some(u);
+            }
+            r = u.readable() => {
+                r?;
+                return splice(client, u, activity, shared).await;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let why = "neither side spoke within the handshake budget".to_owned();
+                refuse(shared, opened, via, "-", target.host.to_string(), target, why);
                 return Ok(());
             }
         }
-        Err(_) => {
-            let raw = decider.raw_allowed(target);
-            if raw.allowed {
-                // Whoever speaks first decides: the server (SSH, SMTP) makes it raw TCP.
-                let u = match up.take() {
-                    Some(u) => u,
-                    None => dial(checked).await?,
-                };
-                // Neither within the handshake budget: closed.
-                tokio::select! {
-                    r = read_some(&mut client, &mut buf) => {
-                        if r? == 0 {
-                            return Ok(());
-                        }
-                        up = Some(u);
-                    }
-                    r = u.readable() => {
-                        r?;
-                        return splice(client, u, activity, shared).await;
-                    }
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let why = "neither side spoke within the handshake budget".to_owned();
-                        refuse(shared, opened, via, "-", target.host.to_string(), target, why);
-                        return Ok(());
-                    }
-                }
-            } else {
-                match tokio::time::timeout_at(deadline, read_some(&mut client, &mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    Ok(Err(e)) => return Err(e),
-                    Ok(Ok(_)) => return Ok(()),
-                    Err(_) => {
-                        let why = format!("nothing arrived within the handshake budget, and {}", raw.reason);
-                        refuse(shared, opened, via, "-", target.host.to_string(), target, why);
-                        return Ok(());
-                    }
-                }
+    } else {
+        match tokio::time::timeout_at(deadline, read_some(&mut client, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(_)) => return Ok(()),
+            Err(_) => {
+                let why = format!("nothing arrived within the handshake budget, and {}", raw.reason);
+                refuse(shared, opened, via, "-", target.host.to_string(), target, why);
+                return Ok(());
             }
         }
     }

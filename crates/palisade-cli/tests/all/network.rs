@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::util::*;
 
-/// An HTTP server on the host's loopback that counts the connections it accepts.
+/// An HTTP server on the host's loopback that counts the connections that brought it bytes.
 struct Upstream {
     port: u16,
     hits: Arc<AtomicUsize>,
@@ -23,10 +23,15 @@ impl Upstream {
         let h = hits.clone();
         std::thread::spawn(move || {
             for conn in l.incoming().flatten().take(100) {
-                h.fetch_add(1, Ordering::SeqCst);
                 let mut c = conn;
                 let mut buf = [0u8; 4096];
-                let _ = c.read(&mut buf);
+                // Counted once bytes arrive: where raw TCP may pass, the gateway connects
+                // before the client speaks (a server may speak first), and that connection
+                // carries nothing unless the client's opening is allowed.
+                if !matches!(c.read(&mut buf), Ok(n) if n > 0) {
+                    continue;
+                }
+                h.fetch_add(1, Ordering::SeqCst);
                 let _ = c.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\nhello from upstream\n",
                 );
