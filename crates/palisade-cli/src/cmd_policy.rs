@@ -84,11 +84,51 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
         if !as_host && !target.contains(':') && target != "localhost" {
             eprintln!("(explained as a host; pass --path to explain a file of that name)");
         }
+        // The gateway's own view: the host's loopback by grant, and what a connection carries.
+        let decider = palisade_gateway::decision::Decider::new(p.rules.clone());
         let d = p.decide_net(&t);
+        let loopback = palisade_gateway::decision::is_host_loopback(&t.host);
+        let (allowed, note) = if loopback {
+            match decider.loopback_grant(t.port) {
+                Some(g) => (
+                    true,
+                    format!(
+                        "the host's own loopback port {} (as localhost, 127.0.0.1 or [::1]), granted by {}",
+                        t.port, g.rule
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "the host's own loopback: reachable only on a port your own policy, a profile, a --policy file or --allow-net grants (e.g. --allow-net localhost:{}), never the project file",
+                        t.port
+                    ),
+                ),
+            }
+        } else if d.allowed {
+            let raw = decider.raw_allowed(&t);
+            let carries = if raw.allowed {
+                "any protocol (the rule names this port); HTTP is still checked request by request".to_owned()
+            } else {
+                format!("{}; every HTTP request must name {}", raw.reason, t.host)
+            };
+            (true, carries)
+        } else {
+            (false, String::new())
+        };
         if json {
-            println!("{}", serde_json::to_string_pretty(&d)?);
+            let mut v = serde_json::to_value(&d)?;
+            v["allowed"] = serde_json::json!(allowed);
+            v["gateway"] = serde_json::json!(note);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else if loopback {
+            println!("{t}: {}", if allowed { "allowed" } else { "denied" });
+            println!("  rule:  {note}");
         } else {
             print!("{d}");
+            if !note.is_empty() {
+                println!("  carries: {note}");
+            }
         }
         return Ok(0);
     }

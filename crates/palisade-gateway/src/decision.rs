@@ -157,28 +157,29 @@ impl Decider {
     pub fn raw_allowed(&self, target: &Target) -> Verdict {
         let d = self.rules.decide_net(target);
         match &d.reason {
-            NetReason::AllowedBy(r) if r.pattern.port.is_some() && !matches!(target.port, 80 | 443) => Verdict {
+            NetReason::AllowedBy(_) if matches!(target.port, 80 | 443) => {
+                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
+            }
+            NetReason::AllowedBy(r) if r.pattern.port.is_some() => Verdict {
                 allowed: true,
                 reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port),
             },
-            NetReason::AllowedBy(r) if r.pattern.port.is_none() => Verdict {
+            NetReason::AllowedBy(r) => Verdict {
                 allowed: false,
                 reason: format!(
                     "only TLS and HTTP are let through: allow {:?} names no port; to carry another protocol, allow {}:{} by its port",
                     r.origin.text, target.host, target.port
                 ),
             },
-            NetReason::AllowedBy(_) => {
-                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
-            }
             _ => self.decide(target),
         }
     }
 
     /// The grant of the host's loopback port `port`, when an allow rule of a trusted layer
     /// (never the project file) names `localhost`, `127.0.0.1` or `[::1]` (or a network
-    /// holding them) with that port, and no deny rule refuses it. The addresses are the ones
-    /// the granting rules name (`localhost`: `127.0.0.1`, then `[::1]`).
+    /// holding them) with that port, and no deny rule of any layer names the port by any of
+    /// those names. The addresses are the ones the granting rules name (`localhost`:
+    /// `127.0.0.1`, then `[::1]`).
     pub fn loopback_grant(&self, port: u16) -> Option<LoopbackGrant> {
         use palisade_policy::HostPattern;
         if self.rules.mode() == NetMode::None {
@@ -189,30 +190,31 @@ impl Decider {
         let name = Host::Name(HostName::parse(LOCALHOST).expect("a valid name"));
         let mut addrs = Vec::new();
         let mut rule = None;
+        // One place: a deny rule of any layer naming it by any of its names refuses it.
+        let named = [name.clone(), Host::Ip(v4), Host::Ip(v6)];
+        if named
+            .iter()
+            .any(|h| self.rules.net_deny.iter().any(|r| r.pattern.matches(&Target { host: h.clone(), port })))
+        {
+            return None;
+        }
         for r in self.rules.net_allow.iter().rev() {
             if !r.origin.layer.is_trusted() || r.pattern.port.is_some_and(|p| p != port) {
                 continue;
             }
-            let candidates: Vec<(IpAddr, Target)> = match &r.pattern.host {
-                HostPattern::Name(_) if r.pattern.host.matches(&name) => {
-                    [v4, v6].map(|ip| (ip, Target { host: name.clone(), port })).to_vec()
+            let ips: Vec<IpAddr> = match &r.pattern.host {
+                HostPattern::Name(_) if r.pattern.host.matches(&name) => vec![v4, v6],
+                HostPattern::Ip(_) | HostPattern::Cidr(_) => {
+                    [v4, v6].into_iter().filter(|ip| r.pattern.host.matches(&Host::Ip(*ip))).collect()
                 }
-                HostPattern::Ip(_) | HostPattern::Cidr(_) => [v4, v6]
-                    .map(|ip| (ip, Target { host: Host::Ip(ip), port }))
-                    .into_iter()
-                    .filter(|(_, t)| r.pattern.matches(t))
-                    .collect(),
                 _ => continue,
             };
-            // Deny rules of every layer still apply.
-            for (ip, t) in candidates {
-                if self.decide(&t).allowed {
-                    let a = SocketAddr::new(ip, port);
-                    if !addrs.contains(&a) {
-                        addrs.push(a);
-                    }
-                    rule.get_or_insert_with(|| format!("allow {:?} ({})", r.origin.text, r.origin));
+            for ip in ips {
+                let a = SocketAddr::new(ip, port);
+                if !addrs.contains(&a) {
+                    addrs.push(a);
                 }
+                rule.get_or_insert_with(|| format!("allow {:?} ({})", r.origin.text, r.origin));
             }
         }
         Some(LoopbackGrant { addrs, rule: rule? })
@@ -366,6 +368,59 @@ hosts = { "git.internal" = "10.9.0.7" }
         assert_eq!(d.check(&t("10.9.1.2:5432"), &table()).unwrap().addr(), "10.9.1.2:5432".parse().unwrap());
         // A hosts mapping counts as listing: no resolution, the mapped address.
         assert_eq!(d.check(&t("git.internal:22"), &table()).unwrap().addr(), "10.9.0.7:22".parse().unwrap());
+    }
+
+    #[test]
+    fn raw_tcp_needs_a_rule_naming_a_port_other_than_80_and_443() {
+        let d = decider(POLICY);
+        assert!(d.raw_allowed(&t("git.internal:22")).allowed);
+        assert!(d.raw_allowed(&t("10.9.1.2:5432")).allowed);
+        let on_443 = d.raw_allowed(&t("api.example.com:443"));
+        assert!(!on_443.allowed && on_443.reason.contains("port 443"), "{on_443}");
+        let d = decider("[network]\nmode = \"allowlist\"\nallow = [\"github.com\", \"a.test:80\"]\n");
+        let any = d.raw_allowed(&t("github.com:22"));
+        assert!(!any.allowed && any.reason.contains("github.com:22 by its port"), "{any}");
+        assert!(!d.raw_allowed(&t("a.test:80")).allowed);
+        assert!(!d.raw_allowed(&t("other.test:22")).allowed);
+    }
+
+    #[test]
+    fn the_host_loopback_is_one_place_granted_only_by_a_trusted_layer() {
+        let d = decider("[network]\nmode = \"allowlist\"\nallow = [\"localhost:11434\"]\ndeny = [\"[::1]:11434\"]\n");
+        let g = d.loopback_grant(11434);
+        assert!(g.is_none(), "a deny rule naming the place by any name refuses it");
+        let d = decider("[network]\nmode = \"allowlist\"\nallow = [\"localhost:11434\", \"127.0.0.1:8080\"]\n");
+        let g = d.loopback_grant(11434).unwrap();
+        assert_eq!(g.addrs, ["127.0.0.1:11434".parse().unwrap(), "[::1]:11434".parse().unwrap()]);
+        assert_eq!(d.loopback_grant(8080).unwrap().addrs, ["127.0.0.1:8080".parse().unwrap()]);
+        assert!(d.loopback_grant(11435).is_none());
+        for name in ["localhost:11434", "127.0.0.1:11434", "localhost:8080"] {
+            assert_eq!(d.check(&t(name), &table()).unwrap().target(), &t(name), "{name}");
+        }
+        assert_eq!(
+            d.check(&t("[::1]:11434"), &table()).unwrap().addr(),
+            "[::1]:11434".parse().unwrap(),
+            "the family asked for first"
+        );
+        assert!(d.check(&t("localhost:11435"), &table()).is_err());
+        assert!(d.check(&t("127.0.0.2:11434"), &table()).is_err());
+        // A project rule never grants, even when a layer below allows the name.
+        let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/p"));
+        let user = parse_layer(
+            "[network]\nmode = \"allowlist\"\nallow = [\"a.test\"]\n",
+            "u.toml",
+            LayerKind::User,
+            &vars,
+            &Lexical,
+        )
+        .unwrap();
+        let project =
+            parse_layer("[network]\nallow = [\"a.test:80\"]\n", "p.toml", LayerKind::Project, &vars, &Lexical).unwrap();
+        let p =
+            resolve(Path::new("/w/p"), Path::new("/home/u"), vec![user, project], ResolveOptions::default()).unwrap();
+        let mut rules = p.rules;
+        rules.net_allow[1].pattern = palisade_policy::NetPattern::parse("localhost:8080").unwrap();
+        assert!(Decider::new(rules).loopback_grant(8080).is_none());
     }
 
     #[test]

@@ -590,3 +590,21 @@ fn socks5_refusals_before_a_target_are_recorded_and_local_resolution_works() {
     assert!(audit.contains("\"via\":\"socks5\",\"target\":\"-\",\"allowed\":false"), "{audit}");
     assert!(o.received().contains("GET /local HTTP/1.1"), "{}", o.received());
 }
+
+#[test]
+fn policy_explain_says_what_the_gateway_does() {
+    let s = Sandbox::new("c-explain-net");
+    let explain = |args: &[&str]| {
+        let mut a = vec!["policy", "explain"];
+        a.extend_from_slice(args);
+        stdout(&s.palisade(&a))
+    };
+    let out = explain(&["--allow-net", "localhost:11434", "127.0.0.1:11434"]);
+    assert!(out.starts_with("127.0.0.1:11434: allowed") && out.contains("host's own loopback"), "{out}");
+    let out = explain(&["--allow-net", "localhost:11434", "localhost:11435"]);
+    assert!(out.starts_with("localhost:11435: denied") && out.contains("--allow-net localhost:11435"), "{out}");
+    let out = explain(&["--allow-net", "github.com", "github.com:22"]);
+    assert!(out.contains("allowed") && out.contains("only TLS and HTTP"), "{out}");
+    let out = explain(&["--allow-net", "github.com:22", "github.com:22"]);
+    assert!(out.contains("carries: any protocol"), "{out}");
+}
