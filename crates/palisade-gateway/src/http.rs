@@ -44,10 +44,9 @@ pub fn request_target(uri: &Uri, headers: &HeaderMap, default_port: u16) -> Resu
         if authority.as_str().contains('@') {
             return Err(Error::Bad("credentials in the URL are refused".into()));
         }
-        let target =
-            Target::parse(authority.as_str(), default_port).map_err(|e| Error::Bad(format!("URL host: {e}")))?;
+        let target = Target::parse(authority.as_str(), default_port).map_err(|_| Error::Bad(NOT_A_HOST_URL.into()))?;
         if let Some(h) = host {
-            let named = Target::parse(h, default_port).map_err(|e| Error::Bad(format!("Host header: {e}")))?;
+            let named = Target::parse(h, default_port).map_err(|_| Error::Bad(NOT_A_HOST_HEADER.into()))?;
             if named != target {
                 return Err(Error::Refused(format!("the Host header names {named}, not {target}, the URL's host")));
             }
@@ -58,8 +57,13 @@ pub fn request_target(uri: &Uri, headers: &HeaderMap, default_port: u16) -> Resu
         return Err(Error::Bad("a host without a scheme is only for CONNECT".into()));
     }
     let h = host.ok_or_else(|| Error::Bad("no Host header".into()))?;
-    Target::parse(h, default_port).map_err(|e| Error::Bad(format!("Host header: {e}")))
+    Target::parse(h, default_port).map_err(|_| Error::Bad(NOT_A_HOST_HEADER.into()))
 }
+
+// What the client sent is not repeated in a refusal: it is recorded, and a URL or header may
+// carry credentials.
+const NOT_A_HOST_URL: &str = "the URL's host is not a valid host[:port]";
+const NOT_A_HOST_HEADER: &str = "the Host header is not a valid host[:port]";
 
 /// The `Host` header's value: at most one, visible ASCII.
 fn host_header(headers: &HeaderMap) -> Result<Option<&str>, Error> {
@@ -74,18 +78,18 @@ fn host_header(headers: &HeaderMap) -> Result<Option<&str>, Error> {
 
 /// The target of a CONNECT (authority-form, RFC 9112 §3.2.3).
 pub fn connect_target(uri: &Uri) -> Result<Target, Error> {
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Error::Bad("credentials in the CONNECT target are refused".into()));
+    }
     let authority = match (uri.scheme(), uri.authority(), uri.path_and_query()) {
         (None, Some(a), None) => a,
         (None, Some(a), Some(p)) if p.as_str().is_empty() || p.as_str() == "/" => a,
-        _ => return Err(Error::Bad(format!("CONNECT needs host:port, not {uri}"))),
+        _ => return Err(Error::Bad("CONNECT needs host:port (authority-form)".into())),
     };
-    if authority.as_str().contains('@') {
-        return Err(Error::Bad("credentials in the CONNECT target are refused".into()));
-    }
     if authority.port_u16().is_none() {
-        return Err(Error::Bad(format!("CONNECT {authority} has no port")));
+        return Err(Error::Bad("CONNECT needs host:port, and names no port".into()));
     }
-    Target::parse(authority.as_str(), 443).map_err(|e| Error::Bad(format!("CONNECT target: {e}")))
+    Target::parse(authority.as_str(), 443).map_err(|_| Error::Bad("the CONNECT target is not a valid host:port".into()))
 }
 
 /// The origin-form of `uri` (path and query; `/` when empty; `*` stays `*`).
@@ -238,6 +242,7 @@ mod tests {
             }
             let r = request_target(&uri.parse().unwrap(), &h, 80);
             assert!(r.is_err(), "{uri} {host:?}: {r:?}");
+            assert!(!r.unwrap_err().to_string().contains("a.test\u{1}"));
         }
     }
 
@@ -246,8 +251,10 @@ mod tests {
         assert_eq!(connect_target(&"a.test:443".parse().unwrap()).unwrap().to_string(), "a.test:443");
         assert!(connect_target(&"a.test".parse().unwrap()).is_err());
         assert!(connect_target(&"http://a.test:443/".parse().unwrap()).is_err());
-        let e = connect_target(&"user:s3cret@a.test:443".parse().unwrap()).unwrap_err().to_string();
-        assert!(!e.contains("s3cret"), "{e}");
+        for secret in ["user:s3cret@a.test:443", "http://alice:s3cret@a.test/p?k=s3cret"] {
+            let e = connect_target(&secret.parse().unwrap()).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

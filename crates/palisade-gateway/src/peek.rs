@@ -41,43 +41,67 @@ pub fn classify(buf: &[u8]) -> Result<Parse<Opening>, String> {
     http_request_line(buf)
 }
 
-/// The longest method name waited for.
-const MAX_METHOD: usize = 32;
+/// Methods a lenient server takes even without a version (HTTP/0.9) or in odd case.
+const METHODS: [&[u8]; 16] = [
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"CONNECT",
+    b"OPTIONS",
+    b"TRACE",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+];
 
-/// RFC 9110 §5.6.2 `tchar`.
-fn tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Whatever an HTTP server might take for a request: empty lines (which servers skip, RFC
-/// 9112 §2.2), then `token SP ...` whose line names an `HTTP/` version (any case, any
-/// version, `PRI * HTTP/2.0` included), or runs past the head limit. It goes to hyper, which
-/// decides it or refuses it; it never passes as raw bytes. Anything else is
-/// [`Opening::Other`].
+/// Whatever an HTTP server might take for a request goes to hyper, which decides it or
+/// refuses it; it never passes as raw bytes. The first line (ended by LF or a bare CR, after
+/// empty lines, which servers skip, RFC 9112 §2.2) is read leniently, as the most lenient
+/// servers do: whitespace of any kind between words, leading whitespace, NUL or a BOM
+/// ignored. It is HTTP when its last word is an `HTTP/` version (any case, any version,
+/// `PRI * HTTP/2.0` included), or when its first word is an HTTP method (any case) and the
+/// second a path, `*` or a URL. A first line still arriving is waited for while it is
+/// printable text, up to the head limit (then it is HTTP, for hyper to refuse). Anything else
+/// is [`Opening::Other`] (binary protocols, `PING`, memcached's `get key`).
 fn http_request_line(buf: &[u8]) -> Result<Parse<Opening>, String> {
     let start = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
-    let line = &buf[start..];
-    if line.is_empty() {
-        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
-    }
-    let method = line.iter().take_while(|b| tchar(**b)).count();
-    if method == line.len() {
-        return Ok(if method <= MAX_METHOD { Parse::Incomplete } else { Parse::Done(Opening::Other, 0) });
-    }
-    if method == 0 || line[method] != b' ' {
-        return Ok(Parse::Done(Opening::Other, 0));
-    }
-    let Some(end) = line.iter().position(|b| *b == b'\n') else {
-        // A request line too long to see whole is refused by hyper, never passed raw.
-        return Ok(if buf.len() < http::MAX_HEAD { Parse::Incomplete } else { Parse::Done(Opening::Http, 0) });
+    let rest = &buf[start..];
+    let end = rest.iter().position(|b| matches!(b, b'\r' | b'\n'));
+    let line = &rest[..end.unwrap_or(rest.len())];
+    let skip = |b: &u8| b.is_ascii_whitespace() || *b == 0 || *b == 0x0b || *b >= 0x80;
+    let words: Vec<&[u8]> = line.split(|b| skip(b)).filter(|w| !w.is_empty()).collect();
+    let is_version = |w: &[u8]| w.len() >= 5 && w[..5].eq_ignore_ascii_case(b"HTTP/");
+    let is_method = |w: &[u8]| METHODS.iter().any(|m| m.eq_ignore_ascii_case(w));
+    let is_target = |w: &[u8]| w.starts_with(b"/") || w == b"*" || w.windows(3).any(|x| x == b"://");
+    let http = match words.as_slice() {
+        [.., last] if words.len() >= 2 && is_version(last) => true,
+        [first, second, ..] => is_method(first) && is_target(second),
+        _ => false,
     };
-    let first = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
-    let version = first.rsplit(|b| *b == b' ').next().unwrap_or_default();
-    if version.len() >= 5 && version[..5].eq_ignore_ascii_case(b"HTTP/") {
-        Ok(Parse::Done(Opening::Http, 0))
-    } else {
-        Ok(Parse::Done(Opening::Other, 0))
+    if http {
+        return Ok(Parse::Done(Opening::Http, 0));
     }
+    if end.is_none() {
+        let text = line.iter().all(|b| (0x20..0x7f).contains(b) || skip(b));
+        if line.is_empty() || text {
+            return Ok(if buf.len() < http::MAX_HEAD {
+                Parse::Incomplete
+            } else if line.is_empty() {
+                Parse::Done(Opening::Other, 0)
+            } else {
+                // A line too long to see whole is refused by hyper, never passed raw.
+                Parse::Done(Opening::Http, 0)
+            });
+        }
+    }
+    Ok(Parse::Done(Opening::Other, 0))
 }
 
 fn server_name(ext: Option<&[u8]>) -> Result<Option<String>, String> {
@@ -155,10 +179,27 @@ mod tests {
         let mut long = b"GET /".to_vec();
         long.resize(http::MAX_HEAD + 1, b'a');
         assert_eq!(classify(&long).unwrap(), Parse::Done(Opening::Http, 0), "an over-long request line");
-        assert_eq!(classify(b"GET / HT").unwrap(), Parse::Incomplete);
+        assert_eq!(classify(b"GET / HT").unwrap(), Parse::Done(Opening::Http, 0));
+        assert_eq!(classify(b"SOME text still arriving").unwrap(), Parse::Incomplete);
         assert_eq!(classify(b"GE").unwrap(), Parse::Incomplete);
         assert_eq!(classify(b"\r\n").unwrap(), Parse::Incomplete);
-        for other in [&b"SSH-2.0-OpenSSH\r\n"[..], b"PING\r\n", b"GET /\r\n", b"\0\0\0\x08\x04\xd2\x16/"] {
+        assert_eq!(classify(b"\0\0\0\x08").unwrap(), Parse::Done(Opening::Other, 0), "binary: not waited for");
+        // Lenient servers' forms (found by a review): tabs, odd spacing, NUL or BOM first,
+        // bare CR line ends, HTTP/0.9 with a URL.
+        for http in [
+            &b"GET\t/internal\tHTTP/1.1\r\n"[..],
+            b"GET /internal HTTP/1.1 \r\n",
+            b" GET /internal HTTP/1.1\r\n",
+            b"\0GET / HTTP/1.1\r\n",
+            b"\xef\xbb\xbfGET / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\rHost: x\r\r",
+            b"GET http://evil.test/x\r\n",
+            b"get /\n",
+            b"GET\x0b/ HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(http).unwrap(), Parse::Done(Opening::Http, 0), "{:?}", String::from_utf8_lossy(http));
+        }
+        for other in [&b"SSH-2.0-OpenSSH\r\n"[..], b"PING\r\n", b"get key\r\n", b"\0\0\0\x08\x04\xd2\x16/"] {
             assert_eq!(classify(other).unwrap(), Parse::Done(Opening::Other, 0), "{other:?}");
         }
         assert!(

@@ -52,6 +52,10 @@ impl Resolver for SystemResolver {
 pub(crate) struct Shared {
     /// True while every connection slot is taken (a `limit` event marks each episode).
     saturated: AtomicBool,
+    /// Connections waiting for a slot.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// True while accepting fails (out of descriptors; a `limit` event marks each episode).
+    accept_failing: AtomicBool,
     pub(crate) sink: Option<Arc<dyn Sink>>,
     pub(crate) decider: Decider,
     pub(crate) meter: Arc<Meter>,
@@ -66,6 +70,8 @@ impl Shared {
         let n = meter.budgets.max_connections;
         Shared {
             saturated: false.into(),
+            waiting: 0.into(),
+            accept_failing: false.into(),
             sink: meter.sink.clone(),
             decider,
             meter: Arc::new(meter),
@@ -186,7 +192,22 @@ pub(crate) async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, p
     }
     let Ok(l) = TcpListener::from_std(l) else { return };
     loop {
-        let Ok((conn, _)) = l.accept().await else { continue };
+        let conn = match l.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) or memory: retrying at once would spin.
+                // Reported once per episode; the listener is tried again shortly.
+                if !shared.accept_failing.swap(true, Relaxed) {
+                    shared.record(Event::Limit {
+                        limit: "descriptors".into(),
+                        detail: format!("the gateway cannot accept connections: {e}; retrying every 100 ms"),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        shared.accept_failing.store(false, Relaxed);
         let _ = conn.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -201,7 +222,9 @@ pub(crate) async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, p
     }
 }
 
-/// A connection slot, waiting for one when all are taken (reported once per episode).
+/// A connection slot, waiting for one when all are taken (reported once per episode). At
+/// most as many connections wait as there are slots, each for at most the handshake
+/// budget; beyond that a connection is closed at once, so waiting costs bounded descriptors.
 async fn slot(shared: &Shared) -> Option<OwnedSemaphorePermit> {
     match shared.slots.clone().try_acquire_owned() {
         Ok(slot) => {
@@ -209,14 +232,22 @@ async fn slot(shared: &Shared) -> Option<OwnedSemaphorePermit> {
             Some(slot)
         }
         Err(_) => {
+            let n = shared.budgets().max_connections;
             if !shared.saturated.swap(true, Relaxed) {
-                let n = shared.budgets().max_connections;
                 shared.record(Event::Limit {
                     limit: "connections".into(),
-                    detail: format!("all {n} connection slots are in use; new connections wait"),
+                    detail: format!(
+                        "all {n} connection slots are in use; up to {n} more wait, each at most the handshake budget"
+                    ),
                 });
             }
-            shared.slots.clone().acquire_owned().await.ok()
+            if shared.waiting.fetch_add(1, Relaxed) >= n {
+                shared.waiting.fetch_sub(1, Relaxed);
+                return None;
+            }
+            let wait = tokio::time::timeout(shared.budgets().handshake, shared.slots.clone().acquire_owned()).await;
+            shared.waiting.fetch_sub(1, Relaxed);
+            wait.ok()?.ok()
         }
     }
 }
@@ -582,6 +613,28 @@ mod tests {
             let activity = Activity::of(&m);
             let r = tokio::time::timeout(Duration::from_secs(5), bound::splice(m, upstream_side, &activity, &sh)).await;
             assert!(matches!(r, Ok(Err(_))), "an idle tunnel stayed open");
+        });
+    }
+
+    #[test]
+    fn waiting_for_a_slot_is_bounded_in_number_and_time() {
+        rt().block_on(async {
+            let rec = Arc::new(Recorder::default());
+            let b = Budgets { max_connections: 1, handshake: Duration::from_millis(400), ..Budgets::default() };
+            let sh = shared(b, &rec);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(accept_loop(l, sh.clone(), Proto::DnsTcp));
+            // One holds the slot (a silent DNS client, for the handshake budget), one waits,
+            // and the third is closed at once.
+            let _holder = TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _waiter = TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut third = TcpStream::connect(addr).await.unwrap();
+            let closed = tokio::time::timeout(Duration::from_millis(200), third.read(&mut [0u8; 1])).await;
+            assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a third connection waited: {closed:?}");
+            assert_eq!(sh.waiting.load(Relaxed), 1);
         });
     }
 

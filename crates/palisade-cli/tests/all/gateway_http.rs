@@ -548,6 +548,11 @@ fn whatever_a_server_might_take_for_http_is_checked_even_where_raw_tcp_is_allowe
         format!("GET /c HTTP/1.2\\r\\n{front}\\r\\n\\r\\n"),
         format!("PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\nGET /d HTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
         format!("GET /{} HTTP/1.1\\r\\n{front}\\r\\n\\r\\n", "e".repeat(20_000)),
+        // What lenient servers (Python's http.server) also take (found by a second review).
+        format!("GET\\t/f\\tHTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
+        format!("GET /g HTTP/1.1 \\r\\n{front}\\r\\n\\r\\n"),
+        format!(" GET /h HTTP/1.1\\r\\n{front}\\r\\n\\r\\n"),
+        "GET http://secret-vhost.internal/i\\r\\n".to_string(),
     ] {
         for (host, lport, connect) in [
             ("allowed.test", port, String::new()),
