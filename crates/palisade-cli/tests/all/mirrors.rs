@@ -186,3 +186,19 @@ fn cargo_fetches_from_a_sparse_registry_through_each_path() {
         assert!(out.contains("tinycrate-0.1.0.crate"), "{path}: {out}");
     }
 }
+
+#[test]
+fn git_and_curl_through_socks5_and_connect() {
+    let s = Sandbox::new("m-socks");
+    let Some(m) = Mirror::start(&s) else { return };
+    let p = policy(&s, &m);
+    s.write("ws/README", "mirror tests\n");
+    let script = format!(
+        "cd \"$(mktemp -d)\" && git -c http.proxy=socks5h://127.0.0.1:1080 clone -q http://mirror.test:{0}/cgi-bin/git/repo.git viasocks && cat viasocks/README; \
+         curl -sS --noproxy '' -p -x http://127.0.0.1:3128 http://mirror.test:{0}/hello.txt; \
+         curl -sS --socks5-hostname 127.0.0.1:1080 http://mirror.test:{0}/hello.txt",
+        m.port
+    );
+    let o = s.run(&["--policy", &p], &["/bin/sh", "-c", &script]);
+    assert_eq!(stdout(&o), "from the mirror\nhello from the mirror\nhello from the mirror\n", "{}", stderr(&o));
+}
