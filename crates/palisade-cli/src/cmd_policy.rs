@@ -84,17 +84,17 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
         if !as_host && !target.contains(':') && target != "localhost" {
             eprintln!("(explained as a host; pass --path to explain a file of that name)");
         }
-        // The gateway's own view: the host's loopback by grant, and what a connection carries.
-        let decider = palisade_gateway::decision::Decider::new(p.rules.clone());
+        // Beyond the rule: the host's loopback by grant, and what a connection carries (the
+        // same functions the gateway asks).
         let d = p.decide_net(&t);
-        let loopback = palisade_gateway::decision::is_host_loopback(&t.host);
+        let loopback = palisade_policy::is_host_loopback(&t.host);
         let (allowed, note) = if loopback {
-            match decider.loopback_grant(t.port) {
+            match p.loopback_grant(t.port) {
                 Some(g) => (
                     true,
                     format!(
-                        "the host's own loopback port {} (as localhost, 127.0.0.1 or [::1]), granted by {}",
-                        t.port, g.rule
+                        "the host's own loopback port {} (as localhost, 127.0.0.1 or [::1]), granted by allow {:?} [{}]",
+                        t.port, g.rule.origin.text, g.rule.origin
                     ),
                 ),
                 None => (
@@ -105,16 +105,21 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
                     ),
                 ),
             }
-        } else if d.allowed {
-            let raw = decider.raw_allowed(&t);
-            let carries = if raw.allowed {
-                "any protocol (the rule names this port); HTTP is still checked request by request".to_owned()
-            } else {
-                format!("{}; every HTTP request must name {}", raw.reason, t.host)
-            };
-            (true, carries)
         } else {
-            (false, String::new())
+            use palisade_policy::Carries;
+            let every = format!("every HTTP request must name {}", t.host);
+            let note = match p.carries(&t) {
+                Carries::Any(_) => {
+                    "any protocol (the rule names this port); HTTP is still checked request by request".to_owned()
+                }
+                Carries::WebPort => format!("only TLS and HTTP on port {}; {every}", t.port),
+                Carries::NoPortNamed(_) => format!(
+                    "only TLS and HTTP (the rule names no port; to carry another protocol, allow {}:{} by its port); {every}",
+                    t.host, t.port
+                ),
+                Carries::Nothing => String::new(),
+            };
+            (d.allowed, note)
         };
         if json {
             let mut v = serde_json::to_value(&d)?;

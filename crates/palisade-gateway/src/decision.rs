@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use palisade_policy::{Host, HostName, NetMode, NetReason, Rules, Target};
+use palisade_policy::{Carries, Host, HostName, NetMode, NetReason, Rules, Target};
 
 use crate::addr::special;
 
@@ -75,18 +75,7 @@ impl Checked {
     }
 }
 
-/// The name that always means the host's own loopback.
-pub const LOCALHOST: &str = "localhost";
-
-/// `localhost` (RFC 6761 §6.3), `127.0.0.1` or `::1`: the host's own loopback.
-pub fn is_host_loopback(host: &Host) -> bool {
-    match host {
-        Host::Name(n) => n.as_str() == LOCALHOST,
-        Host::Ip(ip) => {
-            *ip == IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) || *ip == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-        }
-    }
-}
+pub use palisade_policy::{LOCALHOST, is_host_loopback};
 
 /// A grant of one of the host's loopback ports to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,21 +122,16 @@ impl Decider {
         Verdict { allowed: d.allowed, reason }
     }
 
-    /// May the DNS stub answer `name`? Yes when some allow rule matches it on some port and
-    /// no deny rule refuses it on every port.
+    /// May the DNS stub answer `name`? ([`Rules::decide_name`].)
     pub fn name_allowed(&self, name: &HostName) -> Verdict {
-        let host = Host::Name(name.clone());
-        if self.rules.mode() == NetMode::None {
-            return Verdict { allowed: false, reason: "the network mode is none".into() };
-        }
-        if let Some(r) = self.rules.net_deny.iter().find(|r| r.pattern.port.is_none() && r.pattern.host.matches(&host))
-        {
-            return Verdict { allowed: false, reason: format!("deny {:?} ({})", r.origin.text, r.origin) };
-        }
-        match self.rules.net_allow.iter().rev().find(|r| r.pattern.host.matches(&host)) {
-            Some(r) => Verdict { allowed: true, reason: format!("allow {:?} ({})", r.origin.text, r.origin) },
-            None => Verdict { allowed: false, reason: format!("{name} is not on the allowlist") },
-        }
+        let d = self.rules.decide_name(name);
+        let reason = match &d.reason {
+            NetReason::ModeNone { .. } => "the network mode is none".to_owned(),
+            NetReason::DeniedBy(r) => format!("deny {:?} ({})", r.origin.text, r.origin),
+            NetReason::AllowedBy(r) => format!("allow {:?} ({})", r.origin.text, r.origin),
+            NetReason::NotListed => format!("{name} is not on the allowlist"),
+        };
+        Verdict { allowed: d.allowed, reason }
     }
 
     /// May the bytes inside a connection to `target` be something other than TLS or HTTP
@@ -155,69 +139,33 @@ impl Decider {
     /// the target names its port, and the port is not 80 or 443: those ports carry HTTP and
     /// TLS, which the gateway checks request by request and by server name.
     pub fn raw_allowed(&self, target: &Target) -> Verdict {
-        let d = self.rules.decide_net(target);
-        match &d.reason {
-            NetReason::AllowedBy(_) if matches!(target.port, 80 | 443) => {
-                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
-            }
-            NetReason::AllowedBy(r) if r.pattern.port.is_some() => Verdict {
+        match self.rules.carries(target) {
+            Carries::Any(r) => Verdict {
                 allowed: true,
                 reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port),
             },
-            NetReason::AllowedBy(r) => Verdict {
+            Carries::WebPort => {
+                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
+            }
+            Carries::NoPortNamed(r) => Verdict {
                 allowed: false,
                 reason: format!(
                     "only TLS and HTTP are let through: allow {:?} names no port; to carry another protocol, allow {}:{} by its port",
                     r.origin.text, target.host, target.port
                 ),
             },
-            _ => self.decide(target),
+            Carries::Nothing => self.decide(target),
         }
     }
 
-    /// The grant of the host's loopback port `port`, when an allow rule of a trusted layer
-    /// (never the project file) names `localhost`, `127.0.0.1` or `[::1]` (or a network
-    /// holding them) with that port, and no deny rule of any layer names the port by any of
-    /// those names. The addresses are the ones the granting rules name (`localhost`:
-    /// `127.0.0.1`, then `[::1]`).
+    /// The grant of the host's loopback port `port` ([`Rules::loopback_grant`]), as
+    /// addresses to dial and the rule in words.
     pub fn loopback_grant(&self, port: u16) -> Option<LoopbackGrant> {
-        use palisade_policy::HostPattern;
-        if self.rules.mode() == NetMode::None {
-            return None;
-        }
-        let v4 = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-        let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
-        let name = Host::Name(HostName::parse(LOCALHOST).expect("a valid name"));
-        let mut addrs = Vec::new();
-        let mut rule = None;
-        // One place: a deny rule of any layer naming it by any of its names refuses it.
-        let named = [name.clone(), Host::Ip(v4), Host::Ip(v6)];
-        if named
-            .iter()
-            .any(|h| self.rules.net_deny.iter().any(|r| r.pattern.matches(&Target { host: h.clone(), port })))
-        {
-            return None;
-        }
-        for r in self.rules.net_allow.iter().rev() {
-            if !r.origin.layer.is_trusted() || r.pattern.port.is_some_and(|p| p != port) {
-                continue;
-            }
-            let ips: Vec<IpAddr> = match &r.pattern.host {
-                HostPattern::Name(_) if r.pattern.host.matches(&name) => vec![v4, v6],
-                HostPattern::Ip(_) | HostPattern::Cidr(_) => {
-                    [v4, v6].into_iter().filter(|ip| r.pattern.host.matches(&Host::Ip(*ip))).collect()
-                }
-                _ => continue,
-            };
-            for ip in ips {
-                let a = SocketAddr::new(ip, port);
-                if !addrs.contains(&a) {
-                    addrs.push(a);
-                }
-                rule.get_or_insert_with(|| format!("allow {:?} ({})", r.origin.text, r.origin));
-            }
-        }
-        Some(LoopbackGrant { addrs, rule: rule? })
+        let g = self.rules.loopback_grant(port)?;
+        Some(LoopbackGrant {
+            addrs: g.ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            rule: format!("allow {:?} ({})", g.rule.origin.text, g.rule.origin),
+        })
     }
 
     /// Whether [`Decider::check`] would call the resolver for `target` (a name the policy's
