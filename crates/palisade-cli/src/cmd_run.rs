@@ -1,9 +1,11 @@
 //! `palisade run`: resolve the policy, plan the sandbox, enforce it and run the command.
 
+#[cfg(target_os = "linux")]
 use std::io::IsTerminal;
 
 use crate::cli::RunArgs;
 use crate::cmd_policy::load_policy_on;
+#[cfg(target_os = "linux")]
 use crate::exit;
 use crate::{Failure, Outcome};
 
@@ -185,14 +187,10 @@ fn run_platform(
     result
 }
 
-/// Repositories made during the run: nothing can stop a sandbox from making one (their
-/// configuration and hooks were written inside), so the user is told where, and whether an
-/// older work tree's `git status` descends into it. Runs when the sandbox has ended, before
-/// its placeholders are removed.
-#[cfg(target_os = "linux")]
 /// A hint, not a protection: in an empty workspace that is no repository, a command that
 /// mentions git is most likely `git init` or `git clone URL .`, which fail inside (the
 /// workspace's `.git` is protected) with git's own words ("not an empty directory").
+#[cfg(target_os = "linux")]
 fn empty_workspace_hint(policy: &palisade_policy::ResolvedPolicy, command: &[std::ffi::OsString]) -> Option<String> {
     let mentions_git = command.iter().any(|a| a.to_string_lossy().contains("git"));
     let empty = std::fs::read_dir(&policy.workspace).is_ok_and(|mut d| d.next().is_none());
@@ -204,6 +202,11 @@ fn empty_workspace_hint(policy: &palisade_policy::ResolvedPolicy, command: &[std
     })
 }
 
+/// Repositories made during the run: nothing can stop a sandbox from making one (their
+/// configuration and hooks were written inside), so the user is told where, and whether an
+/// older work tree's `git status` descends into it. Runs when the sandbox has ended, before
+/// its placeholders are removed.
+#[cfg(target_os = "linux")]
 fn new_repository_reporter(
     watch: &std::sync::Arc<std::sync::Mutex<Option<palisade_policy::load::RepoWatch>>>,
     sink: std::sync::Arc<dyn palisade_monitor::Sink>,

@@ -46,7 +46,11 @@ pub fn conversation(input: &[u8]) -> Outcome {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
         let up_gw = tokio::net::TcpStream::connect(l.local_addr().expect("address")).await.expect("connect");
         let (up_origin, _) = l.accept().await.expect("accept");
-        let (client, gw_client) = tokio::net::UnixStream::pair().expect("socketpair");
+        let (client, gw_client) = {
+            let c = l.local_addr().expect("address");
+            let client = tokio::net::TcpStream::connect(c).await.expect("connect");
+            (client, l.accept().await.expect("accept").0)
+        };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let origin_error = Arc::new(Mutex::new(None));
         let origin = {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::builtin;
 use crate::derive::Host;
 use crate::error::{PolicyError, Site};
-use crate::hostfs::{HostFs, Kind, PlaceholderShape};
+#[cfg(unix)]
+use crate::hostfs::PlaceholderShape;
+use crate::hostfs::{HostFs, Kind};
 use crate::model::{LayerKind, PathKind};
 use crate::parse::{LayerBuilder, parse_layer};
 use crate::resolve::{ResolveOptions, ResolvedPolicy, resolve};
