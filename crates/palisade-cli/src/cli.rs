@@ -1,4 +1,7 @@
 //! The command-line contract. Names here are fixed: scripts depend on them.
+//!
+//! Doc comments here are clap's help text, written for a terminal (`HOST[:PORT]` is not a link).
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
-//! Serving the gateway's listeners: the HTTP proxy ([`crate::forward`]), SOCKS5, the DNS stub
+//! Serving the gateway's listeners: the HTTP proxy (`forward`), SOCKS5, the DNS stub
 //! and the transparent ports, each deciding through [`Decider::check`] and dialling only the
-//! [`Checked`] address. What a tunnel then carries is checked by [`crate::bound`].
+//! [`Checked`] address. What a tunnel then carries is checked by `bound`.
 //!
 //! Runs on one thread with a single-threaded tokio runtime, outside the sandbox. Budgets: at
 //! most [`Budgets::max_connections`] client connections at once (more wait), and a handshake

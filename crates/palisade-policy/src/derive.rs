@@ -1,6 +1,6 @@
 //! The policy instantiated on this host: the rules that depend on what exists.
 //!
-//! After the layers are merged ([`crate::resolve`]), two kinds of entry are turned into
+//! After the layers are merged ([`crate::resolve()`]), two kinds of entry are turned into
 //! ordinary path rules, each keeping the origin that asked for it so that `policy explain`
 //! names it:
 //!

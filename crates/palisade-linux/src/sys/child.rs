@@ -149,6 +149,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // its start-of-run records) overlaps with building the file system view.
     match ffi::recv_with_fds(sock, &mut buf) {
         Ok((n, _)) if n > 0 && buf[0] == msg::READY => {}
+        // SAFETY: _exit ends this process at once; nothing here needs unwinding or flushing.
         _ => unsafe { libc::_exit(125) },
     }
     let forwarded = forwarded_signals();

@@ -190,6 +190,7 @@ fn bind(fd: &OwnedFd, groups: u32) -> io::Result<()> {
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
     sa.nl_groups = groups;
+    // SAFETY: binding our own socket to that address, passed with its own size.
     let r = unsafe {
         libc::bind(
             fd.as_raw_fd(),

@@ -454,6 +454,7 @@ fn refused_memory(limits: &crate::plan::Limits, on_limit: Option<&watch::OnLimit
     let (Some(m), Some(f)) = (limits.memory, on_limit) else { return };
     // SAFETY: getrusage into a zeroed struct.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
     if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) } != 0 {
         return;
     }

@@ -159,6 +159,7 @@ fn used_bytes(path: &Path) -> Option<(u64, u64)> {
     let c = super::ffi::cstr(path).ok()?;
     // SAFETY: statfs into a zeroed struct with a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a struct of the type statfs fills.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
@@ -183,6 +184,7 @@ impl Watch {
     pub fn run(self, done: &Stop) -> Option<LimitHit> {
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
         let mut command: Option<libc::pid_t> = None;
         loop {
