@@ -12,6 +12,7 @@ pub mod addr;
 mod bound;
 pub mod decision;
 pub mod dns;
+mod dns_listener;
 mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -22,6 +23,8 @@ pub mod peek;
 pub mod pool;
 pub mod server;
 pub mod socks5;
+mod socks_listener;
+mod transparent;
 
 /// The outcome of parsing bytes that may arrive in pieces.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,28 +1,30 @@
-//! Serving the gateway's listeners: the HTTP proxy (`forward`), SOCKS5, the DNS stub
-//! and the transparent ports, each deciding through [`Decider::check`] and dialling only the
-//! [`Checked`] address. What a tunnel then carries is checked by `bound`.
+//! Serving the gateway's listeners: the accept loop and its connection slots, and what every
+//! front end shares (`decide`, `check`, `dial`, the records). The front ends are their own
+//! modules: the HTTP proxy (`forward`), SOCKS5 (`socks_listener`), the DNS stub
+//! (`dns_listener`) and the transparent ports (`transparent`), each deciding through
+//! [`Decider::check`] and dialling only the [`Checked`] address. What a tunnel then carries is
+//! checked by `bound`.
 //!
 //! Runs on one thread with a single-threaded tokio runtime, outside the sandbox. Budgets: at
 //! most [`Budgets::max_connections`] client connections at once (more wait), and a handshake
 //! (request head, SOCKS messages, TLS ClientHello) must arrive within [`Budgets::handshake`],
 //! so a silent or slowloris client costs a task and a timer, nothing more.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use palisade_monitor::{Event, Sink};
 use palisade_policy::{Host, HostName, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::decision::{Checked, Decider, Refusal, Resolver};
+use crate::forward;
 pub use crate::meter::{Budgets, Watch};
 use crate::meter::{Meter, Metered, Moved};
 use crate::pool::Pool;
-use crate::{Parse, bound, dns, forward, socks5};
 
 /// Listening sockets created inside the sandbox's network namespace, handed to the gateway.
 #[derive(Debug, Default)]
@@ -60,7 +62,7 @@ pub(crate) struct Shared {
     pub(crate) decider: Decider,
     pub(crate) meter: Arc<Meter>,
     slots: Arc<Semaphore>,
-    pool: std::sync::Mutex<Pool>,
+    pub(crate) pool: std::sync::Mutex<Pool>,
     /// The last connection number handed out.
     last_id: AtomicU64,
 }
@@ -169,7 +171,7 @@ pub fn serve(
             tasks.push(tokio::spawn(accept_loop(l, shared.clone(), Proto::Transparent)));
         }
         if let Some(u) = listeners.dns_udp {
-            tasks.push(tokio::spawn(dns_udp(u, shared.clone())));
+            tasks.push(tokio::spawn(crate::dns_listener::dns_udp(u, shared.clone())));
         }
         for t in tasks {
             let _ = t.await;
@@ -214,9 +216,9 @@ pub(crate) async fn accept_loop(l: std::net::TcpListener, shared: Arc<Shared>, p
             let Some(slot) = slot(&shared).await else { return };
             let _ = match proto {
                 Proto::Http => forward::proxy_conn(conn, shared.clone(), slot).await,
-                Proto::Socks => socks_conn(conn, &shared, slot).await,
-                Proto::DnsTcp => dns_tcp(conn, &shared).await,
-                Proto::Transparent => transparent_conn(conn, &shared, slot).await,
+                Proto::Socks => crate::socks_listener::socks_conn(conn, &shared, slot).await,
+                Proto::DnsTcp => crate::dns_listener::dns_tcp(conn, &shared).await,
+                Proto::Transparent => crate::transparent::transparent_conn(conn, &shared, slot).await,
             };
         });
     }
@@ -305,226 +307,14 @@ pub(crate) async fn dial(checked: &Checked) -> std::io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
-/// Reads until `parse` has a whole message, within the handshake budget.
-async fn read_message<T>(
-    conn: &mut Metered<TcpStream>,
-    buf: &mut Vec<u8>,
-    limit: usize,
-    deadline: tokio::time::Instant,
-    mut parse: impl FnMut(&[u8]) -> Result<Parse<T>, Option<Vec<u8>>>,
-) -> Result<(T, usize), Option<Vec<u8>>> {
-    loop {
-        match parse(buf)? {
-            Parse::Done(v, n) => return Ok((v, n)),
-            Parse::Incomplete if buf.len() >= limit => return Err(None),
-            Parse::Incomplete => {}
-        }
-        let mut chunk = [0u8; 4096];
-        let n = match tokio::time::timeout_at(deadline, conn.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return Err(None),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// [`read_message`], and on a protocol error the refusal it carries is sent before `None`.
-async fn read_or_refuse<T>(
-    conn: &mut Metered<TcpStream>,
-    buf: &mut Vec<u8>,
-    limit: usize,
-    deadline: tokio::time::Instant,
-    parse: impl FnMut(&[u8]) -> Result<Parse<T>, Option<Vec<u8>>>,
-) -> std::io::Result<Option<(T, usize)>> {
-    match read_message(conn, buf, limit, deadline, parse).await {
-        Ok(v) => Ok(Some(v)),
-        Err(reply) => {
-            if let Some(r) = reply {
-                conn.write_all(&r).await?;
-            }
-            Ok(None)
-        }
-    }
-}
-
-async fn socks_conn(conn: TcpStream, shared: &Arc<Shared>, slot: OwnedSemaphorePermit) -> std::io::Result<()> {
-    let mut conn = Metered::new(conn, shared.meter.clone());
-    let activity = Activity::of(&conn);
-    let deadline = tokio::time::Instant::now() + shared.budgets().handshake;
-    let mut buf = Vec::new();
-    // A refusal before there is a target is recorded too (BIND, UDP ASSOCIATE, a bad name).
-    let mut refused: Option<&'static str> = None;
-    let record_refusal = |what: Option<&'static str>| {
-        if let Some(what) = what {
-            shared.record(Event::Connection {
-                id: None,
-                via: "socks5".into(),
-                target: "-".into(),
-                allowed: false,
-                reason: format!("SOCKS5: {what}"),
-            });
-        }
-    };
-    let greeting = read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| {
-        socks5::greeting(b).map_err(|e| {
-            refused = Some(e.what);
-            e.reply
-        })
-    })
-    .await?;
-    let Some((answer, used)) = greeting else {
-        record_refusal(refused);
-        return Ok(());
-    };
-    conn.write_all(&answer).await?;
-    buf.drain(..used);
-    let request = read_or_refuse(&mut conn, &mut buf, 512, deadline, |b| {
-        socks5::request(b).map_err(|e| {
-            refused = Some(e.what);
-            e.reply
-        })
-    })
-    .await?;
-    let Some((target, used)) = request else {
-        record_refusal(refused);
-        return Ok(());
-    };
-    let (checked, opened) = match check(shared, &target, "socks5").await {
-        Ok(c) => c,
-        Err(_) => {
-            conn.write_all(&socks5::reply_bytes(socks5::reply::NOT_ALLOWED)).await?;
-            return Ok(());
-        }
-    };
-    let up = match dial(&checked).await {
-        Ok(u) => u,
-        Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                socks5::reply::CONNECTION_REFUSED
-            } else {
-                socks5::reply::HOST_UNREACHABLE
-            };
-            conn.write_all(&socks5::reply_bytes(code)).await?;
-            record_end(shared, &opened, &activity.starting_now());
-            return Ok(());
-        }
-    };
-    conn.write_all(&socks5::reply_bytes(socks5::reply::SUCCEEDED)).await?;
-    let rest = buf.split_off(used);
-    let tunnel = bound::Tunnel { checked, opened, via: "socks5", activity: activity.starting_now(), slot: Some(slot) };
-    bound::serve(crate::meter::Rewind::new(rest, conn), tunnel, Some(up), shared.clone()).await
-}
-
-fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
-    let mut pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-    let (bytes, q) = dns::answer(msg, &shared.decider, &mut pool)?;
-    drop(pool);
-    let (allowed, reason, answer) = match q.answer {
-        dns::Answer::Allowed { addr, reason } => (true, reason, addr.map(|a| a.to_string())),
-        dns::Answer::Denied(reason) => (false, reason, None),
-        dns::Answer::Malformed => (false, "malformed query".to_owned(), None),
-    };
-    shared.record(Event::Dns { name: q.name, qtype: q.qtype, allowed, reason, answer });
-    Some(bytes)
-}
-
-async fn dns_udp(sock: std::net::UdpSocket, shared: Arc<Shared>) {
-    if sock.set_nonblocking(true).is_err() {
-        return;
-    }
-    let Ok(sock) = tokio::net::UdpSocket::from_std(sock) else { return };
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
-        if let Some(reply) = answer_dns(&shared, &buf[..n]) {
-            let _ = sock.send_to(&reply, from).await;
-        }
-    }
-}
-
-/// DNS over TCP: two-byte length, message; as many as the client sends, each within the
-/// handshake budget.
-async fn dns_tcp(mut conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let handshake = shared.budgets().handshake;
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(handshake, conn.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
-        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match tokio::time::timeout(handshake, conn.read_exact(&mut msg)).await {
-            Ok(Ok(_)) => {}
-            _ => return Ok(()),
-        }
-        let Some(reply) = answer_dns(shared, &msg) else { return Ok(()) };
-        conn.write_all(&(reply.len() as u16).to_be_bytes()).await?;
-        conn.write_all(&reply).await?;
-    }
-}
-
-/// A connection to a transparent port: its destination says where it goes. A synthetic
-/// address names the host the DNS stub handed it out for; the sandbox's own loopback means
-/// the host's loopback port, when the policy grants it ([`Decider::loopback_grant`]).
-/// Anything else is refused and recorded.
-async fn transparent_conn(conn: TcpStream, shared: &Arc<Shared>, slot: OwnedSemaphorePermit) -> std::io::Result<()> {
-    let local = conn.local_addr()?;
-    let ip = local.ip().to_canonical();
-    let port = local.port();
-    let refuse = |target: String, reason: String| {
-        shared.record(Event::Connection { id: None, via: "transparent".into(), target, allowed: false, reason });
-    };
-    let conn = Metered::new(conn, shared.meter.clone());
-    let activity = Activity::of(&conn);
-    let host_loopback = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
-    let (checked, opened) = if host_loopback {
-        let Some(grant) = shared.decider.loopback_grant(port) else {
-            refuse(
-                SocketAddr::new(ip, port).to_string(),
-                format!(
-                    "loopback port {port} inside the sandbox is not a service of the host's: grant one with --allow-net localhost:{port}"
-                ),
-            );
-            return Ok(());
-        };
-        let target = Target { host: Host::Ip(ip), port };
-        let checked = Checked::granted(&target, &grant);
-        let id = shared.next_id();
-        shared.record(Event::Connection {
-            id: Some(id),
-            via: "transparent".into(),
-            target: format!("host loopback port {port}"),
-            allowed: true,
-            reason: grant.rule,
-        });
-        (checked, Opened { id, target: target.to_string(), at: Instant::now() })
-    } else {
-        let name = match ip {
-            IpAddr::V4(v4) => shared.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(v4).cloned(),
-            IpAddr::V6(_) => None,
-        };
-        let Some(name) = name else {
-            refuse(
-                SocketAddr::new(ip, port).to_string(),
-                "no name was looked up for this address through the sandbox's DNS stub".into(),
-            );
-            return Ok(());
-        };
-        let target = Target { host: Host::Name(name), port };
-        match check(shared, &target, "transparent").await {
-            Ok(c) => c,
-            Err(_) => return Ok(()),
-        }
-    };
-    let tunnel = bound::Tunnel { checked, opened, via: "transparent", activity, slot: Some(slot) };
-    bound::serve(conn, tunnel, None, shared.clone()).await
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+    use crate::bound;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()

@@ -1,0 +1,76 @@
+//! The transparent ports: a connection's destination says where it goes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade_monitor::Event;
+use palisade_policy::{Host, Target};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::bound;
+use crate::decision::Checked;
+use crate::meter::Metered;
+use crate::server::{Activity, Opened, Shared, check};
+
+/// A connection to a transparent port: its destination says where it goes. A synthetic
+/// address names the host the DNS stub handed it out for; the sandbox's own loopback means
+/// the host's loopback port, when the policy grants it ([`Decider::loopback_grant`]).
+/// Anything else is refused and recorded.
+pub(crate) async fn transparent_conn(
+    conn: TcpStream,
+    shared: &Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) -> std::io::Result<()> {
+    let local = conn.local_addr()?;
+    let ip = local.ip().to_canonical();
+    let port = local.port();
+    let refuse = |target: String, reason: String| {
+        shared.record(Event::Connection { id: None, via: "transparent".into(), target, allowed: false, reason });
+    };
+    let conn = Metered::new(conn, shared.meter.clone());
+    let activity = Activity::of(&conn);
+    let host_loopback = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
+    let (checked, opened) = if host_loopback {
+        let Some(grant) = shared.decider.loopback_grant(port) else {
+            refuse(
+                SocketAddr::new(ip, port).to_string(),
+                format!(
+                    "loopback port {port} inside the sandbox is not a service of the host's: grant one with --allow-net localhost:{port}"
+                ),
+            );
+            return Ok(());
+        };
+        let target = Target { host: Host::Ip(ip), port };
+        let checked = Checked::granted(&target, &grant);
+        let id = shared.next_id();
+        shared.record(Event::Connection {
+            id: Some(id),
+            via: "transparent".into(),
+            target: format!("host loopback port {port}"),
+            allowed: true,
+            reason: grant.rule,
+        });
+        (checked, Opened { id, target: target.to_string(), at: Instant::now() })
+    } else {
+        let name = match ip {
+            IpAddr::V4(v4) => shared.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(v4).cloned(),
+            IpAddr::V6(_) => None,
+        };
+        let Some(name) = name else {
+            refuse(
+                SocketAddr::new(ip, port).to_string(),
+                "no name was looked up for this address through the sandbox's DNS stub".into(),
+            );
+            return Ok(());
+        };
+        let target = Target { host: Host::Name(name), port };
+        match check(shared, &target, "transparent").await {
+            Ok(c) => c,
+            Err(_) => return Ok(()),
+        }
+    };
+    let tunnel = bound::Tunnel { checked, opened, via: "transparent", activity, slot: Some(slot) };
+    bound::serve(conn, tunnel, None, shared.clone()).await
+}
