@@ -613,3 +613,20 @@ fn policy_explain_says_what_the_gateway_does() {
     let out = explain(&["--allow-net", "github.com:22", "github.com:22"]);
     assert!(out.contains("carries: any protocol"), "{out}");
 }
+
+#[test]
+fn the_most_transparent_ports_start() {
+    // 32 ports, each with an IPv4 and an IPv6 listener: 68 descriptors in one message.
+    let s = Sandbox::new("c-many-ports");
+    let o = Origin::start();
+    let mut opts = vec![];
+    let rules: Vec<String> = (0..31).map(|i| format!("p{i}.test:{}", 41000 + i)).collect();
+    for r in &rules {
+        opts.push("--allow-net");
+        opts.push(r.as_str());
+    }
+    let last = format!("localhost:{}", o.port);
+    opts.extend_from_slice(&["--allow-net", &last]);
+    let out = s.run(&opts, &["/bin/sh", "-c", &format!("curl -sS --max-time 5 http://localhost:{}/last", o.port)]);
+    assert_eq!(stdout(&out), "ok\n", "{}", stderr(&out));
+}

@@ -234,13 +234,19 @@ pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<(
     send_fds(sock, data, fd.as_slice())
 }
 
-/// Sends `data` and up to 64 descriptors over a unix socket.
+/// The most descriptors one control message carries: the gateway's four fixed listeners and
+/// two per transparent port (`0.0.0.0` and `[::1]`), for at most 32 ports, with room to spare.
+pub const MAX_FDS: usize = 96;
+/// Control buffer for [`MAX_FDS`] descriptors: a `cmsghdr` (16 bytes) and 96 × 4 bytes.
+const CMSG_WORDS: usize = 2 + MAX_FDS / 2;
+
+/// Sends `data` and up to [`MAX_FDS`] descriptors over a unix socket.
 pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    if fds.len() > 64 {
+    if fds.len() > MAX_FDS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
-    let mut cmsg_buf = [0u64; 40];
+    let mut cmsg_buf = [0u64; CMSG_WORDS];
     // SAFETY: zeroed msghdr is a valid empty header; fields are filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -251,8 +257,8 @@ pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
         let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
         msg.msg_control = cmsg_buf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space;
-        // SAFETY: msg_control points at a 320-byte buffer, enough for one header and 64
-        // descriptors, so the header and its data fit.
+        // SAFETY: msg_control points at a buffer of CMSG_WORDS words, enough for one header
+        // and MAX_FDS descriptors, so the header and its data fit.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
@@ -278,7 +284,7 @@ pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
 /// `Ok((0, []))` is end of stream.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    let mut cmsg_buf = [0u64; 40];
+    let mut cmsg_buf = [0u64; CMSG_WORDS];
     // SAFETY: zeroed msghdr is valid; fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
