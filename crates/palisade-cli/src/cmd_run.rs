@@ -504,15 +504,13 @@ fn gateway(
     let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
     let marks = palisade_monitor::rules::byte_marks(&policy.monitor_rules);
     let budgets = Budgets::of(&policy.net_budgets);
-    Box::new(move |fds: Vec<std::os::fd::OwnedFd>| {
-        // The order of `palisade_linux` `net::send_listeners`.
-        let mut it = fds.into_iter();
+    Box::new(move |s: palisade_linux::GatewaySockets| {
         let l = Listeners {
-            http: it.next().map(Into::into),
-            socks: it.next().map(Into::into),
-            dns_udp: it.next().map(Into::into),
-            dns_tcp: it.next().map(Into::into),
-            transparent: it.map(Into::into).collect(),
+            http: Some(s.http.into()),
+            socks: Some(s.socks.into()),
+            dns_udp: Some(s.dns_udp.into()),
+            dns_tcp: Some(s.dns_tcp.into()),
+            transparent: s.transparent.into_iter().map(Into::into).collect(),
         };
         if let Err(e) = serve(l, decider, budgets, Some(sink), (marks.up, marks.down)) {
             eprintln!("palisade: the gateway stopped: {e}");

@@ -19,8 +19,8 @@ mod sys;
 pub use sys::watch::{LimitHit, OnLimit};
 #[cfg(target_os = "linux")]
 pub use sys::{
-    Gateway, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi, kaudit,
-    placeholders, probe, quarantine, run, run_degraded,
+    Gateway, GatewaySockets, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi,
+    kaudit, placeholders, probe, quarantine, run, run_degraded,
 };
 
 /// How the command ended.

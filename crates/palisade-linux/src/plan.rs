@@ -99,6 +99,9 @@ pub struct NetPlan {
     /// Ports with a transparent listener (on every local address, so on the synthetic ones):
     /// each port an allow rule names, and 80 and 443 for rules that name none.
     pub transparent_ports: Vec<u16>,
+    /// The transparent ports that are granted host loopback ports (`localhost:P`): those also
+    /// listen on the sandbox's `[::1]`.
+    pub loopback_ports: Vec<u16>,
 }
 
 /// Where the placeholder at `path` points inside the sandbox: a name in the sandbox's
@@ -327,7 +330,9 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Resu
         ports.sort_unstable();
         ports.dedup();
         ports.truncate(MAX_TRANSPARENT_PORTS);
+        let loopback_ports = ports.iter().copied().filter(|p| policy.loopback_grant(*p).is_some()).collect();
         NetPlan {
+            loopback_ports,
             http_proxy: HTTP_PROXY.parse().expect("constant"),
             socks: SOCKS_PROXY.parse().expect("constant"),
             dns: DNS.parse().expect("constant"),

@@ -14,34 +14,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::control::{self, ErrorKind, Msg};
 use super::ffi;
 use super::landlock;
 
 use super::mounts;
 use crate::plan::{LandlockPlan, Plan};
-
-/// Messages from the sandbox to the supervisor (one `SOCK_SEQPACKET` message each).
-pub mod msg {
-    /// Supervisor → init: the id maps are written, go on.
-    pub const GO: u8 = b'G';
-    /// Supervisor → init: init is in the sandbox's cgroup (when there is one) and the
-    /// supervisor has taken what it records at the start; the command may start.
-    pub const READY: u8 = b'R';
-    /// Init → supervisor: the pty master, passed as a descriptor.
-    pub const PTY: u8 = b'P';
-    /// Init → supervisor: the gateway's listeners, made inside the sandbox's network
-    /// namespace (HTTP proxy, then SOCKS5).
-    pub const NET: u8 = b'N';
-    /// Init → supervisor: the inotify descriptor watching the decoys.
-    pub const TRIPWIRES: u8 = b'W';
-    /// Command → supervisor: the exec tracer's seccomp listener.
-    pub const EXEC_TRACER: u8 = b'X';
-    /// Sandbox → supervisor: setup failed; `[ERROR, kind, text...]`.
-    pub const ERROR: u8 = b'E';
-    pub const KIND_SETUP: u8 = 0;
-    pub const KIND_NOT_FOUND: u8 = 1;
-    pub const KIND_CANNOT_EXECUTE: u8 = 2;
-}
 
 /// What the command's process needs, prepared by the supervisor before `clone`/`fork`
 /// (no lookups after).
@@ -80,15 +58,12 @@ pub struct ChildArgs<'a> {
     pub cmd: CommandArgs<'a>,
 }
 
-fn report(sock: RawFd, kind: u8, text: &str) {
-    let mut m = vec![msg::ERROR, kind];
-    m.extend_from_slice(text.as_bytes());
-    m.truncate(4000);
-    let _ = ffi::send_with_fd(sock, &m, None);
+fn report(sock: RawFd, kind: ErrorKind, text: &str) {
+    let _ = control::send(sock, &Msg::Error(kind, text.into()), &[]);
 }
 
 fn die(sock: RawFd, text: &str) -> ! {
-    report(sock, msg::KIND_SETUP, text);
+    report(sock, ErrorKind::Setup, text);
     // SAFETY: _exit never returns and runs no destructors, as wanted after fork.
     unsafe { libc::_exit(125) }
 }
@@ -98,9 +73,8 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // SAFETY: prctl with documented arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let sock = a.cmd.sock;
-    let mut buf = [0u8; 16];
-    match ffi::recv_with_fds(sock, &mut buf) {
-        Ok((n, _)) if n > 0 && buf[0] == msg::GO => {}
+    match control::recv(sock) {
+        Ok(Some((Msg::Go, _))) => {}
         // The supervisor is gone or said no.
         // SAFETY: see `die`.
         _ => unsafe { libc::_exit(125) },
@@ -127,7 +101,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     match super::tripwire::place(&a.plan.tripwires) {
         Ok(Some(fd)) => {
-            if let Err(e) = ffi::send_with_fd(sock, &[msg::TRIPWIRES], Some(fd.as_raw_fd())) {
+            if let Err(e) = control::send(sock, &Msg::Tripwires, &[fd.as_raw_fd()]) {
                 die(sock, &format!("passing the tripwires out: {e}"));
             }
         }
@@ -147,8 +121,8 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
 
     // The supervisor's part of the start (the move into the cgroup, ~10 ms on cgroup v1, and
     // its start-of-run records) overlaps with building the file system view.
-    match ffi::recv_with_fds(sock, &mut buf) {
-        Ok((n, _)) if n > 0 && buf[0] == msg::READY => {}
+    match control::recv(sock) {
+        Ok(Some((Msg::Ready, _))) => {}
         // SAFETY: _exit ends this process at once; nothing here needs unwinding or flushing.
         _ => unsafe { libc::_exit(125) },
     }
@@ -265,7 +239,7 @@ fn open_pty(sock: RawFd) -> std::io::Result<OwnedFd> {
             as libc::c_long)? as RawFd;
     // SAFETY: just returned by the kernel.
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
-    ffi::send_with_fd(sock, &[msg::PTY], Some(master.as_raw_fd()))?;
+    control::send(sock, &Msg::Pty, &[master.as_raw_fd()])?;
     Ok(slave)
 }
 
@@ -341,7 +315,7 @@ pub fn command_main(a: &CommandArgs<'_>, slave: Option<RawFd>) -> ! {
     }
     match super::exectrace::install(a.filter, a.trace_exec) {
         Ok(Some(listener)) => {
-            if let Err(e) = ffi::send_with_fd(sock, &[msg::EXEC_TRACER], Some(listener.as_raw_fd())) {
+            if let Err(e) = control::send(sock, &Msg::ExecTracer, &[listener.as_raw_fd()]) {
                 die(sock, &format!("passing the exec tracer out: {e}"));
             }
         }
@@ -396,11 +370,11 @@ fn exec(sock: RawFd, a: &CommandArgs<'_>) -> ! {
 fn fail_exec(sock: RawFd, name: &str, errno: i32, not_found: bool) -> ! {
     let err = std::io::Error::from_raw_os_error(errno);
     if not_found {
-        report(sock, msg::KIND_NOT_FOUND, &format!("{name}: command not found in the sandbox ({err})"));
+        report(sock, ErrorKind::NotFound, &format!("{name}: command not found in the sandbox ({err})"));
         // SAFETY: see `die`.
         unsafe { libc::_exit(127) }
     }
-    report(sock, msg::KIND_CANNOT_EXECUTE, &format!("{name}: cannot execute: {err}"));
+    report(sock, ErrorKind::CannotExecute, &format!("{name}: cannot execute: {err}"));
     // SAFETY: see `die`.
     unsafe { libc::_exit(126) }
 }

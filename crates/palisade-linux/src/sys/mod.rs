@@ -4,6 +4,7 @@
 mod caps;
 pub mod cgroup;
 mod child;
+pub mod control;
 pub mod exectrace;
 pub mod ffi;
 pub mod kaudit;
@@ -24,6 +25,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+pub use self::control::GatewaySockets;
+use self::control::{ErrorKind, Msg};
 pub use self::landlock::{MINIMUM_ABI as LANDLOCK_MINIMUM_ABI, kernel_abi as landlock_abi};
 use crate::plan::{DegradedPlan, MountOp, Plan};
 use crate::{Exit, RunError};
@@ -36,10 +39,9 @@ pub struct PtyUse {
     pub stderr: bool,
 }
 
-/// Serves the gateway's listening sockets from outside the sandbox, in the order
-/// `net::send_listeners` documents; runs on its own thread for the life of the run. Supplied
-/// by the caller, so the executor never sees the policy.
-pub type Gateway = Box<dyn FnOnce(Vec<OwnedFd>) + Send>;
+/// Serves the gateway's listening sockets from outside the sandbox; runs on its own thread
+/// for the life of the run. Supplied by the caller, so the executor never sees the policy.
+pub type Gateway = Box<dyn FnOnce(GatewaySockets) + Send>;
 
 /// Stops a running sandbox from any thread (a monitor rule's `kill`): the supervisor polls
 /// it and kills the sandbox's init, and with it every process inside.
@@ -190,7 +192,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let denials = start_denials(audit, move |creator| {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::GO], None).map_err(|e| failed_start(&ours, e))?;
+    control::send(ours.as_raw_fd(), &Msg::Go, &[]).map_err(|e| failed_start(&ours, e))?;
     // While init builds the file system view: the move into the cgroup, and whatever the
     // caller records at the start (git's change times). The command starts only after
     // both, on READY. (Init makes nothing on the host, so the records see the host as the
@@ -202,7 +204,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         f();
     }
     // Init may have failed in the meantime: then its own report says why.
-    ffi::send_with_fd(ours.as_raw_fd(), &[child::msg::READY], None).map_err(|e| failed_start(&ours, e))?;
+    control::send(ours.as_raw_fd(), &Msg::Ready, &[]).map_err(|e| failed_start(&ours, e))?;
     let mut on_exec = opts.on_exec;
     let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
         let user = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));
@@ -225,7 +227,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             return Err(e);
         }
     };
-    if let (Some(serve), false) = (opts.gateway, listeners.is_empty()) {
+    if let (Some(serve), Some(listeners)) = (opts.gateway, listeners) {
         raise_open_files_limit();
         std::thread::Builder::new()
             .name("palisade-gateway".into())
@@ -588,38 +590,35 @@ fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result
 /// Reads setup reports from the control socket until the command has `exec`ed (end of
 /// stream). Returns the pty master, the gateway's listeners and the tripwires' inotify
 /// descriptor, as far as they were sent.
-type Received = (Option<OwnedFd>, Vec<OwnedFd>, Option<OwnedFd>);
+type Received = (Option<OwnedFd>, Option<GatewaySockets>, Option<OwnedFd>);
 
 /// `on_tracer` gets the exec tracer's listener as soon as it arrives: the command's own
 /// `execve` waits for it to be answered.
 fn await_exec(sock: &OwnedFd, on_tracer: &mut dyn FnMut(OwnedFd)) -> Result<Received, RunError> {
     let mut master = None;
-    let mut listeners = Vec::new();
+    let mut listeners = None;
     let mut watch = None;
-    let mut buf = [0u8; 4096];
     loop {
-        let (n, fds) = ffi::recv_with_fds(sock.as_raw_fd(), &mut buf).map_err(|e| setup("control socket", e))?;
-        if n == 0 {
+        let Some((m, fds)) = control::recv(sock.as_raw_fd()).map_err(|e| setup("control socket", e))? else {
             return Ok((master, listeners, watch));
-        }
-        match buf[0] {
-            child::msg::PTY => master = fds.into_iter().next(),
-            child::msg::NET => listeners = fds,
-            child::msg::TRIPWIRES => watch = fds.into_iter().next(),
-            child::msg::EXEC_TRACER => {
+        };
+        match m {
+            Msg::Pty => master = fds.into_iter().next(),
+            Msg::Net => listeners = GatewaySockets::from_received(fds),
+            Msg::Tripwires => watch = fds.into_iter().next(),
+            Msg::ExecTracer => {
                 if let Some(l) = fds.into_iter().next() {
                     on_tracer(l);
                 }
             }
-            child::msg::ERROR if n >= 2 => {
-                let text = String::from_utf8_lossy(&buf[2..n]).into_owned();
-                return Err(match buf[1] {
-                    child::msg::KIND_NOT_FOUND => RunError::NotFound(text),
-                    child::msg::KIND_CANNOT_EXECUTE => RunError::CannotExecute(text),
-                    _ => RunError::Setup(text),
+            Msg::Error(kind, text) => {
+                return Err(match kind {
+                    ErrorKind::NotFound => RunError::NotFound(text),
+                    ErrorKind::CannotExecute => RunError::CannotExecute(text),
+                    ErrorKind::Setup => RunError::Setup(text),
                 });
             }
-            _ => {}
+            Msg::Go | Msg::Ready => {}
         }
     }
 }

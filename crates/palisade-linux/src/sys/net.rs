@@ -33,26 +33,25 @@ pub fn loopback_up() -> io::Result<()> {
 
 /// Creates the gateway's listening sockets here, inside the sandbox's network namespace, and
 /// sends them to the supervisor, which serves them from outside: no helper process runs in
-/// the sandbox, and the only way out is through those sockets.
-///
-/// Order: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then the transparent listeners
-/// (`0.0.0.0` and, where IPv6 is up, `[::1]`, for each port of `net.transparent_ports`).
+/// the sandbox, and the only way out is through those sockets. `[::1]` is bound too for a
+/// granted host loopback port (clients that try `localhost` over IPv6 first), where the
+/// namespace has IPv6.
 pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> io::Result<()> {
-    use std::os::fd::{AsRawFd, OwnedFd};
-    let mut fds: Vec<OwnedFd> = vec![
-        std::net::TcpListener::bind(net.http_proxy)?.into(),
-        std::net::TcpListener::bind(net.socks)?.into(),
-        std::net::UdpSocket::bind(net.dns)?.into(),
-        std::net::TcpListener::bind(net.dns)?.into(),
-    ];
+    let mut transparent: Vec<std::os::fd::OwnedFd> = Vec::new();
     for p in &net.transparent_ports {
-        fds.push(std::net::TcpListener::bind(("0.0.0.0", *p))?.into());
-        // `[::1]` too, for clients that try `localhost` over IPv6 first (a granted host
-        // port); skipped where the namespace has no IPv6.
-        if let Ok(l) = std::net::TcpListener::bind(("::1", *p)) {
-            fds.push(l.into());
+        transparent.push(std::net::TcpListener::bind(("0.0.0.0", *p))?.into());
+        if net.loopback_ports.contains(p) {
+            if let Ok(l) = std::net::TcpListener::bind(("::1", *p)) {
+                transparent.push(l.into());
+            }
         }
     }
-    let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    super::ffi::send_fds(sock, &[super::child::msg::NET], &raw)
+    let sockets = super::control::GatewaySockets {
+        http: std::net::TcpListener::bind(net.http_proxy)?.into(),
+        socks: std::net::TcpListener::bind(net.socks)?.into(),
+        dns_udp: std::net::UdpSocket::bind(net.dns)?.into(),
+        dns_tcp: std::net::TcpListener::bind(net.dns)?.into(),
+        transparent,
+    };
+    super::control::send(sock, &super::control::Msg::Net, &sockets.to_raw())
 }
