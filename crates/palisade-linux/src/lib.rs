@@ -46,7 +46,16 @@ impl Exit {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// Building the sandbox failed at a named step.
+    /// A step of building or supervising the sandbox failed, with the system's error (its
+    /// `source`).
+    #[error("setting up the sandbox failed: {step}: {source}")]
+    Step {
+        step: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Set-up failed in a way that has no system error (a precondition), or the sandbox
+    /// reported its own failure in words (init's or the command's report).
     #[error("setting up the sandbox failed: {0}")]
     Setup(String),
     /// The kernel refused the namespaces.

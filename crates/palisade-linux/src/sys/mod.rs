@@ -125,8 +125,9 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
 
-fn setup(stage: &str, e: impl std::fmt::Display) -> RunError {
-    RunError::Setup(format!("{stage}: {e}"))
+/// A failed step and its error (kept as the source).
+fn setup(stage: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RunError {
+    RunError::Step { step: stage.into(), source: e.into() }
 }
 
 /// Number of threads of this process (the executor forks, so it must be 1).
