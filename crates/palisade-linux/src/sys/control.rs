@@ -119,7 +119,7 @@ pub fn recv(sock: RawFd) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
 }
 
 /// The gateway's listening sockets, made inside the sandbox's network namespace and passed
-/// out in one [`Msg::Net`]: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then the
+/// out in one `Msg::Net`: HTTP proxy, SOCKS5, DNS over UDP, DNS over TCP, then the
 /// transparent listeners (`0.0.0.0` and, for a granted host loopback port, `[::1]`, per port).
 /// This order is defined here only.
 #[derive(Debug)]
@@ -142,7 +142,7 @@ impl GatewaySockets {
             .collect()
     }
 
-    /// The sockets from the descriptors of a [`Msg::Net`]; `None` when fewer than four came.
+    /// The sockets from the descriptors of a `Msg::Net`; `None` when fewer than four came.
     pub fn from_received(fds: Vec<OwnedFd>) -> Option<GatewaySockets> {
         let mut it = fds.into_iter();
         Some(GatewaySockets {
