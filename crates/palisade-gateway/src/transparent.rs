@@ -26,20 +26,19 @@ pub(crate) async fn transparent_conn(
     let local = conn.local_addr()?;
     let ip = local.ip().to_canonical();
     let port = local.port();
+    let mut conn = Metered::new(conn, shared.meter.clone());
     let refuse = |target: String, reason: String| {
         shared.record(Event::Connection { id: None, via: "transparent".into(), target, allowed: false, reason });
     };
-    let conn = Metered::new(conn, shared.meter.clone());
     let activity = Activity::of(&conn);
     let host_loopback = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
     let (checked, opened) = if host_loopback {
         let Some(grant) = shared.decider.loopback_grant(port) else {
-            refuse(
-                SocketAddr::new(ip, port).to_string(),
-                format!(
-                    "loopback port {port} inside the sandbox is not a service of the host's: grant one with --allow-net localhost:{port}"
-                ),
+            let why = format!(
+                "loopback port {port} inside the sandbox is not a service of the host's: grant one with --allow-net localhost:{port}"
             );
+            refuse(SocketAddr::new(ip, port).to_string(), why.clone());
+            tell_http_client(&mut conn, &why, shared.budgets().handshake).await;
             return Ok(());
         };
         let target = Target { host: Host::Ip(ip), port };
@@ -59,18 +58,44 @@ pub(crate) async fn transparent_conn(
             IpAddr::V6(_) => None,
         };
         let Some(name) = name else {
-            refuse(
-                SocketAddr::new(ip, port).to_string(),
-                "no name was looked up for this address through the sandbox's DNS stub".into(),
-            );
+            let why = "no name was looked up for this address through the sandbox's DNS stub".to_owned();
+            refuse(SocketAddr::new(ip, port).to_string(), why.clone());
+            tell_http_client(&mut conn, &why, shared.budgets().handshake).await;
             return Ok(());
         };
         let target = Target { host: Host::Name(name), port };
         match check(shared, &target, "transparent").await {
             Ok(c) => c,
-            Err(_) => return Ok(()),
+            Err(e) => {
+                tell_http_client(&mut conn, &e.to_string(), shared.budgets().handshake).await;
+                return Ok(());
+            }
         }
     };
     let tunnel = bound::Tunnel { checked, opened, via: "transparent", activity, slot: Some(slot) };
     bound::serve(conn, tunnel, None, shared.clone()).await
+}
+
+/// A refused connection whose client speaks HTTP first gets a 403 that says why (plain
+/// clients show it; the record has it too). Anything else is just closed. Waits at most a
+/// second, and within the handshake budget, for the client's first bytes.
+async fn tell_http_client<S>(conn: &mut S, why: &str, handshake: std::time::Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let wait = handshake.min(std::time::Duration::from_secs(1));
+    let mut buf = [0u8; 1024];
+    let Ok(Ok(n)) = tokio::time::timeout(wait, conn.read(&mut buf)).await else { return };
+    if !matches!(crate::peek::classify(&buf[..n]), Ok(crate::Parse::Done(crate::peek::Opening::Http, _))) {
+        return;
+    }
+    let clean: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let body = format!("palisade: connection refused: {clean}\n");
+    let response = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(response.as_bytes()).await;
+    let _ = conn.shutdown().await;
 }
