@@ -89,41 +89,18 @@ fn run_platform(
         .map_err(|e| Failure { message: format!("creating the monitor's kill switch: {e}"), hint: None })?;
     let sink: std::sync::Arc<dyn palisade_monitor::Sink> = monitor(&log, &policy, kill.clone(), args.json);
     let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink.clone()));
-    let on_tripwire = {
-        let sink = sink.clone();
-        let home = env.home.clone();
-        Box::new(move |p: &std::path::Path| {
-            // Shown as the user wrote it: `~/.ssh/id_ed25519`.
-            let shown =
-                p.strip_prefix(&home).map_or_else(|_| p.display().to_string(), |r| format!("~/{}", r.display()));
-            sink.record(&palisade_monitor::Event::Tripwire { path: shown });
-        }) as Box<dyn Fn(&std::path::Path) + Send>
-    };
-    let on_exec = {
-        let sink = sink.clone();
-        Box::new(move |e: palisade_linux::exectrace::ExecInfo| {
-            sink.record(&palisade_monitor::Event::Exec {
-                pid: e.pid,
-                ppid: e.ppid,
-                path: e.path,
-                argv: e.argv,
-                cwd: e.cwd,
-            });
-        }) as palisade_linux::OnExec
-    };
-    let hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>> = Default::default();
-    let on_limit = limit_reporter(sink.clone(), hit.clone(), args.json);
+    // Every report of the sandbox becomes a record (and reaches the monitor's rules).
+    let session = palisade_sandbox::Session::new(sink.clone(), env.home.clone(), args.json);
+    let events: std::sync::Arc<dyn palisade_sandbox::Events> = session.clone();
     let repos = std::sync::Arc::new(std::sync::Mutex::new(palisade_policy::load::RepoWatch::new(&policy, &env, host)));
     let opts = palisade_linux::RunOptions {
         pty,
         gateway,
         kill: Some(kill.clone()),
-        on_tripwire: Some(on_tripwire),
-        on_exec: Some(on_exec),
+        events: Some(events.clone()),
         on_started: Some(starter(&live, &repos)),
         on_ended: Some(new_repository_reporter(&repos, sink.clone(), args.json)),
-        on_limit: Some(on_limit.clone()),
-        denials: audit_fd.map(|fd| denial_reader(fd, sink.clone())),
+        denials: audit_fd,
         cgroup,
         placeholders: Some(registry),
     };
@@ -140,9 +117,9 @@ fn run_platform(
                     on_started: Some(starter(&live, &repos)),
                     on_ended: Some(new_repository_reporter(&repos, sink.clone(), args.json)),
                     kill: Some(kill),
-                    on_limit: Some(on_limit),
+                    events: Some(events),
                     // The first subscription went with the failed attempt.
-                    denials: palisade_linux::kaudit::open().ok().map(|fd| denial_reader(fd, sink.clone())),
+                    denials: palisade_linux::kaudit::open().ok(),
                     ..Default::default()
                 },
             ))
@@ -159,8 +136,8 @@ fn run_platform(
         other => outcome(other),
     };
     // Past its wall-clock limit the run ends like `timeout`'s: 124.
-    let result = match (&result, hit.lock().unwrap_or_else(|e| e.into_inner()).as_ref()) {
-        (Ok(_), Some(h)) if h.limit == "wall_time" => Ok(exit::TIMED_OUT),
+    let result = match (&result, session.limit()) {
+        (Ok(_), Some((limit, _))) if limit == "wall_time" => Ok(exit::TIMED_OUT),
         _ => result,
     };
     let (exit_code, signal) = match &result {
@@ -278,20 +255,6 @@ fn new_repository_reporter(
     })
 }
 
-/// Records each denial Landlock reports, read from the audit subscription `fd`.
-#[cfg(target_os = "linux")]
-fn denial_reader(
-    fd: std::os::fd::OwnedFd,
-    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
-) -> palisade_linux::kaudit::Reader {
-    palisade_linux::kaudit::Reader {
-        fd,
-        on_denial: std::sync::Arc::new(move |d: palisade_linux::kaudit::Denial| {
-            sink.record(&palisade_monitor::Event::Denial { blockers: d.blockers, object: d.object });
-        }),
-    }
-}
-
 /// Rules whose events this run cannot produce: said at every run, so nobody believes a rule
 /// protects them when it cannot fire. `denials` is `recorded`, or why Landlock's denials
 /// cannot be read here.
@@ -312,27 +275,6 @@ fn warn_unevaluated_rules(policy: &palisade_policy::ResolvedPolicy, denials: &st
             eprintln!("palisade: warning: rule `{}` ({}) cannot fire: {why}", r.when, r.origin.site);
         }
     }
-}
-
-/// Records a limit that stopped the run, says so on stderr, and keeps it for the exit status.
-#[cfg(target_os = "linux")]
-fn limit_reporter(
-    sink: std::sync::Arc<dyn palisade_monitor::Sink>,
-    hit: std::sync::Arc<std::sync::Mutex<Option<palisade_linux::LimitHit>>>,
-    json: bool,
-) -> palisade_linux::OnLimit {
-    std::sync::Arc::new(move |h: &palisade_linux::LimitHit| {
-        sink.record(&palisade_monitor::Event::Limit { limit: h.limit.into(), detail: h.detail.clone() });
-        if json {
-            let v = serde_json::json!({ "level": "error", "limit": h.limit, "reason": h.detail });
-            eprintln!("{v}");
-        } else if h.limit == "protection" {
-            eprintln!("palisade: stopped: {}", h.detail);
-        } else {
-            eprintln!("palisade: limit: {} ([process] {})", h.detail, h.limit);
-        }
-        hit.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| h.clone());
-    })
 }
 
 /// Once the sandbox exists (its placeholders made): stamps what git discovery looked at, and

@@ -19,28 +19,12 @@ mod sys;
 pub use sys::watch::{LimitHit, OnLimit};
 #[cfg(target_os = "linux")]
 pub use sys::{
-    Gateway, GatewaySockets, KillSwitch, OnExec, OnTripwire, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi,
-    kaudit, placeholders, probe, quarantine, run, run_degraded,
+    Gateway, GatewaySockets, KillSwitch, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi, kaudit,
+    placeholders, probe, quarantine, run, run_degraded,
 };
 
-/// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// It exited with this status.
-    Code(i32),
-    /// It (or the sandbox's init) was killed by this signal.
-    Signal(i32),
-}
-
-impl Exit {
-    /// The conventional exit status: the code, or 128 + the signal number.
-    pub fn status(self) -> u8 {
-        match self {
-            Exit::Code(c) => (c & 0xff) as u8,
-            Exit::Signal(s) => (128 + s).min(255) as u8,
-        }
-    }
-}
+/// How the command ended: the portable type every backend returns.
+pub use palisade_sandbox::Exit;
 
 /// Why the command did not run (or ran no further than setup).
 #[derive(Debug, thiserror::Error)]

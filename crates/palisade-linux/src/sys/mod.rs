@@ -30,6 +30,7 @@ use self::control::{ErrorKind, Msg};
 pub use self::landlock::{MINIMUM_ABI as LANDLOCK_MINIMUM_ABI, kernel_abi as landlock_abi};
 use crate::plan::{DegradedPlan, MountOp, Plan};
 use crate::{Exit, RunError};
+use palisade_sandbox::{Events, SandboxEvent};
 
 /// Which of the command's standard streams go to a pty served by the supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +62,6 @@ impl KillSwitch {
     }
 }
 
-/// What the supervisor calls when a decoy is opened.
-pub type OnTripwire = Box<dyn Fn(&Path) + Send>;
-
-/// What the exec tracer calls for every `execve` in the sandbox (from its own thread).
-pub type OnExec = Box<dyn Fn(exectrace::ExecInfo) + Send>;
-
 /// How to run.
 #[derive(Default)]
 pub struct RunOptions {
@@ -76,21 +71,18 @@ pub struct RunOptions {
     pub gateway: Option<Gateway>,
     /// Lets another thread stop the sandbox.
     pub kill: Option<std::sync::Arc<KillSwitch>>,
-    /// Called from the supervisor's loop when a decoy of the plan's `tripwires` is opened.
-    pub on_tripwire: Option<OnTripwire>,
-    /// Called for every exec when the plan traces them.
-    pub on_exec: Option<OnExec>,
+    /// Where the sandbox's reports go (execs when the plan traces them, decoys opened,
+    /// limits reached, Landlock's denials), from whichever thread sees them.
+    pub events: Option<std::sync::Arc<dyn Events>>,
     /// Called once the sandbox's first process exists (and its placeholders are made), while
     /// it builds the file system view, and before the command starts: from then on the
     /// caller may start threads (before it, `run` needs the process single-threaded).
     pub on_started: Option<Box<dyn FnOnce() + Send>>,
     /// Called once the sandbox has ended, before its placeholders are removed.
     pub on_ended: Option<Box<dyn FnOnce() + Send>>,
-    /// Called when a resource limit stops the run (needs `kill`).
-    pub on_limit: Option<watch::OnLimit>,
-    /// Reads the denials Landlock reports for the sandbox, when the caller could subscribe
-    /// to the audit log ([`kaudit::open`]).
-    pub denials: Option<kaudit::Reader>,
+    /// The audit subscription ([`kaudit::open`]) through which Landlock's denials for the
+    /// sandbox are read, when the caller could subscribe.
+    pub denials: Option<OwnedFd>,
     /// Where to create the sandbox's cgroup ([`cgroup_layout`]); without one, memory and
     /// pids are held by rlimits and the watcher. Chosen by the caller, who records it.
     pub cgroup: Option<cgroup::Layout>,
@@ -105,11 +97,9 @@ impl std::fmt::Debug for RunOptions {
             .field("pty", &self.pty)
             .field("gateway", &self.gateway.is_some())
             .field("kill", &self.kill.is_some())
-            .field("on_tripwire", &self.on_tripwire.is_some())
-            .field("on_exec", &self.on_exec.is_some())
+            .field("events", &self.events.is_some())
             .field("on_started", &self.on_started.is_some())
             .field("on_ended", &self.on_ended.is_some())
-            .field("on_limit", &self.on_limit.is_some())
             .field("denials", &self.denials.is_some())
             .field("cgroup", &self.cgroup)
             .field("placeholders", &self.placeholders)
@@ -124,6 +114,25 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
+
+/// The limit watcher's callback: a [`SandboxEvent::Limit`].
+fn on_limit(events: &Option<std::sync::Arc<dyn Events>>) -> Option<watch::OnLimit> {
+    let ev = events.clone()?;
+    Some(std::sync::Arc::new(move |h: &watch::LimitHit| {
+        ev.event(SandboxEvent::Limit { limit: h.limit.into(), detail: h.detail.clone() })
+    }))
+}
+
+/// The audit subscription's reader: each denial a [`SandboxEvent::Denial`].
+fn denial_reader(fd: Option<OwnedFd>, events: &Option<std::sync::Arc<dyn Events>>) -> Option<kaudit::Reader> {
+    let (fd, ev) = (fd?, events.clone()?);
+    Some(kaudit::Reader {
+        fd,
+        on_denial: std::sync::Arc::new(move |d: kaudit::Denial| {
+            ev.event(SandboxEvent::Denial { blockers: d.blockers, object: d.object })
+        }),
+    })
+}
 
 /// A failed step and its error (kept as the source).
 fn setup(stage: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RunError {
@@ -145,7 +154,7 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let cgroup = sandbox_cgroup(&plan.limits, opts.cgroup.take())?;
     // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
-    let audit = opts.denials.take();
+    let audit = denial_reader(opts.denials.take(), &opts.events);
     // Made before the sandbox exists and released however the run ends (dropping `held`).
     let (held, adjusted) = hold_placeholders(plan, opts.placeholders.as_deref())?;
     let plan = adjusted.as_ref().unwrap_or(plan);
@@ -206,9 +215,9 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     }
     // Init may have failed in the meantime: then its own report says why.
     control::send(ours.as_raw_fd(), &Msg::Ready, &[]).map_err(|e| failed_start(&ours, e))?;
-    let mut on_exec = opts.on_exec;
+    let exec_events = opts.events.clone();
     let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
-        let user = on_exec.take().unwrap_or_else(|| Box::new(|_| {}));
+        let user = exec_events.clone();
         let execed = execed.clone();
         let f = move |e: exectrace::ExecInfo| {
             let mut set = execed.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,7 +226,9 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             }
             set.insert(e.host_pid);
             drop(set);
-            user(e);
+            if let Some(ev) = &user {
+                ev.event(SandboxEvent::Exec { pid: e.pid, ppid: e.ppid, path: e.path, argv: e.argv, cwd: e.cwd });
+            }
         };
         let _ = std::thread::Builder::new().name("palisade-exec".into()).spawn(move || exectrace::serve(listener, f));
     }) {
@@ -236,19 +247,20 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             .map_err(|e| setup("starting the gateway", e))?;
     }
     let kill = opts.kill.as_ref().map(|k| k.fd.as_raw_fd());
-    let tripwires = match (&watch, &opts.on_tripwire) {
-        (Some(w), Some(f)) => {
-            Some(terminal::Tripwires { fd: w.as_raw_fd(), paths: &plan.tripwires, on_open: f.as_ref() })
+    let on_open = |p: &Path| {
+        if let Some(ev) = &opts.events {
+            ev.event(SandboxEvent::Tripwire { path: p.to_path_buf() });
         }
-        _ => None,
     };
+    let tripwires =
+        watch.as_ref().map(|w| terminal::Tripwires { fd: w.as_raw_fd(), paths: &plan.tripwires, on_open: &on_open });
     let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
     let hit = watcher.stop();
     denials.stop();
     let failed = !matches!(status, Ok(Exit::Code(0)));
     if hit.is_none() && cgroup.is_none() && failed {
-        refused_memory(&plan.limits, opts.on_limit.as_ref());
+        refused_memory(&plan.limits, on_limit(&opts.events).as_ref());
     }
     drop(cgroup);
     if let Some(f) = opts.on_ended.take() {
@@ -437,7 +449,7 @@ fn start_watch(
         tmpfs,
         tree,
         kill,
-        on_limit: opts.on_limit.clone(),
+        on_limit: on_limit(&opts.events),
         started: std::time::Instant::now(),
         protections,
     };
@@ -486,7 +498,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
-    let audit = opts.denials.take();
+    let audit = denial_reader(opts.denials.take(), &opts.events);
     let pty = match opts.pty {
         Some(_) => Some(terminal::open_host_pty().map_err(|e| setup("creating the terminal", e))?),
         None => None,
