@@ -87,7 +87,10 @@ fn run_platform(
     });
     let kill = palisade_linux::KillSwitch::new()
         .map_err(|e| Failure { message: format!("creating the monitor's kill switch: {e}"), hint: None })?;
-    let sink: std::sync::Arc<dyn palisade_monitor::Sink> = monitor(&log, &policy, kill.clone(), args.json);
+    let sink = {
+        let kill = kill.clone();
+        palisade_sandbox::monitor(&log, &policy.monitor_rules, Box::new(move || kill.trigger()), args.json)
+    };
     let gateway = plan.network.as_ref().map(|_| gateway(&policy, sink.clone()));
     // Every report of the sandbox becomes a record (and reaches the monitor's rules).
     let session = palisade_sandbox::Session::new(sink.clone(), env.home.clone(), args.json);
@@ -140,27 +143,11 @@ fn run_platform(
         (Ok(_), Some((limit, _))) if limit == "wall_time" => Ok(exit::TIMED_OUT),
         _ => result,
     };
-    let (exit_code, signal) = match &result {
-        Ok(c) if *c > 128 && *c < 160 => (None, Some(i32::from(*c) - 128)),
-        Ok(c) => (Some(i32::from(*c)), None),
-        Err(_) => (Some(i32::from(exit::FAILURE)), None),
+    let status = match &result {
+        Ok(c) => *c,
+        Err(_) => exit::FAILURE,
     };
-    let duration_ms = started.elapsed().as_millis() as u64;
-    sink.flush();
-    sink.record(&palisade_monitor::Event::SessionEnd { exit_code, signal, duration_ms, totals: log.totals() });
-    if let Some(e) = log.error() {
-        eprintln!("palisade: {e}");
-    }
-    for (name, out) in &live {
-        out.finish(std::time::Duration::from_secs(2));
-        if out.dropped() > 0 {
-            eprintln!(
-                "palisade: {name}: {} records were not shown (the reader fell behind); the audit log {} has them all",
-                out.dropped(),
-                log.path().display()
-            );
-        }
-    }
+    session.end(&log, &live, status, started.elapsed().as_millis() as u64);
     result
 }
 
@@ -337,30 +324,6 @@ fn event_fd(spec: &str) -> Result<std::fs::File, Failure> {
         })?
     };
     palisade_linux::ffi::take_output_fd(fd).map_err(|e| Failure { message: format!("--events {spec}: {e}"), hint })
-}
-
-/// The session's monitor: audit log, rules, and what `alert` and `kill` do.
-#[cfg(target_os = "linux")]
-fn monitor(
-    log: &std::sync::Arc<palisade_monitor::AuditLog>,
-    policy: &palisade_policy::ResolvedPolicy,
-    kill: std::sync::Arc<palisade_linux::KillSwitch>,
-    json: bool,
-) -> std::sync::Arc<dyn palisade_monitor::Sink> {
-    let alert = move |f: &palisade_monitor::rules::Fired| {
-        if json {
-            let v = serde_json::json!({ "level": "alert", "rule": f.rule, "condition": f.condition, "action": f.action.to_string(), "reason": f.reason });
-            eprintln!("{v}");
-        } else {
-            eprintln!("palisade: ALERT: rule {:?} ({}): {}; action: {}", f.rule, f.condition, f.reason, f.action);
-        }
-    };
-    std::sync::Arc::new(palisade_monitor::rules::Monitor::new(
-        log.clone(),
-        &policy.monitor_rules,
-        Box::new(alert),
-        Box::new(move || kill.trigger()),
-    ))
 }
 
 /// Opens the session's audit log: never one the sandbox could write, never an existing one.

@@ -10,4 +10,4 @@ mod session;
 
 pub use event::{Events, SandboxEvent};
 pub use exit::Exit;
-pub use session::Session;
+pub use session::{Session, monitor};

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use palisade_monitor::{Event, Sink};
+use palisade_monitor::live::LiveOutput;
+use palisade_monitor::{AuditLog, Event, Sink};
 
 use crate::{Events, Exit, SandboxEvent};
 
@@ -75,6 +76,52 @@ fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The session's monitor: the audit log, the policy's rules, and what `alert` (a line on
+/// stderr) and `kill` (`kill`, which the backend's kill switch provides) do.
+pub fn monitor(
+    log: &Arc<AuditLog>,
+    rules: &[palisade_policy::model::MonitorRule],
+    kill: Box<dyn Fn() + Send + Sync>,
+    json: bool,
+) -> Arc<dyn Sink> {
+    let alert = move |f: &palisade_monitor::rules::Fired| {
+        if json {
+            let v = serde_json::json!({ "level": "alert", "rule": f.rule, "condition": f.condition, "action": f.action.to_string(), "reason": f.reason });
+            eprintln!("{v}");
+        } else {
+            eprintln!("palisade: ALERT: rule {:?} ({}): {}; action: {}", f.rule, f.condition, f.reason, f.action);
+        }
+    };
+    Arc::new(palisade_monitor::rules::Monitor::new(log.clone(), rules, Box::new(alert), kill))
+}
+
+impl Session {
+    /// Ends the session: folded records written, `session_end` with the totals, a failure
+    /// to write the log said, and the live streams drained (at most 2 s each) with what they
+    /// dropped said. `status` is the run's exit status (`None` when Palisade failed: 125).
+    pub fn end(&self, log: &AuditLog, live: &[(&'static str, Arc<LiveOutput>)], status: u8, duration_ms: u64) {
+        let (exit_code, signal) = match status {
+            c if c > 128 && c < 160 => (None, Some(i32::from(c) - 128)),
+            c => (Some(i32::from(c)), None),
+        };
+        self.sink.flush();
+        self.sink.record(&Event::SessionEnd { exit_code, signal, duration_ms, totals: log.totals() });
+        if let Some(e) = log.error() {
+            eprintln!("palisade: {e}");
+        }
+        for (name, out) in live {
+            out.finish(std::time::Duration::from_secs(2));
+            if out.dropped() > 0 {
+                eprintln!(
+                    "palisade: {name}: {} records were not shown (the reader fell behind); the audit log {} has them all",
+                    out.dropped(),
+                    log.path().display()
+                );
+            }
+        }
+    }
 }
 
 impl Events for Session {
@@ -180,6 +227,10 @@ mod tests {
         assert_eq!(s.limit().unwrap().0, "wall_time", "the first limit is the one kept");
         assert_eq!(s.status(exit), TIMED_OUT);
         assert!(palisade_monitor::AuditLog::create(log.path()).is_err(), "never reopened");
+        s.end(&log, &[], s.status(exit), 5);
+        let end = kinds(&log).pop().unwrap();
+        assert_eq!((end["kind"].as_str(), end["exit_code"].as_i64()), (Some("session_end"), Some(124)));
+        assert_eq!(end["totals"]["execs"], 1);
     }
 
     #[test]
