@@ -4,6 +4,8 @@
 //! user's messages and the exit status. A backend only has to call [`Events::event`]; it
 //! never sees the policy, the monitor or the audit log.
 
+#![deny(missing_docs)]
+
 mod event;
 mod exit;
 mod session;

@@ -30,6 +30,8 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session recording into `sink`; decoys under `home` are shown as `~/...`; messages
+    /// as JSON lines when `json`.
     pub fn new(sink: Arc<dyn Sink>, home: PathBuf, json: bool) -> Arc<Session> {
         Arc::new(Session { sink, home, json, limit: Mutex::new(None) })
     }
