@@ -245,7 +245,9 @@ fn python_http_server_answers_through_the_proxy() {
         &["--policy", p.to_str().unwrap()],
         &["/bin/sh", "-c", &format!("curl -sS --max-time 5 '{url}'; curl -sS --max-time 5 --noproxy '*' '{url}'")],
     ));
-    let _ = server.kill();
+    // SIGTERM, which `timeout` passes on to the server (SIGKILL would orphan it).
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
     let _ = server.wait();
     assert_eq!(out, "items\nitems\n");
 }
