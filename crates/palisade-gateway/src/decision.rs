@@ -16,6 +16,7 @@ use crate::addr::special;
 
 /// Resolves names for the gateway (outside the sandbox). A trait so tests use a table.
 pub trait Resolver {
+    /// Every address `name` resolves to, in the resolver's order.
     fn resolve(&self, name: &HostName) -> std::io::Result<Vec<IpAddr>>;
 }
 
@@ -28,10 +29,22 @@ pub enum Refusal {
     Policy(String),
     /// The name resolved only to addresses the gateway does not dial.
     #[error("{name} resolves to {ip}, a {class} address, which the policy does not list")]
-    Special { name: String, ip: IpAddr, class: &'static str },
+    Special {
+        /// The name asked for.
+        name: String,
+        /// The first special address it resolved to.
+        ip: IpAddr,
+        /// Its class, in words (`loopback`, `cloud metadata service`).
+        class: &'static str,
+    },
     /// Resolution failed.
     #[error("cannot resolve {name}: {why}")]
-    Resolve { name: String, why: String },
+    Resolve {
+        /// The name asked for.
+        name: String,
+        /// The resolver's error.
+        why: String,
+    },
 }
 
 /// An address the gateway checked for a target: the only thing a dialler accepts.
@@ -51,6 +64,7 @@ impl Checked {
         Checked { target: target.clone(), addr, fallback: None, rule }
     }
 
+    /// The first address to dial.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -67,9 +81,11 @@ impl Checked {
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         std::iter::once(self.addr).chain(self.fallback)
     }
+    /// The target as the client named it.
     pub fn target(&self) -> &Target {
         &self.target
     }
+    /// The rule that allowed it, in words.
     pub fn rule(&self) -> &str {
         &self.rule
     }
@@ -95,7 +111,9 @@ pub struct Decider {
 /// A decision with its reason in words (rule and layer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// Whether it may go.
     pub allowed: bool,
+    /// The rule and layer that decided, or why nothing allowed it.
     pub reason: String,
 }
 
@@ -106,6 +124,7 @@ impl fmt::Display for Verdict {
 }
 
 impl Decider {
+    /// The decider for a resolved policy's rules.
     pub fn new(rules: Rules) -> Decider {
         Decider { rules }
     }

@@ -15,14 +15,22 @@ use crate::pool::Pool;
 pub struct Query {
     /// The name as asked (escaped presentation form), or empty when unreadable.
     pub name: String,
+    /// The query type (`TYPE(A)`, `TYPE(AAAA)`, ...).
     pub qtype: String,
+    /// How the stub answered.
     pub answer: Answer,
 }
 
+/// How the DNS stub answered a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// An allowed name, with its synthetic address for A queries.
-    Allowed { addr: Option<std::net::Ipv4Addr>, reason: String },
+    Allowed {
+        /// The synthetic address (A queries only; AAAA get an empty answer).
+        addr: Option<std::net::Ipv4Addr>,
+        /// The rule that allowed the name.
+        reason: String,
+    },
     /// NXDOMAIN, and why.
     Denied(String),
     /// The message was not a well-formed single-question query.

@@ -8,6 +8,8 @@
 //! [`server`] serves the listeners; HTTP is parsed and forwarded request by request with
 //! `hyper` (`forward`), and what a tunnel carries is checked by its first bytes (`bound`).
 
+#![deny(missing_docs)]
+
 pub mod addr;
 mod bound;
 pub mod decision;

@@ -54,7 +54,9 @@ impl Default for Budgets {
 /// event, while the bytes still flow.
 #[derive(Default)]
 pub struct Watch {
+    /// Upload totals (bytes) to report when crossed.
     pub marks_up: Vec<u64>,
+    /// Download totals (bytes) to report when crossed.
     pub marks_down: Vec<u64>,
 }
 
@@ -67,14 +69,18 @@ impl std::fmt::Debug for Watch {
 /// What one connection (or one request) carried, kept when it ends in an error.
 #[derive(Debug, Default)]
 pub struct Moved {
+    /// Bytes from the client towards the origin.
     pub up: AtomicU64,
+    /// Bytes from the origin towards the client.
     pub down: AtomicU64,
 }
 
 impl Moved {
+    /// Bytes up so far.
     pub fn up(&self) -> u64 {
         self.up.load(Relaxed)
     }
+    /// Bytes down so far.
     pub fn down(&self) -> u64 {
         self.down.load(Relaxed)
     }
@@ -82,8 +88,11 @@ impl Moved {
 
 /// The session's meter: budgets, totals, byte marks and where to report.
 pub struct Meter {
+    /// The session's budgets.
     pub budgets: Budgets,
+    /// The byte totals a monitor rule watches.
     pub watch: Watch,
+    /// Where `traffic` and `limit` events go.
     pub sink: Option<Arc<dyn Sink>>,
     up: AtomicU64,
     down: AtomicU64,
@@ -99,6 +108,7 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
+    /// A meter at zero.
     pub fn new(budgets: Budgets, watch: Watch, sink: Option<Arc<dyn Sink>>) -> Meter {
         Meter {
             budgets,
@@ -156,11 +166,14 @@ impl Meter {
 pub struct Metered<S> {
     inner: S,
     meter: Arc<Meter>,
+    /// What this stream carried.
     pub moved: Arc<Moved>,
+    /// When it last carried anything ([`Meter::now_ms`]).
     pub last: Arc<AtomicU64>,
 }
 
 impl<S> Metered<S> {
+    /// Meters `inner` into `meter`.
     pub fn new(inner: S, meter: Arc<Meter>) -> Metered<S> {
         let last = Arc::new(AtomicU64::new(meter.now_ms()));
         Metered { inner, meter, moved: Arc::default(), last }
@@ -222,6 +235,7 @@ pub struct Rewind<S> {
 }
 
 impl<S> Rewind<S> {
+    /// `prefix`, then the rest of `inner`.
     pub fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
         Rewind { prefix: prefix.into(), inner }
     }
@@ -255,10 +269,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 #[derive(Debug)]
 pub struct Tally<S> {
     inner: S,
+    /// What it carried.
     pub moved: Arc<Moved>,
 }
 
 impl<S> Tally<S> {
+    /// Counts what passes through `inner`.
     pub fn new(inner: S) -> Tally<S> {
         Tally { inner, moved: Arc::default() }
     }

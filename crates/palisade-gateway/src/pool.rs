@@ -12,6 +12,7 @@ pub const NETWORK: [u8; 2] = [127, 77];
 /// How many names the pool holds (host parts 1 to 65534).
 pub const CAPACITY: usize = 65_534;
 
+/// The names handed out and their addresses, both ways.
 #[derive(Debug, Default)]
 pub struct Pool {
     by_name: HashMap<HostName, Ipv4Addr>,
@@ -39,10 +40,12 @@ impl Pool {
         self.by_addr.get(&addr)
     }
 
+    /// How many names were handed out.
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
+    /// Whether none was.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }

@@ -29,9 +29,13 @@ use crate::pool::Pool;
 /// Listening sockets created inside the sandbox's network namespace, handed to the gateway.
 #[derive(Debug, Default)]
 pub struct Listeners {
+    /// The HTTP proxy (`127.0.0.1:3128` inside).
     pub http: Option<std::net::TcpListener>,
+    /// SOCKS5 (`127.0.0.1:1080` inside).
     pub socks: Option<std::net::TcpListener>,
+    /// The DNS stub over UDP (`127.0.0.53:53` inside).
     pub dns_udp: Option<std::net::UdpSocket>,
+    /// The DNS stub over TCP.
     pub dns_tcp: Option<std::net::TcpListener>,
     /// One or two (IPv4, IPv6 loopback) per allowed port; a connection's destination (a
     /// synthetic address, or the sandbox's loopback for a granted host port) says where it

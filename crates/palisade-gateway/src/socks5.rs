@@ -8,14 +8,21 @@ use palisade_policy::{Host, Target};
 
 use crate::Parse;
 
-/// Reply codes.
+/// Reply codes (RFC 1928 §6).
 pub mod reply {
+    /// The connection is made.
     pub const SUCCEEDED: u8 = 0x00;
+    /// General SOCKS server failure.
     pub const GENERAL_FAILURE: u8 = 0x01;
+    /// Connection not allowed by ruleset: the policy refused it.
     pub const NOT_ALLOWED: u8 = 0x02;
+    /// Host unreachable.
     pub const HOST_UNREACHABLE: u8 = 0x04;
+    /// Connection refused by the destination.
     pub const CONNECTION_REFUSED: u8 = 0x05;
+    /// Command not supported (BIND, UDP ASSOCIATE).
     pub const COMMAND_NOT_SUPPORTED: u8 = 0x07;
+    /// Address type not supported.
     pub const ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
 }
 
@@ -23,6 +30,7 @@ pub mod reply {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("SOCKS5: {what}")]
 pub struct Error {
+    /// What was wrong, in words (recorded).
     pub what: &'static str,
     /// Bytes to send back before closing.
     pub reply: Option<Vec<u8>>,
