@@ -20,6 +20,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// Where events go. Implemented by [`AuditLog`]; a harness can add its own.
 pub trait Sink: Send + Sync {
+    /// Takes one record (never blocks for long; called from the gateway and the tracer).
     fn record(&self, event: &Event);
     /// Writes whatever is held back (folded repeats); called before the session's totals
     /// are taken.
@@ -77,6 +78,7 @@ impl AuditLog {
         })
     }
 
+    /// Where the log is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -136,7 +138,9 @@ fn hex(bytes: &[u8]) -> String {
 /// What a verified log holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// How many records.
     pub records: u64,
+    /// Their events, in order.
     pub events: Vec<Event>,
 }
 
@@ -144,7 +148,9 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {what}")]
 pub struct VerifyError {
+    /// The 1-based line.
     pub line: u64,
+    /// What is wrong with it.
     pub what: String,
 }
 

@@ -7,16 +7,20 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change to [`Event`].
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// One record of a session, as written to the audit log (`kind` names the variant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// A sandbox starts: what runs, where, and what is enforced.
     SessionStart {
+        /// The command as given.
         argv: Vec<String>,
+        /// The workspace directory (host path).
         workspace: String,
         /// `namespaces`, or `degraded` (`--allow-degraded`).
         mode: String,
+        /// The Landlock ABI version in force.
         landlock_abi: i32,
         /// `none` or `allowlist`.
         network: String,
@@ -33,9 +37,31 @@ pub enum Event {
         denials: String,
     },
     /// A process in the sandbox called `execve`/`execveat` (pids inside the sandbox).
-    Exec { pid: u32, ppid: u32, path: String, argv: Vec<String>, cwd: String },
+    Exec {
+        /// Its pid inside the sandbox.
+        pid: u32,
+        /// Its parent's pid inside the sandbox.
+        ppid: u32,
+        /// The path it asked for.
+        path: String,
+        /// Its arguments.
+        argv: Vec<String>,
+        /// Its working directory.
+        cwd: String,
+    },
     /// A DNS query to the stub.
-    Dns { name: String, qtype: String, allowed: bool, reason: String, answer: Option<String> },
+    Dns {
+        /// The name asked (escaped presentation form).
+        name: String,
+        /// The query type (`TYPE(A)`, ...).
+        qtype: String,
+        /// Whether it was answered.
+        allowed: bool,
+        /// The rule that decided, or why nothing allowed it.
+        reason: String,
+        /// The synthetic address answered, for an allowed A query.
+        answer: Option<String>,
+    },
     /// A connection through the gateway.
     Connection {
         /// The session's number for an allowed connection (from 1), repeated by its
@@ -44,8 +70,11 @@ pub enum Event {
         id: Option<u64>,
         /// `http`, `connect`, `socks5` or `transparent`.
         via: String,
+        /// `host:port` as the client named it.
         target: String,
+        /// Whether it was allowed.
         allowed: bool,
+        /// The rule that decided, or why it was refused.
         reason: String,
     },
     /// One HTTP request through the gateway, decided on its own (plain proxy, and plaintext
@@ -59,65 +88,113 @@ pub enum Event {
         connection: Option<u64>,
         /// `http`, `connect`, `socks5` or `transparent`.
         via: String,
+        /// The request's method, `TLS`, or `-`.
         method: String,
+        /// The host it named.
         host: String,
+        /// The port it named.
         port: u16,
         /// The path, without query, at most 200 characters.
         path: String,
+        /// Whether it was forwarded.
         allowed: bool,
+        /// The rule that decided, or why it was refused.
         reason: String,
         /// The response's status: the origin's, or the gateway's own refusal (400, 403, 431,
         /// 502); absent when there was none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<u16>,
-        /// Body bytes: request (up) and response (down).
+        /// The request body's bytes.
         bytes_up: u64,
+        /// The response body's bytes.
         bytes_down: u64,
     },
     /// An allowed connection closed: what it carried.
     ConnectionEnd {
+        /// The `connection`'s id.
         id: u64,
+        /// Its target.
         target: String,
-        /// Bytes sent out (sandbox to upstream) and received.
+        /// Bytes sent out (sandbox to upstream).
         bytes_up: u64,
+        /// Bytes received.
         bytes_down: u64,
+        /// How long it was open, in milliseconds.
         duration_ms: u64,
     },
     /// The session's total `upload` or `download` passed a mark that a byte rule watches
     /// (reported while the bytes flow, not when the connection ends).
-    Traffic { direction: String, total: u64 },
+    Traffic {
+        /// `upload` or `download`.
+        direction: String,
+        /// The session's total that way, in bytes.
+        total: u64,
+    },
     /// `count` more records identical to `event` arrived within a second and were folded
     /// into this one (bounded log and memory under a flood); rules saw every one.
-    Repeated { count: u64, event: Box<Event> },
+    Repeated {
+        /// How many more.
+        count: u64,
+        /// The record repeated.
+        event: Box<Event>,
+    },
     /// Landlock refused something and said so through the kernel's audit log: `blockers`
     /// names what was missing (`fs.read_file`, `scope.signal`, ...), `object` what it was
     /// (`path=...`, or `opid=... ocomm=...`), as the sandbox saw it.
-    Denial { blockers: Vec<String>, object: String },
+    Denial {
+        /// What was missing.
+        blockers: Vec<String>,
+        /// What it was about.
+        object: String,
+    },
     /// A decoy file was opened: a strong sign of a hijacked agent.
-    Tripwire { path: String },
+    Tripwire {
+        /// The decoy, as the user wrote it (`~/...`).
+        path: String,
+    },
     /// A limit was reached (once per limit and episode): `connections` (every gateway slot is
     /// in use; new connections wait), `upload` or `download` (the session's byte budget is
     /// spent; tunnels close); or a resource limit of `[process]` (`memory`, `pids`,
     /// `cpu_time`, `wall_time`, `tmp_size`) stopped the sandbox.
-    Limit { limit: String, detail: String },
+    Limit {
+        /// Which limit.
+        limit: String,
+        /// What happened, in words.
+        detail: String,
+    },
     /// A git repository appeared under a writable root during the run (found at its end):
     /// what it holds was written inside the sandbox. `gitlink_of`: an older work tree whose
     /// index records it, so that `git status` there descends into it. `quarantined`: the
     /// files git would run code from that changed during the run, moved aside (each
     /// `FROM -> TO`), so that git on the host obeys none of them.
     NewRepository {
+        /// Its git directory.
         path: String,
+        /// The older work tree whose index records it, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gitlink_of: Option<String>,
+        /// What was moved aside, each `FROM -> TO`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         quarantined: Vec<String>,
     },
     /// A monitor rule fired and its action was taken.
-    MonitorAction { rule: String, condition: String, action: String, reason: String },
+    MonitorAction {
+        /// The rule's name (or its condition when unnamed).
+        rule: String,
+        /// Its condition, as written.
+        condition: String,
+        /// `log`, `alert` or `kill`.
+        action: String,
+        /// What made it fire.
+        reason: String,
+    },
     /// The sandbox ended.
     SessionEnd {
+        /// The exit status, when the command exited (125 when Palisade failed).
         exit_code: Option<i32>,
+        /// The signal that killed it, when one did.
         signal: Option<i32>,
+        /// How long the session lasted, in milliseconds.
         duration_ms: u64,
         /// What the session recorded, by kind (every record before this one).
         #[serde(default)]
@@ -128,27 +205,38 @@ pub enum Event {
 /// Counts of a session's events, carried by `session_end`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
+    /// `exec` records.
     pub execs: u64,
+    /// Allowed `connection` records.
     pub connections_allowed: u64,
+    /// Refused `connection` records.
     pub connections_denied: u64,
     /// HTTP requests (`request`) allowed and refused.
     #[serde(default)]
     pub requests_allowed: u64,
+    /// Refused `request` records.
     #[serde(default)]
     pub requests_denied: u64,
+    /// Answered DNS queries.
     pub dns_allowed: u64,
+    /// Refused DNS queries.
     pub dns_denied: u64,
+    /// Decoys opened.
     pub tripwires: u64,
+    /// `limit` records.
     pub limits: u64,
+    /// Rules that fired.
     pub monitor_actions: u64,
     /// Denials Landlock reported (`denial`), and those of them about files.
     #[serde(default)]
     pub denials: u64,
+    /// Of them, denials about files.
     #[serde(default)]
     pub files_denied: u64,
     /// Bytes carried by connections that ended (`connection_end`).
     #[serde(default)]
     pub bytes_up: u64,
+    /// Bytes in, by the same connections.
     #[serde(default)]
     pub bytes_down: u64,
 }

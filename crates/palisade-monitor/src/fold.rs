@@ -17,6 +17,7 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 /// Distinct records tracked in one window.
 pub const MAX_KEYS: usize = 4096;
 
+/// Folds identical refusals within a second into one `repeated` record.
 #[derive(Debug, Default)]
 pub struct Folder {
     started: Option<Instant>,

@@ -1,6 +1,8 @@
 //! Palisade's monitor: one event model for every layer ([`event`]), and the append-only,
 //! hash-chained audit log ([`audit`]) that `palisade audit verify` checks.
 
+#![deny(missing_docs)]
+
 pub mod audit;
 pub mod event;
 pub mod fold;

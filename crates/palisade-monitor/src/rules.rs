@@ -17,13 +17,18 @@ use crate::event::Event;
 /// A rule that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
+    /// The rule's name (or its condition when unnamed).
     pub rule: String,
+    /// Its condition, as written.
     pub condition: String,
+    /// What to do.
     pub action: Action,
+    /// What made it fire, in words.
     pub reason: String,
 }
 
 impl Fired {
+    /// The `monitor_action` record of it.
     pub fn event(&self) -> Event {
         Event::MonitorAction {
             rule: self.rule.clone(),
@@ -54,6 +59,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with nothing seen yet.
     pub fn new(rules: &[MonitorRule]) -> Engine {
         let rules = rules
             .iter()
@@ -131,10 +137,13 @@ impl Engine {
 /// threshold, for upload and for download, sorted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ByteMarks {
+    /// Upload totals, in bytes.
     pub up: Vec<u64>,
+    /// Download totals, in bytes.
     pub down: Vec<u64>,
 }
 
+/// The [`ByteMarks`] of a policy's rules.
 pub fn byte_marks(rules: &[MonitorRule]) -> ByteMarks {
     let mut m = ByteMarks::default();
     for r in rules {
@@ -222,6 +231,8 @@ impl std::fmt::Debug for Monitor {
 }
 
 impl Monitor {
+    /// A monitor that records into `log`, evaluates `rules`, and calls `on_alert` for an
+    /// `alert` or `kill` and `on_kill` for a `kill`.
     pub fn new(
         log: std::sync::Arc<crate::audit::AuditLog>,
         rules: &[MonitorRule],
