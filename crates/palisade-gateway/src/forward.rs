@@ -23,7 +23,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use palisade_monitor::Event;
-use palisade_policy::Target;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -48,9 +47,21 @@ struct Upstream {
     sender: SendRequest<Counted<Incoming>>,
 }
 
+/// The tunnel a connection's requests are bound to.
+struct Bound {
+    checked: Checked,
+    /// The tunnel's `connection` id.
+    conn: u64,
+}
+
 struct State {
     shared: Arc<Shared>,
-    scope: std::sync::Mutex<Scope>,
+    /// `http` for the proxy, else the tunnel's path.
+    via: &'static str,
+    /// `None` for the proxy.
+    bound: Option<Bound>,
+    /// The tunnel's upstream connection made before its first request, used first.
+    spare: std::sync::Mutex<Option<TcpStream>>,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
     activity: Activity,
     /// CONNECT tunnels opened on this connection, awaited before it ends.
@@ -58,16 +69,26 @@ struct State {
 }
 
 impl State {
-    fn via(&self) -> &'static str {
-        match &*self.scope.lock().unwrap_or_else(|e| e.into_inner()) {
-            Scope::Proxy => "http",
-            Scope::Bound { via, .. } => via,
+    /// The host and port a record names when the request named none it could be decided
+    /// on: the tunnel's, or `-` on the proxy.
+    fn default_target(&self) -> (String, u16) {
+        match &self.bound {
+            Some(b) => (b.checked.target().host.to_string(), b.checked.target().port),
+            None => ("-".into(), 0),
         }
     }
-    fn bound(&self) -> Option<(Checked, u64)> {
-        match &*self.scope.lock().unwrap_or_else(|e| e.into_inner()) {
-            Scope::Proxy => None,
-            Scope::Bound { checked, conn, .. } => Some((checked.clone(), *conn)),
+
+    /// A `request` record for `method` to `host:port` on this connection.
+    fn record(&self, method: &str, host: String, port: u16, path: String) -> Record {
+        Record {
+            shared: self.shared.clone(),
+            connection: self.bound.as_ref().map(|b| b.conn),
+            via: self.via,
+            method: method.to_owned(),
+            host,
+            port,
+            path,
+            moved: Arc::default(),
         }
     }
 }
@@ -105,9 +126,15 @@ pub(crate) async fn serve_http<S>(io: S, scope: Scope, shared: Arc<Shared>, acti
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (via, bound, spare) = match scope {
+        Scope::Proxy => ("http", None, None),
+        Scope::Bound { checked, conn, via, spare } => (via, Some(Bound { checked, conn }), spare),
+    };
     let state = Arc::new(State {
         shared: shared.clone(),
-        scope: std::sync::Mutex::new(scope),
+        via,
+        bound,
+        spare: std::sync::Mutex::new(spare),
         upstream: tokio::sync::Mutex::new(None),
         activity: activity.clone(),
         tunnels: Default::default(),
@@ -137,10 +164,6 @@ where
     };
     if let Err(e) = &r {
         if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() || e.is_timeout() {
-            let (host, port) = match state.bound() {
-                Some((c, _)) => (c.target().host.to_string(), c.target().port),
-                None => ("-".into(), 0),
-            };
             let status = if e.is_parse_too_large() {
                 Some(431)
             } else if e.is_timeout() {
@@ -148,19 +171,8 @@ where
             } else {
                 Some(400)
             };
-            shared.record(Event::Request {
-                connection: state.bound().map(|(_, c)| c),
-                via: state.via().into(),
-                method: "-".into(),
-                host,
-                port,
-                path: String::new(),
-                allowed: false,
-                reason: format!("malformed request: {e}"),
-                status,
-                bytes_up: 0,
-                bytes_down: 0,
-            });
+            let (host, port) = state.default_target();
+            state.record("-", host, port, String::new()).done(false, format!("malformed request: {e}"), status);
         }
     }
     let tunnels: Vec<_> = std::mem::take(&mut *state.tunnels.lock().unwrap_or_else(|e| e.into_inner()));
@@ -176,7 +188,8 @@ struct Record {
     connection: Option<u64>,
     via: &'static str,
     method: String,
-    target: Target,
+    host: String,
+    port: u16,
     path: String,
     moved: Arc<Moved>,
 }
@@ -187,8 +200,8 @@ impl Record {
             connection: self.connection,
             via: self.via.into(),
             method: self.method.clone(),
-            host: self.target.host.to_string(),
-            port: self.target.port,
+            host: self.host.clone(),
+            port: self.port,
             path: self.path.clone(),
             allowed,
             reason,
@@ -201,8 +214,7 @@ impl Record {
 
 async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let shared = &state.shared;
-    let via = state.via();
-    let bound = state.bound();
+    let bound = state.bound.as_ref();
     if req.method() == Method::CONNECT {
         if bound.is_some() {
             return refuse_early(state, &req, "CONNECT inside a tunnel is refused".into(), StatusCode::FORBIDDEN);
@@ -214,26 +226,19 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
         let why = "the request target * is only for OPTIONS".to_owned();
         return refuse_early(state, &req, why, StatusCode::BAD_REQUEST);
     }
-    let default_port = bound.as_ref().map_or(80, |(c, _)| c.target().port);
+    let default_port = bound.map_or(80, |b| b.checked.target().port);
     // Inside a tunnel, a request without a host (HTTP/1.0) is for the tunnel's.
     let hostless = req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST);
     let target = match rules::request_target(req.uri(), req.headers(), default_port) {
-        _ if hostless && bound.is_some() => bound.as_ref().map(|(c, _)| c.target().clone()).expect("bound"),
+        _ if hostless && bound.is_some() => bound.map(|b| b.checked.target().clone()).expect("bound"),
         Ok(t) => t,
         Err(HttpError::Bad(why)) => return refuse_early(state, &req, why, StatusCode::BAD_REQUEST),
         Err(HttpError::Refused(why)) => return refuse_early(state, &req, why, StatusCode::FORBIDDEN),
     };
-    let mut record = Record {
-        shared: shared.clone(),
-        connection: bound.as_ref().map(|(_, c)| *c),
-        via,
-        method: req.method().as_str().to_owned(),
-        target: target.clone(),
-        path: rules::path_for_record(req.uri()),
-        moved: Arc::default(),
-    };
-    let (checked, rule) = match &bound {
-        Some((checked, _)) => {
+    let path = rules::path_for_record(req.uri());
+    let mut record = state.record(req.method().as_str(), target.host.to_string(), target.port, path);
+    let (checked, rule) = match bound {
+        Some(Bound { checked, .. }) => {
             let claimed = target.to_string();
             if !crate::bound::names(checked.target(), &claimed) {
                 let why = format!(
@@ -343,24 +348,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// A refusal before a target is known or for a malformed request.
 fn refuse_early(state: &State, req: &Request<Incoming>, why: String, status: StatusCode) -> Response<Body> {
-    let (host, port) = match (state.bound(), req.uri().authority()) {
-        (Some((c, _)), _) => (c.target().host.to_string(), c.target().port),
+    let (host, port) = match (&state.bound, req.uri().authority()) {
         (None, Some(a)) => (a.host().to_owned(), a.port_u16().unwrap_or(0)),
-        (None, None) => ("-".into(), 0),
+        _ => state.default_target(),
     };
-    state.shared.record(Event::Request {
-        connection: state.bound().map(|(_, c)| c),
-        via: state.via().into(),
-        method: req.method().as_str().to_owned(),
-        host,
-        port,
-        path: rules::path_for_record(req.uri()),
-        allowed: false,
-        reason: why.clone(),
-        status: Some(status.as_u16()),
-        bytes_up: 0,
-        bytes_down: 0,
-    });
+    let path = rules::path_for_record(req.uri());
+    state.record(req.method().as_str(), host, port, path).done(false, why.clone(), Some(status.as_u16()));
     refusal(status, &why)
 }
 
@@ -380,16 +373,13 @@ async fn ready<'a>(
         }
     }
     *slot = None;
-    let spare = match &mut *state.scope.lock().unwrap_or_else(|e| e.into_inner()) {
-        Scope::Bound { spare, .. } => spare.take(),
-        Scope::Proxy => None,
-    };
+    let spare = state.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
     let stream = match spare {
         Some(s) => s,
         None => dial(checked).await?,
     };
     // The proxy's upstream connections are connections of their own; a tunnel's belong to it.
-    let (opened, id) = if state.bound().is_none() {
+    let (opened, id) = if state.bound.is_none() {
         let id = state.shared.next_id();
         state.shared.record(Event::Connection {
             id: Some(id),

@@ -97,6 +97,12 @@ impl Shared {
         }
     }
 
+    /// The name the DNS stub handed the synthetic address `ip` out for, if it did.
+    pub(crate) fn name_of(&self, ip: IpAddr) -> Option<HostName> {
+        let IpAddr::V4(v4) = ip else { return None };
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(v4).cloned()
+    }
+
     /// The next connection number.
     pub(crate) fn next_id(&self) -> u64 {
         self.last_id.fetch_add(1, Relaxed) + 1
@@ -274,16 +280,14 @@ pub(crate) async fn decide(shared: &Shared, target: &Target) -> Result<Checked, 
 pub(crate) async fn check(shared: &Shared, target: &Target, via: &str) -> Result<(Checked, Opened), Refusal> {
     let named;
     let target = match &target.host {
-        Host::Ip(IpAddr::V4(v4)) if v4.octets()[..2] == crate::pool::NETWORK => {
-            match shared.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(*v4) {
-                Some(n) => {
-                    named = Target { host: Host::Name(n.clone()), port: target.port };
-                    &named
-                }
-                None => target,
+        Host::Ip(ip) => match shared.name_of(*ip) {
+            Some(n) => {
+                named = Target { host: Host::Name(n), port: target.port };
+                &named
             }
-        }
-        _ => target,
+            None => target,
+        },
+        Host::Name(_) => target,
     };
     let r = decide(shared, target).await;
     let id = r.is_ok().then(|| shared.next_id());

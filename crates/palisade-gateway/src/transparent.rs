@@ -1,6 +1,6 @@
 //! The transparent ports: a connection's destination says where it goes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,11 +53,7 @@ pub(crate) async fn transparent_conn(
         });
         (checked, Opened { id, target: target.to_string(), at: Instant::now() })
     } else {
-        let name = match ip {
-            IpAddr::V4(v4) => shared.pool.lock().unwrap_or_else(|e| e.into_inner()).name_of(v4).cloned(),
-            IpAddr::V6(_) => None,
-        };
-        let Some(name) = name else {
+        let Some(name) = shared.name_of(ip) else {
             let why = "no name was looked up for this address through the sandbox's DNS stub".to_owned();
             refuse(SocketAddr::new(ip, port).to_string(), why.clone());
             tell_http_client(&mut conn, &why, shared.budgets().handshake).await;
