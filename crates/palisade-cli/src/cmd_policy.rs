@@ -106,18 +106,13 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
                 ),
             }
         } else {
-            use palisade_policy::Carries;
-            let every = format!("every HTTP request must name {}", t.host);
-            let note = match p.carries(&t) {
-                Carries::Any(_) => {
+            let carries = p.carries(&t);
+            let note = match (&carries, carries.restriction(&t)) {
+                (palisade_policy::Carries::Any(_), _) => {
                     "any protocol (the rule names this port); HTTP is still checked request by request".to_owned()
                 }
-                Carries::WebPort => format!("only TLS and HTTP on port {}; {every}", t.port),
-                Carries::NoPortNamed(_) => format!(
-                    "only TLS and HTTP (the rule names no port; to carry another protocol, allow {}:{} by its port); {every}",
-                    t.host, t.port
-                ),
-                Carries::Nothing => String::new(),
+                (_, Some(why)) => format!("{why}; every HTTP request must name {}", t.host),
+                (_, None) => String::new(),
             };
             (d.allowed, note)
         };

@@ -158,21 +158,15 @@ impl Decider {
     /// the target names its port, and the port is not 80 or 443: those ports carry HTTP and
     /// TLS, which the gateway checks request by request and by server name.
     pub fn raw_allowed(&self, target: &Target) -> Verdict {
-        match self.rules.carries(target) {
+        let carries = self.rules.carries(target);
+        match &carries {
             Carries::Any(r) => Verdict {
                 allowed: true,
                 reason: format!("allow {:?} ({}) names port {}", r.origin.text, r.origin, target.port),
             },
-            Carries::WebPort => {
-                Verdict { allowed: false, reason: format!("only TLS and HTTP are let through on port {}", target.port) }
+            Carries::WebPort | Carries::NoPortNamed(_) => {
+                Verdict { allowed: false, reason: carries.restriction(target).unwrap_or_default() }
             }
-            Carries::NoPortNamed(r) => Verdict {
-                allowed: false,
-                reason: format!(
-                    "only TLS and HTTP are let through: allow {:?} names no port; to carry another protocol, allow {}:{} by its port",
-                    r.origin.text, target.host, target.port
-                ),
-            },
             Carries::Nothing => self.decide(target),
         }
     }

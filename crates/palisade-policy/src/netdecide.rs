@@ -51,6 +51,21 @@ pub enum Carries<'a> {
     Nothing,
 }
 
+impl Carries<'_> {
+    /// Why only TLS and HTTP pass to `target`, in words; `None` when any protocol may, or
+    /// nothing may.
+    pub fn restriction(&self, target: &Target) -> Option<String> {
+        match self {
+            Carries::WebPort => Some(format!("only TLS and HTTP are let through on port {}", target.port)),
+            Carries::NoPortNamed(r) => Some(format!(
+                "only TLS and HTTP are let through: allow {:?} names no port; to carry another protocol, allow {}:{} by its port",
+                r.origin.text, target.host, target.port
+            )),
+            Carries::Any(_) | Carries::Nothing => None,
+        }
+    }
+}
+
 impl Rules {
     /// May a name be resolved? Yes when some allow rule matches it on some port and no deny
     /// rule without a port refuses it.
