@@ -220,20 +220,8 @@ fn python_http_server_answers_through_the_proxy() {
     let root = s.path("site");
     std::fs::create_dir_all(root.join("v1")).unwrap();
     std::fs::write(root.join("v1/items"), "items\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new("timeout")
-        .args(["60", "/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(&root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = HttpServer::start(&root, free_port(), false, &s.home());
+    let port = server.port;
     let p = s.path("py-policy.toml");
     std::fs::write(
         &p,
@@ -245,10 +233,7 @@ fn python_http_server_answers_through_the_proxy() {
         &["--policy", p.to_str().unwrap()],
         &["/bin/sh", "-c", &format!("curl -sS --max-time 5 '{url}'; curl -sS --max-time 5 --noproxy '*' '{url}'")],
     ));
-    // SIGTERM, which `timeout` passes on to the server (SIGKILL would orphan it).
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = server.wait();
+    drop(server);
     assert_eq!(out, "items\nitems\n");
 }
 

@@ -4,16 +4,14 @@
 //! through the HTTP proxy (the proxy variables Palisade sets) and once with every proxy
 //! variable unset (the transparent path). The mirror's own log says what arrived.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::time::Duration;
 
 use crate::util::*;
 
 /// `python3 -m http.server --cgi` over a built mirror; stopped on drop.
 struct Mirror {
     port: u16,
-    server: std::process::Child,
+    _server: HttpServer,
 }
 
 impl Mirror {
@@ -21,7 +19,7 @@ impl Mirror {
         if !Path::new("/usr/bin/python3").exists() || !Path::new("/usr/bin/git").exists() {
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let root = s.path("mirror");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/data/mirror.py");
         let built = std::process::Command::new("/usr/bin/python3")
@@ -32,30 +30,7 @@ impl Mirror {
             .output()
             .unwrap();
         assert!(built.status.success(), "mirror.py: {}", stderr(&built));
-        let server = std::process::Command::new("timeout")
-            .args(["300", "/usr/bin/python3", "-m", "http.server", "--cgi", "--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(&root)
-            .env("HOME", s.home())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(s.path("mirror.log")).unwrap())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Mirror { port, server })
-    }
-}
-
-impl Drop for Mirror {
-    fn drop(&mut self) {
-        // SIGTERM, which `timeout` passes on to the server.
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.server.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.server.wait();
+        Some(Mirror { port, _server: HttpServer::start(&root, port, true, &s.home()) })
     }
 }
 

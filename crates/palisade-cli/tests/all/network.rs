@@ -223,7 +223,7 @@ fn tls_upstream(s: &Sandbox) -> Option<(u16, String, std::process::Child)> {
     if !made.status.success() {
         return None;
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let child = std::process::Command::new("timeout")
         .args(["60", "openssl", "s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
@@ -319,7 +319,7 @@ fn no_inbound_servers_inside_are_unreachable_from_the_host() {
         return;
     }
     // A free port on the host, which the sandbox then listens on inside.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let py = format!(
         "import socket, time\ns = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); s.settimeout(2)\nprint('listening', flush=True)\ntry:\n    s.accept(); print('accepted')\nexcept socket.timeout:\n    print('nobody')"
     );

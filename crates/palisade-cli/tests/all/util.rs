@@ -158,3 +158,50 @@ impl Sandbox {
         v
     }
 }
+
+/// A free port on the host's loopback (free when asked; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `python3 -m http.server` serving `root` on the host's loopback at `port` (with `--cgi`
+/// when asked), bounded by `timeout`; ready when this returns, stopped on drop.
+pub struct HttpServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl HttpServer {
+    pub fn start(root: &Path, port: u16, cgi: bool, home: &Path) -> HttpServer {
+        let mut args = vec!["300", "/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1"];
+        if cgi {
+            args.push("--cgi");
+        }
+        let port_text = port.to_string();
+        args.push(&port_text);
+        let child = Command::new("timeout")
+            .args(&args)
+            .current_dir(root)
+            .env("HOME", home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        HttpServer { port, child }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // SIGTERM, which `timeout` passes on to the server (SIGKILL would orphan it).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
