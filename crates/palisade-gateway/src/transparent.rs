@@ -79,19 +79,19 @@ async fn tell_http_client<S>(conn: &mut S, why: &str, handshake: std::time::Dura
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let wait = handshake.min(std::time::Duration::from_secs(1));
     let mut buf = [0u8; 1024];
     let Ok(Ok(n)) = tokio::time::timeout(wait, conn.read(&mut buf)).await else { return };
     if !matches!(crate::peek::classify(&buf[..n]), Ok(crate::Parse::Done(crate::peek::Opening::Http, _))) {
         return;
     }
-    let clean: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let body = format!("palisade: connection refused: {clean}\n");
-    let response = format!(
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = conn.write_all(response.as_bytes()).await;
-    let _ = conn.shutdown().await;
+    // The gateway's own refusal, written by hyper as every other one is.
+    let why = why.to_owned();
+    let service = hyper::service::service_fn(move |_req| {
+        let r = crate::http::refusal(http::StatusCode::FORBIDDEN, &why);
+        async move { Ok::<_, std::convert::Infallible>(r) }
+    });
+    let io = hyper_util::rt::TokioIo::new(crate::meter::Rewind::new(buf[..n].to_vec(), conn));
+    let _ = tokio::time::timeout(wait, hyper::server::conn::http1::Builder::new().serve_connection(io, service)).await;
 }
