@@ -35,7 +35,9 @@ impl fmt::Display for Access {
 /// The decision for one path.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathDecision<'a> {
+    /// The path decided: absolute and canonical, as given.
     pub path: PathBuf,
+    /// What the sandbox may do with it, after any `protect` cap.
     pub access: Access,
     /// The rule that decided visibility and write access (`None`: no rule covers the path).
     pub rule: Option<&'a PathRule>,
@@ -165,16 +167,23 @@ pub fn env_match(pattern: &str, name: &str, ignore_case: bool) -> bool {
 /// The decision for one connection target.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetDecision<'a> {
+    /// The target decided: host and port (`github.com:443`).
     pub target: Target,
+    /// Whether a connection to it may be made.
     pub allowed: bool,
+    /// The rule, or the mode, that decided.
     pub reason: NetReason<'a>,
 }
 
+/// Why a network decision went the way it did: the rule or the mode that decided.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", content = "rule", rename_all = "snake_case")]
 pub enum NetReason<'a> {
     /// The network mode is `none`.
-    ModeNone { set_by: Option<&'a Setting<NetMode>> },
+    ModeNone {
+        /// The `network.mode` setting that chose `none`; `None` when no layer sets a mode.
+        set_by: Option<&'a Setting<NetMode>>,
+    },
     /// A deny rule matched (deny beats allow).
     DeniedBy(&'a NetRule),
     /// An allow rule matched.
@@ -213,7 +222,12 @@ pub enum EnvDecision<'a> {
     /// Passed through from the parent.
     Passed(&'a EnvRule),
     /// Matched a pass pattern but looks like a secret; pass it by exact name to keep it.
-    Secret { pass: &'a EnvRule, deny: &'a EnvRule },
+    Secret {
+        /// The `pass` pattern that matched (`LC_*`).
+        pass: &'a EnvRule,
+        /// The `deny` pattern that matched, compared without regard to case (`*TOKEN*`).
+        deny: &'a EnvRule,
+    },
     /// Not on the pass list.
     NotPassed,
 }

@@ -24,7 +24,9 @@ use crate::vars::PathResolver;
 /// What derivation may ask about the host.
 #[derive(Clone, Copy)]
 pub struct Host<'a> {
+    /// What exists on the host: `lstat`, directory listings and file contents.
     pub fs: &'a dyn HostFs,
+    /// Canonicalises paths as the policy's rules were canonicalised (links followed).
     pub resolver: &'a dyn PathResolver,
     /// Writable roots that are the sandbox's own private directories (`${tmp}`): nothing of
     /// the host is there, so nothing there needs protecting. (A root granted inside one, a

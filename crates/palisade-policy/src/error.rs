@@ -35,22 +35,42 @@ impl fmt::Display for Site {
 pub enum PolicyError {
     /// A value is malformed, unknown or out of range.
     #[error("{site}: {message}")]
-    Invalid { site: Site, message: String },
+    Invalid {
+        /// Where the value was written.
+        site: Site,
+        /// What is wrong with it: "unknown network mode `open` (expected none or allowlist)".
+        message: String,
+    },
     /// The project file tried to grant more than the layers below it.
     #[error(
         "{site}: the project policy may only narrow access, but this widens it: {why}\n  (if you trust this project, pass --trust-project)"
     )]
-    Widening { site: Site, why: String },
+    Widening {
+        /// Where the widening entry was written.
+        site: Site,
+        /// What it grants that the layers below do not, in words.
+        why: String,
+    },
     /// A policy file could not be read.
     #[error("cannot read policy file {}: {source}", path.display())]
     Read {
+        /// The file, as Palisade tried to open it.
         path: PathBuf,
+        /// Why it could not be read: not found (a `--policy` file), permission denied, not
+        /// UTF-8.
         #[source]
         source: std::io::Error,
     },
     /// A named profile does not exist.
     #[error("unknown profile `{name}` (built-in profiles: {known}; user profiles live in {dir})")]
-    UnknownProfile { name: String, known: String, dir: String },
+    UnknownProfile {
+        /// The profile asked for with `--profile NAME`.
+        name: String,
+        /// The built-in profiles' names, comma-separated (`claude, codex, gemini`).
+        known: String,
+        /// Where user profiles are read from (`$XDG_CONFIG_HOME/palisade/profiles`).
+        dir: String,
+    },
     /// The environment Palisade runs in is unusable (no home directory, bad workspace).
     #[error("{0}")]
     Setup(String),

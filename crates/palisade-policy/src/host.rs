@@ -57,6 +57,7 @@ impl HostName {
         Ok(HostName(ascii))
     }
 
+    /// The name as text: ASCII, lower case, no trailing dot (`xn--bcher-kva.example`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -112,6 +113,8 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
+    /// Whether `host` matches. Names match only name and wildcard patterns, addresses only
+    /// address and network patterns: `localhost` never matches `127.0.0.1`.
     pub fn matches(&self, host: &Host) -> bool {
         match (self, host) {
             (HostPattern::Name(n), Host::Name(h)) => n == h,
@@ -152,7 +155,9 @@ impl fmt::Display for HostPattern {
 /// A network rule's match: a host pattern and an optional port (none = every port).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetPattern {
+    /// The host part: a name, `*.SUFFIX`, an address or a network.
     pub host: HostPattern,
+    /// The port; `None` matches every port.
     pub port: Option<u16>,
 }
 
@@ -192,6 +197,8 @@ impl NetPattern {
         Ok(NetPattern { host: HostPattern::Name(HostName::parse(host_part)?), port })
     }
 
+    /// Whether `target` matches: the port, when the pattern names one, and the host
+    /// ([`HostPattern::matches`]).
     pub fn matches(&self, target: &Target) -> bool {
         self.port.is_none_or(|p| p == target.port) && self.host.matches(&target.host)
     }
@@ -226,11 +233,15 @@ impl Serialize for NetPattern {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Host {
+    /// A host name, normalised (`api.openai.com`).
     Name(HostName),
+    /// An IP literal; an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is taken as IPv4.
     Ip(IpAddr),
 }
 
 impl Host {
+    /// Parses a host without a port: an IP literal (IPv6 with or without brackets) or a
+    /// name, normalised; the error says why it is neither.
     pub fn parse(text: &str) -> Result<Host, String> {
         let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
         if let Some(ip) = parse_ip(bare) {
@@ -253,7 +264,9 @@ impl fmt::Display for Host {
 /// A connection target: a host and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Target {
+    /// The host the connection names.
     pub host: Host,
+    /// The port it is to (`443`).
     pub port: u16,
 }
 

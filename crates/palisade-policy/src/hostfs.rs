@@ -11,8 +11,11 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link, not followed.
     Symlink,
     /// A device, socket or FIFO.
     Other,
@@ -104,6 +107,7 @@ pub struct MemFs {
 }
 
 impl MemFs {
+    /// An empty file system: nothing exists, not even `/`.
     pub fn new() -> MemFs {
         MemFs::default()
     }

@@ -7,6 +7,8 @@
 //! Layers, lowest first: built-in default < user file < profile < project file (may only
 //! narrow) < `--policy` files < command-line flags.
 
+#![deny(missing_docs)]
+
 pub mod builtin;
 pub mod decide;
 pub mod derive;

@@ -322,14 +322,23 @@ impl HostFs for FsResolver {
     }
 }
 
-/// What Palisade reads from the process environment, gathered once.
+/// What Palisade reads from the process environment, gathered once. A variable counts only
+/// when it is set to an absolute path.
 #[derive(Debug, Clone)]
 pub struct Environment {
+    /// The home directory: `$HOME`, else the user's home in `/etc/passwd`.
     pub home: PathBuf,
+    /// The current directory: the default workspace, and the base of relative flag paths
+    /// and `--policy` files.
     pub cwd: PathBuf,
+    /// `$TMPDIR`, or `/tmp`.
     pub tmp: PathBuf,
+    /// `$XDG_CONFIG_HOME`, or `~/.config`: home of `palisade/policy.toml` and
+    /// `palisade/profiles/`.
     pub config_home: PathBuf,
+    /// `$XDG_STATE_HOME`, or `~/.local/state`.
     pub state_home: PathBuf,
+    /// `$XDG_CACHE_HOME`, or `~/.cache`.
     pub cache_home: PathBuf,
     /// git's system and global configuration files (`GIT_CONFIG_SYSTEM` or `/etc/gitconfig`;
     /// `GIT_CONFIG_GLOBAL`, or `$XDG_CONFIG_HOME/git/config` and `~/.gitconfig`).
@@ -412,12 +421,20 @@ fn home_from_passwd() -> Option<PathBuf> {
 /// Command-line policy flags, as typed. Relative paths are relative to the current directory.
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
+    /// `--allow-read PATH`: paths made visible and read-only.
     pub allow_read: Vec<String>,
+    /// `--allow-write PATH`: paths made writable.
     pub allow_write: Vec<String>,
+    /// `--deny PATH`: paths hidden from the sandbox (globs allowed).
     pub deny: Vec<String>,
+    /// `--protect PATH`: paths kept read-only (globs allowed).
     pub protect: Vec<String>,
+    /// `--net MODE`: `none` or `allowlist`; `none` together with `--allow-net` is an error.
     pub net: Option<String>,
+    /// `--allow-net HOST[:PORT]`: targets allowed; without `--net`, they turn the allowlist
+    /// on.
     pub allow_net: Vec<String>,
+    /// `--deny-net HOST[:PORT]`: targets refused whatever allows them.
     pub deny_net: Vec<String>,
     /// `NAME` passes a variable by name; `NAME=VALUE` sets it.
     pub env: Vec<String>,
@@ -430,10 +447,14 @@ pub struct Flags {
 pub struct LoadOptions {
     /// The workspace; the current directory when `None`.
     pub workspace: Option<PathBuf>,
+    /// `--profile NAME`: `$XDG_CONFIG_HOME/palisade/profiles/NAME.toml` if it exists, else
+    /// the built-in profile of that name.
     pub profile: Option<String>,
     /// `--policy FILE`, in order.
     pub policy_files: Vec<PathBuf>,
+    /// `--trust-project`: let the project file (`.palisade.toml`) widen access.
     pub trust_project: bool,
+    /// The command-line policy flags: the top layer.
     pub flags: Flags,
 }
 

@@ -53,7 +53,9 @@ impl fmt::Display for LayerKind {
 /// Where a rule came from: its layer, the file position and key, and the text as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Origin {
+    /// The layer the rule belongs to.
     pub layer: LayerKind,
+    /// Where in that layer: file, line, column and key (`filesystem.deny`), or the flag.
     pub site: Site,
     /// The entry as the user wrote it, before variables were expanded.
     pub text: String,
@@ -72,7 +74,9 @@ impl fmt::Display for Origin {
 /// A value set by one layer, with its origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Setting<T> {
+    /// The value, parsed: bytes, a [`Duration`], a path, a mode.
     pub value: T,
+    /// Where it was set, and the text as written (`"4GiB"`).
     pub origin: Origin,
 }
 
@@ -91,6 +95,7 @@ pub enum PathKind {
 }
 
 impl PathKind {
+    /// The kind's name as a `[filesystem]` key: `read`, `write`, `protect` or `deny`.
     pub fn key(self) -> &'static str {
         match self {
             PathKind::Read => "read",
@@ -101,8 +106,11 @@ impl PathKind {
     }
 }
 
+/// One path rule: a `[filesystem]` entry (`deny = ["~/.ssh"]`) or a path flag
+/// (`--allow-write DIR`), canonicalised; or a rule derived on this host ([`crate::derive`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct PathRule {
+    /// What the rule does to the paths it covers.
     pub kind: PathKind,
     /// The canonical pattern that decisions use.
     pub pattern: PathPattern,
@@ -121,6 +129,8 @@ pub struct PathRule {
     /// and must stay uncreatable. Set only by derivation.
     #[serde(skip_serializing_if = "Placeholder::is_absent")]
     pub placeholder: Placeholder,
+    /// Where the rule came from. A derived rule carries the entry or setting that asked for
+    /// it (`filesystem.protect_git`), with the reason as its text.
     pub origin: Origin,
 }
 
@@ -143,6 +153,7 @@ pub enum Placeholder {
 }
 
 impl Placeholder {
+    /// Whether this is [`Placeholder::Absent`], the default (left out when serialised).
     pub fn is_absent(&self) -> bool {
         *self == Placeholder::Absent
     }
@@ -152,37 +163,54 @@ impl Placeholder {
 /// root. Expanded into ordinary [`PathRule`]s once the roots are known ([`crate::derive`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct RootRule {
+    /// `deny` or `protect`: the only kinds in which `${writable}` may be used.
     pub kind: PathKind,
     /// Relative, normalised, non-empty, without `..`.
     pub rel: PathBuf,
+    /// Where the entry was written, and the entry as written (`${writable}/.vscode`).
     pub origin: Origin,
 }
 
+/// One `network.allow` or `network.deny` entry, or an `--allow-net` or `--deny-net` flag.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetRule {
+    /// What it matches: `github.com:443`, `*.example.com`, `10.0.0.0/8`, `[::1]:8080`.
     pub pattern: NetPattern,
+    /// Where it was written, and the entry as written.
     pub origin: Origin,
 }
 
 /// A static name → address mapping used by the gateway (an `/etc/hosts` for the sandbox).
 #[derive(Debug, Clone, Serialize)]
 pub struct HostMapping {
+    /// The name mapped, normalised: `git.internal` in
+    /// `[network] hosts = { "git.internal" = "10.20.0.7" }`.
     pub name: HostName,
+    /// The address the gateway connects to for the name (IPv4-mapped IPv6 taken as IPv4).
     pub addr: IpAddr,
+    /// Where the mapping was written; its text is `NAME = ADDR`.
     pub origin: Origin,
 }
 
 /// An environment variable name or pattern (`LC_*`, `*TOKEN*`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvRule {
+    /// The name or pattern as written; `*` stands for any run of characters
+    /// ([`crate::decide::env_match`]).
     pub pattern: String,
+    /// Where it was written: `process.env.pass`, `process.env.deny` or `--env NAME`.
     pub origin: Origin,
 }
 
+/// A variable set to a fixed value inside the sandbox: a `process.env.set` entry
+/// (`set = { RUST_LOG = "info" }`) or `--env NAME=VALUE`. It beats `pass`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvSet {
+    /// The variable's name: a plain name, no `*`.
     pub name: String,
+    /// The value, as written (never a NUL byte).
     pub value: String,
+    /// Where it was set; its text is `NAME=VALUE`.
     pub origin: Origin,
 }
 
@@ -206,14 +234,24 @@ impl fmt::Display for NetMode {
 }
 
 /// Resource limits; `None` means no limit from the policy.
+///
+/// `unlimited`, which lifts a lower layer's limit, is stored as `u64::MAX` or
+/// [`Duration::MAX`]. See `docs/policy.md` for how backends enforce each.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Limits {
+    /// `process.memory`: memory of the whole sandbox, in bytes (`"8GiB"`).
     pub memory: Option<Setting<u64>>,
+    /// `process.pids`: processes and threads at once (`4096`).
     pub pids: Option<Setting<u64>>,
+    /// `process.cpu_time`: CPU time of all the sandbox's processes together (`"30m"`).
     pub cpu_time: Option<Setting<Duration>>,
+    /// `process.wall_time`: wall-clock time of the run (`"2h"`).
     pub wall_time: Option<Setting<Duration>>,
+    /// `process.file_size`: the largest file a process may write, in bytes (`RLIMIT_FSIZE`).
     pub file_size: Option<Setting<u64>>,
+    /// `process.open_files`: open descriptors per process (`RLIMIT_NOFILE`).
     pub open_files: Option<Setting<u64>>,
+    /// `process.tmp_size`: size of the sandbox's private `/tmp` tmpfs, in bytes.
     pub tmp_size: Option<Setting<u64>>,
 }
 
@@ -234,10 +272,15 @@ pub struct NetBudgets {
 }
 
 impl NetBudgets {
+    /// Client connections served at once when no layer sets `max_connections`.
     pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+    /// `handshake_timeout` when no layer sets it: 10 seconds.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `idle_timeout` when no layer sets it: 10 minutes.
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `max_upload` when no layer sets it: 4 GiB, in bytes.
     pub const DEFAULT_MAX_UPLOAD: u64 = 4 << 30;
+    /// `max_download` when no layer sets it: 64 GiB, in bytes.
     pub const DEFAULT_MAX_DOWNLOAD: u64 = 64 << 30;
 
     /// The values in force: (max_connections, handshake, idle, max_upload, max_download).
@@ -252,17 +295,26 @@ impl NetBudgets {
     }
 }
 
+/// One `[[monitor.rules]]` entry: when the condition holds, take the action.
 #[derive(Debug, Clone, Serialize)]
 pub struct MonitorRule {
+    /// The optional `name` (`"denied-connection-burst"`), which the monitor reports when the
+    /// rule fires.
     pub name: Option<String>,
+    /// `when`, parsed: `denied_connections > 20 in 60s`.
     pub when: Condition,
+    /// `action`: `log`, `alert` or `kill`.
     pub action: Action,
+    /// Where the rule was written; its site and text are those of `when`.
     pub origin: Origin,
 }
 
 /// A set of rules: what one layer says, or (merged) what all layers say.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Rules {
+    /// Path rules (`[filesystem]` `read`, `write`, `deny`, `protect` and the path flags),
+    /// lowest layer first; [`ResolvedPolicy::derive`](crate::ResolvedPolicy::derive) appends
+    /// those derived on this host.
     pub paths: Vec<PathRule>,
     /// `${writable}/...` entries, not yet expanded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -270,17 +322,30 @@ pub struct Rules {
     /// `filesystem.protect_git`: keep the files through which git on the host would run code
     /// read-only under every writable root (see [`crate::git`]).
     pub protect_git: Option<Setting<bool>>,
+    /// `network.mode` (or `--net`); when no layer sets it, [`Rules::mode`] says `none`.
     pub net_mode: Option<Setting<NetMode>>,
+    /// `network.allow` entries and `--allow-net` flags, lowest layer first.
     pub net_allow: Vec<NetRule>,
+    /// `network.deny` entries and `--deny-net` flags; deny beats allow.
     pub net_deny: Vec<NetRule>,
+    /// `network.hosts` mappings, one per name (a higher layer's replaces a lower one's).
     pub hosts: Vec<HostMapping>,
+    /// The gateway's budgets (`network.max_connections`, `network.idle_timeout`, ...).
     pub net_budgets: NetBudgets,
+    /// `process.env.pass` names and patterns (`LC_*`), and `--env NAME` flags.
     pub env_pass: Vec<EnvRule>,
+    /// `process.env.deny` patterns (`*TOKEN*`), matched without regard to case.
     pub env_deny: Vec<EnvRule>,
+    /// `process.env.set` entries and `--env NAME=VALUE` flags, one per name.
     pub env_set: Vec<EnvSet>,
+    /// `[process]` resource limits and their flags (`--memory 4GiB`, ...).
     pub limits: Limits,
+    /// `monitor.audit`: where the audit log is written (expanded, absolute); `None` for the
+    /// default place.
     pub audit: Option<Setting<PathBuf>>,
+    /// `monitor.tripwires`: decoy files (expanded, absolute; never a glob).
     pub tripwires: Vec<Setting<PathBuf>>,
+    /// `[[monitor.rules]]`, lowest layer first.
     pub monitor_rules: Vec<MonitorRule>,
 }
 
@@ -340,8 +405,10 @@ impl Rules {
 /// One layer of configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Layer {
+    /// Which layer this is, and so whether it may widen access.
     pub kind: LayerKind,
     /// Where the layer was read from (a path, `<built-in>`, `command line`).
     pub source: String,
+    /// What the layer says, each value checked and carrying its origin.
     pub rules: Rules,
 }

@@ -16,33 +16,65 @@ use serde::Serialize;
 
 use crate::units::{format_size, parse_duration, parse_size};
 
+/// What a rate condition (`COUNTER > N in DURATION`) counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Counter {
+    /// `denied_connections`: refused connections and refused HTTP requests.
     DeniedConnections,
+    /// `denied_dns`: DNS queries the stub refused.
     DeniedDns,
+    /// `denied_files`: file accesses Landlock refused (read from the kernel's audit log, so
+    /// only as root with audit on).
     DeniedFiles,
+    /// `execs`: programs executed.
     Execs,
 }
 
+/// What a byte condition (`BYTES > SIZE`) counts, over the whole session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ByteCounter {
+    /// `upload_bytes`: bytes out of the sandbox through the gateway.
     UploadBytes,
+    /// `download_bytes`: bytes into the sandbox through the gateway.
     DownloadBytes,
 }
 
+/// A monitor rule's `when` (the grammar is in the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Condition {
+    /// `tripwire`: a decoy file was opened.
     Tripwire,
+    /// `limit`: a resource limit was reached.
     Limit,
+    /// `dns_exfil`: a DNS name with very long or high-entropy labels was queried.
     DnsExfil,
-    Rate { counter: Counter, more_than: u64, within: Duration },
-    Bytes { counter: ByteCounter, more_than: u64 },
-    ExecMatches { glob: String },
+    /// `COUNTER > N in DURATION`: more than `more_than` events within `within`.
+    Rate {
+        /// What is counted (`denied_connections`).
+        counter: Counter,
+        /// The count to exceed (`20`).
+        more_than: u64,
+        /// The window the events must fall in (`60s`).
+        within: Duration,
+    },
+    /// `BYTES > SIZE`: more than `more_than` bytes one way over the whole session.
+    Bytes {
+        /// Which way (`upload_bytes`).
+        counter: ByteCounter,
+        /// The bytes to exceed (`100MiB` is 104,857,600).
+        more_than: u64,
+    },
+    /// `exec matches "GLOB"`: a command line (argv joined by spaces) matches the glob.
+    ExecMatches {
+        /// The glob, unquoted and checked to compile (`curl *`).
+        glob: String,
+    },
 }
 
+/// A monitor rule's `action`: what to do when its condition holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -55,6 +87,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// Parses `log`, `alert` or `kill` (lower case only).
     pub fn parse(text: &str) -> Result<Action, String> {
         match text {
             "log" => Ok(Action::Log),
@@ -66,6 +99,8 @@ impl Action {
 }
 
 impl Condition {
+    /// Parses a `when` text such as `denied_connections > 20 in 60s`; the error says what
+    /// was expected.
     pub fn parse(text: &str) -> Result<Condition, String> {
         let t = text.trim();
         match t {

@@ -23,6 +23,7 @@ pub fn is_host_loopback(host: &Host) -> bool {
 /// A decision on a name alone (every port): what the DNS stub answers.
 #[derive(Debug, Clone)]
 pub struct NameDecision<'a> {
+    /// Whether the name may be resolved.
     pub allowed: bool,
     /// `DeniedBy` a deny rule without a port; `AllowedBy` an allow rule for the name on some
     /// port; `ModeNone`; `NotListed`.

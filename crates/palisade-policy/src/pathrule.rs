@@ -23,6 +23,7 @@ pub struct Glob {
 }
 
 impl Glob {
+    /// The glob as compiled: absolute, variables expanded (`/**/.env`).
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -66,6 +67,7 @@ impl PathPattern {
         }
     }
 
+    /// Whether this is a [`PathPattern::Glob`].
     pub fn is_glob(&self) -> bool {
         matches!(self, PathPattern::Glob(_))
     }

@@ -11,10 +11,14 @@ use crate::model::*;
 /// The policy every backend enforces: all layers merged, each rule tagged with its layer.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedPolicy {
+    /// The workspace: absolute, canonical when [`crate::load`] found it.
     pub workspace: PathBuf,
+    /// The home directory, canonical when loaded; `~` in git configuration paths expands to
+    /// it.
     pub home: PathBuf,
     /// The layers that were applied, lowest first: kind and source.
     pub layers: Vec<(LayerKind, String)>,
+    /// The merged rules, to which [`ResolvedPolicy::derive`] adds those of this host.
     pub rules: Rules,
     /// The git repositories found under the writable roots when the policy was derived on
     /// this host (empty before [`ResolvedPolicy::derive`], or without `protect_git`).

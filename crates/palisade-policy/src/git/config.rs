@@ -12,8 +12,12 @@
 /// One `section[.subsection].key [= value]` line. Section and key are lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The section's name, lower-cased: `core`, `include`, `includeif`.
     pub section: String,
+    /// The subsection, as bytes: as written when quoted (`[includeIf "gitdir:~/w/"]`, case
+    /// kept), lower-cased in the old `[section.sub]` form; `None` without one.
     pub subsection: Option<Vec<u8>>,
+    /// The key's name, lower-cased: `hookspath` for `hooksPath`.
     pub key: String,
     /// `None` for a key written without `=` (boolean true).
     pub value: Option<Vec<u8>>,

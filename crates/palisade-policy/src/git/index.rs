@@ -11,10 +11,14 @@ const GITLINK: u32 = 0o160000;
 /// Why an index could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
+    /// The data does not start with the signature `DIRC`.
     #[error("not a git index (no DIRC signature)")]
     Signature,
+    /// The index's version, which is not 2, 3 or 4.
     #[error("unsupported index version {0}")]
     Version(u32),
+    /// An entry does not parse (a bad varint, a version 4 path that drops more of the
+    /// previous path than there was); from [`gitlinks`], also an index cut short.
     #[error("the index is truncated or malformed")]
     Malformed,
     /// The bytes given end before the entries do (read more of the file).
@@ -26,13 +30,17 @@ pub enum IndexError {
 /// shared index it builds on (`core.splitIndex`), by hash in hexadecimal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gitlinks {
+    /// The gitlinks' paths, relative to the work tree, as bytes (`libs/sub`).
     pub paths: Vec<Vec<u8>>,
+    /// For a split index, the hash that names its shared index (`sharedindex.HASH`, beside
+    /// it in the git directory).
     pub shared_index: Option<String>,
 }
 
 /// The gitlinks of an index's entries, and where its extensions begin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entries {
+    /// The gitlinks' paths, relative to the work tree, as bytes, in index order.
     pub gitlinks: Vec<Vec<u8>>,
     /// Offset of the first extension (or of the trailing hash).
     pub end: usize,

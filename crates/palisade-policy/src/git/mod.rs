@@ -32,6 +32,7 @@ use crate::vars::{PathResolver, normalize_lexically};
 /// One path git on the host reads to decide what to run, and why it matters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Control {
+    /// The path, absolute: `/w/p/.git/config`, `/w/p/.git/hooks`, `/w/p/.git` (a file).
     pub path: PathBuf,
     /// What it is, for `policy explain`: "configuration of the repository /w/p/.git".
     pub what: String,
@@ -50,6 +51,8 @@ pub struct Control {
 /// (`root/org/repo/.git` is depth 2), and below a work tree (untracked checkouts beside the
 /// code; tracked ones are gitlinks and are found in the index at any depth).
 pub const SCAN_DEPTH: usize = 2;
+/// How deep below a work tree the scan for untracked repositories goes (see
+/// [`SCAN_DEPTH`]).
 pub const SCAN_DEPTH_IN_WORK_TREE: usize = 1;
 /// At most this many directories are listed per root while scanning (past it, a note says
 /// so).
@@ -70,8 +73,12 @@ const MAX_SMALL: usize = 64 << 10;
 /// read): if none of those changed, a later discovery would find the same repositories.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
+    /// The paths to protect, each listed once.
     pub controls: Vec<Control>,
+    /// Every valid git directory examined, with its work tree when known.
     pub repositories: Vec<Repository>,
+    /// The directories listed or probed for `.git`, and the indexes read; sorted, without
+    /// duplicates ([`crate::load::RepoWatch`] stamps them).
     pub watched: Vec<PathBuf>,
     /// What could not be examined, in words (for a warning at every run).
     pub notes: Vec<String>,
@@ -83,7 +90,9 @@ pub struct Found {
 /// status there descends into it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
+    /// The git directory, canonical as git finds it (links followed where they stand).
     pub git_dir: PathBuf,
+    /// The work tree whose index records this repository as a gitlink, if any.
     pub gitlink_of: Option<PathBuf>,
     /// Its common directory, when its `commondir` names another (a linked worktree): where
     /// its configuration and hooks are.

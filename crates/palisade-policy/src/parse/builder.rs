@@ -3,6 +3,8 @@
 
 use super::*;
 
+/// Builds rules for one layer, checking each value and recording where it came from.
+/// Shared by the TOML parser and the command-line flags.
 pub struct LayerBuilder<'a> {
     kind: LayerKind,
     vars: &'a Vars,
@@ -19,6 +21,8 @@ impl std::fmt::Debug for LayerBuilder<'_> {
 }
 
 impl<'a> LayerBuilder<'a> {
+    /// A builder for a layer of `kind`. Relative paths are taken relative to `base` (the
+    /// workspace for policy files, the current directory for flags).
     pub fn new(kind: LayerKind, vars: &'a Vars, resolver: &'a dyn PathResolver, base: &Path) -> Self {
         LayerBuilder { kind, vars, resolver, base: base.to_path_buf(), rules: Rules::default() }
     }
@@ -116,6 +120,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Sets `network.mode`: `none` or `allowlist`; anything else is
+    /// [`PolicyError::Invalid`].
     pub fn net_mode(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = match text {
             "none" => NetMode::None,
@@ -131,6 +137,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Adds a `network.allow` (`allow == true`) or `network.deny` entry, such as
+    /// `github.com:443`; a pattern that does not parse is [`PolicyError::Invalid`].
     pub fn net_rule(&mut self, allow: bool, text: &str, site: Site) -> Result<(), PolicyError> {
         let pattern = NetPattern::parse(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
         let rule = NetRule { pattern, origin: self.origin(site, text) };
@@ -142,6 +150,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Maps the host name `name` to the IP address `addr` (`network.hosts`), replacing this
+    /// layer's earlier mapping of the name.
     pub fn host_mapping(&mut self, name: &str, addr: &str, site: Site) -> Result<(), PolicyError> {
         let host = HostName::parse(name).map_err(|m| PolicyError::invalid(site.clone(), m))?;
         let ip: std::net::IpAddr =
@@ -164,6 +174,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Sets the variable `name` to `value` (`process.env.set`, `--env NAME=VALUE`), replacing
+    /// this layer's earlier setting of it. `name` must be a plain name; `value` has no NUL.
     pub fn env_set(&mut self, name: &str, value: &str, site: Site) -> Result<(), PolicyError> {
         if name.contains('*') {
             return Err(PolicyError::invalid(site, format!("`{name}`: a variable to set needs a plain name")));
@@ -238,12 +250,14 @@ impl<'a> LayerBuilder<'a> {
         Ok(Setting { value, origin: self.origin(site, &value.to_string()) })
     }
 
+    /// Sets `monitor.audit`, where the audit log is written (variables expanded, absolute).
     pub fn audit(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = self.path(text, &site)?;
         self.rules.audit = Some(Setting { value, origin: self.origin(site, text) });
         Ok(())
     }
 
+    /// Adds a `monitor.tripwires` entry: one concrete file, never a glob.
     pub fn tripwire(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = self.path(text, &site)?;
         if is_glob(&value.to_string_lossy()) {
@@ -253,6 +267,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Adds a `[[monitor.rules]]` entry: its optional `name`, and its `when` and `action`
+    /// texts, each with its site.
     pub fn monitor_rule(
         &mut self,
         name: Option<&str>,
@@ -266,6 +282,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// The layer built, with `source` as where it was read from (a path, `<built-in>`,
+    /// `command line`).
     pub fn finish(self, source: &str) -> Layer {
         Layer { kind: self.kind, source: source.to_owned(), rules: self.rules }
     }

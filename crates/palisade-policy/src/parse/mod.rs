@@ -20,8 +20,6 @@ pub use builder::LayerBuilder;
 use raw::*;
 use source::SourceText;
 
-/// Builds rules for one layer, checking each value and recording where it came from.
-/// Shared by the TOML parser and the command-line flags.
 /// The value that lifts a limit.
 pub const UNLIMITED: &str = "unlimited";
 
