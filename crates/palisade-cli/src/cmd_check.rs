@@ -6,7 +6,9 @@ use crate::cli::CheckArgs;
 #[cfg(target_os = "linux")]
 pub fn run(args: CheckArgs) -> Outcome {
     let r = palisade_linux::probe::probe();
-    let can = r.can_run();
+    // What every backend reports, then what only Linux has (the JSON keeps the whole report).
+    let portable = palisade_linux::Linux::probe_of(&r);
+    let can = portable.can_run();
     // Placeholders that runs killed with SIGKILL left behind (the next run removes them).
     let env = palisade_policy::load::Environment::from_process().ok();
     let leftovers = env
@@ -49,13 +51,13 @@ pub fn run(args: CheckArgs) -> Outcome {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mark = |ok: bool| if ok { "ok     " } else { "MISSING" };
-        println!("platform:         linux {}", r.kernel);
-        println!("{} user namespaces: {}", mark(r.user_namespaces.available), r.user_namespaces.detail);
-        println!("{} Landlock:        {}", mark(r.landlock.available), r.landlock.detail);
-        println!("{} seccomp:         {}", mark(r.seccomp.available), r.seccomp.detail);
-        println!("        cgroups:         {}", r.cgroups);
-        println!("        limits:          {}", r.limits);
-        println!("        denials:         Landlock's, from the kernel's audit log: {}", r.denials);
+        println!("platform:         {}", portable.platform);
+        for m in &portable.required {
+            println!("{} {:<17}{}", mark(m.available), format!("{}:", m.name), m.detail);
+        }
+        for (name, fact) in &portable.facts {
+            println!("        {:<17}{fact}", format!("{name}:"));
+        }
         if let Some(t) = r.tiocsti_legacy {
             println!(
                 "        TIOCSTI:         dev.tty.legacy_tiocsti = {} ({})",
@@ -123,7 +125,7 @@ pub fn run(args: CheckArgs) -> Outcome {
         if can {
             println!("run would: enforce the policy with namespaces, Landlock ABI {} and seccomp", r.landlock_abi);
         } else {
-            println!("run would: refuse (exit 125): {}", r.missing().join("; "));
+            println!("run would: refuse (exit 125): {}", portable.missing().join("; "));
         }
     }
     Ok(if can { 0 } else { 1 })

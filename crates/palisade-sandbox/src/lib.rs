@@ -1,15 +1,34 @@
-//! The portable half of running a sandbox, shared by every backend (Linux today; Windows and
-//! macOS next): what a running sandbox reports ([`SandboxEvent`], through [`Events`]), how it
-//! ended ([`Exit`]), and the [`Session`] that turns those reports into audit records, the
-//! user's messages and the exit status. A backend only has to call [`Events::event`]; it
-//! never sees the policy, the monitor or the audit log.
+//! The portable run contract, shared by every backend (Linux today; Windows and macOS next).
+//!
+//! - [`run`] drives a session through any [`Backend`]: the request, the plan, the audit log
+//!   and its live copies, the monitor and its [`KillSwitch`], the gateway, the degraded retry
+//!   (only when the user named it), the exit status, what the run left behind.
+//! - [`view`] is the portable half of planning: what the sandbox sees at each path, with
+//!   [`view::MapHost`] to test it on any OS.
+//! - A backend implements [`Backend`] (`probe`, `preflight`, `plan`, `prepare`, `spawn`,
+//!   `move_aside`) and reports [`SandboxEvent`]s through [`Events`]; it never sees the
+//!   monitor or the audit log, and never decides a connection.
+//! - [`Session`] turns those reports into audit records, the user's messages and the exit
+//!   status ([`exit`]).
 
 #![deny(missing_docs)]
 
+mod backend;
 mod event;
-mod exit;
+pub mod exit;
+mod kill;
+pub mod quarantine;
+mod report;
+mod request;
+mod run;
 mod session;
+pub mod testing;
+pub mod view;
 
+pub use backend::{Backend, Enforcement, Gateway, Mechanism, Probe, PtyUse, Refusal, RunError, Strength, Wiring};
 pub use event::{Events, SandboxEvent};
 pub use exit::Exit;
+pub use kill::{KillSwitch, Stopper};
+pub use request::{Limits, Request};
+pub use run::{RunSpec, run};
 pub use session::{Session, monitor};

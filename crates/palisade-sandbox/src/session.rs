@@ -7,10 +7,8 @@ use std::sync::{Arc, Mutex};
 use palisade_monitor::live::LiveOutput;
 use palisade_monitor::{AuditLog, Event, Sink};
 
+use crate::exit::TIMED_OUT;
 use crate::{Events, Exit, SandboxEvent};
-
-/// The exit status of a run stopped at its wall-clock limit, as `timeout(1)` gives.
-pub const TIMED_OUT: u8 = 124;
 
 /// Records a run's events; see the module.
 pub struct Session {

@@ -3,28 +3,15 @@
 
 use super::*;
 
-/// What runs under `--allow-degraded` when user namespaces are unavailable (an unprivileged
-/// container, a kernel or AppArmor that refuses them): Landlock and seccomp over the host's
-/// own file system, and a list of what the policy asks for that this mode cannot give.
-#[derive(Debug, Clone, Serialize)]
-pub struct DegradedPlan {
-    pub landlock: LandlockPlan,
-    pub argv: Vec<OsString>,
-    pub env: Vec<(String, String)>,
-    pub cwd: PathBuf,
-    /// Protections not enforced in this mode, in words, for the warning and the events.
-    pub missing: Vec<String>,
-    pub limits: Limits,
-}
-
 /// Device files a degraded sandbox may use (never `/dev` as a whole: without a mount
 /// namespace it holds the host's disks).
 const DEGRADED_DEVICES: &[&str] =
     &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
 
-/// Builds the degraded plan: Landlock grants for every granted path that exists, TCP refused,
-/// and the list of what is lost without namespaces.
-pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Result<DegradedPlan, PlanError> {
+/// Builds the degraded plan: Landlock grants for every granted path that exists (the view's
+/// only entries, host content at its own place), TCP refused, and the list of what is lost
+/// without namespaces.
+pub(super) fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Result<Plan, PlanError> {
     if req.argv.is_empty() {
         return Err(PlanError::NoCommand);
     }
@@ -97,5 +84,21 @@ pub fn build_degraded(policy: &ResolvedPolicy, host: &dyn HostView, req: Request
     } else {
         policy.workspace.clone()
     };
-    Ok(DegradedPlan { landlock: lp, argv: req.argv, env: req.env, cwd, missing, limits: Limits::of(policy) })
+    let entries = grants.iter().map(|(p, a)| Entry::Host { path: p.clone(), writable: *a == Access::Write }).collect();
+    Ok(Plan {
+        mode: Mode::Degraded { missing },
+        view: FsView { entries, cwd, tripwires: Vec::new() },
+        landlock: lp,
+        argv: req.argv,
+        env: req.env,
+        hostname: String::new(),
+        shm_size: 0,
+        network: None,
+        trace_exec: false,
+        limits: Limits::of(policy),
+    })
+}
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
 }

@@ -28,17 +28,12 @@ use std::path::Path;
 pub use self::control::GatewaySockets;
 use self::control::{ErrorKind, Msg};
 pub use self::landlock::{MINIMUM_ABI as LANDLOCK_MINIMUM_ABI, kernel_abi as landlock_abi};
-use crate::plan::{DegradedPlan, MountOp, Plan};
+use crate::plan::{Mode, Plan};
 use crate::{Exit, RunError};
+use palisade_sandbox::view::Entry;
 use palisade_sandbox::{Events, SandboxEvent};
 
-/// Which of the command's standard streams go to a pty served by the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PtyUse {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-}
+pub use palisade_sandbox::PtyUse;
 
 /// Serves the gateway's listening sockets from outside the sandbox; runs on its own thread
 /// for the life of the run. Supplied by the caller, so the executor never sees the policy.
@@ -144,8 +139,21 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Runs the plan to completion and returns how the command ended.
-pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
+/// Runs the plan to completion, in its mode, and returns how the command ended.
+///
+/// # Errors
+/// [`RunError::Unsupported`] when the kernel refuses the namespaces (the caller may plan
+/// again degraded); [`RunError::NotFound`] and [`RunError::CannotExecute`] for the command;
+/// else the failed step.
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
+    match plan.mode {
+        Mode::Namespaces => run_namespaces(plan, opts),
+        Mode::Degraded { .. } => run_on_host(plan, opts),
+    }
+}
+
+/// The full sandbox: namespaces, a fresh root, Landlock and seccomp.
+fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
@@ -172,25 +180,26 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         signals.unblock_in_child();
         drop(ours);
         let mut cmd =
-            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.view.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
         cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
         child::init_main(child::ChildArgs { plan, cmd });
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
-        return Err(RunError::Namespaces(format!("creating the sandbox's namespaces failed: {e}")));
+        return Err(RunError::Unsupported(format!("creating the sandbox's namespaces failed: {e}")));
     }
     let pid = pid as libc::pid_t;
     drop(theirs);
     let guard = KillOnDrop(pid);
 
     write_id_maps(pid, uid, gid)
-        .map_err(|e| RunError::Namespaces(format!("writing the user namespace's id maps: {e}")))?;
+        .map_err(|e| RunError::Unsupported(format!("writing the user namespace's id maps: {e}")))?;
     let mut tmpfs: Vec<(std::path::PathBuf, u64)> = plan
-        .mounts
+        .view
+        .entries
         .iter()
-        .filter_map(|m| if let MountOp::Tmpfs { path, size } = m { Some((path.clone(), *size)) } else { None })
+        .filter_map(|m| if let Entry::Private { path, size } = m { Some((path.clone(), *size)) } else { None })
         .collect();
     tmpfs.push(("/dev/shm".into(), plan.shm_size));
     let protections = held.as_ref().map(|h| Box::new(h.watcher()) as watch::ProtectionCheck);
@@ -252,8 +261,11 @@ pub fn run(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             ev.event(SandboxEvent::Tripwire { path: p.to_path_buf() });
         }
     };
-    let tripwires =
-        watch.as_ref().map(|w| terminal::Tripwires { fd: w.as_raw_fd(), paths: &plan.tripwires, on_open: &on_open });
+    let tripwires = watch.as_ref().map(|w| terminal::Tripwires {
+        fd: w.as_raw_fd(),
+        paths: &plan.view.tripwires,
+        on_open: &on_open,
+    });
     let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
     let hit = watcher.stop();
@@ -278,10 +290,11 @@ fn hold_placeholders(
     registry: Option<&Path>,
 ) -> Result<(Option<placeholders::Held>, Option<Plan>), RunError> {
     let wanted: Vec<(std::path::PathBuf, palisade_policy::model::Placeholder)> = plan
-        .mounts
+        .view
+        .entries
         .iter()
         .filter_map(|m| match m {
-            MountOp::Placeholder { path, kind } => Some((path.clone(), *kind)),
+            Entry::Placeholder { path, kind } => Some((path.clone(), *kind)),
             _ => None,
         })
         .collect();
@@ -301,7 +314,7 @@ fn hold_placeholders(
         return Ok((Some(held), None));
     }
     let mut adjusted = plan.clone();
-    adjusted.mounts.retain(|m| !matches!(m, MountOp::Placeholder { path, .. } if skipped.contains(path)));
+    adjusted.view.entries.retain(|m| !matches!(m, Entry::Placeholder { path, .. } if skipped.contains(path)));
     Ok((Some(held), Some(adjusted)))
 }
 
@@ -486,10 +499,10 @@ fn refused_memory(limits: &crate::plan::Limits, on_limit: Option<&watch::OnLimit
     }
 }
 
-/// Runs a degraded plan: no namespaces; Landlock and seccomp over the host's file system. The
+/// The degraded mode: no namespaces; Landlock and seccomp over the host's file system. The
 /// supervisor becomes a child subreaper so that whatever the command leaves behind, even in a
 /// new session, is reparented to it and killed when the command ends.
-pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, RunError> {
+fn run_on_host(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
@@ -513,7 +526,7 @@ pub fn run_degraded(plan: &DegradedPlan, mut opts: RunOptions) -> Result<Exit, R
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
         drop(ours);
         let mut args =
-            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.cwd, &plan.landlock);
+            child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.view.cwd, &plan.landlock);
         // Without a user namespace RLIMIT_NPROC would count all of the user's processes.
         args.rlimits = rlimits(&plan.limits, false).into_iter().filter(|(r, _)| *r != libc::RLIMIT_NPROC).collect();
         child::command_main(&args, pty.as_ref().map(|(_, slave)| slave.as_raw_fd()));

@@ -15,8 +15,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use super::ffi::{self, *};
-use crate::plan::{MountOp, Plan};
+use crate::plan::Plan;
 use palisade_policy::model::Placeholder;
+use palisade_sandbox::view::Entry;
 
 use super::step::{StepError as MountError, at};
 
@@ -66,9 +67,9 @@ pub fn enter_new_root() -> Result<Roots> {
 
 /// Step 3.
 pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
-    for op in &plan.mounts {
+    for op in &plan.view.entries {
         match op {
-            MountOp::Tmpfs { path, size } => {
+            Entry::Private { path, size } => {
                 make_dirs(roots.new.as_raw_fd(), path)?;
                 let t = at(
                     "mount a private tmpfs on",
@@ -77,7 +78,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 )?;
                 attach_at(roots, &t, path)?;
             }
-            MountOp::Bind { path, writable } => {
+            Entry::Host { path, writable } => {
                 let src = at(
                     "open (no symlinks) the host's",
                     path,
@@ -89,8 +90,8 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 let target = mountpoint(roots.new.as_raw_fd(), path, || is_dir(src.as_raw_fd()))?;
                 at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
             }
-            MountOp::Mask { path, dir } => mask(roots, path, *dir)?,
-            MountOp::Placeholder { path, kind: Placeholder::SameDir } => {
+            Entry::Hidden { path, dir } => mask(roots, path, *dir)?,
+            Entry::Placeholder { path, kind: Placeholder::SameDir } => {
                 // A read-only file saying "." made by the supervisor: bound onto itself.
                 let src = at(
                     "open (no symlinks) the placeholder",
@@ -99,7 +100,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 )?;
                 rebind_read_only(roots, &src, path)?;
             }
-            MountOp::Placeholder { path, kind: _ } => {
+            Entry::Placeholder { path, kind: _ } => {
                 // Made on the host by the supervisor (an empty socket, or a file git reads as
                 // empty configuration; see `placeholders`), covered by a dangling link named
                 // for it. On a file system without sockets it is a directory, which only a
@@ -112,8 +113,8 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                     r => r?,
                 }
             }
-            MountOp::PrivateCopy { path } => private_copy(roots, path)?,
-            MountOp::PinLink { path } => {
+            Entry::PrivateCopy { path } => private_copy(roots, path)?,
+            Entry::PinnedLink { path } => {
                 let src = at(
                     "open (no symlinks) the host's link",
                     path,
@@ -128,7 +129,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 }
                 rebind_read_only(roots, &src, path)?;
             }
-            MountOp::File { path, contents } => {
+            Entry::File { path, contents } => {
                 let n = roots.files;
                 roots.files += 1;
                 let name = format!("file-{n}");
@@ -148,7 +149,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
                 attach_at(roots, &tree, path)?;
             }
-            MountOp::Symlink { path, target } => {
+            Entry::Link { path, target } => {
                 let (parent, name) = split(path)?;
                 make_dirs(roots.new.as_raw_fd(), &parent)?;
                 let pfd = at(
@@ -176,7 +177,7 @@ fn rebind_read_only(roots: &Roots, src: &OwnedFd, path: &Path) -> Result<()> {
 }
 
 /// A private, writable copy of the host's file at `path`, reached inside through a link
-/// mounted over the file (see [`MountOp::PrivateCopy`]). A file too large to copy is bound
+/// mounted over the file (see [`Entry::PrivateCopy`]). A file too large to copy is bound
 /// read-only instead.
 fn private_copy(roots: &mut Roots, path: &Path) -> Result<()> {
     let src = at(

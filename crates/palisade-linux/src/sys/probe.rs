@@ -28,26 +28,6 @@ pub struct Report {
     pub denials: String,
 }
 
-impl Report {
-    /// Whether `run` can enforce the whole policy here.
-    pub fn can_run(&self) -> bool {
-        self.user_namespaces.available && self.landlock.available && self.seccomp.available
-    }
-
-    /// The missing layers, in words.
-    pub fn missing(&self) -> Vec<String> {
-        let mut m = Vec::new();
-        for (name, f) in
-            [("user namespaces", &self.user_namespaces), ("Landlock", &self.landlock), ("seccomp", &self.seccomp)]
-        {
-            if !f.available {
-                m.push(format!("{name}: {}", f.detail));
-            }
-        }
-        m
-    }
-}
-
 fn read_trim(p: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
 }

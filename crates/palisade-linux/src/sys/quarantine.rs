@@ -37,28 +37,7 @@ pub const SURFACES: [&str; 4] = ["config", "config.worktree", "commondir", "hook
 /// The suffix of a file moved aside.
 pub const SUFFIX: &str = ".palisade-quarantine";
 
-/// A file moved aside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
-    pub from: PathBuf,
-    pub to: PathBuf,
-}
-
-/// One git directory to look at.
-#[derive(Debug, Clone, Copy)]
-pub struct Suspect<'a> {
-    /// The writable root it lies below (canonical).
-    pub root: &'a Path,
-    /// The git directory (canonical).
-    pub git_dir: &'a Path,
-    /// Its work tree, when known (its `.git` is looked at).
-    pub work_tree: Option<&'a Path>,
-    /// Recorded as a gitlink in an index that was there before the run.
-    pub gitlink: bool,
-    /// The common directory a `commondir` may name and stay (a worktree added to a
-    /// repository that was there).
-    pub keep_commondir_of: Option<&'a Path>,
-}
+pub use palisade_sandbox::quarantine::{Moved, Suspect};
 
 /// Moves aside the [`SURFACES`] of `s.git_dir`: all of them when it is fresh (see the
 /// module documentation), else those whose change time is at or after `since` (seconds and

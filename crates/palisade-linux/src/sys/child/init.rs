@@ -35,7 +35,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     if let Err(e) = super::super::net::loopback_up() {
         die(sock, &format!("bringing up the loopback interface: {e}"));
     }
-    match super::super::tripwire::place(&a.plan.tripwires) {
+    match super::super::tripwire::place(&a.plan.view.tripwires) {
         Ok(Some(fd)) => {
             if let Err(e) = control::send(sock, &Msg::Tripwires, &[fd.as_raw_fd()]) {
                 die(sock, &format!("passing the tripwires out: {e}"));

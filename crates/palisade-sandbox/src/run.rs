@@ -1,0 +1,228 @@
+//! The session driver: from a resolved policy and a command to an exit status, through any
+//! [`Backend`]. Everything here is the same on every platform: the environment, the audit
+//! log and its live copies, the monitor and its kill switch, the gateway, the degraded retry
+//! (only when the user named it), the exit status, and what the run left behind.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use palisade_monitor::live::{LiveOutput, QUEUE, watch_line};
+use palisade_monitor::{AuditLog, Sink};
+use palisade_policy::ResolvedPolicy;
+use palisade_policy::load::{Environment, FsResolver, RepoWatch};
+
+use crate::backend::{Backend, Enforcement, Gateway, PtyUse, Refusal, RunError, Strength, Wiring};
+use crate::exit::{CANNOT_EXECUTE, FAILURE, NOT_FOUND};
+use crate::report::{self, Say};
+use crate::{Events, KillSwitch, Request, Session, monitor};
+
+/// What the user asked of one run, besides the policy (the flags of `palisade run`).
+#[derive(Debug, Default)]
+pub struct RunSpec {
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+    /// `--audit FILE`: the audit log (relative to the working directory); by default a new
+    /// file under `$XDG_STATE_HOME/palisade/sessions/`.
+    pub audit: Option<PathBuf>,
+    /// `--events`: a live copy of the audit records, already opened by the caller.
+    pub events: Option<std::fs::File>,
+    /// `--watch`: a readable line per record on stderr.
+    pub watch: bool,
+    /// `--json`: Palisade's own messages as JSON lines.
+    pub json: bool,
+    /// `--dry-run`: print the platform plan as JSON and run nothing.
+    pub dry_run: bool,
+    /// `--allow-degraded`: run weaker when the machine cannot give the full sandbox.
+    pub allow_degraded: bool,
+    /// Record every exec (off with `--no-exec-trace`).
+    pub trace_exec: bool,
+}
+
+/// Runs `spec` under `policy` with `backend` and returns the exit status: the command's, 124
+/// at the wall-clock limit, 126/127 when the command cannot run, 128+N for a signal.
+///
+/// # Errors
+/// A [`Refusal`] (the caller exits 125) when Palisade itself cannot go on: a missing
+/// mechanism, a policy that cannot be shown, an audit log that cannot be made, a failed
+/// set-up step.
+pub fn run<B: Backend + 'static>(
+    backend: &mut B,
+    mut spec: RunSpec,
+    env: &Environment,
+    policy: &ResolvedPolicy,
+    host: &FsResolver,
+) -> Result<u8, Refusal> {
+    backend.preflight()?;
+    let req = request(&spec, env, policy);
+    let plan = backend
+        .plan(policy, host, req.clone(), Strength::Full)
+        .map_err(|e| Refusal::new(format!("cannot build the sandbox: {e}"), None))?;
+    if spec.dry_run {
+        let text = serde_json::to_string_pretty(&plan).map_err(|e| Refusal::new(e.to_string(), None))?;
+        println!("{text}");
+        return Ok(0);
+    }
+    let say = Say { json: spec.json };
+    let enforced = backend.prepare(&plan)?;
+    let log = open_audit(&spec, env, B::view(&plan))?;
+    let live = live_outputs(&mut spec, &log);
+    let started = std::time::Instant::now();
+    report::unevaluated_rules(policy, &enforced.denials, say);
+    for n in policy.notes.iter().chain(report::empty_workspace_hint(policy, &spec.argv).as_ref()) {
+        say.warning(n);
+    }
+    log.record(&report::session_start(&spec, policy, &enforced));
+    let pty = std::io::stdin().is_terminal().then(|| PtyUse {
+        stdin: true,
+        stdout: std::io::stdout().is_terminal(),
+        stderr: std::io::stderr().is_terminal(),
+    });
+    let kill = KillSwitch::new();
+    let sink = {
+        let kill = kill.clone();
+        monitor(&log, &policy.monitor_rules, Box::new(move || kill.trigger()), spec.json)
+    };
+    // Every report of the sandbox becomes a record (and reaches the monitor's rules).
+    let session = Session::new(sink.clone(), env.home.clone(), spec.json);
+    let events: Arc<dyn Events> = session.clone();
+    let repos = Arc::new(Mutex::new(RepoWatch::new(policy, env, host)));
+    let wiring = |gateway: Option<Gateway>| Wiring {
+        pty,
+        events: events.clone(),
+        kill: kill.clone(),
+        gateway,
+        on_started: report::starter(&live, &repos),
+        on_ended: report::new_repositories::<B>(&repos, sink.clone(), say),
+    };
+    let network = policy.mode() == palisade_policy::NetMode::Allowlist;
+    let result = match backend.spawn(&plan, wiring(network.then(|| gateway(policy, sink.clone())))) {
+        Err(RunError::Unsupported(why)) if spec.allow_degraded => {
+            let weaker = backend
+                .plan(policy, host, req, Strength::Degraded)
+                .map_err(|e| Refusal::new(format!("cannot build the sandbox: {e}"), None))?;
+            let enforced: Enforcement = backend.prepare(&weaker)?;
+            report::degraded(&why, &enforced, say);
+            log.record(&report::session_start(&spec, policy, &enforced));
+            let r = backend.spawn(&weaker, wiring(None));
+            outcome(r, backend)
+        }
+        Err(RunError::Unsupported(why)) => Err(Refusal::new(
+            why,
+            Some(
+                "`palisade check` shows what this machine can enforce; --allow-degraded runs a weaker sandbox that says what it lacks",
+            ),
+        )),
+        other => outcome(other, backend),
+    };
+    let status = match &result {
+        Ok(c) => *c,
+        Err(_) => FAILURE,
+    };
+    // Past its wall-clock limit the run ends like `timeout`'s: 124.
+    let status = match (&result, session.limit()) {
+        (Ok(_), Some((limit, _))) if limit == "wall_time" => crate::exit::TIMED_OUT,
+        _ => status,
+    };
+    session.end(&log, &live, status, started.elapsed().as_millis() as u64);
+    result.map(|_| status)
+}
+
+/// The request: the command, the policy's environment with `HOME` and `TMPDIR` pointing at
+/// the sandbox's (unless the policy sets them), the canonical private `${tmp}`.
+fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Request {
+    let mut vars = policy.environment(palisade_policy::load::process_env());
+    let mut set = |k: &str, v: String| {
+        if !policy.env_set.iter().any(|s| s.name == k) {
+            vars.retain(|(n, _)| n != k);
+            vars.push((k.to_owned(), v));
+        }
+    };
+    set("HOME", env.home.to_string_lossy().into_owned());
+    set("TMPDIR", env.tmp.to_string_lossy().into_owned());
+    vars.sort();
+    Request {
+        argv: spec.argv.clone(),
+        cwd: env.cwd.clone(),
+        env: vars,
+        tmp: palisade_policy::PathResolver::resolve(&FsResolver::default(), &env.tmp),
+        trace_exec: spec.trace_exec,
+    }
+}
+
+/// Opens the session's audit log: never one the sandbox could write, never an existing one.
+fn open_audit(spec: &RunSpec, env: &Environment, view: &crate::view::FsView) -> Result<Arc<AuditLog>, Refusal> {
+    let path = match &spec.audit {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => env.cwd.join(p),
+        None => {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            env.state_home.join("palisade/sessions").join(format!("session-{secs}-{}.jsonl", std::process::id()))
+        }
+    };
+    let canonical = palisade_policy::PathResolver::resolve(&FsResolver::default(), &path);
+    if view.exposes_writable(&canonical) {
+        return Err(Refusal::new(
+            format!("the audit log {} would be writable inside the sandbox", path.display()),
+            Some("write it outside the workspace (the default is under $XDG_STATE_HOME/palisade/sessions/)"),
+        ));
+    }
+    AuditLog::create(&path).map(Arc::new).map_err(|e| {
+        Refusal::new(
+            format!("cannot create the audit log {}: {e}", path.display()),
+            Some("pass --audit FILE with a new file in a writable directory"),
+        )
+    })
+}
+
+/// `--events` and `--watch`: live copies of the audit records, each with its own writer
+/// thread (started with the sandbox) so that a slow reader never blocks the session.
+fn live_outputs(spec: &mut RunSpec, log: &AuditLog) -> Vec<(&'static str, Arc<LiveOutput>)> {
+    let mut outs = Vec::new();
+    if let Some(file) = spec.events.take() {
+        let out = LiveOutput::new(file, QUEUE);
+        let tap = out.clone();
+        log.add_tap(Box::new(move |_, line| tap.send(line.as_bytes().to_vec())));
+        outs.push(("--events", out));
+    }
+    if spec.watch {
+        let out = LiveOutput::new(std::io::stderr(), QUEUE);
+        let tap = out.clone();
+        log.add_tap(Box::new(move |event, _| tap.send(watch_line(event).into_bytes())));
+        outs.push(("--watch", out));
+    }
+    outs
+}
+
+/// The gateway for this policy: serves the listeners the sandbox made (HTTP proxy, SOCKS5,
+/// DNS stub, transparent ports) with the policy's decisions and budgets, recording into
+/// `sink`.
+fn gateway(policy: &ResolvedPolicy, sink: Arc<dyn Sink>) -> Gateway {
+    use palisade_gateway::server::{Budgets, serve};
+    let decider = palisade_gateway::decision::Decider::new(policy.rules.clone());
+    let marks = palisade_monitor::rules::byte_marks(&policy.monitor_rules);
+    let budgets = Budgets::of(&policy.net_budgets);
+    Box::new(move |l| {
+        if let Err(e) = serve(l, decider, budgets, Some(sink), (marks.up, marks.down)) {
+            eprintln!("palisade: the gateway stopped: {e}");
+        }
+    })
+}
+
+/// Maps how the command ended (or failed to start) to an exit status.
+fn outcome<B: Backend>(r: Result<crate::Exit, RunError>, backend: &B) -> Result<u8, Refusal> {
+    match r {
+        Ok(exit) => Ok(exit.status()),
+        Err(RunError::NotFound(m)) => {
+            eprintln!("palisade: {m}");
+            Ok(NOT_FOUND)
+        }
+        Err(RunError::CannotExecute(m)) => {
+            eprintln!("palisade: {m}");
+            Ok(CANNOT_EXECUTE)
+        }
+        Err(e) => Err(Refusal { hint: backend.hint(&e), message: e.to_string() }),
+    }
+}

@@ -1,0 +1,286 @@
+//! The neutral file-system view: what the sandbox sees at each host path, decided from the
+//! policy and the host, before any platform mechanism is chosen.
+//!
+//! [`build`] walks the policy's path rules parents first and yields [`Entry`]s: private
+//! directories, host content read-only or writable, hidden paths, placeholders for protected
+//! paths that do not exist yet, pinned links, private copies. Paths are the same inside the
+//! sandbox as on the host. Each backend realises the same view with its own mechanism (Linux:
+//! mounts in a fresh root, then Landlock over them; Windows: ACL grants to a capability SID;
+//! macOS: an SBPL profile) and says in its enforcement report what it could not realise.
+//!
+//! Why a path is in the view is the policy's own answer: `palisade policy explain PATH`
+//! (`ResolvedPolicy::decide_path`) names the rule and the layer that decided it. Planning
+//! reads the host only through [`HostFs`], so it is tested with [`MapHost`].
+
+use std::path::{Path, PathBuf};
+
+use palisade_policy::model::Placeholder;
+use palisade_policy::pathrule::{PathPattern, is_within};
+use palisade_policy::{Access, PathKind, ResolvedPolicy};
+use serde::Serialize;
+
+pub use palisade_policy::hostfs::{HostFs, Kind};
+
+use crate::Request;
+
+mod maphost;
+mod paths;
+
+pub use maphost::MapHost;
+use paths::*;
+
+/// What the sandbox sees at one path (and beneath it, until a deeper entry). Serialised as
+/// `{"entry": "host", "path": ..., "writable": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum Entry {
+    /// A private, empty, writable directory of at most `size` bytes (the sandbox's `${tmp}`,
+    /// `/dev/shm`, its home directory): nothing from the host, gone when the run ends.
+    Private {
+        /// Where it appears.
+        path: PathBuf,
+        /// Its capacity in bytes.
+        size: u64,
+    },
+    /// The host's `path` and everything beneath it, read-only or writable.
+    Host {
+        /// The host path, shown at the same place.
+        path: PathBuf,
+        /// Whether the sandbox may change it.
+        writable: bool,
+    },
+    /// Hidden: what the host has at `path` can be neither read nor listed nor changed.
+    Hidden {
+        /// The hidden path.
+        path: PathBuf,
+        /// Whether the host has a directory there (else a file or another kind).
+        dir: bool,
+    },
+    /// `path` is missing on the host, under a writable tree, and must stay uncreatable: the
+    /// sandbox sees nothing there and can create nothing. What stands on the host meanwhile
+    /// is `kind` ([`Placeholder`]: nothing git reads, empty git configuration, or a
+    /// `commondir` saying `.`, which the sandbox sees too).
+    Placeholder {
+        /// The missing path.
+        path: PathBuf,
+        /// What stands in for it.
+        #[serde(default, skip_serializing_if = "Placeholder::is_absent")]
+        kind: Placeholder,
+    },
+    /// A symbolic link at or above a protected path in a writable tree: it can be neither
+    /// removed nor replaced; where it leads is decided by its target's own rule.
+    PinnedLink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// A protected file that tools rewrite in place (git's configuration): the sandbox reads
+    /// and writes a private copy; the host's file cannot be changed, renamed or removed.
+    /// Changes end with the run.
+    PrivateCopy {
+        /// The protected file.
+        path: PathBuf,
+    },
+    /// A symbolic link to `target`, where a grant was written through a link on the host
+    /// (`/lib64` → `/usr/lib64`), so the written path still resolves.
+    Link {
+        /// Where the link appears.
+        path: PathBuf,
+        /// Where it leads.
+        target: PathBuf,
+    },
+    /// A read-only file with these contents over an existing file (`/etc/resolv.conf`
+    /// naming the gateway's DNS stub).
+    File {
+        /// The file replaced.
+        path: PathBuf,
+        /// What the sandbox reads there.
+        contents: String,
+    },
+}
+
+impl Entry {
+    /// The path this entry decides.
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Private { path, .. }
+            | Entry::Host { path, .. }
+            | Entry::Hidden { path, .. }
+            | Entry::Placeholder { path, .. }
+            | Entry::PinnedLink { path }
+            | Entry::PrivateCopy { path }
+            | Entry::Link { path, .. }
+            | Entry::File { path, .. } => path,
+        }
+    }
+}
+
+/// How a path looks inside the sandbox: the kind of its deepest covering [`Entry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No entry covers it: the sandbox's own empty, read-only root.
+    Root,
+    /// A private directory: writable, nothing from the host.
+    Private,
+    /// Host content with this access.
+    Host(Access),
+    /// Hidden, a placeholder, a pinned link, a private copy or a file: nothing below it
+    /// comes from the host.
+    Masked,
+}
+
+/// The sandbox's file-system view; see the module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FsView {
+    /// Parents before children; at most one entry per path.
+    pub entries: Vec<Entry>,
+    /// The command's working directory: the caller's when the view shows it, else the
+    /// workspace.
+    pub cwd: PathBuf,
+    /// Decoy files to place and watch, only inside the sandbox's private directories (never
+    /// on the host).
+    pub tripwires: Vec<PathBuf>,
+}
+
+impl FsView {
+    /// How the (normalised, absolute) `path` looks inside.
+    pub fn seen(&self, path: &Path) -> Seen {
+        seen_in(&self.entries, path)
+    }
+
+    /// Whether the host's `path` (canonical) is writable from inside the sandbox: the deepest
+    /// entry covering it is writable host content. The audit log and the placeholder registry
+    /// must never be.
+    pub fn exposes_writable(&self, path: &Path) -> bool {
+        self.seen(path) == Seen::Host(Access::Write)
+    }
+}
+
+/// Default size of the private `${tmp}` when the policy sets no `[process] tmp_size`: 2 GiB.
+pub const DEFAULT_TMP_SIZE: u64 = 2 << 30;
+/// Size of the private home directory (when the policy grants none of it): 1 GiB.
+pub const DEFAULT_HOME_SIZE: u64 = 1 << 30;
+/// How many directory entries a glob in `deny`/`protect` may visit while it is expanded.
+pub const GLOB_BUDGET: usize = 200_000;
+
+/// Why a view cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// A grant names a path inside a hidden directory, which no backend can show there.
+    #[error("{} is granted inside the denied directory {}; Palisade cannot show it there", path.display(), denied.display())]
+    GrantInsideMask {
+        /// The granted path.
+        path: PathBuf,
+        /// The denied directory around it.
+        denied: PathBuf,
+    },
+    /// A `deny`/`protect` glob visits more than [`GLOB_BUDGET`] entries.
+    #[error("the pattern `{pattern}` visits more than {GLOB_BUDGET} files while it is expanded; make it narrower")]
+    GlobTooBroad {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// The request has no command.
+    #[error("the command is empty")]
+    NoCommand,
+}
+
+/// Builds the view for running `req` under `policy`, reading the host through `host`.
+///
+/// # Errors
+/// [`ViewError`]: an empty command, a grant inside a denied directory, a glob too broad.
+pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Result<FsView, ViewError> {
+    if req.argv.is_empty() {
+        return Err(ViewError::NoCommand);
+    }
+    let mut candidates: Vec<(PathBuf, Candidate)> = Vec::new();
+    candidates.push((req.tmp.clone(), Candidate::Private(limit(policy, |l| &l.tmp_size, DEFAULT_TMP_SIZE))));
+    if policy.decide_path(&policy.home).access == Access::None {
+        candidates.push((policy.home.clone(), Candidate::Private(DEFAULT_HOME_SIZE)));
+    }
+    let grant_roots: Vec<(PathBuf, bool)> = policy
+        .paths
+        .iter()
+        .filter(|r| matches!(r.kind, PathKind::Read | PathKind::Write))
+        .map(|r| (r.pattern.base(), r.kind == PathKind::Write))
+        .collect();
+    for r in &policy.paths {
+        match (&r.pattern, r.kind) {
+            (PathPattern::Exact(p, _), _) => candidates.push((p.clone(), Candidate::Rule)),
+            (PathPattern::Glob(_), _) => {
+                for p in expand_glob(&r.pattern, &grant_roots, host)? {
+                    candidates.push((p, Candidate::Rule));
+                }
+            }
+        }
+    }
+    // Parents before children; at one path, the private directory wins (the policy's grant
+    // of `${tmp}` means the private directory, never the host's).
+    // Paths are normalised, so byte order and equality are enough (and much cheaper than
+    // comparing component by component).
+    candidates.sort_by_cached_key(|(p, c)| (depth(p), p.as_os_str().to_owned(), !c.is_private()));
+    candidates.dedup_by(|(a, _), (b, _)| same(a, b));
+
+    let mut entries = Vec::new();
+    for (path, cand) in candidates {
+        let inherited = seen_in(&entries, &path);
+        if let Candidate::Private(size) = cand {
+            if inherited == Seen::Root {
+                entries.push(Entry::Private { path, size });
+            }
+            continue;
+        }
+        let d = policy.decide_path(&path);
+        // Host content appears only where a grant names this very path (or beneath host
+        // content): a path whose access comes from a private directory's grant stays private.
+        let granted_here = d.rule.is_some_and(|r| {
+            matches!(r.kind, PathKind::Read | PathKind::Write)
+                && matches!(&r.pattern, PathPattern::Exact(p, _) if same(p, &path))
+        });
+        if matches!(inherited, Seen::Root | Seen::Private) && !granted_here {
+            continue;
+        }
+        let hints = Hints {
+            private_copy: d.protected_by.is_some_and(|r| r.private_copy),
+            placeholder: d.protected_by.map_or(Placeholder::Absent, |r| r.placeholder),
+        };
+        plan_path(&path, d.access, hints, inherited, host, &mut entries)?;
+    }
+    // Links for grants written through a symlink (`/lib64`, a linked home directory).
+    for r in &policy.paths {
+        let Some(link) = &r.via_link else { continue };
+        let target = r.pattern.base();
+        if matches!(seen_in(&entries, link), Seen::Root | Seen::Private)
+            && policy.decide_path(&target).access != Access::None
+            && !entries.iter().any(|m| m.path() == link)
+        {
+            entries.push(Entry::Link { path: link.clone(), target });
+        }
+    }
+    let visible = matches!(seen_in(&entries, &req.cwd), Seen::Host(Access::Read | Access::Write));
+    let cwd =
+        if visible && host.kind(&req.cwd) == Some(Kind::Dir) { req.cwd.clone() } else { policy.workspace.clone() };
+    let tripwires = policy
+        .tripwires
+        .iter()
+        .map(|t| t.value.clone())
+        .filter(|t| seen_in(&entries, t) == Seen::Private && !entries.iter().any(|m| m.path() == t))
+        .collect();
+    Ok(FsView { entries, cwd, tripwires })
+}
+
+/// The ports the gateway listens on transparently for `policy` (each port an allow rule
+/// names, 80 and 443 for rules that name none; sorted, at most `max`), and those of them
+/// that are granted host loopback ports (`localhost:P`).
+pub fn gateway_ports(policy: &ResolvedPolicy, max: usize) -> (Vec<u16>, Vec<u16>) {
+    let mut ports: Vec<u16> =
+        policy.net_allow.iter().flat_map(|r| r.pattern.port.map_or(vec![80, 443], |p| vec![p])).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports.truncate(max);
+    let loopback = ports.iter().copied().filter(|p| policy.loopback_grant(*p).is_some()).collect();
+    (ports, loopback)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,237 @@
+//! The view, decided for a fake host.
+
+use palisade_policy::{LayerKind, Lexical, ResolveOptions, Vars, parse_layer, resolve};
+
+use super::*;
+
+fn placeholder(p: &str) -> Entry {
+    Entry::Placeholder { path: p.into(), kind: Placeholder::Absent }
+}
+
+fn policy(text: &str) -> ResolvedPolicy {
+    let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
+    let l = parse_layer(text, "t.toml", LayerKind::User, &vars, &Lexical).unwrap();
+    resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap()
+}
+
+fn plan(text: &str, host: &MapHost) -> Result<FsView, ViewError> {
+    let req = Request {
+        argv: vec!["true".into()],
+        cwd: "/w/proj".into(),
+        env: vec![],
+        tmp: "/tmp".into(),
+        trace_exec: false,
+    };
+    build(&policy(text), host, &req)
+}
+
+fn shown(p: &str, writable: bool) -> Entry {
+    Entry::Host { path: p.into(), writable }
+}
+
+const BASE: &str = "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
+
+fn host() -> MapHost {
+    MapHost::with(&[
+        ("/usr/bin/sh", Kind::File),
+        ("/etc/passwd", Kind::File),
+        ("/etc/shadow", Kind::File),
+        ("/home/u/.cargo/bin", Kind::Dir),
+        ("/home/u/.ssh/id_rsa", Kind::File),
+        ("/w/proj/src/main.rs", Kind::File),
+        ("/w/proj/.git/hooks/pre-commit", Kind::File),
+        ("/w/proj/.git/config", Kind::File),
+        ("/tmp/x", Kind::File),
+    ])
+}
+
+#[test]
+fn grants_become_host_entries_and_private_dirs() {
+    let p = plan(BASE, &host()).unwrap();
+    assert!(p.entries.contains(&shown("/usr", false)));
+    assert!(p.entries.contains(&shown("/etc", false)));
+    assert!(p.entries.contains(&shown("/w/proj", true)));
+    assert!(p.entries.contains(&shown("/home/u/.cargo", false)));
+    assert!(p.entries.contains(&Entry::Private { path: "/tmp".into(), size: DEFAULT_TMP_SIZE }));
+    assert!(p.entries.contains(&Entry::Private { path: "/home/u".into(), size: DEFAULT_HOME_SIZE }));
+    // The home's secrets are simply never bound: absent, ENOENT.
+    assert!(!p.entries.iter().any(|m| m.path().starts_with("/home/u/.ssh")));
+}
+
+#[test]
+fn parents_come_before_children() {
+    let p = plan(BASE, &host()).unwrap();
+    for (i, m) in p.entries.iter().enumerate() {
+        for later in &p.entries[i + 1..] {
+            assert!(
+                !m.path().starts_with(later.path()) || m.path() == later.path(),
+                "{m:?} before its parent {later:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn denied_files_inside_a_grant_are_hidden() {
+    let p = plan(&format!("{BASE}deny = [\"/etc/shadow\", \"~/.cargo/credentials.toml\"]\n"), &host()).unwrap();
+    assert!(p.entries.contains(&Entry::Hidden { path: "/etc/shadow".into(), dir: false }));
+    // Missing under a read-only tree: nothing to do, it cannot appear.
+    assert!(!p.entries.iter().any(|m| m.path() == Path::new("/home/u/.cargo/credentials.toml")));
+}
+
+#[test]
+fn protected_paths_in_the_workspace_are_pinned_and_read_only() {
+    let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\", \".vscode\", \".git/info\"]\n"), &host())
+        .unwrap();
+    let i_git = p.entries.iter().position(|m| *m == shown("/w/proj/.git", true)).expect(".git pinned");
+    let i_hooks = p.entries.iter().position(|m| *m == shown("/w/proj/.git/hooks", false)).expect("hooks read-only");
+    assert!(i_git < i_hooks);
+    assert!(p.entries.contains(&shown("/w/proj/.git/config", false)));
+    assert!(p.entries.contains(&placeholder("/w/proj/.vscode")));
+    assert!(p.entries.contains(&placeholder("/w/proj/.git/info")));
+    assert_eq!(p.entries.iter().filter(|m| **m == shown("/w/proj/.git", true)).count(), 1, "pinned once");
+}
+
+#[test]
+fn missing_protected_path_masks_its_first_missing_component() {
+    let h = MapHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
+    let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &h).unwrap();
+    let ph: Vec<_> = p.entries.iter().filter(|m| matches!(m, Entry::Placeholder { .. })).collect();
+    assert_eq!(ph, [&placeholder("/w/proj/.git")]);
+    let p = plan(&format!("{BASE}protect = [\".mcp.json\", \".envrc\", \".claude\"]\n"), &h).unwrap();
+    assert!(p.entries.contains(&placeholder("/w/proj/.mcp.json")));
+    assert!(p.entries.contains(&placeholder("/w/proj/.envrc")));
+    assert!(p.entries.contains(&placeholder("/w/proj/.claude")));
+}
+
+#[test]
+fn a_file_where_a_protected_path_needs_a_directory_is_pinned() {
+    // Nothing can be created beneath a file; pinned, it cannot be replaced by a directory.
+    let h = MapHost::with(&[("/w/proj/.git", Kind::File)]);
+    let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &h).unwrap();
+    assert!(p.entries.contains(&shown("/w/proj/.git", true)));
+    assert!(!p.entries.iter().any(|m| m.path().starts_with("/w/proj/.git/hooks")), "{:?}", p.entries);
+}
+
+#[test]
+fn symlinks_at_or_above_a_protected_path_are_pinned_not_refused() {
+    for protect in [".vscode", ".vscode/tasks.json"] {
+        let h = MapHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
+        let p = plan(&format!("{BASE}protect = [\"{protect}\"]\n"), &h).unwrap();
+        assert!(p.entries.contains(&Entry::PinnedLink { path: "/w/proj/.vscode".into() }), "{protect}");
+        assert_eq!(p.entries.iter().filter(|m| m.path().starts_with("/w/proj/.vscode")).count(), 1, "{protect}");
+    }
+    // A denied link in a read-only tree is harmless: nothing to do.
+    let h = MapHost::with(&[("/usr/evil", Kind::Symlink)]);
+    let p = plan(&format!("{BASE}deny = [\"/usr/evil\"]\n"), &h).unwrap();
+    assert!(!p.entries.iter().any(|m| m.path() == Path::new("/usr/evil")));
+}
+
+#[test]
+fn write_grant_inside_a_read_grant_is_shown_writable() {
+    let h = MapHost::with(&[("/home/u/.cargo/registry/x", Kind::File)]);
+    let text = "[filesystem]\nread = [\"~/.cargo\"]\nwrite = [\"~/.cargo/registry\"]\n";
+    let p = plan(text, &h).unwrap();
+    assert!(p.entries.contains(&shown("/home/u/.cargo", false)));
+    assert!(p.entries.contains(&shown("/home/u/.cargo/registry", true)));
+}
+
+#[test]
+fn grant_inside_a_denied_directory_is_an_error() {
+    let h = MapHost::with(&[("/srv/a/b/c", Kind::File)]);
+    let e = plan("[filesystem]\nread = [\"/srv\", \"/srv/a/b\"]\ndeny = [\"/srv/a\"]\n", &h).unwrap_err();
+    assert_eq!(e, ViewError::GrantInsideMask { path: "/srv/a/b".into(), denied: "/srv/a".into() });
+}
+
+#[test]
+fn deny_globs_expand_inside_granted_trees_only() {
+    let h = MapHost::with(&[
+        ("/w/proj/.env", Kind::File),
+        ("/w/proj/sub/.env", Kind::File),
+        ("/w/proj/.envrc", Kind::File),
+        ("/opt/.env", Kind::File),
+    ]);
+    let p = plan(&format!("{BASE}deny = [\"**/.env\"]\n"), &h).unwrap();
+    let masks: Vec<_> =
+        p.entries.iter().filter(|m| matches!(m, Entry::Hidden { .. })).map(|m| m.path().to_path_buf()).collect();
+    assert_eq!(masks, [PathBuf::from("/w/proj/.env"), "/w/proj/sub/.env".into()]);
+}
+
+#[test]
+fn grants_written_through_a_link_get_the_link() {
+    let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
+    struct LinkLib64;
+    impl palisade_policy::PathResolver for LinkLib64 {
+        fn resolve(&self, p: &Path) -> PathBuf {
+            if p == Path::new("/lib64") { "/usr/lib64".into() } else { p.to_path_buf() }
+        }
+    }
+    let l =
+        parse_layer("[filesystem]\nread = [\"/usr\", \"/lib64\"]\n", "t", LayerKind::User, &vars, &LinkLib64).unwrap();
+    let pol = resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
+    let h = MapHost::with(&[("/usr/lib64/ld.so", Kind::File)]);
+    let req =
+        Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
+    let p = build(&pol, &h, &req).unwrap();
+    assert!(p.entries.contains(&Entry::Link { path: "/lib64".into(), target: "/usr/lib64".into() }));
+    assert_eq!(p.cwd, Path::new("/w/proj"), "an invisible cwd falls back to the workspace");
+}
+
+#[test]
+fn home_and_workspace_under_the_private_tmp_stay_private() {
+    // Regression: with `${tmp}` = /tmp granted write, host /tmp (and a home under it)
+    // was bound into the sandbox instead of a private tmpfs.
+    let vars = Vars::with_defaults(Path::new("/tmp/t/home"), Path::new("/tmp/t/ws"));
+    let text = "[filesystem]\nread = [\"/usr\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\ndeny = [\"~/.ssh\"]\n";
+    let l = parse_layer(text, "t", LayerKind::User, &vars, &Lexical).unwrap();
+    let pol = resolve(Path::new("/tmp/t/ws"), Path::new("/tmp/t/home"), vec![l], ResolveOptions::default()).unwrap();
+    let h = MapHost::with(&[
+        ("/tmp/t/home/.ssh/id_rsa", Kind::File),
+        ("/tmp/t/ws/a", Kind::File),
+        ("/tmp/t/other", Kind::Dir),
+        ("/usr/bin/sh", Kind::File),
+    ]);
+    let req = Request {
+        argv: vec!["true".into()],
+        cwd: "/tmp/t/other".into(),
+        env: vec![],
+        tmp: "/tmp".into(),
+        trace_exec: false,
+    };
+    let p = build(&pol, &h, &req).unwrap();
+    assert_eq!(p.entries[0], Entry::Private { path: "/tmp".into(), size: DEFAULT_TMP_SIZE });
+    assert!(
+        !p.entries.iter().any(
+            |m| matches!(m, Entry::Host { path, .. } if path == Path::new("/tmp") || path.starts_with("/tmp/t/home"))
+        ),
+        "{:?}",
+        p.entries
+    );
+    assert!(p.entries.contains(&shown("/tmp/t/ws", true)));
+    assert_eq!(p.cwd, Path::new("/tmp/t/ws"), "a cwd that is not bound falls back to the workspace");
+}
+
+#[test]
+fn which_host_paths_the_sandbox_can_write() {
+    let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &host()).unwrap();
+    assert!(p.exposes_writable(Path::new("/w/proj/src/x.log")));
+    assert!(!p.exposes_writable(Path::new("/w/proj/.git/hooks/x")));
+    assert!(!p.exposes_writable(Path::new("/tmp/x.log")), "the sandbox's /tmp is private");
+    assert!(!p.exposes_writable(Path::new("/home/u/.local/state/palisade/s.jsonl")));
+    assert!(!p.exposes_writable(Path::new("/etc/x")));
+}
+
+#[test]
+fn tripwires_go_only_into_private_file_systems() {
+    let text = format!(
+        "{BASE}[monitor]\ntripwires = [\"~/.ssh/id_rsa\", \"/etc/decoy\", \"${{workspace}}/decoy\", \"~/.cargo/decoy\"]\n"
+    );
+    let p = plan(&text, &host()).unwrap();
+    assert_eq!(p.tripwires, [PathBuf::from("/home/u/.ssh/id_rsa")], "never on the host's file systems");
+}
+
+#[test]
+fn empty_command_is_refused() {
+    let req = Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
+    assert_eq!(build(&policy(BASE), &host(), &req).unwrap_err(), ViewError::NoCommand);
+}
