@@ -13,9 +13,15 @@ use std::collections::BTreeMap;
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Insn {
+    /// The opcode: instruction class, size or operation, and operand source (`0x20` is
+    /// `BPF_LD | BPF_W | BPF_ABS`).
     pub code: u16,
+    /// For a conditional jump: how many instructions to skip when the condition holds.
     pub jt: u8,
+    /// For a conditional jump: how many instructions to skip when it does not.
     pub jf: u8,
+    /// The operand: an offset into `struct seccomp_data`, a constant, a jump distance or the
+    /// value returned.
     pub k: u32,
 }
 
@@ -30,14 +36,21 @@ const RET_K: u16 = 0x06;
 /// What the filter returns for a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Run the call (`SECCOMP_RET_ALLOW`).
     Allow,
+    /// Fail the call with this errno, without running it (`SECCOMP_RET_ERRNO`).
     Errno(u16),
+    /// Kill the whole process, every thread, as though by `SIGSYS`, without running the call
+    /// (`SECCOMP_RET_KILL_PROCESS`, Linux 4.14).
     KillProcess,
-    /// Hand the call to the user-space listener (seccomp user notification).
+    /// Hand the call to the user-space listener (seccomp user notification,
+    /// `SECCOMP_RET_USER_NOTIF`, seccomp_unotify(2)).
     UserNotif,
 }
 
 impl Action {
+    /// The filter's 32-bit return value for this action: the `SECCOMP_RET_*` action in the
+    /// high 16 bits and, for [`Action::Errno`], the errno in the low 16 (seccomp(2)).
     pub fn ret(self) -> u32 {
         match self {
             Action::Allow => 0x7fff_0000,
@@ -48,11 +61,13 @@ impl Action {
     }
 }
 
-/// Offsets in `struct seccomp_data`.
+/// Offset in `struct seccomp_data` of `nr`, the system call number (4 bytes).
 pub const NR: u32 = 0;
+/// Offset in `struct seccomp_data` of `arch`, the caller's `AUDIT_ARCH_*` value (4 bytes).
 pub const ARCH: u32 = 4;
 
-/// Offset of the low 32 bits of argument `i`.
+/// Offset in `struct seccomp_data` of the low 32 bits of argument `i` (0 to 5): the
+/// arguments are 64-bit words from byte 16, and classic BPF loads 32 bits at a time.
 pub const fn arg_lo(i: u32) -> u32 {
     if cfg!(target_endian = "little") { 16 + 8 * i } else { 16 + 8 * i + 4 }
 }
@@ -66,12 +81,19 @@ pub struct Label(usize);
 /// distance ahead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
+    /// Loads the 32-bit word at this offset of `struct seccomp_data` into the accumulator.
     Load(u32),
+    /// Masks the accumulator with this constant (bitwise and).
     And(u32),
+    /// Jumps to the label when the accumulator equals the constant.
     IfEq(u32, Label),
+    /// Jumps to the label when the accumulator is at least the constant (unsigned).
     IfGe(u32, Label),
+    /// Jumps to the label when the accumulator has any of the constant's bits set.
     IfSet(u32, Label),
+    /// Ends the filter with this action.
     Ret(Action),
+    /// Places the label here; assembles to nothing.
     Mark(Label),
 }
 
@@ -79,22 +101,26 @@ pub enum Stmt {
 #[derive(Debug, Default)]
 pub struct Asm {
     next: usize,
+    /// The statements so far, in program order.
     pub out: Vec<Stmt>,
 }
 
 impl Asm {
+    /// A fresh label, not yet placed: place it with [`Stmt::Mark`] after the jumps to it.
     pub fn label(&mut self) -> Label {
         self.next += 1;
         Label(self.next)
     }
 
+    /// Appends a statement; returns the assembler, so that pushes chain.
     pub fn push(&mut self, s: Stmt) -> &mut Self {
         self.out.push(s);
         self
     }
 
-    /// Returns `actions[nr]`, or `default` for a number not in the map, by binary search on
-    /// the number already loaded in the accumulator.
+    /// Appends code that returns the action `entries` gives the number already loaded in the
+    /// accumulator, or `default` for a number not in it, by binary search. `entries` must be
+    /// sorted by number, without duplicates.
     pub fn search(&mut self, entries: &[(u32, Action)], default: Action) {
         if entries.len() <= 3 {
             let labels: Vec<Label> = entries.iter().map(|_| self.label()).collect();
@@ -116,6 +142,10 @@ impl Asm {
     }
 
     /// Resolves labels into instructions.
+    ///
+    /// # Errors
+    /// A jump to a label never placed, a jump backwards (classic BPF jumps only forwards), or
+    /// a program longer than the kernel's 4,096 instructions (`BPF_MAXINSNS`).
     pub fn assemble(&self) -> Result<Vec<Insn>, String> {
         let size = |s: &Stmt| match s {
             Stmt::IfEq(..) | Stmt::IfGe(..) | Stmt::IfSet(..) => 2,
@@ -160,8 +190,12 @@ impl Asm {
 /// `struct seccomp_data`, for the interpreter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Data {
+    /// The system call number.
     pub nr: i32,
+    /// The `AUDIT_ARCH_*` value of the calling convention.
     pub arch: u32,
+    /// The six arguments, as 64-bit words. (The instruction pointer, bytes 8 to 15 of the
+    /// kernel's struct, is not modelled and reads as zero.)
     pub args: [u64; 6],
 }
 
@@ -179,6 +213,12 @@ impl Data {
 }
 
 /// Runs a program the way the kernel does, for tests: returns the action value.
+///
+/// # Errors
+/// Running off the end of the program, or an opcode the assembler never emits.
+///
+/// # Panics
+/// On a load past the end of `struct seccomp_data` (an offset above 60).
 pub fn interpret(prog: &[Insn], d: &Data) -> Result<u32, String> {
     let (mut pc, mut acc) = (0usize, 0u32);
     loop {

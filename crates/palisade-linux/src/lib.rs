@@ -1,3 +1,5 @@
+#![deny(missing_docs)]
+
 //! Palisade's Linux backend: [`Linux`] implements the portable run contract
 //! ([`palisade_sandbox::Backend`]).
 //!

@@ -3,8 +3,8 @@
 //! - [`run`] drives a session through any [`Backend`]: the request, the plan, the audit log
 //!   and its live copies, the monitor and its [`KillSwitch`], the gateway, the degraded retry
 //!   (only when the user named it), the exit status, what the run left behind.
-//! - [`view`] is the portable half of planning: what the sandbox sees at each path, with
-//!   [`view::MapHost`] to test it on any OS.
+//! - [`view`] is the portable half of planning: what the sandbox sees at each path, tested
+//!   on any OS with an in-memory host.
 //! - A backend implements [`Backend`] (`probe`, `preflight`, `plan`, `prepare`, `spawn`,
 //!   `move_aside`) and reports [`SandboxEvent`]s through [`Events`]; it never sees the
 //!   monitor or the audit log, and never decides a connection.

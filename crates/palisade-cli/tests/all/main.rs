@@ -14,5 +14,6 @@ mod policy_cmd;
 mod protect;
 mod run_cmd;
 mod terminal;
+mod tidy;
 mod tools;
 mod util;

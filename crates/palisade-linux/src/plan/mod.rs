@@ -220,9 +220,14 @@ mod tests {
     use palisade_policy::{LayerKind, Lexical, ResolveOptions, Vars, parse_layer, resolve};
 
     use palisade_sandbox::Strength;
-    use palisade_sandbox::view::MapHost;
+
+    use palisade_policy::hostfs::MemFs;
 
     use super::*;
+
+    fn mem(entries: &[(&str, Kind)]) -> MemFs {
+        entries.iter().fold(MemFs::new(), |m, (p, k)| m.with(p, *k))
+    }
 
     fn policy(text: &str) -> ResolvedPolicy {
         let vars = Vars::with_defaults(Path::new("/home/u"), Path::new("/w/proj"));
@@ -230,7 +235,7 @@ mod tests {
         resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap()
     }
 
-    fn plan(text: &str, host: &MapHost) -> Result<Plan, PlanError> {
+    fn plan(text: &str, host: &MemFs) -> Result<Plan, PlanError> {
         let req = Request {
             argv: vec!["true".into()],
             cwd: "/w/proj".into(),
@@ -244,8 +249,8 @@ mod tests {
     const BASE: &str =
         "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
 
-    fn host() -> MapHost {
-        MapHost::with(&[
+    fn host() -> MemFs {
+        mem(&[
             ("/usr/bin/sh", Kind::File),
             ("/etc/passwd", Kind::File),
             ("/etc/shadow", Kind::File),
@@ -278,11 +283,9 @@ mod tests {
             p.landlock
         );
         // A writable bind inside a read-only one needs its own.
-        let p = plan(
-            "[filesystem]\nread = [\"/opt\"]\nwrite = [\"/opt/cache\"]\n",
-            &MapHost::with(&[("/opt/cache/x", Kind::File)]),
-        )
-        .unwrap();
+        let p =
+            plan("[filesystem]\nread = [\"/opt\"]\nwrite = [\"/opt/cache\"]\n", &mem(&[("/opt/cache/x", Kind::File)]))
+                .unwrap();
         assert_eq!(p.landlock.write.iter().filter(|w| w.starts_with("/opt")).count(), 1);
         assert!(p.landlock.read.contains(&"/opt".into()));
     }

@@ -19,10 +19,18 @@ use std::path::{Path, PathBuf};
 pub enum Layout {
     /// cgroup v2: the directory to create the sandbox's cgroup in (ours, or its parent's
     /// subtree once the supervisor moved itself into a leaf), with memory and pids enabled.
-    V2 { parent: PathBuf },
+    V2 {
+        /// The cgroup v2 directory the sandbox's `palisade-PID` cgroup is created in.
+        parent: PathBuf,
+    },
     /// cgroup v1 (a hybrid host): the memory and pids hierarchies' directories to create
     /// the sandbox's cgroups in.
-    V1 { memory: PathBuf, pids: PathBuf },
+    V1 {
+        /// This process's cgroup directory in the v1 hierarchy with the `memory` controller.
+        memory: PathBuf,
+        /// This process's cgroup directory in the v1 hierarchy with the `pids` controller.
+        pids: PathBuf,
+    },
 }
 
 /// A line of `/proc/self/cgroup`: `ID:CONTROLLERS:PATH`.
@@ -82,11 +90,20 @@ fn v1_dir(paths: &[(String, String)], mounts: &[(String, String, PathBuf)], cont
 /// v1 memory and pids directories.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Found {
+    /// This process's cgroup v2 directory: the path of the `0::PATH` line below the first
+    /// `cgroup2` mount point; `None` without either.
     pub v2: Option<PathBuf>,
+    /// This process's directory in the v1 hierarchy with the `memory` controller, when one
+    /// is mounted.
     pub v1_memory: Option<PathBuf>,
+    /// This process's directory in the v1 hierarchy with the `pids` controller, when one is
+    /// mounted.
     pub v1_pids: Option<PathBuf>,
 }
 
+/// Reads [`Found`] from the texts of `/proc/self/cgroup` and `/proc/self/mountinfo`
+/// (cgroups(7), proc_pid_mountinfo(5)); pure. Each cgroup path is joined to its mount point
+/// as is, which assumes the mount's root (mountinfo's fourth field) is `/`.
 pub fn find(proc_cgroup: &str, mountinfo: &str) -> Found {
     let paths = own_paths(proc_cgroup);
     let mounts = cgroup_mounts(mountinfo);
@@ -153,6 +170,7 @@ impl Layout {
 /// The sandbox's cgroup(s), removed on drop (once empty).
 #[derive(Debug)]
 pub struct Cgroup {
+    /// The layout it was created in, which decides the files its limits and events are in.
     pub layout: Layout,
     /// v2: one directory; v1: the memory directory, then the pids directory.
     pub dirs: Vec<PathBuf>,
@@ -186,8 +204,11 @@ fn sweep(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("palisade-")).and_then(|p| p.parse::<u32>().ok())
-        else {
+        // A sandbox's cgroup (`palisade-PID`), or the leaf a supervisor moved itself into
+        // to delegate controllers (`palisade-supervisor-PID`, see `v2_enable`).
+        let pid =
+            name.to_str().and_then(|n| n.strip_prefix("palisade-")).map(|n| n.strip_prefix("supervisor-").unwrap_or(n));
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -198,6 +219,14 @@ fn sweep(dir: &Path) {
 
 impl Cgroup {
     /// Creates the sandbox's cgroup with `memory` (bytes, swap included) and `pids` limits.
+    /// It is named `palisade-PID` after this process; the empty cgroups of earlier runs whose
+    /// supervisor is gone are removed first.
+    ///
+    /// # Errors
+    /// A directory that cannot be made or a limit that cannot be written (the message names
+    /// the file and value); on cgroup v2, also a cgroup of ours that holds other processes,
+    /// so that its memory and pids controllers cannot be enabled for a child (the "no
+    /// internal processes" rule of Documentation/admin-guide/cgroup-v2.rst).
     pub fn create(layout: &Layout, memory: Option<u64>, pids: Option<u64>) -> io::Result<Cgroup> {
         let name = format!("palisade-{}", std::process::id());
         match layout {
@@ -248,6 +277,10 @@ impl Cgroup {
     }
 
     /// Moves `pid` (the sandbox's init, before it starts the command) in.
+    ///
+    /// # Errors
+    /// Writing `cgroup.procs` fails, e.g. without write access to the common ancestor of the
+    /// source and destination cgroups (cgroup v2's delegation rules).
     pub fn attach(&self, pid: libc::pid_t) -> io::Result<()> {
         for d in &self.dirs {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
@@ -255,6 +288,9 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Reads the counters now. v2: `oom_kill` of `memory.events` and `max` of `pids.events`;
+    /// v1: `oom_kill` plus `under_oom` of `memory.oom_control`, and `max` of `pids.events`. A
+    /// file or field that cannot be read counts as 0.
     pub fn events(&self) -> Events {
         let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
         match &self.layout {
@@ -296,9 +332,9 @@ impl Drop for Cgroup {
 }
 
 /// cgroup v2 forbids processes in a cgroup whose controllers are enabled for its children.
-/// When `dir` (our own cgroup) holds only this process, it moves into a leaf `supervisor`
-/// child and enables memory and pids in `dir`; when `dir` already delegates them, nothing
-/// to do. Returns where to create the sandbox's cgroup.
+/// When `dir` (our own cgroup) holds only this process, it moves into a leaf
+/// `palisade-supervisor-PID` child and enables memory and pids in `dir`; when `dir` already
+/// delegates them, nothing to do. Returns where to create the sandbox's cgroup.
 fn v2_enable(dir: &Path) -> io::Result<PathBuf> {
     if has_controllers(dir, "cgroup.subtree_control") {
         return Ok(dir.to_path_buf());
@@ -333,6 +369,30 @@ mod tests {
 38 30 0:34 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 40 30 0:36 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    #[test]
+    fn sweeping_removes_dead_runs_and_dead_supervisors_leaves_only() {
+        let dir = std::env::temp_dir().join(format!("palisade-sweep-{}", std::process::id()));
+        let me = std::process::id();
+        // A pid that cannot be alive: above the kernel's pid_max limit (2^22).
+        let dead = 4_194_305;
+        let names = [
+            format!("palisade-{dead}"),
+            format!("palisade-supervisor-{dead}"),
+            format!("palisade-{me}"),
+            format!("palisade-supervisor-{me}"),
+            "someone-else".to_owned(),
+        ];
+        for n in &names {
+            fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        sweep(&dir);
+        let mut left: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(left, [format!("palisade-{me}"), format!("palisade-supervisor-{me}"), "someone-else".to_owned()]);
+    }
 
     #[test]
     fn a_hybrid_host_has_v1_memory_and_pids_beside_an_empty_v2() {

@@ -10,8 +10,8 @@
 //! | supervisor → init | [`Msg::Go`]: the uid/gid maps are written | |
 //! | init → supervisor | [`Msg::Tripwires`] (when there are decoys) | the inotify descriptor |
 //! | init → supervisor | [`Msg::Net`] (network mode `allowlist`) | [`GatewaySockets`], in its order |
+//! | init → supervisor | [`Msg::Pty`] (a terminal) | the pty master |
 //! | supervisor → init | [`Msg::Ready`]: in the cgroup, start records taken | |
-//! | command → supervisor | [`Msg::Pty`] (a terminal) | the pty master |
 //! | command → supervisor | [`Msg::ExecTracer`] (exec tracing) | the seccomp listener |
 //! | any → supervisor | [`Msg::Error`]: setup failed, with the kind and the text | |
 
@@ -28,7 +28,7 @@ pub enum Msg {
     /// Supervisor → init: init is in the sandbox's cgroup (when there is one) and the
     /// supervisor has taken what it records at the start; the command may start.
     Ready,
-    /// Command → supervisor: the pty master.
+    /// Init → supervisor: the pty master, opened in the sandbox's own devpts.
     Pty,
     /// Init → supervisor: the gateway's listeners, made inside the sandbox's network
     /// namespace, in [`GatewaySockets`]' order.
@@ -49,7 +49,8 @@ pub enum ErrorKind {
     CannotExecute,
 }
 
-/// The longest error text sent (the rest is cut).
+/// The longest message sent, in bytes, tag and kind included: a longer error text is cut
+/// (possibly inside a UTF-8 character, which the receiver replaces with U+FFFD).
 const MAX_TEXT: usize = 4000;
 
 impl Msg {
@@ -124,10 +125,17 @@ pub fn recv(sock: RawFd) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
 /// This order is defined here only.
 #[derive(Debug)]
 pub struct GatewaySockets {
+    /// The HTTP proxy's TCP listener, on [`NetPlan::http_proxy`](crate::plan::NetPlan::http_proxy).
     pub http: OwnedFd,
+    /// The SOCKS5 proxy's TCP listener, on [`NetPlan::socks`](crate::plan::NetPlan::socks).
     pub socks: OwnedFd,
+    /// The DNS stub's UDP socket, on [`NetPlan::dns`](crate::plan::NetPlan::dns).
     pub dns_udp: OwnedFd,
+    /// The DNS stub's TCP listener, on the same address.
     pub dns_tcp: OwnedFd,
+    /// The transparent TCP listeners, port by port: `0.0.0.0:PORT`, then `[::1]:PORT` for a
+    /// granted host loopback port when the namespace has IPv6. A connection's destination,
+    /// not the listener's place here, says where it goes.
     pub transparent: Vec<OwnedFd>,
 }
 

@@ -14,14 +14,18 @@ use super::ffi;
 /// One `execve`/`execveat`, as seen when it was called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecInfo {
-    /// The caller's pid and parent pid inside the sandbox's pid namespace (0 if unknown).
+    /// The caller's pid inside the sandbox's pid namespace (0 if unknown).
     pub pid: u32,
     /// The caller's pid on the host (in the supervisor's pid namespace).
     pub host_pid: u32,
+    /// The caller's parent's pid inside the sandbox's pid namespace (0 if unknown).
     pub ppid: u32,
-    /// The path passed (for `execveat` with an empty path: `fd N`).
+    /// The path passed (for `execveat` with an empty path: `fd N`); at most 4 KiB, cut there.
     pub path: String,
+    /// The arguments passed, `argv[0]` first: at most 256, each at most 4 KiB, read from the
+    /// caller's memory before the call went on (lossy UTF-8).
     pub argv: Vec<String>,
+    /// The caller's working directory, from `/proc/PID/cwd`; empty when unreadable.
     pub cwd: String,
 }
 

@@ -6,6 +6,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+/// `p` as a NUL-terminated C string, for a system call.
+///
+/// # Errors
+/// `EINVAL` when `p` contains a NUL byte.
 pub fn cstr(p: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
@@ -56,8 +60,12 @@ struct OpenHow {
     resolve: u64,
 }
 
+/// `openat2(2)` resolve flag: refuse "magic links" on the way, such as `/proc/PID/fd/N`.
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `openat2(2)` resolve flag: refuse every symbolic link on the way, magic links included.
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `openat2(2)` resolve flag: refuse to resolve outside the starting directory (`..` past
+/// it, absolute paths, links that lead out).
 pub const RESOLVE_BENEATH: u64 = 0x08;
 
 /// `openat2(dir, rel, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`:
@@ -76,7 +84,11 @@ pub fn open_beneath(dir: RawFd, rel: &Path, flags: i32, mode: u32) -> io::Result
     })
 }
 
+/// `open_tree(2)` flag: return a detached copy of the mount, as a bind mount would make,
+/// rather than a handle on the mount itself.
 pub const OPEN_TREE_CLONE: u32 = 1;
+/// `open_tree(2)` and `mount_setattr(2)` flag: apply to the whole mount tree below, not only
+/// the top mount.
 pub const AT_RECURSIVE: u32 = 0x8000;
 
 /// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH [| AT_RECURSIVE])`: a detached copy of
@@ -90,7 +102,9 @@ pub fn clone_tree(fd: RawFd, recursive: bool) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) })
 }
 
+/// `move_mount(2)` flag: the source is the descriptor itself (an empty path).
 pub const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x04;
+/// `move_mount(2)` flag: the target is the descriptor itself (an empty path).
 pub const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 
 /// `move_mount(from, "", to, "", F_EMPTY_PATH | T_EMPTY_PATH)`: attach the detached tree
@@ -118,9 +132,13 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// Mount attribute (`mount_setattr(2)`, `fsmount(2)`): read-only.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x01;
+/// Mount attribute: set-user-ID and set-group-ID bits and file capabilities are ignored.
 pub const MOUNT_ATTR_NOSUID: u64 = 0x02;
+/// Mount attribute: device files cannot be opened.
 pub const MOUNT_ATTR_NODEV: u64 = 0x04;
+/// Mount attribute: files cannot be executed.
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x08;
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], set)`.
@@ -144,7 +162,13 @@ pub fn set_mount_attr(fd: RawFd, set: u64, recursive: bool) -> io::Result<()> {
 const FSCONFIG_SET_STRING: u32 = 1;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 
-/// A new, detached tmpfs with `mode` and `size`, mounted with `attrs`.
+/// A new, detached tmpfs (`fsopen`, `fsconfig`, `fsmount`): its root directory has mode
+/// `mode` (`0o1777` for `/dev/shm`), it holds at most `size` bytes (`u64::MAX` for no
+/// limit), and it is mounted with `attrs` (`MOUNT_ATTR_*`). Attach it with [`attach`].
+///
+/// # Errors
+/// Any of the three calls failing, e.g. `EPERM` without `CAP_SYS_ADMIN` in the user
+/// namespace that owns the mount namespace.
 pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: a valid C string file system name and documented flags.
     let fs = owned(unsafe {
@@ -176,6 +200,9 @@ pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) })
 }
 
+/// `mount(2)`: mounts `src` (a device, a directory for `MS_BIND`, or a name for a virtual
+/// file system) on `target` as `fstype`, with `MS_*` `flags` and the file system's own
+/// options in `data`.
 pub fn mount(src: &CStr, target: &CStr, fstype: &CStr, flags: libc::c_ulong, data: Option<&CStr>) -> io::Result<()> {
     let data = data.map_or(std::ptr::null(), |d| d.as_ptr() as *const libc::c_void);
     // SAFETY: all pointers are valid C strings or null for data.
@@ -189,6 +216,10 @@ pub fn eventfd() -> io::Result<OwnedFd> {
     owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }.into())
 }
 
+/// Writes all of `buf` to `fd`, retrying after `EINTR` and short writes.
+///
+/// # Errors
+/// The first other error of `write(2)`, e.g. `EAGAIN` on a full non-blocking descriptor.
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is valid for `buf.len()` bytes.
@@ -205,6 +236,8 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// One `read(2)` into `buf`, retried after `EINTR`: the number of bytes read, 0 at end of
+/// file.
 pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.

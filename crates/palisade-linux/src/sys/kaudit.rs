@@ -37,7 +37,9 @@ pub type OnDenial = std::sync::Arc<dyn Fn(Denial) + Send + Sync>;
 /// by the caller, who also says in the session's record whether denials are read, so that
 /// the record and the run never disagree.
 pub struct Reader {
+    /// The netlink audit socket [`open`] returned, subscribed to the read-log group.
     pub fd: OwnedFd,
+    /// Called with each denial of the sandbox's domains.
     pub on_denial: OnDenial,
 }
 
@@ -50,11 +52,15 @@ impl std::fmt::Debug for Reader {
 /// A record: its serial number and fields, with hex-encoded values decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The event's serial number, shared by the records of one event.
     pub serial: u64,
+    /// The `key=value` pairs in the order written; values unquoted, and decoded where audit
+    /// hex-encoded them.
     pub fields: Vec<(String, String)>,
 }
 
 impl Record {
+    /// The value of the first field named `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
@@ -113,6 +119,8 @@ pub struct Tracker {
     held: usize,
 }
 
+/// The most access records a [`Tracker`] holds for domains not yet known; past it, all the
+/// held records are dropped.
 pub const PENDING: usize = 1024;
 
 impl Tracker {
@@ -220,7 +228,9 @@ fn audit_enabled() -> io::Result<bool> {
     Ok(u32::from_ne_bytes([buf[20], buf[21], buf[22], buf[23]]) != 0)
 }
 
-/// Subscribes to the audit log, or says why Landlock's denials cannot be read here.
+/// Subscribes to the audit log (a `NETLINK_AUDIT` socket bound to the multicast group
+/// `AUDIT_NLGRP_READLOG`), or says why Landlock's denials cannot be read here: no
+/// `CAP_AUDIT_READ`, audit off (`auditctl -e 1`), or the socket itself failing.
 pub fn open() -> Result<OwnedFd, String> {
     let fd = netlink().map_err(|e| format!("no audit socket: {e}"))?;
     match bind(&fd, 1 << (AUDIT_NLGRP_READLOG - 1)) {
@@ -237,14 +247,25 @@ pub fn open() -> Result<OwnedFd, String> {
     }
 }
 
+/// How many queued messages [`serve`] still reads once stopped.
+const DRAIN_AFTER_STOP: usize = 256;
+
 /// Reads records until `done`, reporting the denials of the sandbox's domains. Once `done`
-/// is set, what is already queued is still read (a denial just before the end).
+/// is set, what is already queued is still read (a denial just before the end), at most
+/// [`DRAIN_AFTER_STOP`] messages: on a busy host the queue never runs dry.
 pub fn serve(fd: OwnedFd, is_ours: impl Fn(u32) -> bool, on_denial: OnDenial, done: &super::watch::Stop) {
     let mut tracker = Tracker::default();
     let mut buf = vec![0u8; 64 * 1024];
+    // Once stopped, what is already queued is read (denials of the run's last moments), but
+    // no more than this many messages: every audit record of the host reaches this socket,
+    // and on a busy host the queue never runs dry.
+    let mut after_stop = 0;
     loop {
         let (stopped, readable) = done.wait_or(Some(fd.as_raw_fd()), std::time::Duration::from_secs(1));
-        if !readable {
+        if stopped {
+            after_stop += 1;
+        }
+        if !readable || after_stop > DRAIN_AFTER_STOP {
             if stopped {
                 return;
             }
@@ -279,6 +300,39 @@ pub fn serve(fd: OwnedFd, is_ours: impl Fn(u32) -> bool, on_denial: OnDenial, do
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serving_ends_when_stopped_even_while_records_keep_coming() {
+        // A busy host: the audit group never runs dry. The reader must still end (the run
+        // waits for it).
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let stop = std::sync::Arc::new(super::super::watch::Stop::new().unwrap());
+        let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f = flooding.clone();
+        let writer = std::thread::spawn(move || {
+            theirs.set_nonblocking(true).unwrap();
+            let mut record = vec![0u8; 64];
+            record[..4].copy_from_slice(&64u32.to_ne_bytes());
+            while f.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = theirs.send(&record);
+            }
+        });
+        let s = stop.clone();
+        let reader = std::thread::spawn(move || {
+            serve(OwnedFd::from(ours), |_| true, std::sync::Arc::new(|_| {}), &s);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        stop.set();
+        let t = std::time::Instant::now();
+        while !reader.is_finished() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let finished = reader.is_finished();
+        flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+        writer.join().unwrap();
+        assert!(finished, "the denial reader did not end while records kept coming");
+        reader.join().unwrap();
+    }
 
     #[test]
     fn records_parse_with_quoted_and_hex_values() {

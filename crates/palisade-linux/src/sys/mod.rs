@@ -47,6 +47,11 @@ pub struct KillSwitch {
 }
 
 impl KillSwitch {
+    /// A switch not yet triggered, shared: give one clone to [`RunOptions::kill`] and keep
+    /// the others to trigger it.
+    ///
+    /// # Errors
+    /// The eventfd behind it cannot be created (`eventfd(2)`: `EMFILE`, `ENFILE`, `ENOMEM`).
     pub fn new() -> io::Result<std::sync::Arc<KillSwitch>> {
         Ok(std::sync::Arc::new(KillSwitch { fd: ffi::eventfd()? }))
     }
@@ -613,13 +618,13 @@ fn exec_strings(argv: &[std::ffi::OsString], env: &[(String, String)]) -> Result
     Ok((a, e, env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone())))
 }
 
-/// Reads setup reports from the control socket until the command has `exec`ed (end of
-/// stream). Returns the pty master, the gateway's listeners and the tripwires' inotify
-/// descriptor, as far as they were sent.
+/// What the sandbox sent during set-up: the pty master, the gateway's listeners and the
+/// tripwires' inotify descriptor, as far as they were sent.
 type Received = (Option<OwnedFd>, Option<GatewaySockets>, Option<OwnedFd>);
 
-/// `on_tracer` gets the exec tracer's listener as soon as it arrives: the command's own
-/// `execve` waits for it to be answered.
+/// Reads setup reports from the control socket until the command has `exec`ed (end of
+/// stream), and returns what was sent. `on_tracer` gets the exec tracer's listener as soon as
+/// it arrives: the command's own `execve` waits for it to be answered.
 fn await_exec(sock: &OwnedFd, on_tracer: &mut dyn FnMut(OwnedFd)) -> Result<Received, RunError> {
     let mut master = None;
     let mut listeners = None;

@@ -7,20 +7,41 @@ use serde::Serialize;
 /// One capability of the machine, and why it is missing when it is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Feature {
+    /// Whether the machine offers it, to this process.
     pub available: bool,
+    /// What was found (`ABI 6`), or, when it is missing, why, with the setting that would
+    /// change that where one is known.
     pub detail: String,
 }
 
 /// What `palisade check` reports on Linux.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The kernel's release (`/proc/sys/kernel/osrelease`, e.g. `6.8.0-45-generic`); empty
+    /// when unreadable.
     pub kernel: String,
+    /// Whether this process can create the sandbox's user, mount, pid, net, ipc, uts and
+    /// cgroup namespaces, tried with one `clone(2)`; when not, the sysctls, AppArmor or
+    /// seccomp setting likely to blame.
     pub user_namespaces: Feature,
+    /// The running kernel's Landlock ABI version (`landlock_create_ruleset(2)` with
+    /// `LANDLOCK_CREATE_RULESET_VERSION`); 0 when Landlock is absent or not enabled.
     pub landlock_abi: i32,
+    /// Whether that ABI is at least [`LANDLOCK_MINIMUM_ABI`], which `run` needs unless
+    /// degraded runs are allowed.
     pub landlock: Feature,
+    /// Whether seccomp filters are supported (`PR_GET_SECCOMP`), with the actions the kernel
+    /// offers (`/proc/sys/kernel/seccomp/actions_avail`).
     pub seccomp: Feature,
+    /// `dev.tty.legacy_tiocsti`: whether the `TIOCSTI` ioctl may still push input into a
+    /// terminal; `None` when the kernel lacks the setting (before Linux 6.2).
     pub tiocsti_legacy: Option<bool>,
+    /// `kernel.io_uring_disabled`: 0 (io_uring for all), 1 (only for processes with
+    /// `CAP_SYS_ADMIN` or in the group `kernel.io_uring_group`) or 2 (for none); `None` when
+    /// the kernel lacks the setting (before Linux 6.6).
     pub io_uring_disabled: Option<u32>,
+    /// Which cgroup hierarchies `/sys/fs/cgroup` holds: `v2 (unified) ...` with its root's
+    /// controllers, `hybrid: ...`, or `v1 or none`.
     pub cgroups: String,
     /// How resource limits are held.
     pub limits: String,

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 /// A failed step: what was being done, to which path, and the OS error.
 #[derive(Debug)]
 pub struct StepError {
+    /// What was being done, as a verb phrase that reads before the path (`clone the mount
+    /// tree of`, `create`).
     pub step: &'static str,
+    /// The path it was done to.
     pub path: PathBuf,
+    /// The operating system's error.
     pub err: io::Error,
 }
 

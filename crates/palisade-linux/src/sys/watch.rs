@@ -64,6 +64,8 @@ pub struct LimitHit {
     /// `memory`, `pids`, `cpu_time`, `wall_time` or `tmp_size` (the `[process]` key), or
     /// `protection` (a placeholder was removed on the host while the sandbox ran).
     pub limit: &'static str,
+    /// What happened, in a sentence for the user: "the run reached its wall-clock limit of
+    /// 60 s".
     pub detail: String,
 }
 

@@ -10,7 +10,8 @@
 //!
 //! Why a path is in the view is the policy's own answer: `palisade policy explain PATH`
 //! (`ResolvedPolicy::decide_path`) names the rule and the layer that decided it. Planning
-//! reads the host only through [`HostFs`], so it is tested with [`MapHost`].
+//! reads the host only through [`HostFs`], so it is tested with an in-memory host
+//! (`palisade_policy::hostfs::MemFs`).
 
 use std::path::{Path, PathBuf};
 
@@ -23,10 +24,8 @@ pub use palisade_policy::hostfs::{HostFs, Kind};
 
 use crate::Request;
 
-mod maphost;
 mod paths;
 
-pub use maphost::MapHost;
 use paths::*;
 
 /// What the sandbox sees at one path (and beneath it, until a deeper entry). Serialised as

@@ -2,7 +2,13 @@
 
 use palisade_policy::{LayerKind, Lexical, ResolveOptions, Vars, parse_layer, resolve};
 
+use palisade_policy::hostfs::MemFs;
+
 use super::*;
+
+fn mem(entries: &[(&str, Kind)]) -> MemFs {
+    entries.iter().fold(MemFs::new(), |m, (p, k)| m.with(p, *k))
+}
 
 fn placeholder(p: &str) -> Entry {
     Entry::Placeholder { path: p.into(), kind: Placeholder::Absent }
@@ -14,7 +20,7 @@ fn policy(text: &str) -> ResolvedPolicy {
     resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap()
 }
 
-fn plan(text: &str, host: &MapHost) -> Result<FsView, ViewError> {
+fn plan(text: &str, host: &MemFs) -> Result<FsView, ViewError> {
     let req = Request {
         argv: vec!["true".into()],
         cwd: "/w/proj".into(),
@@ -31,8 +37,8 @@ fn shown(p: &str, writable: bool) -> Entry {
 
 const BASE: &str = "[filesystem]\nread = [\"/usr\", \"/etc\", \"~/.cargo\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\n";
 
-fn host() -> MapHost {
-    MapHost::with(&[
+fn host() -> MemFs {
+    mem(&[
         ("/usr/bin/sh", Kind::File),
         ("/etc/passwd", Kind::File),
         ("/etc/shadow", Kind::File),
@@ -94,7 +100,7 @@ fn protected_paths_in_the_workspace_are_pinned_and_read_only() {
 
 #[test]
 fn missing_protected_path_masks_its_first_missing_component() {
-    let h = MapHost::with(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
+    let h = mem(&[("/usr/bin/sh", Kind::File), ("/w/proj/README", Kind::File)]);
     let p = plan(&format!("{BASE}protect = [\".git/hooks\", \".git/config\"]\n"), &h).unwrap();
     let ph: Vec<_> = p.entries.iter().filter(|m| matches!(m, Entry::Placeholder { .. })).collect();
     assert_eq!(ph, [&placeholder("/w/proj/.git")]);
@@ -107,7 +113,7 @@ fn missing_protected_path_masks_its_first_missing_component() {
 #[test]
 fn a_file_where_a_protected_path_needs_a_directory_is_pinned() {
     // Nothing can be created beneath a file; pinned, it cannot be replaced by a directory.
-    let h = MapHost::with(&[("/w/proj/.git", Kind::File)]);
+    let h = mem(&[("/w/proj/.git", Kind::File)]);
     let p = plan(&format!("{BASE}protect = [\".git/hooks\"]\n"), &h).unwrap();
     assert!(p.entries.contains(&shown("/w/proj/.git", true)));
     assert!(!p.entries.iter().any(|m| m.path().starts_with("/w/proj/.git/hooks")), "{:?}", p.entries);
@@ -116,20 +122,20 @@ fn a_file_where_a_protected_path_needs_a_directory_is_pinned() {
 #[test]
 fn symlinks_at_or_above_a_protected_path_are_pinned_not_refused() {
     for protect in [".vscode", ".vscode/tasks.json"] {
-        let h = MapHost::with(&[("/w/proj/.vscode", Kind::Symlink)]);
+        let h = mem(&[("/w/proj/.vscode", Kind::Symlink)]);
         let p = plan(&format!("{BASE}protect = [\"{protect}\"]\n"), &h).unwrap();
         assert!(p.entries.contains(&Entry::PinnedLink { path: "/w/proj/.vscode".into() }), "{protect}");
         assert_eq!(p.entries.iter().filter(|m| m.path().starts_with("/w/proj/.vscode")).count(), 1, "{protect}");
     }
     // A denied link in a read-only tree is harmless: nothing to do.
-    let h = MapHost::with(&[("/usr/evil", Kind::Symlink)]);
+    let h = mem(&[("/usr/evil", Kind::Symlink)]);
     let p = plan(&format!("{BASE}deny = [\"/usr/evil\"]\n"), &h).unwrap();
     assert!(!p.entries.iter().any(|m| m.path() == Path::new("/usr/evil")));
 }
 
 #[test]
 fn write_grant_inside_a_read_grant_is_shown_writable() {
-    let h = MapHost::with(&[("/home/u/.cargo/registry/x", Kind::File)]);
+    let h = mem(&[("/home/u/.cargo/registry/x", Kind::File)]);
     let text = "[filesystem]\nread = [\"~/.cargo\"]\nwrite = [\"~/.cargo/registry\"]\n";
     let p = plan(text, &h).unwrap();
     assert!(p.entries.contains(&shown("/home/u/.cargo", false)));
@@ -138,14 +144,14 @@ fn write_grant_inside_a_read_grant_is_shown_writable() {
 
 #[test]
 fn grant_inside_a_denied_directory_is_an_error() {
-    let h = MapHost::with(&[("/srv/a/b/c", Kind::File)]);
+    let h = mem(&[("/srv/a/b/c", Kind::File)]);
     let e = plan("[filesystem]\nread = [\"/srv\", \"/srv/a/b\"]\ndeny = [\"/srv/a\"]\n", &h).unwrap_err();
     assert_eq!(e, ViewError::GrantInsideMask { path: "/srv/a/b".into(), denied: "/srv/a".into() });
 }
 
 #[test]
 fn deny_globs_expand_inside_granted_trees_only() {
-    let h = MapHost::with(&[
+    let h = mem(&[
         ("/w/proj/.env", Kind::File),
         ("/w/proj/sub/.env", Kind::File),
         ("/w/proj/.envrc", Kind::File),
@@ -169,7 +175,7 @@ fn grants_written_through_a_link_get_the_link() {
     let l =
         parse_layer("[filesystem]\nread = [\"/usr\", \"/lib64\"]\n", "t", LayerKind::User, &vars, &LinkLib64).unwrap();
     let pol = resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
-    let h = MapHost::with(&[("/usr/lib64/ld.so", Kind::File)]);
+    let h = mem(&[("/usr/lib64/ld.so", Kind::File)]);
     let req =
         Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
     let p = build(&pol, &h, &req).unwrap();
@@ -185,7 +191,7 @@ fn home_and_workspace_under_the_private_tmp_stay_private() {
     let text = "[filesystem]\nread = [\"/usr\"]\nwrite = [\"${workspace}\", \"${tmp}\"]\ndeny = [\"~/.ssh\"]\n";
     let l = parse_layer(text, "t", LayerKind::User, &vars, &Lexical).unwrap();
     let pol = resolve(Path::new("/tmp/t/ws"), Path::new("/tmp/t/home"), vec![l], ResolveOptions::default()).unwrap();
-    let h = MapHost::with(&[
+    let h = mem(&[
         ("/tmp/t/home/.ssh/id_rsa", Kind::File),
         ("/tmp/t/ws/a", Kind::File),
         ("/tmp/t/other", Kind::Dir),

@@ -41,10 +41,10 @@ pub struct CommandArgs<'a> {
     pub pty: Option<super::PtyUse>,
     pub cwd: &'a Path,
     pub landlock: &'a LandlockPlan,
-    /// The exec observer's filter, when execs are traced.
     /// Install the filter with a listener and pass it out (exec tracing).
     pub trace_exec: bool,
-    /// Resource limits, each set as soft and hard limit (so the command cannot raise them).
+    /// Resource limits, each set as soft and hard limit (so the command cannot raise them);
+    /// `RLIMIT_CPU`'s hard limit is a second above, so `SIGXCPU` comes before `SIGKILL`.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
 }
 
