@@ -252,7 +252,7 @@ const DRAIN_AFTER_STOP: usize = 256;
 
 /// Reads records until `done`, reporting the denials of the sandbox's domains. Once `done`
 /// is set, what is already queued is still read (a denial just before the end), at most
-/// [`DRAIN_AFTER_STOP`] messages: on a busy host the queue never runs dry.
+/// 256 messages: on a busy host the queue never runs dry.
 pub fn serve(fd: OwnedFd, is_ours: impl Fn(u32) -> bool, on_denial: OnDenial, done: &super::watch::Stop) {
     let mut tracker = Tracker::default();
     let mut buf = vec![0u8; 64 * 1024];
