@@ -8,15 +8,15 @@ import sys
 plan = json.load(open(sys.argv[1]))
 ws = sys.argv[2]
 args = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-for m in plan["mounts"]:
-    op, path = m["op"], m["path"]
-    if op == "tmpfs":
+for m in plan["view"]["entries"]:
+    entry, path = m["entry"], m["path"]
+    if entry == "private":
         args += ["--tmpfs", path]
-    elif op == "bind":
+    elif entry == "host":
         args += ["--bind" if m["writable"] else "--ro-bind", path, path]
-    elif op == "mask":
+    elif entry == "hidden":
         args += ["--tmpfs", path, "--remount-ro", path] if m["dir"] else ["--ro-bind", "/dev/null", path]
-    elif op == "symlink":
+    elif entry == "link":
         args += ["--symlink", m["target"], path]
 args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--chdir", ws]
 print("\n".join(args))

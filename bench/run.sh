@@ -74,10 +74,14 @@ startup_git() {
     python3 "$OLDPWD/bench/ab.py" --runs "$RUNS" "${cmds[@]}"
     echo "  spaced 0.5 s apart (an agent's cadence), $WORK_RUNS rounds:"
     python3 "$OLDPWD/bench/ab.py" --runs "$WORK_RUNS" --warmup 1 --spaced 0.5 "${cmds[@]}"
-    echo "  placeholders: $("$PAL" run --workspace "$repo" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the repository, $("$PAL" run --workspace "$WS" --dry-run -- /bin/true | grep -c '"op": "placeholder"') in the plain workspace"
+    echo "  placeholders: $("$PAL" run --workspace "$repo" --dry-run -- /bin/true | grep -c '"entry": "placeholder"') in the repository, $("$PAL" run --workspace "$WS" --dry-run -- /bin/true | grep -c '"entry": "placeholder"') in the plain workspace"
 }
 "$PAL" run --workspace "$WS" --dry-run -- /bin/true > "$OUT/plan.json"
-mapfile -t BWRAP < <(python3 "$OLDPWD/bench/plan_to_bwrap.py" "$OUT/plan.json" "$WS")
+# A failed conversion must stop the run: an empty BWRAP would time a bubblewrap without the
+# view and call it "same mounts".
+python3 "$OLDPWD/bench/plan_to_bwrap.py" "$OUT/plan.json" "$WS" > "$OUT/bwrap.args"
+mapfile -t BWRAP < "$OUT/bwrap.args"
+[ "${#BWRAP[@]}" -gt 10 ] || { echo "bench: the plan gave no bubblewrap arguments" >&2; exit 1; }
 
 summary() { # file label...
     python3 - "$@" <<'PY'

@@ -33,15 +33,57 @@ fn backend(env: &palisade_policy::load::Environment) -> Result<palisade_linux::L
 
 /// No enforcement backend for this platform yet: refuse rather than run unsandboxed.
 #[cfg(not(target_os = "linux"))]
-fn backend(_: &palisade_policy::load::Environment) -> Result<Unsupported, Failure> {
+fn backend(_: &palisade_policy::load::Environment) -> Result<NoBackend, Failure> {
     Err(Failure {
         message: "this build of Palisade has no enforcement backend for this platform yet; refusing to run the command unsandboxed".into(),
         hint: Some("`palisade check` shows what this machine can enforce".into()),
     })
 }
 
+/// The backend of a platform that has none: it cannot be made (no value of it exists), so
+/// nothing can run without enforcement.
 #[cfg(not(target_os = "linux"))]
-type Unsupported = palisade_sandbox::testing::Recording;
+enum NoBackend {}
+
+#[cfg(not(target_os = "linux"))]
+impl palisade_sandbox::Backend for NoBackend {
+    type Plan = palisade_sandbox::view::FsView;
+
+    fn probe(&self) -> palisade_sandbox::Probe {
+        match *self {}
+    }
+    fn preflight(&self) -> Result<(), palisade_sandbox::Refusal> {
+        match *self {}
+    }
+    fn plan(
+        &self,
+        _: &palisade_policy::ResolvedPolicy,
+        _: &dyn palisade_policy::hostfs::HostFs,
+        _: palisade_sandbox::Request,
+        _: palisade_sandbox::Strength,
+    ) -> Result<Self::Plan, palisade_sandbox::view::ViewError> {
+        match *self {}
+    }
+    fn view(plan: &Self::Plan) -> &palisade_sandbox::view::FsView {
+        plan
+    }
+    fn prepare(&mut self, _: &Self::Plan) -> Result<palisade_sandbox::Enforcement, palisade_sandbox::Refusal> {
+        match *self {}
+    }
+    fn spawn(
+        &mut self,
+        _: &Self::Plan,
+        _: palisade_sandbox::Wiring,
+    ) -> Result<palisade_sandbox::Exit, palisade_sandbox::RunError> {
+        match *self {}
+    }
+    fn move_aside(
+        _: palisade_sandbox::quarantine::Suspect<'_>,
+        _: (i64, i64),
+    ) -> std::io::Result<Vec<palisade_sandbox::quarantine::Moved>> {
+        Err(std::io::Error::other("no backend on this platform"))
+    }
+}
 
 /// The `--events` destination: "-" (stdout) or an open, writable descriptor, duplicated
 /// close-on-exec so that nothing started later inherits it.

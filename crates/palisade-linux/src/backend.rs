@@ -94,14 +94,20 @@ impl Backend for Linux {
         // could write there could have Palisade remove files of its choosing.
         let canonical =
             palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &self.registry);
+        // A degraded run makes no placeholders, but the registry is what later runs trust.
+        let degraded = matches!(plan.mode, plan::Mode::Degraded { .. });
         if plan.exposes_writable(&canonical) || plan.exposes_writable(&canonical.join("run-0")) {
+            let hint = if degraded {
+                "without namespaces the built-in deny of $XDG_STATE_HOME/palisade cannot hide it: set XDG_STATE_HOME to a directory outside every write grant"
+            } else {
+                "keep $XDG_STATE_HOME/palisade out of every write grant (the built-in policy denies it)"
+            };
             return Err(Refusal::new(
                 format!("the placeholder registry {} would be writable inside the sandbox", self.registry.display()),
-                Some("keep $XDG_STATE_HOME/palisade out of every write grant (the built-in policy denies it)"),
+                Some(hint),
             ));
         }
         self.abi = probe::landlock_abi_now();
-        let degraded = matches!(plan.mode, plan::Mode::Degraded { .. });
         self.cgroup = if degraded { None } else { crate::cgroup_layout(&plan.limits) };
         // Subscribed before the sandbox exists, so that no denial is missed.
         let denials = match kaudit::open() {
@@ -147,12 +153,7 @@ impl Backend for Linux {
             cgroup: self.cgroup.take(),
             placeholders: Some(self.registry.clone()),
         };
-        match crate::run(plan, opts) {
-            Err(RunError::Unsupported(m)) => {
-                Err(RunError::Unsupported(format!("{m}; {}", probe::probe().user_namespaces.detail)))
-            }
-            other => other,
-        }
+        crate::run(plan, opts)
     }
 
     fn hint(&self, error: &RunError) -> Option<String> {

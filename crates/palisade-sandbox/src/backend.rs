@@ -74,8 +74,8 @@ pub struct Enforcement {
     pub denials: String,
 }
 
-/// Why the session refuses to go on: a message that names the step, the path and the system
-/// error, and how to fix it.
+/// Why the session refuses to go on, in words: the message names what failed (the step,
+/// the path and the system's error where there are), the hint how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Refusal {
@@ -86,7 +86,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// A refusal with a hint.
+    /// A refusal, with a hint when there is something to suggest.
     pub fn new(message: impl Into<String>, hint: Option<&str>) -> Refusal {
         Refusal { message: message.into(), hint: hint.map(str::to_owned) }
     }
@@ -134,8 +134,10 @@ pub struct PtyUse {
     pub stderr: bool,
 }
 
-/// Serves the gateway's listening sockets from outside the sandbox, on its own thread for
-/// the life of the run (made by the session from the policy; the backend never sees it).
+/// Serves the gateway's listening sockets from outside the sandbox: made by the session from
+/// the policy (so the backend never sees the policy), called by the backend once, on a
+/// thread of its own, with the listeners it made reachable from inside; it returns when the
+/// gateway stops.
 pub type Gateway = Box<dyn FnOnce(palisade_gateway::server::Listeners) + Send>;
 
 /// What the session hands a backend to start: where events go, how to be stopped, the
@@ -164,8 +166,11 @@ impl std::fmt::Debug for Wiring {
 }
 
 /// One platform's enforcement. The session ([`crate::run`]) calls, in order: `preflight`,
-/// `plan`, `prepare`, `spawn`; `probe` is for `palisade check`; `move_aside` for what a run
-/// left. A backend never reads the policy after `plan`, never writes the audit log and never
+/// `plan`, `prepare`, `spawn` (and, when the user allowed it and `spawn` said
+/// [`RunError::Unsupported`], `plan`, `prepare` and `spawn` again at [`Strength::Degraded`]);
+/// `probe` is for `palisade check`; `move_aside` for what a run left. Entries of the view a
+/// backend cannot realise are either refused (`plan` or `prepare`) or named in
+/// [`Enforcement::missing`], never dropped silently. A backend never reads the policy after `plan`, never writes the audit log and never
 /// decides a connection: it reports [`crate::SandboxEvent`]s.
 pub trait Backend {
     /// The platform plan: pure data, built without side effects, printed by
@@ -200,19 +205,22 @@ pub trait Backend {
     fn view(plan: &Self::Plan) -> &FsView;
 
     /// Chooses what the run will use (Linux: the cgroup, the audit subscription) and says
-    /// what it will enforce. Called once per `spawn`, just before it.
+    /// what it will enforce. Called once before each `spawn` (the session opens the audit
+    /// log and records `session_start` in between).
     ///
     /// # Errors
     /// A [`Refusal`] when the plan cannot be run here as it is (a host path it would use
     /// is writable inside).
     fn prepare(&mut self, plan: &Self::Plan) -> Result<Enforcement, Refusal>;
 
-    /// Runs `plan` to completion: builds the sandbox, calls `wiring.on_started`, starts the
-    /// command, reports its events, stops it when `wiring.kill` triggers, calls
-    /// `wiring.on_ended`, undoes what it made on the host, and returns how the command ended.
+    /// Runs `plan` to completion: builds the sandbox, arms `wiring.kill`, calls
+    /// `wiring.on_started`, starts the command, reports its events, stops it when the kill
+    /// switch triggers, calls `wiring.on_ended`, undoes what it made on the host, and returns
+    /// how the command ended.
     ///
     /// # Errors
-    /// [`RunError`]; [`RunError::Unsupported`] lets the session retry weaker.
+    /// [`RunError`]. [`RunError::Unsupported`] lets the session retry weaker, so it must come
+    /// before `on_started` (the session starts threads there) and leave nothing behind.
     fn spawn(&mut self, plan: &Self::Plan, wiring: Wiring) -> Result<Exit, RunError>;
 
     /// What the user can do about a failed run, when the backend knows (Linux: a path the
@@ -223,6 +231,8 @@ pub trait Backend {
 
     /// Moves aside what git would run from a git directory the sandbox made or changed (see
     /// [`crate::quarantine`]), reaching it without following links the sandbox planted.
+    /// `since` is the run's start as a change time (seconds and nanoseconds since the epoch,
+    /// as `st_ctime`): what changed at or after it is moved.
     ///
     /// # Errors
     /// When it cannot be reached safely or a rename fails; nothing is then moved.

@@ -22,6 +22,7 @@ mod report;
 mod request;
 mod run;
 mod session;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod view;
 

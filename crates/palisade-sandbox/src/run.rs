@@ -41,7 +41,12 @@ pub struct RunSpec {
 }
 
 /// Runs `spec` under `policy` with `backend` and returns the exit status: the command's, 124
-/// at the wall-clock limit, 126/127 when the command cannot run, 128+N for a signal.
+/// at the wall-clock limit, 126/127 when the command cannot run, 128+N for a signal. With
+/// `--dry-run` it prints the platform plan as JSON on stdout and returns 0. Palisade's own
+/// messages go to stderr.
+///
+/// The caller must be single-threaded where the backend needs it (Linux clones the
+/// supervisor): `run` starts its own threads only once the sandbox exists.
 ///
 /// # Errors
 /// A [`Refusal`] (the caller exits 125) when Palisade itself cannot go on: a missing
@@ -66,7 +71,7 @@ pub fn run<B: Backend + 'static>(
     }
     let say = Say { json: spec.json };
     let enforced = backend.prepare(&plan)?;
-    let log = open_audit(&spec, env, B::view(&plan))?;
+    let (log, audit) = open_audit(&spec, env, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
     let started = std::time::Instant::now();
     report::unevaluated_rules(policy, &enforced.denials, say);
@@ -99,21 +104,20 @@ pub fn run<B: Backend + 'static>(
     let network = policy.mode() == palisade_policy::NetMode::Allowlist;
     let result = match backend.spawn(&plan, wiring(network.then(|| gateway(policy, sink.clone())))) {
         Err(RunError::Unsupported(why)) if spec.allow_degraded => {
-            let weaker = backend
-                .plan(policy, host, req, Strength::Degraded)
-                .map_err(|e| Refusal::new(format!("cannot build the sandbox: {e}"), None))?;
-            let enforced: Enforcement = backend.prepare(&weaker)?;
-            report::degraded(&why, &enforced, say);
-            log.record(&report::session_start(&spec, policy, &enforced));
-            let r = backend.spawn(&weaker, wiring(None));
-            outcome(r, backend)
+            // The gateway is not wired: a weaker sandbox has no network of its own to serve.
+            let weaker = Weaker { spec: &spec, policy, host, req, log: &log, audit: &audit, say };
+            retry_weaker(backend, weaker, why, wiring(None))
         }
-        Err(RunError::Unsupported(why)) => Err(Refusal::new(
-            why,
-            Some(
-                "`palisade check` shows what this machine can enforce; --allow-degraded runs a weaker sandbox that says what it lacks",
-            ),
-        )),
+        Err(RunError::Unsupported(why)) => {
+            let missing = backend.probe().missing();
+            let why = if missing.is_empty() { why } else { format!("{why}; {}", missing.join("; ")) };
+            Err(Refusal::new(
+                why,
+                Some(
+                    "`palisade check` shows what this machine can enforce; --allow-degraded runs a weaker sandbox that says what it lacks",
+                ),
+            ))
+        }
         other => outcome(other, backend),
     };
     let status = match &result {
@@ -127,6 +131,40 @@ pub fn run<B: Backend + 'static>(
     };
     session.end(&log, &live, status, started.elapsed().as_millis() as u64);
     result.map(|_| status)
+}
+
+/// What a retry at [`Strength::Degraded`] needs of the session.
+struct Weaker<'a> {
+    spec: &'a RunSpec,
+    policy: &'a ResolvedPolicy,
+    host: &'a FsResolver,
+    req: Request,
+    log: &'a AuditLog,
+    /// The audit log's canonical path.
+    audit: &'a std::path::Path,
+    say: Say,
+}
+
+/// The weaker run, once the user allowed it: planned, checked like the first (the audit log
+/// must not be writable in the weaker view either: without namespaces `${tmp}` is the host's
+/// own), said and recorded, then started. Any refusal here still ends the session properly.
+fn retry_weaker<B: Backend>(backend: &mut B, w: Weaker<'_>, why: String, wiring: Wiring) -> Result<u8, Refusal> {
+    let weaker = backend
+        .plan(w.policy, w.host, w.req, Strength::Degraded)
+        .map_err(|e| Refusal::new(format!("cannot build the sandbox: {e}"), None))?;
+    if B::view(&weaker).exposes_writable(w.audit) {
+        return Err(Refusal::new(
+            format!("the audit log {} would be writable inside the degraded sandbox", w.audit.display()),
+            Some(
+                "without namespaces the sandbox writes the host's own directories (${tmp} included): pass --audit with a file outside every write grant",
+            ),
+        ));
+    }
+    let enforced: Enforcement = backend.prepare(&weaker)?;
+    report::degraded(&why, &enforced, w.say);
+    w.log.record(&report::session_start(w.spec, w.policy, &enforced));
+    let r = backend.spawn(&weaker, wiring);
+    outcome(r, backend)
 }
 
 /// The request: the command, the policy's environment with `HOME` and `TMPDIR` pointing at
@@ -152,7 +190,12 @@ fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Reques
 }
 
 /// Opens the session's audit log: never one the sandbox could write, never an existing one.
-fn open_audit(spec: &RunSpec, env: &Environment, view: &crate::view::FsView) -> Result<Arc<AuditLog>, Refusal> {
+/// Returns it and its canonical path.
+fn open_audit(
+    spec: &RunSpec,
+    env: &Environment,
+    view: &crate::view::FsView,
+) -> Result<(Arc<AuditLog>, PathBuf), Refusal> {
     let path = match &spec.audit {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => env.cwd.join(p),
@@ -169,12 +212,13 @@ fn open_audit(spec: &RunSpec, env: &Environment, view: &crate::view::FsView) -> 
             Some("write it outside the workspace (the default is under $XDG_STATE_HOME/palisade/sessions/)"),
         ));
     }
-    AuditLog::create(&path).map(Arc::new).map_err(|e| {
+    let log = AuditLog::create(&path).map(Arc::new).map_err(|e| {
         Refusal::new(
             format!("cannot create the audit log {}: {e}", path.display()),
             Some("pass --audit FILE with a new file in a writable directory"),
         )
-    })
+    })?;
+    Ok((log, canonical))
 }
 
 /// `--events` and `--watch`: live copies of the audit records, each with its own writer

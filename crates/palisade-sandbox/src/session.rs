@@ -100,7 +100,7 @@ pub fn monitor(
 impl Session {
     /// Ends the session: folded records written, `session_end` with the totals, a failure
     /// to write the log said, and the live streams drained (at most 2 s each) with what they
-    /// dropped said. `status` is the run's exit status (`None` when Palisade failed: 125).
+    /// dropped said. `status` is the run's exit status (125 when Palisade failed).
     pub fn end(&self, log: &AuditLog, live: &[(&'static str, Arc<LiveOutput>)], status: u8, duration_ms: u64) {
         let (exit_code, signal) = match status {
             c if c > 128 && c < 160 => (None, Some(i32::from(c) - 128)),

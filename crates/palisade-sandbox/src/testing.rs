@@ -1,6 +1,7 @@
 //! A recording backend: the run contract without a kernel, so the session is tested end to
 //! end (events in, audit log and exit status out) on any OS, and so is any code that takes a
-//! [`Backend`].
+//! [`Backend`]. Only with the `testing` feature: it runs nothing and reports success, so it
+//! never belongs in a build that runs commands.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,8 +40,9 @@ pub struct RecordedPlan {
 
 /// A backend that runs nothing: it reports `script` once "started" and ends as `ending`;
 /// with `refuse_full`, a [`Strength::Full`] spawn fails with [`RunError::Unsupported`] and
-/// that reason. Every call is written to `calls` (`plan full`, `prepare`, `spawn degraded`,
-/// `started`, `killed`, `ended`), for tests to read.
+/// that reason. Its degraded view is the full one plus `degraded_writable`, host directories
+/// writable as they are without namespaces. Every call is written to `calls` (`plan full`,
+/// `prepare`, `spawn degraded`, `gateway`, `started`, `killed`, `ended`), for tests to read.
 #[derive(Debug, Default)]
 pub struct Recording {
     /// Reported in order once started.
@@ -49,6 +51,8 @@ pub struct Recording {
     pub ending: Option<Ending>,
     /// Refuse the full strength, with this reason.
     pub refuse_full: Option<String>,
+    /// Host directories the degraded view shows writable (as Linux's shows `${tmp}`).
+    pub degraded_writable: Vec<std::path::PathBuf>,
     /// What the session asked, in order.
     pub calls: Arc<Mutex<Vec<String>>>,
 }
@@ -90,7 +94,13 @@ impl Backend for Recording {
         s: Strength,
     ) -> Result<RecordedPlan, ViewError> {
         self.note(format!("plan {}", strength(s)));
-        Ok(RecordedPlan { strength: s, view: view::build(policy, host, &req)? })
+        let mut view = view::build(policy, host, &req)?;
+        if s == Strength::Degraded {
+            for p in &self.degraded_writable {
+                view.entries.push(view::Entry::Host { path: p.clone(), writable: true });
+            }
+        }
+        Ok(RecordedPlan { strength: s, view })
     }
 
     fn view(plan: &RecordedPlan) -> &FsView {
@@ -114,6 +124,9 @@ impl Backend for Recording {
             if let Some(why) = &self.refuse_full {
                 return Err(RunError::Unsupported(why.clone()));
             }
+        }
+        if wiring.gateway.is_some() {
+            self.note("gateway");
         }
         let killed = Arc::new(AtomicBool::new(false));
         let k = killed.clone();

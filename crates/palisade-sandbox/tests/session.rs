@@ -216,3 +216,55 @@ fn the_view_shows_the_workspace_writable_and_hides_the_home() {
     assert_eq!(v.seen(&env.home.join(".ssh/id_rsa")), palisade_sandbox::view::Seen::Private);
     assert!(!v.exposes_writable(Path::new("/etc/passwd")));
 }
+
+#[test]
+fn the_audit_log_is_checked_against_the_weaker_view_too() {
+    // Without namespaces the sandbox writes host directories the full view kept private
+    // (Linux: `${tmp}`): an audit log there is refused before the weaker sandbox starts.
+    let name = "weaker-audit";
+    let tmp = std::env::temp_dir().join(format!("palisade-session-{name}-{}", std::process::id())).join("tmp");
+    let backend = Recording {
+        refuse_full: Some("no namespaces here".into()),
+        degraded_writable: vec![tmp],
+        ..Default::default()
+    };
+    let (result, _, calls) = session(name, "", backend, |d| RunSpec {
+        allow_degraded: true,
+        audit: Some(d.root.join("tmp/audit.jsonl")),
+        ..spec(d)
+    });
+    let refusal = result.unwrap_err();
+    assert!(refusal.message.contains("writable inside the degraded sandbox"), "{refusal:?}");
+    assert!(calls.contains(&"spawn full".to_owned()) && !calls.contains(&"spawn degraded".to_owned()), "{calls:?}");
+}
+
+#[test]
+fn a_refusal_during_the_weaker_retry_still_writes_session_end() {
+    let name = "weaker-end";
+    let backend = Recording {
+        refuse_full: Some("no namespaces here".into()),
+        degraded_writable: vec![
+            std::env::temp_dir().join(format!("palisade-session-{name}-{}", std::process::id())).join("state"),
+        ],
+        ..Default::default()
+    };
+    let (result, records, calls) = session(name, "", backend, |d| RunSpec { allow_degraded: true, ..spec(d) });
+    assert!(result.is_err());
+    assert!(!calls.iter().any(|c| c == "spawn degraded"), "{calls:?}");
+    assert_eq!(kinds(&records), ["session_start", "session_end"], "{records:?}");
+    assert_eq!(records[1]["exit_code"], 125);
+}
+
+#[test]
+fn the_gateway_is_wired_only_for_an_allowlist_at_full_strength() {
+    let net = "[network]\nmode = \"allowlist\"\nallow = [\"example.com:443\"]\n";
+    let (_, _, calls) = session("gw-none", "", Recording::default(), spec);
+    assert!(!calls.contains(&"gateway".to_owned()), "{calls:?}");
+    let (_, _, calls) = session("gw-allow", net, Recording::default(), spec);
+    assert!(calls.contains(&"gateway".to_owned()), "{calls:?}");
+    let refusing = Recording { refuse_full: Some("no namespaces here".into()), ..Default::default() };
+    let (result, _, calls) = session("gw-degraded", net, refusing, |d| RunSpec { allow_degraded: true, ..spec(d) });
+    assert_eq!(result.unwrap(), 0);
+    let after = calls.iter().position(|c| c == "spawn degraded").unwrap();
+    assert!(!calls[after..].contains(&"gateway".to_owned()), "{calls:?}");
+}

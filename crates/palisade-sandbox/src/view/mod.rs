@@ -34,7 +34,7 @@ use paths::*;
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum Entry {
     /// A private, empty, writable directory of at most `size` bytes (the sandbox's `${tmp}`,
-    /// `/dev/shm`, its home directory): nothing from the host, gone when the run ends.
+    /// its home directory): nothing from the host, gone when the run ends.
     Private {
         /// Where it appears.
         path: PathBuf,
