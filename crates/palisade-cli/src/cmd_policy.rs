@@ -122,8 +122,22 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
             v["gateway"] = serde_json::json!(note);
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else if loopback {
-            println!("{t}: {}", if allowed { "allowed" } else { "denied" });
-            println!("  rule:  {note}");
+            // Inside, the name is the sandbox's own loopback (its own network namespace):
+            // a server the command starts answers there, whatever the policy says; the
+            // question is the host's port.
+            if allowed {
+                println!("{t}: the host's port, allowed");
+                println!("  rule:  {note}");
+                println!(
+                    "  note:  inside, port {} of the sandbox's loopback is the gateway's: a server the command starts cannot listen on it",
+                    t.port
+                );
+            } else {
+                println!(
+                    "{t}: inside, the sandbox's own loopback: reachable (a server the command starts there answers)"
+                );
+                println!("  host:  the host's own port {} is not reachable: {note}", t.port);
+            }
         } else {
             print!("{d}");
             if !note.is_empty() {
@@ -137,10 +151,14 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
     let resolved = FsResolver::default().resolve(&abs);
     let d = p.decide_path(&resolved);
     let held = held_by_placeholder(p, &resolved);
+    let decoy = p.tripwires.iter().find(|t| t.value == resolved);
     if json {
         let mut v = serde_json::to_value(&d)?;
         if let Some((at, below)) = &held {
             v["placeholder"] = serde_json::json!({ "at": at, "because_of": below });
+        }
+        if let Some(t) = decoy {
+            v["tripwire"] = serde_json::json!({ "origin": t.origin.to_string() });
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -151,6 +169,12 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
                 at.display(),
                 below.display(),
                 at.display()
+            );
+        }
+        if let Some(t) = decoy {
+            println!(
+                "  decoy: [monitor] tripwires puts a decoy file here when the path lies in one of the sandbox's private directories (its home, by default): it can be read, and opening it is recorded as a tripwire (a rule may stop the run)  [{}]",
+                t.origin
             );
         }
     }
@@ -199,6 +223,18 @@ fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
                 r.env_pass.len() + r.env_deny.len() + r.env_set.len(),
                 r.monitor_rules.len()
             );
+            // Settings with no effect: checked on the file alone (another layer may set the
+            // mode; `policy show` says what the merged policy does).
+            if r.net_mode.is_none() && !r.net_allow.is_empty() {
+                println!(
+                    "warning: [network] allow has {} {}, but this file sets no mode: unless another layer sets mode = \"allowlist\", nothing is reachable (`palisade policy show` tells)",
+                    r.net_allow.len(),
+                    if r.net_allow.len() == 1 { "entry" } else { "entries" }
+                );
+            }
+            for n in palisade_policy::resolve::ineffective(r).iter().filter(|_| r.net_mode.is_some()) {
+                println!("warning: {n}");
+            }
             Ok(0)
         }
         Err(e) => {
@@ -211,6 +247,9 @@ fn check(file: &Path, project: bool, workspace: Option<&Path>) -> Outcome {
 /// The resolved policy as text, one rule a line with its layer and place.
 fn render(p: &ResolvedPolicy) -> String {
     let mut o = String::new();
+    for n in &p.notes {
+        let _ = writeln!(o, "warning: {n}");
+    }
     let _ = writeln!(o, "workspace: {}", p.workspace.display());
     let _ = writeln!(o, "layers (lowest first):");
     for (kind, source) in &p.layers {

@@ -115,7 +115,7 @@ impl Rules {
         } else {
             (false, NetReason::NotListed)
         };
-        NetDecision { target: target.clone(), allowed, reason }
+        NetDecision { target: target.clone(), allowed, reason, allowlist: self.net_allow.len() }
     }
 
     /// Decides whether the variable `name` from the parent environment is passed in.
@@ -173,6 +173,9 @@ pub struct NetDecision<'a> {
     pub allowed: bool,
     /// The rule, or the mode, that decided.
     pub reason: NetReason<'a>,
+    /// How many allow rules the policy has (so that "not listed" can say whether the list
+    /// was empty).
+    pub allowlist: usize,
 }
 
 /// Why a network decision went the way it did: the rule or the mode that decided.
@@ -208,7 +211,15 @@ impl fmt::Display for NetDecision<'_> {
             NetReason::AllowedBy(r) => {
                 writeln!(f, "  rule:  allow {:?}  [{}]", r.origin.text, r.origin)
             }
-            NetReason::NotListed => writeln!(f, "  rule:  not on the allowlist (an empty allowlist allows nothing)"),
+            NetReason::NotListed if self.allowlist == 0 => {
+                writeln!(f, "  rule:  not on the allowlist, which is empty: nothing is reachable")
+            }
+            NetReason::NotListed => writeln!(
+                f,
+                "  rule:  not on the allowlist ({} {}, none matches; `palisade policy show` lists them)",
+                self.allowlist,
+                if self.allowlist == 1 { "entry" } else { "entries" }
+            ),
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn resolve(
         applied.push((layer.kind, layer.source));
         rules.merge(layer.rules);
     }
+    let notes = ineffective(&rules);
     Ok(ResolvedPolicy {
         workspace: workspace.to_path_buf(),
         home: home.to_path_buf(),
@@ -74,8 +75,27 @@ pub fn resolve(
         rules,
         git_repositories: Vec::new(),
         git_watched: Vec::new(),
-        notes: Vec::new(),
+        notes,
     })
+}
+
+/// Settings that have no effect in the merged policy, in words (said by `policy check`,
+/// `policy show` and at every run): an allowlist while the network mode is `none`.
+pub fn ineffective(rules: &Rules) -> Vec<String> {
+    let mut notes = Vec::new();
+    if rules.mode() == NetMode::None && !rules.net_allow.is_empty() {
+        let first = &rules.net_allow[0].origin;
+        let mode = match &rules.net_mode {
+            Some(s) => format!("set to \"none\" at {}", s.origin),
+            None => "not set, so \"none\"".to_owned(),
+        };
+        notes.push(format!(
+            "[network] allow has {} {} (the first at {first}), but the network mode is {mode}: nothing is reachable; set [network] mode = \"allowlist\" (or pass --net allowlist)",
+            rules.net_allow.len(),
+            if rules.net_allow.len() == 1 { "entry" } else { "entries" },
+        ));
+    }
+    notes
 }
 
 /// Refuses workspaces that would make a broad tree writable (THREATS B-01).

@@ -158,3 +158,36 @@ fn help_exists_for_every_command() {
     }
     assert_eq!(s.palisade(&["bogus"]).status.code(), Some(125));
 }
+
+#[test]
+fn settings_without_effect_are_said_where_the_user_looks() {
+    let s = Sandbox::new("ineffective");
+    s.write("ws/allow.toml", "[network]\nallow = [\"a.example\"]\n");
+    let o = s.palisade(&["policy", "check", "allow.toml"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("warning: [network] allow has 1 entry, but this file sets no mode"), "{}", stdout(&o));
+    let o = s.palisade(&["policy", "show", "--policy", "allow.toml"]);
+    assert!(stdout(&o).contains("nothing is reachable; set [network] mode = \"allowlist\""), "{}", stdout(&o));
+    let o = s.palisade(&["run", "--policy", "allow.toml", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("but the network mode is set to \"none\""), "{}", stderr(&o));
+    // With the mode set, nothing to say.
+    s.write("ws/on.toml", "[network]\nmode = \"allowlist\"\nallow = [\"a.example\"]\n");
+    assert!(!stdout(&s.palisade(&["policy", "check", "on.toml"])).contains("warning"));
+}
+
+#[test]
+fn explain_tells_the_truth_about_loopback_decoys_and_the_allowlist() {
+    let s = Sandbox::new("explain-truth");
+    let out = stdout(&s.palisade(&["policy", "explain", "localhost:8000"]));
+    assert!(out.contains("inside, the sandbox's own loopback: reachable"), "{out}");
+    assert!(out.contains("the host's own port 8000 is not reachable"), "{out}");
+    let out = stdout(&s.palisade(&["policy", "explain", "localhost:8000", "--allow-net", "localhost:8000"]));
+    assert!(out.contains("the host's port, allowed") && out.contains("is the gateway's"), "{out}");
+    let out = stdout(&s.palisade(&["policy", "explain", "evil.example", "--profile", "claude"]));
+    assert!(out.contains("none matches") && !out.contains("empty"), "{out}");
+    let out = stdout(&s.palisade(&["policy", "explain", "evil.example", "--net", "allowlist"]));
+    assert!(out.contains("which is empty"), "{out}");
+    let out = stdout(&s.palisade(&["policy", "explain", "~/.ssh/id_rsa"]));
+    assert!(out.contains("decoy:") && out.contains("monitor.tripwires"), "{out}");
+}
