@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Palisade per exec).
     #[arg(long)]
     pub no_exec_trace: bool,
+    /// Do not print the one-line summary of refused connections, DNS names and file
+    /// accesses at the end of the run (the audit log has them either way).
+    #[arg(long)]
+    pub quiet: bool,
     /// Print the sandbox plan (mounts, Landlock rules, environment) as JSON and run nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -19,6 +19,7 @@ pub fn run(args: RunArgs) -> Outcome {
         dry_run: args.dry_run,
         allow_degraded: args.allow_degraded,
         trace_exec: !args.no_exec_trace,
+        quiet: args.quiet,
     };
     palisade_sandbox::run(&mut backend, spec, &env, &policy, &host)
         .map_err(|r| Failure { message: r.message, hint: r.hint })

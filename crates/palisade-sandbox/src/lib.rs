@@ -18,6 +18,7 @@ mod event;
 pub mod exit;
 mod kill;
 pub mod quarantine;
+mod refusals;
 mod report;
 mod request;
 mod run;

@@ -78,6 +78,19 @@ pub(crate) fn unevaluated_rules(policy: &ResolvedPolicy, denials: &str, say: Say
     }
 }
 
+/// What was refused during the run, in one line after it, with where the records are.
+pub(crate) fn refused(summary: &str, audit: &std::path::Path, say: Say) {
+    if say.json {
+        let v = serde_json::json!({ "level": "info", "refused": summary, "audit": audit.display().to_string() });
+        eprintln!("{v}");
+    } else {
+        eprintln!(
+            "palisade: refused during the run: {summary}; each is in the audit log {} (`palisade audit show`; --quiet hides this line)",
+            audit.display()
+        );
+    }
+}
+
 /// The degraded mode is never silent: it says why, what still holds and what does not.
 pub(crate) fn degraded(why: &str, e: &Enforcement, say: Say) {
     if say.json {

@@ -38,6 +38,8 @@ pub struct RunSpec {
     pub allow_degraded: bool,
     /// Record every exec (off with `--no-exec-trace`).
     pub trace_exec: bool,
+    /// `--quiet`: no summary of what was refused at the end of the run.
+    pub quiet: bool,
 }
 
 /// Runs `spec` under `policy` with `backend` and returns the exit status: the command's, 124
@@ -73,6 +75,11 @@ pub fn run<B: Backend + 'static>(
     let enforced = backend.prepare(&plan)?;
     let (log, audit) = open_audit(&spec, env, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
+    let refused = Arc::new(crate::refusals::Refusals::default());
+    {
+        let r = refused.clone();
+        log.add_tap(Box::new(move |event, _| r.see(event)));
+    }
     let started = std::time::Instant::now();
     report::unevaluated_rules(policy, &enforced.denials, say);
     for n in policy.notes.iter().chain(report::empty_workspace_hint(policy, &spec.argv).as_ref()) {
@@ -130,6 +137,9 @@ pub fn run<B: Backend + 'static>(
         _ => status,
     };
     session.end(&log, &live, status, started.elapsed().as_millis() as u64);
+    if let Some(summary) = refused.summary().filter(|_| !spec.quiet) {
+        report::refused(&summary, &audit, say);
+    }
     result.map(|_| status)
 }
 

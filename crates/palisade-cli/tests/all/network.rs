@@ -343,3 +343,20 @@ fn no_inbound_servers_inside_are_unreachable_from_the_host() {
     let _ = child.wait();
     assert_eq!(rest.trim(), "nobody", "the sandboxed server saw a connection");
 }
+
+#[test]
+fn refusals_are_summed_up_after_the_run_unless_quiet() {
+    let s = Sandbox::new("c-summary");
+    let p = policy_file(&s, "[network]\nmode = \"allowlist\"\nallow = [\"allowed.test:443\"]\n");
+    let cmd = "curl -sS --max-time 5 http://unlisted.test/ >/dev/null 2>&1; curl -sS --max-time 5 http://unlisted.test/ >/dev/null 2>&1; true";
+    let o = s.palisade(&["run", "--policy", &p, "--", "sh", "-c", cmd]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("refused during the run: ") && err.contains("unlisted.test:80 ×2"), "{err}");
+    assert!(err.contains("each is in the audit log"), "{err}");
+    let o = s.palisade(&["run", "--quiet", "--policy", &p, "--", "sh", "-c", cmd]);
+    assert!(!stderr(&o).contains("refused during the run"), "{}", stderr(&o));
+    // Nothing refused, nothing said.
+    let o = s.palisade(&["run", "--policy", &p, "--", "true"]);
+    assert!(!stderr(&o).contains("refused during the run"), "{}", stderr(&o));
+}

@@ -139,6 +139,13 @@ impl Plan {
     }
 }
 
+/// The sandbox's host name (its own UTS namespace), which its `/etc/hosts` resolves to
+/// `127.0.1.1`.
+pub const HOSTNAME: &str = "palisade";
+/// The host's `/etc/hosts` is copied with that line added when it is smaller than this
+/// (64 KiB); a larger one is shown as it is.
+const HOSTS_MAX: usize = 64 << 10;
+
 /// Size of the private `/dev/shm` (256 MiB).
 pub const DEFAULT_SHM_SIZE: u64 = 256 << 20;
 
@@ -190,6 +197,20 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         view.entries
             .push(Entry::File { path: resolv.into(), contents: "nameserver 127.0.0.53\noptions edns0\n".into() });
     }
+    // The sandbox's own host name resolves to its loopback without asking DNS (git, Java
+    // and `hostname -f` look it up; unanswered, the lookups are refused one by one, or time
+    // out with the network off): the host's /etc/hosts with one line added.
+    let hosts = Path::new("/etc/hosts");
+    if host.kind(hosts) == Some(Kind::File) && matches!(view.seen(hosts), Seen::Host(_)) {
+        if let Some(text) = host.read(hosts, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX) {
+            let mut contents = String::from_utf8_lossy(&text).into_owned();
+            if !contents.is_empty() && !contents.ends_with('\n') {
+                contents.push('\n');
+            }
+            contents.push_str(&format!("127.0.1.1\t{HOSTNAME}\n"));
+            view.entries.push(Entry::File { path: hosts.into(), contents });
+        }
+    }
     env.sort();
     Ok(Plan {
         mode: Mode::Namespaces,
@@ -197,7 +218,7 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         landlock,
         argv: req.argv,
         env,
-        hostname: "palisade".into(),
+        hostname: HOSTNAME.into(),
         shm_size: DEFAULT_SHM_SIZE,
         network,
         trace_exec: req.trace_exec,
@@ -314,6 +335,21 @@ mod tests {
         assert_eq!(p.view.cwd, Path::new("/w/proj/src"));
         // The view is the grants on the host: what the session checks before it writes there.
         assert!(p.exposes_writable(Path::new("/w/proj/src/x")) && !p.exposes_writable(Path::new("/usr/x")));
+    }
+
+    #[test]
+    fn the_sandboxs_host_name_resolves_without_dns() {
+        let h = MemFs::new().file("/etc/hosts", "127.0.0.1 localhost").with("/usr/bin/sh", Kind::File);
+        let p = plan(BASE, &h).unwrap();
+        let hosts = p.view.entries.iter().find(|e| e.path() == Path::new("/etc/hosts")).expect("/etc/hosts");
+        assert_eq!(
+            *hosts,
+            Entry::File { path: "/etc/hosts".into(), contents: "127.0.0.1 localhost\n127.0.1.1\tpalisade\n".into() }
+        );
+        assert_eq!(p.hostname, HOSTNAME);
+        // Not shown from the host (not granted): nothing to copy.
+        let p = plan("[filesystem]\nread = [\"/usr\"]\n", &h).unwrap();
+        assert!(!p.view.entries.iter().any(|e| e.path() == Path::new("/etc/hosts")));
     }
 
     #[test]
