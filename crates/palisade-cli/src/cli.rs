@@ -36,11 +36,22 @@ pub enum Command {
 pub enum AuditCommand {
     /// Check an audit log's hash chain: exit 0 if intact, 1 if edited, reordered or cut.
     Verify {
-        /// The log (a `.jsonl` file written by `palisade run`).
-        file: PathBuf,
+        /// The log (a `.jsonl` file written by `palisade run`); by default the latest run's
+        /// in this workspace.
+        file: Option<PathBuf>,
     },
     /// Summarise an audit log: the command, network decisions by host, how it ended.
-    Show { file: PathBuf },
+    Show {
+        /// The log; by default the latest run's in this workspace (the current directory).
+        file: Option<PathBuf>,
+    },
+    /// List the session logs of this workspace, newest last: when, how it ended, the
+    /// command, the file.
+    List {
+        /// Every workspace's, with its workspace.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `palisade audit verify | show`.
+//! `palisade audit verify | show | list`.
 
 use std::collections::BTreeMap;
 
@@ -6,12 +6,113 @@ use std::collections::BTreeMap;
 use palisade_monitor::live::printable as clean;
 use palisade_monitor::{Event, verify};
 
-use crate::Outcome;
 use crate::cli::AuditCommand;
+use crate::{Failure, Outcome};
 
 pub fn run(cmd: AuditCommand) -> Outcome {
     match cmd {
-        AuditCommand::Verify { file } => match verify(&file) {
+        AuditCommand::List { all } => list(all),
+        AuditCommand::Verify { file } => {
+            let file = chosen(file)?;
+            verify_one(&file)
+        }
+        AuditCommand::Show { file } => {
+            let file = chosen(file)?;
+            show(&file)
+        }
+    }
+}
+
+/// The sessions directory and this workspace, as `run` would have them (the policy of the
+/// current directory; the default directory when it does not load).
+fn place() -> Result<(std::path::PathBuf, std::path::PathBuf), Failure> {
+    let env = palisade_policy::load::Environment::from_process()?;
+    match crate::cmd_policy::load_policy(&crate::cli::PolicyArgs::default()) {
+        Ok((env, p)) => Ok((palisade_sandbox::sessions_dir(&env, &p), p.workspace.clone())),
+        Err(_) => Ok((env.state_home.join("palisade/sessions"), env.cwd.clone())),
+    }
+}
+
+/// The file given, or the latest session log of this workspace.
+fn chosen(file: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, Failure> {
+    if let Some(f) = file {
+        return Ok(f);
+    }
+    let (dir, ws) = place()?;
+    let latest = palisade_monitor::sessions::latest_for(&dir, &ws).map_err(|e| Failure {
+        message: format!("cannot read the session logs in {}: {e}", dir.display()),
+        hint: None,
+    })?;
+    let Some(f) = latest else {
+        return Err(Failure {
+            message: format!("no session log of the workspace {} in {}", ws.display(), dir.display()),
+            hint: Some("`palisade audit list --all` shows every workspace's; or pass the log's file".into()),
+        });
+    };
+    eprintln!("{}", f.path.display());
+    Ok(f.path)
+}
+
+/// `audit list`: this workspace's runs (or every one), oldest first, so the newest is next
+/// to the prompt.
+fn list(all: bool) -> Outcome {
+    let (dir, ws) = place()?;
+    let files = palisade_monitor::sessions::list(&dir).map_err(|e| Failure {
+        message: format!("cannot read the session logs in {}: {e}", dir.display()),
+        hint: None,
+    })?;
+    let want = ws.to_string_lossy().into_owned();
+    let mut shown = 0;
+    for f in files.iter().rev() {
+        let Some(Event::SessionStart { argv, workspace, .. }) = palisade_monitor::sessions::start_of(&f.path) else {
+            continue;
+        };
+        if !all && workspace != want {
+            continue;
+        }
+        let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.started));
+        let ended = ending(&f.path);
+        // Arguments with spaces quoted, so the command reads as it was typed.
+        let quoted: Vec<String> = argv
+            .iter()
+            .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("'{}'", clean(a)) } else { clean(a) })
+            .collect();
+        let command = quoted.join(" ");
+        if all {
+            println!("{when}  {ended:<10} {}  {command}  {}", clean(&workspace), f.path.display());
+        } else {
+            println!("{when}  {ended:<10} {command}  {}", f.path.display());
+        }
+        shown += 1;
+    }
+    if shown == 0 {
+        eprintln!(
+            "no session logs{} in {}",
+            if all { String::new() } else { format!(" of the workspace {}", ws.display()) },
+            dir.display()
+        );
+    }
+    Ok(0)
+}
+
+/// How a logged run ended, from its last record: `exit N`, `signal N`, or `running?` when
+/// the log has no end (still running, or Palisade was killed).
+fn ending(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let last = text.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        serde_json::from_value::<Event>(v.get("event")?.clone()).ok()
+    });
+    match last {
+        Some(Event::SessionEnd { exit_code: Some(c), .. }) => format!("exit {c}"),
+        Some(Event::SessionEnd { signal: Some(s), .. }) => format!("signal {s}"),
+        _ => "running?".into(),
+    }
+}
+
+fn verify_one(file: &std::path::Path) -> Outcome {
+    {
+        match verify(file) {
             Ok(s) => {
                 println!("{}: intact ({} records, hash chain and sequence verified)", file.display(), s.records);
                 Ok(0)
@@ -20,11 +121,16 @@ pub fn run(cmd: AuditCommand) -> Outcome {
                 println!("{}: NOT intact: {e}", file.display());
                 Ok(1)
             }
-        },
-        AuditCommand::Show { file } => {
-            let (events, warning) = match verify(&file) {
+        }
+    }
+}
+
+fn show(file: &std::path::Path) -> Outcome {
+    {
+        {
+            let (events, warning) = match verify(file) {
                 Ok(s) => (s.events, None),
-                Err(e) => (read_anyway(&file), Some(e.to_string())),
+                Err(e) => (read_anyway(file), Some(e.to_string())),
             };
             print!("{}", summarise(&events));
             if let Some(w) = warning {

@@ -8,6 +8,7 @@ pub mod event;
 pub mod fold;
 pub mod live;
 pub mod rules;
+pub mod sessions;
 
 pub use audit::{AuditLog, Sink, Summary, VerifyError, verify};
 pub use event::{Event, SCHEMA_VERSION, Totals};

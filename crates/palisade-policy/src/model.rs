@@ -340,9 +340,16 @@ pub struct Rules {
     pub env_set: Vec<EnvSet>,
     /// `[process]` resource limits and their flags (`--memory 4GiB`, ...).
     pub limits: Limits,
-    /// `monitor.audit`: where the audit log is written (expanded, absolute); `None` for the
-    /// default place.
+    /// `monitor.audit`: the directory where each run writes its audit log
+    /// (`session-SECONDS-PID.jsonl`; expanded, absolute); `None` for the default,
+    /// `$XDG_STATE_HOME/palisade/sessions`.
     pub audit: Option<Setting<PathBuf>>,
+    /// `monitor.retention`: session logs in that directory older than this are removed after
+    /// a run (`Duration::MAX` for `unlimited`); `None` for the default, 30 days.
+    pub retention: Option<Setting<std::time::Duration>>,
+    /// `monitor.keep`: at most this many session logs stay in that directory, the newest;
+    /// `None` for the default, 1,000.
+    pub keep: Option<Setting<u64>>,
     /// `monitor.tripwires`: decoy files (expanded, absolute; never a glob).
     pub tripwires: Vec<Setting<PathBuf>>,
     /// `[[monitor.rules]]`, lowest layer first.
@@ -385,6 +392,12 @@ impl Rules {
         over!(memory, pids, cpu_time, wall_time, file_size, open_files, tmp_size);
         if upper.audit.is_some() {
             self.audit = upper.audit;
+        }
+        if upper.retention.is_some() {
+            self.retention = upper.retention;
+        }
+        if upper.keep.is_some() {
+            self.keep = upper.keep;
         }
         self.tripwires.extend(upper.tripwires);
         self.monitor_rules.extend(upper.monitor_rules);

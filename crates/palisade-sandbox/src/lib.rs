@@ -32,5 +32,5 @@ pub use event::{Events, SandboxEvent};
 pub use exit::Exit;
 pub use kill::{KillSwitch, Stopper};
 pub use request::{Limits, Request};
-pub use run::{RunSpec, run};
+pub use run::{RunSpec, run, sessions_dir};
 pub use session::{Session, monitor};

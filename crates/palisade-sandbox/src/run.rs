@@ -73,7 +73,7 @@ pub fn run<B: Backend + 'static>(
     }
     let say = Say { json: spec.json };
     let enforced = backend.prepare(&plan)?;
-    let (log, audit) = open_audit(&spec, env, B::view(&plan))?;
+    let (log, audit) = open_audit(&spec, env, policy, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
     let refused = Arc::new(crate::refusals::Refusals::default());
     {
@@ -140,6 +140,7 @@ pub fn run<B: Backend + 'static>(
     if let Some(summary) = refused.summary().filter(|_| !spec.quiet) {
         report::refused(&summary, &audit, say);
     }
+    prune_sessions(env, policy, &audit);
     result.map(|_| status)
 }
 
@@ -199,11 +200,28 @@ fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Reques
     }
 }
 
+/// The directory of session logs: `[monitor] audit`, else
+/// `$XDG_STATE_HOME/palisade/sessions` (what `palisade audit list` reads).
+pub fn sessions_dir(env: &Environment, policy: &ResolvedPolicy) -> PathBuf {
+    policy.audit.as_ref().map_or_else(|| env.state_home.join("palisade/sessions"), |s| s.value.clone())
+}
+
+/// After a run: the session logs beyond `[monitor] retention` (30 days) or `keep` (1,000)
+/// are removed from the directory, never the one just written.
+fn prune_sessions(env: &Environment, policy: &ResolvedPolicy, current: &std::path::Path) {
+    use palisade_monitor::sessions::{DEFAULT_KEEP, DEFAULT_RETENTION, prune};
+    let retention = policy.retention.as_ref().map_or(DEFAULT_RETENTION, |s| s.value);
+    let keep = policy.keep.as_ref().map_or(DEFAULT_KEEP, |s| s.value);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let _ = prune(&sessions_dir(env, policy), retention, keep, now, current);
+}
+
 /// Opens the session's audit log: never one the sandbox could write, never an existing one.
 /// Returns it and its canonical path.
 fn open_audit(
     spec: &RunSpec,
     env: &Environment,
+    policy: &ResolvedPolicy,
     view: &crate::view::FsView,
 ) -> Result<(Arc<AuditLog>, PathBuf), Refusal> {
     let path = match &spec.audit {
@@ -212,7 +230,14 @@ fn open_audit(
         None => {
             let secs =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            env.state_home.join("palisade/sessions").join(format!("session-{secs}-{}.jsonl", std::process::id()))
+            let dir = sessions_dir(env, policy);
+            if dir.is_file() {
+                return Err(Refusal::new(
+                    format!("[monitor] audit names {}, a file: it is the directory of session logs", dir.display()),
+                    Some("name a directory (the default is $XDG_STATE_HOME/palisade/sessions), or pass --audit FILE"),
+                ));
+            }
+            dir.join(palisade_monitor::sessions::file_name(secs, std::process::id()))
         }
     };
     let canonical = palisade_policy::PathResolver::resolve(&FsResolver::default(), &path);

@@ -596,3 +596,43 @@ fn landlock_denials_are_recorded_from_the_kernels_audit_log() {
     let totals = &events.last().unwrap()["totals"];
     assert!(totals["files_denied"].as_u64().unwrap() >= 1, "{totals}");
 }
+
+#[test]
+fn the_latest_session_of_a_workspace_is_found_listed_and_old_ones_pruned() {
+    let s = Sandbox::new("audit-latest");
+    let sessions = s.home().join(".local/state/palisade/sessions");
+    // Before any run: a clear answer, not a crash.
+    let o = s.palisade(&["audit", "show"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("no session log of the workspace"), "{}", stderr(&o));
+    // Old logs of other runs, by their names: one 40 days old, one recent.
+    std::fs::create_dir_all(&sessions).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    std::fs::write(sessions.join(format!("session-{}-1.jsonl", now - 40 * 86_400)), "").unwrap();
+    std::fs::write(sessions.join(format!("session-{}-2.jsonl", now - 60)), "").unwrap();
+    assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));
+    assert_eq!(s.palisade(&["run", "--", "sh", "-c", "exit 3"]).status.code(), Some(3));
+    let o = s.palisade(&["audit", "show"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("sh -c exit 3"), "{}", stdout(&o));
+    assert_eq!(s.palisade(&["audit", "verify"]).status.code(), Some(0));
+    let out = stdout(&s.palisade(&["audit", "list"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("exit 0") && lines[0].contains(" true "), "{out}");
+    assert!(lines[1].contains("exit 3") && lines[1].contains("sh -c 'exit 3'"), "{out}");
+    // Another workspace's runs are not this one's.
+    std::fs::create_dir_all(s.root.join("other")).unwrap();
+    let o = s.palisade_in(&s.root.join("other"), &["audit", "show"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert_eq!(stdout(&s.palisade_in(&s.root.join("other"), &["audit", "list", "--all"])).lines().count(), 2);
+    // The 40-day-old log went with the first run (30 days by default); the recent one stays.
+    let names: Vec<String> =
+        std::fs::read_dir(&sessions).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&format!("session-{}-2.jsonl", now - 60)), "{names:?}");
+    // `[monitor] keep` bounds the count.
+    s.write("home/.config/palisade/policy.toml", "[monitor]\nkeep = 2\n");
+    assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));
+    assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 2);
+}

@@ -250,7 +250,8 @@ impl<'a> LayerBuilder<'a> {
         Ok(Setting { value, origin: self.origin(site, &value.to_string()) })
     }
 
-    /// Sets `monitor.audit`, where the audit log is written (variables expanded, absolute).
+    /// Sets `monitor.audit`, the directory where each run's audit log is written (variables
+    /// expanded, absolute).
     pub fn audit(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
         let value = self.path(text, &site)?;
         self.rules.audit = Some(Setting { value, origin: self.origin(site, text) });

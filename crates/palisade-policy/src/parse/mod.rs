@@ -141,6 +141,14 @@ pub fn parse_layer(
         if let Some(a) = m.audit {
             b.audit(a.get_ref(), site(a.span(), "monitor.audit"))?;
         }
+        if let Some(r) = m.retention {
+            let s = b.duration(r.get_ref(), site(r.span(), "monitor.retention"))?;
+            b.rules.retention = Some(s);
+        }
+        if let Some(k) = m.keep {
+            let s = b.count(*k.get_ref(), site(k.span(), "monitor.keep"))?;
+            b.rules.keep = Some(s);
+        }
         for t in m.tripwires {
             b.tripwire(t.get_ref(), site(t.span(), "monitor.tripwires"))?;
         }

@@ -77,6 +77,8 @@ pub(super) struct RawEnv {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMonitor {
     pub(super) audit: Option<S<String>>,
+    pub(super) retention: Option<S<String>>,
+    pub(super) keep: Option<S<u64>>,
     #[serde(default)]
     pub(super) tripwires: Vec<S<String>>,
     #[serde(default)]
