@@ -78,6 +78,77 @@ pub(crate) fn unevaluated_rules(policy: &ResolvedPolicy, denials: &str, say: Say
     }
 }
 
+/// Where `name` (no slash) is on the host along `path` (a `PATH` value): every executable
+/// regular file, in `PATH` order, with where it leads (links resolved).
+pub(crate) fn on_host_path(name: &str, path: &str) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    if name.is_empty() || name.contains(std::path::is_separator) {
+        return Vec::new();
+    }
+    std::env::split_paths(path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(name))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| executable(&m)))
+        .map(|p| {
+            let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            (p, real)
+        })
+        .collect()
+}
+
+/// A regular file someone may execute (on Unix, an `x` bit).
+fn executable(m: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        m.is_file()
+    }
+}
+
+/// Whether the sandbox sees the host's `p` (and where it leads).
+fn shown(view: &crate::view::FsView, (p, real): &(std::path::PathBuf, std::path::PathBuf)) -> bool {
+    let host = |x: &std::path::Path| matches!(view.seen(x), crate::view::Seen::Host(_));
+    host(p) && host(real)
+}
+
+/// The hint for a command the sandbox did not find although the host has it: where, and the
+/// grant that shows it.
+pub(crate) fn not_found_hint(name: &str, path: &str, view: &crate::view::FsView) -> Option<String> {
+    let (p, real) = on_host_path(name, path).into_iter().find(|c| !shown(view, c))?;
+    let dir = real.parent().and_then(|d| if d.ends_with("bin") { d.parent() } else { Some(d) }).unwrap_or(&real);
+    Some(format!(
+        "{name} is on the host at {}{}, which the sandbox cannot see: grant it with --allow-read {} (or a profile that does)",
+        p.display(),
+        if real != p { format!(" (-> {})", real.display()) } else { String::new() },
+        dir.display()
+    ))
+}
+
+/// A warning when the command the host's `PATH` finds first is hidden from the sandbox, so
+/// that another file of the same name, later on `PATH`, would run instead.
+pub(crate) fn shadowed(name: &str, path: &str, view: &crate::view::FsView) -> Option<String> {
+    let found = on_host_path(name, path);
+    let first = found.first()?;
+    if shown(view, first) {
+        return None;
+    }
+    let runs = found.iter().find(|c| shown(view, c))?;
+    Some(format!(
+        "`{name}` runs {} inside the sandbox, not {} (first on PATH on the host, which the sandbox cannot see: --allow-read {} shows it)",
+        runs.0.display(),
+        first.0.display(),
+        first
+            .1
+            .parent()
+            .and_then(|d| if d.ends_with("bin") { d.parent() } else { Some(d) })
+            .unwrap_or(&first.1)
+            .display()
+    ))
+}
+
 /// What was refused during the run, in one line after it, with where the records are.
 pub(crate) fn refused(summary: &str, audit: &std::path::Path, say: Say) {
     if say.json {

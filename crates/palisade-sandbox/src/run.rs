@@ -85,6 +85,11 @@ pub fn run<B: Backend + 'static>(
     for n in policy.notes.iter().chain(report::empty_workspace_hint(policy, &spec.argv).as_ref()) {
         say.warning(n);
     }
+    let name = spec.argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+    let path_var = req.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+    if let Some(w) = report::shadowed(&name, &path_var, B::view(&plan)) {
+        say.warning(&w);
+    }
     log.record(&report::session_start(&spec, policy, &enforced));
     let pty = std::io::stdin().is_terminal().then(|| PtyUse {
         stdin: true,
@@ -124,6 +129,13 @@ pub fn run<B: Backend + 'static>(
                     "`palisade check` shows what this machine can enforce; --allow-degraded runs a weaker sandbox that says what it lacks",
                 ),
             ))
+        }
+        Err(RunError::NotFound(m)) => {
+            eprintln!("palisade: {m}");
+            if let Some(h) = report::not_found_hint(&name, &path_var, B::view(&plan)) {
+                eprintln!("  hint: {h}");
+            }
+            Ok(NOT_FOUND)
         }
         other => outcome(other, backend),
     };

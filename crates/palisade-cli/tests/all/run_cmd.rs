@@ -165,3 +165,32 @@ fn hostile_workspace_names() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("not valid UTF-8"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_command_hidden_from_the_sandbox_is_named_with_the_grant_that_shows_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::new("hidden-command");
+    let bin = s.root.join("tools/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["mytool", "ls"] {
+        std::fs::write(bin.join(name), "#!/bin/sh\necho from-tools\n").unwrap();
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    let o = s.command(&s.ws(), &["run", "--", "mytool"]).env("PATH", &path).output().unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("mytool is on the host at {}/mytool", bin.display())), "{err}");
+    assert!(err.contains(&format!("--allow-read {}", s.root.join("tools").display())), "{err}");
+    // A hidden `ls` first on PATH: the host's /usr/bin/ls runs instead, and the user is told.
+    let o = s.command(&s.ws(), &["run", "--", "ls", "/"]).env("PATH", &path).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("from-tools"));
+    let err = stderr(&o);
+    assert!(err.contains("`ls` runs") && err.contains(&format!("not {}/ls", bin.display())), "{err}");
+    // Granted, it runs, and nothing is said.
+    let tools = s.root.join("tools").display().to_string();
+    let o = s.command(&s.ws(), &["run", "--allow-read", &tools, "--", "mytool"]).env("PATH", &path).output().unwrap();
+    assert_eq!(stdout(&o), "from-tools\n", "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
