@@ -360,3 +360,15 @@ fn refusals_are_summed_up_after_the_run_unless_quiet() {
     let o = s.palisade(&["run", "--policy", &p, "--", "true"]);
     assert!(!stderr(&o).contains("refused during the run"), "{}", stderr(&o));
 }
+
+#[test]
+fn with_the_network_off_a_name_fails_at_once_as_unknown_not_as_temporary() {
+    // EAI_AGAIN ("temporary failure") makes npm, pip and others retry for a minute;
+    // EAI_NONAME fails at once. The sandbox's own host name still resolves.
+    let s = Sandbox::new("c-dns-off");
+    let script = "import socket\nfor n in ['registry.npmjs.org', 'palisade', 'localhost']:\n    try: print(n, socket.getaddrinfo(n, 443)[0][4][0])\n    except socket.gaierror as e: print(n, 'error', e.errno)\n";
+    let o = s.run(&[], &["python3", "-c", script]);
+    let out = stdout(&o);
+    assert!(out.contains(&format!("registry.npmjs.org error {}", -2)), "{out}{}", stderr(&o));
+    assert!(out.contains("palisade 127.0.1.1") && out.contains("localhost 127.0.0.1"), "{out}");
+}

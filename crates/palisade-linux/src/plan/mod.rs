@@ -197,6 +197,25 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         view.entries
             .push(Entry::File { path: resolv.into(), contents: "nameserver 127.0.0.53\noptions edns0\n".into() });
     }
+    // With the network off, a name lookup fails at once as "no such name" (EAI_NONAME), not
+    // as a temporary failure (EAI_AGAIN) that npm, pip and others retry for a minute: the
+    // name service looks only in /etc/hosts, and resolvers that read resolv.conf themselves
+    // (c-ares, Go's) find a loopback server that refuses at once.
+    if network.is_none() {
+        let nss = Path::new("/etc/nsswitch.conf");
+        if host.kind(nss) == Some(Kind::File) && matches!(view.seen(nss), Seen::Host(_)) {
+            if let Some(text) = host.read(nss, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX) {
+                let contents = files_only_hosts(&String::from_utf8_lossy(&text));
+                view.entries.push(Entry::File { path: nss.into(), contents });
+            }
+        }
+        if host.kind(resolv) == Some(Kind::File) && matches!(view.seen(resolv), Seen::Host(_)) {
+            view.entries.push(Entry::File {
+                path: resolv.into(),
+                contents: "# palisade: the network is off; no name server answers here\nnameserver 127.0.0.1\n".into(),
+            });
+        }
+    }
     // The sandbox's own host name resolves to its loopback without asking DNS (git, Java
     // and `hostname -f` look it up; unanswered, the lookups are refused one by one, or time
     // out with the network off): the host's /etc/hosts with one line added.
@@ -224,6 +243,26 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         trace_exec: req.trace_exec,
         limits: Limits::of(policy),
     })
+}
+
+/// `nsswitch.conf` with its `hosts:` line replaced by `hosts: files` (added when missing).
+fn files_only_hosts(text: &str) -> String {
+    let mut out = String::new();
+    let mut seen = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("hosts:") {
+            // glibc reads a comment after the services as more services: never on the line.
+            out.push_str("# palisade: the network is off, names are looked up in /etc/hosts only\nhosts: files\n");
+            seen = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !seen {
+        out.push_str("# palisade: the network is off, names are looked up in /etc/hosts only\nhosts: files\n");
+    }
+    out
 }
 
 fn set_env(env: &mut Vec<(String, String)>, k: &str, v: &str) {
@@ -335,6 +374,29 @@ mod tests {
         assert_eq!(p.view.cwd, Path::new("/w/proj/src"));
         // The view is the grants on the host: what the session checks before it writes there.
         assert!(p.exposes_writable(Path::new("/w/proj/src/x")) && !p.exposes_writable(Path::new("/usr/x")));
+    }
+
+    #[test]
+    fn with_the_network_off_names_are_looked_up_in_files_only() {
+        let h = MemFs::new()
+            .file("/etc/nsswitch.conf", "passwd: files\nhosts:          files dns\n")
+            .file("/etc/resolv.conf", "nameserver 10.0.0.1\n")
+            .with("/usr/bin/sh", Kind::File);
+        let p = plan(BASE, &h).unwrap();
+        let file = |path: &str| {
+            p.view.entries.iter().find_map(|e| match e {
+                Entry::File { path: p, contents } if p == Path::new(path) => Some(contents.clone()),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            file("/etc/nsswitch.conf").unwrap(),
+            "passwd: files\n# palisade: the network is off, names are looked up in /etc/hosts only\nhosts: files\n"
+        );
+        assert!(file("/etc/resolv.conf").unwrap().contains("nameserver 127.0.0.1"));
+        // With a network, names go to the gateway's stub.
+        let p = plan(&format!("{BASE}[network]\nmode = \"allowlist\"\nallow = [\"a.com\"]\n"), &h).unwrap();
+        assert!(!p.view.entries.iter().any(|e| e.path() == Path::new("/etc/nsswitch.conf")));
     }
 
     #[test]
