@@ -211,6 +211,7 @@ fn rule(kind: PathKind, path: PathBuf, origin: Origin) -> PathRule {
         via_link: None,
         private_copy: false,
         placeholder: Placeholder::Absent,
+        state: false,
         origin,
     }
 }

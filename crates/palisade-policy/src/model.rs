@@ -129,6 +129,12 @@ pub struct PathRule {
     /// and must stay uncreatable. Set only by derivation.
     #[serde(skip_serializing_if = "Placeholder::is_absent")]
     pub placeholder: Placeholder,
+    /// For a `write` rule from `filesystem.state`: a directory that `palisade run` makes on
+    /// the host (mode 0700) when it is missing, so that what is kept there persists (a grant
+    /// of a missing path shows nothing, and writes there would land in a private directory
+    /// and end with the run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub state: bool,
     /// Where the rule came from. A derived rule carries the entry or setting that asked for
     /// it (`filesystem.protect_git`), with the reason as its text.
     pub origin: Origin,

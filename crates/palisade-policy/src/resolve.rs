@@ -121,6 +121,9 @@ fn check_workspace(workspace: &Path, home: &Path) -> Result<(), PolicyError> {
 fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     let widen = |origin: &Origin, why: String| PolicyError::Widening { site: origin.site.clone(), why };
     for r in &upper.paths {
+        if r.state {
+            return Err(widen(&r.origin, "a project may not make directories on the host (`filesystem.state`)".into()));
+        }
         let wanted = match r.kind {
             PathKind::Read => Access::Read,
             PathKind::Write => Access::Write,

@@ -62,6 +62,16 @@ pub fn run<B: Backend + 'static>(
     host: &FsResolver,
 ) -> Result<u8, Refusal> {
     backend.preflight()?;
+    let say = Say { json: spec.json };
+    // State directories are made before planning, so the plan shows them; the host's
+    // answers are then asked afresh (the policy's resolver has them as missing).
+    let fresh;
+    let host = if !spec.dry_run && make_state_dirs(policy, say) {
+        fresh = FsResolver::default();
+        &fresh
+    } else {
+        host
+    };
     let req = request(&spec, env, policy);
     let plan = backend
         .plan(policy, host, req.clone(), Strength::Full)
@@ -71,7 +81,6 @@ pub fn run<B: Backend + 'static>(
         println!("{text}");
         return Ok(0);
     }
-    let say = Say { json: spec.json };
     let enforced = backend.prepare(&plan)?;
     let (log, audit) = open_audit(&spec, env, policy, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
@@ -154,6 +163,39 @@ pub fn run<B: Backend + 'static>(
     }
     prune_sessions(env, policy, &audit);
     result.map(|_| status)
+}
+
+/// Makes the missing directories of `filesystem.state` on the host (mode 0700), each said
+/// once; one that cannot be made is said too (what is kept there then ends with the run).
+/// Returns whether any was made.
+fn make_state_dirs(policy: &ResolvedPolicy, say: Say) -> bool {
+    let mut made = false;
+    for r in policy.paths.iter().filter(|r| r.state && r.kind == palisade_policy::PathKind::Write) {
+        let path = r.pattern.base();
+        if std::fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        match b.create(&path) {
+            Ok(()) => {
+                made = true;
+                say.warning(&format!(
+                    "made {} on the host ({}), so that what is kept there persists",
+                    path.display(),
+                    r.origin
+                ));
+            }
+            Err(e) => say.warning(&format!(
+                "cannot make {} ({}): {e}; what is kept there ends with the run",
+                path.display(),
+                r.origin
+            )),
+        }
+    }
+    made
 }
 
 /// What a retry at [`Strength::Degraded`] needs of the session.

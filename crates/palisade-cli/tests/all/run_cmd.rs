@@ -194,3 +194,30 @@ fn a_command_hidden_from_the_sandbox_is_named_with_the_grant_that_shows_it() {
     assert_eq!(stdout(&o), "from-tools\n", "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_state_directory_is_made_on_the_host_so_what_is_kept_there_persists() {
+    let s = Sandbox::new("state-dir");
+    s.write("home/.config/palisade/policy.toml", "[filesystem]\nstate = [\"~/.agent\"]\n");
+    let state = s.home().join(".agent");
+    assert!(!state.exists());
+    // A dry run plans and makes nothing.
+    assert_eq!(s.palisade(&["run", "--dry-run", "--", "true"]).status.code(), Some(0));
+    assert!(!state.exists());
+    let o = s.palisade(&["run", "--", "sh", "-c", "echo token > ~/.agent/login"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("made {} on the host", state.display())), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(state.join("login")).unwrap(), "token\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    // The next run finds it, and says nothing more.
+    let o = s.palisade(&["run", "--", "cat", &state.join("login").display().to_string()]);
+    assert_eq!(stdout(&o), "token\n");
+    assert!(!stderr(&o).contains("made"), "{}", stderr(&o));
+    // A project file may not make directories on the host.
+    s.write("ws/.palisade.toml", "[filesystem]\nstate = [\"sub\"]\n");
+    let o = s.palisade(&["run", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("may not make directories"), "{}", stderr(&o));
+    assert!(!s.ws().join("sub").exists());
+}

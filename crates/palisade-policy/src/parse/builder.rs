@@ -86,6 +86,7 @@ impl<'a> LayerBuilder<'a> {
                 via_link: via_link.clone(),
                 private_copy: false,
                 placeholder: Placeholder::Absent,
+                state: false,
                 origin,
             });
         }

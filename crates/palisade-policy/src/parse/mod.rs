@@ -65,6 +65,15 @@ pub fn parse_layer(
                 b.path_rule(kind, v.get_ref(), site(v.span(), &format!("filesystem.{}", kind.key())))?;
             }
         }
+        // `state`: a write grant on a directory that `run` makes on the host when it is
+        // missing, so that what a tool keeps there (an agent's login, history) persists.
+        for v in fs.state {
+            let before = b.rules.paths.len();
+            b.path_rule(PathKind::Write, v.get_ref(), site(v.span(), "filesystem.state"))?;
+            for r in &mut b.rules.paths[before..] {
+                r.state = true;
+            }
+        }
         if let Some(g) = fs.protect_git {
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }

@@ -29,6 +29,8 @@ pub(super) struct RawFs {
     pub(super) deny: Vec<S<String>>,
     #[serde(default)]
     pub(super) protect: Vec<S<String>>,
+    #[serde(default)]
+    pub(super) state: Vec<S<String>>,
     pub(super) protect_git: Option<S<bool>>,
 }
 
