@@ -387,6 +387,7 @@ async fn ready<'a>(
             target: checked.target().to_string(),
             allowed: true,
             reason: checked.rule().to_owned(),
+            error: None,
         });
         (Some(Opened { id, target: checked.target().to_string(), at: Instant::now() }), Some(id))
     } else {

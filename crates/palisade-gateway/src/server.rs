@@ -291,11 +291,14 @@ pub(crate) async fn check(shared: &Shared, target: &Target, via: &str) -> Result
     };
     let r = decide(shared, target).await;
     let id = r.is_ok().then(|| shared.next_id());
-    let (allowed, reason) = match &r {
-        Ok(c) => (true, c.rule().to_owned()),
-        Err(e) => (false, e.to_string()),
+    // A name the policy allows that does not resolve is a failure of the upstream, not a
+    // refusal: recorded as allowed, with the error (no rule counts it as denied).
+    let (allowed, reason, error) = match &r {
+        Ok(c) => (true, c.rule().to_owned(), None),
+        Err(e @ Refusal::Resolve { .. }) => (true, "allowed by the policy".to_owned(), Some(e.to_string())),
+        Err(e) => (false, e.to_string(), None),
     };
-    shared.record(Event::Connection { id, via: via.into(), target: target.to_string(), allowed, reason });
+    shared.record(Event::Connection { id, via: via.into(), target: target.to_string(), allowed, reason, error });
     let opened = Opened { id: id.unwrap_or(0), target: target.to_string(), at: Instant::now() };
     r.map(|c| (c, opened))
 }

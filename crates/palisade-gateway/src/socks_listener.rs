@@ -74,6 +74,7 @@ pub(crate) async fn socks_conn(
                 target: "-".into(),
                 allowed: false,
                 reason: format!("SOCKS5: {what}"),
+                error: None,
             });
         }
     };

@@ -28,7 +28,14 @@ pub(crate) async fn transparent_conn(
     let port = local.port();
     let mut conn = Metered::new(conn, shared.meter.clone());
     let refuse = |target: String, reason: String| {
-        shared.record(Event::Connection { id: None, via: "transparent".into(), target, allowed: false, reason });
+        shared.record(Event::Connection {
+            id: None,
+            via: "transparent".into(),
+            target,
+            allowed: false,
+            reason,
+            error: None,
+        });
     };
     let activity = Activity::of(&conn);
     let host_loopback = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
@@ -50,6 +57,7 @@ pub(crate) async fn transparent_conn(
             target: format!("host loopback port {port}"),
             allowed: true,
             reason: grant.rule,
+            error: None,
         });
         (checked, Opened { id, target: target.to_string(), at: Instant::now() })
     } else {

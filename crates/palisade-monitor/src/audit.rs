@@ -243,6 +243,7 @@ mod tests {
             target: "a.com:443".into(),
             allowed: true,
             reason: "allow".into(),
+            error: None,
         });
         log.record(&Event::SessionEnd { exit_code: Some(0), signal: None, duration_ms: 5, totals: log.totals() });
         assert!(log.error().is_none());

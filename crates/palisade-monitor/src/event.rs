@@ -72,10 +72,14 @@ pub enum Event {
         via: String,
         /// `host:port` as the client named it.
         target: String,
-        /// Whether it was allowed.
+        /// Whether the policy allowed it.
         allowed: bool,
         /// The rule that decided, or why it was refused.
         reason: String,
+        /// For an allowed connection that could not be made (its name did not resolve):
+        /// why. Not a refusal: it counts for no `denied_connections` rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// One HTTP request through the gateway, decided on its own (plain proxy, and plaintext
     /// HTTP inside a tunnel or on a transparent port), or what opened a tunnel when it was

@@ -296,6 +296,7 @@ mod tests {
             target: "x.com:443".into(),
             allowed: false,
             reason: "no".into(),
+            error: None,
         }
     }
 

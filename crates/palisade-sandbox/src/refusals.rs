@@ -93,7 +93,14 @@ mod tests {
     use super::*;
 
     fn conn(target: &str) -> Event {
-        Event::Connection { id: None, via: "proxy".into(), target: target.into(), allowed: false, reason: "r".into() }
+        Event::Connection {
+            id: None,
+            via: "proxy".into(),
+            target: target.into(),
+            allowed: false,
+            reason: "r".into(),
+            error: None,
+        }
     }
 
     #[test]

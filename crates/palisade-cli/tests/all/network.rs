@@ -372,3 +372,27 @@ fn with_the_network_off_a_name_fails_at_once_as_unknown_not_as_temporary() {
     assert!(out.contains(&format!("registry.npmjs.org error {}", -2)), "{out}{}", stderr(&o));
     assert!(out.contains("palisade 127.0.1.1") && out.contains("localhost 127.0.0.1"), "{out}");
 }
+
+#[test]
+fn an_allowed_name_that_does_not_resolve_is_a_failure_not_a_refusal() {
+    // No denied_connections rule may fire, and no refusal is summed up, for an upstream
+    // that does not exist: that is no sign of a hijacked agent.
+    let s = Sandbox::new("c-unresolvable");
+    let audit = s.path("unresolvable.jsonl");
+    let o = s.palisade(&[
+        "run",
+        "--audit",
+        &audit.display().to_string(),
+        "--allow-net",
+        "nowhere.invalid:443",
+        "--",
+        "sh",
+        "-c",
+        "curl -sS --max-time 10 https://nowhere.invalid/ >/dev/null 2>&1; true",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("refused during the run"), "{}", stderr(&o));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let conn = log.lines().find(|l| l.contains("\"kind\":\"connection\"")).expect("a connection record");
+    assert!(conn.contains("\"allowed\":true") && conn.contains("\"error\":\"cannot resolve nowhere.invalid"), "{conn}");
+}
