@@ -77,6 +77,7 @@ fn refuse(shared: &Shared, opened: &Opened, via: &str, what: &str, host: String,
         status: None,
         bytes_up: 0,
         bytes_down: 0,
+        quiet: false,
     });
 }
 

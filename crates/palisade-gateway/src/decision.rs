@@ -129,6 +129,12 @@ impl Decider {
         Decider { rules }
     }
 
+    /// Whether a refusal of `host` (on `port`; any port for a DNS query) is expected
+    /// (`network.quiet`), so that it is recorded as quiet.
+    pub fn quiet(&self, host: &palisade_policy::Host, port: Option<u16>) -> bool {
+        self.rules.quiet(host, port).is_some()
+    }
+
     /// May a connection go to `target`? (Before any resolution.)
     pub fn decide(&self, target: &Target) -> Verdict {
         let d = self.rules.decide_net(target);

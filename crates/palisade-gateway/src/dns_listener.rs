@@ -19,7 +19,7 @@ fn answer_dns(shared: &Shared, msg: &[u8]) -> Option<Vec<u8>> {
         dns::Answer::Denied(reason) => (false, reason, None),
         dns::Answer::Malformed => (false, "malformed query".to_owned(), None),
     };
-    shared.record(Event::Dns { name: q.name, qtype: q.qtype, allowed, reason, answer });
+    shared.record(Event::Dns { name: q.name, qtype: q.qtype, allowed, reason, answer, quiet: false });
     Some(bytes)
 }
 

@@ -208,6 +208,7 @@ impl Record {
             status,
             bytes_up: self.moved.up(),
             bytes_down: self.moved.down(),
+            quiet: false,
         });
     }
 }
@@ -388,6 +389,7 @@ async fn ready<'a>(
             allowed: true,
             reason: checked.rule().to_owned(),
             error: None,
+            quiet: false,
         });
         (Some(Opened { id, target: checked.target().to_string(), at: Instant::now() }), Some(id))
     } else {

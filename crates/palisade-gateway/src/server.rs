@@ -91,7 +91,21 @@ impl Shared {
         self.meter.budgets
     }
 
-    pub(crate) fn record(&self, e: Event) {
+    pub(crate) fn record(&self, mut e: Event) {
+        // A refusal the policy expects (`network.quiet`) is marked here, once for every
+        // front end.
+        match &mut e {
+            Event::Connection { allowed: false, target, quiet, .. } => {
+                *quiet = Target::parse(target, 0).is_ok_and(|t| self.decider.quiet(&t.host, Some(t.port)));
+            }
+            Event::Request { allowed: false, host, port, quiet, .. } => {
+                *quiet = Target::parse(host, *port).is_ok_and(|t| self.decider.quiet(&t.host, Some(*port)));
+            }
+            Event::Dns { allowed: false, name, quiet, .. } => {
+                *quiet = Target::parse(name.trim_end_matches('.'), 0).is_ok_and(|t| self.decider.quiet(&t.host, None));
+            }
+            _ => {}
+        }
         if let Some(sink) = &self.sink {
             sink.record(&e);
         }
@@ -298,7 +312,15 @@ pub(crate) async fn check(shared: &Shared, target: &Target, via: &str) -> Result
         Err(e @ Refusal::Resolve { .. }) => (true, "allowed by the policy".to_owned(), Some(e.to_string())),
         Err(e) => (false, e.to_string(), None),
     };
-    shared.record(Event::Connection { id, via: via.into(), target: target.to_string(), allowed, reason, error });
+    shared.record(Event::Connection {
+        id,
+        via: via.into(),
+        target: target.to_string(),
+        allowed,
+        reason,
+        error,
+        quiet: false,
+    });
     let opened = Opened { id: id.unwrap_or(0), target: target.to_string(), at: Instant::now() };
     r.map(|c| (c, opened))
 }

@@ -75,6 +75,7 @@ pub(crate) async fn socks_conn(
                 allowed: false,
                 reason: format!("SOCKS5: {what}"),
                 error: None,
+                quiet: false,
             });
         }
     };

@@ -35,6 +35,7 @@ pub(crate) async fn transparent_conn(
             allowed: false,
             reason,
             error: None,
+            quiet: false,
         });
     };
     let activity = Activity::of(&conn);
@@ -58,6 +59,7 @@ pub(crate) async fn transparent_conn(
             allowed: true,
             reason: grant.rule,
             error: None,
+            quiet: false,
         });
         (checked, Opened { id, target: target.to_string(), at: Instant::now() })
     } else {

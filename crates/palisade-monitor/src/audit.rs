@@ -236,6 +236,7 @@ mod tests {
             allowed: false,
             reason: "not listed".into(),
             answer: None,
+            quiet: false,
         });
         log.record(&Event::Connection {
             id: None,
@@ -244,6 +245,7 @@ mod tests {
             allowed: true,
             reason: "allow".into(),
             error: None,
+            quiet: false,
         });
         log.record(&Event::SessionEnd { exit_code: Some(0), signal: None, duration_ms: 5, totals: log.totals() });
         assert!(log.error().is_none());

@@ -61,6 +61,10 @@ pub enum Event {
         reason: String,
         /// The synthetic address answered, for an allowed A query.
         answer: Option<String>,
+        /// A refusal the policy expects (`network.quiet`): recorded, counted in the
+        /// totals, but by no monitor rule.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quiet: bool,
     },
     /// A connection through the gateway.
     Connection {
@@ -80,6 +84,10 @@ pub enum Event {
         /// why. Not a refusal: it counts for no `denied_connections` rule.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// A refusal the policy expects (`network.quiet`: an agent's telemetry, update
+        /// checks): recorded, counted in the totals, but by no monitor rule.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quiet: bool,
     },
     /// One HTTP request through the gateway, decided on its own (plain proxy, and plaintext
     /// HTTP inside a tunnel or on a transparent port), or what opened a tunnel when it was
@@ -112,6 +120,10 @@ pub enum Event {
         bytes_up: u64,
         /// The response body's bytes.
         bytes_down: u64,
+        /// A refusal the policy expects (`network.quiet`): recorded, counted in the
+        /// totals, but by no monitor rule.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quiet: bool,
     },
     /// An allowed connection closed: what it carried.
     ConnectionEnd {

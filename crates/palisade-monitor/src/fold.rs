@@ -89,7 +89,14 @@ mod tests {
     use crate::event::Totals;
 
     fn dns(name: &str) -> Event {
-        Event::Dns { name: name.into(), qtype: "A".into(), allowed: false, reason: "no".into(), answer: None }
+        Event::Dns {
+            name: name.into(),
+            qtype: "A".into(),
+            allowed: false,
+            reason: "no".into(),
+            answer: None,
+            quiet: false,
+        }
     }
 
     #[test]

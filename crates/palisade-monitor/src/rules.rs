@@ -86,9 +86,9 @@ impl Engine {
             let reason = match (&st.rule.when, event) {
                 (Condition::Rate { counter, more_than, within }, e) => {
                     let hit = match (counter, e) {
-                        (Counter::DeniedConnections, Event::Connection { allowed: false, .. })
-                        | (Counter::DeniedConnections, Event::Request { allowed: false, .. })
-                        | (Counter::DeniedDns, Event::Dns { allowed: false, .. })
+                        (Counter::DeniedConnections, Event::Connection { allowed: false, quiet: false, .. })
+                        | (Counter::DeniedConnections, Event::Request { allowed: false, quiet: false, .. })
+                        | (Counter::DeniedDns, Event::Dns { allowed: false, quiet: false, .. })
                         | (Counter::Execs, Event::Exec { .. }) => true,
                         (Counter::DeniedFiles, Event::Denial { blockers, .. }) => {
                             blockers.iter().any(|b| b.starts_with("fs."))
@@ -297,6 +297,7 @@ mod tests {
             allowed: false,
             reason: "no".into(),
             error: None,
+            quiet: false,
         }
     }
 
@@ -358,6 +359,7 @@ mod tests {
             allowed: false,
             reason: "no".into(),
             answer: None,
+            quiet: false,
         };
         assert!(e.observe(&dns("api.github.com"), Instant::now()).is_empty());
         assert_eq!(e.observe(&dns(&format!("{}.evil.tld", "a".repeat(50))), Instant::now()).len(), 1);

@@ -334,6 +334,10 @@ pub struct Rules {
     pub net_allow: Vec<NetRule>,
     /// `network.deny` entries and `--deny-net` flags; deny beats allow.
     pub net_deny: Vec<NetRule>,
+    /// `network.quiet` patterns: destinations whose refusal is expected (an agent's
+    /// telemetry and update checks). Still refused unless allowed, and recorded, but with
+    /// `quiet`, so that no `denied_connections` or `denied_dns` rule counts them.
+    pub net_quiet: Vec<NetRule>,
     /// `network.hosts` mappings, one per name (a higher layer's replaces a lower one's).
     pub hosts: Vec<HostMapping>,
     /// The gateway's budgets (`network.max_connections`, `network.idle_timeout`, ...).
@@ -376,6 +380,7 @@ impl Rules {
         }
         self.net_allow.extend(upper.net_allow);
         self.net_deny.extend(upper.net_deny);
+        self.net_quiet.extend(upper.net_quiet);
         for m in upper.hosts {
             self.hosts.retain(|h| h.name != m.name);
             self.hosts.push(m);

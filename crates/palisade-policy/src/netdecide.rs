@@ -85,6 +85,15 @@ impl Rules {
         NameDecision { allowed, reason }
     }
 
+    /// The `network.quiet` entry a refused destination matches (`host` on `port`, or the
+    /// host on any port when `port` is `None`, as for a DNS query): its refusal is
+    /// expected, recorded without counting for monitor rules.
+    pub fn quiet(&self, host: &Host, port: Option<u16>) -> Option<&NetRule> {
+        self.net_quiet.iter().find(|r| {
+            r.pattern.host.matches(host) && (port.is_none() || r.pattern.port.is_none() || r.pattern.port == port)
+        })
+    }
+
     /// The grant of the host's loopback port `port`: an allow rule of a trusted layer (never
     /// the project file) naming `localhost`, `127.0.0.1` or `[::1]` (or a network holding
     /// them) with that port, and no deny rule of any layer naming the port by any of those

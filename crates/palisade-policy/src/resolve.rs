@@ -139,6 +139,9 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
             ));
         }
     }
+    if let Some(r) = upper.net_quiet.first() {
+        return Err(widen(&r.origin, "a project may not silence refusals from the monitor (`network.quiet`)".into()));
+    }
     if let Some(g) = &upper.protect_git {
         if !g.value && lower.protects_git() {
             return Err(widen(&g.origin, "it turns off the protection of git's configuration and hooks".into()));

@@ -15,7 +15,7 @@ const SHOW: usize = 3;
 /// Refusals seen so far, by kind and name.
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
-    seen: Mutex<[Kind; 4]>,
+    seen: Mutex<[Kind; 5]>,
 }
 
 /// One kind's counts.
@@ -54,6 +54,8 @@ const CONNECTIONS: usize = 0;
 const REQUESTS: usize = 1;
 const DNS: usize = 2;
 const FILES: usize = 3;
+/// Refusals the policy expects (`network.quiet`), of any kind.
+const EXPECTED: usize = 4;
 
 impl Refusals {
     /// Counts one record (a folded `repeated` record counts as many).
@@ -63,6 +65,9 @@ impl Refusals {
             e => (e, 1),
         };
         let (kind, name) = match event {
+            Event::Connection { allowed: false, quiet: true, target, .. } => (EXPECTED, target.clone()),
+            Event::Request { allowed: false, quiet: true, host, port, .. } => (EXPECTED, format!("{host}:{port}")),
+            Event::Dns { allowed: false, quiet: true, name, .. } => (EXPECTED, name.clone()),
             Event::Connection { allowed: false, target, .. } => (CONNECTIONS, target.clone()),
             Event::Request { allowed: false, host, port, .. } => (REQUESTS, format!("{host}:{port}")),
             Event::Dns { allowed: false, name, .. } => (DNS, name.clone()),
@@ -72,10 +77,11 @@ impl Refusals {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())[kind].add(&name, n);
     }
 
-    /// The summary line, or `None` when nothing was refused.
+    /// The summary line, or `None` when nothing unexpected was refused (expected refusals
+    /// alone are not worth a line; with others, they are counted at the end).
     pub(crate) fn summary(&self) -> Option<String> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let parts: Vec<String> = [
+        let mut parts: Vec<String> = [
             seen[CONNECTIONS].said("connection", "connections"),
             seen[REQUESTS].said("HTTP request", "HTTP requests"),
             seen[DNS].said("DNS name", "DNS names"),
@@ -84,7 +90,13 @@ impl Refusals {
         .into_iter()
         .flatten()
         .collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
+        if parts.is_empty() {
+            return None;
+        }
+        if seen[EXPECTED].total > 0 {
+            parts.push(format!("and {} expected (network.quiet)", seen[EXPECTED].total));
+        }
+        Some(parts.join(", "))
     }
 }
 
@@ -100,6 +112,7 @@ mod tests {
             allowed: false,
             reason: "r".into(),
             error: None,
+            quiet: false,
         }
     }
 
@@ -115,6 +128,24 @@ mod tests {
         r.see(&conn("d.example:22"));
         let s = r.summary().unwrap();
         assert!(s.starts_with("15 connections (b.example:443 ×10, a.example:443 ×3, c.example:80, …)"), "{s}");
+    }
+
+    #[test]
+    fn expected_refusals_alone_say_nothing_and_beside_others_are_only_counted() {
+        let r = Refusals::default();
+        let quiet = |t: &str| Event::Connection {
+            id: None,
+            via: "connect".into(),
+            target: t.into(),
+            allowed: false,
+            reason: "r".into(),
+            error: None,
+            quiet: true,
+        };
+        r.see(&quiet("play.googleapis.com:443"));
+        assert_eq!(r.summary(), None);
+        r.see(&conn("evil.example:443"));
+        assert_eq!(r.summary().unwrap(), "1 connection (evil.example:443), and 1 expected (network.quiet)");
     }
 
     #[test]

@@ -396,3 +396,32 @@ fn an_allowed_name_that_does_not_resolve_is_a_failure_not_a_refusal() {
     let conn = log.lines().find(|l| l.contains("\"kind\":\"connection\"")).expect("a connection record");
     assert!(conn.contains("\"allowed\":true") && conn.contains("\"error\":\"cannot resolve nowhere.invalid"), "{conn}");
 }
+
+#[test]
+fn expected_refusals_are_recorded_quietly_and_fire_no_rule() {
+    let s = Sandbox::new("c-quiet");
+    let audit = s.path("quiet.jsonl");
+    let p = policy_file(
+        &s,
+        "[network]\nmode = \"allowlist\"\nallow = [\"allowed.test:443\"]\nquiet = [\"telemetry.test\"]\n\n[[monitor.rules]]\nwhen = \"denied_connections > 1 in 60s\"\naction = \"kill\"\n",
+    );
+    let quiet = "for i in 1 2 3; do curl -sS --max-time 5 http://telemetry.test/ >/dev/null 2>&1; done; echo survived";
+    let o = s.palisade(&["run", "--audit", &audit.display().to_string(), "--policy", &p, "--", "sh", "-c", quiet]);
+    assert_eq!(stdout(&o), "survived\n", "{}", stderr(&o));
+    assert!(!stderr(&o).contains("ALERT") && !stderr(&o).contains("refused during the run"), "{}", stderr(&o));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("telemetry.test") && l.contains("\"allowed\":false") && l.contains("\"quiet\":true")),
+        "{log}"
+    );
+    // The same refusals of a host the policy does not expect fire the rule.
+    let loud = "for i in 1 2 3; do curl -sS --max-time 5 http://unexpected.test/ >/dev/null 2>&1; done; echo survived";
+    let o = s.palisade(&["run", "--policy", &p, "--", "sh", "-c", loud]);
+    assert_eq!(o.status.code(), Some(137), "{}{}", stdout(&o), stderr(&o));
+    // A project may not silence refusals.
+    s.write("ws/.palisade.toml", "[network]\nquiet = [\"evil.test\"]\n");
+    let o = s.palisade(&["run", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("may not silence refusals"), "{}", stderr(&o));
+}

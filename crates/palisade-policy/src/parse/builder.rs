@@ -151,6 +151,14 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Adds a `network.quiet` entry: a destination an agent contacts routinely (telemetry,
+    /// update checks) whose refusal is recorded but counts for no monitor rule.
+    pub fn quiet_rule(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
+        let pattern = NetPattern::parse(text).map_err(|m| PolicyError::invalid(site.clone(), m))?;
+        self.rules.net_quiet.push(NetRule { pattern, origin: self.origin(site, text) });
+        Ok(())
+    }
+
     /// Maps the host name `name` to the IP address `addr` (`network.hosts`), replacing this
     /// layer's earlier mapping of the name.
     pub fn host_mapping(&mut self, name: &str, addr: &str, site: Site) -> Result<(), PolicyError> {

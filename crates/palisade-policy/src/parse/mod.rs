@@ -88,6 +88,9 @@ pub fn parse_layer(
         for v in net.deny {
             b.net_rule(false, v.get_ref(), site(v.span(), "network.deny"))?;
         }
+        for v in net.quiet {
+            b.quiet_rule(v.get_ref(), site(v.span(), "network.quiet"))?;
+        }
         for (k, v) in net.hosts {
             b.host_mapping(k.get_ref(), v.get_ref(), site(k.span(), &format!("network.hosts.{}", k.get_ref())))?;
         }
