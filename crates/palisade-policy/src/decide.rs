@@ -54,6 +54,12 @@ impl fmt::Display for PathDecision<'_> {
         }
         if let Some(p) = self.protected_by {
             writeln!(f, "  capped read-only by: protect {:?}  [{}]", p.origin.text, p.origin)?;
+            if p.own_copy {
+                writeln!(
+                    f,
+                    "  inside: a copy of its own, kept for this workspace across runs (seeded from this file, again when it changes); this file stays as it is"
+                )?;
+            }
             if p.private_copy {
                 writeln!(
                     f,

@@ -212,6 +212,7 @@ fn rule(kind: PathKind, path: PathBuf, origin: Origin) -> PathRule {
         private_copy: false,
         placeholder: Placeholder::Absent,
         state: false,
+        own_copy: false,
         origin,
     }
 }

@@ -135,6 +135,12 @@ pub struct PathRule {
     /// and end with the run).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub state: bool,
+    /// For a `protect` rule from `filesystem.own_copy` (an agent's own configuration): the
+    /// host's file stays as it is, and the sandbox reads and writes a copy of its own, which
+    /// Palisade keeps for the workspace across runs (seeded from the host's file, again
+    /// whenever that changes; never written back).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_copy: bool,
     /// Where the rule came from. A derived rule carries the entry or setting that asked for
     /// it (`filesystem.protect_git`), with the reason as its text.
     pub origin: Origin,

@@ -124,6 +124,9 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
         if r.state {
             return Err(widen(&r.origin, "a project may not make directories on the host (`filesystem.state`)".into()));
         }
+        if r.own_copy {
+            return Err(widen(&r.origin, "a project may not keep copies of files (`filesystem.own_copy`)".into()));
+        }
         let wanted = match r.kind {
             PathKind::Read => Access::Read,
             PathKind::Write => Access::Write,

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod copies;
 mod event;
 pub mod exit;
 mod kill;

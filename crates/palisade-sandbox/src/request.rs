@@ -21,6 +21,9 @@ pub struct Request {
     pub tmp: PathBuf,
     /// Record every exec (an [`crate::SandboxEvent::Exec`] each), where the backend can.
     pub trace_exec: bool,
+    /// Where this workspace's kept copies live (`filesystem.own_copy`; see
+    /// [`crate::view::own_copy_path`]); `None`: such files are only protected.
+    pub copies: Option<PathBuf>,
 }
 
 /// Resource limits of a run (`None`: no limit), from the policy's `[process]`. `tmp_size`

@@ -66,7 +66,9 @@ pub fn run<B: Backend + 'static>(
     // State directories are made before planning, so the plan shows them; the host's
     // answers are then asked afresh (the policy's resolver has them as missing).
     let fresh;
-    let host = if !spec.dry_run && make_state_dirs(policy, say) {
+    let host = if !spec.dry_run
+        && (make_state_dirs(policy, say) | crate::copies::prepare(policy, &crate::copies::dir(env, policy), say))
+    {
         fresh = FsResolver::default();
         &fresh
     } else {
@@ -251,6 +253,7 @@ fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Reques
         env: vars,
         tmp: palisade_policy::PathResolver::resolve(&FsResolver::default(), &env.tmp),
         trace_exec: spec.trace_exec,
+        copies: Some(crate::copies::dir(env, policy)),
     }
 }
 

@@ -221,3 +221,52 @@ fn a_state_directory_is_made_on_the_host_so_what_is_kept_there_persists() {
     assert!(stderr(&o).contains("may not make directories"), "{}", stderr(&o));
     assert!(!s.ws().join("sub").exists());
 }
+
+#[test]
+fn an_own_copy_is_written_inside_kept_for_the_workspace_and_never_written_back() {
+    let s = Sandbox::new("own-copy");
+    s.write(
+        "home/.config/palisade/policy.toml",
+        "[filesystem]\nstate = [\"~/.agent\"]\nown_copy = [\"~/.agent/settings.json\"]\n",
+    );
+    let host = s.home().join(".agent/settings.json");
+    // Missing: made on the host as `{}` (an empty file is no JSON), and the sandbox writes
+    // its own copy in place.
+    let o = s.palisade(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "cat ~/.agent/settings.json; echo '{\"auth\":1}' > ~/.agent/settings.json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "{}\n");
+    assert_eq!(std::fs::read_to_string(&host).unwrap(), "{}\n", "written back to the host");
+    // The next run of this workspace finds its copy.
+    let o = s.palisade(&["run", "--", "cat", &host.display().to_string()]);
+    assert_eq!(stdout(&o), "{\"auth\":1}\n", "{}", stderr(&o));
+    // Replacing it (rm, mv) is refused: it stays the copy.
+    let o = s.palisade(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "rm -f ~/.agent/settings.json; mv ~/.agent/settings.json ~/.agent/x; cat ~/.agent/settings.json",
+    ]);
+    assert_eq!(stdout(&o), "{\"auth\":1}\n", "{}", stderr(&o));
+    // Another workspace has its own.
+    std::fs::create_dir_all(s.root.join("ws2")).unwrap();
+    let o = s.palisade_in(&s.root.join("ws2"), &["run", "--", "cat", &host.display().to_string()]);
+    assert_eq!(stdout(&o), "{}\n", "{}", stderr(&o));
+    // The user's own edit on the host wins, and is said.
+    std::fs::write(&host, "{\"theme\":\"dark\"}\n").unwrap();
+    let o = s.palisade(&["run", "--", "cat", &host.display().to_string()]);
+    assert_eq!(stdout(&o), "{\"theme\":\"dark\"}\n");
+    assert!(stderr(&o).contains("changed on the host"), "{}", stderr(&o));
+    // A link put in its place is not followed when the copy is seeded.
+    std::fs::remove_file(&host).unwrap();
+    std::os::unix::fs::symlink(s.home().join(".ssh/id_rsa"), &host).unwrap();
+    let o = s.palisade(&["run", "--", "sh", "-c", "cat ~/.agent/settings.json 2>&1; true"]);
+    assert!(!stdout(&o).contains("canary-secret"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("cannot read it (a link is not followed)"), "{}", stderr(&o));
+}

@@ -302,6 +302,7 @@ mod tests {
             env: vec![],
             tmp: "/tmp".into(),
             trace_exec: false,
+            copies: None,
         };
         build(&policy(text), host, req, Strength::Full)
     }
@@ -359,6 +360,7 @@ mod tests {
             env: vec![],
             tmp: "/tmp".into(),
             trace_exec: false,
+            copies: None,
         };
         let p = build(&policy(&text), &host(), req, Strength::Degraded).unwrap();
         assert!(p.landlock.deny_tcp);

@@ -114,6 +114,25 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 }
             }
             Entry::PrivateCopy { path } => private_copy(roots, path)?,
+            Entry::OwnCopy { path, copy } => {
+                // The kept copy (in Palisade's state directory, which the sandbox cannot see)
+                // bound writable over the host's file; the file must be there (Palisade made
+                // it before planning): no mount point is made through a host bind.
+                let src = at(
+                    "open (no symlinks) the kept copy of",
+                    path,
+                    open_beneath(roots.old.as_raw_fd(), rel(copy), libc::O_PATH, 0),
+                )?;
+                let tree = at("clone the kept copy of", path, clone_tree(src.as_raw_fd(), false))?;
+                let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+                at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+                let target = at(
+                    "open (no symlinks) the file kept as a copy",
+                    path,
+                    open_beneath(roots.new.as_raw_fd(), rel(path), libc::O_PATH, 0),
+                )?;
+                at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
+            }
             Entry::PinnedLink { path } => {
                 let src = at(
                     "open (no symlinks) the host's link",

@@ -87,6 +87,7 @@ impl<'a> LayerBuilder<'a> {
                 private_copy: false,
                 placeholder: Placeholder::Absent,
                 state: false,
+                own_copy: false,
                 origin,
             });
         }

@@ -74,6 +74,21 @@ pub fn parse_layer(
                 r.state = true;
             }
         }
+        // `own_copy`: protected files (an agent's configuration) of which the sandbox keeps
+        // a writable copy of its own, per workspace.
+        for v in fs.own_copy {
+            if crate::pathrule::is_glob(v.get_ref()) {
+                return Err(PolicyError::invalid(
+                    site(v.span(), "filesystem.own_copy"),
+                    format!("`{}`: own_copy takes files, not globs", v.get_ref()),
+                ));
+            }
+            let before = b.rules.paths.len();
+            b.path_rule(PathKind::Protect, v.get_ref(), site(v.span(), "filesystem.own_copy"))?;
+            for r in &mut b.rules.paths[before..] {
+                r.own_copy = true;
+            }
+        }
         if let Some(g) = fs.protect_git {
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }

@@ -31,6 +31,8 @@ pub(super) struct RawFs {
     pub(super) protect: Vec<S<String>>,
     #[serde(default)]
     pub(super) state: Vec<S<String>>,
+    #[serde(default)]
+    pub(super) own_copy: Vec<S<String>>,
     pub(super) protect_git: Option<S<bool>>,
 }
 

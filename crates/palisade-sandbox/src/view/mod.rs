@@ -79,6 +79,15 @@ pub enum Entry {
         /// The protected file.
         path: PathBuf,
     },
+    /// A protected file of which the sandbox keeps a copy of its own (`filesystem.own_copy`,
+    /// an agent's configuration): `copy`, a file Palisade keeps for the workspace, is read
+    /// and written at `path`; the host's file stays as it is.
+    OwnCopy {
+        /// The protected file.
+        path: PathBuf,
+        /// The kept copy on the host (outside everything the sandbox sees).
+        copy: PathBuf,
+    },
     /// A symbolic link to `target`, where a grant was written through a link on the host
     /// (`/lib64` → `/usr/lib64`), so the written path still resolves.
     Link {
@@ -107,6 +116,7 @@ impl Entry {
             | Entry::Placeholder { path, .. }
             | Entry::PinnedLink { path }
             | Entry::PrivateCopy { path }
+            | Entry::OwnCopy { path, .. }
             | Entry::Link { path, .. }
             | Entry::File { path, .. } => path,
         }
@@ -240,6 +250,10 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
             continue;
         }
         let hints = Hints {
+            own_copy: match (d.protected_by, &req.copies) {
+                (Some(r), Some(dir)) if r.own_copy => Some(own_copy_path(dir, &path)),
+                _ => None,
+            },
             private_copy: d.protected_by.is_some_and(|r| r.private_copy),
             placeholder: d.protected_by.map_or(Placeholder::Absent, |r| r.placeholder),
         };
@@ -266,6 +280,20 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
         .filter(|t| seen_in(&entries, t) == Seen::Private && !entries.iter().any(|m| m.path() == t))
         .collect();
     Ok(FsView { entries, cwd, tripwires })
+}
+
+/// Where the kept copy of the protected file `path` lives in `dir` (a workspace's
+/// directory of copies): a name made of a 64-bit FNV-1a hash of the path and its last
+/// component (at most 100 bytes of it), so that two paths never share a copy.
+pub fn own_copy_path(dir: &Path, path: &Path) -> PathBuf {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name: String = name.chars().take(100).collect();
+    dir.join(format!("{h:016x}-{name}"))
 }
 
 /// The ports the gateway listens on transparently for `policy` (each port an allow rule

@@ -44,9 +44,11 @@ pub(super) fn seen_in(entries: &[Entry], path: &Path) -> Seen {
 }
 
 /// What the rule protecting a path asks of a backend (see [`palisade_policy::model::PathRule`]).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Hints {
     pub(super) private_copy: bool,
+    /// The kept copy to show writable instead (`filesystem.own_copy`).
+    pub(super) own_copy: Option<PathBuf>,
     pub(super) placeholder: Placeholder,
 }
 
@@ -143,6 +145,8 @@ pub(super) fn walk_to(
             Some(kind) => {
                 if want == Access::None {
                     entries.push(Entry::Hidden { path: cur.clone(), dir: kind == Kind::Dir });
+                } else if let (Some(copy), true, Kind::File) = (&hints.own_copy, narrowing, kind) {
+                    entries.push(Entry::OwnCopy { path: cur.clone(), copy: copy.clone() });
                 } else if hints.private_copy && narrowing && kind == Kind::File {
                     entries.push(Entry::PrivateCopy { path: cur.clone() });
                 } else {

@@ -27,6 +27,7 @@ fn plan(text: &str, host: &MemFs) -> Result<FsView, ViewError> {
         env: vec![],
         tmp: "/tmp".into(),
         trace_exec: false,
+        copies: None,
     };
     build(&policy(text), host, &req)
 }
@@ -176,8 +177,14 @@ fn grants_written_through_a_link_get_the_link() {
         parse_layer("[filesystem]\nread = [\"/usr\", \"/lib64\"]\n", "t", LayerKind::User, &vars, &LinkLib64).unwrap();
     let pol = resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
     let h = mem(&[("/usr/lib64/ld.so", Kind::File)]);
-    let req =
-        Request { argv: vec!["true".into()], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
+    let req = Request {
+        argv: vec!["true".into()],
+        cwd: "/".into(),
+        env: vec![],
+        tmp: "/tmp".into(),
+        trace_exec: false,
+        copies: None,
+    };
     let p = build(&pol, &h, &req).unwrap();
     assert!(p.entries.contains(&Entry::Link { path: "/lib64".into(), target: "/usr/lib64".into() }));
     assert_eq!(p.cwd, Path::new("/w/proj"), "an invisible cwd falls back to the workspace");
@@ -203,6 +210,7 @@ fn home_and_workspace_under_the_private_tmp_stay_private() {
         env: vec![],
         tmp: "/tmp".into(),
         trace_exec: false,
+        copies: None,
     };
     let p = build(&pol, &h, &req).unwrap();
     assert_eq!(p.entries[0], Entry::Private { path: "/tmp".into(), size: DEFAULT_TMP_SIZE });
@@ -238,6 +246,7 @@ fn tripwires_go_only_into_private_file_systems() {
 
 #[test]
 fn empty_command_is_refused() {
-    let req = Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false };
+    let req =
+        Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false, copies: None };
     assert_eq!(build(&policy(BASE), &host(), &req).unwrap_err(), ViewError::NoCommand);
 }

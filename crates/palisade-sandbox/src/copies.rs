@@ -1,0 +1,142 @@
+//! The kept copies of `filesystem.own_copy` files (an agent's own configuration): the host's
+//! file stays as it is; the sandbox reads and writes a copy of its own, which Palisade keeps
+//! for the workspace across runs under `$XDG_STATE_HOME/palisade/copies/WORKSPACE-KEY/`. A
+//! copy is seeded from the host's file, and seeded again whenever the host's file changes
+//! (the user's own edits win over the sandbox's); nothing is ever written back.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use palisade_policy::ResolvedPolicy;
+use palisade_policy::load::Environment;
+
+use crate::report::Say;
+use crate::view::own_copy_path;
+
+/// The largest file kept as a copy, in bytes (1 MiB); a larger one is only protected.
+pub const MAX: u64 = 1 << 20;
+
+/// This workspace's directory of kept copies.
+pub fn dir(env: &Environment, policy: &ResolvedPolicy) -> PathBuf {
+    env.state_home.join("palisade/copies").join(key(&policy.workspace))
+}
+
+/// A name for a workspace: the last component and a 64-bit FNV-1a hash of the whole path.
+fn key(ws: &Path) -> String {
+    let name: String =
+        ws.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().chars().take(60).collect();
+    format!("{name}-{:016x}", fnv(ws.as_os_str().as_encoded_bytes()))
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// What a missing file is made with on the host, so that a copy can stand at its place: `{}`
+/// for JSON (an empty file is no JSON: Gemini CLI refused to start on one), else nothing.
+fn seed(path: &Path) -> &'static str {
+    if path.extension().is_some_and(|e| e == "json") { "{}\n" } else { "" }
+}
+
+/// Reads a regular file of at most [`MAX`] bytes without following a link (in the degraded
+/// mode a sandbox could have put a link there, to have a secret copied where it can read).
+fn read_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut o, libc::O_NOFOLLOW);
+    let f = o.open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() > MAX {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    f.take(MAX + 1).read_to_end(&mut data)?;
+    Ok(Some(data))
+}
+
+/// Writes `data` to `path` (mode 0600), replacing it.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("palisade-tmp");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    std::io::Write::write_all(&mut o.open(&tmp)?, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Makes every `own_copy` file ready before planning: a missing host file is made with its
+/// seed (when its directory exists), and the copy is seeded from the host's file when it is
+/// missing or the host's file changed since. Returns whether a file was made on the host (the
+/// planner must then ask the host afresh). Problems are said, never fatal: the file then
+/// stays only protected.
+pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
+    let mut made = false;
+    for r in policy.paths.iter().filter(|r| r.own_copy) {
+        let path = r.pattern.base();
+        let problem = |what: &str, e: &dyn std::fmt::Display| {
+            say.warning(&format!("{} ({}): {what}: {e}; it stays read-only inside", path.display(), r.origin))
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !path.parent().is_some_and(Path::is_dir) {
+                    continue;
+                }
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                match o.open(&path).and_then(|mut f| std::io::Write::write_all(&mut f, seed(&path).as_bytes())) {
+                    Ok(()) => made = true,
+                    Err(e) => {
+                        problem("cannot make it", &e);
+                        continue;
+                    }
+                }
+            }
+            Err(e) => {
+                problem("cannot look at it", &e);
+                continue;
+            }
+        }
+        let host = match read_file(&path) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                problem("cannot read it (a link is not followed)", &e);
+                continue;
+            }
+        };
+        let copy = own_copy_path(dir, &path);
+        let stamp = copy.with_extension("palisade-seed");
+        let now = format!("{:016x}\n", fnv(&host));
+        let seeded = std::fs::read_to_string(&stamp).ok();
+        if copy.is_file() && seeded.as_deref() == Some(now.as_str()) {
+            continue;
+        }
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        let done = b
+            .create(dir)
+            .and_then(|()| write_private(&copy, &host))
+            .and_then(|()| write_private(&stamp, now.as_bytes()));
+        match done {
+            Ok(()) if seeded.is_some() => say.warning(&format!(
+                "{} changed on the host since the sandbox's copy was made: the copy starts again from it",
+                path.display()
+            )),
+            Ok(()) => {}
+            Err(e) => problem("cannot keep a copy of it", &e),
+        }
+    }
+    made
+}
