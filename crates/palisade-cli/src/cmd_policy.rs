@@ -143,6 +143,12 @@ fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, a
             if !note.is_empty() {
                 println!("  carries: {note}");
             }
+            if let Some(q) = p.quiet(&t.host, Some(t.port)).filter(|_| !allowed) {
+                println!(
+                    "  quiet: an expected refusal (an agent's telemetry): recorded, counted by no monitor rule  [{}]",
+                    q.origin
+                );
+            }
         }
         return Ok(0);
     }

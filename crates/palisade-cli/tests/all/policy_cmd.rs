@@ -191,3 +191,34 @@ fn explain_tells_the_truth_about_loopback_decoys_and_the_allowlist() {
     let out = stdout(&s.palisade(&["policy", "explain", "~/.ssh/id_rsa"]));
     assert!(out.contains("decoy:") && out.contains("monitor.tripwires"), "{out}");
 }
+
+#[test]
+fn each_profile_grants_its_agent_what_it_needs_and_no_more() {
+    let s = Sandbox::new("profile-grants");
+    let explain =
+        |profile: &str, target: &str| stdout(&s.palisade(&["policy", "explain", "--profile", profile, target]));
+    for (profile, state, config, host, quiet) in [
+        ("codex", "~/.codex/auth.json", "~/.codex/config.toml", "api.openai.com", "ab.chatgpt.com"),
+        ("claude", "~/.claude/projects/x", "~/.claude/settings.json", "platform.claude.com", "statsig.anthropic.com"),
+        (
+            "gemini",
+            "~/.gemini/trustedFolders.json",
+            "~/.gemini/settings.json",
+            "generativelanguage.googleapis.com",
+            "play.googleapis.com",
+        ),
+    ] {
+        let out = explain(profile, state);
+        assert!(out.contains("read-write") && out.contains("filesystem.state"), "{profile}: {out}");
+        let out = explain(profile, config);
+        assert!(out.contains("read-only"), "{profile}: its configuration must not be writable on the host: {out}");
+        assert!(explain(profile, host).contains("allowed"), "{profile}");
+        let out = explain(profile, quiet);
+        assert!(out.contains("denied") && out.contains("quiet:"), "{profile}: {out}");
+        // No secrets, no other host. (Nothing else of a real home either; this test's home
+        // lies under the private ${tmp}, so other home paths explain as that.)
+        assert!(explain(profile, "~/.ssh/id_rsa").contains("denied"), "{profile}");
+        assert!(explain(profile, "evil.example").contains("denied"), "{profile}");
+    }
+    assert!(explain("gemini", "~/.gemini/settings.json").contains("a copy of its own"));
+}
