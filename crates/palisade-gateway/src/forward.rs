@@ -257,6 +257,13 @@ async fn handle(state: &Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 let rule = c.rule().to_owned();
                 (c, rule)
             }
+            // Allowed, but the name does not resolve: the origin failed, not the policy
+            // (as for a tunnel: no denied_connections rule counts it).
+            Err(e @ crate::decision::Refusal::Resolve { .. }) => {
+                let why = e.to_string();
+                record.done(true, why.clone(), Some(502));
+                return refusal(StatusCode::BAD_GATEWAY, &why);
+            }
             Err(e) => {
                 let why = e.to_string();
                 record.done(false, why.clone(), Some(403));

@@ -79,18 +79,27 @@ pub fn latest_for(dir: &Path, workspace: &Path) -> io::Result<Option<SessionFile
         .find(|f| matches!(start_of(&f.path), Some(Event::SessionStart { workspace, .. }) if *workspace == *want)))
 }
 
+/// Whether the run that writes a log may still be running: its supervisor's pid is alive
+/// (Linux: `/proc/PID` exists; a reused pid only keeps a log longer). Elsewhere, `false`.
+fn running(pid: u32) -> bool {
+    cfg!(target_os = "linux") && Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Removes the logs that started more than `retention` before `now` (seconds since the
-/// epoch) and those beyond the `keep` newest, never `current`. Returns how many were
-/// removed; a log that cannot be removed is left (and not counted).
+/// epoch) and those beyond the `keep` newest, never `current` and never the log of a run
+/// that may still be running. Returns how many were removed; a log that cannot be removed
+/// is left (and not counted).
 ///
 /// # Errors
 /// When `dir` cannot be read.
 pub fn prune(dir: &Path, retention: Duration, keep: u64, now: u64, current: &Path) -> io::Result<usize> {
     let cutoff = now.saturating_sub(retention.as_secs());
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let current = canonical(current);
     let mut removed = 0;
-    for (i, f) in list(dir)?.into_iter().enumerate() {
+    for (i, f) in list(&canonical(dir))?.into_iter().enumerate() {
         let old = retention != Duration::MAX && f.started < cutoff;
-        if (old || i as u64 >= keep) && f.path != current && std::fs::remove_file(&f.path).is_ok() {
+        if (old || i as u64 >= keep) && f.path != current && !running(f.pid) && std::fs::remove_file(&f.path).is_ok() {
             removed += 1;
         }
     }
@@ -106,20 +115,43 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("palisade-sessions-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let now = 2_000_000_000;
-        for (secs, pid) in [(now - 40 * 86_400, 1), (now - 100, 2), (now - 50, 3), (now - 10, 4), (now, 5)] {
+        // Pids above the kernel's limit (2^22): never a running process.
+        let dead = 4_194_305;
+        for (secs, pid) in [
+            (now - 40 * 86_400, dead),
+            (now - 100, dead + 1),
+            (now - 50, dead + 2),
+            (now - 10, dead + 3),
+            (now, dead + 4),
+        ] {
             std::fs::write(dir.join(file_name(secs, pid)), "").unwrap();
         }
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         std::fs::write(dir.join("session-x-1.jsonl"), "not ours").unwrap();
-        let current = dir.join(file_name(now, 5));
+        let current = dir.join(file_name(now, dead + 4));
         // 30 days: the 40-day-old one goes; keep 3: the two oldest of the rest go too.
         let removed = prune(&dir, DEFAULT_RETENTION, 3, now, &current).unwrap();
         let left: Vec<u32> = list(&dir).unwrap().iter().map(|f| f.pid).collect();
         let others = dir.join("notes.txt").exists() && dir.join("session-x-1.jsonl").exists();
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(removed, 2);
-        assert_eq!(left, [5, 4, 3]);
+        assert_eq!(left, [dead + 4, dead + 3, dead + 2]);
         assert!(others, "files that are no session log stay");
+    }
+
+    #[test]
+    fn the_log_of_a_run_still_running_is_never_removed() {
+        let dir = std::env::temp_dir().join(format!("palisade-sessions-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // This test's own pid stands for a run still going: beyond `keep`, and old.
+        let live = dir.join(file_name(1, std::process::id()));
+        std::fs::write(&live, "").unwrap();
+        std::fs::write(dir.join(file_name(2_000_000_000, 4_194_305)), "").unwrap();
+        let removed = prune(&dir, DEFAULT_RETENTION, 1, 2_000_000_000, Path::new("/nonexistent")).unwrap();
+        let kept = live.exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(removed, 0);
+        assert!(kept || !cfg!(target_os = "linux"));
     }
 
     #[test]

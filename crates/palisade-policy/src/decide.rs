@@ -57,7 +57,7 @@ impl fmt::Display for PathDecision<'_> {
             if p.own_copy {
                 writeln!(
                     f,
-                    "  inside: a copy of its own, kept for this workspace across runs (seeded from this file, again when it changes); this file stays as it is"
+                    "  inside: writable, a copy of its own, kept for this workspace across runs (seeded from this file, again when it changes); this file stays as it is"
                 )?;
             }
             if p.private_copy {

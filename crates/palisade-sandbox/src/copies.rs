@@ -16,9 +16,11 @@ use crate::view::own_copy_path;
 /// The largest file kept as a copy, in bytes (1 MiB); a larger one is only protected.
 pub const MAX: u64 = 1 << 20;
 
-/// This workspace's directory of kept copies.
+/// This workspace's directory of kept copies (the state directory canonical: the Linux
+/// backend opens the copy without following any link).
 pub fn dir(env: &Environment, policy: &ResolvedPolicy) -> PathBuf {
-    env.state_home.join("palisade/copies").join(key(&policy.workspace))
+    let state = palisade_policy::PathResolver::resolve(&palisade_policy::load::FsResolver::default(), &env.state_home);
+    state.join("palisade/copies").join(key(&policy.workspace))
 }
 
 /// A name for a workspace: the last component and a 64-bit FNV-1a hash of the whole path.
@@ -60,6 +62,16 @@ fn read_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
+/// The first directory on the way to `path` that is now a symbolic link, if any. Policy
+/// paths are canonical, so a link there was put in place since (by a sandbox in an earlier
+/// run, through a grant above it): Palisade then makes and copies nothing through it.
+pub(crate) fn link_on_the_way(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+        .map(Path::to_path_buf)
+}
+
 /// Writes `data` to `path` (mode 0600), replacing it.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("palisade-tmp");
@@ -73,16 +85,25 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Makes every `own_copy` file ready before planning: a missing host file is made with its
 /// seed (when its directory exists), and the copy is seeded from the host's file when it is
-/// missing or the host's file changed since. Returns whether a file was made on the host (the
-/// planner must then ask the host afresh). Problems are said, never fatal: the file then
+/// missing or the host's file changed since. Returns whether a file was made (the planner
+/// must then ask the host afresh). Problems are said, never fatal: the file then
 /// stays only protected.
 pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
     let mut made = false;
     for r in policy.paths.iter().filter(|r| r.own_copy) {
         let path = r.pattern.base();
         let problem = |what: &str, e: &dyn std::fmt::Display| {
-            say.warning(&format!("{} ({}): {what}: {e}; it stays read-only inside", path.display(), r.origin))
+            say.warning(&format!("{} ({}): {what}: {e}; the sandbox gets no copy of its own", path.display(), r.origin))
         };
+        if let Some(link) = link_on_the_way(&path) {
+            problem("not copied", &format!("{} on the way is now a symbolic link", link.display()));
+            continue;
+        }
+        // Only where the sandbox may write the file's directory (a denial above wins).
+        let writable = |p: &Path| policy.decide_path(p).access == palisade_policy::Access::Write;
+        if !path.parent().is_some_and(writable) {
+            continue;
+        }
         match std::fs::symlink_metadata(&path) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -129,6 +150,8 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
             .create(dir)
             .and_then(|()| write_private(&copy, &host))
             .and_then(|()| write_private(&stamp, now.as_bytes()));
+        // The planner asks the host afresh after any change here.
+        made |= done.is_ok();
         match done {
             Ok(()) if seeded.is_some() => say.warning(&format!(
                 "{} changed on the host since the sandbox's copy was made: the copy starts again from it",

@@ -43,7 +43,14 @@ impl Kind {
         let mut top: Vec<(&String, &u64)> = self.by_name.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let names: Vec<String> =
-            top.iter().take(SHOW).map(|(n, c)| if **c > 1 { format!("{n} ×{c}") } else { (*n).clone() }).collect();
+            // Names come from the sandbox: escaped, never interpreted by the terminal.
+            top.iter()
+                .take(SHOW)
+                .map(|(n, c)| {
+                    let n = palisade_monitor::live::printable(n);
+                    if **c > 1 { format!("{n} ×{c}") } else { n }
+                })
+                .collect();
         let more = if top.len() > SHOW { ", …" } else { "" };
         let what = if self.total == 1 { one } else { many };
         Some(format!("{} {what} ({}{more})", self.total, names.join(", ")))
@@ -146,6 +153,14 @@ mod tests {
         assert_eq!(r.summary(), None);
         r.see(&conn("evil.example:443"));
         assert_eq!(r.summary().unwrap(), "1 connection (evil.example:443), and 1 expected (network.quiet)");
+    }
+
+    #[test]
+    fn names_from_the_sandbox_are_escaped() {
+        let r = Refusals::default();
+        r.see(&conn("\r\x1b[2Khide.example:443"));
+        let s = r.summary().unwrap();
+        assert!(!s.contains('\x1b') && !s.contains('\r') && s.contains("\\u{1b}[2Khide"), "{s}");
     }
 
     #[test]

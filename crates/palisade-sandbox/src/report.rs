@@ -114,16 +114,32 @@ fn shown(view: &crate::view::FsView, (p, real): &(std::path::PathBuf, std::path:
     host(p) && host(real)
 }
 
+/// The grant that shows `p` and where it leads: the directory holding both when it is deep
+/// enough to be the tool's own (`~/.npm-global` for `bin/agent -> ../lib/...`), else each
+/// directory on its own (never a home directory or `/` as a whole).
+fn grant_for(p: &std::path::Path, real: &std::path::Path) -> String {
+    let a = p.parent().unwrap_or(p);
+    let b = real.parent().unwrap_or(real);
+    if a == b {
+        return format!("--allow-read {}", a.display());
+    }
+    let common = a.ancestors().find(|x| b.starts_with(x)).unwrap_or(std::path::Path::new("/"));
+    if common.components().count() >= 4 {
+        format!("--allow-read {}", common.display())
+    } else {
+        format!("--allow-read {} --allow-read {}", a.display(), b.display())
+    }
+}
+
 /// The hint for a command the sandbox did not find although the host has it: where, and the
 /// grant that shows it.
 pub(crate) fn not_found_hint(name: &str, path: &str, view: &crate::view::FsView) -> Option<String> {
     let (p, real) = on_host_path(name, path).into_iter().find(|c| !shown(view, c))?;
-    let dir = real.parent().and_then(|d| if d.ends_with("bin") { d.parent() } else { Some(d) }).unwrap_or(&real);
     Some(format!(
-        "{name} is on the host at {}{}, which the sandbox cannot see: grant it with --allow-read {} (or a profile that does)",
+        "{name} is on the host at {}{}, which the sandbox cannot see: grant it with {} (or in your policy)",
         p.display(),
         if real != p { format!(" (-> {})", real.display()) } else { String::new() },
-        dir.display()
+        grant_for(&p, &real)
     ))
 }
 
@@ -137,15 +153,10 @@ pub(crate) fn shadowed(name: &str, path: &str, view: &crate::view::FsView) -> Op
     }
     let runs = found.iter().find(|c| shown(view, c))?;
     Some(format!(
-        "`{name}` runs {} inside the sandbox, not {} (first on PATH on the host, which the sandbox cannot see: --allow-read {} shows it)",
+        "`{name}` runs {} inside the sandbox, not {} (first on PATH on the host, which the sandbox cannot see: {} shows it)",
         runs.0.display(),
         first.0.display(),
-        first
-            .1
-            .parent()
-            .and_then(|d| if d.ends_with("bin") { d.parent() } else { Some(d) })
-            .unwrap_or(&first.1)
-            .display()
+        grant_for(&first.0, &first.1)
     ))
 }
 

@@ -174,7 +174,18 @@ fn make_state_dirs(policy: &ResolvedPolicy, say: Say) -> bool {
     let mut made = false;
     for r in policy.paths.iter().filter(|r| r.state && r.kind == palisade_policy::PathKind::Write) {
         let path = r.pattern.base();
-        if std::fs::symlink_metadata(&path).is_ok() {
+        if std::fs::symlink_metadata(&path).is_ok()
+            || policy.decide_path(&path).access != palisade_policy::Access::Write
+        {
+            continue;
+        }
+        if let Some(link) = crate::copies::link_on_the_way(&path) {
+            say.warning(&format!(
+                "{} ({}) is not made: {} on the way is now a symbolic link",
+                path.display(),
+                r.origin,
+                link.display()
+            ));
             continue;
         }
         let mut b = std::fs::DirBuilder::new();

@@ -608,8 +608,9 @@ fn the_latest_session_of_a_workspace_is_found_listed_and_old_ones_pruned() {
     // Old logs of other runs, by their names: one 40 days old, one recent.
     std::fs::create_dir_all(&sessions).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    std::fs::write(sessions.join(format!("session-{}-1.jsonl", now - 40 * 86_400)), "").unwrap();
-    std::fs::write(sessions.join(format!("session-{}-2.jsonl", now - 60)), "").unwrap();
+    // (Pids above the kernel's limit: runs that have ended.)
+    std::fs::write(sessions.join(format!("session-{}-4194305.jsonl", now - 40 * 86_400)), "").unwrap();
+    std::fs::write(sessions.join(format!("session-{}-4194306.jsonl", now - 60)), "").unwrap();
     assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));
     assert_eq!(s.palisade(&["run", "--", "sh", "-c", "exit 3"]).status.code(), Some(3));
     let o = s.palisade(&["audit", "show"]);
@@ -630,7 +631,7 @@ fn the_latest_session_of_a_workspace_is_found_listed_and_old_ones_pruned() {
     let names: Vec<String> =
         std::fs::read_dir(&sessions).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names.contains(&format!("session-{}-2.jsonl", now - 60)), "{names:?}");
+    assert!(names.contains(&format!("session-{}-4194306.jsonl", now - 60)), "{names:?}");
     // `[monitor] keep` bounds the count.
     s.write("home/.config/palisade/policy.toml", "[monitor]\nkeep = 2\n");
     assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));

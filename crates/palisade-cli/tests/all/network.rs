@@ -384,17 +384,20 @@ fn an_allowed_name_that_does_not_resolve_is_a_failure_not_a_refusal() {
         "--audit",
         &audit.display().to_string(),
         "--allow-net",
-        "nowhere.invalid:443",
+        "nowhere.invalid",
         "--",
         "sh",
         "-c",
-        "curl -sS --max-time 10 https://nowhere.invalid/ >/dev/null 2>&1; true",
+        "curl -sS --max-time 10 https://nowhere.invalid/ >/dev/null 2>&1; curl -sS --max-time 10 http://nowhere.invalid/ >/dev/null 2>&1; true",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("refused during the run"), "{}", stderr(&o));
     let log = std::fs::read_to_string(&audit).unwrap();
     let conn = log.lines().find(|l| l.contains("\"kind\":\"connection\"")).expect("a connection record");
     assert!(conn.contains("\"allowed\":true") && conn.contains("\"error\":\"cannot resolve nowhere.invalid"), "{conn}");
+    // Plain HTTP through the proxy: the request is allowed, and the origin failed (502).
+    let req = log.lines().find(|l| l.contains("\"kind\":\"request\"")).expect("a request record");
+    assert!(req.contains("\"allowed\":true") && req.contains("\"status\":502"), "{req}");
 }
 
 #[test]

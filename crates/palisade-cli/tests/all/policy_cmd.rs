@@ -202,8 +202,8 @@ fn each_profile_grants_its_agent_what_it_needs_and_no_more() {
         ("claude", "~/.claude/projects/x", "~/.claude/settings.json", "platform.claude.com", "statsig.anthropic.com"),
         (
             "gemini",
+            "~/.gemini/history/x",
             "~/.gemini/trustedFolders.json",
-            "~/.gemini/settings.json",
             "generativelanguage.googleapis.com",
             "play.googleapis.com",
         ),

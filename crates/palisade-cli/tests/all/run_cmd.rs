@@ -181,7 +181,19 @@ fn a_command_hidden_from_the_sandbox_is_named_with_the_grant_that_shows_it() {
     assert_eq!(o.status.code(), Some(127));
     let err = stderr(&o);
     assert!(err.contains(&format!("mytool is on the host at {}/mytool", bin.display())), "{err}");
-    assert!(err.contains(&format!("--allow-read {}", s.root.join("tools").display())), "{err}");
+    assert!(err.contains(&format!("--allow-read {}", bin.display())), "{err}");
+    // An npm-style link (bin/agent -> ../lib/agent/cli.js): one grant of the prefix shows both.
+    let lib = s.root.join("tools/lib/agent");
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::write(lib.join("cli.sh"), "#!/bin/sh\necho from-agent\n").unwrap();
+    std::fs::set_permissions(lib.join("cli.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../lib/agent/cli.sh", bin.join("agent")).unwrap();
+    let o = s.command(&s.ws(), &["run", "--", "agent"]).env("PATH", &path).output().unwrap();
+    let err = stderr(&o);
+    let tools = s.root.join("tools").display().to_string();
+    assert!(err.contains(&format!("with --allow-read {tools} ")), "{err}");
+    let o = s.command(&s.ws(), &["run", "--allow-read", &tools, "--", "agent"]).env("PATH", &path).output().unwrap();
+    assert_eq!(stdout(&o), "from-agent\n", "{}", stderr(&o));
     // A hidden `ls` first on PATH: the host's /usr/bin/ls runs instead, and the user is told.
     let o = s.command(&s.ws(), &["run", "--", "ls", "/"]).env("PATH", &path).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
@@ -189,7 +201,6 @@ fn a_command_hidden_from_the_sandbox_is_named_with_the_grant_that_shows_it() {
     let err = stderr(&o);
     assert!(err.contains("`ls` runs") && err.contains(&format!("not {}/ls", bin.display())), "{err}");
     // Granted, it runs, and nothing is said.
-    let tools = s.root.join("tools").display().to_string();
     let o = s.command(&s.ws(), &["run", "--allow-read", &tools, "--", "mytool"]).env("PATH", &path).output().unwrap();
     assert_eq!(stdout(&o), "from-tools\n", "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));

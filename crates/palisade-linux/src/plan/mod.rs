@@ -226,6 +226,11 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
             if !contents.is_empty() && !contents.ends_with('\n') {
                 contents.push('\n');
             }
+            // A host whose own file names no localhost (Arch leaves it to nss-myhostname,
+            // which the network-off nsswitch.conf does not ask) still resolves it.
+            if !contents.split_whitespace().any(|w| w == "localhost") {
+                contents.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+            }
             contents.push_str(&format!("127.0.1.1\t{HOSTNAME}\n"));
             view.entries.push(Entry::File { path: hosts.into(), contents });
         }

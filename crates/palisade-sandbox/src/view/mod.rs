@@ -250,8 +250,12 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
             continue;
         }
         let hints = Hints {
+            // Only a copy that is ready (see `copies::prepare`); otherwise the file stays
+            // only protected.
             own_copy: match (d.protected_by, &req.copies) {
-                (Some(r), Some(dir)) if r.own_copy => Some(own_copy_path(dir, &path)),
+                (Some(r), Some(dir)) if r.own_copy => {
+                    Some(own_copy_path(dir, &path)).filter(|c| host.kind(c) == Some(Kind::File))
+                }
                 _ => None,
             },
             private_copy: d.protected_by.is_some_and(|r| r.private_copy),
