@@ -114,8 +114,8 @@ pub struct PathRule {
     pub kind: PathKind,
     /// The canonical pattern that decisions use.
     pub pattern: PathPattern,
-    /// For a grant whose written path went through a symlink: that path, lexically
-    /// normalised. Backends recreate it as a link so that the written path still works
+    /// For a grant (or an `own_copy` file) whose written path went through a symlink: that
+    /// path, lexically normalised. Backends recreate it as a link so that the written path still works
     /// inside the sandbox (`/lib64` → `/usr/lib64`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via_link: Option<PathBuf>,

@@ -62,13 +62,19 @@ fn read_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
-/// The first directory on the way to `path` that is now a symbolic link, if any. Policy
-/// paths are canonical, so a link there was put in place since (by a sandbox in an earlier
-/// run, through a grant above it): Palisade then makes and copies nothing through it.
-pub(crate) fn link_on_the_way(path: &Path) -> Option<PathBuf> {
-    path.ancestors()
-        .skip(1)
-        .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+/// A symbolic link on the way to `lexical` (the path as the policy wrote it) that lies where
+/// the sandbox may write: one a sandbox could have put there in an earlier run, to have
+/// Palisade make or copy something elsewhere. A link the sandbox cannot write (a home
+/// directory reached through `/home -> /var/home`) is trusted.
+pub(crate) fn untrusted_link(policy: &ResolvedPolicy, lexical: &Path) -> Option<PathBuf> {
+    let mut ancestors: Vec<&Path> = lexical.ancestors().collect();
+    ancestors.reverse();
+    ancestors
+        .into_iter()
+        .find(|a| {
+            std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
+                && a.parent().is_some_and(|p| policy.decide_path(p).access == palisade_policy::Access::Write)
+        })
         .map(Path::to_path_buf)
 }
 
@@ -95,8 +101,16 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
         let problem = |what: &str, e: &dyn std::fmt::Display| {
             say.warning(&format!("{} ({}): {what}: {e}; the sandbox gets no copy of its own", path.display(), r.origin))
         };
-        if let Some(link) = link_on_the_way(&path) {
-            problem("not copied", &format!("{} on the way is now a symbolic link", link.display()));
+        if let Some(link) = untrusted_link(policy, r.via_link.as_deref().unwrap_or(&path)) {
+            problem(
+                "not copied",
+                &format!("{} on the way is a symbolic link the sandbox could have made", link.display()),
+            );
+            // An older copy is not shown either.
+            let copy = own_copy_path(dir, &path);
+            let _ = std::fs::remove_file(&copy);
+            let _ = std::fs::remove_file(copy.with_extension("palisade-seed"));
+            made = true;
             continue;
         }
         // Only where the sandbox may write the file's directory (a denial above wins).
@@ -127,16 +141,28 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
                 continue;
             }
         }
+        let copy = own_copy_path(dir, &path);
+        let stamp = copy.with_extension("palisade-seed");
+        // A copy that cannot be seeded now must not be shown either (an older one would be).
+        let drop_copy = || {
+            let _ = std::fs::remove_file(&copy);
+            let _ = std::fs::remove_file(&stamp);
+        };
         let host = match read_file(&path) {
             Ok(Some(d)) => d,
-            Ok(None) => continue,
+            Ok(None) => {
+                drop_copy();
+                problem("not copied", &format!("not a regular file of at most {} bytes", MAX));
+                made = true;
+                continue;
+            }
             Err(e) => {
+                drop_copy();
                 problem("cannot read it (a link is not followed)", &e);
+                made = true;
                 continue;
             }
         };
-        let copy = own_copy_path(dir, &path);
-        let stamp = copy.with_extension("palisade-seed");
         let now = format!("{:016x}\n", fnv(&host));
         let seeded = std::fs::read_to_string(&stamp).ok();
         if copy.is_file() && seeded.as_deref() == Some(now.as_str()) {

@@ -179,9 +179,9 @@ fn make_state_dirs(policy: &ResolvedPolicy, say: Say) -> bool {
         {
             continue;
         }
-        if let Some(link) = crate::copies::link_on_the_way(&path) {
+        if let Some(link) = crate::copies::untrusted_link(policy, r.via_link.as_deref().unwrap_or(&path)) {
             say.warning(&format!(
-                "{} ({}) is not made: {} on the way is now a symbolic link",
+                "{} ({}) is not made: {} on the way is a symbolic link the sandbox could have made",
                 path.display(),
                 r.origin,
                 link.display()

@@ -279,5 +279,37 @@ fn an_own_copy_is_written_inside_kept_for_the_workspace_and_never_written_back()
     std::os::unix::fs::symlink(s.home().join(".ssh/id_rsa"), &host).unwrap();
     let o = s.palisade(&["run", "--", "sh", "-c", "cat ~/.agent/settings.json 2>&1; true"]);
     assert!(!stdout(&o).contains("canary-secret"), "{}", stdout(&o));
-    assert!(stderr(&o).contains("cannot read it (a link is not followed)"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a symbolic link the sandbox could have made"), "{}", stderr(&o));
+}
+
+#[test]
+fn nothing_is_made_through_a_link_and_a_copy_that_cannot_be_kept_fails_no_run() {
+    let s = Sandbox::new("state-link");
+    let victim = s.root.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    let shared = s.root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    s.write(
+        "home/.config/palisade/policy.toml",
+        &format!(
+            "[filesystem]\nwrite = [\"{0}\"]\nstate = [\"{0}/sub/data\"]\nown_copy = [\"{0}/big.json\"]\n",
+            shared.display()
+        ),
+    );
+    // Run 1, inside: the directory on the way to the state directory becomes a link.
+    std::fs::create_dir_all(shared.join("sub")).unwrap();
+    let script = format!("rm -rf {0}/sub/data {0}/sub; ln -s {1} {0}/sub", shared.display(), victim.display());
+    let o = s.palisade(&["run", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Run 2 makes nothing through it.
+    let o = s.palisade(&["run", "--", "true"]);
+    assert!(stderr(&o).contains("on the way is a symbolic link the sandbox could have made"), "{}", stderr(&o));
+    assert!(!victim.join("data").exists(), "a directory was made through the link");
+    // A file too large to keep a copy of stays only protected; the run goes on.
+    std::fs::remove_file(shared.join("sub")).unwrap();
+    std::fs::write(shared.join("big.json"), vec![b' '; 2 << 20]).unwrap();
+    let big = shared.join("big.json").display().to_string();
+    let o = s.palisade(&["run", "--", "sh", "-c", &format!("wc -c < {big}; echo x > {big} || echo refused")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "2097152\nrefused\n", "{}", stderr(&o));
 }

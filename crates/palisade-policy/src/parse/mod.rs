@@ -85,9 +85,12 @@ pub fn parse_layer(
             }
             let before = b.rules.paths.len();
             b.path_rule(PathKind::Protect, v.get_ref(), site(v.span(), "filesystem.own_copy"))?;
-            for r in &mut b.rules.paths[before..] {
-                r.own_copy = true;
-            }
+            // The copy is of the canonical file; when the written path went through a link,
+            // that path is kept (so `run` can tell whether the sandbox could have made the
+            // link), and stays protected as a link.
+            let lexical = b.rules.paths.get(before + 1).map(|r| r.pattern.base());
+            b.rules.paths[before].own_copy = true;
+            b.rules.paths[before].via_link = lexical;
         }
         if let Some(g) = fs.protect_git {
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));

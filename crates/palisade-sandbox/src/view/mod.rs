@@ -265,7 +265,9 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
     }
     // Links for grants written through a symlink (`/lib64`, a linked home directory).
     for r in &policy.paths {
-        let Some(link) = &r.via_link else { continue };
+        let Some(link) = r.via_link.as_ref().filter(|_| matches!(r.kind, PathKind::Read | PathKind::Write)) else {
+            continue;
+        };
         let target = r.pattern.base();
         if matches!(seen_in(&entries, link), Seen::Root | Seen::Private)
             && policy.decide_path(&target).access != Access::None
