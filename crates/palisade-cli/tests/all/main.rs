@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 //! real sandboxes.
 
+mod agents;
 mod audit;
 mod escape_fs;
 mod escape_proc;
