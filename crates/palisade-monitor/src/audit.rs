@@ -210,10 +210,34 @@ pub fn verify(path: &Path) -> Result<Summary, VerifyError> {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A log path in a fresh directory, removed with the guard (tests leave nothing).
+    struct Tmp(PathBuf);
+
+    impl std::ops::Deref for Tmp {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for Tmp {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            if let Some(d) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
         let d = std::env::temp_dir().join(format!("palisade-audit-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        d.join("log.jsonl")
+        Tmp(d.join("log.jsonl"))
     }
 
     fn sample(path: &Path) {
