@@ -30,6 +30,9 @@ pub enum Command {
     /// Read audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List the agent profiles `--profile NAME` can name: built-in, and yours in
+    /// `$XDG_CONFIG_HOME/palisade/profiles/`.
+    Profiles,
 }
 
 #[derive(Debug, Subcommand)]

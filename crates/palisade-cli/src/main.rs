@@ -5,6 +5,7 @@ mod cli;
 mod cmd_audit;
 mod cmd_check;
 mod cmd_policy;
+mod cmd_profiles;
 mod cmd_run;
 mod exit;
 mod tree_scan;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => cmd_policy::run(cmd),
         Command::Check(args) => cmd_check::run(args),
         Command::Audit(cmd) => cmd_audit::run(cmd),
+        Command::Profiles => cmd_profiles::run(),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -222,3 +222,16 @@ fn each_profile_grants_its_agent_what_it_needs_and_no_more() {
     }
     assert!(explain("gemini", "~/.gemini/settings.json").contains("a copy of its own"));
 }
+
+#[test]
+fn profiles_lists_the_built_in_ones_and_yours() {
+    let s = Sandbox::new("profiles-list");
+    s.write("home/.config/palisade/profiles/mine.toml", "# My agent, my way.\n[network]\nmode = \"none\"\n");
+    s.write("home/.config/palisade/profiles/codex.toml", "# Codex, my way.\n");
+    let out = stdout(&s.palisade(&["profiles"]));
+    for name in ["claude ", "codex ", "gemini "] {
+        assert!(out.lines().any(|l| l.starts_with(name) && l.contains("built-in")), "{name}: {out}");
+    }
+    assert!(out.lines().any(|l| l.starts_with("mine ") && l.contains("My agent, my way.")), "{out}");
+    assert!(out.contains("(replaced by yours in"), "{out}");
+}
