@@ -33,6 +33,16 @@ pub enum Command {
     /// List the agent profiles `--profile NAME` can name: built-in, and yours in
     /// `$XDG_CONFIG_HOME/palisade/profiles/`.
     Profiles,
+    /// Serve the Model Context Protocol on stdin and stdout: file tools that obey the policy
+    /// and `run_command` in a sandbox built from it (for an agent's MCP configuration:
+    /// `palisade mcp [POLICY OPTIONS]`).
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]

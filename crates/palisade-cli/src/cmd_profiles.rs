@@ -4,9 +4,7 @@ use crate::Outcome;
 
 /// The first comment line of a profile file (its one-line description), without `# `.
 fn described(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix('#').map(|d| d.trim().to_owned()))
-        .unwrap_or_default()
+    text.lines().find_map(|l| l.strip_prefix('#').map(|d| d.trim().to_owned())).unwrap_or_default()
 }
 
 pub fn run() -> Outcome {

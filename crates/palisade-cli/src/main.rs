@@ -4,6 +4,7 @@
 mod cli;
 mod cmd_audit;
 mod cmd_check;
+mod cmd_mcp;
 mod cmd_policy;
 mod cmd_profiles;
 mod cmd_run;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cmd_check::run(args),
         Command::Audit(cmd) => cmd_audit::run(cmd),
         Command::Profiles => cmd_profiles::run(),
+        Command::Mcp(args) => cmd_mcp::run(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

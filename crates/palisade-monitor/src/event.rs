@@ -178,6 +178,19 @@ pub enum Event {
         /// What happened, in words.
         detail: String,
     },
+    /// A tool of `palisade mcp` was called: `tool` (`read_file`, `write_file`, `edit_file`,
+    /// `list_directory`, `search_files`, `run_command`) on `target` (a path, or the command),
+    /// allowed by the policy or refused with the reason.
+    ToolCall {
+        /// The tool's name.
+        tool: String,
+        /// The path it named (as resolved) or the command line.
+        target: String,
+        /// Whether it was done.
+        allowed: bool,
+        /// The rule that decided, why it was refused, or how a command ended.
+        reason: String,
+    },
     /// A git repository appeared under a writable root during the run (found at its end):
     /// what it holds was written inside the sandbox. `gitlink_of`: an older work tree whose
     /// index records it, so that `git status` there descends into it. `quarantined`: the
@@ -290,7 +303,8 @@ impl Totals {
             Event::SessionStart { .. }
             | Event::SessionEnd { .. }
             | Event::Traffic { .. }
-            | Event::NewRepository { .. } => {}
+            | Event::NewRepository { .. }
+            | Event::ToolCall { .. } => {}
         }
     }
 }
@@ -311,6 +325,7 @@ impl Event {
             Event::Denial { .. } => "denial",
             Event::Limit { .. } => "limit",
             Event::NewRepository { .. } => "new_repository",
+            Event::ToolCall { .. } => "tool_call",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }

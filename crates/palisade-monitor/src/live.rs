@@ -183,6 +183,13 @@ pub fn watch_line(event: &Event) -> String {
             };
             format!("REPO   {} was made inside{of}{moved}", printable(path))
         }
+        Event::ToolCall { tool, target, allowed, reason } => format!(
+            "TOOL   {} {} {}: {}",
+            printable(tool),
+            printable(target),
+            if *allowed { "done" } else { "REFUSED" },
+            printable(reason)
+        ),
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }

@@ -9,6 +9,7 @@ mod escape_fs;
 mod escape_proc;
 mod gateway_http;
 mod limits;
+mod mcp;
 mod mirrors;
 mod network;
 mod policy_cmd;

@@ -1,0 +1,52 @@
+//! `palisade mcp`: the Model Context Protocol server (`palisade-mcp`) for this workspace's
+//! policy, recording into a session log of its own.
+
+use crate::cli::McpArgs;
+use crate::cmd_policy::load_policy_on;
+use crate::{Failure, Outcome};
+
+pub fn run(args: McpArgs) -> Outcome {
+    let host = palisade_policy::load::FsResolver::default();
+    let (env, policy) = load_policy_on(&args.policy, &host)?;
+    // `run_command` starts `palisade run` with the same policy flags as given here.
+    let flags: Vec<String> = std::env::args().skip_while(|a| a != "mcp").skip(1).collect();
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure { message: format!("cannot find palisade itself: {e}"), hint: None })?;
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let path = palisade_sandbox::sessions_dir(&env, &policy)
+        .join(palisade_monitor::sessions::file_name(secs, std::process::id()));
+    let log = palisade_monitor::AuditLog::create(&path).map(std::sync::Arc::new).map_err(|e| Failure {
+        message: format!("cannot create the audit log {}: {e}", path.display()),
+        hint: Some("set XDG_STATE_HOME to a writable directory".into()),
+    })?;
+    palisade_monitor::Sink::record(
+        log.as_ref(),
+        &palisade_monitor::Event::SessionStart {
+            argv: vec!["palisade".into(), "mcp".into()],
+            workspace: policy.workspace.to_string_lossy().into_owned(),
+            mode: "mcp".into(),
+            landlock_abi: 0,
+            network: policy.mode().to_string(),
+            layers: policy.layers.iter().map(|(k, s)| format!("{k} ({s})")).collect(),
+            missing: Vec::new(),
+            limits: String::new(),
+            denials: String::new(),
+        },
+    );
+    // The sandbox's `${tmp}` is a private directory inside: its grant never serves the host's.
+    let tmp = palisade_policy::PathResolver::resolve(&host, &env.tmp);
+    let workspace = policy.workspace.clone();
+    let files = palisade_mcp::files::Files { policy, private: vec![tmp] };
+    let started = std::time::Instant::now();
+    let served = palisade_mcp::serve(palisade_mcp::Config { files, workspace, log: log.clone(), run: (exe, flags) });
+    palisade_monitor::Sink::record(
+        log.as_ref(),
+        &palisade_monitor::Event::SessionEnd {
+            exit_code: Some(i32::from(served.is_err())),
+            signal: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+            totals: log.totals(),
+        },
+    );
+    served.map(|()| 0).map_err(|message| Failure { message, hint: None })
+}

@@ -1,0 +1,100 @@
+//! `palisade mcp` driven by a client no one here wrote: the official MCP Python SDK (`mcp`
+//! on PyPI), installed into a virtual environment kept between runs. Skipped, saying why,
+//! when it cannot be installed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::util::*;
+
+/// A Python with the `mcp` package, or why not.
+fn python_with_mcp() -> Option<PathBuf> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    let venv = PathBuf::from(format!("/var/tmp/palisade-mcp-venv-{uid}"));
+    let python = venv.join("bin/python");
+    let ready = |p: &PathBuf| Command::new(p).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
+    if ready(&python) {
+        return Some(python);
+    }
+    let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new("timeout")
+            .args(["300"])
+            .arg(venv.join("bin/pip"))
+            .args(["install", "-q", "mcp"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !installed || !ready(&python) {
+        eprintln!("skipped: the MCP Python SDK (pip install mcp) could not be installed into {}", venv.display());
+        return None;
+    }
+    Some(python)
+}
+
+#[test]
+fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
+    let Some(python) = python_with_mcp() else { return };
+    let s = Sandbox::new("mcp");
+    let outside = s.root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "canary-outside").unwrap();
+    // A repository (its hooks protected), and a link planted toward the outside.
+    assert!(Command::new("git").args(["init", "-q"]).current_dir(s.ws()).status().unwrap().success());
+    std::os::unix::fs::symlink(&outside, s.ws().join("link")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/data/mcp_client.py");
+    let o = Command::new("timeout")
+        .arg("120")
+        .arg(&python)
+        .arg(script)
+        .arg(s.ws())
+        .arg(outside.join("secret"))
+        .arg(s.home().join(".ssh/id_rsa"))
+        .arg(env!("CARGO_BIN_EXE_palisade"))
+        .current_dir(s.ws())
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", s.home())
+        .env("XDG_CONFIG_HOME", s.home().join(".config"))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let line = |label: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{label}: ")))
+            .unwrap_or_else(|| panic!("no {label}:\n{out}\n{}", stderr(&o)))
+            .to_owned()
+    };
+    assert_eq!(line("tools"), "tools: edit_file,list_directory,read_file,run_command,search_files,write_file");
+    // Inside the workspace: read, write, edit, list, search.
+    assert!(line("write").starts_with("write: ok"), "{out}");
+    assert_eq!(line("read-after-edit"), "read-after-edit: ok 'bye\\n'");
+    assert_eq!(std::fs::read_to_string(s.ws().join("notes.txt")).unwrap(), "bye\n");
+    assert!(line("list").contains("notes.txt") && line("search").contains("notes.txt"), "{out}");
+    // Refused: outside the grants, a denied secret, a planted link (read and write), a `..`
+    // out of the workspace, a protected git hook.
+    for label in ["outside", "secret", "through-link", "write-through-link", "escape", "git-hook"] {
+        assert!(line(label).starts_with(&format!("{label}: error")), "{label} was not refused:\n{out}");
+    }
+    assert!(line("secret").contains("deny \"~/.ssh\""), "{out}");
+    assert!(line("through-link").contains("links are not followed"), "{out}");
+    assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "canary-outside");
+    assert!(!s.ws().join(".git/hooks/pre-commit").exists());
+    // A command runs in the sandbox: it sees the workspace, not the canary outside.
+    assert!(line("command").contains("inside") && line("command").contains("bye"), "{out}");
+    let canary = line("command-canary");
+    assert!(canary.contains("rc=1") && !canary.contains("canary-outside"), "{out}");
+    // Every call is in the audit log, refusals included.
+    let sessions = s.home().join(".local/state/palisade/sessions");
+    let logs: Vec<String> = std::fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|t| t.contains("\"mode\":\"mcp\""))
+        .collect();
+    assert_eq!(logs.len(), 1, "one MCP session log");
+    let calls = logs[0].lines().filter(|l| l.contains("\"kind\":\"tool_call\"")).count();
+    assert_eq!(calls, 14, "{}", logs[0]);
+    assert!(logs[0].contains("\"tool\":\"read_file\",\"target\":") && logs[0].contains("\"allowed\":false"));
+}
