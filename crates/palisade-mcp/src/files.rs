@@ -84,28 +84,133 @@ impl Files {
             .ok_or_else(|| Refused(format!("{}: outside every host directory the policy grants", path.display())))
     }
 
-    /// Opens `path` beneath its grant with `flags`, no link followed (a link anywhere on the
-    /// way, or a `..` out of the grant, is refused by the kernel).
+    /// Never served from the host, whatever a grant says: the host's `/proc`, `/dev` and
+    /// `/sys` (the sandbox has its own), and the sandbox's private directories unless a
+    /// deeper grant holds the path (a workspace under `/tmp`).
+    fn served(&self, path: &Path, root: &Path) -> Result<(), Refused> {
+        for sys in ["/proc", "/dev", "/sys"] {
+            if path.starts_with(sys) {
+                return Err(Refused(format!(
+                    "{}: the host's {sys} is never served (the sandbox has its own)",
+                    path.display()
+                )));
+            }
+        }
+        if let Some(p) = self.private.iter().find(|p| path.starts_with(p) && p.starts_with(root) && *p != root) {
+            return Err(Refused(format!(
+                "{}: inside the sandbox {} is a private directory, not the host's",
+                path.display(),
+                p.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens `path` with `O_PATH`, after the policy's grant and the never-served places are
+    /// checked: from `/`, no symbolic link followed anywhere (policy paths are canonical, so
+    /// a link on the way was put there since) and no `..`.
     #[cfg(target_os = "linux")]
-    fn open(&self, path: &Path, flags: i32, mode: u32) -> Result<std::os::fd::OwnedFd, Refused> {
+    fn open_path(&self, path: &Path, extra: i32) -> Result<std::os::fd::OwnedFd, Refused> {
         let root = self.root_of(path)?;
-        let dir = palisade_linux::ffi::open_dir(&root)
-            .map_err(|e| Refused(format!("{}: cannot open its grant {}: {e}", path.display(), root.display())))?;
-        let rel = path.strip_prefix(&root).unwrap_or(Path::new(""));
-        palisade_linux::ffi::open_beneath(std::os::fd::AsRawFd::as_raw_fd(&dir), rel, flags, mode).map_err(|e| {
-            let hint = match e.raw_os_error() {
-                Some(libc::ELOOP) => " (a symbolic link on the way: links are not followed)",
-                Some(libc::EXDEV) => " (it leads out of its grant)",
-                _ => "",
-            };
-            Refused(format!("{}: {e}{hint}", path.display()))
-        })
+        self.served(path, &root)?;
+        let slash = palisade_linux::ffi::open_dir(Path::new("/")).map_err(|e| Refused(format!("/: {e}")))?;
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        palisade_linux::ffi::open_beneath(std::os::fd::AsRawFd::as_raw_fd(&slash), rel, libc::O_PATH | extra, 0)
+            .map_err(|e| {
+                let hint = match e.raw_os_error() {
+                    Some(libc::ELOOP) => " (a symbolic link on the way: links are not followed)",
+                    Some(libc::EXDEV) => " (it leads out of its grant)",
+                    _ => "",
+                };
+                Refused(format!("{}: {e}{hint}", path.display()))
+            })
+    }
+
+    /// Opens `path` for `flags` (read, or write with truncation): a regular file only, seen
+    /// with `O_PATH` first so that opening a device or a FIFO has no side effect; a missing
+    /// file is made (`O_CREAT | O_EXCL`) in its directory, opened the same way.
+    #[cfg(target_os = "linux")]
+    fn open(&self, path: &Path, flags: i32, mode: u32) -> Result<std::fs::File, Refused> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |e: std::io::Error| Refused(format!("{}: {e}", path.display()));
+        // The descriptor's own file, through /proc (the path is not walked again).
+        let via = |fd: &std::os::fd::OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let write = flags & libc::O_WRONLY != 0;
+        match self.open_path(path, 0) {
+            Ok(fd) => {
+                if !std::fs::metadata(via(&fd)).map_err(fail)?.is_file() {
+                    return Err(Refused(format!("{}: not a regular file", path.display())));
+                }
+                let mut o = std::fs::OpenOptions::new();
+                if write {
+                    o.write(true).truncate(true);
+                } else {
+                    o.read(true);
+                }
+                o.custom_flags(libc::O_NOCTTY).open(via(&fd)).map_err(fail)
+            }
+            Err(_) if write => {
+                let (parent, name) = match (path.parent(), path.file_name()) {
+                    (Some(p), Some(n)) => (p, n),
+                    _ => return Err(Refused(format!("{}: no file name", path.display()))),
+                };
+                let dir = self.open_path(parent, libc::O_DIRECTORY)?;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+                    .open(via(&dir).join(name))
+                    .map_err(fail)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A directory, opened for listing.
+    #[cfg(target_os = "linux")]
+    fn open_dir(&self, path: &Path) -> Result<std::os::fd::OwnedFd, Refused> {
+        self.open_path(path, libc::O_DIRECTORY)
     }
 
     #[cfg(not(target_os = "linux"))]
     fn open(&self, path: &Path, _flags: i32, _mode: u32) -> Result<std::fs::File, Refused> {
-        let _ = self.root_of(path)?;
+        let root = self.root_of(path)?;
+        self.served(path, &root)?;
         Err(Refused(format!("{}: the file tools are not built for this platform yet", path.display())))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open_dir(&self, path: &Path) -> Result<std::fs::File, Refused> {
+        self.open(path, 0, 0)
+    }
+
+    /// A file the host's git would obey if written here: anything in a `.git` directory or
+    /// file, or in a directory that is a git directory (`HEAD`, `objects/` and `refs/`): a
+    /// repository made after the policy was read has no protection of its own yet.
+    fn git_control(&self, path: &Path, root: &Path) -> Option<PathBuf> {
+        if path.components().any(|c| c.as_os_str() == ".git") {
+            return Some(path.to_path_buf());
+        }
+        path.ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(root))
+            .find(|a| a.join("HEAD").is_file() && a.join("objects").is_dir() && a.join("refs").is_dir())
+            .map(Path::to_path_buf)
+    }
+
+    /// Refuses a write the host's git would obey.
+    fn not_git(&self, path: &Path) -> Result<(), Refused> {
+        let root = self.root_of(path)?;
+        match self.git_control(path, &root) {
+            Some(g) => Err(Refused(format!(
+                "{}: inside the git directory {}: what git on the host runs is never written by a tool",
+                path.display(),
+                g.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// `read_file`: the file's text (UTF-8, lossy), at most [`MAX_FILE`] bytes.
@@ -129,6 +234,7 @@ impl Files {
     /// A [`Refused`] naming the path and the rule, or the system's error.
     pub fn write(&self, path: &Path, text: &str) -> Result<String, Refused> {
         let why = self.decide(path, Access::Write)?;
+        self.not_git(path)?;
         if text.len() as u64 > MAX_FILE {
             return Err(Refused(format!("{}: more than {MAX_FILE} bytes", path.display())));
         }
@@ -143,6 +249,7 @@ impl Files {
     /// A [`Refused`] when `old` occurs zero or several times, or as for [`Files::write`].
     pub fn edit(&self, path: &Path, old: &str, new: &str) -> Result<String, Refused> {
         self.decide(path, Access::Write)?;
+        self.not_git(path)?;
         let (text, _) = self.read(path)?;
         let n = if old.is_empty() { 0 } else { text.matches(old).count() };
         if n != 1 {
@@ -205,7 +312,7 @@ impl Files {
     /// The entries of a directory opened beneath its grant: name and whether it is a
     /// directory (links are neither followed nor listed as directories).
     fn entries(&self, dir: &Path) -> Result<Vec<(String, bool)>, Refused> {
-        let fd = self.open(dir, dir_flags(), 0)?;
+        let fd = self.open_dir(dir)?;
         // The descriptor's own directory, read through /proc (the path is not walked again).
         let at = fd_path(&fd);
         let rd = std::fs::read_dir(&at).map_err(|e| Refused(format!("{}: {e}", dir.display())))?;
@@ -221,15 +328,7 @@ impl Files {
 
     /// Opens a regular file beneath its grant.
     fn file(&self, path: &Path, flags: i32, mode: u32) -> Result<std::fs::File, Refused> {
-        let fd = self.open(path, flags, mode)?;
-        // An `OwnedFd` on Linux; elsewhere `open` refuses, typed as a `File`.
-        #[allow(clippy::useless_conversion)]
-        let f = std::fs::File::from(fd);
-        let m = f.metadata().map_err(|e| Refused(format!("{}: {e}", path.display())))?;
-        if !m.is_file() {
-            return Err(Refused(format!("{}: not a regular file", path.display())));
-        }
-        Ok(f)
+        self.open(path, flags, mode)
     }
 }
 
@@ -245,17 +344,12 @@ fn fd_path(_: &std::fs::File) -> PathBuf {
 
 #[cfg(target_os = "linux")]
 fn read_flags() -> i32 {
-    libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK
+    libc::O_RDONLY | libc::O_NOCTTY
 }
 
 #[cfg(target_os = "linux")]
 fn write_flags() -> i32 {
-    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOCTTY | libc::O_NONBLOCK
-}
-
-#[cfg(target_os = "linux")]
-fn dir_flags() -> i32 {
-    libc::O_RDONLY | libc::O_DIRECTORY
+    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOCTTY
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -265,10 +359,5 @@ fn read_flags() -> i32 {
 
 #[cfg(not(target_os = "linux"))]
 fn write_flags() -> i32 {
-    0
-}
-
-#[cfg(not(target_os = "linux"))]
-fn dir_flags() -> i32 {
     0
 }

@@ -34,6 +34,9 @@ pub struct Config {
     /// `palisade` itself and the policy flags `palisade mcp` was given: a command runs as
     /// `PALISADE run FLAGS --quiet -- sh -c COMMAND`.
     pub run: (PathBuf, Vec<String>),
+    /// Where `palisade mcp` was started: commands start there, so that relative policy flags
+    /// mean what they meant to the server.
+    pub started_in: PathBuf,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -80,6 +83,8 @@ struct CommandArg {
 #[derive(Clone)]
 struct Server {
     config: Arc<Config>,
+    /// `run_command`s at once (4).
+    commands: Arc<tokio::sync::Semaphore>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -163,47 +168,82 @@ impl Server {
     )]
     async fn run_command(&self, Parameters(a): Parameters<CommandArg>) -> Result<CallToolResult, McpError> {
         let timeout = a.timeout_secs.unwrap_or(DEFAULT_TIMEOUT).clamp(1, MAX_TIMEOUT);
+        // At most a few at once: each is a sandbox, and its output is held here.
+        let _slot = self.commands.acquire().await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
         let (exe, flags) = &self.config.run;
         let mut cmd = tokio::process::Command::new(exe);
+        // Started where `palisade mcp` was (its relative policy flags mean the same), and
+        // the command itself moves to the workspace: "$1" is the workspace, "$0" the command.
         cmd.arg("run")
             .args(flags)
-            .args(["--quiet", "--", "sh", "-c", &a.command])
-            .current_dir(&self.config.workspace)
+            .args(["--quiet", "--", "sh", "-c", "cd -- \"$1\" || exit 125; eval \"$0\"", &a.command])
+            .arg(&self.config.workspace)
+            .current_dir(&self.config.started_in)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| {
+        self.record("run_command", &a.command, true, "started");
+        let mut child = cmd.spawn().map_err(|e| {
             let why = format!("cannot start the sandbox ({}): {e}", exe.display());
             self.record("run_command", &a.command, false, &why);
             McpError::internal_error(why, None)
         })?;
-        let out = match tokio::time::timeout(Duration::from_secs(timeout), child.wait_with_output()).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => {
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let done = tokio::time::timeout(Duration::from_secs(timeout), async {
+            let outputs = tokio::join!(capped(out), capped(err));
+            (child.wait().await, outputs)
+        })
+        .await;
+        let (status, (out, err)) = match done {
+            Ok((Ok(status), outputs)) => (status, outputs),
+            Ok((Err(e), _)) => {
                 let why = format!("the sandbox failed: {e}");
                 self.record("run_command", &a.command, false, &why);
                 return Err(McpError::internal_error(why, None));
             }
             Err(_) => {
-                // The child is killed on drop (the sandbox's init with it).
+                // Asked to end first (palisade run then ends its session and its log), killed
+                // after 2 s.
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                }
+                if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
                 let why = format!("stopped after {timeout} s (timeout_secs)");
                 self.record("run_command", &a.command, true, &why);
                 return Ok(CallToolResult::error(vec![ContentBlock::text(why)]));
             }
         };
-        let status = out.status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"));
+        let status = status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"));
         self.record("run_command", &a.command, true, &status);
-        let cap = |b: &[u8]| {
-            let mut s = String::from_utf8_lossy(&b[..b.len().min(MAX_OUTPUT)]).into_owned();
-            if b.len() > MAX_OUTPUT {
-                s.push_str(&format!("\n[{} more bytes not shown]", b.len() - MAX_OUTPUT));
-            }
-            s
-        };
-        let text = format!("{status}\n--- stdout\n{}\n--- stderr\n{}", cap(&out.stdout), cap(&out.stderr));
+        let text = format!("{status}\n--- stdout\n{out}\n--- stderr\n{err}");
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
+}
+
+/// Reads a child's stream to its end, keeping at most [`MAX_OUTPUT`] bytes (the rest is
+/// counted and said, never held).
+async fn capped<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut r) = stream else { return String::new() };
+    let (mut kept, mut more, mut buf) = (Vec::new(), 0usize, vec![0u8; 16 << 10]);
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_OUTPUT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                more += n.saturating_sub(room);
+            }
+        }
+    }
+    let mut s = String::from_utf8_lossy(&kept).into_owned();
+    if more > 0 {
+        s.push_str(&format!("\n[{more} more bytes not shown]"));
+    }
+    s
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -223,7 +263,11 @@ pub fn serve(config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the MCP server's runtime: {e}"))?;
     rt.block_on(async {
-        let server = Server { config: Arc::new(config), tool_router: Server::tool_router() };
+        let server = Server {
+            config: Arc::new(config),
+            commands: Arc::new(tokio::sync::Semaphore::new(4)),
+            tool_router: Server::tool_router(),
+        };
         let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP: {e}"))?;
         running.waiting().await.map_err(|e| format!("MCP: {e}"))?;
         Ok(())

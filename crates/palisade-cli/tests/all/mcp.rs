@@ -38,6 +38,7 @@ fn python_with_mcp() -> Option<PathBuf> {
 fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
     let Some(python) = python_with_mcp() else { return };
     let s = Sandbox::new("mcp");
+    s.write("home/.gitconfig", "[user]\n\tname = me\n");
     let outside = s.root.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), "canary-outside").unwrap();
@@ -52,7 +53,11 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
         .arg(s.ws())
         .arg(outside.join("secret"))
         .arg(s.home().join(".ssh/id_rsa"))
+        .arg(s.home().join(".gitconfig"))
         .arg(env!("CARGO_BIN_EXE_palisade"))
+        // A grant missing when the server starts (a command makes it a link), and the
+        // host's /proc granted: neither may serve what the sandbox cannot see.
+        .args(["--allow-write", &s.ws().join("dist").display().to_string(), "--allow-read", "/proc"])
         .current_dir(s.ws())
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -86,6 +91,21 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
     assert!(line("command").contains("inside") && line("command").contains("bye"), "{out}");
     let canary = line("command-canary");
     assert!(canary.contains("rc=1") && !canary.contains("canary-outside"), "{out}");
+    // Nothing git on the host would obey is written into a repository made later.
+    assert!(line("git-init").contains("made") && line("mkdir-bare").contains("made"), "{out}");
+    for label in ["new-git-config", "bare-config"] {
+        assert!(line(label).starts_with(&format!("{label}: error")) && line(label).contains("git directory"), "{out}");
+    }
+    assert!(!std::fs::read_to_string(s.ws().join("bare/config")).unwrap_or_default().contains("pwned"));
+    // A grant turned into a link is not followed; the host's /proc is never served; a file
+    // grant serves its file.
+    assert!(line("link-grant").contains("linked"), "{out}");
+    assert!(line("through-link-grant").starts_with("through-link-grant: error"), "{out}");
+    assert!(!line("through-link-grant").contains("canary-secret"), "{out}");
+    assert!(line("proc").starts_with("proc: error") && line("proc").contains("never served"), "{out}");
+    assert!(line("file-grant").contains("name = me"), "{out}");
+    // A flood of output is cut, not held.
+    assert!(line("flood").contains("more bytes not shown"), "{out}");
     // Every call is in the audit log, refusals included.
     let sessions = s.home().join(".local/state/palisade/sessions");
     let logs: Vec<String> = std::fs::read_dir(&sessions)
@@ -95,6 +115,8 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
         .collect();
     assert_eq!(logs.len(), 1, "one MCP session log");
     let calls = logs[0].lines().filter(|l| l.contains("\"kind\":\"tool_call\"")).count();
-    assert_eq!(calls, 14, "{}", logs[0]);
+    // 23 calls; each of the 6 run_commands is recorded when it starts and when it ends.
+    let commands = logs[0].lines().filter(|l| l.contains("\"tool\":\"run_command\"")).count();
+    assert_eq!((calls, commands), (23 + 6, 12), "{}", logs[0]);
     assert!(logs[0].contains("\"tool\":\"read_file\",\"target\":") && logs[0].contains("\"allowed\":false"));
 }

@@ -1,6 +1,6 @@
 """Drives `palisade mcp` over stdio with the official MCP Python SDK and prints one line
 per check, `name: outcome`, for the Rust test to read. Usage: mcp_client.py WORKSPACE
-CANARY SECRET PALISADE [ARGS...]"""
+CANARY SECRET GITCONFIG PALISADE [ARGS...]"""
 import asyncio
 import sys
 
@@ -9,7 +9,7 @@ from mcp.client.stdio import stdio_client
 
 
 async def main():
-    ws, canary, secret, exe, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+    ws, canary, secret, gitconfig, exe, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
     params = StdioServerParameters(command=exe, args=["mcp", *args], cwd=ws)
     async with stdio_client(params) as (r, w):
         async with ClientSession(r, w) as s:
@@ -39,6 +39,17 @@ async def main():
             await call("escape", "read_file", path="../outside/secret")
             await call("git-hook", "write_file", path=".git/hooks/pre-commit", content="#!/bin/sh\necho pwned\n")
             await call("command", "run_command", command="echo inside; cat notes.txt")
+            # A repository made after the server started: its configuration is never written.
+            await call("git-init", "run_command", command="git init -q newrepo && echo made")
+            await call("new-git-config", "write_file", path="newrepo/.git/config", content="[core]\n\tfsmonitor = touch-pwned\n")
+            await call("mkdir-bare", "run_command", command="mkdir -p bare/objects bare/refs && echo 'ref: refs/heads/x' > bare/HEAD && echo made")
+            await call("bare-config", "write_file", path="bare/config", content="[core]\n\tfsmonitor = touch-pwned\n")
+            # A grant that did not exist when the server started, made a link by a command.
+            await call("link-grant", "run_command", command=f"ln -s {secret.rsplit('/', 1)[0]} dist && echo linked")
+            await call("through-link-grant", "read_file", path="dist/id_rsa")
+            await call("proc", "read_file", path="/proc/self/environ")
+            await call("file-grant", "read_file", path=gitconfig)
+            await call("flood", "run_command", command="head -c 3000000 /dev/zero")
             await call("command-canary", "run_command", command=f"cat {canary}; echo rc=$?")
 
 
