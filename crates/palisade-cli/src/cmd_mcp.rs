@@ -39,7 +39,7 @@ pub fn run(args: McpArgs) -> Outcome {
     palisade_monitor::Sink::record(
         log.as_ref(),
         &palisade_monitor::Event::SessionStart {
-            argv: vec!["palisade".into(), "mcp".into()],
+            argv: ["palisade", "mcp"].iter().map(|s| (*s).to_owned()).chain(flags.iter().cloned()).collect(),
             workspace: policy.workspace.to_string_lossy().into_owned(),
             mode: "mcp".into(),
             landlock_abi: 0,

@@ -160,7 +160,8 @@ impl Server {
     async fn search_files(&self, Parameters(a): Parameters<SearchArg>) -> Result<CallToolResult, McpError> {
         let p = self.path(&a.path);
         let r = self.config.files.search(&p, &a.pattern).map(|(found, why)| (found.join("\n"), why));
-        self.answer("search_files", &p, r)
+        // The record names the pattern too.
+        self.answer("search_files", &p.join(format!("**/*{}*", a.pattern)), r)
     }
 
     #[tool(
@@ -268,8 +269,26 @@ pub fn serve(config: Config) -> Result<(), String> {
             commands: Arc::new(tokio::sync::Semaphore::new(4)),
             tool_router: Server::tool_router(),
         };
-        let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP: {e}"))?;
-        running.waiting().await.map_err(|e| format!("MCP: {e}"))?;
+        let work = async {
+            let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| format!("MCP: {e}"))?;
+            running.waiting().await.map_err(|e| format!("MCP: {e}"))?;
+            Ok::<(), String>(())
+        };
+        // The client closing stdin ends the server; so do SIGTERM and SIGINT (a client or a
+        // supervisor stopping it, even during the handshake), and the session's log is then
+        // ended as for a close.
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| format!("MCP: cannot watch for SIGTERM: {e}"))?;
+            tokio::select! {
+                r = work => r?,
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        work.await?;
         Ok(())
     })
 }

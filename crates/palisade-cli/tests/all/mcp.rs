@@ -120,3 +120,30 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
     assert_eq!((calls, commands), (23 + 6, 12), "{}", logs[0]);
     assert!(logs[0].contains("\"tool\":\"read_file\",\"target\":") && logs[0].contains("\"allowed\":false"));
 }
+
+#[test]
+fn a_stopped_mcp_server_ends_its_audit_log() {
+    let s = Sandbox::new("mcp-term");
+    let mut child = s
+        .command(&s.ws(), &["mcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sessions = s.home().join(".local/state/palisade/sessions");
+    // Once its log exists (and a moment later, its signal handler), stop it as a supervisor
+    // would; stdin stays open, so only the signal ends it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&sessions).map_or(0, |d| d.count()) == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    drop(child.stdin.take());
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_dir(&sessions).unwrap().next().unwrap().unwrap().path();
+    assert!(std::fs::read_to_string(&log).unwrap().contains("\"kind\":\"session_end\""));
+    let o = s.palisade(&["audit", "verify", &log.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
