@@ -12,30 +12,21 @@ pub fn run(args: McpArgs) -> Outcome {
     let flags: Vec<String> = std::env::args().skip_while(|a| a != "mcp").skip(1).collect();
     let exe = std::env::current_exe()
         .map_err(|e| Failure { message: format!("cannot find palisade itself: {e}"), hint: None })?;
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let path = palisade_sandbox::sessions_dir(&env, &policy)
-        .join(palisade_monitor::sessions::file_name(secs, std::process::id()));
+    // The sandbox's `${tmp}` is a private directory inside: its grant never serves the host's.
+    let tmp = palisade_policy::PathResolver::resolve(&host, &env.tmp);
     // Never a log the sandbox (a command, or the file tools) could write, as for `run`.
     let req = palisade_sandbox::Request {
         argv: vec!["true".into()],
         cwd: env.cwd.clone(),
         env: Vec::new(),
-        tmp: palisade_policy::PathResolver::resolve(&host, &env.tmp),
+        tmp: tmp.clone(),
         trace_exec: false,
         copies: None,
     };
     let view = palisade_sandbox::view::build(&policy, &host, &req)
         .map_err(|e| Failure { message: e.to_string(), hint: None })?;
-    if view.exposes_writable(&palisade_policy::PathResolver::resolve(&host, &path)) {
-        return Err(Failure {
-            message: format!("the audit log {} would be writable by the tools", path.display()),
-            hint: Some("keep [monitor] audit out of every write grant (the default is under $XDG_STATE_HOME)".into()),
-        });
-    }
-    let log = palisade_monitor::AuditLog::create(&path).map(std::sync::Arc::new).map_err(|e| Failure {
-        message: format!("cannot create the audit log {}: {e}", path.display()),
-        hint: Some("set XDG_STATE_HOME to a writable directory".into()),
-    })?;
+    let (log, _) = palisade_sandbox::open_audit(None, &env, &policy, &view)
+        .map_err(|r| Failure { message: r.message, hint: r.hint })?;
     palisade_monitor::Sink::record(
         log.as_ref(),
         &palisade_monitor::Event::SessionStart {
@@ -50,8 +41,6 @@ pub fn run(args: McpArgs) -> Outcome {
             denials: String::new(),
         },
     );
-    // The sandbox's `${tmp}` is a private directory inside: its grant never serves the host's.
-    let tmp = palisade_policy::PathResolver::resolve(&host, &env.tmp);
     let workspace = policy.workspace.clone();
     let files = palisade_mcp::files::Files { policy, private: vec![tmp] };
     let started = std::time::Instant::now();

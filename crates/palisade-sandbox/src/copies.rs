@@ -11,7 +11,7 @@ use palisade_policy::ResolvedPolicy;
 use palisade_policy::load::Environment;
 
 use crate::report::Say;
-use crate::view::own_copy_path;
+use crate::view::{fnv1a, own_copy_path};
 
 /// The largest file kept as a copy, in bytes (1 MiB); a larger one is only protected.
 pub const MAX: u64 = 1 << 20;
@@ -27,16 +27,22 @@ pub fn dir(env: &Environment, policy: &ResolvedPolicy) -> PathBuf {
 fn key(ws: &Path) -> String {
     let name: String =
         ws.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().chars().take(60).collect();
-    format!("{name}-{:016x}", fnv(ws.as_os_str().as_encoded_bytes()))
+    format!("{name}-{:016x}", fnv1a(ws.as_os_str().as_encoded_bytes()))
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+/// Makes `dir` and its missing parents, mode 0700 (state directories, the copies' home).
+pub(crate) fn make_private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// Removes a kept copy and its stamp: one that cannot be seeded now is never shown.
+fn forget(copy: &Path) {
+    let _ = std::fs::remove_file(copy);
+    let _ = std::fs::remove_file(copy.with_extension("palisade-seed"));
 }
 
 /// What a missing file is made with on the host, so that a copy can stand at its place: `{}`
@@ -98,6 +104,8 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
     let mut made = false;
     for r in policy.paths.iter().filter(|r| r.own_copy) {
         let path = r.pattern.base();
+        let copy = own_copy_path(dir, &path);
+        let stamp = copy.with_extension("palisade-seed");
         let problem = |what: &str, e: &dyn std::fmt::Display| {
             say.warning(&format!("{} ({}): {what}: {e}; the sandbox gets no copy of its own", path.display(), r.origin))
         };
@@ -107,9 +115,7 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
                 &format!("{} on the way is a symbolic link the sandbox could have made", link.display()),
             );
             // An older copy is not shown either.
-            let copy = own_copy_path(dir, &path);
-            let _ = std::fs::remove_file(&copy);
-            let _ = std::fs::remove_file(copy.with_extension("palisade-seed"));
+            forget(&copy);
             made = true;
             continue;
         }
@@ -141,39 +147,27 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
                 continue;
             }
         }
-        let copy = own_copy_path(dir, &path);
-        let stamp = copy.with_extension("palisade-seed");
-        // A copy that cannot be seeded now must not be shown either (an older one would be).
-        let drop_copy = || {
-            let _ = std::fs::remove_file(&copy);
-            let _ = std::fs::remove_file(&stamp);
-        };
         let host = match read_file(&path) {
             Ok(Some(d)) => d,
             Ok(None) => {
-                drop_copy();
+                forget(&copy);
                 problem("not copied", &format!("not a regular file of at most {} bytes", MAX));
                 made = true;
                 continue;
             }
             Err(e) => {
-                drop_copy();
+                forget(&copy);
                 problem("cannot read it (a link is not followed)", &e);
                 made = true;
                 continue;
             }
         };
-        let now = format!("{:016x}\n", fnv(&host));
+        let now = format!("{:016x}\n", fnv1a(&host));
         let seeded = std::fs::read_to_string(&stamp).ok();
         if copy.is_file() && seeded.as_deref() == Some(now.as_str()) {
             continue;
         }
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        let done = b
-            .create(dir)
+        let done = make_private_dirs(dir)
             .and_then(|()| write_private(&copy, &host))
             .and_then(|()| write_private(&stamp, now.as_bytes()));
         // The planner asks the host afresh after any change here.

@@ -33,5 +33,5 @@ pub use event::{Events, SandboxEvent};
 pub use exit::Exit;
 pub use kill::{KillSwitch, Stopper};
 pub use request::{Limits, Request};
-pub use run::{RunSpec, run, sessions_dir};
+pub use run::{RunSpec, open_audit, run, sessions_dir};
 pub use session::{Session, monitor};

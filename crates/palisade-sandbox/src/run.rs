@@ -65,16 +65,15 @@ pub fn run<B: Backend + 'static>(
     let say = Say { json: spec.json };
     // State directories are made before planning, so the plan shows them; the host's
     // answers are then asked afresh (the policy's resolver has them as missing).
+    let req = request(&spec, env, policy);
+    let copies = |dir: &std::path::Path| crate::copies::prepare(policy, dir, say);
     let fresh;
-    let host = if !spec.dry_run
-        && (make_state_dirs(policy, say) | crate::copies::prepare(policy, &crate::copies::dir(env, policy), say))
-    {
+    let host = if !spec.dry_run && (make_state_dirs(policy, say) | req.copies.as_deref().is_some_and(copies)) {
         fresh = FsResolver::default();
         &fresh
     } else {
         host
     };
-    let req = request(&spec, env, policy);
     let plan = backend
         .plan(policy, host, req.clone(), Strength::Full)
         .map_err(|e| Refusal::new(format!("cannot build the sandbox: {e}"), None))?;
@@ -84,7 +83,7 @@ pub fn run<B: Backend + 'static>(
         return Ok(0);
     }
     let enforced = backend.prepare(&plan)?;
-    let (log, audit) = open_audit(&spec, env, policy, B::view(&plan))?;
+    let (log, audit) = open_audit(spec.audit.as_deref(), env, policy, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
     let refused = Arc::new(crate::refusals::Refusals::default());
     {
@@ -188,11 +187,7 @@ fn make_state_dirs(policy: &ResolvedPolicy, say: Say) -> bool {
             ));
             continue;
         }
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        match b.create(&path) {
+        match crate::copies::make_private_dirs(&path) {
             Ok(()) => {
                 made = true;
                 say.warning(&format!(
@@ -284,16 +279,21 @@ fn prune_sessions(env: &Environment, policy: &ResolvedPolicy, current: &std::pat
     let _ = prune(&sessions_dir(env, policy), retention, keep, now, current);
 }
 
-/// Opens the session's audit log: never one the sandbox could write, never an existing one.
-/// Returns it and its canonical path.
-fn open_audit(
-    spec: &RunSpec,
+/// Opens a session's audit log, `audit` (relative to the working directory) or a new file in
+/// [`sessions_dir`]: never one the sandbox (as `view` shows it) could write, never an
+/// existing one. Returns it and its canonical path. `run` and `palisade mcp` use it.
+///
+/// # Errors
+/// A [`Refusal`] naming the file: writable inside, a file where the directory should be, or
+/// the system's error creating it.
+pub fn open_audit(
+    audit: Option<&std::path::Path>,
     env: &Environment,
     policy: &ResolvedPolicy,
     view: &crate::view::FsView,
 ) -> Result<(Arc<AuditLog>, PathBuf), Refusal> {
-    let path = match &spec.audit {
-        Some(p) if p.is_absolute() => p.clone(),
+    let path = match audit {
+        Some(p) if p.is_absolute() => p.to_path_buf(),
         Some(p) => env.cwd.join(p),
         None => {
             let secs =

@@ -25,7 +25,7 @@ fn install(s: &Sandbox, packages: &[&str]) -> Option<PathBuf> {
     }
     let prefix = s.root.join("agents");
     // One npm cache per user (the unprivileged pass cannot write root's), kept between runs.
-    let cache = format!("/var/tmp/palisade-npm-cache-{}", users_id());
+    let cache = format!("/var/tmp/palisade-npm-cache-{}", uid());
     let o = Command::new("timeout")
         .args(["300", "npm", "install", "-g", "--no-audit", "--no-fund", "--prefix"])
         .arg(&prefix)
@@ -43,14 +43,6 @@ fn install(s: &Sandbox, packages: &[&str]) -> Option<PathBuf> {
         return None;
     }
     Some(prefix)
-}
-
-/// This process's user id, from `/proc/self/status` (no libc needed here).
-fn users_id() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A tmux session running `palisade run ARGS` with the sandbox's environment.

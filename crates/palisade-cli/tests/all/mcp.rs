@@ -9,11 +9,7 @@ use crate::util::*;
 
 /// A Python with the `mcp` package, or why not.
 fn python_with_mcp() -> Option<PathBuf> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1).map(str::to_owned))
-        .unwrap_or_default();
-    let venv = PathBuf::from(format!("/var/tmp/palisade-mcp-venv-{uid}"));
+    let venv = PathBuf::from(format!("/var/tmp/palisade-mcp-venv-{}", uid()));
     let python = venv.join("bin/python");
     let ready = |p: &PathBuf| Command::new(p).args(["-c", "import mcp"]).output().is_ok_and(|o| o.status.success());
     if ready(&python) {

@@ -205,3 +205,12 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// This process's user id, from `/proc/self/status`: caches kept between runs of the tests
+/// are per user (the unprivileged pass cannot write root's).
+pub fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}

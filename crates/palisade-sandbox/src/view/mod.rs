@@ -292,14 +292,21 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
 /// directory of copies): a name made of a 64-bit FNV-1a hash of the path and its last
 /// component (at most 100 bytes of it), so that two paths never share a copy.
 pub fn own_copy_path(dir: &Path, path: &Path) -> PathBuf {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.as_os_str().as_encoded_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv1a(path.as_os_str().as_encoded_bytes());
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let name: String = name.chars().take(100).collect();
     dir.join(format!("{h:016x}-{name}"))
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: names for kept copies and their directories, and the
+/// stamp of what a copy was seeded from (no adversary chooses what is hashed).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The ports the gateway listens on transparently for `policy` (each port an allow rule
