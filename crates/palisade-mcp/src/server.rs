@@ -263,7 +263,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the MCP server's runtime: {e}"))?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let server = Server {
             config: Arc::new(config),
             commands: Arc::new(tokio::sync::Semaphore::new(4)),
@@ -290,5 +290,9 @@ pub fn serve(config: Config) -> Result<(), String> {
         #[cfg(not(unix))]
         work.await?;
         Ok(())
-    })
+    });
+    // Reading stdin blocks a thread of the runtime's pool; a signal ends the server without
+    // waiting for that read to return.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    served
 }

@@ -134,9 +134,12 @@ fn a_stopped_mcp_server_ends_its_audit_log() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
+    // Its stdin stays open until it has ended (`Child::wait` would close it first, and a
+    // client closing the connection is another way to end).
+    let stdin = child.stdin.take();
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let status = child.wait().unwrap();
-    drop(child.stdin.take());
+    drop(stdin);
     assert_eq!(status.code(), Some(0));
     let log = std::fs::read_dir(&sessions).unwrap().next().unwrap().unwrap().path();
     assert!(std::fs::read_to_string(&log).unwrap().contains("\"kind\":\"session_end\""));
