@@ -159,12 +159,8 @@ fn rename_aside(dir: RawFd, name: &str) -> io::Result<OsString> {
 mod tests {
     use super::*;
 
-    /// The run's start as `RepoWatch::stamp` takes it: a margin behind the precise clock,
-    /// because file change times come from a coarse one (without it, a file changed right
-    /// after looked older, and a test failed now and then).
     fn now() -> (i64, i64) {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap()
-            - std::time::Duration::from_millis(50);
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
         (d.as_secs() as i64, i64::from(d.subsec_nanos()))
     }
 
