@@ -165,7 +165,7 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    (x % 7) as u8 | if x % 3 == 0 { 0 } else { (x >> 8) as u8 }
+                    (x % 7) as u8 | if x.is_multiple_of(3) { 0 } else { (x >> 8) as u8 }
                 })
                 .collect();
             let _ = greeting(&buf);

@@ -8,6 +8,7 @@ mod audit;
 mod escape_fs;
 mod escape_proc;
 mod gateway_http;
+mod library;
 mod limits;
 mod mcp;
 mod mirrors;

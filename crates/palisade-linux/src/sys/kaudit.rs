@@ -70,7 +70,7 @@ impl Record {
 const UNTRUSTED: &[&str] = &["path", "exe", "comm", "ocomm", "name"];
 
 fn unhex(v: &str) -> Option<String> {
-    if v.is_empty() || v.len() % 2 != 0 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if v.is_empty() || !v.len().is_multiple_of(2) || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..v.len()).step_by(2).map(|i| u8::from_str_radix(&v[i..i + 2], 16).ok()).collect();

@@ -249,6 +249,10 @@ mod tests {
     fn a_worktree_added_to_a_known_repository_keeps_its_commondir() {
         let t = tree("wt");
         let since = now();
+        // File times come from the kernel's coarse clock, up to a tick behind `now()`: let
+        // one pass, so what is made next is after `since` (as a command's changes are after
+        // the run's start, which is taken before the sandbox exists).
+        std::thread::sleep(std::time::Duration::from_millis(30));
         let main = t.join("ws/.git");
         let wt = main.join("worktrees/w");
         std::fs::create_dir_all(&wt).unwrap();
