@@ -49,7 +49,15 @@ impl fmt::Display for PathDecision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}: {}", self.path.display(), self.access)?;
         match self.rule {
-            Some(r) => writeln!(f, "  rule:  {} {:?}  [{}]", r.kind.key(), r.origin.text, r.origin)?,
+            Some(r) => {
+                writeln!(f, "  rule:  {} {:?}  [{}]", r.kind.key(), r.origin.text, r.origin)?;
+                if r.cache && self.protected_by.is_none() && self.access == Access::Read {
+                    writeln!(
+                        f,
+                        "  inside: writable, into a private layer over this directory kept for this workspace across runs (a cache); the host's files stay as they are"
+                    )?;
+                }
+            }
             None => writeln!(f, "  rule:  none matches; paths are invisible unless a rule grants them")?,
         }
         if let Some(p) = self.protected_by {

@@ -213,6 +213,7 @@ fn rule(kind: PathKind, path: PathBuf, origin: Origin) -> PathRule {
         placeholder: Placeholder::Absent,
         state: false,
         own_copy: false,
+        cache: false,
         origin,
     }
 }

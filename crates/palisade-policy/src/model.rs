@@ -141,6 +141,12 @@ pub struct PathRule {
     /// whenever that changes; never written back).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub own_copy: bool,
+    /// For a `read` rule from `filesystem.cache` (a toolchain's download cache: the cargo
+    /// registry, npm's cache): the host's directory stays read-only, and the sandbox writes
+    /// into a private layer over it, which Palisade keeps for the workspace across runs
+    /// (Linux: an overlay mount); nothing is ever written back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
     /// Where the rule came from. A derived rule carries the entry or setting that asked for
     /// it (`filesystem.protect_git`), with the reason as its text.
     pub origin: Origin,

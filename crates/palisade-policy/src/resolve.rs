@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::decide::{Access, EnvDecision};
 use crate::error::PolicyError;
 use crate::model::*;
+use crate::pathrule::is_within;
 
 /// The policy every backend enforces: all layers merged, each rule tagged with its layer.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,11 @@ pub fn resolve(
             check_narrows(&rules, &layer.rules)?;
         }
         applied.push((layer.kind, layer.source));
+        // A cache beneath a directory a higher layer makes writable is just that: writable
+        // (a cache is there to let builds write, never to take a grant away).
+        let writes: Vec<PathBuf> =
+            layer.rules.paths.iter().filter(|r| r.kind == PathKind::Write).map(|r| r.pattern.base()).collect();
+        rules.paths.retain(|r| !(r.cache && writes.iter().any(|w| is_within(&r.pattern.base(), w))));
         rules.merge(layer.rules);
     }
     let notes = ineffective(&rules);
@@ -126,6 +132,9 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
         }
         if r.own_copy {
             return Err(widen(&r.origin, "a project may not keep copies of files (`filesystem.own_copy`)".into()));
+        }
+        if r.cache {
+            return Err(widen(&r.origin, "a project may not name caches (`filesystem.cache`)".into()));
         }
         let wanted = match r.kind {
             PathKind::Read => Access::Read,

@@ -183,3 +183,114 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
     }
     made
 }
+
+/// The directories of a cache's layer (`layer`, from [`crate::view::cache_layer`]): `upper`,
+/// what the sandbox wrote, kept across runs; and this run's work directory `work-PID`, PID
+/// being the supervisor's (an overlay needs one of its own per mount, on the same file
+/// system as `upper`), removed after the run by `release_caches`.
+pub fn cache_dirs(layer: &Path) -> (PathBuf, PathBuf) {
+    (layer.join("upper"), layer.join(format!("work-{}", std::process::id())))
+}
+
+/// Makes every cache ready before planning: its layer's directories, and the host's
+/// directory when it is missing but its parent is host content the sandbox sees (a mount
+/// needs a place; `~/.cargo/git` before the first git dependency). Work directories of runs
+/// that are over are removed. Returns whether a host directory was made (the planner must
+/// then ask the host afresh). Problems are said, never fatal: the cache then stays
+/// read-only (or absent).
+pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, say: Say) -> bool {
+    let mut made = false;
+    for r in policy.paths.iter().filter(|r| r.cache) {
+        let path = r.pattern.base();
+        if policy.decide_path(&path).rule.is_none_or(|d| !d.cache) {
+            continue;
+        }
+        // Host content: granted by a rule other than the private `${tmp}`'s (the home
+        // directory in a temporary directory is private too).
+        let host_content = |p: &Path| {
+            let d = policy.decide_path(p);
+            d.access != palisade_policy::Access::None && d.rule.is_some_and(|r| r.pattern.base() != tmp)
+        };
+        let parent_seen = path.parent().is_some_and(|p| p.is_dir() && host_content(p));
+        if parent_seen && std::fs::symlink_metadata(&path).is_err() {
+            if let Some(link) = untrusted_link(policy, &path) {
+                say.warning(&format!(
+                    "{} ({}) is not made: {} on the way is a symbolic link the sandbox could have made",
+                    path.display(),
+                    r.origin,
+                    link.display()
+                ));
+                continue;
+            }
+            match std::fs::create_dir(&path) {
+                Ok(()) => made = true,
+                Err(e) => say.warning(&format!("cannot make {} ({}): {e}", path.display(), r.origin)),
+            }
+        }
+        let layer = crate::view::cache_layer(dir, &path);
+        let (upper, work) = cache_dirs(&layer);
+        // A work directory only for an overlay, over a host directory.
+        let overlay = path.is_dir();
+        if overlay {
+            prune_work_dirs(&layer);
+        }
+        let dirs = make_private_dirs(&upper).and_then(|()| if overlay { make_private_dirs(&work) } else { Ok(()) });
+        if let Err(e) = dirs {
+            say.warning(&format!("{} ({}): cannot make its layer: {e}; it stays read-only", path.display(), r.origin));
+        }
+    }
+    made
+}
+
+/// After a run: removes its work directories (what the kernel left in them is its own
+/// scratch, of mode 000).
+pub(crate) fn release_caches(view: &crate::view::FsView) {
+    for e in &view.entries {
+        if let crate::view::Entry::Cache { work, .. } = e {
+            remove_tree(work);
+        }
+    }
+}
+
+/// Removes the `work-PID` directories in `layer` whose run is over.
+fn prune_work_dirs(layer: &Path) {
+    for e in std::fs::read_dir(layer).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("work-")).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !alive(pid) {
+            remove_tree(&e.path());
+        }
+    }
+}
+
+#[cfg(unix)]
+fn alive(pid: u32) -> bool {
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
+}
+
+#[cfg(not(unix))]
+fn alive(_: u32) -> bool {
+    true
+}
+
+/// Removes a tree of Palisade's own, making each directory searchable first (an overlay's
+/// scratch directory is mode 000).
+fn remove_tree(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            match std::fs::symlink_metadata(&d) {
+                Ok(m) if m.is_dir() => {
+                    let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+                    stack.extend(std::fs::read_dir(&d).into_iter().flatten().flatten().map(|e| e.path()));
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -66,7 +66,9 @@ pub fn run<B: Backend + 'static>(
     // State directories are made before planning, so the plan shows them; the host's
     // answers are then asked afresh (the policy's resolver has them as missing).
     let req = request(&spec, env, policy);
-    let copies = |dir: &std::path::Path| crate::copies::prepare(policy, dir, say);
+    let copies = |dir: &std::path::Path| {
+        crate::copies::prepare(policy, dir, say) | crate::copies::prepare_caches(policy, dir, &req.tmp, say)
+    };
     let fresh;
     let host = if !spec.dry_run && (make_state_dirs(policy, say) | req.copies.as_deref().is_some_and(copies)) {
         fresh = FsResolver::default();
@@ -153,6 +155,7 @@ pub fn run<B: Backend + 'static>(
         Ok(c) => *c,
         Err(_) => FAILURE,
     };
+    crate::copies::release_caches(B::view(&plan));
     // Past its wall-clock limit the run ends like `timeout`'s: 124.
     let status = match (&result, session.limit()) {
         (Ok(_), Some((limit, _))) if limit == "wall_time" => crate::exit::TIMED_OUT,

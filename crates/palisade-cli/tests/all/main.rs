@@ -5,6 +5,7 @@
 
 mod agents;
 mod audit;
+mod caches;
 mod escape_fs;
 mod escape_proc;
 mod gateway_http;

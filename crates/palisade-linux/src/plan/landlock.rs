@@ -31,7 +31,9 @@ pub(super) fn landlock_plan(entries: &[Entry]) -> LandlockPlan {
                 lp.write.push(path.clone())
             }
             Entry::Host { path, writable: false } if !covered(&lp, path, false) => lp.read.push(path.clone()),
-            Entry::OwnCopy { path, .. } if !covered(&lp, path, true) => lp.write.push(path.clone()),
+            Entry::OwnCopy { path, .. } | Entry::Cache { path, .. } if !covered(&lp, path, true) => {
+                lp.write.push(path.clone())
+            }
             Entry::PrivateCopy { .. } if !lp.write.iter().any(|w| w == Path::new(PRIVATE_COPIES)) => {
                 lp.write.push(PRIVATE_COPIES.into())
             }

@@ -159,6 +159,7 @@ pub fn set_mount_attr(fd: RawFd, set: u64, recursive: bool) -> io::Result<()> {
     Ok(())
 }
 
+const FSCONFIG_SET_FLAG: u32 = 0;
 const FSCONFIG_SET_STRING: u32 = 1;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 
@@ -185,6 +186,46 @@ pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
     set(c"mode", format!("{mode:o}"))?;
     // `unlimited` (u64::MAX) is tmpfs's own "no limit", size 0.
     set(c"size", if size == u64::MAX { "0".into() } else { size.to_string() })?;
+    // SAFETY: CMD_CREATE takes no key or value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on a created context; FSMOUNT_CLOEXEC = 1.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) })
+}
+
+/// A new, detached overlay mount (`fsopen("overlay")`, `fsmount`): `upper` (writable) over
+/// `lower` (read-only), with `work` as its scratch directory, each named by an open
+/// descriptor through the host's `/proc/self/fd` (still mounted at `/oldroot/proc` while the
+/// new root is built), so no path is resolved again; `userxattr`, as a mount in a user
+/// namespace needs (kernel ≥ 5.11; Documentation/filesystems/overlayfs.rst).
+pub fn new_overlay(lower: RawFd, upper: RawFd, work: RawFd, attrs: u64) -> io::Result<OwnedFd> {
+    // SAFETY: a valid C string file system name and documented flags.
+    let fs = owned(unsafe {
+        libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
+    })?;
+    let set = |k: &CStr, v: Option<String>| -> io::Result<()> {
+        let v = v.map(CString::new).transpose().map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let (cmd, value) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: key and value are valid C strings (value null for a flag); aux unused.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), value, 0) })?;
+        Ok(())
+    };
+    let fd_path = |fd: RawFd| Some(format!("/oldroot/proc/self/fd/{fd}"));
+    set(c"lowerdir", fd_path(lower))?;
+    set(c"upperdir", fd_path(upper))?;
+    set(c"workdir", fd_path(work))?;
+    set(c"userxattr", None)?;
     // SAFETY: CMD_CREATE takes no key or value.
     check(unsafe {
         libc::syscall(

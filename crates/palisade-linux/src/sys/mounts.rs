@@ -133,6 +133,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 )?;
                 at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
             }
+            Entry::Cache { path, upper, work, lower } => cache(roots, path, upper, work, *lower)?,
             Entry::PinnedLink { path } => {
                 let src = at(
                     "open (no symlinks) the host's link",
@@ -184,6 +185,41 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A cache: an overlay of the private layer `upper` over the host's directory (`lower`),
+/// or the layer alone when the host has none. The layer's directories and the host's are
+/// opened without following links and handed to the kernel as descriptors. Where the kernel
+/// refuses the overlay (an old kernel, a layer on a file system without extended
+/// attributes), the host's directory is shown read-only, and the run says so: never more
+/// access than the policy's `read`.
+fn cache(roots: &Roots, path: &Path, upper: &Path, work: &Path, lower: bool) -> Result<()> {
+    let dir =
+        |what, p: &Path| at(what, p, open_beneath(roots.old.as_raw_fd(), rel(p), libc::O_PATH | libc::O_DIRECTORY, 0));
+    let up = dir("open (no symlinks) the cache layer", upper)?;
+    let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    let tree = if lower {
+        let low = dir("open (no symlinks) the host's", path)?;
+        let wk = dir("open (no symlinks) the cache layer's work directory", work)?;
+        match new_overlay(low.as_raw_fd(), up.as_raw_fd(), wk.as_raw_fd(), attrs) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!(
+                    "palisade: the cache {} is read-only in this run: the kernel refused its private layer (overlay: {e})",
+                    path.display()
+                );
+                let tree = at("clone the mount tree of", path, clone_tree(low.as_raw_fd(), true))?;
+                at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs | MOUNT_ATTR_RDONLY, true))?;
+                tree
+            }
+        }
+    } else {
+        let tree = at("clone the cache layer of", path, clone_tree(up.as_raw_fd(), false))?;
+        at("set mount flags on", path, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+        tree
+    };
+    let target = mountpoint(roots.new.as_raw_fd(), path, || Ok(true))?;
+    at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))
 }
 
 /// Mounts the single host inode `src` (a file, a link: nothing beneath it) read-only at the

@@ -88,6 +88,7 @@ impl<'a> LayerBuilder<'a> {
                 placeholder: Placeholder::Absent,
                 state: false,
                 own_copy: false,
+                cache: false,
                 origin,
             });
         }

@@ -92,6 +92,19 @@ pub fn parse_layer(
             b.rules.paths[before].own_copy = true;
             b.rules.paths[before].via_link = lexical;
         }
+        // `cache`: toolchain caches (a package registry's downloads): the host's directory,
+        // read-only, with a private writable layer over it kept for the workspace.
+        for v in fs.cache {
+            if crate::pathrule::is_glob(v.get_ref()) {
+                return Err(PolicyError::invalid(
+                    site(v.span(), "filesystem.cache"),
+                    format!("`{}`: cache takes directories, not globs", v.get_ref()),
+                ));
+            }
+            let before = b.rules.paths.len();
+            b.path_rule(PathKind::Read, v.get_ref(), site(v.span(), "filesystem.cache"))?;
+            b.rules.paths[before].cache = true;
+        }
         if let Some(g) = fs.protect_git {
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }

@@ -33,6 +33,8 @@ pub(super) struct RawFs {
     pub(super) state: Vec<S<String>>,
     #[serde(default)]
     pub(super) own_copy: Vec<S<String>>,
+    #[serde(default)]
+    pub(super) cache: Vec<S<String>>,
     pub(super) protect_git: Option<S<bool>>,
 }
 

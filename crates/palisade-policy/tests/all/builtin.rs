@@ -42,7 +42,9 @@ fn secret_denylist_wins_over_a_user_grant_of_a_parent() {
     assert_eq!(access(&p, "/home/u/notes.txt"), Access::Read);
     assert_eq!(access(&p, "/home/u/.ssh/id_rsa"), Access::None);
     assert_eq!(access(&p, "/home/u/.cargo/credentials.toml"), Access::None);
+    // The built-in cache beneath the user's write grant does not take it away.
     assert_eq!(access(&p, "/home/u/.cargo/registry/x"), Access::Write);
+    assert!(!p.decide_path(std::path::Path::new("/home/u/.cargo/registry/x")).rule.unwrap().cache);
     assert_eq!(access(&p, "/home/u/.bashrc"), Access::Read, "shell rc files stay read-only");
 }
 
@@ -53,6 +55,13 @@ fn home_is_invisible_except_toolchains() {
     assert_eq!(access(&p, "/home/u/.cargo/bin/cargo"), Access::Read);
     assert_eq!(access(&p, "/home/u/.gitconfig"), Access::Read);
     assert_eq!(access(&p, "/home/u/.bashrc"), Access::None);
+    // Toolchain caches: read-only on the host, with a private layer inside.
+    for c in ["/home/u/.cargo/registry/src/x", "/home/u/.cargo/git/db", "/home/u/.npm/_cacache", "/home/u/go/pkg/mod/m"]
+    {
+        let d = p.decide_path(std::path::Path::new(c));
+        assert_eq!(d.access, Access::Read, "{c}");
+        assert!(d.rule.unwrap().cache, "{c}");
+    }
 }
 
 #[test]

@@ -88,6 +88,22 @@ pub enum Entry {
         /// The kept copy on the host (outside everything the sandbox sees).
         copy: PathBuf,
     },
+    /// A cache (`filesystem.cache`): the host's directory at `path`, read-only, under a
+    /// private writable layer that Palisade keeps for the workspace (see
+    /// [`crate::copies::cache_dirs`]), so the sandbox sees what the host has downloaded and
+    /// adds to it without changing a host file. `lower`: whether the host has the directory
+    /// (if not, the layer alone is shown).
+    Cache {
+        /// The host directory.
+        path: PathBuf,
+        /// The layer: what the sandbox wrote, kept across runs (on the host, outside
+        /// everything the sandbox sees).
+        upper: PathBuf,
+        /// This run's scratch directory for the layer, on the same file system.
+        work: PathBuf,
+        /// Whether the host's directory exists, to show beneath the layer.
+        lower: bool,
+    },
     /// A symbolic link to `target`, where a grant was written through a link on the host
     /// (`/lib64` → `/usr/lib64`), so the written path still resolves.
     Link {
@@ -117,6 +133,7 @@ impl Entry {
             | Entry::PinnedLink { path }
             | Entry::PrivateCopy { path }
             | Entry::OwnCopy { path, .. }
+            | Entry::Cache { path, .. }
             | Entry::Link { path, .. }
             | Entry::File { path, .. } => path,
         }
@@ -249,6 +266,20 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
         if matches!(inherited, Seen::Root | Seen::Private) && !granted_here {
             continue;
         }
+        if let (Some(r), Some(dir), true) = (d.rule, &req.copies, granted_here) {
+            let lower = host.kind(&path) == Some(Kind::Dir);
+            // Beneath host content, a missing directory has no place for a mount (Palisade
+            // makes it before planning when it can: `copies::prepare_caches`).
+            let placeable = lower || matches!(inherited, Seen::Root | Seen::Private);
+            let (upper, work) = crate::copies::cache_dirs(&cache_layer(dir, &path));
+            // Only a layer that is ready (see `copies::prepare_caches`); otherwise the
+            // directory stays read-only.
+            let ready = host.kind(&upper) == Some(Kind::Dir) && (!lower || host.kind(&work) == Some(Kind::Dir));
+            if r.cache && d.access == Access::Read && inherited != Seen::Masked && placeable && ready {
+                entries.push(Entry::Cache { path, upper, work, lower });
+                continue;
+            }
+        }
         let hints = Hints {
             // Only a copy that is ready (see `copies::prepare`); otherwise the file stays
             // only protected.
@@ -286,6 +317,13 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
         .filter(|t| seen_in(&entries, t) == Seen::Private && !entries.iter().any(|m| m.path() == t))
         .collect();
     Ok(FsView { entries, cwd, tripwires })
+}
+
+/// Where the layer of the cache `path` lives in `dir` (a workspace's directory of copies):
+/// `caches/` and a name made as [`own_copy_path`] makes one.
+pub fn cache_layer(dir: &Path, path: &Path) -> PathBuf {
+    let name = own_copy_path(Path::new(""), path);
+    dir.join("caches").join(name)
 }
 
 /// Where the kept copy of the protected file `path` lives in `dir` (a workspace's

@@ -38,6 +38,8 @@ pub(super) fn seen_in(entries: &[Entry], path: &Path) -> Seen {
     entries.iter().filter(|e| is_within(path, e.path())).max_by_key(|e| depth(e.path())).map_or(Seen::Root, |e| match e
     {
         Entry::Host { writable, .. } => Seen::Host(if *writable { Access::Write } else { Access::Read }),
+        // Host content, read-only on the host (writes land in the private layer).
+        Entry::Cache { .. } => Seen::Host(Access::Read),
         Entry::Private { .. } => Seen::Private,
         _ => Seen::Masked,
     })

@@ -250,3 +250,53 @@ fn empty_command_is_refused() {
         Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false, copies: None };
     assert_eq!(build(&policy(BASE), &host(), &req).unwrap_err(), ViewError::NoCommand);
 }
+
+#[test]
+fn a_cache_is_a_private_layer_over_the_hosts_directory_only_when_its_layer_is_ready() {
+    let text = format!(
+        "{BASE}cache = [\"~/.cargo/registry\", \"~/.npm\", \"~/.cache/pip\"]\ndeny = [\"~/.cargo/registry/token\"]\n"
+    );
+    let copies = Path::new("/state/copies/proj");
+    let layer = |p: &str| crate::copies::cache_dirs(&cache_layer(copies, Path::new(p)));
+    let (reg_up, reg_work) = layer("/home/u/.cargo/registry");
+    let (npm_up, _) = layer("/home/u/.npm");
+    let host = host()
+        .with("/home/u/.cargo/registry/src/x.rs", Kind::File)
+        .with("/home/u/.cargo/registry/token", Kind::File)
+        .with(reg_up.to_str().unwrap(), Kind::Dir)
+        .with(reg_work.to_str().unwrap(), Kind::Dir)
+        .with(npm_up.to_str().unwrap(), Kind::Dir);
+    let req = Request {
+        argv: vec!["true".into()],
+        cwd: "/w/proj".into(),
+        env: vec![],
+        tmp: "/tmp".into(),
+        trace_exec: false,
+        copies: Some(copies.into()),
+    };
+    let v = build(&policy(&text), &host, &req).unwrap();
+    let cache = |path: &str, upper: &Path, work: &Path, lower: bool| Entry::Cache {
+        path: path.into(),
+        upper: upper.into(),
+        work: work.into(),
+        lower,
+    };
+    let (npm_up, npm_work) = layer("/home/u/.npm");
+    let reg = v.entries.iter().position(|e| *e == cache("/home/u/.cargo/registry", &reg_up, &reg_work, true));
+    let token = v.entries.iter().position(|e| e.path() == Path::new("/home/u/.cargo/registry/token"));
+    // Over the host's directory, after the read-only bind of its parent; a denied file in it
+    // hidden after it.
+    assert!(reg.is_some() && token.is_some() && reg < token, "{:?}", v.entries);
+    assert!(matches!(v.entries[token.unwrap()], Entry::Hidden { .. }));
+    // Missing on the host, in the private home: the layer alone.
+    assert!(v.entries.contains(&cache("/home/u/.npm", &npm_up, &npm_work, false)), "{:?}", v.entries);
+    // No layer ready (it could not be made): nothing from the cache rule but the host's
+    // directory, read-only (here, missing: nothing).
+    assert!(!v.entries.iter().any(|e| e.path().starts_with("/home/u/.cache")), "{:?}", v.entries);
+    // The host's files are never writable through a cache.
+    assert!(!v.exposes_writable(Path::new("/home/u/.cargo/registry/src/x.rs")));
+    // Without a copies directory (no state to keep layers in), the cache is read-only host content.
+    let v = plan(&text, &host).unwrap();
+    assert!(v.entries.iter().all(|e| !matches!(e, Entry::Cache { .. })), "{:?}", v.entries);
+    assert_eq!(v.seen(Path::new("/home/u/.cargo/registry/src/x.rs")), Seen::Host(Access::Read));
+}

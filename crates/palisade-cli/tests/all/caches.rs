@@ -1,0 +1,73 @@
+//! Toolchain caches (`filesystem.cache`): the sandbox reads what the host downloaded and
+//! writes into a private layer kept for the workspace; the host's files never change.
+
+use crate::util::*;
+
+#[test]
+fn a_cache_shows_the_hosts_files_keeps_the_sandboxs_writes_per_workspace_and_never_changes_the_host() {
+    let s = Sandbox::new("cache");
+    s.write("home/.cargo/registry/src/dep/lib.rs", "pub fn host() {}\n");
+    s.write("home/.cargo/registry/src/dep/gone.rs", "host\n");
+    s.write("home/.cargo/registry/token", "cache-secret\n");
+    let src = s.home().join(".cargo/registry/src/dep");
+    // Poison a host source, add a file, delete one, fill a cache the host does not have.
+    let script = "cat ~/.cargo/registry/src/dep/lib.rs \
+         && echo 'fn poisoned() {}' >> ~/.cargo/registry/src/dep/lib.rs \
+         && echo new > ~/.cargo/registry/src/dep/new.rs \
+         && rm ~/.cargo/registry/src/dep/gone.rs \
+         && mkdir -p ~/.cargo/git/db/x && echo g > ~/.cargo/git/db/x/HEAD \
+         && echo n > ~/.npm/entry \
+         && cat ~/.cargo/registry/src/dep/lib.rs; cat ~/.cargo/registry/token";
+    let o = s.run(&["--deny", "~/.cargo/registry/token"], &["/bin/sh", "-c", script]);
+    assert_eq!(stdout(&o), "pub fn host() {}\npub fn host() {}\nfn poisoned() {}\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains("token"), "a denied file stays hidden in a cache: {}", stderr(&o));
+    // From outside: the host's cache is exactly as it was; ~/.npm was never made.
+    assert_eq!(std::fs::read_to_string(src.join("lib.rs")).unwrap(), "pub fn host() {}\n");
+    assert_eq!(std::fs::read_to_string(src.join("gone.rs")).unwrap(), "host\n");
+    assert!(!src.join("new.rs").exists());
+    assert!(s.listing(&s.home().join(".cargo/git")).is_empty(), "{:?}", s.listing(&s.home().join(".cargo/git")));
+    assert!(!s.home().join(".npm").exists());
+    // The next run of this workspace finds its own writes.
+    let o =
+        s.sh("cat ~/.cargo/registry/src/dep/new.rs ~/.cargo/git/db/x/HEAD ~/.npm/entry; ls ~/.cargo/registry/src/dep");
+    assert_eq!(stdout(&o), "new\ng\nn\nlib.rs\nnew.rs\n", "{}", stderr(&o));
+    // Another workspace sees the host's cache only.
+    let ws2 = s.root.join("ws2");
+    std::fs::create_dir_all(&ws2).unwrap();
+    let o = s.palisade_in(&ws2, &["run", "--", "sh", "-c", "ls ~/.cargo/registry/src/dep; ls ~/.npm"]);
+    assert_eq!(stdout(&o), "gone.rs\nlib.rs\n", "{}", stderr(&o));
+    // No run's scratch directory is left behind.
+    let state = s.home().join(".local/state/palisade/copies");
+    let leftovers: Vec<_> = walk(&state).into_iter().filter(|p| p.to_string_lossy().contains("/work-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn a_project_may_not_name_a_cache_and_explain_says_where_writes_go() {
+    let s = Sandbox::new("cache-explain");
+    s.write("ws/.palisade.toml", "[filesystem]\ncache = [\"~/.ssh\"]\n");
+    let o = s.palisade(&["policy", "check", "--project", ".palisade.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(format!("{}{}", stdout(&o), stderr(&o)).contains("may not name caches"), "{}{}", stdout(&o), stderr(&o));
+    std::fs::remove_file(s.ws().join(".palisade.toml")).unwrap();
+    let o = s.palisade(&["policy", "explain", "~/.npm/_cacache/index"]);
+    let text = stdout(&o);
+    assert!(text.contains("filesystem.cache") && text.contains("private layer"), "{text}");
+    // A glob is no cache.
+    s.write("home/.config/palisade/policy.toml", "[filesystem]\ncache = [\"~/.cache/*\"]\n");
+    let o = s.palisade(&["run", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("cache takes directories"), "{}", stderr(&o));
+}
