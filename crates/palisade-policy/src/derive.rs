@@ -34,6 +34,9 @@ pub struct Host<'a> {
     pub private: &'a [PathBuf],
     /// The user's and the system's git configuration files (`~/.gitconfig`, ...).
     pub git_configs: &'a [PathBuf],
+    /// The directories of the user's `PATH`, in order (where `filesystem.programs` are
+    /// looked up).
+    pub path_var: &'a [PathBuf],
 }
 
 impl std::fmt::Debug for Host<'_> {
@@ -66,6 +69,7 @@ impl ResolvedPolicy {
     /// specific than the derived protection of `.git/hooks`), and is refused like any other
     /// widening unless `trust_project`.
     pub fn derive(&mut self, host: &Host<'_>, trust_project: bool) -> Result<(), PolicyError> {
+        self.add_programs(host);
         self.add_derived(host)?;
         if trust_project {
             return Ok(());
@@ -93,6 +97,32 @@ impl ResolvedPolicy {
             }
         }
         Ok(())
+    }
+
+    /// `filesystem.programs`: a read rule for each directory of each program's install
+    /// location that no rule decides yet (a denied or protected path stays so); a note for a
+    /// program not on `PATH`.
+    fn add_programs(&mut self, host: &Host<'_>) {
+        let mut added: Vec<PathRule> = Vec::new();
+        for p in self.programs.clone() {
+            let Some(found) = crate::programs::find(&p.value, host.path_var, &self.home, host.fs, host.resolver) else {
+                self.notes.push(format!(
+                    "`{}` ({}) is not on your PATH, so its install location is not made readable; the sandbox gets your PATH as it is",
+                    p.value, p.origin
+                ));
+                continue;
+            };
+            for (dir, why) in found.dirs {
+                // Decided already (the private `${tmp}`'s own grant decides nothing of the host).
+                let decided = self.decide_path(&dir).rule.is_some_and(|r| !host.private.contains(&r.pattern.base()));
+                if decided || added.iter().any(|r| r.pattern.base() == dir) {
+                    continue;
+                }
+                let origin = Origin { layer: p.origin.layer.clone(), site: p.origin.site.clone(), text: why };
+                added.push(rule(PathKind::Read, dir, origin));
+            }
+        }
+        self.rules.paths.extend(added);
     }
 
     fn add_derived(&mut self, host: &Host<'_>) -> Result<(), PolicyError> {

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod netdecide;
 pub mod parse;
 pub mod pathrule;
+pub mod programs;
 pub mod resolve;
 pub mod units;
 pub mod vars;

@@ -343,6 +343,9 @@ pub struct Environment {
     /// git's system and global configuration files (`GIT_CONFIG_SYSTEM` or `/etc/gitconfig`;
     /// `GIT_CONFIG_GLOBAL`, or `$XDG_CONFIG_HOME/git/config` and `~/.gitconfig`).
     pub git_configs: Vec<PathBuf>,
+    /// The absolute directories of `$PATH`, in order (where `filesystem.programs` are
+    /// looked up, as your shell looks up a command).
+    pub path: Vec<PathBuf>,
 }
 
 impl Environment {
@@ -367,7 +370,11 @@ impl Environment {
             Some(g) => git_configs.push(g),
             None => git_configs.extend([config_home.join("git/config"), home.join(".gitconfig")]),
         }
+        let path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).filter(|d| d.is_absolute()).collect())
+            .unwrap_or_default();
         Ok(Environment {
+            path,
             tmp: var("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp")),
             git_configs,
             config_home,
@@ -507,7 +514,7 @@ pub fn load_on(env: &Environment, opts: &LoadOptions, host: &FsResolver) -> Resu
     layers.push(flags_layer(&opts.flags, &vars, resolver, &env.cwd)?);
     let mut policy = resolve(&workspace, &home, layers, ResolveOptions { trust_project: opts.trust_project })?;
     let private = [resolver.resolve(&env.tmp)];
-    let host = Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs };
+    let host = Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs, path_var: &env.path };
     policy.derive(&host, opts.trust_project)?;
     Ok(policy)
 }
@@ -550,7 +557,8 @@ impl RepoWatch {
             return None;
         }
         let private = [resolver.resolve(&env.tmp)];
-        let host = Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs };
+        let host =
+            Host { fs: resolver, resolver, private: &private, git_configs: &env.git_configs, path_var: &env.path };
         Some(RepoWatch {
             roots: policy.writable_roots(&host),
             git_configs: env.git_configs.clone(),

@@ -372,6 +372,9 @@ pub struct Rules {
     /// `monitor.keep`: at most this many session logs stay in that directory, the newest;
     /// `None` for the default, 1,000.
     pub keep: Option<Setting<u64>>,
+    /// `filesystem.programs`: commands whose install location is made readable, found on
+    /// `PATH` at load ([`crate::programs`]).
+    pub programs: Vec<Setting<String>>,
     /// `monitor.tripwires`: decoy files (expanded, absolute; never a glob).
     pub tripwires: Vec<Setting<PathBuf>>,
     /// `[[monitor.rules]]`, lowest layer first.
@@ -423,6 +426,7 @@ impl Rules {
             self.keep = upper.keep;
         }
         self.tripwires.extend(upper.tripwires);
+        self.programs.extend(upper.programs);
         self.monitor_rules.extend(upper.monitor_rules);
     }
 

@@ -224,6 +224,12 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     if let Some(a) = &upper.audit {
         return Err(widen(&a.origin, "a project may not choose where the audit log is written".into()));
     }
+    if let Some(p) = upper.programs.first() {
+        return Err(widen(
+            &p.origin,
+            "a project may not make programs' install locations readable (`filesystem.programs`)".into(),
+        ));
+    }
     if let Some(o) = upper.retention.as_ref().map(|s| &s.origin).or(upper.keep.as_ref().map(|s| &s.origin)) {
         return Err(widen(o, "a project may not choose how long audit logs are kept".into()));
     }

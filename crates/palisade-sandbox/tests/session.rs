@@ -33,6 +33,7 @@ impl Dirs {
             state_home: self.root.join("state"),
             cache_home: self.root.join("home/.cache"),
             git_configs: Vec::new(),
+            path: Vec::new(),
         }
     }
 

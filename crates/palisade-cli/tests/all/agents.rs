@@ -14,8 +14,9 @@ use crate::util::*;
 const GEMINI: &str = "@google/gemini-cli@0.61.0";
 const CODEX: &str = "@openai/codex@0.171.0";
 
-/// Installs `packages` into a prefix under `s` (the npm cache shared between runs of this
-/// user), or says why not.
+/// Installs `packages` globally into `~/.npm-global` (a prefix users set with `npm config
+/// set prefix`), which the sandbox does not show unless the profile's `programs` finds it on
+/// `PATH` (the npm cache is shared between runs of this user), or says why not.
 fn install(s: &Sandbox, packages: &[&str]) -> Option<PathBuf> {
     for tool in ["npm", "tmux", "node"] {
         if Command::new(tool).arg("-V").output().is_err() && Command::new(tool).arg("--version").output().is_err() {
@@ -23,7 +24,7 @@ fn install(s: &Sandbox, packages: &[&str]) -> Option<PathBuf> {
             return None;
         }
     }
-    let prefix = s.root.join("agents");
+    let prefix = s.home().join(".npm-global");
     // One npm cache per user (the unprivileged pass cannot write root's), kept between runs.
     let cache = format!("/var/tmp/palisade-npm-cache-{}", uid());
     let o = Command::new("timeout")
@@ -133,8 +134,7 @@ fn no_write_error(screen: &str) {
 fn gemini_gets_through_its_first_run_and_keeps_its_choices() {
     let s = Sandbox::new("agent-gemini");
     let Some(prefix) = install(&s, &[GEMINI]) else { return };
-    let read = prefix.display().to_string();
-    let args = ["run", "--profile", "gemini", "--allow-read", &read, "--", "gemini"];
+    let args = ["run", "--profile", "gemini", "--", "gemini"];
     {
         // No trust prompt: the profile trusts the workspace (Gemini CLI cannot save trust in
         // the protected trustedFolders.json, and exits 52 when it tries).
@@ -160,8 +160,7 @@ fn gemini_gets_through_its_first_run_and_keeps_its_choices() {
 fn codex_reaches_its_sign_in_and_keeps_its_login() {
     let s = Sandbox::new("agent-codex");
     let Some(prefix) = install(&s, &[CODEX]) else { return };
-    let read = prefix.display().to_string();
-    let args = ["run", "--profile", "codex", "--allow-read", &read, "--", "codex"];
+    let args = ["run", "--profile", "codex", "--", "codex"];
     {
         let pane = Pane::start(&s, &prefix, &[("OPENAI_API_KEY", "sk-test")], &args);
         let (ok, screen) = pane.wait_for("Sign in another way");
@@ -183,4 +182,69 @@ fn codex_reaches_its_sign_in_and_keeps_its_login() {
     let pane = Pane::start(&s, &prefix, &[("OPENAI_API_KEY", "sk-test")], &args);
     let (ok, screen) = pane.wait_for("Ask Codex to do anything");
     assert!(ok && !screen.contains("Sign in with ChatGPT"), "the login did not persist:\n{screen}");
+}
+
+/// An agent installed the usual ways (npm's global prefix in the home, a native installer's
+/// link in `~/.local/bin`) is found as the shell finds it, and only its install location
+/// becomes readable: no registry needed.
+#[test]
+fn an_agent_installed_under_the_home_is_found_on_path_and_nothing_else_there_is_shown() {
+    let s = Sandbox::new("programs");
+    let pkg = ".npm-global/lib/node_modules/fake-agent";
+    s.write(&format!("home/{pkg}/package.json"), "{\"name\":\"fake-agent\"}\n");
+    s.write(&format!("home/{pkg}/lib/data.txt"), "agent data\n");
+    s.write(&format!("home/{pkg}/bin/cli.sh"), "#!/bin/sh\n# As node does for its main module: the link resolved.\nhere=$(dirname \"$(readlink -f \"$0\")\")\necho \"agent ran: $(cat \"$here/../lib/data.txt\")\"\n");
+    s.write("home/.npm-global/etc/npmrc", "//registry/:_authToken=npm-secret\n");
+    let cli = s.home().join(pkg).join("bin/cli.sh");
+    std::fs::set_permissions(&cli, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(s.home().join(".npm-global/bin")).unwrap();
+    std::os::unix::fs::symlink(
+        "../lib/node_modules/fake-agent/bin/cli.sh",
+        s.home().join(".npm-global/bin/fake-agent"),
+    )
+    .unwrap();
+    // The same name further on PATH: the shell would not pick it, nor may the sandbox.
+    s.write("decoy/fake-agent", "#!/bin/sh\necho decoy\n");
+    std::fs::set_permissions(s.root.join("decoy/fake-agent"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    s.write("home/.config/palisade/profiles/fake.toml", "[filesystem]\nprograms = [\"fake-agent\"]\n");
+    let path = format!("{}/.npm-global/bin:/usr/bin:/bin:{}/decoy", s.home().display(), s.root.display());
+    let run = |profile: Option<&str>, cmd: &[&str]| {
+        let mut args = vec!["run", "--allow-read"];
+        let decoy = s.root.join("decoy").display().to_string();
+        args.push(&decoy);
+        if let Some(p) = profile {
+            args.extend(["--profile", p]);
+        }
+        args.push("--");
+        args.extend_from_slice(cmd);
+        let mut c = s.command(&s.ws(), &args);
+        c.env("PATH", &path);
+        c.output().unwrap()
+    };
+    // Without the profile: the install location is not shown; the decoy answers, and the
+    // run warns that the shell would have picked another file.
+    let o = run(None, &["fake-agent"]);
+    assert_eq!(stdout(&o), "decoy\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains(".npm-global/bin/fake-agent"), "{}", stderr(&o));
+    // With it: the shell's pick, its package readable, the rest of the prefix not.
+    let o = run(Some("fake"), &["fake-agent"]);
+    assert_eq!(stdout(&o), "agent ran: agent data\n", "{}", stderr(&o));
+    let npmrc = s.home().join(".npm-global/etc/npmrc").display().to_string();
+    let o = run(Some("fake"), &["cat", &npmrc]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("npm-secret"));
+    // Nothing is writable there.
+    let data = s.home().join(pkg).join("lib/data.txt").display().to_string();
+    let o = run(Some("fake"), &["sh", "-c", &format!("echo x > {data}")]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(s.home().join(pkg).join("lib/data.txt")).unwrap(), "agent data\n");
+    // policy explain names why.
+    let mut c = s.command(&s.ws(), &["policy", "explain", "--profile", "fake", &data]);
+    c.env("PATH", &path);
+    let o = c.output().unwrap();
+    assert!(stdout(&o).contains("filesystem.programs") && stdout(&o).contains("leads to"), "{}", stdout(&o));
+    // Not on PATH: said, and nothing granted.
+    let o = s.palisade(&["run", "--profile", "fake", "--", "true"]);
+    assert!(stderr(&o).contains("`fake-agent`") && stderr(&o).contains("not on your PATH"), "{}", stderr(&o));
 }

@@ -105,6 +105,20 @@ pub fn parse_layer(
             b.path_rule(PathKind::Read, v.get_ref(), site(v.span(), "filesystem.cache"))?;
             b.rules.paths[before].cache = true;
         }
+        // `programs`: commands (names, as on a command line) whose install location is
+        // made readable, found on PATH at load.
+        for v in fs.programs {
+            let name = v.get_ref();
+            if name.is_empty() || name.contains('/') || name.contains('\0') || name == "." || name == ".." {
+                return Err(PolicyError::invalid(
+                    site(v.span(), "filesystem.programs"),
+                    format!("`{}`: programs takes command names (`codex`), not paths", name.escape_debug()),
+                ));
+            }
+            let s = site(v.span(), "filesystem.programs");
+            let origin = b.origin(s, name);
+            b.rules.programs.push(Setting { value: name.clone(), origin });
+        }
         if let Some(g) = fs.protect_git {
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }

@@ -35,6 +35,8 @@ pub(super) struct RawFs {
     pub(super) own_copy: Vec<S<String>>,
     #[serde(default)]
     pub(super) cache: Vec<S<String>>,
+    #[serde(default)]
+    pub(super) programs: Vec<S<String>>,
     pub(super) protect_git: Option<S<bool>>,
 }
 

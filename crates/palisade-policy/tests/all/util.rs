@@ -40,7 +40,7 @@ pub fn resolve_layers(layers: Vec<Layer>, trust: bool) -> Result<ResolvedPolicy,
 pub fn resolve_on(fs: &dyn HostFs, layers: Vec<Layer>, trust: bool) -> Result<ResolvedPolicy, PolicyError> {
     let mut p = resolve(Path::new(WS), Path::new(HOME), layers, ResolveOptions { trust_project: trust })?;
     let private = [std::path::PathBuf::from("/tmp")];
-    let host = derive::Host { fs, resolver: &Lexical, private: &private, git_configs: &[] };
+    let host = derive::Host { fs, resolver: &Lexical, private: &private, git_configs: &[], path_var: &[] };
     p.derive(&host, trust)?;
     Ok(p)
 }
