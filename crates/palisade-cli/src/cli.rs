@@ -140,6 +140,10 @@ pub struct PolicyArgs {
     /// Refuse connections to HOST[:PORT], whatever allows it (repeatable).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub deny_net: Vec<String>,
+    /// Forward the host's 127.0.0.1:HOST_PORT to PORT on the sandbox's own loopback, to
+    /// reach a server started inside (repeatable; HOST_PORT defaults to PORT).
+    #[arg(long, value_name = "[HOST_PORT:]PORT")]
+    pub publish: Vec<String>,
     /// Pass NAME from your environment, or set NAME=VALUE (repeatable).
     #[arg(long, value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,

@@ -36,6 +36,7 @@ pub fn load_policy_on(args: &PolicyArgs, host: &FsResolver) -> Result<(Environme
             deny_net: args.deny_net.clone(),
             env: args.env.clone(),
             limits: args.limits(),
+            publish: args.publish.clone(),
         },
     };
     let policy = load_on(&env, &opts, host).map_err(policy_failure)?;

@@ -147,6 +147,7 @@ impl Backend for Linux {
             gateway,
             kill: Some(kill),
             events: Some(wiring.events),
+            publish: wiring.publish,
             on_started: Some(wiring.on_started),
             on_ended: Some(wiring.on_ended),
             denials: self.denials.take(),

@@ -138,6 +138,26 @@ pub enum Event {
         /// How long it was open, in milliseconds.
         duration_ms: u64,
     },
+    /// A connection from the host's loopback to a published port (`--publish`), recorded
+    /// when it closes: the supervisor accepted it on `127.0.0.1:host_port` and carried it to
+    /// `port` on the sandbox's own loopback.
+    Inbound {
+        /// The sandbox's port.
+        port: u16,
+        /// The host's port it was published on.
+        host_port: u16,
+        /// Who connected (`127.0.0.1:54321`).
+        peer: String,
+        /// Bytes carried into the sandbox.
+        bytes_in: u64,
+        /// Bytes carried out of it.
+        bytes_out: u64,
+        /// How long it was open, in milliseconds.
+        duration_ms: u64,
+        /// Why it could not be carried in (nothing listens on the port inside), if so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The session's total `upload` or `download` passed a mark that a byte rule watches
     /// (reported while the bytes flow, not when the connection ends).
     Traffic {
@@ -304,6 +324,7 @@ impl Totals {
             | Event::SessionEnd { .. }
             | Event::Traffic { .. }
             | Event::NewRepository { .. }
+            | Event::Inbound { .. }
             | Event::ToolCall { .. } => {}
         }
     }
@@ -326,6 +347,7 @@ impl Event {
             Event::Limit { .. } => "limit",
             Event::NewRepository { .. } => "new_repository",
             Event::ToolCall { .. } => "tool_call",
+            Event::Inbound { .. } => "inbound",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",
         }

@@ -163,6 +163,15 @@ pub fn watch_line(event: &Event) -> String {
             "net    closed {} after {duration_ms} ms: {bytes_up} bytes up, {bytes_down} down",
             printable(target)
         ),
+        Event::Inbound { port, host_port, peer, bytes_in, bytes_out, duration_ms, error } => match error {
+            Some(e) => {
+                format!("in     {} -> :{host_port} -> sandbox :{port} not carried: {}", printable(peer), printable(e))
+            }
+            None => format!(
+                "in     {} -> :{host_port} -> sandbox :{port}, {duration_ms} ms: {bytes_in} bytes in, {bytes_out} out",
+                printable(peer)
+            ),
+        },
         Event::Traffic { direction, total } => format!("bytes  the session's {} passed {total}", printable(direction)),
         Event::Repeated { count, event } => {
             let inner = watch_line(event);

@@ -447,6 +447,8 @@ pub struct Flags {
     pub env: Vec<String>,
     /// Resource limits (`--memory 4GiB`, `--pids 512`, ...), by their `[process]` key.
     pub limits: Vec<(&'static str, String)>,
+    /// `--publish [HOST_PORT:]PORT`: ports of the sandbox's loopback reachable from the host's.
+    pub publish: Vec<String>,
 }
 
 /// Which layers to load.
@@ -707,6 +709,9 @@ pub fn flags_layer(
     }
     for (key, text) in &flags.limits {
         b.limit_text(key, text, site(&format!("--{}", key.replace('_', "-"))))?;
+    }
+    for v in &flags.publish {
+        b.publish(v, site("--publish"))?;
     }
     Ok(b.finish("command line"))
 }

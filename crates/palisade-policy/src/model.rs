@@ -80,6 +80,16 @@ pub struct Setting<T> {
     pub origin: Origin,
 }
 
+/// A published port (`network.publish`): connections to `127.0.0.1:HOST_PORT` on the host
+/// are carried to `port` on the sandbox's own loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Publish {
+    /// The host's loopback port the supervisor listens on.
+    pub host_port: u16,
+    /// The sandbox's loopback port connections are carried to.
+    pub port: u16,
+}
+
 /// What a path rule does. At equal specificity, the later variant here wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -372,6 +382,10 @@ pub struct Rules {
     /// `monitor.keep`: at most this many session logs stay in that directory, the newest;
     /// `None` for the default, 1,000.
     pub keep: Option<Setting<u64>>,
+    /// `network.publish`: ports of the sandbox's loopback that the supervisor forwards from
+    /// the host's loopback (`127.0.0.1:HOST_PORT`), for the user to reach a server started
+    /// inside.
+    pub publish: Vec<Setting<Publish>>,
     /// `filesystem.programs`: commands whose install location is made readable, found on
     /// `PATH` at load ([`crate::programs`]).
     pub programs: Vec<Setting<String>>,
@@ -427,6 +441,10 @@ impl Rules {
         }
         self.tripwires.extend(upper.tripwires);
         self.programs.extend(upper.programs);
+        for p in upper.publish {
+            self.publish.retain(|q| q.value.host_port != p.value.host_port);
+            self.publish.push(p);
+        }
         self.monitor_rules.extend(upper.monitor_rules);
     }
 

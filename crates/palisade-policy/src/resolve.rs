@@ -224,6 +224,9 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     if let Some(a) = &upper.audit {
         return Err(widen(&a.origin, "a project may not choose where the audit log is written".into()));
     }
+    if let Some(p) = upper.publish.first() {
+        return Err(widen(&p.origin, "a project may not publish ports (`network.publish`)".into()));
+    }
     if let Some(p) = upper.programs.first() {
         return Err(widen(
             &p.origin,

@@ -151,6 +151,9 @@ pub struct Wiring {
     pub kill: Arc<KillSwitch>,
     /// Serves the network, when the plan has one.
     pub gateway: Option<Gateway>,
+    /// Serves the published ports (`--publish`), when the policy has some: started by the
+    /// backend, once the sandbox's network exists, with a way into it.
+    pub publish: Option<crate::publish::Publisher>,
     /// Called once the sandbox exists and before the command starts; the session starts its
     /// threads here.
     pub on_started: Box<dyn FnOnce() + Send>,
@@ -161,7 +164,11 @@ pub struct Wiring {
 
 impl std::fmt::Debug for Wiring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wiring").field("pty", &self.pty).field("gateway", &self.gateway.is_some()).finish()
+        f.debug_struct("Wiring")
+            .field("pty", &self.pty)
+            .field("gateway", &self.gateway.is_some())
+            .field("publish", &self.publish.is_some())
+            .finish()
     }
 }
 

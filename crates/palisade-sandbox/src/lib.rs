@@ -18,6 +18,7 @@ mod copies;
 mod event;
 pub mod exit;
 mod kill;
+pub mod publish;
 pub mod quarantine;
 mod refusals;
 mod report;

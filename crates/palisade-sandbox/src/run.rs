@@ -84,6 +84,8 @@ pub fn run<B: Backend + 'static>(
         println!("{text}");
         return Ok(0);
     }
+    // Listening before anything starts: a port in use refuses the run, with the reason.
+    let mut published = Some(crate::publish::bind(policy)?).filter(|l| !l.is_empty());
     let enforced = backend.prepare(&plan)?;
     let (log, audit) = open_audit(spec.audit.as_deref(), env, policy, B::view(&plan))?;
     let live = live_outputs(&mut spec, &log);
@@ -117,20 +119,28 @@ pub fn run<B: Backend + 'static>(
     let session = Session::new(sink.clone(), env.home.clone(), spec.json);
     let events: Arc<dyn Events> = session.clone();
     let repos = Arc::new(Mutex::new(RepoWatch::new(policy, env, host)));
-    let wiring = |gateway: Option<Gateway>| Wiring {
+    let wiring = |gateway: Option<Gateway>, publish: Option<crate::publish::Publisher>| Wiring {
         pty,
         events: events.clone(),
         kill: kill.clone(),
         gateway,
+        publish,
         on_started: report::starter(&live, &repos),
         on_ended: report::new_repositories::<B>(&repos, sink.clone(), say),
     };
     let network = policy.mode() == palisade_policy::NetMode::Allowlist;
-    let result = match backend.spawn(&plan, wiring(network.then(|| gateway(policy, sink.clone())))) {
+    let publish = published.take().map(|l| crate::publish::publisher(l, sink.clone()));
+    let result = match backend.spawn(&plan, wiring(network.then(|| gateway(policy, sink.clone())), publish)) {
         Err(RunError::Unsupported(why)) if spec.allow_degraded => {
-            // The gateway is not wired: a weaker sandbox has no network of its own to serve.
+            // Neither the gateway nor the published ports are wired (their listeners closed
+            // with the first attempt's wiring): a weaker sandbox has no network of its own.
+            if !policy.publish.is_empty() {
+                say.warning(
+                    "published ports are not forwarded in the degraded mode: the sandbox shares the host's network, so a server inside listens on the host's loopback itself",
+                );
+            }
             let weaker = Weaker { spec: &spec, policy, host, req, log: &log, audit: &audit, say };
-            retry_weaker(backend, weaker, why, wiring(None))
+            retry_weaker(backend, weaker, why, wiring(None, None))
         }
         Err(RunError::Unsupported(why)) => {
             let missing = backend.probe().missing();

@@ -16,6 +16,7 @@ mod mirrors;
 mod network;
 mod policy_cmd;
 mod protect;
+mod publish;
 mod run_cmd;
 mod terminal;
 mod tidy;

@@ -95,6 +95,8 @@ pub(super) fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         shm_size: 0,
         network: None,
         trace_exec: false,
+        // The sandbox shares the host's network: nothing to publish.
+        publish: Vec::new(),
         limits: Limits::of(policy),
     })
 }

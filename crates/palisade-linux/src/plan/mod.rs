@@ -122,6 +122,9 @@ pub struct Plan {
     pub trace_exec: bool,
     /// The run's resource limits.
     pub limits: Limits,
+    /// Ports of the sandbox's loopback published to the host's (`--publish`): init then
+    /// makes sockets in the sandbox's network namespace on the supervisor's request.
+    pub publish: Vec<u16>,
 }
 
 impl Plan {
@@ -246,6 +249,7 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         shm_size: DEFAULT_SHM_SIZE,
         network,
         trace_exec: req.trace_exec,
+        publish: policy.publish.iter().map(|p| p.value.port).collect(),
         limits: Limits::of(policy),
     })
 }

@@ -241,6 +241,36 @@ pub fn new_overlay(lower: RawFd, upper: RawFd, work: RawFd, attrs: u64) -> io::R
     owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) })
 }
 
+/// Connects the stream socket `fd` to `port` on the loopback (`127.0.0.1`, or `::1` when
+/// `v6`) of the network namespace the socket was made in (connect(2); retried on `EINTR`).
+pub fn connect_loopback(fd: RawFd, v6: bool, port: u16) -> io::Result<()> {
+    loop {
+        // SAFETY: zeroed sockaddr structures are valid; each is filled and passed with its
+        // own size.
+        let r = unsafe {
+            if v6 {
+                let mut a: libc::sockaddr_in6 = std::mem::zeroed();
+                a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                a.sin6_port = port.to_be();
+                a.sin6_addr.s6_addr[15] = 1;
+                let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+                libc::connect(fd, &a as *const libc::sockaddr_in6 as *const libc::sockaddr, len)
+            } else {
+                let mut a: libc::sockaddr_in = std::mem::zeroed();
+                a.sin_family = libc::AF_INET as libc::sa_family_t;
+                a.sin_port = port.to_be();
+                a.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                libc::connect(fd, &a as *const libc::sockaddr_in as *const libc::sockaddr, len)
+            }
+        };
+        match check(r as libc::c_long) {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
 /// `mount(2)`: mounts `src` (a device, a directory for `MS_BIND`, or a name for a virtual
 /// file system) on `target` as `fstype`, with `MS_*` `flags` and the file system's own
 /// options in `data`.

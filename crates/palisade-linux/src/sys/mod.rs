@@ -13,6 +13,7 @@ mod mounts;
 mod net;
 pub mod placeholders;
 pub mod probe;
+mod publish;
 pub mod quarantine;
 mod step;
 mod terminal;
@@ -69,6 +70,9 @@ pub struct RunOptions {
     pub pty: Option<PtyUse>,
     /// Serves the network, when the plan has one.
     pub gateway: Option<Gateway>,
+    /// Serves the published ports, when the plan has some, given a way into the sandbox's
+    /// network (sockets init makes there on request).
+    pub publish: Option<palisade_sandbox::publish::Publisher>,
     /// Lets another thread stop the sandbox.
     pub kill: Option<std::sync::Arc<KillSwitch>>,
     /// Where the sandbox's reports go (execs when the plan traces them, decoys opened,
@@ -96,6 +100,7 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("pty", &self.pty)
             .field("gateway", &self.gateway.is_some())
+            .field("publish", &self.publish.is_some())
             .field("kill", &self.kill.is_some())
             .field("events", &self.events.is_some())
             .field("on_started", &self.on_started.is_some())
@@ -165,6 +170,10 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let filter = bpf_filter(crate::seccomp::FilterOptions { notify_exec: plan.trace_exec, ..Default::default() })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
+    let publish = match plan.publish.is_empty() {
+        true => None,
+        false => Some(ffi::seqpacket_pair().map_err(|e| setup("the published ports' socket", e))?),
+    };
     let cgroup = sandbox_cgroup(&plan.limits, opts.cgroup.take())?;
     // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
     let audit = denial_reader(opts.denials.take(), &opts.events);
@@ -184,11 +193,15 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if pid == 0 {
         signals.unblock_in_child();
         drop(ours);
+        let publish = publish.map(|(supervisor, init)| {
+            drop(supervisor);
+            init
+        });
         let mut cmd =
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.view.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
         cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
-        child::init_main(child::ChildArgs { plan, cmd });
+        child::init_main(child::ChildArgs { plan, cmd, publish: publish.as_ref().map(|p| p.as_raw_fd()) });
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -196,6 +209,7 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     }
     let pid = pid as libc::pid_t;
     drop(theirs);
+    let publish = publish.map(|(supervisor, _init)| supervisor);
     let guard = KillOnDrop(pid);
 
     write_id_maps(pid, uid, gid)
@@ -259,6 +273,9 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             .name("palisade-gateway".into())
             .spawn(move || serve(listeners))
             .map_err(|e| setup("starting the gateway", e))?;
+    }
+    if let (Some(serve), Some(sock)) = (opts.publish.take(), publish) {
+        serve(publish::connector(sock));
     }
     let kill = opts.kill.as_ref().map(|k| k.fd.as_raw_fd());
     let on_open = |p: &Path| {

@@ -136,6 +136,9 @@ pub fn parse_layer(
         for v in net.quiet {
             b.quiet_rule(v.get_ref(), site(v.span(), "network.quiet"))?;
         }
+        for v in net.publish {
+            b.publish(v.get_ref(), site(v.span(), "network.publish"))?;
+        }
         for (k, v) in net.hosts {
             b.host_mapping(k.get_ref(), v.get_ref(), site(k.span(), &format!("network.hosts.{}", k.get_ref())))?;
         }

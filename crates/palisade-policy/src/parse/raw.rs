@@ -51,6 +51,8 @@ pub(super) struct RawNet {
     #[serde(default)]
     pub(super) quiet: Vec<S<String>>,
     #[serde(default)]
+    pub(super) publish: Vec<S<String>>,
+    #[serde(default)]
     pub(super) hosts: BTreeMap<S<String>, S<String>>,
     pub(super) max_connections: Option<S<u64>>,
     pub(super) handshake_timeout: Option<S<String>>,

@@ -15,8 +15,9 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
         // SAFETY: see `die`.
         _ => unsafe { libc::_exit(125) },
     }
-    // Keep only stdio and the control socket.
-    close_other_fds(&[sock]);
+    // Keep only stdio, the control socket and the published ports' socket.
+    let publish = a.publish;
+    close_other_fds(&[Some(sock), publish].into_iter().flatten().collect::<Vec<_>>());
     // SAFETY: prctl with documented arguments: /proc/1 of the sandbox stays unreadable to the
     // command (init holds the supervisor's environment in its memory).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -53,6 +54,11 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // SAFETY: valid buffer and length.
     unsafe { libc::sethostname(host.as_ptr() as *const libc::c_char, host.len()) };
 
+    if let Some(p) = publish {
+        if let Err(e) = super::super::publish::arm(p) {
+            die(sock, &format!("preparing the published ports: {e}"));
+        }
+    }
     let slave = a.cmd.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
     // The supervisor's part of the start (the move into the cgroup, ~10 ms on cgroup v1, and
@@ -75,7 +81,7 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     drop(slave);
     // SAFETY: closing our copy of the control socket; the command keeps its own until exec.
     unsafe { libc::close(sock) };
-    init_loop(pid, &forwarded)
+    init_loop(pid, &forwarded, publish)
 }
 
 /// Signals init passes on to the command's process group.
@@ -89,6 +95,8 @@ pub(super) fn forwarded_signals() -> Vec<i32> {
         libc::SIGUSR2,
         libc::SIGWINCH,
         libc::SIGCHLD,
+        // Not forwarded: a request for a published port's socket (see `init_loop`).
+        libc::SIGIO,
     ]
 }
 
@@ -110,7 +118,13 @@ fn block(signals: &[i32]) {
     }
 }
 
-fn init_loop(cmd: libc::pid_t, signals: &[i32]) -> ! {
+fn init_loop(cmd: libc::pid_t, signals: &[i32], mut publish: Option<RawFd>) -> ! {
+    // Requests that came before the signal was armed.
+    if let Some(p) = publish.filter(|p| !super::super::publish::serve(*p)) {
+        // SAFETY: closing the published ports' socket, which the supervisor closed.
+        unsafe { libc::close(p) };
+        publish = None;
+    }
     // SAFETY: local sigset and plain waitpid/kill calls.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -120,6 +134,13 @@ fn init_loop(cmd: libc::pid_t, signals: &[i32]) -> ! {
         }
         loop {
             let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig == libc::SIGIO {
+                if let Some(p) = publish.filter(|p| !super::super::publish::serve(*p)) {
+                    libc::close(p);
+                    publish = None;
+                }
+                continue;
+            }
             if sig == libc::SIGCHLD {
                 loop {
                     let mut status = 0;

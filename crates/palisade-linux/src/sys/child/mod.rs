@@ -65,6 +65,8 @@ impl<'a> CommandArgs<'a> {
 pub struct ChildArgs<'a> {
     pub plan: &'a Plan,
     pub cmd: CommandArgs<'a>,
+    /// Init's end of the published ports' socket pair (see `super::publish`).
+    pub publish: Option<RawFd>,
 }
 
 pub(super) fn report(sock: RawFd, kind: ErrorKind, text: &str) {
