@@ -13,6 +13,7 @@ use crate::util::*;
 /// Versions measured for docs/profiles.md.
 const GEMINI: &str = "@google/gemini-cli@0.61.0";
 const CODEX: &str = "@openai/codex@0.171.0";
+const CLAUDE: &str = "@anthropic-ai/claude-code@2.1.197";
 
 /// Installs `packages` globally into `~/.npm-global` (a prefix users set with `npm config
 /// set prefix`), which the sandbox does not show unless the profile's `programs` finds it on
@@ -182,6 +183,49 @@ fn codex_reaches_its_sign_in_and_keeps_its_login() {
     let pane = Pane::start(&s, &prefix, &[("OPENAI_API_KEY", "sk-test")], &args);
     let (ok, screen) = pane.wait_for("Ask Codex to do anything");
     assert!(ok && !screen.contains("Sign in with ChatGPT"), "the login did not persist:\n{screen}");
+}
+
+#[test]
+fn claude_gets_through_its_onboarding_and_trust_and_keeps_them() {
+    let s = Sandbox::new("agent-claude");
+    let Some(prefix) = install(&s, &[CLAUDE]) else { return };
+    // No route to Anthropic: Vertex AI (a dummy project) takes the onboarding's connectivity
+    // check out of the way; nothing else changes (see docs/profiles.md).
+    let env =
+        [("CLAUDE_CODE_USE_VERTEX", "1"), ("CLOUD_ML_REGION", "us-east5"), ("ANTHROPIC_VERTEX_PROJECT_ID", "test")];
+    let env_args: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut full = vec!["run", "--profile", "claude"];
+    for e in &env_args {
+        full.extend(["--env", e]);
+    }
+    full.extend(["--", "claude"]);
+    {
+        let pane = Pane::start(&s, &prefix, &[], &full);
+        let (ok, screen) = pane.wait_for("Choose the text style");
+        assert!(ok, "no onboarding:\n{screen}");
+        pane.keys(&["Enter"]);
+        let (ok, screen) = pane.wait_for("Security notes");
+        assert!(ok, "{screen}");
+        pane.keys(&["Enter"]);
+        let (ok, screen) = pane.wait_for("Yes, I trust this folder");
+        assert!(ok, "no trust prompt:\n{screen}");
+        pane.keys(&["Enter"]);
+        let (ok, screen) = pane.wait_for("for shortcuts");
+        assert!(ok, "no prompt after the onboarding:\n{screen}");
+        no_write_error(&screen);
+        // Leave it (its tmux server goes with it).
+        pane.keys(&["/exit", "Enter"]);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Kept in its state directory on the host; the host's ~/.claude.json never written.
+    let state = std::fs::read_to_string(s.home().join(".claude/.claude.json")).unwrap_or_default();
+    assert!(state.contains("hasCompletedOnboarding"), "{state}");
+    assert!(!s.home().join(".claude.json").exists());
+    // Second run: straight to the prompt.
+    let pane = Pane::start(&s, &prefix, &[], &full);
+    let (ok, screen) = pane.wait_for("for shortcuts");
+    assert!(ok && !screen.contains("Choose the text style") && !screen.contains("trust this folder"), "{screen}");
+    no_write_error(&screen);
 }
 
 /// An agent installed the usual ways (npm's global prefix in the home, a native installer's

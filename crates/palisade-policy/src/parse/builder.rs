@@ -161,6 +161,25 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Adds a published port (`network.publish`, `--publish`): `PORT`, or `HOST_PORT:PORT`.
+    pub fn publish(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
+        let port = |p: &str| {
+            p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                PolicyError::invalid(
+                    site.clone(),
+                    format!("`{text}`: expected PORT or HOST_PORT:PORT, each from 1 to 65535 (e.g. 3000 or 8080:3000)"),
+                )
+            })
+        };
+        let (host_port, port) = match text.split_once(':') {
+            Some((h, p)) => (port(h)?, port(p)?),
+            None => (port(text)?, port(text)?),
+        };
+        let origin = self.origin(site, text);
+        self.rules.publish.push(Setting { value: Publish { host_port, port }, origin });
+        Ok(())
+    }
+
     /// Maps the host name `name` to the IP address `addr` (`network.hosts`), replacing this
     /// layer's earlier mapping of the name.
     pub fn host_mapping(&mut self, name: &str, addr: &str, site: Site) -> Result<(), PolicyError> {
@@ -196,8 +215,13 @@ impl<'a> LayerBuilder<'a> {
             return Err(PolicyError::invalid(site, format!("value of `{name}` contains a NUL byte")));
         }
         let origin = self.origin(site, &format!("{name}={value}"));
+        // A leading `~/` is the home directory, as in a shell's `NAME=~/dir`.
+        let value = match value.strip_prefix("~/") {
+            Some(rest) => self.vars.home.join(rest).to_string_lossy().into_owned(),
+            None => value.to_owned(),
+        };
         self.rules.env_set.retain(|e| e.name != name);
-        self.rules.env_set.push(EnvSet { name: name.to_owned(), value: value.to_owned(), origin });
+        self.rules.env_set.push(EnvSet { name: name.to_owned(), value, origin });
         Ok(())
     }
 
