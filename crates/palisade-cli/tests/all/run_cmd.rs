@@ -313,3 +313,25 @@ fn nothing_is_made_through_a_link_and_a_copy_that_cannot_be_kept_fails_no_run() 
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "2097152\nrefused\n", "{}", stderr(&o));
 }
+
+#[test]
+fn allow_read_of_the_whole_root_shows_the_host_read_only_keeps_secrets_hidden_and_tmp_private() {
+    let s = Sandbox::new("allow-root");
+    let marker = format!("palisade-allow-root-{}", std::process::id());
+    let o = s.run(
+        &["--allow-read", "/"],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "head -c 5 /etc/passwd; echo; ls /usr/bin/env; cat /etc/shadow 2>/dev/null || echo hidden; \
+                 touch /usr/palisade-x 2>/dev/null || echo ro; echo t > /tmp/{marker} && cat /tmp/{marker}; \
+                 echo w > made && echo ws"
+            ),
+        ],
+    );
+    assert_eq!(stdout(&o), "root:\n/usr/bin/env\nhidden\nro\nt\nws\n", "{}", stderr(&o));
+    // The private /tmp is the sandbox's own: nothing reached the host's.
+    assert!(!std::path::Path::new("/tmp").join(&marker).exists());
+    assert_eq!(std::fs::read_to_string(s.ws().join("made")).unwrap(), "w\n");
+}

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `p` as a NUL-terminated C string, for a system call.
 ///
@@ -269,6 +269,50 @@ pub fn connect_loopback(fd: RawFd, v6: bool, port: u16) -> io::Result<()> {
             other => return other.map(|_| ()),
         }
     }
+}
+
+/// The names in the directory open at `dir` (`.` and `..` left out), from `readdir(3)` on a
+/// duplicate of it.
+pub fn list_dir(dir: RawFd) -> io::Result<Vec<std::ffi::OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: a duplicate the directory stream owns (closedir closes it).
+    let dup = check(unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 3) } as libc::c_long)? as RawFd;
+    // SAFETY: `dup` is an open directory descriptor, handed to the stream.
+    let stream = unsafe { libc::fdopendir(dup) };
+    if stream.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: the stream did not take it.
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: a valid stream; the entry is read before the next call.
+        let ent = unsafe { libc::readdir(stream) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is a NUL-terminated name within the entry.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name.to_bytes()).to_owned());
+        }
+    }
+    // SAFETY: closing the stream opened above.
+    unsafe { libc::closedir(stream) };
+    Ok(names)
+}
+
+/// The target of the symbolic link `name` in the directory open at `dir` (readlinkat(2)).
+pub fn read_link_at(dir: RawFd, name: &std::ffi::OsStr) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let c = CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid C string and buffer of the length given.
+    let n = unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let n = check(n as libc::c_long)? as usize;
+    buf.truncate(n);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
 }
 
 /// `mount(2)`: mounts `src` (a device, a directory for `MS_BIND`, or a name for a virtual

@@ -78,6 +78,7 @@ pub fn apply(roots: &mut Roots, plan: &Plan) -> Result<()> {
                 )?;
                 attach_at(roots, &t, path)?;
             }
+            Entry::Host { path, writable } if path == Path::new("/") => host_root(roots, *writable)?,
             Entry::Host { path, writable } => {
                 let src = at(
                     "open (no symlinks) the host's",
@@ -220,6 +221,52 @@ fn cache(roots: &Roots, path: &Path, upper: &Path, work: &Path, lower: bool) -> 
     };
     let target = mountpoint(roots.new.as_raw_fd(), path, || Ok(true))?;
     at("attach on", path, attach(tree.as_raw_fd(), target.as_raw_fd()))
+}
+
+/// The host's whole root (`--allow-read /`): a mount on the new root itself would cover the
+/// directory every later step builds in (and `/` never leads past the process's own root),
+/// so each entry of the host's `/` is shown in its place instead: directories and files
+/// bound, links made again with the same target.
+fn host_root(roots: &Roots, writable: bool) -> Result<()> {
+    let root = Path::new("/");
+    let dir = at(
+        "open the host's",
+        root,
+        open_beneath(roots.old.as_raw_fd(), Path::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0),
+    )?;
+    let names = at("list the host's", root, ffi::list_dir(dir.as_raw_fd()))?;
+    for name in names {
+        let path = root.join(&name);
+        // `/oldroot` is the host's root itself, seen from the new one.
+        if name == OLD {
+            continue;
+        }
+        let src = at(
+            "open (no symlinks) the host's",
+            &path,
+            open_beneath(roots.old.as_raw_fd(), rel(&path), libc::O_PATH, 0),
+        );
+        let src = match src {
+            Ok(s) => s,
+            // A link: made again, pointing where the host's points.
+            Err(e) if e.err.raw_os_error() == Some(libc::ELOOP) => {
+                let target = at("read the host's link", &path, ffi::read_link_at(roots.old.as_raw_fd(), &name))?;
+                let (t, n) = (at("name", &target, cstr(&target))?, at("name", &path, cstr(Path::new(&name)))?);
+                // SAFETY: valid C strings and directory descriptor.
+                let r = unsafe { libc::symlinkat(t.as_ptr(), roots.new.as_raw_fd(), n.as_ptr()) };
+                at("create the link", &path, check(r as libc::c_long))?;
+                continue;
+            }
+            Err(e) if e.err.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        let tree = at("clone the mount tree of", &path, clone_tree(src.as_raw_fd(), true))?;
+        let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if writable { 0 } else { MOUNT_ATTR_RDONLY };
+        at("set mount flags on", &path, set_mount_attr(tree.as_raw_fd(), attrs, true))?;
+        let target = mountpoint(roots.new.as_raw_fd(), &path, || is_dir(src.as_raw_fd()))?;
+        at("attach on", &path, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
+    }
+    Ok(())
 }
 
 /// Mounts the single host inode `src` (a file, a link: nothing beneath it) read-only at the

@@ -251,7 +251,9 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
     for (path, cand) in candidates {
         let inherited = seen_in(&entries, &path);
         if let Candidate::Private(size) = cand {
-            if inherited == Seen::Root {
+            // Private wherever nothing else is (a private directory inside another stays
+            // that one), over host content too (`--allow-read /` still gets its own `/tmp`).
+            if matches!(inherited, Seen::Root | Seen::Host(_)) {
                 entries.push(Entry::Private { path, size });
             }
             continue;
