@@ -90,6 +90,7 @@ struct Server {
 
 impl Server {
     fn record(&self, tool: &str, target: &str, allowed: bool, reason: &str) {
+        let _ = RECORDED.try_with(|r| r.set(true));
         self.config.log.record(&Event::ToolCall {
             tool: tool.into(),
             target: target.into(),
@@ -167,7 +168,11 @@ impl Server {
     #[tool(
         description = "Run a shell command in the workspace inside a Palisade sandbox built from the same policy; returns the exit status, stdout and stderr."
     )]
-    async fn run_command(&self, Parameters(a): Parameters<CommandArg>) -> Result<CallToolResult, McpError> {
+    async fn run_command(
+        &self,
+        Parameters(a): Parameters<CommandArg>,
+        ctx: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
         let timeout = a.timeout_secs.unwrap_or(DEFAULT_TIMEOUT).clamp(1, MAX_TIMEOUT);
         // At most a few at once: each is a sandbox, and its output is held here.
         let _slot = self.commands.acquire().await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
@@ -191,11 +196,14 @@ impl Server {
             McpError::internal_error(why, None)
         })?;
         let (out, err) = (child.stdout.take(), child.stderr.take());
-        let done = tokio::time::timeout(Duration::from_secs(timeout), async {
-            let outputs = tokio::join!(capped(out), capped(err));
-            (child.wait().await, outputs)
-        })
-        .await;
+        // Ends at the command's end, its timeout, or the client's `notifications/cancelled`.
+        let done = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(timeout), async {
+                let outputs = tokio::join!(capped(out), capped(err));
+                (child.wait().await, outputs)
+            }) => r.map_err(|_| format!("stopped after {timeout} s (timeout_secs)")),
+            _ = ctx.ct.cancelled() => Err("stopped: the client cancelled the call".to_owned()),
+        };
         let (status, (out, err)) = match done {
             Ok((Ok(status), outputs)) => (status, outputs),
             Ok((Err(e), _)) => {
@@ -203,7 +211,7 @@ impl Server {
                 self.record("run_command", &a.command, false, &why);
                 return Err(McpError::internal_error(why, None));
             }
-            Err(_) => {
+            Err(why) => {
                 // Asked to end first (palisade run then ends its session and its log), killed
                 // after 2 s.
                 if let Some(pid) = child.id() {
@@ -212,7 +220,6 @@ impl Server {
                 if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
                     let _ = child.kill().await;
                 }
-                let why = format!("stopped after {timeout} s (timeout_secs)");
                 self.record("run_command", &a.command, true, &why);
                 return Ok(CallToolResult::error(vec![ContentBlock::text(why)]));
             }
@@ -247,8 +254,45 @@ async fn capped<R: tokio::io::AsyncRead + Unpin>(stream: Option<R>) -> String {
     s
 }
 
+tokio::task_local! {
+    /// Whether the call being served was recorded by its tool (see `call_tool`).
+    static RECORDED: std::cell::Cell<bool>;
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Server {
+    /// Every call is recorded: by its tool, or here when the protocol layer refused it
+    /// before the tool ran (an unknown tool, arguments that do not parse).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<rmcp::RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, McpError> {
+        let tool = request.name.to_string();
+        RECORDED
+            .scope(std::cell::Cell::new(false), async {
+                let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+                let r = self.tool_router.call(tcc).await;
+                // An unknown tool is an error; arguments that do not parse, an error result.
+                let refused = match &r {
+                    Err(e) => Some(e.message.to_string()),
+                    Ok(rmcp::model::CallToolResponse::Complete(c)) if c.is_error == Some(true) => Some(
+                        c.content
+                            .iter()
+                            .filter_map(|b| b.as_text().map(|t| t.text.clone()))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    Ok(_) => None,
+                };
+                if let Some(why) = refused.filter(|_| !RECORDED.with(|c| c.get())) {
+                    self.record(&tool, "-", false, &format!("refused before the tool ran: {why}"));
+                }
+                r
+            })
+            .await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
     }

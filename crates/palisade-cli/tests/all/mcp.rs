@@ -111,9 +111,15 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
         .collect();
     assert_eq!(logs.len(), 1, "one MCP session log");
     let calls = logs[0].lines().filter(|l| l.contains("\"kind\":\"tool_call\"")).count();
-    // 23 calls; each of the 6 run_commands is recorded when it starts and when it ends.
+    // 25 calls; each of the 7 run_commands is recorded when it starts and when it ends.
     let commands = logs[0].lines().filter(|l| l.contains("\"tool\":\"run_command\"")).count();
-    assert_eq!((calls, commands), (23 + 6, 12), "{}", logs[0]);
+    assert_eq!((calls, commands), (25 + 7, 14), "{}", logs[0]);
+    // Refused by the protocol layer, before any tool: recorded with the reason.
+    let rec = logs[0].lines().find(|l| l.contains("\"tool\":\"format_disk\",\"target\":\"-\"")).unwrap_or("");
+    assert!(rec.contains("refused before the tool ran") && rec.contains("\"allowed\":false"), "{}", logs[0]);
+    // Cancelled by the client: stopped (from outside: its marker was never written) and said.
+    assert!(logs[0].contains("the client cancelled the call"), "{}", logs[0]);
+    assert!(!s.ws().join("late-marker").exists(), "the cancelled command ran on");
     assert!(logs[0].contains("\"tool\":\"read_file\",\"target\":") && logs[0].contains("\"allowed\":false"));
 }
 
@@ -145,4 +151,41 @@ fn a_stopped_mcp_server_ends_its_audit_log() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("\"kind\":\"session_end\""));
     let o = s.palisade(&["audit", "verify", &log.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+/// Arguments that do not parse are refused by the protocol layer before any tool runs (a
+/// client that checks nothing can send them): the call is recorded all the same.
+#[test]
+fn a_call_refused_before_its_tool_runs_is_recorded() {
+    use std::io::{BufRead, Write};
+    let s = Sandbox::new("mcp-raw");
+    let mut child = s
+        .command(&s.ws(), &["mcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut send = |line: &str| writeln!(stdin, "{line}").unwrap();
+    send(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+    );
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"id\":1"), "{line}");
+    send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    send(
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":7,"nope":"x"}}}"#,
+    );
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"id\":2") && line.contains("\"isError\":true"), "{line}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let sessions = s.home().join(".local/state/palisade/sessions");
+    let log = std::fs::read_dir(&sessions).unwrap().next().unwrap().unwrap().path();
+    let log = std::fs::read_to_string(log).unwrap();
+    let rec = log.lines().find(|l| l.contains("\"tool\":\"read_file\",\"target\":\"-\"")).unwrap_or("");
+    assert!(rec.contains("refused before the tool ran") && rec.contains("\"allowed\":false"), "{log}");
 }

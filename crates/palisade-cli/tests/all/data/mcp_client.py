@@ -51,6 +51,17 @@ async def main():
             await call("file-grant", "read_file", path=gitconfig)
             await call("flood", "run_command", command="head -c 3000000 /dev/zero")
             await call("command-canary", "run_command", command=f"cat {canary}; echo rc=$?")
+            # Refused before any tool runs: recorded all the same. (Arguments that do not
+            # parse never leave this SDK, which checks them against the tool's schema: the
+            # Rust test sends those itself.)
+            await call("no-such-tool", "format_disk")
+            # Abandoned by the client (the SDK then sends notifications/cancelled): the
+            # command is stopped, and never writes its marker.
+            import anyio
+            with anyio.move_on_after(3):
+                await call("cancelled", "run_command", command="sleep 8; touch late-marker")
+            print("cancelled: abandoned")
+            await anyio.sleep(8)
 
 
 asyncio.run(main())
