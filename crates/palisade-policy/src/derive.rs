@@ -69,6 +69,7 @@ impl ResolvedPolicy {
     /// specific than the derived protection of `.git/hooks`), and is refused like any other
     /// widening unless `trust_project`.
     pub fn derive(&mut self, host: &Host<'_>, trust_project: bool) -> Result<(), PolicyError> {
+        self.check_caches(host);
         self.add_programs(host);
         self.add_derived(host)?;
         if trust_project {
@@ -112,6 +113,20 @@ impl ResolvedPolicy {
                 ));
                 continue;
             };
+            // Anything the sandbox could have written (a link or a script in the workspace's
+            // `.venv/bin` or `node_modules/.bin` on PATH) decides nothing.
+            if let Some(f) =
+                found.consulted.iter().find(|f| f.ancestors().skip(1).any(|d| self.sandbox_writes(d, host)))
+            {
+                self.notes.push(format!(
+                    "`{}` ({}) was found at {}, which relies on {}, where the sandbox can write: its install location is not made readable",
+                    p.value,
+                    p.origin,
+                    found.command.display(),
+                    f.display()
+                ));
+                continue;
+            }
             for (dir, why) in found.dirs {
                 // Decided already (the private `${tmp}`'s own grant decides nothing of the host).
                 let decided = self.decide_path(&dir).rule.is_some_and(|r| !host.private.contains(&r.pattern.base()));
@@ -123,6 +138,50 @@ impl ResolvedPolicy {
             }
         }
         self.rules.paths.extend(added);
+    }
+
+    /// Whether the sandbox may write `dir` on the host (the private `${tmp}`'s own grant is
+    /// not the host's).
+    fn sandbox_writes(&self, dir: &Path, host: &Host<'_>) -> bool {
+        let d = self.decide_path(dir);
+        d.access == Access::Write && d.rule.is_some_and(|r| !host.private.contains(&r.pattern.base()))
+    }
+
+    /// `filesystem.cache` entries that cannot be trusted are dropped, with a note: one
+    /// written through a symbolic link inside the home directory or where the sandbox can
+    /// write (a sandbox given `~/.cache` in one run could turn `~/.cache/pip` into a link to
+    /// `..` or `../Documents`, and every later run would show that as the cache; a link the
+    /// user made looks the same, so a cache is used only at its own path: name the target
+    /// instead), and one that is the home directory or holds it. Links above the home
+    /// (`/home` → `/var/home`) are followed.
+    fn check_caches(&mut self, host: &Host<'_>) {
+        let mut dropped = Vec::new();
+        for (i, r) in self.paths.iter().enumerate().filter(|(_, r)| r.cache) {
+            let canonical = r.pattern.base();
+            let lexical = r.via_link.clone().unwrap_or_else(|| canonical.clone());
+            let planted = lexical.ancestors().find(|a| {
+                host.fs.kind(a) == Some(Kind::Symlink)
+                    && a.parent().is_some_and(|p| {
+                        host.resolver.resolve(p).starts_with(&self.home) || self.sandbox_writes(p, host)
+                    })
+            });
+            let why = if let Some(link) = planted {
+                format!(
+                    "{} on the way is a symbolic link (a sandbox could have made it); a cache is used only at its own path: name {} instead if that is what you meant",
+                    link.display(),
+                    canonical.display()
+                )
+            } else if self.home.starts_with(&canonical) {
+                format!("it leads to {}, which holds the home directory", canonical.display())
+            } else {
+                continue;
+            };
+            dropped.push((i, format!("the cache {} ({}) is not used: {why}", lexical.display(), r.origin)));
+        }
+        for (i, note) in dropped.into_iter().rev() {
+            self.rules.paths.remove(i);
+            self.notes.push(note);
+        }
     }
 
     fn add_derived(&mut self, host: &Host<'_>) -> Result<(), PolicyError> {

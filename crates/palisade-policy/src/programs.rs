@@ -30,6 +30,10 @@ pub struct Found {
     pub command: PathBuf,
     /// Directories to make readable, each with why.
     pub dirs: Vec<(PathBuf, String)>,
+    /// Every file the lookup relied on (the command, the interpreter), as found and as
+    /// resolved: the caller refuses the whole finding when the sandbox could have written
+    /// one of them (a link or a script planted in an earlier run).
+    pub consulted: Vec<PathBuf>,
 }
 
 /// How far above a link's target a package root is looked for.
@@ -40,8 +44,10 @@ const MAX_UP: usize = 8;
 pub fn find(name: &str, path: &[PathBuf], home: &Path, fs: &dyn HostFs, resolver: &dyn PathResolver) -> Option<Found> {
     let command = on_path(name, path, fs)?;
     let mut dirs = Vec::new();
+    let mut consulted = vec![command.clone(), resolver.resolve(&command)];
     install(&command, name, home, fs, resolver, &mut dirs);
     if let Some(interp) = interpreter(&command, path, fs, resolver) {
+        consulted.extend([interp.clone(), resolver.resolve(&interp)]);
         let what = format!("{name}'s interpreter");
         install(&interp, &what, home, fs, resolver, &mut dirs);
         if interp.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python")) {
@@ -49,7 +55,7 @@ pub fn find(name: &str, path: &[PathBuf], home: &Path, fs: &dyn HostFs, resolver
         }
     }
     dirs.dedup_by(|a, b| a.0 == b.0);
-    Some(Found { command, dirs })
+    Some(Found { command, dirs, consulted })
 }
 
 /// The first `dir/name` on `path` that is (or leads to) a regular file.

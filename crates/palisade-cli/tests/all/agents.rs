@@ -288,6 +288,17 @@ fn an_agent_installed_under_the_home_is_found_on_path_and_nothing_else_there_is_
     c.env("PATH", &path);
     let o = c.output().unwrap();
     assert!(stdout(&o).contains("filesystem.programs") && stdout(&o).contains("leads to"), "{}", stdout(&o));
+    // A command the sandbox could have planted (the workspace's .venv/bin first on PATH, a
+    // link to a secret): nothing is granted, and the run says why.
+    s.write("home/Documents/secret.txt", "programs-secret\n");
+    std::fs::create_dir_all(s.ws().join(".venv/bin")).unwrap();
+    std::os::unix::fs::symlink(s.home().join("Documents/secret.txt"), s.ws().join(".venv/bin/fake-agent")).unwrap();
+    let secret = s.home().join("Documents/secret.txt").display().to_string();
+    let mut c = s.command(&s.ws(), &["run", "--profile", "fake", "--", "cat", &secret]);
+    c.env("PATH", format!("{}/.venv/bin:{path}", s.ws().display()));
+    let o = c.output().unwrap();
+    assert!(!stdout(&o).contains("programs-secret"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("where the sandbox can write"), "{}", stderr(&o));
     // Not on PATH: said, and nothing granted.
     let o = s.palisade(&["run", "--profile", "fake", "--", "true"]);
     assert!(stderr(&o).contains("`fake-agent`") && stderr(&o).contains("not on your PATH"), "{}", stderr(&o));

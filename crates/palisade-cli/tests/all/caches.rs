@@ -71,3 +71,19 @@ fn a_project_may_not_name_a_cache_and_explain_says_where_writes_go() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("cache takes directories"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_cache_turned_into_a_link_is_not_used_and_never_shows_what_the_link_leads_to() {
+    let s = Sandbox::new("cache-link");
+    s.write("home/Documents/secret.txt", "cache-link-secret\n");
+    s.write("home/.cache/keep", "");
+    // What a sandbox given ~/.cache in an earlier run could leave: pip's cache a link to
+    // the home, npm's a dangling link to a directory Palisade would make.
+    std::os::unix::fs::symlink("..", s.home().join(".cache/pip")).unwrap();
+    std::fs::create_dir_all(s.home().join(".cargo")).unwrap();
+    std::os::unix::fs::symlink("../.cargo/planted", s.home().join(".cache/go-build")).unwrap();
+    let o = s.sh("cat ~/.cache/pip/Documents/secret.txt ~/Documents/secret.txt; ls ~/.cache/pip/");
+    assert!(!stdout(&o).contains("cache-link-secret"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("the cache") && stderr(&o).contains("is not used"), "{}", stderr(&o));
+    assert!(!s.home().join(".cargo/planted").exists(), "Palisade made a directory through a planted link");
+}

@@ -334,4 +334,20 @@ fn allow_read_of_the_whole_root_shows_the_host_read_only_keeps_secrets_hidden_an
     // The private /tmp is the sandbox's own: nothing reached the host's.
     assert!(!std::path::Path::new("/tmp").join(&marker).exists());
     assert_eq!(std::fs::read_to_string(s.ws().join("made")).unwrap(), "w\n");
+    // A host service's socket under /run: hidden, so nothing inside can connect to it.
+    let run_dir = std::path::Path::new("/run").join(format!("palisade-test-{}", std::process::id()));
+    if std::fs::create_dir(&run_dir).is_ok() {
+        let sock = run_dir.join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let script = format!(
+            "import socket; s = socket.socket(socket.AF_UNIX)\ntry:\n s.connect('{}'); print('connected')\nexcept OSError as e: print('refused')",
+            sock.display()
+        );
+        let o = s.run(&["--allow-read", "/"], &["/usr/bin/python3", "-c", &script]);
+        let accepted = listener.accept().is_ok();
+        let _ = std::fs::remove_dir_all(&run_dir);
+        assert_eq!(stdout(&o), "refused\n", "{}", stderr(&o));
+        assert!(!accepted, "the host's socket saw a connection from the sandbox");
+    }
 }
