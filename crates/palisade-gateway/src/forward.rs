@@ -162,18 +162,18 @@ where
         r = conn => r,
         _ = idle_for(&shared.meter, &activity.last, budgets.idle) => Ok(()),
     };
-    if let Err(e) = &r {
-        if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() || e.is_timeout() {
-            let status = if e.is_parse_too_large() {
-                Some(431)
-            } else if e.is_timeout() {
-                None
-            } else {
-                Some(400)
-            };
-            let (host, port) = state.default_target();
-            state.record("-", host, port, String::new()).done(false, format!("malformed request: {e}"), status);
-        }
+    if let Err(e) = &r
+        && (e.is_parse() || e.is_parse_too_large() || e.is_parse_status() || e.is_timeout())
+    {
+        let status = if e.is_parse_too_large() {
+            Some(431)
+        } else if e.is_timeout() {
+            None
+        } else {
+            Some(400)
+        };
+        let (host, port) = state.default_target();
+        state.record("-", host, port, String::new()).done(false, format!("malformed request: {e}"), status);
     }
     let tunnels: Vec<_> = std::mem::take(&mut *state.tunnels.lock().unwrap_or_else(|e| e.into_inner()));
     for t in tunnels {

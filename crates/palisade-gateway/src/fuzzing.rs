@@ -68,11 +68,10 @@ pub fn conversation(input: &[u8]) -> Outcome {
                 let r = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(up_origin), service)
                     .await;
-                if let Err(e) = r {
-                    if e.is_parse() || e.is_parse_too_large() {
+                if let Err(e) = r
+                    && (e.is_parse() || e.is_parse_too_large()) {
                         *err.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     }
-                }
             }
         };
         let meter = shared.meter.clone();

@@ -136,18 +136,17 @@ impl Meter {
         };
         let before = total.fetch_add(n, Relaxed);
         let after = before.saturating_add(n);
-        if let Some(sink) = &self.sink {
-            if marks.iter().any(|m| before <= *m && *m < after) {
-                sink.record(&Event::Traffic { direction: direction.into(), total: after });
-            }
+        if let Some(sink) = &self.sink
+            && marks.iter().any(|m| before <= *m && *m < after)
+        {
+            sink.record(&Event::Traffic { direction: direction.into(), total: after });
         }
         if after > budget {
-            if !spent.swap(true, Relaxed) {
-                if let Some(sink) = &self.sink {
-                    let detail =
-                        format!("the session's {direction} budget of {budget} bytes is spent; connections close");
-                    sink.record(&Event::Limit { limit: direction.into(), detail });
-                }
+            if !spent.swap(true, Relaxed)
+                && let Some(sink) = &self.sink
+            {
+                let detail = format!("the session's {direction} budget of {budget} bytes is spent; connections close");
+                sink.record(&Event::Limit { limit: direction.into(), detail });
             }
             return Err(std::io::Error::other(format!("the session's {direction} budget is spent")));
         }

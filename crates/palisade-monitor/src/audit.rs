@@ -57,14 +57,15 @@ impl AuditLog {
     /// Creates a new log (never appends to or overwrites an existing one), mode 0600, with
     /// its directory (mode 0700) if needed.
     pub fn create(path: &Path) -> io::Result<AuditLog> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() && !dir.exists() {
-                let mut b = std::fs::DirBuilder::new();
-                b.recursive(true);
-                #[cfg(unix)]
-                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-                b.create(dir)?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir)?;
         }
         let mut o = OpenOptions::new();
         o.append(true).create_new(true);

@@ -84,10 +84,10 @@ impl fmt::Display for PathDecision<'_> {
 fn most_specific<'a>(rules: impl Iterator<Item = &'a PathRule>, path: &Path) -> Option<&'a PathRule> {
     let mut best: Option<(usize, PathKind, &PathRule)> = None;
     for r in rules {
-        if let Some(s) = r.pattern.specificity(path) {
-            if best.is_none_or(|(bs, bk, _)| (s, r.kind) >= (bs, bk)) {
-                best = Some((s, r.kind, r));
-            }
+        if let Some(s) = r.pattern.specificity(path)
+            && best.is_none_or(|(bs, bk, _)| (s, r.kind) >= (bs, bk))
+        {
+            best = Some((s, r.kind, r));
         }
     }
     best.map(|(_, _, r)| r)

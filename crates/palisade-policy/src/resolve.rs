@@ -154,15 +154,17 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     if let Some(r) = upper.net_quiet.first() {
         return Err(widen(&r.origin, "a project may not silence refusals from the monitor (`network.quiet`)".into()));
     }
-    if let Some(g) = &upper.protect_git {
-        if !g.value && lower.protects_git() {
-            return Err(widen(&g.origin, "it turns off the protection of git's configuration and hooks".into()));
-        }
+    if let Some(g) = &upper.protect_git
+        && !g.value
+        && lower.protects_git()
+    {
+        return Err(widen(&g.origin, "it turns off the protection of git's configuration and hooks".into()));
     }
-    if let Some(m) = &upper.net_mode {
-        if m.value == NetMode::Allowlist && lower.mode() == NetMode::None {
-            return Err(widen(&m.origin, "it turns the network on, which the layers below keep off".into()));
-        }
+    if let Some(m) = &upper.net_mode
+        && m.value == NetMode::Allowlist
+        && lower.mode() == NetMode::None
+    {
+        return Err(widen(&m.origin, "it turns the network on, which the layers below keep off".into()));
     }
     for r in &upper.net_allow {
         if !lower.net_allow.iter().any(|l| r.pattern.is_subset_of(&l.pattern)) {
@@ -201,24 +203,24 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     let raised = |origin: &Origin, key: &str| {
         widen(origin, format!("it raises network.{key} above what the layers below allow"))
     };
-    if let Some(s) = &nb.max_connections {
-        if s.value > lb.0 {
-            return Err(raised(&s.origin, "max_connections"));
-        }
+    if let Some(s) = &nb.max_connections
+        && s.value > lb.0
+    {
+        return Err(raised(&s.origin, "max_connections"));
     }
     for (s, old, key) in [(&nb.handshake_timeout, lb.1, "handshake_timeout"), (&nb.idle_timeout, lb.2, "idle_timeout")]
     {
-        if let Some(s) = s {
-            if s.value > old {
-                return Err(raised(&s.origin, key));
-            }
+        if let Some(s) = s
+            && s.value > old
+        {
+            return Err(raised(&s.origin, key));
         }
     }
     for (s, old, key) in [(&nb.max_upload, lb.3, "max_upload"), (&nb.max_download, lb.4, "max_download")] {
-        if let Some(s) = s {
-            if s.value > old {
-                return Err(raised(&s.origin, key));
-            }
+        if let Some(s) = s
+            && s.value > old
+        {
+            return Err(raised(&s.origin, key));
         }
     }
     if let Some(a) = &upper.audit {

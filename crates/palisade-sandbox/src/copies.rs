@@ -192,6 +192,30 @@ pub fn cache_dirs(layer: &Path) -> (PathBuf, PathBuf) {
     (layer.join("upper"), layer.join(format!("work-{}", std::process::id())))
 }
 
+/// This run's own upper directory for a cache whose kept layer another run of the workspace
+/// holds (`upper-PID`): what this run writes there ends with it (two overlays may not share
+/// an upper directory: overlayfs(5), "undefined behavior").
+pub fn cache_run_upper(layer: &Path) -> PathBuf {
+    layer.join(format!("upper-{}", std::process::id()))
+}
+
+/// The kept layers this run holds (an exclusive `flock` on each layer's `lock` file, released
+/// by `release_caches` or when the process ends).
+static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes the layer's lock without waiting; `false` when another run holds it.
+fn hold_layer(layer: &Path) -> std::io::Result<bool> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layer.join("lock"))?;
+    match f.try_lock() {
+        Ok(()) => {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+            Ok(true)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Makes every cache ready before planning: its layer's directories, and the host's
 /// directory when it is missing but its parent is host content the sandbox sees (a mount
 /// needs a place; `~/.cargo/git` before the first git dependency). Work directories of runs
@@ -237,6 +261,23 @@ pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, sa
         let dirs = make_private_dirs(&upper).and_then(|()| if overlay { make_private_dirs(&work) } else { Ok(()) });
         if let Err(e) = dirs {
             say.warning(&format!("{} ({}): cannot make its layer: {e}; it stays read-only", path.display(), r.origin));
+            continue;
+        }
+        // One overlay at a time over a kept layer; another run of the same workspace gets a
+        // layer of its own for the run. (A layer shown alone is a plain shared directory.)
+        if !overlay {
+            continue;
+        }
+        match hold_layer(&layer) {
+            Ok(true) => {}
+            Ok(false) => match make_private_dirs(&cache_run_upper(&layer)) {
+                Ok(()) => say.warning(&format!(
+                    "another run of this workspace is using the cache {}: what this run writes there ends with it",
+                    path.display()
+                )),
+                Err(e) => say.warning(&format!("{} ({}): cannot make its layer: {e}", path.display(), r.origin)),
+            },
+            Err(e) => say.warning(&format!("{} ({}): cannot lock its layer: {e}", path.display(), r.origin)),
         }
     }
     made
@@ -246,17 +287,25 @@ pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, sa
 /// scratch, of mode 000).
 pub(crate) fn release_caches(view: &crate::view::FsView) {
     for e in &view.entries {
-        if let crate::view::Entry::Cache { work, .. } = e {
+        if let crate::view::Entry::Cache { upper, work, .. } = e {
             remove_tree(work);
+            if upper.file_name().is_some_and(|n| n.to_string_lossy().starts_with("upper-")) {
+                remove_tree(upper);
+            }
         }
     }
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// Removes the `work-PID` directories in `layer` whose run is over.
+/// Removes the `work-PID` and `upper-PID` directories in `layer` whose run is over.
 fn prune_work_dirs(layer: &Path) {
     for e in std::fs::read_dir(layer).into_iter().flatten().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("work-")).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("work-").or_else(|| n.strip_prefix("upper-")))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid != std::process::id() && !alive(pid) {

@@ -71,10 +71,10 @@ mod tests {
         let n = Arc::new(AtomicUsize::new(0));
         let m = n.clone();
         k.arm(Box::new(move || {
-            if m.fetch_add(1, Ordering::SeqCst) == 0 {
-                if let Some(k) = again.upgrade() {
-                    k.trigger();
-                }
+            if m.fetch_add(1, Ordering::SeqCst) == 0
+                && let Some(k) = again.upgrade()
+            {
+                k.trigger();
             }
         }));
         k.trigger();

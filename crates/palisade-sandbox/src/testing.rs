@@ -120,10 +120,10 @@ impl Backend for Recording {
 
     fn spawn(&mut self, plan: &RecordedPlan, wiring: Wiring) -> Result<Exit, RunError> {
         self.note(format!("spawn {}", strength(plan.strength)));
-        if plan.strength == Strength::Full {
-            if let Some(why) = &self.refuse_full {
-                return Err(RunError::Unsupported(why.clone()));
-            }
+        if plan.strength == Strength::Full
+            && let Some(why) = &self.refuse_full
+        {
+            return Err(RunError::Unsupported(why.clone()));
         }
         if wiring.gateway.is_some() {
             self.note("gateway");

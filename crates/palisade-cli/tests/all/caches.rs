@@ -87,3 +87,28 @@ fn a_cache_turned_into_a_link_is_not_used_and_never_shows_what_the_link_leads_to
     assert!(stderr(&o).contains("the cache") && stderr(&o).contains("is not used"), "{}", stderr(&o));
     assert!(!s.home().join(".cargo/planted").exists(), "Palisade made a directory through a planted link");
 }
+
+#[test]
+fn two_runs_of_one_workspace_never_share_an_overlay_layer() {
+    let s = Sandbox::new("cache-concurrent");
+    s.write("home/.cargo/registry/host.txt", "host\n");
+    // The first run holds the kept layer while it lives.
+    let mut first = s
+        .command(&s.ws(), &["run", "--", "sh", "-c", "echo a > ~/.cargo/registry/a; touch started; sleep 3"])
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.ws().join("started").exists() {
+        assert!(std::time::Instant::now() < until, "the first run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = s.sh("echo b > ~/.cargo/registry/b; cat ~/.cargo/registry/host.txt");
+    assert_eq!(stdout(&o), "host\n", "{}", stderr(&o));
+    assert!(stderr(&o).contains("another run of this workspace is using the cache"), "{}", stderr(&o));
+    assert!(first.wait().unwrap().success());
+    // The kept layer has the first run's write only; the second's ended with it; the host's
+    // cache is as it was.
+    let o = s.sh("ls ~/.cargo/registry");
+    assert_eq!(stdout(&o), "a\nhost.txt\n", "{}", stderr(&o));
+    assert!(!s.home().join(".cargo/registry/a").exists() && !s.home().join(".cargo/registry/b").exists());
+}

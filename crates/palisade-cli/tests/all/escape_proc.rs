@@ -160,10 +160,10 @@ fn signals_cannot_reach_the_supervisor_or_host() {
 fn processes_with(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                found.push(e.file_name().to_string_lossy().into_owned());
-            }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(marker)
+        {
+            found.push(e.file_name().to_string_lossy().into_owned());
         }
     }
     found

@@ -206,11 +206,12 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
     // (c-ares, Go's) find a loopback server that refuses at once.
     if network.is_none() {
         let nss = Path::new("/etc/nsswitch.conf");
-        if host.kind(nss) == Some(Kind::File) && matches!(view.seen(nss), Seen::Host(_)) {
-            if let Some(text) = host.read(nss, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX) {
-                let contents = files_only_hosts(&String::from_utf8_lossy(&text));
-                view.entries.push(Entry::File { path: nss.into(), contents });
-            }
+        if host.kind(nss) == Some(Kind::File)
+            && matches!(view.seen(nss), Seen::Host(_))
+            && let Some(text) = host.read(nss, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX)
+        {
+            let contents = files_only_hosts(&String::from_utf8_lossy(&text));
+            view.entries.push(Entry::File { path: nss.into(), contents });
         }
         if host.kind(resolv) == Some(Kind::File) && matches!(view.seen(resolv), Seen::Host(_)) {
             view.entries.push(Entry::File {
@@ -223,20 +224,21 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
     // and `hostname -f` look it up; unanswered, the lookups are refused one by one, or time
     // out with the network off): the host's /etc/hosts with one line added.
     let hosts = Path::new("/etc/hosts");
-    if host.kind(hosts) == Some(Kind::File) && matches!(view.seen(hosts), Seen::Host(_)) {
-        if let Some(text) = host.read(hosts, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX) {
-            let mut contents = String::from_utf8_lossy(&text).into_owned();
-            if !contents.is_empty() && !contents.ends_with('\n') {
-                contents.push('\n');
-            }
-            // A host whose own file names no localhost (Arch leaves it to nss-myhostname,
-            // which the network-off nsswitch.conf does not ask) still resolves it.
-            if !contents.split_whitespace().any(|w| w == "localhost") {
-                contents.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
-            }
-            contents.push_str(&format!("127.0.1.1\t{HOSTNAME}\n"));
-            view.entries.push(Entry::File { path: hosts.into(), contents });
+    if host.kind(hosts) == Some(Kind::File)
+        && matches!(view.seen(hosts), Seen::Host(_))
+        && let Some(text) = host.read(hosts, HOSTS_MAX).filter(|t| t.len() < HOSTS_MAX)
+    {
+        let mut contents = String::from_utf8_lossy(&text).into_owned();
+        if !contents.is_empty() && !contents.ends_with('\n') {
+            contents.push('\n');
         }
+        // A host whose own file names no localhost (Arch leaves it to nss-myhostname,
+        // which the network-off nsswitch.conf does not ask) still resolves it.
+        if !contents.split_whitespace().any(|w| w == "localhost") {
+            contents.push_str("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        }
+        contents.push_str(&format!("127.0.1.1\t{HOSTNAME}\n"));
+        view.entries.push(Entry::File { path: hosts.into(), contents });
     }
     env.sort();
     Ok(Plan {

@@ -40,10 +40,10 @@ pub fn send_listeners(sock: std::os::fd::RawFd, net: &crate::plan::NetPlan) -> i
     let mut transparent: Vec<std::os::fd::OwnedFd> = Vec::new();
     for p in &net.transparent_ports {
         transparent.push(std::net::TcpListener::bind(("0.0.0.0", *p))?.into());
-        if net.loopback_ports.contains(p) {
-            if let Ok(l) = std::net::TcpListener::bind(("::1", *p)) {
-                transparent.push(l.into());
-            }
+        if net.loopback_ports.contains(p)
+            && let Ok(l) = std::net::TcpListener::bind(("::1", *p))
+        {
+            transparent.push(l.into());
         }
     }
     let sockets = super::control::GatewaySockets {

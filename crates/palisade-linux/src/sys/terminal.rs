@@ -193,13 +193,13 @@ pub fn supervise(
                     libc::SIGCHLD => {
                         let mut status = 0;
                         // SAFETY: reaping our own child without blocking.
-                        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                            if let Some(exit) = exit_of(status) {
-                                if let (Some(m), true) = (&master, master_open) {
-                                    drain(m.as_raw_fd(), &mut buf, out_ok);
-                                }
-                                return Ok(exit);
+                        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid
+                            && let Some(exit) = exit_of(status)
+                        {
+                            if let (Some(m), true) = (&master, master_open) {
+                                drain(m.as_raw_fd(), &mut buf, out_ok);
                             }
+                            return Ok(exit);
                         }
                     }
                     libc::SIGWINCH => {

@@ -52,10 +52,10 @@ pub fn opened(fd: RawFd, paths: &[PathBuf]) -> Vec<PathBuf> {
             // Only opens and reads; not the IN_UNMOUNT / IN_IGNORED that end every watch when
             // the sandbox's file systems go away.
             let touched = mask & (libc::IN_OPEN | libc::IN_ACCESS) != 0;
-            if let Some(p) = usize::try_from(wd - 1).ok().filter(|_| touched).and_then(|i| paths.get(i)) {
-                if !hit.contains(p) {
-                    hit.push(p.clone());
-                }
+            if let Some(p) = usize::try_from(wd - 1).ok().filter(|_| touched).and_then(|i| paths.get(i))
+                && !hit.contains(p)
+            {
+                hit.push(p.clone());
             }
             off += 16 + len;
         }

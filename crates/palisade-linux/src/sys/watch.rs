@@ -219,10 +219,10 @@ impl Watch {
         if let Some(lost) = self.protections.as_ref().and_then(|f| if ended { None } else { f() }) {
             return hit("protection", lost);
         }
-        if let Some(w) = l.wall_time {
-            if self.started.elapsed() >= w {
-                return hit("wall_time", format!("the run reached its wall-clock limit of {}", secs(w)));
-            }
+        if let Some(w) = l.wall_time
+            && self.started.elapsed() >= w
+        {
+            return hit("wall_time", format!("the run reached its wall-clock limit of {}", secs(w)));
         }
         if let Some(cg) = &self.cgroup {
             let ev = cg.events();

@@ -697,13 +697,13 @@ impl Discovery<'_> {
                 };
                 if let Some(t) = target {
                     // husky's hooks directory `.husky/_` runs the scripts beside it.
-                    if t.file_name() == Some(OsStr::new("_")) {
-                        if let Some(parent) = t.parent() {
-                            self.push(
-                                parent.to_path_buf(),
-                                format!("scripts that the hooks in {} run ({what})", t.display()),
-                            );
-                        }
+                    if t.file_name() == Some(OsStr::new("_"))
+                        && let Some(parent) = t.parent()
+                    {
+                        self.push(
+                            parent.to_path_buf(),
+                            format!("scripts that the hooks in {} run ({what})", t.display()),
+                        );
                     }
                     self.hook_links(&t, &what);
                     self.push(t, what);

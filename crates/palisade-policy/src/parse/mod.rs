@@ -46,13 +46,13 @@ pub fn parse_layer(
     let mut b = LayerBuilder::new(kind, vars, resolver, &vars.workspace);
     let site = |span: Range<usize>, key: &str| src.site(span, key);
 
-    if let Some(v) = raw.version {
-        if *v.get_ref() != 1 {
-            return Err(PolicyError::invalid(
-                site(v.span(), "version"),
-                format!("unsupported policy version {} (this Palisade reads version 1)", v.get_ref()),
-            ));
-        }
+    if let Some(v) = raw.version
+        && *v.get_ref() != 1
+    {
+        return Err(PolicyError::invalid(
+            site(v.span(), "version"),
+            format!("unsupported policy version {} (this Palisade reads version 1)", v.get_ref()),
+        ));
     }
     if let Some(fs) = raw.filesystem {
         for (kind, list) in [

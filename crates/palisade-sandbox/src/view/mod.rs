@@ -273,7 +273,11 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
             // Beneath host content, a missing directory has no place for a mount (Palisade
             // makes it before planning when it can: `copies::prepare_caches`).
             let placeable = lower || matches!(inherited, Seen::Root | Seen::Private);
-            let (upper, work) = crate::copies::cache_dirs(&cache_layer(dir, &path));
+            let layer = cache_layer(dir, &path);
+            let (upper, work) = crate::copies::cache_dirs(&layer);
+            // Another run holds the kept layer: this run's own (see `copies::prepare_caches`).
+            let own = crate::copies::cache_run_upper(&layer);
+            let upper = if host.kind(&own) == Some(Kind::Dir) { own } else { upper };
             // Only a layer that is ready (see `copies::prepare_caches`); otherwise the
             // directory stays read-only.
             let ready = host.kind(&upper) == Some(Kind::Dir) && (!lower || host.kind(&work) == Some(Kind::Dir));

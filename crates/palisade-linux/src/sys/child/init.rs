@@ -45,19 +45,19 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
         Ok(None) => {}
         Err(e) => die(sock, &format!("placing the tripwires: {e}")),
     }
-    if let Some(net) = &a.plan.network {
-        if let Err(e) = super::super::net::send_listeners(sock, net) {
-            die(sock, &format!("creating the gateway's listeners: {e}"));
-        }
+    if let Some(net) = &a.plan.network
+        && let Err(e) = super::super::net::send_listeners(sock, net)
+    {
+        die(sock, &format!("creating the gateway's listeners: {e}"));
     }
     let host = a.plan.hostname.as_bytes();
     // SAFETY: valid buffer and length.
     unsafe { libc::sethostname(host.as_ptr() as *const libc::c_char, host.len()) };
 
-    if let Some(p) = publish {
-        if let Err(e) = super::super::publish::arm(p) {
-            die(sock, &format!("preparing the published ports: {e}"));
-        }
+    if let Some(p) = publish
+        && let Err(e) = super::super::publish::arm(p)
+    {
+        die(sock, &format!("preparing the published ports: {e}"));
     }
     let slave = a.cmd.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
