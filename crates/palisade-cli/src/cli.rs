@@ -116,7 +116,8 @@ pub struct PolicyArgs {
     /// Add a trusted policy file above the project file (repeatable).
     #[arg(long = "policy", value_name = "FILE")]
     pub policy_files: Vec<PathBuf>,
-    /// Apply a profile: built-in (codex, claude, gemini) or $XDG_CONFIG_HOME/palisade/profiles/NAME.toml.
+    /// Apply a profile: built-in (codex, claude, gemini, opencode, aider, generic; `palisade
+    /// profiles` lists them) or $XDG_CONFIG_HOME/palisade/profiles/NAME.toml.
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
     /// Make PATH visible, read-only (repeatable).

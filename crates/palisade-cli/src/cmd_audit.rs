@@ -158,6 +158,7 @@ fn summarise(events: &[Event]) -> String {
     let mut dns: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut requests: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut refused_requests: BTreeMap<String, u64> = BTreeMap::new();
+    let mut inbound: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let mut execs: Vec<String> = Vec::new();
     let mut denials: BTreeMap<String, u64> = BTreeMap::new();
     // A `repeated` record counts as its event, that many times.
@@ -248,6 +249,15 @@ fn summarise(events: &[Event]) -> String {
                 };
                 out.push_str(&format!("ended:     {how} after {:.1} s\n", *duration_ms as f64 / 1000.0));
             }
+            Event::Inbound { port, host_port, bytes_in, bytes_out, error, .. } => {
+                let c = inbound.entry(format!("127.0.0.1:{host_port} -> sandbox :{port}")).or_default();
+                if error.is_some() {
+                    c.1 += n;
+                } else {
+                    c.0 += n;
+                }
+                c.2 += (bytes_in + bytes_out) * n;
+            }
             _ => {}
         }
     }
@@ -277,6 +287,12 @@ fn summarise(events: &[Event]) -> String {
         for (k, (a, d)) in &hosts {
             let (up, down) = bytes.get(k).copied().unwrap_or_default();
             out.push_str(&format!("  {a:>5} / {d:<5} {up:>10} / {down:<10} {k}\n"));
+        }
+    }
+    if !inbound.is_empty() {
+        out.push_str("published ports (connections carried / not carried, bytes):\n");
+        for (k, (a, f, b)) in &inbound {
+            out.push_str(&format!("  {k}  {a} / {f}  {b} bytes\n"));
         }
     }
     if !requests.is_empty() {

@@ -175,7 +175,13 @@ impl Server {
     ) -> Result<CallToolResult, McpError> {
         let timeout = a.timeout_secs.unwrap_or(DEFAULT_TIMEOUT).clamp(1, MAX_TIMEOUT);
         // At most a few at once: each is a sandbox, and its output is held here.
-        let _slot = self.commands.acquire().await.map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        let _slot = tokio::select! {
+            slot = self.commands.acquire() => slot.map_err(|e| McpError::internal_error(e.to_string(), None))?,
+            _ = ctx.ct.cancelled() => {
+                self.record("run_command", &a.command, true, "not started: the client cancelled the call while it waited");
+                return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled before it started")]));
+            }
+        };
         let (exe, flags) = &self.config.run;
         let mut cmd = tokio::process::Command::new(exe);
         // Started where `palisade mcp` was (its relative policy flags mean the same), and
@@ -269,6 +275,13 @@ impl ServerHandler for Server {
         context: rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, McpError> {
         let tool = request.name.to_string();
+        // What the call named, for the record even when it is refused before its tool runs.
+        let target = request
+            .arguments
+            .as_ref()
+            .and_then(|a| ["command", "path"].iter().find_map(|k| a.get(*k).and_then(|v| v.as_str())))
+            .unwrap_or("-")
+            .to_owned();
         RECORDED
             .scope(std::cell::Cell::new(false), async {
                 let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
@@ -286,7 +299,7 @@ impl ServerHandler for Server {
                     Ok(_) => None,
                 };
                 if let Some(why) = refused.filter(|_| !RECORDED.with(|c| c.get())) {
-                    self.record(&tool, "-", false, &format!("refused before the tool ran: {why}"));
+                    self.record(&tool, &target, false, &format!("refused before the tool ran: {why}"));
                 }
                 r
             })

@@ -5,9 +5,12 @@ pub const DEFAULT_POLICY: &str = include_str!("../defaults/default.toml");
 
 /// Built-in profiles: name and TOML.
 pub const PROFILES: &[(&str, &str)] = &[
+    ("aider", include_str!("../defaults/profiles/aider.toml")),
     ("claude", include_str!("../defaults/profiles/claude.toml")),
     ("codex", include_str!("../defaults/profiles/codex.toml")),
     ("gemini", include_str!("../defaults/profiles/gemini.toml")),
+    ("generic", include_str!("../defaults/profiles/generic.toml")),
+    ("opencode", include_str!("../defaults/profiles/opencode.toml")),
 ];
 
 /// The built-in profile called `name`.

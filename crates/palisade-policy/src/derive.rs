@@ -108,7 +108,7 @@ impl ResolvedPolicy {
         for p in self.programs.clone() {
             let Some(found) = crate::programs::find(&p.value, host.path_var, &self.home, host.fs, host.resolver) else {
                 self.notes.push(format!(
-                    "`{}` ({}) is not on your PATH, so its install location is not made readable; the sandbox gets your PATH as it is",
+                    "`{}` ({}) is not on your PATH, so its install location is not made readable: install it, or show where it is with --allow-read DIR",
                     p.value, p.origin
                 ));
                 continue;

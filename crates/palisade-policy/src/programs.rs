@@ -85,6 +85,10 @@ fn install(
     };
     let Some(parent) = command.parent().map(|p| resolver.resolve(p)) else { return };
     add(parent.clone(), format!("{what}: found on PATH at {}", command.display()));
+    // A virtual environment's bin directory on PATH (an activated venv): its packages too.
+    if let Some(venv) = parent.parent().filter(|v| fs.kind(&v.join("pyvenv.cfg")) == Some(Kind::File)) {
+        add(venv.to_path_buf(), format!("{what}: the virtual environment {} it runs in", venv.display()));
+    }
     let target = resolver.resolve(command);
     if target.parent() == Some(&*parent) {
         return;

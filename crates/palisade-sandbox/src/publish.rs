@@ -29,6 +29,48 @@ pub type Publisher = Box<dyn FnOnce(Connector) + Send>;
 /// Connections carried at once per published port; more wait in the listen queue.
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// The connections being carried, so that the session can end them (and have each
+/// recorded) before its `session_end`, which must be the log's last record.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    closing: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<Vec<(u64, TcpStream)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Inbound {
+    fn register(&self, s: &TcpStream) -> Option<u64> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `close` takes: no connection slips in after it.
+        if self.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        open.push((id, s.try_clone().ok()?));
+        Some(id)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).retain(|(i, _)| *i != id);
+    }
+
+    /// Refuses new connections, shuts the open ones (each is then recorded by its carrier)
+    /// and waits up to `wait` for their records.
+    pub fn close(&self, wait: std::time::Duration) {
+        {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            self.closing.store(true, Ordering::SeqCst);
+            for (_, s) in open.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !self.open.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 /// Listens on `127.0.0.1:HOST_PORT` for each published port of the policy.
 ///
 /// # Errors
@@ -50,32 +92,36 @@ pub fn bind(policy: &ResolvedPolicy) -> Result<Vec<(TcpListener, Publish)>, Refu
 
 /// The [`Publisher`] for `listeners`: a thread per port accepting, two per connection
 /// carrying bytes; every connection recorded to `sink` when it closes.
-pub fn publisher(listeners: Vec<(TcpListener, Publish)>, sink: Arc<dyn Sink>) -> Publisher {
+pub fn publisher(listeners: Vec<(TcpListener, Publish)>, sink: Arc<dyn Sink>, inbound: Arc<Inbound>) -> Publisher {
     Box::new(move |connect: Connector| {
         for (listener, p) in listeners {
-            let (connect, sink) = (connect.clone(), sink.clone());
+            let (connect, sink, inbound) = (connect.clone(), sink.clone(), inbound.clone());
             let _ = std::thread::Builder::new()
                 .name(format!("palisade-publish-{}", p.host_port))
-                .spawn(move || accept_loop(listener, p, connect, sink));
+                .spawn(move || accept_loop(listener, p, connect, sink, inbound));
         }
     })
 }
 
-fn accept_loop(listener: TcpListener, p: Publish, connect: Connector, sink: Arc<dyn Sink>) {
+fn accept_loop(listener: TcpListener, p: Publish, connect: Connector, sink: Arc<dyn Sink>, inbound: Arc<Inbound>) {
     let open = Arc::new(AtomicUsize::new(0));
     for client in listener.incoming() {
         let Ok(client) = client else { continue };
+        // After the session's end nothing is carried (nor recorded after `session_end`).
+        let Some(id) = inbound.register(&client) else { continue };
         while open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         open.fetch_add(1, Ordering::SeqCst);
-        let (connect, sink, done) = (connect.clone(), sink.clone(), open.clone());
+        let (connect, sink, done, registry) = (connect.clone(), sink.clone(), open.clone(), inbound.clone());
         let spawned = std::thread::Builder::new().name("palisade-inbound".into()).spawn(move || {
             carry(client, p, &connect, &*sink);
             done.fetch_sub(1, Ordering::SeqCst);
+            registry.unregister(id);
         });
         if spawned.is_err() {
             open.fetch_sub(1, Ordering::SeqCst);
+            inbound.unregister(id);
         }
     }
 }

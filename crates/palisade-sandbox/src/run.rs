@@ -129,7 +129,8 @@ pub fn run<B: Backend + 'static>(
         on_ended: report::new_repositories::<B>(&repos, sink.clone(), say),
     };
     let network = policy.mode() == palisade_policy::NetMode::Allowlist;
-    let publish = published.take().map(|l| crate::publish::publisher(l, sink.clone()));
+    let inbound = Arc::new(crate::publish::Inbound::default());
+    let publish = published.take().map(|l| crate::publish::publisher(l, sink.clone(), inbound.clone()));
     let result = match backend.spawn(&plan, wiring(network.then(|| gateway(policy, sink.clone())), publish)) {
         Err(RunError::Unsupported(why)) if spec.allow_degraded => {
             // Neither the gateway nor the published ports are wired (their listeners closed
@@ -166,6 +167,8 @@ pub fn run<B: Backend + 'static>(
         Err(_) => FAILURE,
     };
     crate::copies::release_caches(B::view(&plan));
+    // Published connections still open are ended, and recorded, before `session_end`.
+    inbound.close(std::time::Duration::from_secs(2));
     // Past its wall-clock limit the run ends like `timeout`'s: 124.
     let status = match (&result, session.limit()) {
         (Ok(_), Some((limit, _))) if limit == "wall_time" => crate::exit::TIMED_OUT,

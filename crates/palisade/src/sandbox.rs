@@ -87,8 +87,8 @@ impl Sandbox {
         self.option("--protect", path)
     }
 
-    /// Allows connections to `HOST[:PORT]` (port 443 if omitted) through Palisade's gateway;
-    /// switches the network from none to the allowlist (`--allow-net`).
+    /// Allows connections to `HOST[:PORT]` (every port if omitted) through Palisade's
+    /// gateway; switches the network from none to the allowlist (`--allow-net`).
     pub fn allow_net(self, host: &str) -> Sandbox {
         self.option("--allow-net", host)
     }

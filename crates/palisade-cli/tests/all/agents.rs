@@ -124,6 +124,19 @@ impl Drop for Pane {
     }
 }
 
+/// Whether a file `name` holding `text` was kept in one of the workspace's private layers
+/// (`filesystem.cache`), where the profiles keep the agent's state.
+fn kept_in_layer(s: &Sandbox, name: &str, text: &str) -> bool {
+    let copies = s.home().join(".local/state/palisade/copies");
+    std::fs::read_dir(&copies).into_iter().flatten().flatten().any(|ws| {
+        std::fs::read_dir(ws.path().join("caches"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|layer| std::fs::read_to_string(layer.path().join("upper").join(name)).is_ok_and(|t| t.contains(text)))
+    })
+}
+
 /// No write error of any kind on a screen.
 fn no_write_error(screen: &str) {
     for bad in ["Read-only file system", "Failed to save", "EROFS", "Permission denied", "failed to persist"] {
@@ -148,8 +161,9 @@ fn gemini_gets_through_its_first_run_and_keeps_its_choices() {
         assert!(ok, "{screen}");
         no_write_error(&screen);
     }
-    // The host's settings.json is as Palisade made it; the choice lives in the copy.
-    assert_eq!(std::fs::read_to_string(s.home().join(".gemini/settings.json")).unwrap(), "{}\n");
+    // Nothing written on the host; the choice lives in the workspace's layer.
+    assert!(!s.home().join(".gemini/settings.json").exists());
+    assert!(kept_in_layer(&s, "settings.json", "selectedType"), "the auth choice was not kept");
     // Second run, with a key: straight to the prompt (the choice persisted).
     let pane = Pane::start(&s, &prefix, &[("GEMINI_API_KEY", "test-key")], &args);
     let (ok, screen) = pane.wait_for("Type your message");
@@ -178,7 +192,9 @@ fn codex_reaches_its_sign_in_and_keeps_its_login() {
         assert!(ok, "no prompt after signing in:\n{screen}");
         no_write_error(&screen);
     }
-    assert!(s.home().join(".codex/auth.json").is_file(), "the login was not kept on the host");
+    // Kept in the workspace's layer, never on the host.
+    assert!(!s.home().join(".codex/auth.json").exists(), "the login was written on the host");
+    assert!(kept_in_layer(&s, "auth.json", "OPENAI_API_KEY"), "the login was not kept");
     // Second run: no sign-in screen, straight to the prompt.
     let pane = Pane::start(&s, &prefix, &[("OPENAI_API_KEY", "sk-test")], &args);
     let (ok, screen) = pane.wait_for("Ask Codex to do anything");
@@ -217,10 +233,9 @@ fn claude_gets_through_its_onboarding_and_trust_and_keeps_them() {
         pane.keys(&["/exit", "Enter"]);
         std::thread::sleep(Duration::from_secs(2));
     }
-    // Kept in its state directory on the host; the host's ~/.claude.json never written.
-    let state = std::fs::read_to_string(s.home().join(".claude/.claude.json")).unwrap_or_default();
-    assert!(state.contains("hasCompletedOnboarding"), "{state}");
-    assert!(!s.home().join(".claude.json").exists());
+    // Kept in the workspace's private layer over ~/.claude: nothing written on the host.
+    assert!(!s.home().join(".claude.json").exists() && !s.home().join(".claude/.claude.json").exists());
+    assert!(kept_in_layer(&s, ".claude.json", "hasCompletedOnboarding"), "the onboarding was not kept");
     // Second run: straight to the prompt.
     let pane = Pane::start(&s, &prefix, &[], &full);
     let (ok, screen) = pane.wait_for("for shortcuts");

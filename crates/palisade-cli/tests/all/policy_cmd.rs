@@ -207,20 +207,39 @@ fn each_profile_grants_its_agent_what_it_needs_and_no_more() {
             "generativelanguage.googleapis.com",
             "play.googleapis.com",
         ),
+        ("opencode", "~/.local/share/opencode/auth.json", "~/.config/opencode/opencode.json", "models.opencode.ai", ""),
+        ("aider", "~/.aider/analytics.json", "~/.aider/oauth-keys.env", "api.openai.com", "us.i.posthog.com"),
     ] {
+        // The agent's state: read-only on the host, written inside into the workspace's
+        // private layer (nothing the agent writes reaches the host's agent).
         let out = explain(profile, state);
-        assert!(out.contains("read-write") && out.contains("filesystem.state"), "{profile}: {out}");
+        assert!(out.contains("read-only") && out.contains("filesystem.cache"), "{profile}: {out}");
+        assert!(out.contains("private layer"), "{profile}: {out}");
         let out = explain(profile, config);
         assert!(out.contains("read-only"), "{profile}: its configuration must not be writable on the host: {out}");
         assert!(explain(profile, host).contains("allowed"), "{profile}");
-        let out = explain(profile, quiet);
-        assert!(out.contains("denied") && out.contains("quiet:"), "{profile}: {out}");
+        if !quiet.is_empty() {
+            let out = explain(profile, quiet);
+            assert!(out.contains("denied") && out.contains("quiet:"), "{profile}: {out}");
+        }
         // No secrets, no other host. (Nothing else of a real home either; this test's home
         // lies under the private ${tmp}, so other home paths explain as that.)
         assert!(explain(profile, "~/.ssh/id_rsa").contains("denied"), "{profile}");
         assert!(explain(profile, "evil.example").contains("denied"), "{profile}");
     }
-    assert!(explain("gemini", "~/.gemini/settings.json").contains("a copy of its own"));
+    // aider on the host acts on a project's .env (AIDER_* lines are options) and its
+    // repository map's pickle: read-only inside under its profile; opencode's project
+    // plugins and configuration under every profile.
+    for (profile, path) in [("aider", ".env"), ("aider", ".aider.tags.cache.v4"), ("generic", ".opencode/plugin/p.js")]
+    {
+        let out = explain(profile, path);
+        assert!(out.contains("read-only"), "{profile} {path}: {out}");
+    }
+    // generic: the common APIs and their keys, nothing of the home.
+    assert!(explain("generic", "api.mistral.ai").contains("allowed"));
+    let out = stdout(&s.palisade(&["policy", "show", "--profile", "generic"]));
+    assert!(out.contains("MISTRAL_API_KEY"), "{out}");
+    assert!(!out.lines().any(|l| l.contains("<profile generic>") && l.contains("filesystem.")), "{out}");
 }
 
 #[test]
@@ -229,7 +248,7 @@ fn profiles_lists_the_built_in_ones_and_yours() {
     s.write("home/.config/palisade/profiles/mine.toml", "# My agent, my way.\n[network]\nmode = \"none\"\n");
     s.write("home/.config/palisade/profiles/codex.toml", "# Codex, my way.\n");
     let out = stdout(&s.palisade(&["profiles"]));
-    for name in ["claude ", "codex ", "gemini "] {
+    for name in ["aider ", "claude ", "codex ", "gemini ", "generic ", "opencode "] {
         assert!(out.lines().any(|l| l.starts_with(name) && l.contains("built-in")), "{name}: {out}");
     }
     assert!(out.lines().any(|l| l.starts_with("mine ") && l.contains("My agent, my way.")), "{out}");

@@ -57,6 +57,8 @@ fn a_published_port_reaches_the_server_inside_and_each_connection_is_recorded() 
         "{log}"
     );
     assert!(carried.contains("\"bytes_in\":5") && carried.contains("\"bytes_out\":10"), "{carried}");
+    let shown = stdout(&s.palisade(&["audit", "show", audit.to_str().unwrap()]));
+    assert!(shown.contains(&format!("127.0.0.1:{outer} -> sandbox :{inner}")), "{shown}");
     // Gone with the run.
     assert!(TcpStream::connect(("127.0.0.1", outer)).is_err());
 }
@@ -127,4 +129,41 @@ fn a_published_port_with_no_server_inside_is_closed_and_recorded_and_a_busy_port
     let o = s.palisade(&["run", "--publish", "0", "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("expected PORT or HOST_PORT:PORT"), "{}", stderr(&o));
+    // One host port carries one sandbox port.
+    let o = s.palisade(&["run", "--publish", "18741:3000", "--publish", "18741:4000", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("already published"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_connection_open_when_the_run_ends_is_closed_and_recorded_before_the_end_of_the_log() {
+    let s = Sandbox::new("publish-open");
+    let (inner, outer) = (free_port(), free_port());
+    let audit = s.root.join("open.jsonl");
+    let publish = format!("{outer}:{inner}");
+    // Takes one connection, reads it, never answers, and ends the run 2 s later.
+    let script = format!(
+        "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+         s.bind(('127.0.0.1', {inner})); s.listen(); open('listening', 'w').close(); c, _ = s.accept(); c.recv(10); time.sleep(2)"
+    );
+    let args =
+        ["run", "--audit", audit.to_str().unwrap(), "--publish", &publish, "--", "/usr/bin/python3", "-c", &script];
+    let mut child = s.command(&s.ws(), &args).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.ws().join("listening").exists() {
+        assert!(Instant::now() < deadline, "the server inside never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", outer)).unwrap();
+    c.write_all(b"hold").unwrap();
+    assert!(child.wait().unwrap().success());
+    // The client sees the end; the log has the connection, then ends with session_end.
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    assert!(c.read_to_end(&mut rest).is_ok());
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(log.contains("\"kind\":\"inbound\"") && log.contains("\"bytes_in\":4"), "{log}");
+    assert!(log.lines().last().unwrap_or("").contains("\"kind\":\"session_end\""), "{log}");
+    let o = s.palisade(&["audit", "verify", audit.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }

@@ -124,7 +124,7 @@ pub struct Plan {
     pub limits: Limits,
     /// Ports of the sandbox's loopback published to the host's (`--publish`): init then
     /// makes sockets in the sandbox's network namespace on the supervisor's request.
-    pub publish: Vec<u16>,
+    pub publish: Vec<palisade_policy::model::Publish>,
 }
 
 impl Plan {
@@ -251,7 +251,7 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         shm_size: DEFAULT_SHM_SIZE,
         network,
         trace_exec: req.trace_exec,
-        publish: policy.publish.iter().map(|p| p.value.port).collect(),
+        publish: policy.publish.iter().map(|p| p.value).collect(),
         limits: Limits::of(policy),
     })
 }

@@ -175,6 +175,15 @@ impl<'a> LayerBuilder<'a> {
             Some((h, p)) => (port(h)?, port(p)?),
             None => (port(text)?, port(text)?),
         };
+        if let Some(earlier) = self.rules.publish.iter().find(|p| p.value.host_port == host_port) {
+            return Err(PolicyError::invalid(
+                site,
+                format!(
+                    "`{text}`: the host port {host_port} is already published ({}); each host port carries one sandbox port",
+                    earlier.origin.text
+                ),
+            ));
+        }
         let origin = self.origin(site, text);
         self.rules.publish.push(Setting { value: Publish { host_port, port }, origin });
         Ok(())
