@@ -90,7 +90,7 @@ pub enum Entry {
     },
     /// A cache (`filesystem.cache`): the host's directory at `path`, read-only, under a
     /// private writable layer that Palisade keeps for the workspace (see
-    /// [`crate::copies::cache_dirs`]), so the sandbox sees what the host has downloaded and
+    /// `copies::cache_dirs`), so the sandbox sees what the host has downloaded and
     /// adds to it without changing a host file. `lower`: whether the host has the directory
     /// (if not, the layer alone is shown).
     Cache {
