@@ -262,11 +262,15 @@ fn render(p: &ResolvedPolicy) -> String {
     for (kind, source) in &p.layers {
         let _ = writeln!(o, "  {:<20} {source}", kind.to_string());
     }
-    let _ = writeln!(o, "\nfilesystem (most specific rule wins; at equal depth deny > protect > write > read):");
+    let _ = writeln!(
+        o,
+        "\nfilesystem (most specific rule wins; at equal depth deny > protect > write > read; a cache is read\nas the host has it and written inside into a private layer kept for this workspace):"
+    );
     let mut rules: Vec<_> = p.paths.iter().collect();
     rules.sort_by(|a, b| a.pattern.to_string().cmp(&b.pattern.to_string()).then(a.kind.cmp(&b.kind)));
     for r in rules {
-        let _ = writeln!(o, "  {:<8} {:<48} {}", r.kind.key(), r.pattern.to_string(), r.origin);
+        let kind = if r.cache { "cache" } else { r.kind.key() };
+        let _ = writeln!(o, "  {:<8} {:<48} {}", kind, r.pattern.to_string(), r.origin);
     }
     let mode =
         p.net_mode.as_ref().map_or_else(|| "none (default)".to_owned(), |m| format!("{}  [{}]", m.value, m.origin));

@@ -51,7 +51,7 @@ impl fmt::Display for PathDecision<'_> {
         match self.rule {
             Some(r) => {
                 writeln!(f, "  rule:  {} {:?}  [{}]", r.kind.key(), r.origin.text, r.origin)?;
-                if r.cache && self.protected_by.is_none() && self.access == Access::Read {
+                if r.cache && self.access == Access::Read {
                     writeln!(
                         f,
                         "  inside: writable, into a private layer over this directory kept for this workspace across runs (a cache); the host's files stay as they are"

@@ -30,6 +30,11 @@ pub trait HostFs {
     /// The first `limit` bytes of a regular file (links followed, as git follows them);
     /// `None` when it is not a regular file or cannot be read.
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;
+    /// `readlink(path)`: where the symbolic link `path` leads, as written in it; `None` when
+    /// it is no link (or this host cannot tell).
+    fn read_link(&self, _path: &Path) -> Option<std::path::PathBuf> {
+        None
+    }
     /// `stat(path)`: what is there when a final symbolic link is followed.
     fn kind_followed(&self, path: &Path) -> Option<Kind> {
         self.kind(path)

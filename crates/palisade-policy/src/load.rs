@@ -174,6 +174,10 @@ fn kind_of(ft: std::fs::FileType) -> Kind {
 }
 
 impl HostFs for RealFs {
+    fn read_link(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(path).ok()
+    }
+
     fn kind(&self, path: &Path) -> Option<Kind> {
         std::fs::symlink_metadata(path).ok().filter(|m| !is_placeholder(path, m)).map(|m| kind_of(m.file_type()))
     }
@@ -288,6 +292,10 @@ impl FsResolver {
 }
 
 impl HostFs for FsResolver {
+    fn read_link(&self, path: &Path) -> Option<PathBuf> {
+        RealFs.read_link(path)
+    }
+
     fn kind(&self, path: &Path) -> Option<Kind> {
         if let Some(k) = self.kinds.borrow().get(path) {
             return *k;

@@ -44,10 +44,10 @@ const MAX_UP: usize = 8;
 pub fn find(name: &str, path: &[PathBuf], home: &Path, fs: &dyn HostFs, resolver: &dyn PathResolver) -> Option<Found> {
     let command = on_path(name, path, fs)?;
     let mut dirs = Vec::new();
-    let mut consulted = vec![command.clone(), resolver.resolve(&command)];
+    let mut consulted = hops(&command, fs, resolver);
     install(&command, name, home, fs, resolver, &mut dirs);
     if let Some(interp) = interpreter(&command, path, fs, resolver) {
-        consulted.extend([interp.clone(), resolver.resolve(&interp)]);
+        consulted.extend(hops(&interp, fs, resolver));
         let what = format!("{name}'s interpreter");
         install(&interp, &what, home, fs, resolver, &mut dirs);
         if interp.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python")) {
@@ -56,6 +56,24 @@ pub fn find(name: &str, path: &[PathBuf], home: &Path, fs: &dyn HostFs, resolver
     }
     dirs.dedup_by(|a, b| a.0 == b.0);
     Some(Found { command, dirs, consulted })
+}
+
+/// Every path a lookup of `p` goes through: `p`, each link's target in turn (`npm link`
+/// puts a link to a workspace's package in the global prefix, and a link in that package
+/// leads on), and where it ends; each with its directory resolved.
+fn hops(p: &Path, fs: &dyn HostFs, resolver: &dyn PathResolver) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    let mut cur = p.to_path_buf();
+    for _ in 0..40 {
+        let (Some(dir), Some(name)) = (cur.parent(), cur.file_name()) else { break };
+        let here = resolver.resolve(dir).join(name);
+        out.push(here.clone());
+        let Some(target) = fs.read_link(&here) else { break };
+        cur = crate::vars::normalize_lexically(&here.parent().unwrap_or(Path::new("/")).join(target));
+    }
+    out.push(resolver.resolve(p));
+    out.dedup();
+    out
 }
 
 /// The first `dir/name` on `path` that is (or leads to) a regular file.

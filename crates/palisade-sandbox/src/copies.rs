@@ -203,16 +203,30 @@ pub fn cache_run_upper(layer: &Path) -> PathBuf {
 /// by `release_caches` or when the process ends).
 static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
 
-/// Takes the layer's lock without waiting; `false` when another run holds it.
-fn hold_layer(layer: &Path) -> std::io::Result<bool> {
+/// How long a run waits for another run's hold on a kept layer (one just ending, whose
+/// sandbox is still being torn down) before taking a layer of its own.
+const LAYER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the layer's lock: exclusive for an overlay (its upper directory may not be shared),
+/// shared for a layer shown alone (a plain directory, which runs may share, but which no
+/// overlay may then use as its upper directory). Waits up to [`LAYER_WAIT`]; `false` when
+/// another run still holds it.
+fn hold_layer(layer: &Path, exclusive: bool) -> std::io::Result<bool> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layer.join("lock"))?;
-    match f.try_lock() {
-        Ok(()) => {
-            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(f);
-            Ok(true)
+    let until = std::time::Instant::now() + LAYER_WAIT;
+    loop {
+        let r = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+        match r {
+            Ok(()) => {
+                HELD.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+                return Ok(true);
+            }
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
-        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -263,17 +277,17 @@ pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, sa
             say.warning(&format!("{} ({}): cannot make its layer: {e}; it stays read-only", path.display(), r.origin));
             continue;
         }
-        // One overlay at a time over a kept layer; another run of the same workspace gets a
-        // layer of its own for the run. (A layer shown alone is a plain shared directory.)
-        if !overlay {
-            continue;
-        }
-        match hold_layer(&layer) {
+        // One run at a time over a kept layer shown as an overlay (its upper directory may
+        // not be shared, nor written directly by another run while it is mounted); runs
+        // showing a layer alone share it. A run that cannot have the layer gets one of its
+        // own for the run.
+        match hold_layer(&layer, overlay) {
             Ok(true) => {}
             Ok(false) => match make_private_dirs(&cache_run_upper(&layer)) {
                 Ok(()) => say.warning(&format!(
-                    "another run of this workspace is using the cache {}: what this run writes there ends with it",
-                    path.display()
+                    "another run of this workspace is using {} ({}): this run starts from the host's files without this workspace's kept changes, and what it writes there ends with it",
+                    path.display(),
+                    r.origin
                 )),
                 Err(e) => say.warning(&format!("{} ({}): cannot make its layer: {e}", path.display(), r.origin)),
             },

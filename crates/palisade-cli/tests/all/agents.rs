@@ -314,6 +314,19 @@ fn an_agent_installed_under_the_home_is_found_on_path_and_nothing_else_there_is_
     let o = c.output().unwrap();
     assert!(!stdout(&o).contains("programs-secret"), "{}", stdout(&o));
     assert!(stderr(&o).contains("where the sandbox can write"), "{}", stderr(&o));
+    // A chain through the workspace (`npm link` of a package there): a link the sandbox
+    // swapped in the middle grants nothing either.
+    std::fs::create_dir_all(s.ws().join("cc")).unwrap();
+    s.write("ws/cc/package.json", "{}\n");
+    std::os::unix::fs::symlink(s.home().join("Documents/secret.txt"), s.ws().join("cc/cli.js")).unwrap();
+    std::os::unix::fs::symlink(s.ws().join("cc"), s.home().join(".npm-global/lib/node_modules/cc")).unwrap();
+    std::os::unix::fs::symlink("../lib/node_modules/cc/cli.js", s.home().join(".npm-global/bin/linked-agent")).unwrap();
+    s.write("home/.config/palisade/profiles/linked.toml", "[filesystem]\nprograms = [\"linked-agent\"]\n");
+    let mut c = s.command(&s.ws(), &["run", "--profile", "linked", "--", "cat", &secret]);
+    c.env("PATH", &path);
+    let o = c.output().unwrap();
+    assert!(!stdout(&o).contains("programs-secret"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("where the sandbox can write"), "{}", stderr(&o));
     // Not on PATH: said, and nothing granted.
     let o = s.palisade(&["run", "--profile", "fake", "--", "true"]);
     assert!(stderr(&o).contains("`fake-agent`") && stderr(&o).contains("not on your PATH"), "{}", stderr(&o));

@@ -104,11 +104,39 @@ fn two_runs_of_one_workspace_never_share_an_overlay_layer() {
     }
     let o = s.sh("echo b > ~/.cargo/registry/b; cat ~/.cargo/registry/host.txt");
     assert_eq!(stdout(&o), "host\n", "{}", stderr(&o));
-    assert!(stderr(&o).contains("another run of this workspace is using the cache"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another run of this workspace is using"), "{}", stderr(&o));
     assert!(first.wait().unwrap().success());
     // The kept layer has the first run's write only; the second's ended with it; the host's
     // cache is as it was.
     let o = s.sh("ls ~/.cargo/registry");
     assert_eq!(stdout(&o), "a\nhost.txt\n", "{}", stderr(&o));
     assert!(!s.home().join(".cargo/registry/a").exists() && !s.home().join(".cargo/registry/b").exists());
+}
+
+#[test]
+fn runs_over_a_layer_the_host_does_not_have_share_it_and_an_overlay_never_joins_them() {
+    let s = Sandbox::new("cache-alone");
+    s.write("home/.config/palisade/policy.toml", "[filesystem]\ncache = [\"~/.agentstate\"]\n");
+    let mut first = s
+        .command(&s.ws(), &["run", "--", "sh", "-c", "echo a > ~/.agentstate/a; touch started; sleep 4"])
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.ws().join("started").exists() {
+        assert!(std::time::Instant::now() < until, "the first run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Another run showing the layer alone shares it.
+    let o = s.sh("ls ~/.agentstate; echo b > ~/.agentstate/b");
+    assert_eq!(stdout(&o), "a\n", "{}", stderr(&o));
+    // The host's directory appears meanwhile: a run that would lay the kept layer over it
+    // must not use that layer while the first still writes it directly.
+    std::fs::create_dir_all(s.home().join(".agentstate")).unwrap();
+    let o = s.sh("ls ~/.agentstate; echo c > ~/.agentstate/c");
+    assert_eq!(stdout(&o), "", "{}", stderr(&o));
+    assert!(stderr(&o).contains("another run of this workspace is using"), "{}", stderr(&o));
+    assert!(first.wait().unwrap().success());
+    let o = s.sh("ls ~/.agentstate");
+    assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
+    assert!(s.listing(&s.home().join(".agentstate")).is_empty());
 }

@@ -351,3 +351,19 @@ fn allow_read_of_the_whole_root_shows_the_host_read_only_keeps_secrets_hidden_an
         assert!(!accepted, "the host's socket saw a connection from the sandbox");
     }
 }
+
+#[test]
+fn files_that_make_agents_and_tools_run_code_later_are_read_only_under_every_profile() {
+    let s = Sandbox::new("agent-files");
+    // A project's .env (aider's options, docker compose's), and an agent's global
+    // configuration when the workspace holds it (a dotfiles repository).
+    let o = s.sh("echo AIDER_LOAD=x > .env; echo pwned > .aider.model.settings.yml; ls -A");
+    assert!(!s.ws().join(".env").exists() && !s.ws().join(".aider.model.settings.yml").exists(), "{}", stdout(&o));
+    let dotfiles = s.home().join(".config");
+    s.write("home/.config/opencode/opencode.json", "{}\n");
+    let script =
+        "echo '{\"mcp\":1}' > opencode/opencode.json; mkdir -p opencode/plugin && echo x > opencode/plugin/p.js";
+    let o = s.palisade_in(&dotfiles, &["run", "--profile", "generic", "--", "sh", "-c", script]);
+    assert_eq!(std::fs::read_to_string(dotfiles.join("opencode/opencode.json")).unwrap(), "{}\n", "{}", stderr(&o));
+    assert!(!dotfiles.join("opencode/plugin").exists());
+}
