@@ -148,23 +148,21 @@ impl ResolvedPolicy {
     }
 
     /// `filesystem.cache` entries that cannot be trusted are dropped, with a note: one
-    /// written through a symbolic link inside the home directory or where the sandbox can
-    /// write (a sandbox given `~/.cache` in one run could turn `~/.cache/pip` into a link to
-    /// `..` or `../Documents`, and every later run would show that as the cache; a link the
-    /// user made looks the same, so a cache is used only at its own path: name the target
-    /// instead), and one that is the home directory or holds it. Links above the home
-    /// (`/home` → `/var/home`) are followed.
+    /// written through a symbolic link (a sandbox given `~/.cache`, or any directory, in one
+    /// run could turn `~/.cache/pip` into a link to `..` or `~/Documents`, and every later
+    /// run would show that as the cache; a link the user made looks the same, so a cache is
+    /// used only at its own path: name the target instead), except a link to the home
+    /// directory or above it (`/home` → `/var/home`); and one that is the home directory or
+    /// holds it.
     fn check_caches(&mut self, host: &Host<'_>) {
         let mut dropped = Vec::new();
         for (i, r) in self.paths.iter().enumerate().filter(|(_, r)| r.cache) {
             let canonical = r.pattern.base();
             let lexical = r.via_link.clone().unwrap_or_else(|| canonical.clone());
-            let planted = lexical.ancestors().find(|a| {
-                host.fs.kind(a) == Some(Kind::Symlink)
-                    && a.parent().is_some_and(|p| {
-                        host.resolver.resolve(p).starts_with(&self.home) || self.sandbox_writes(p, host)
-                    })
-            });
+            // Any link on the way, except one that leads to the home directory or above it.
+            let planted = lexical
+                .ancestors()
+                .find(|a| host.fs.kind(a) == Some(Kind::Symlink) && !self.home.starts_with(host.resolver.resolve(a)));
             let why = if let Some(link) = planted {
                 format!(
                     "{} on the way is a symbolic link (a sandbox could have made it); a cache is used only at its own path: name {} instead if that is what you meant",

@@ -45,11 +45,11 @@ pub fn find(name: &str, path: &[PathBuf], home: &Path, fs: &dyn HostFs, resolver
     let command = on_path(name, path, fs)?;
     let mut dirs = Vec::new();
     let mut consulted = hops(&command, fs, resolver);
-    install(&command, name, home, fs, resolver, &mut dirs);
-    if let Some(interp) = interpreter(&command, path, fs, resolver) {
+    install(&command, true, name, home, fs, resolver, &mut dirs);
+    if let Some((interp, on_path)) = interpreter(&command, path, fs, resolver) {
         consulted.extend(hops(&interp, fs, resolver));
         let what = format!("{name}'s interpreter");
-        install(&interp, &what, home, fs, resolver, &mut dirs);
+        install(&interp, on_path, &what, home, fs, resolver, &mut dirs);
         if interp.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python")) {
             user_site(&command, name, home, fs, &mut dirs);
         }
@@ -87,9 +87,21 @@ fn grantable(dir: &Path, home: &Path) -> bool {
     dir.components().count() > 2 && !home.starts_with(dir)
 }
 
-/// Adds the directory `command` was found in and, for a link, the package it leads to.
+/// Whether `dir` is named like a directory of programs (`bin`, `sbin`) or a native
+/// installer's versions (`versions`).
+fn programs_dir(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| n == "bin" || n == "sbin" || n == "versions")
+}
+
+/// Adds the directory `command` was found in (on `PATH`, or, for an interpreter named by an
+/// absolute `#!` path, only a `bin` directory) and, for a link, the package it leads to:
+/// only in an install layout (a package inside `node_modules`, a virtual environment, a
+/// `bin` or `versions` directory), never an arbitrary directory holding the target (a link
+/// or a `#!` line planted in an earlier run could lead anywhere: `~/client/index.js`,
+/// `~/Documents/x`).
 fn install(
     command: &Path,
+    on_path: bool,
     what: &str,
     home: &Path,
     fs: &dyn HostFs,
@@ -102,6 +114,9 @@ fn install(
         }
     };
     let Some(parent) = command.parent().map(|p| resolver.resolve(p)) else { return };
+    if !on_path && !command.parent().is_some_and(programs_dir) {
+        return;
+    }
     add(parent.clone(), format!("{what}: found on PATH at {}", command.display()));
     // A virtual environment's bin directory on PATH (an activated venv): its packages too.
     if let Some(venv) = parent.parent().filter(|v| fs.kind(&v.join("pyvenv.cfg")) == Some(Kind::File)) {
@@ -111,13 +126,17 @@ fn install(
     if target.parent() == Some(&*parent) {
         return;
     }
+    let in_node_modules = |d: &Path| d.ancestors().skip(1).any(|a| a.file_name().is_some_and(|n| n == "node_modules"));
     let root = target
         .ancestors()
         .skip(1)
         .take(MAX_UP)
         .take_while(|d| grantable(d, home))
-        .find(|d| [d.join("package.json"), d.join("pyvenv.cfg")].iter().any(|m| fs.kind(m) == Some(Kind::File)))
-        .or_else(|| target.parent())
+        .find(|d| {
+            (in_node_modules(d) && fs.kind(&d.join("package.json")) == Some(Kind::File))
+                || fs.kind(&d.join("pyvenv.cfg")) == Some(Kind::File)
+        })
+        .or_else(|| target.parent().filter(|p| programs_dir(p)))
         .map(Path::to_path_buf);
     if let Some(root) = root {
         add(root, format!("{what}: {} leads to {}", command.display(), target.display()));
@@ -126,7 +145,12 @@ fn install(
 
 /// The interpreter named by the script's `#!` line: an absolute path, or the program
 /// `/usr/bin/env` is asked for, found on `PATH`.
-fn interpreter(command: &Path, path: &[PathBuf], fs: &dyn HostFs, resolver: &dyn PathResolver) -> Option<PathBuf> {
+fn interpreter(
+    command: &Path,
+    path: &[PathBuf],
+    fs: &dyn HostFs,
+    resolver: &dyn PathResolver,
+) -> Option<(PathBuf, bool)> {
     let head = fs.read(&resolver.resolve(command), 256)?;
     let line = head.strip_prefix(b"#!")?;
     let line = std::str::from_utf8(line.split(|b| *b == b'\n').next()?).ok()?;
@@ -134,10 +158,10 @@ fn interpreter(command: &Path, path: &[PathBuf], fs: &dyn HostFs, resolver: &dyn
     let first = words.next()?;
     if Path::new(first).file_name().is_some_and(|n| n == "env") {
         let name = words.find(|w| !w.starts_with('-') && !w.contains('='))?;
-        return on_path(name, path, fs);
+        return on_path(name, path, fs).map(|p| (p, true));
     }
     let p = PathBuf::from(first);
-    (p.is_absolute() && fs.kind_followed(&p) == Some(Kind::File)).then_some(p)
+    (p.is_absolute() && fs.kind_followed(&p) == Some(Kind::File)).then_some((p, false))
 }
 
 /// `pip install --user`: a script in `PREFIX/bin` whose packages are in
@@ -259,6 +283,26 @@ mod tests {
         .unwrap();
         assert_eq!(dirs(&f), ["/opt/tools/bin"]);
         assert!(find("nope", &path(&["/usr/bin"]), Path::new(HOME), &fs, &Links(vec![])).is_none());
+        // A link to a project of the user's (a package.json, but not installed in
+        // node_modules), or to a file in a folder of documents: only the PATH directory.
+        let fs = MemFs::new()
+            .with("/opt/t/bin/y", Kind::File)
+            .file("/home/u/client/index.js", "x")
+            .file("/home/u/client/package.json", "{}")
+            .with("/opt/t/bin/z", Kind::File)
+            .with("/home/u/Documents/secret.txt", Kind::File);
+        let links =
+            Links(vec![("/opt/t/bin/y", "/home/u/client/index.js"), ("/opt/t/bin/z", "/home/u/Documents/secret.txt")]);
+        for cmd in ["y", "z"] {
+            let f = find(cmd, &path(&["/opt/t/bin"]), Path::new(HOME), &fs, &links).unwrap();
+            assert_eq!(dirs(&f), ["/opt/t/bin"], "{cmd}");
+        }
+        // A `#!` line naming a file outside any bin directory grants nothing for it.
+        let fs = MemFs::new()
+            .file("/opt/t/bin/w", "#!/home/u/Documents/secret.txt\n")
+            .with("/home/u/Documents/secret.txt", Kind::File);
+        let f = find("w", &path(&["/opt/t/bin"]), Path::new(HOME), &fs, &Links(vec![])).unwrap();
+        assert_eq!(dirs(&f), ["/opt/t/bin"]);
         // A directory of that name is no command.
         let fs = MemFs::new().with("/usr/bin/codex/x", Kind::File);
         assert!(find("codex", &path(&["/usr/bin"]), Path::new(HOME), &fs, &Links(vec![])).is_none());

@@ -209,11 +209,10 @@ const LAYER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Takes the layer's lock: exclusive for an overlay (its upper directory may not be shared),
 /// shared for a layer shown alone (a plain directory, which runs may share, but which no
-/// overlay may then use as its upper directory). Waits up to [`LAYER_WAIT`]; `false` when
-/// another run still holds it.
-fn hold_layer(layer: &Path, exclusive: bool) -> std::io::Result<bool> {
+/// overlay may then use as its upper directory). Waits until `until` (the run's
+/// [`LAYER_WAIT`]); `false` when another run still holds it.
+fn hold_layer(layer: &Path, exclusive: bool, until: std::time::Instant) -> std::io::Result<bool> {
     let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layer.join("lock"))?;
-    let until = std::time::Instant::now() + LAYER_WAIT;
     loop {
         let r = if exclusive { f.try_lock() } else { f.try_lock_shared() };
         match r {
@@ -238,6 +237,8 @@ fn hold_layer(layer: &Path, exclusive: bool) -> std::io::Result<bool> {
 /// read-only (or absent).
 pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, say: Say) -> bool {
     let mut made = false;
+    // One wait for the whole run, however many caches another run holds.
+    let until = std::time::Instant::now() + LAYER_WAIT;
     for r in policy.paths.iter().filter(|r| r.cache) {
         let path = r.pattern.base();
         if policy.decide_path(&path).rule.is_none_or(|d| !d.cache) {
@@ -281,7 +282,7 @@ pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, sa
         // not be shared, nor written directly by another run while it is mounted); runs
         // showing a layer alone share it. A run that cannot have the layer gets one of its
         // own for the run.
-        match hold_layer(&layer, overlay) {
+        match hold_layer(&layer, overlay, until) {
             Ok(true) => {}
             Ok(false) => match make_private_dirs(&cache_run_upper(&layer)) {
                 Ok(()) => say.warning(&format!(

@@ -140,3 +140,20 @@ fn runs_over_a_layer_the_host_does_not_have_share_it_and_an_overlay_never_joins_
     assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
     assert!(s.listing(&s.home().join(".agentstate")).is_empty());
 }
+
+#[test]
+fn a_cache_outside_the_home_reached_through_a_link_is_not_used_either() {
+    let s = Sandbox::new("cache-link-out");
+    s.write("home/Documents/secret.txt", "cache-out-secret\n");
+    let shared = s.root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    // Left by a run that could write `shared`: the cache is now a link into the home.
+    std::os::unix::fs::symlink(s.home().join("Documents"), shared.join("mycache")).unwrap();
+    s.write(
+        "home/.config/palisade/policy.toml",
+        &format!("[filesystem]\ncache = [\"{}\"]\n", shared.join("mycache").display()),
+    );
+    let o = s.sh(&format!("cat {}/mycache/secret.txt ~/Documents/secret.txt", shared.display()));
+    assert!(!stdout(&o).contains("cache-out-secret"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is not used"), "{}", stderr(&o));
+}
