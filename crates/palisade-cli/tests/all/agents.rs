@@ -51,6 +51,8 @@ fn install(s: &Sandbox, packages: &[&str]) -> Option<PathBuf> {
 struct Pane {
     name: String,
     socket: PathBuf,
+    /// The pane's first process: `palisade run` (the shell `exec`s it).
+    pid: Option<u32>,
 }
 
 impl Pane {
@@ -83,7 +85,14 @@ impl Pane {
             .status()
             .unwrap();
         assert!(status.success());
-        Pane { name, socket }
+        let o = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["display-message", "-p", "-t", &name, "#{pane_pid}"])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&o.stdout).trim().parse().ok();
+        Pane { name, socket, pid }
     }
 
     fn screen(&self) -> String {
@@ -121,6 +130,14 @@ impl Pane {
 impl Drop for Pane {
     fn drop(&mut self) {
         let _ = Command::new("tmux").arg("-S").arg(&self.socket).arg("kill-server").status();
+        // The sandbox ends (and stops writing in the test's home) before the test's
+        // directories are removed: wait for `palisade run` to exit (10 s at most).
+        if let Some(pid) = self.pid {
+            let until = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 
