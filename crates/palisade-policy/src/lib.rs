@@ -26,6 +26,7 @@ pub mod programs;
 pub mod resolve;
 pub mod units;
 pub mod vars;
+pub mod winpath;
 
 pub use decide::{Access, EnvDecision, NetDecision, NetReason, PathDecision};
 pub use error::{PolicyError, Site};
