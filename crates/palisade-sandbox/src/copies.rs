@@ -84,6 +84,24 @@ pub(crate) fn untrusted_link(policy: &ResolvedPolicy, lexical: &Path) -> Option<
         .map(Path::to_path_buf)
 }
 
+/// Whether Palisade may make `path` (written `lexical` in the policy) on the host: not when
+/// [`untrusted_link`] finds a link on the way, which is said, with the rule's `origin`.
+pub(crate) fn may_make(
+    policy: &ResolvedPolicy,
+    lexical: &Path,
+    path: &Path,
+    origin: &dyn std::fmt::Display,
+    say: Say,
+) -> bool {
+    let Some(link) = untrusted_link(policy, lexical) else { return true };
+    say.warning(&format!(
+        "{} ({origin}) is not made: {} on the way is a symbolic link the sandbox could have made",
+        path.display(),
+        link.display()
+    ));
+    false
+}
+
 /// Writes `data` to `path` (mode 0600), replacing it.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("palisade-tmp");
@@ -252,13 +270,7 @@ pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, sa
         };
         let parent_seen = path.parent().is_some_and(|p| p.is_dir() && host_content(p));
         if parent_seen && std::fs::symlink_metadata(&path).is_err() {
-            if let Some(link) = untrusted_link(policy, &path) {
-                say.warning(&format!(
-                    "{} ({}) is not made: {} on the way is a symbolic link the sandbox could have made",
-                    path.display(),
-                    r.origin,
-                    link.display()
-                ));
+            if !may_make(policy, &path, &path, &r.origin, say) {
                 continue;
             }
             match std::fs::create_dir(&path) {

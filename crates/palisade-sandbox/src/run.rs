@@ -194,13 +194,7 @@ fn make_state_dirs(policy: &ResolvedPolicy, say: Say) -> bool {
         {
             continue;
         }
-        if let Some(link) = crate::copies::untrusted_link(policy, r.via_link.as_deref().unwrap_or(&path)) {
-            say.warning(&format!(
-                "{} ({}) is not made: {} on the way is a symbolic link the sandbox could have made",
-                path.display(),
-                r.origin,
-                link.display()
-            ));
+        if !crate::copies::may_make(policy, r.via_link.as_deref().unwrap_or(&path), &path, &r.origin, say) {
             continue;
         }
         match crate::copies::make_private_dirs(&path) {

@@ -97,11 +97,7 @@ fn two_runs_of_one_workspace_never_share_an_overlay_layer() {
         .command(&s.ws(), &["run", "--", "sh", "-c", "echo a > ~/.cargo/registry/a; touch started; sleep 3"])
         .spawn()
         .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !s.ws().join("started").exists() {
-        assert!(std::time::Instant::now() < until, "the first run never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    s.wait_for_ws_file("started", 20, "the first run never started");
     let o = s.sh("echo b > ~/.cargo/registry/b; cat ~/.cargo/registry/host.txt");
     assert_eq!(stdout(&o), "host\n", "{}", stderr(&o));
     assert!(stderr(&o).contains("another run of this workspace is using"), "{}", stderr(&o));
@@ -121,11 +117,7 @@ fn runs_over_a_layer_the_host_does_not_have_share_it_and_an_overlay_never_joins_
         .command(&s.ws(), &["run", "--", "sh", "-c", "echo a > ~/.agentstate/a; touch started; sleep 4"])
         .spawn()
         .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !s.ws().join("started").exists() {
-        assert!(std::time::Instant::now() < until, "the first run never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    s.wait_for_ws_file("started", 20, "the first run never started");
     // Another run showing the layer alone shares it.
     let o = s.sh("ls ~/.agentstate; echo b > ~/.agentstate/b");
     assert_eq!(stdout(&o), "a\n", "{}", stderr(&o));

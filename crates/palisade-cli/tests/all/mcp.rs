@@ -126,12 +126,7 @@ fn the_mcp_server_obeys_the_policy_for_a_client_we_did_not_write() {
 #[test]
 fn a_stopped_mcp_server_ends_its_audit_log() {
     let s = Sandbox::new("mcp-term");
-    let mut child = s
-        .command(&s.ws(), &["mcp"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mcp(&s);
     let sessions = s.home().join(".local/state/palisade/sessions");
     // Once its log exists (and a moment later, its signal handler), stop it as a supervisor
     // would; stdin stays open, so only the signal ends it.
@@ -159,12 +154,7 @@ fn a_stopped_mcp_server_ends_its_audit_log() {
 fn a_call_refused_before_its_tool_runs_is_recorded() {
     use std::io::{BufRead, Write};
     let s = Sandbox::new("mcp-raw");
-    let mut child = s
-        .command(&s.ws(), &["mcp"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mcp(&s);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut send = |line: &str| writeln!(stdin, "{line}").unwrap();
@@ -188,4 +178,13 @@ fn a_call_refused_before_its_tool_runs_is_recorded() {
     let log = std::fs::read_to_string(log).unwrap();
     let rec = log.lines().find(|l| l.contains("\"tool\":\"read_file\",\"target\":\"-\"")).unwrap_or("");
     assert!(rec.contains("refused before the tool ran") && rec.contains("\"allowed\":false"), "{log}");
+}
+
+/// `palisade mcp` in the workspace, its stdin and stdout piped.
+fn spawn_mcp(s: &Sandbox) -> std::process::Child {
+    s.command(&s.ws(), &["mcp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }

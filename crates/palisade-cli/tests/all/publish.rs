@@ -73,11 +73,7 @@ fn without_publish_the_server_inside_is_unreachable_and_nothing_listens_on_the_h
          open('listening', 'w').close()\nwhile not os.path.exists('stop'): time.sleep(0.05)"
     );
     let mut child = s.command(&s.ws(), &["run", "--", "/usr/bin/python3", "-c", &script]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.ws().join("listening").exists() {
-        assert!(Instant::now() < deadline, "the server inside never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_for_ws_file("listening", 30, "the server inside never listened");
     // The sandbox's loopback is its own: the host's port of the same number has no one.
     let reached = TcpStream::connect(("127.0.0.1", inner));
     std::fs::write(s.ws().join("stop"), "").unwrap();
@@ -149,11 +145,7 @@ fn a_connection_open_when_the_run_ends_is_closed_and_recorded_before_the_end_of_
     let args =
         ["run", "--audit", audit.to_str().unwrap(), "--publish", &publish, "--", "/usr/bin/python3", "-c", &script];
     let mut child = s.command(&s.ws(), &args).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.ws().join("listening").exists() {
-        assert!(Instant::now() < deadline, "the server inside never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_for_ws_file("listening", 30, "the server inside never listened");
     let mut c = TcpStream::connect(("127.0.0.1", outer)).unwrap();
     c.write_all(b"hold").unwrap();
     assert!(child.wait().unwrap().success());

@@ -105,6 +105,17 @@ impl Sandbox {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
+
+    /// Waits (`secs` at most) for the workspace file `name`, which a command inside makes
+    /// to say it is ready; fails the test with `what` when it never comes.
+    #[track_caller]
+    pub fn wait_for_ws_file(&self, name: &str, secs: u64, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !self.ws().join(name).exists() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 /// The kernel's verdict on an attempt that must be refused: any errno, never `ok`.

@@ -171,34 +171,9 @@ const FSCONFIG_CMD_CREATE: u32 = 6;
 /// Any of the three calls failing, e.g. `EPERM` without `CAP_SYS_ADMIN` in the user
 /// namespace that owns the mount namespace.
 pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
-    // SAFETY: a valid C string file system name and documented flags.
-    let fs = owned(unsafe {
-        libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
-    })?;
-    let set = |k: &CStr, v: String| -> io::Result<()> {
-        let v = CString::new(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: key and value are valid C strings; aux is unused for SET_STRING.
-        check(unsafe {
-            libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, k.as_ptr(), v.as_ptr(), 0)
-        })?;
-        Ok(())
-    };
-    set(c"mode", format!("{mode:o}"))?;
     // `unlimited` (u64::MAX) is tmpfs's own "no limit", size 0.
-    set(c"size", if size == u64::MAX { "0".into() } else { size.to_string() })?;
-    // SAFETY: CMD_CREATE takes no key or value.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    })?;
-    // SAFETY: fsmount on a created context; FSMOUNT_CLOEXEC = 1.
-    owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1u32, attrs) })
+    let size = if size == u64::MAX { "0".into() } else { size.to_string() };
+    new_mount(c"tmpfs", &[(c"mode", Some(format!("{mode:o}"))), (c"size", Some(size))], attrs)
 }
 
 /// A new, detached overlay mount (`fsopen("overlay")`, `fsmount`): `upper` (writable) over
@@ -207,25 +182,34 @@ pub fn new_tmpfs(mode: u32, size: u64, attrs: u64) -> io::Result<OwnedFd> {
 /// new root is built), so no path is resolved again; `userxattr`, as a mount in a user
 /// namespace needs (kernel ≥ 5.11; Documentation/filesystems/overlayfs.rst).
 pub fn new_overlay(lower: RawFd, upper: RawFd, work: RawFd, attrs: u64) -> io::Result<OwnedFd> {
+    let fd_path = |fd: RawFd| Some(format!("/oldroot/proc/self/fd/{fd}"));
+    let options = [
+        (c"lowerdir", fd_path(lower)),
+        (c"upperdir", fd_path(upper)),
+        (c"workdir", fd_path(work)),
+        (c"userxattr", None),
+    ];
+    new_mount(c"overlay", &options, attrs)
+}
+
+/// A new, detached mount of the file system `fstype` (`fsopen`, `fsconfig`, `fsmount`):
+/// each option set as a string, or as a flag when it has no value; mounted with `attrs`
+/// (`MOUNT_ATTR_*`).
+fn new_mount(fstype: &CStr, options: &[(&CStr, Option<String>)], attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: a valid C string file system name and documented flags.
     let fs = owned(unsafe {
-        libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
+        libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
     })?;
-    let set = |k: &CStr, v: Option<String>| -> io::Result<()> {
-        let v = v.map(CString::new).transpose().map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let (cmd, value) = match &v {
+    for (key, value) in options {
+        let value =
+            value.clone().map(CString::new).transpose().map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let (cmd, v) = match &value {
             Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
             None => (FSCONFIG_SET_FLAG, std::ptr::null()),
         };
         // SAFETY: key and value are valid C strings (value null for a flag); aux unused.
-        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), value, 0) })?;
-        Ok(())
-    };
-    let fd_path = |fd: RawFd| Some(format!("/oldroot/proc/self/fd/{fd}"));
-    set(c"lowerdir", fd_path(lower))?;
-    set(c"upperdir", fd_path(upper))?;
-    set(c"workdir", fd_path(work))?;
-    set(c"userxattr", None)?;
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, key.as_ptr(), v, 0) })?;
+    }
     // SAFETY: CMD_CREATE takes no key or value.
     check(unsafe {
         libc::syscall(

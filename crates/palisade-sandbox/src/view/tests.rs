@@ -20,16 +20,20 @@ fn policy(text: &str) -> ResolvedPolicy {
     resolve(Path::new("/w/proj"), Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap()
 }
 
-fn plan(text: &str, host: &MemFs) -> Result<FsView, ViewError> {
-    let req = Request {
+/// `true` in the project, with kept copies and caches in `copies`, if any.
+fn request(copies: Option<&Path>) -> Request {
+    Request {
         argv: vec!["true".into()],
         cwd: "/w/proj".into(),
         env: vec![],
         tmp: "/tmp".into(),
         trace_exec: false,
-        copies: None,
-    };
-    build(&policy(text), host, &req)
+        copies: copies.map(Path::to_path_buf),
+    }
+}
+
+fn plan(text: &str, host: &MemFs) -> Result<FsView, ViewError> {
+    build(&policy(text), host, &request(None))
 }
 
 fn shown(p: &str, writable: bool) -> Entry {
@@ -266,15 +270,7 @@ fn a_cache_is_a_private_layer_over_the_hosts_directory_only_when_its_layer_is_re
         .with(reg_up.to_str().unwrap(), Kind::Dir)
         .with(reg_work.to_str().unwrap(), Kind::Dir)
         .with(npm_up.to_str().unwrap(), Kind::Dir);
-    let req = Request {
-        argv: vec!["true".into()],
-        cwd: "/w/proj".into(),
-        env: vec![],
-        tmp: "/tmp".into(),
-        trace_exec: false,
-        copies: Some(copies.into()),
-    };
-    let v = build(&policy(&text), &host, &req).unwrap();
+    let v = build(&policy(&text), &host, &request(Some(copies))).unwrap();
     let cache = |path: &str, upper: &Path, work: &Path, lower: bool| Entry::Cache {
         path: path.into(),
         upper: upper.into(),
