@@ -162,6 +162,13 @@ impl fmt::Display for WinPath {
     }
 }
 
+impl serde::Serialize for WinPath {
+    /// As its display form (`C:\Users\me`).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A character in upper case, as NTFS's upcase table maps it (one to one; a character whose
 /// upper case is several is kept).
 fn upper(c: char) -> impl Iterator<Item = char> {

@@ -209,6 +209,15 @@ pub enum ViewError {
     /// The request has no command.
     #[error("the command is empty")]
     NoCommand,
+    /// This platform's backend cannot show `path` as the view asks (a Windows grant on a
+    /// drive root, a path that is no Windows path).
+    #[error("{}: {reason}", path.display())]
+    Unrealisable {
+        /// The path.
+        path: PathBuf,
+        /// Why, and what to do instead.
+        reason: String,
+    },
 }
 
 /// Builds the view for running `req` under `policy`, reading the host through `host`.

@@ -1,0 +1,370 @@
+//! The journal of every change Palisade makes to the host on Windows: written before the
+//! change is made, so a crash between the two leaves a record of what may be there.
+//!
+//! One file of JSON lines (`%LOCALAPPDATA%\palisade\journal.jsonl`), appended and flushed to
+//! disk before each change. Each line is a [`Record`]: the intent to place an exact ACL entry
+//! (path, kind, trustee SID, mask, inheritance), its confirmation, its revocation, the making
+//! and removal of a placeholder. Replaying the lines gives [`State`]: what is in place.
+//!
+//! Rules:
+//! - An ACL entry is placed once and kept (the next run of the workspace finds it in place
+//!   and changes nothing); [`forget`] revokes every entry of one workspace's capability,
+//!   exactly the tuples recorded, nothing else.
+//! - A placeholder is removed when its run ends; [`repair`] removes what a run that died
+//!   left (its process no longer alive), and revokes entries whose intent was recorded but
+//!   whose confirmation was not.
+//! - With ACL changes forbidden by the machine's administrator ([`Mode::Forbid`]),
+//!   [`ensure`] changes nothing and fails with every entry it would have needed: path,
+//!   principal and right.
+//!
+//! The host side is a trait ([`Host`]), so all of this is tested on Linux with a recording
+//! host; Windows' implementation is `sys::acl`.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Ace, Made, rights};
+use crate::sid::Sid;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Record {
+    /// About to place `ace`.
+    Intent {
+        /// The entry.
+        ace: Entry,
+    },
+    /// `ace` is in place.
+    Applied {
+        /// The entry.
+        ace: Entry,
+    },
+    /// `ace` was removed.
+    Revoked {
+        /// The entry.
+        ace: Entry,
+    },
+    /// About to make a placeholder for run `pid`.
+    Made {
+        /// Where.
+        path: String,
+        /// The supervisor's process id.
+        pid: u32,
+    },
+    /// The placeholder at `path` was removed.
+    Removed {
+        /// Where.
+        path: String,
+    },
+}
+
+/// An ACL entry as journaled: the exact tuple a revoke removes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Entry {
+    /// The object.
+    pub path: String,
+    /// `allow` or `deny`.
+    pub kind: String,
+    /// The trustee.
+    pub sid: String,
+    /// The access mask.
+    pub mask: u32,
+    /// The ACE's inheritance flags.
+    pub flags: u32,
+    /// Set on a link itself.
+    #[serde(default)]
+    pub on_link: bool,
+}
+
+impl From<&Ace> for Entry {
+    fn from(a: &Ace) -> Entry {
+        Entry {
+            path: a.path.clone(),
+            kind: match a.kind {
+                rights::AceKind::Allow => "allow".into(),
+                rights::AceKind::Deny => "deny".into(),
+            },
+            sid: a.sid.0.clone(),
+            mask: a.mask,
+            flags: a.inherit.flags(),
+            on_link: a.on_link,
+        }
+    }
+}
+
+/// Where an entry stands after replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Intended, not confirmed: it may or may not be there.
+    Intended,
+    /// In place.
+    Applied,
+}
+
+/// What the journal says is on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// ACL entries not revoked.
+    pub entries: BTreeMap<Entry, Status>,
+    /// Placeholders not removed, with the run that made them.
+    pub made: BTreeMap<String, u32>,
+}
+
+/// Whether ACL changes are allowed on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Place the entries the plan needs.
+    Apply,
+    /// Never change an ACL (the administrator's setting): fail with what would be needed.
+    Forbid,
+}
+
+/// What the host does for the journal (Windows: `sys::acl`).
+pub trait Host {
+    /// Places `e` on its object (merged into the DACL, canonical order); `false` when the
+    /// object does not exist (nothing placed: a grant of a folder the host does not have).
+    ///
+    /// # Errors
+    /// The system's error.
+    fn apply(&mut self, e: &Entry) -> io::Result<bool>;
+    /// Removes exactly `e` (same type, trustee, mask and flags), if present.
+    ///
+    /// # Errors
+    /// The system's error (an absent object is no error).
+    fn revoke(&mut self, e: &Entry) -> io::Result<()>;
+    /// Makes a placeholder (an empty directory, or a file with these contents); fails when
+    /// something is there.
+    ///
+    /// # Errors
+    /// The system's error.
+    fn make(&mut self, m: &Made) -> io::Result<()>;
+    /// Removes the placeholder at `path` if it is still what a placeholder is (an empty
+    /// directory, or a file of at most 64 bytes); leaves anything else.
+    ///
+    /// # Errors
+    /// The system's error.
+    fn remove(&mut self, path: &str) -> io::Result<()>;
+    /// Whether the process `pid` is running.
+    fn alive(&self, pid: u32) -> bool;
+}
+
+/// The journal file.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path`.
+    ///
+    /// # Errors
+    /// When it cannot be opened for appending.
+    pub fn open(path: &Path) -> io::Result<Journal> {
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+        // A line cut by a crash is ended, so the next record starts a line of its own.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(Journal { path: path.to_path_buf(), file })
+    }
+
+    /// Appends `r` and flushes it to disk before returning (a write-ahead record).
+    ///
+    /// # Errors
+    /// When the write or the flush fails: the change must then not be made.
+    pub fn record(&mut self, r: &Record) -> io::Result<()> {
+        let mut line = serde_json::to_string(r).map_err(io::Error::other)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file.sync_data()
+    }
+
+    /// Replays the journal. A line that does not parse (a write cut by a crash) is skipped.
+    ///
+    /// # Errors
+    /// When the file cannot be read.
+    pub fn state(&self) -> io::Result<State> {
+        let mut s = State::default();
+        for line in BufReader::new(File::open(&self.path)?).lines() {
+            let Ok(r) = serde_json::from_str::<Record>(&line?) else { continue };
+            match r {
+                Record::Intent { ace } => {
+                    s.entries.entry(ace).or_insert(Status::Intended);
+                }
+                Record::Applied { ace } => {
+                    s.entries.insert(ace, Status::Applied);
+                }
+                Record::Revoked { ace } => {
+                    s.entries.remove(&ace);
+                }
+                Record::Made { path, pid } => {
+                    s.made.insert(path, pid);
+                }
+                Record::Removed { path } => {
+                    s.made.remove(&path);
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Why [`ensure`] did not put every entry in place.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    /// The journal could not be read.
+    #[error("reading the journal: {0}")]
+    Journal(#[source] io::Error),
+    /// ACL changes are forbidden here and these entries are missing.
+    #[error("this machine forbids Palisade to change ACLs, and the run needs {} entries that are not in place: {}", .0.len(), describe(.0))]
+    Forbidden(Vec<Entry>),
+    /// The journal or the host failed at `entry`.
+    #[error("placing {}: {source}", describe(std::slice::from_ref(entry)))]
+    Host {
+        /// The entry.
+        entry: Entry,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn describe(entries: &[Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{} {} {:#x} ({}) for {}", e.path, e.kind, e.mask, rights::name(e.mask), e.sid))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Puts every entry of `acl` in place that the journal does not show applied: intent
+/// recorded, entry placed, confirmation recorded, one at a time. Returns how many it placed
+/// (0 on every run of a workspace but its first).
+///
+/// # Errors
+/// [`EnsureError`]: with [`Mode::Forbid`], the entries that are missing; otherwise the first
+/// failure (entries placed before it stay recorded).
+pub fn ensure(journal: &mut Journal, host: &mut dyn Host, acl: &[Ace], mode: Mode) -> Result<usize, EnsureError> {
+    let state = journal.state().map_err(EnsureError::Journal)?;
+    let needed: Vec<Entry> =
+        acl.iter().map(Entry::from).filter(|e| state.entries.get(e) != Some(&Status::Applied)).collect();
+    if needed.is_empty() {
+        return Ok(0);
+    }
+    if mode == Mode::Forbid {
+        return Err(EnsureError::Forbidden(needed));
+    }
+    let mut placed = 0;
+    for e in &needed {
+        let fail = |source| EnsureError::Host { entry: e.clone(), source };
+        journal.record(&Record::Intent { ace: e.clone() }).map_err(fail)?;
+        let record = if host.apply(e).map_err(fail)? {
+            placed += 1;
+            Record::Applied { ace: e.clone() }
+        } else {
+            Record::Revoked { ace: e.clone() }
+        };
+        journal.record(&record).map_err(fail)?;
+    }
+    Ok(placed)
+}
+
+/// Makes the run's placeholders, each journaled first.
+///
+/// # Errors
+/// The first failure; those made before it are removed again.
+pub fn make(journal: &mut Journal, host: &mut dyn Host, made: &[Made], pid: u32) -> io::Result<()> {
+    for (i, m) in made.iter().enumerate() {
+        let r = journal.record(&Record::Made { path: m.path.clone(), pid }).and_then(|()| host.make(m));
+        if let Err(e) = r {
+            let _ = unmake(journal, host, &made[..=i]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes the run's placeholders and records it.
+///
+/// # Errors
+/// The first failure (the others are still tried; `repair` finds what is left).
+pub fn unmake(journal: &mut Journal, host: &mut dyn Host, made: &[Made]) -> io::Result<()> {
+    let mut first = Ok(());
+    for m in made.iter().rev() {
+        let r = host.remove(&m.path).and_then(|()| journal.record(&Record::Removed { path: m.path.clone() }));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
+/// What [`repair`] and [`forget`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Undone {
+    /// Placeholders removed.
+    pub removed: Vec<String>,
+    /// ACL entries revoked.
+    pub revoked: Vec<Entry>,
+}
+
+/// Undoes what crashed runs left: placeholders of runs no longer alive, and entries whose
+/// intent was recorded without a confirmation.
+///
+/// # Errors
+/// The first failure (the journal keeps what was not undone).
+pub fn repair(journal: &mut Journal, host: &mut dyn Host) -> io::Result<Undone> {
+    let state = journal.state()?;
+    let mut done = Undone::default();
+    for (path, pid) in &state.made {
+        if !host.alive(*pid) {
+            host.remove(path)?;
+            journal.record(&Record::Removed { path: path.clone() })?;
+            done.removed.push(path.clone());
+        }
+    }
+    for (e, status) in &state.entries {
+        if *status == Status::Intended {
+            revoke(journal, host, e)?;
+            done.revoked.push(e.clone());
+        }
+    }
+    Ok(done)
+}
+
+/// Revokes every entry whose trustee is one of `sids` (a workspace's capability: `palisade
+/// forget WORKSPACE`), exactly as journaled.
+///
+/// # Errors
+/// The first failure.
+pub fn forget(journal: &mut Journal, host: &mut dyn Host, sids: &[Sid]) -> io::Result<Undone> {
+    let state = journal.state()?;
+    let mut done = Undone::default();
+    for e in state.entries.keys().filter(|e| sids.iter().any(|s| s.0 == e.sid)) {
+        revoke(journal, host, e)?;
+        done.revoked.push(e.clone());
+    }
+    Ok(done)
+}
+
+fn revoke(journal: &mut Journal, host: &mut dyn Host, e: &Entry) -> io::Result<()> {
+    host.revoke(e)?;
+    journal.record(&Record::Revoked { ace: e.clone() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,23 @@
+//! Windows enforcement for Palisade: the portable view realised with an AppContainer per
+//! workspace, ACL entries for capability SIDs derived from the workspace, and a job object
+//! per run. See `docs/windows.md` for the mechanisms, what each protects against and which
+//! tests prove it (and where those tests ran).
+//!
+//! - [`plan`]: the view turned into a [`plan::WindowsPlan`], by pure code (tested on every
+//!   OS, with golden outputs).
+//! - [`sid`]: capability and AppContainer SIDs derived from names.
+//! - [`journal`]: every host change recorded before it is made; repair and forget.
+//! - `sys` (Windows only): the system calls: the AppContainer profile, ACLs, the job object
+//!   and its completion port, the launch. The [`Windows`] backend lives there.
+
+pub mod cmdline;
+pub mod journal;
+pub mod plan;
+pub mod sid;
+
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod sys;
+
+#[cfg(windows)]
+pub use sys::backend::Windows;

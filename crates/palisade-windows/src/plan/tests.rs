@@ -1,0 +1,262 @@
+//! The Windows plan from views with every kind of entry, on every OS. The golden file
+//! (`tests/golden/appcontainer.json`) is the whole plan of one view; rewrite it with
+//! `PALISADE_BLESS=1 cargo test -p palisade-windows` and read the diff.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_policy::model::Placeholder;
+use palisade_policy::winpath::WinPath;
+use palisade_sandbox::Limits;
+use palisade_sandbox::view::{Entry, FsView, ViewError};
+
+use super::rights::{self, AceKind};
+use super::*;
+
+fn w(p: &str) -> WinPath {
+    WinPath::parse(p).unwrap()
+}
+
+fn facts() -> HostFacts {
+    HostFacts {
+        system_root: w(r"C:\Windows"),
+        program_dirs: vec![w(r"C:\Program Files"), w(r"C:\Program Files (x86)"), w(r"C:\ProgramData")],
+        profile: w(r"C:\Users\me"),
+        temp: w(r"C:\Users\me\AppData\Local\Temp"),
+        onedrive: vec![w(r"C:\Users\me\OneDrive")],
+        state: w(r"C:\Users\me\AppData\Local\palisade\workspaces\0123"),
+    }
+}
+
+const TMP: &str = r"C:\Users\me\AppData\Local\Temp";
+const WS: &str = r"C:\src\repo";
+
+fn host(path: &str, writable: bool) -> Entry {
+    Entry::Host { path: path.into(), writable }
+}
+
+/// One view with every kind of entry the policy can produce.
+fn every_entry() -> FsView {
+    FsView {
+        entries: vec![
+            host(r"C:\Program Files\Git", false),
+            Entry::Private { path: r"C:\Users\me".into(), size: 1 << 30 },
+            Entry::Private { path: TMP.into(), size: 2 << 30 },
+            host(r"C:\Users\me\.cargo", false),
+            Entry::Cache {
+                path: r"C:\Users\me\.cargo\registry".into(),
+                upper: "unused".into(),
+                work: "unused".into(),
+                lower: true,
+            },
+            Entry::Hidden { path: r"C:\Users\me\.cargo\credentials.toml".into(), dir: false },
+            Entry::Hidden { path: r"C:\Users\me\.ssh".into(), dir: true },
+            host(WS, true),
+            Entry::Hidden { path: r"C:\src\repo\.env.local".into(), dir: false },
+            host(r"C:\src\repo\.git\hooks", false),
+            Entry::PrivateCopy { path: r"C:\src\repo\.git\config".into() },
+            Entry::Placeholder { path: r"C:\src\repo\.vscode".into(), kind: Placeholder::Absent },
+            Entry::Placeholder { path: r"C:\src\repo\.git\config.worktree".into(), kind: Placeholder::EmptyConfig },
+            Entry::PinnedLink { path: r"C:\src\repo\docs".into() },
+            Entry::Link { path: r"C:\lib64".into(), target: r"C:\usr\lib64".into() },
+        ],
+        cwd: WS.into(),
+        tripwires: vec![r"C:\Users\me\.ssh\id_rsa".into()],
+    }
+}
+
+fn input<'a>(view: FsView, facts: &'a HostFacts, builtin: &'a dyn Fn(&Path) -> bool) -> Input<'a> {
+    Input {
+        view,
+        workspace: Path::new(WS),
+        argv: vec!["cargo".into(), "build".into()],
+        env: vec![("PATH".into(), r"C:\Windows\System32".into()), ("TEMP".into(), TMP.into())],
+        limits: Limits {
+            memory: Some(8 << 30),
+            pids: Some(4096),
+            cpu_time: Some(Duration::from_secs(600)),
+            file_size: Some(1 << 36),
+            ..Limits::default()
+        },
+        tmp: Path::new(TMP),
+        facts,
+        network_off: true,
+        builtin_read: builtin,
+    }
+}
+
+fn builtin(p: &Path) -> bool {
+    p == Path::new(r"C:\Users\me\.cargo")
+}
+
+fn plan_of(view: FsView) -> Result<WindowsPlan, ViewError> {
+    build(input(view, &facts(), &builtin))
+}
+
+fn aces_at<'a>(plan: &'a WindowsPlan, path: &str) -> Vec<&'a Ace> {
+    plan.acl.iter().filter(|a| a.path == path).collect()
+}
+
+#[test]
+fn golden_plan_of_every_entry() {
+    let plan = plan_of(every_entry()).unwrap();
+    let json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/appcontainer.json");
+    if std::env::var_os("PALISADE_BLESS").is_some() {
+        std::fs::write(&golden, &json).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert!(
+        json == want,
+        "the plan differs from {}; rerun with PALISADE_BLESS=1 and read the diff:\n{json}",
+        golden.display()
+    );
+}
+
+#[test]
+fn each_entry_becomes_what_windows_enforces() {
+    let plan = plan_of(every_entry()).unwrap();
+    let ws = plan.capabilities[0].sid.clone();
+    let tc = plan.capabilities[1].sid.clone();
+    // The workspace: Modify for the workspace's capability, inherited by everything beneath.
+    let a = aces_at(&plan, WS);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].kind, a[0].mask, a[0].inherit, &a[0].sid),
+        (AceKind::Allow, rights::MODIFY, rights::Inherit::Subtree, &ws)
+    );
+    // A built-in read grant goes to the toolchain capability (once per machine).
+    let a = aces_at(&plan, r"C:\Users\me\.cargo");
+    assert_eq!((a[0].kind, a[0].mask, &a[0].sid), (AceKind::Allow, rights::READ_EXECUTE, &tc));
+    // Hidden beneath a grant: denied to the capability that granted the parent; hidden
+    // beneath nothing: no entry at all (nothing grants it).
+    let a = aces_at(&plan, r"C:\Users\me\.cargo\credentials.toml");
+    assert_eq!((a.len(), a[0].kind, a[0].mask, &a[0].sid), (1, AceKind::Deny, rights::ALL, &tc));
+    assert!(aces_at(&plan, r"C:\Users\me\.ssh").is_empty());
+    let a = aces_at(&plan, r"C:\src\repo\.env.local");
+    assert_eq!((a.len(), a[0].kind, a[0].inherit, &a[0].sid), (1, AceKind::Deny, rights::Inherit::None, &ws));
+    // Read-only beneath the writable workspace: every changing right denied.
+    for p in [r"C:\src\repo\.git\hooks", r"C:\src\repo\.git\config", r"C:\src\repo\.vscode"] {
+        let a = aces_at(&plan, p);
+        assert_eq!((a.len(), a[0].kind, a[0].mask, &a[0].sid), (1, AceKind::Deny, rights::WRITE_ANY, &ws), "{p}");
+    }
+    // A pinned link: the entry is set on the link itself.
+    assert!(aces_at(&plan, r"C:\src\repo\docs")[0].on_link);
+    // Placeholders are made for the run: an empty directory, or git's empty configuration.
+    assert_eq!(plan.made.len(), 2);
+    assert_eq!(plan.made[0].contents, None);
+    assert!(plan.made[1].contents.as_deref().unwrap().starts_with('#'));
+    // The program folders get nothing: every AppContainer reads them already.
+    assert_eq!(plan.already_readable, [r"C:\Program Files\Git"]);
+    assert!(aces_at(&plan, r"C:\Program Files\Git").is_empty());
+    // The private TEMP: a folder in the workspace's state folder, granted to the workspace.
+    let t = r"C:\Users\me\AppData\Local\palisade\workspaces\0123\tmp";
+    assert_eq!(aces_at(&plan, t)[0].mask, rights::MODIFY);
+    assert!(aces_at(&plan, TMP).is_empty(), "never a grant on the user's %TEMP%");
+    let temp: Vec<_> = plan.launch.env.iter().filter(|(k, _)| k == "TEMP" || k == "TMP").collect();
+    assert_eq!(temp.len(), 2);
+    assert!(temp.iter().all(|(_, v)| v.starts_with(t)));
+    // What Windows cannot give is said, never dropped.
+    assert!(plan.missing.iter().any(|m| m.contains("tripwires")));
+    assert!(plan.missing.iter().any(|m| m.contains("file_size")));
+    assert!(plan.notes.iter().any(|n| n.contains(r".git\config") && n.contains("read-only")));
+    assert!(plan.notes.iter().any(|n| n.contains(r".cargo\registry")));
+    // The job: limits from the policy, kill on close, no breakaway.
+    assert!(plan.job.kill_on_close && !plan.job.breakaway);
+    assert_eq!(plan.job.memory, Some(8 << 30));
+    assert_eq!(plan.job.active_processes, Some(4096));
+    assert_eq!(plan.job.user_time_100ns, Some(6_000_000_000));
+    assert_eq!(plan.launch.inherit, ["stdin", "stdout", "stderr"]);
+}
+
+#[test]
+fn no_entry_widens_what_a_capability_can_do_to_acls_or_names_another_principal() {
+    let plan = plan_of(every_entry()).unwrap();
+    let ours: Vec<&Sid> = plan.capabilities.iter().map(|c| &c.sid).collect();
+    for a in &plan.acl {
+        assert!(ours.contains(&&a.sid), "{a:?} names a principal that is not Palisade's capability");
+        if a.kind == AceKind::Allow {
+            // No WRITE_DAC (0x40000), WRITE_OWNER (0x80000) or FILE_DELETE_CHILD (0x40).
+            assert_eq!(a.mask & (0x40000 | 0x80000 | 0x40), 0, "{a:?}");
+        }
+    }
+    // Deny entries come before allows at the same depth, parents before children.
+    let depths: Vec<usize> = plan.acl.iter().map(|a| a.path.matches('\\').count()).collect();
+    assert!(depths.windows(2).all(|d| d[0] <= d[1]));
+}
+
+#[test]
+fn the_same_workspace_spelled_differently_gives_the_same_profile_and_sids() {
+    let a = plan_of(every_entry()).unwrap();
+    let mut view = every_entry();
+    view.cwd = r"c:/SRC/Repo/.".into();
+    let facts = facts();
+    let mut i = input(view, &facts, &builtin);
+    i.workspace = Path::new(r"c:/SRC/Repo/.");
+    let b = build(i).unwrap();
+    assert_eq!((&a.profile, &a.profile_sid, &a.capabilities), (&b.profile, &b.profile_sid, &b.capabilities));
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.workspace = Path::new(r"C:\src\other");
+    let c = build(i).unwrap();
+    assert_ne!(a.capabilities[0].sid, c.capabilities[0].sid);
+    assert_eq!(a.capabilities[1].sid, c.capabilities[1].sid, "the toolchain capability is the same everywhere");
+    assert!(a.profile.len() <= 64, "CreateAppContainerProfile takes at most 64 characters");
+}
+
+#[test]
+fn grants_on_roots_the_profile_temp_onedrive_hives_and_windows_are_refused() {
+    let cases = [
+        (r"C:\", true),
+        (r"D:\", false),
+        (r"C:\Users", false),
+        (r"C:\Users\me", true),
+        (r"C:\Users\ME\", false),
+        (r"C:\Users\me\AppData", true),
+        (r"C:\Users\me\AppData\Local\Temp", true),
+        (r"C:\Users\me\OneDrive", true),
+        (r"C:\Users\me\NTUSER.DAT", false),
+        (r"C:\Windows\System32", true),
+        (r"C:\Program Files\Git", true),
+        (r"\\server\share", true),
+    ];
+    for (path, writable) in cases {
+        let view = FsView { entries: vec![host(path, writable)], cwd: WS.into(), tripwires: vec![] };
+        match plan_of(view) {
+            Err(ViewError::Unrealisable { path: p, reason }) => {
+                assert_eq!(p, PathBuf::from(path), "{reason}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{path} (writable: {writable}) was not refused: {other:?}"),
+        }
+    }
+    // Narrower folders in the same places are fine.
+    for (path, writable) in [(r"C:\Users\me\src", true), (r"C:\Users\me\OneDrive\notes", true), (r"D:\work", true)] {
+        let view = FsView { entries: vec![host(path, writable)], cwd: WS.into(), tripwires: vec![] };
+        assert!(plan_of(view).is_ok(), "{path}");
+    }
+}
+
+#[test]
+fn a_path_that_is_no_windows_path_and_the_network_allowlist_are_refused() {
+    let view = FsView { entries: vec![host("relative\\dir", true)], cwd: WS.into(), tripwires: vec![] };
+    assert!(matches!(plan_of(view), Err(ViewError::Unrealisable { .. })));
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.network_off = false;
+    let e = build(i).unwrap_err().to_string();
+    assert!(e.contains("network"), "{e}");
+}
+
+#[test]
+fn a_hidden_path_inside_a_folder_every_app_container_reads_is_named_as_missing() {
+    let view = FsView {
+        entries: vec![
+            host(r"C:\ProgramData\tool", false),
+            Entry::Hidden { path: r"C:\ProgramData\tool\token".into(), dir: false },
+        ],
+        cwd: WS.into(),
+        tripwires: vec![],
+    };
+    let plan = plan_of(view).unwrap();
+    assert!(plan.missing.iter().any(|m| m.contains(r"C:\ProgramData\tool\token")), "{:?}", plan.missing);
+}

@@ -1,0 +1,213 @@
+//! ACL entries on files and folders, for the journal ([`crate::journal::Host`]): placed with
+//! `SetEntriesInAclW` (which keeps the canonical order: deny before allow, explicit before
+//! inherited) and `SetSecurityInfo` (which propagates an inheritable entry to what lies
+//! beneath, once), removed by finding exactly the journaled tuple (type, flags, mask, SID)
+//! among the object's own entries ("Access Control Lists", "SetEntriesInAclW", Win32 docs).
+//! Every object is opened without following a link the sandbox could have planted
+//! (`FILE_FLAG_OPEN_REPARSE_POINT`): an entry lands on the object at the path, never on
+//! where a link leads.
+
+use std::io;
+use std::ptr::{null, null_mut};
+
+use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, LocalFree, WAIT_TIMEOUT};
+use windows_sys::Win32::Security::Authorization::*;
+use windows_sys::Win32::Security::{
+    ACE_HEADER, ACL, DACL_SECURITY_INFORMATION, DeleteAce, EqualSid, GetAce, INHERITED_ACE, PSECURITY_DESCRIPTOR, PSID,
+};
+use windows_sys::Win32::Storage::FileSystem::*;
+use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject};
+
+use super::handle::{Handle, last_error, wide, win32};
+use crate::journal::{Entry, Host};
+use crate::plan::Made;
+
+/// The host's ACLs and files, as the journal changes them.
+#[derive(Debug, Default)]
+pub struct Acls;
+
+/// Opens `path` itself (a link is not followed) for reading and changing its DACL; `None`
+/// when nothing is there.
+fn open(path: &str) -> io::Result<Option<Handle>> {
+    let w = wide(path);
+    // SAFETY: a NUL-terminated path; no security attributes; the handle is owned below.
+    let h = unsafe {
+        CreateFileW(
+            w.as_ptr(),
+            READ_CONTROL | WRITE_DAC,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            null(),
+            OPEN_EXISTING,
+            FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT,
+            null_mut(),
+        )
+    };
+    if h == windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error().map(|c| c as u32) {
+            Some(ERROR_FILE_NOT_FOUND | ERROR_PATH_NOT_FOUND) => Ok(None),
+            _ => Err(io::Error::new(e.kind(), format!("opening {path}: {e}"))),
+        };
+    }
+    Ok(Some(Handle(h)))
+}
+
+/// The object's DACL (valid while the returned descriptor lives).
+struct Dacl {
+    acl: *mut ACL,
+    sd: PSECURITY_DESCRIPTOR,
+}
+
+impl Drop for Dacl {
+    fn drop(&mut self) {
+        // SAFETY: allocated by GetSecurityInfo with LocalAlloc.
+        unsafe { LocalFree(self.sd) };
+    }
+}
+
+fn dacl(h: &Handle, path: &str) -> io::Result<Dacl> {
+    let mut d = Dacl { acl: null_mut(), sd: null_mut() };
+    // SAFETY: a valid handle and out-pointers into `d`.
+    let r = unsafe {
+        GetSecurityInfo(
+            h.0,
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION,
+            null_mut(),
+            null_mut(),
+            &mut d.acl,
+            null_mut(),
+            &mut d.sd,
+        )
+    };
+    win32(r, &format!("reading the ACL of {path}"))?;
+    Ok(d)
+}
+
+struct Sid(PSID);
+
+impl Sid {
+    fn parse(s: &str) -> io::Result<Sid> {
+        let w = wide(s);
+        let mut sid = null_mut();
+        // SAFETY: a NUL-terminated string; the SID is freed with LocalFree on drop.
+        if unsafe { ConvertStringSidToSidW(w.as_ptr(), &mut sid) } == 0 {
+            return Err(last_error(&format!("reading the SID {s}")));
+        }
+        Ok(Sid(sid))
+    }
+}
+
+impl Drop for Sid {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ConvertStringSidToSidW.
+        unsafe { LocalFree(self.0) };
+    }
+}
+
+fn set(h: &Handle, acl: *const ACL, path: &str) -> io::Result<()> {
+    // SAFETY: a valid handle and ACL.
+    let r =
+        unsafe { SetSecurityInfo(h.0, SE_FILE_OBJECT, DACL_SECURITY_INFORMATION, null_mut(), null_mut(), acl, null()) };
+    win32(r, &format!("writing the ACL of {path}"))
+}
+
+impl Host for Acls {
+    fn apply(&mut self, e: &Entry) -> io::Result<bool> {
+        let Some(h) = open(&e.path)? else { return Ok(false) };
+        let old = dacl(&h, &e.path)?;
+        let sid = Sid::parse(&e.sid)?;
+        let ea = EXPLICIT_ACCESS_W {
+            grfAccessPermissions: e.mask,
+            grfAccessMode: if e.kind == "deny" { DENY_ACCESS } else { GRANT_ACCESS },
+            grfInheritance: e.flags,
+            Trustee: TRUSTEE_W {
+                pMultipleTrustee: null_mut(),
+                MultipleTrusteeOperation: 0,
+                TrusteeForm: TRUSTEE_IS_SID,
+                TrusteeType: TRUSTEE_IS_UNKNOWN,
+                ptstrName: sid.0.cast(),
+            },
+        };
+        let mut new: *mut ACL = null_mut();
+        // SAFETY: one entry, the object's ACL; `new` freed below.
+        win32(
+            unsafe { SetEntriesInAclW(1, &ea, old.acl, &mut new) },
+            &format!("adding an entry to the ACL of {}", e.path),
+        )?;
+        let r = set(&h, new, &e.path);
+        // SAFETY: allocated by SetEntriesInAclW.
+        unsafe { LocalFree(new.cast()) };
+        r.map(|()| true)
+    }
+
+    fn revoke(&mut self, e: &Entry) -> io::Result<()> {
+        let Some(h) = open(&e.path)? else { return Ok(()) };
+        let d = dacl(&h, &e.path)?;
+        if d.acl.is_null() {
+            return Ok(());
+        }
+        let sid = Sid::parse(&e.sid)?;
+        let want_type: u8 = if e.kind == "deny" { 1 } else { 0 }; // ACCESS_DENIED_ACE_TYPE, ACCESS_ALLOWED_ACE_TYPE
+        // SAFETY: the ACL is valid while `d` lives; each ACE of an allowed or denied type
+        // is an ACE_HEADER, a mask and the SID's first word (ACCESS_ALLOWED_ACE layout).
+        unsafe {
+            let count = (*d.acl).AceCount as u32;
+            for i in (0..count).rev() {
+                let mut ace: *mut core::ffi::c_void = null_mut();
+                if GetAce(d.acl, i, &mut ace) == 0 {
+                    continue;
+                }
+                let header = &*(ace as *const ACE_HEADER);
+                if header.AceType != want_type || header.AceFlags as u32 & INHERITED_ACE != 0 {
+                    continue;
+                }
+                let mask = *(ace.cast::<u8>().add(4) as *const u32);
+                let ace_sid = ace.cast::<u8>().add(8) as PSID;
+                if mask == e.mask && (header.AceFlags as u32 & 0x3) == e.flags && EqualSid(ace_sid, sid.0) != 0 {
+                    DeleteAce(d.acl, i);
+                }
+            }
+        }
+        set(&h, d.acl, &e.path)
+    }
+
+    fn make(&mut self, m: &Made) -> io::Result<()> {
+        match &m.contents {
+            None => std::fs::create_dir(&m.path),
+            Some(c) => {
+                use std::io::Write;
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&m.path)?.write_all(c.as_bytes())
+            }
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("making the placeholder {}: {e}", m.path)))
+    }
+
+    fn remove(&mut self, path: &str) -> io::Result<()> {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+        if meta.is_dir() {
+            // Only while empty: anything else there is not ours to remove.
+            let _ = std::fs::remove_dir(path);
+        } else if meta.is_file() && meta.len() <= 64 {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        // SAFETY: a query-only open; the handle is closed by `Handle`.
+        let h = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, 0, pid) };
+        if h.is_null() {
+            return false;
+        }
+        let h = Handle(h);
+        // SAFETY: a valid process handle; zero wait.
+        unsafe { WaitForSingleObject(h.0, 0) == WAIT_TIMEOUT }
+    }
+}
+
+/// Whether process `pid` runs (for the plumbing tests).
+#[cfg(test)]
+pub fn alive_for_tests(pid: u32) -> bool {
+    Acls.alive(pid)
+}

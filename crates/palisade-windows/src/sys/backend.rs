@@ -1,0 +1,385 @@
+//! The Windows [`Backend`]: plans with [`crate::plan::build`], puts the plan's ACL entries
+//! in place through the journal, and runs the command in its AppContainer and job.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use palisade_policy::hostfs::HostFs;
+use palisade_policy::model::LayerKind;
+use palisade_policy::winpath::WinPath;
+use palisade_policy::{NetMode, ResolvedPolicy};
+use palisade_sandbox::quarantine::{Moved, Suspect};
+use palisade_sandbox::view::ViewError;
+use palisade_sandbox::{
+    Backend, Enforcement, Exit, Limits, Mechanism, Probe, Refusal, Request, RunError, SandboxEvent, Strength, Wiring,
+};
+use windows_sys::Win32::Security::{SECURITY_CAPABILITIES, SID_AND_ATTRIBUTES};
+use windows_sys::Win32::System::SystemServices::SE_GROUP_ENABLED;
+
+use super::acl::Acls;
+use super::appcontainer::{Api, OwnedSid};
+use super::desktop::Desktop;
+use super::job::{Job, Message};
+use super::launch::{self, Spec};
+use crate::journal::{self, Journal, Mode};
+use crate::plan::{self, HostFacts, WindowsPlan};
+
+/// The Windows backend. Its state (the journal, each workspace's private TEMP folders)
+/// lives under `root` (`%LOCALAPPDATA%\palisade`).
+#[derive(Debug)]
+pub struct Windows {
+    root: PathBuf,
+}
+
+impl Windows {
+    /// A backend keeping its state under `root`.
+    pub fn new(root: PathBuf) -> Windows {
+        Windows { root }
+    }
+
+    /// The journal of host changes.
+    pub fn journal_path(&self) -> PathBuf {
+        self.root.join("journal.jsonl")
+    }
+
+    fn facts(&self, workspace: &Path) -> Result<HostFacts, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let path = |k: &str| -> Result<WinPath, String> {
+            WinPath::parse(&var(k).ok_or_else(|| format!("%{k}% is not set"))?).map_err(|e| format!("%{k}%: {e}"))
+        };
+        let optional = |keys: &[&str]| {
+            keys.iter().filter_map(|k| var(k)).filter_map(|v| WinPath::parse(&v).ok()).collect::<Vec<_>>()
+        };
+        let ws = WinPath::parse(&workspace.to_string_lossy()).map_err(|e| format!("the workspace: {e}"))?;
+        let tag = crate::sid::path_tag(&ws.key());
+        let state = WinPath::parse(&self.root.join("workspaces").join(tag).to_string_lossy())?;
+        Ok(HostFacts {
+            system_root: path("SystemRoot")?,
+            program_dirs: optional(&["ProgramFiles", "ProgramFiles(x86)", "ProgramW6432", "ProgramData"]),
+            profile: path("USERPROFILE")?,
+            temp: path("TEMP")?,
+            onedrive: optional(&["OneDrive", "OneDriveConsumer", "OneDriveCommercial"]),
+            state,
+        })
+    }
+
+    /// Whether the machine's administrator forbids ACL changes: `acl_changes = "forbid"` in
+    /// `%ProgramData%\palisade\machine.toml`.
+    pub fn acl_mode() -> Mode {
+        let Some(pd) = std::env::var_os("ProgramData") else { return Mode::Apply };
+        let text = std::fs::read_to_string(Path::new(&pd).join("palisade").join("machine.toml")).unwrap_or_default();
+        let forbid = text.lines().any(|l| {
+            let l: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            l == "acl_changes=\"forbid\""
+        });
+        if forbid { Mode::Forbid } else { Mode::Apply }
+    }
+}
+
+impl Backend for Windows {
+    type Plan = WindowsPlan;
+
+    fn probe(&self) -> Probe {
+        let api = Api::load();
+        let job = Job::new(&plan::JobPlan {
+            kill_on_close: true,
+            breakaway: false,
+            die_on_unhandled_exception: true,
+            active_processes: None,
+            memory: None,
+            user_time_100ns: None,
+            ui_restrictions: vec![],
+        });
+        let sec_env = Api::has("kernel32.dll", "CreateProcessSecurityEnvironment")
+            || Api::has("kernelbase.dll", "CreateProcessSecurityEnvironment");
+        Probe {
+            platform: format!("windows {}", std::env::consts::ARCH),
+            required: vec![
+                Mechanism {
+                    name: "AppContainer".into(),
+                    available: api.is_ok(),
+                    detail: match &api {
+                        Ok(_) => "userenv.dll and kernelbase.dll have the profile and capability functions".into(),
+                        Err(e) => format!("{e}: Windows 8 or later is needed"),
+                    },
+                },
+                Mechanism {
+                    name: "job objects".into(),
+                    available: job.is_ok(),
+                    detail: match &job {
+                        Ok(_) => "a job with limits and a completion port was made".into(),
+                        Err(e) => e.to_string(),
+                    },
+                },
+            ],
+            facts: vec![
+                (
+                    "tier".into(),
+                    if api.is_ok() { "AppContainer (found by probing)".into() } else { "none: refusing".into() },
+                ),
+                (
+                    "OS sandbox API".into(),
+                    if sec_env {
+                        "CreateProcessSecurityEnvironment found; not used yet (the AppContainer tier is)".into()
+                    } else {
+                        "not found on this Windows".into()
+                    },
+                ),
+                (
+                    "ACL changes".into(),
+                    match Windows::acl_mode() {
+                        Mode::Apply => "allowed; journaled in %LOCALAPPDATA%\\palisade\\journal.jsonl".into(),
+                        Mode::Forbid => {
+                            "forbidden by %ProgramData%\\palisade\\machine.toml: runs need their entries in place"
+                                .into()
+                        }
+                    },
+                ),
+                (
+                    "network".into(),
+                    "off only (the AppContainer has no network capability); the allowlist is issue 15".into(),
+                ),
+                ("denials".into(), "not read (ETW access-check events: issue 15)".into()),
+            ],
+        }
+    }
+
+    fn preflight(&self) -> Result<(), Refusal> {
+        Api::load().map(|_| ()).map_err(|e| {
+            Refusal::new(format!("AppContainer is not available: {e}"), Some("Palisade needs Windows 10 or later"))
+        })
+    }
+
+    fn plan(
+        &self,
+        policy: &ResolvedPolicy,
+        host: &dyn HostFs,
+        req: Request,
+        strength: Strength,
+    ) -> Result<WindowsPlan, ViewError> {
+        if strength == Strength::Degraded {
+            return Err(ViewError::Unrealisable {
+                path: policy.workspace.clone(),
+                reason: "Windows has no degraded mode: the AppContainer tier runs or nothing does".into(),
+            });
+        }
+        let facts = self
+            .facts(&policy.workspace)
+            .map_err(|reason| ViewError::Unrealisable { path: policy.workspace.clone(), reason })?;
+        let view = palisade_sandbox::view::build(policy, host, &req)?;
+        let builtin = |p: &Path| policy.decide_path(p).rule.is_some_and(|r| r.origin.layer == LayerKind::Builtin);
+        plan::build(plan::Input {
+            view,
+            workspace: &policy.workspace,
+            argv: req.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            env: req.env,
+            limits: Limits::of(policy),
+            tmp: &req.tmp,
+            facts: &facts,
+            network_off: policy.mode() != NetMode::Allowlist && policy.publish.is_empty(),
+            builtin_read: &builtin,
+        })
+    }
+
+    fn view(plan: &WindowsPlan) -> &palisade_sandbox::view::FsView {
+        &plan.view
+    }
+
+    fn prepare(&mut self, plan: &WindowsPlan) -> Result<Enforcement, Refusal> {
+        Ok(Enforcement {
+            mode: "appcontainer".into(),
+            landlock_abi: 0,
+            missing: plan.missing.clone(),
+            limits: "job object".into(),
+            denials: "not recorded: Windows' access-check events are not read yet".into(),
+        })
+    }
+
+    fn spawn(&mut self, plan: &WindowsPlan, wiring: Wiring) -> Result<Exit, RunError> {
+        let step = |step: &str| {
+            let step = step.to_owned();
+            move |e: io::Error| RunError::Step { step, source: Box::new(e) }
+        };
+        let api = Api::load().map_err(|e| RunError::Unsupported(format!("AppContainer is not available: {e}")))?;
+        // The profile and the capabilities, as the system derives them; they must be the
+        // plan's, or the journal's entries would name SIDs nobody holds.
+        let profile =
+            api.profile(&plan.profile, "Palisade sandbox").map_err(step("creating the AppContainer profile"))?;
+        if profile.string() != plan.profile_sid {
+            return Err(RunError::Setup(format!(
+                "Windows derived {} for the profile {}, the plan {}: refusing to run with ACL entries nobody holds",
+                profile.string(),
+                plan.profile,
+                plan.profile_sid
+            )));
+        }
+        let mut caps: Vec<OwnedSid> = Vec::new();
+        for c in &plan.capabilities {
+            let sid = api.capability(&c.name).map_err(step("deriving a capability SID"))?;
+            if sid.string() != c.sid {
+                return Err(RunError::Setup(format!(
+                    "Windows derived {} for the capability {}, the plan {}: refusing",
+                    sid.string(),
+                    c.name,
+                    c.sid
+                )));
+            }
+            caps.push(sid);
+        }
+        std::fs::create_dir_all(&self.root).map_err(step("making Palisade's state folder"))?;
+        let mut j = Journal::open(&self.journal_path()).map_err(step("opening the journal"))?;
+        let mut acls = Acls;
+        journal::ensure(&mut j, &mut acls, &plan.acl, Windows::acl_mode())
+            .map_err(|e| RunError::Setup(format!("putting the workspace's ACL entries in place: {e}")))?;
+        let temp = PathBuf::from(&plan.launch.temp_parent).join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&temp).map_err(step("making the run's private TEMP folder"))?;
+        journal::make(&mut j, &mut acls, &plan.made, std::process::id()).map_err(step("making the placeholders"))?;
+        let result = self.run(plan, wiring, &profile, &caps, &temp);
+        let _ = journal::unmake(&mut j, &mut acls, &plan.made);
+        let _ = std::fs::remove_dir_all(&temp);
+        result
+    }
+
+    fn move_aside(_suspect: Suspect<'_>, _since: (i64, i64)) -> io::Result<Vec<Moved>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "moving aside what git would run from a repository the sandbox made is not built on Windows yet",
+        ))
+    }
+}
+
+impl Windows {
+    /// `palisade forget WORKSPACE`: revokes every ACL entry journaled for the workspace's
+    /// capability and deletes its AppContainer profile. Entries of the toolchain capability
+    /// (shared by every workspace) are kept.
+    ///
+    /// # Errors
+    /// The first failure, in words.
+    pub fn forget(&self, workspace: &Path) -> Result<journal::Undone, String> {
+        let ws = WinPath::parse(&workspace.to_string_lossy()).map_err(|e| format!("{}: {e}", workspace.display()))?;
+        let tag = crate::sid::path_tag(&ws.key());
+        let cap = crate::sid::capability_sid(&format!("palisade.workspace.{tag}"));
+        let mut j = Journal::open(&self.journal_path()).map_err(|e| format!("opening the journal: {e}"))?;
+        let undone = journal::forget(&mut j, &mut Acls, &[cap]).map_err(|e| format!("revoking: {e}"))?;
+        let api = Api::load()?;
+        let _ = api.delete_profile(&format!("palisade.ws.{tag}"));
+        let _ = std::fs::remove_dir_all(self.root.join("workspaces").join(tag));
+        Ok(undone)
+    }
+
+    /// `palisade repair`: undoes what crashed runs left (see [`journal::repair`]).
+    ///
+    /// # Errors
+    /// The first failure, in words.
+    pub fn repair(&self) -> Result<journal::Undone, String> {
+        let mut j = Journal::open(&self.journal_path()).map_err(|e| format!("opening the journal: {e}"))?;
+        journal::repair(&mut j, &mut Acls).map_err(|e| format!("repairing: {e}"))
+    }
+
+    fn run(
+        &self,
+        plan: &WindowsPlan,
+        wiring: Wiring,
+        profile: &OwnedSid,
+        caps: &[OwnedSid],
+        temp: &Path,
+    ) -> Result<Exit, RunError> {
+        let step = |step: &'static str| move |e: io::Error| RunError::Step { step: step.into(), source: Box::new(e) };
+        let job = Arc::new(Job::new(&plan.job).map_err(step("creating the job object"))?);
+        let stopper = Arc::clone(&job);
+        wiring.kill.arm(Box::new(move || stopper.terminate(137)));
+        let desktop = Desktop::new(&format!("{}-{}", plan.profile, std::process::id()), profile.as_psid())
+            .map_err(step("creating the run's desktop"))?;
+        let mut attrs: Vec<SID_AND_ATTRIBUTES> =
+            caps.iter().map(|c| SID_AND_ATTRIBUTES { Sid: c.as_psid(), Attributes: SE_GROUP_ENABLED as u32 }).collect();
+        let security = SECURITY_CAPABILITIES {
+            AppContainerSid: profile.as_psid(),
+            Capabilities: attrs.as_mut_ptr(),
+            CapabilityCount: attrs.len() as u32,
+            Reserved: 0,
+        };
+        let temp = temp.to_string_lossy().into_owned();
+        let env: Vec<(String, String)> = plan
+            .launch
+            .env
+            .iter()
+            .map(|(k, v)| if k == "TEMP" || k == "TMP" { (k.clone(), temp.clone()) } else { (k.clone(), v.clone()) })
+            .collect();
+        let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
+        let spec = Spec {
+            argv: &plan.launch.argv,
+            cwd: &plan.launch.cwd,
+            env: &env,
+            stdio: [None; 3],
+            security: Some(&security),
+            mitigations,
+            desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
+            desktop: Some(&desktop.name),
+        };
+        (wiring.on_started)();
+        let events = Arc::clone(&wiring.events);
+        let watcher = Arc::clone(&job);
+        let monitor = std::thread::spawn(move || watch(&watcher, &*events));
+        let started = launch::start(&spec, &job);
+        let code = match started {
+            Ok(p) => p.wait().map_err(step("waiting for the command")),
+            Err(e) if e.raw_os_error() == Some(2) || e.raw_os_error() == Some(3) => {
+                Err(RunError::NotFound(format!("{}: command not found", plan.launch.argv[0])))
+            }
+            Err(e) => Err(RunError::Step { step: format!("starting {}", plan.launch.argv[0]), source: Box::new(e) }),
+        };
+        // The command's end is the run's end: what it left behind in the job ends too.
+        job.terminate(1);
+        let _ = monitor.join();
+        (wiring.on_ended)();
+        code.map(|c| Exit::Code(c as i32))
+    }
+}
+
+/// Reports the job's messages until it is empty.
+fn watch(job: &Job, events: &dyn palisade_sandbox::Events) {
+    loop {
+        match job.next(u32::MAX) {
+            Some(Message::NewProcess(pid)) => events.event(SandboxEvent::Exec {
+                pid,
+                ppid: 0,
+                path: image_of(pid).unwrap_or_default(),
+                argv: Vec::new(),
+                cwd: String::new(),
+            }),
+            Some(Message::Empty) => return,
+            Some(Message::ProcessLimit) => events.event(SandboxEvent::Limit {
+                limit: "pids".into(),
+                detail: "the job's active-process limit refused a new process".into(),
+            }),
+            Some(Message::MemoryLimit) => events.event(SandboxEvent::Limit {
+                limit: "memory".into(),
+                detail: "the job's memory limit was reached".into(),
+            }),
+            Some(Message::TimeLimit) => events
+                .event(SandboxEvent::Limit { limit: "cpu_time".into(), detail: "the job's CPU time ran out".into() }),
+            Some(Message::Exited { .. }) | None => {}
+        }
+    }
+}
+
+/// The image path of process `pid` (`QueryFullProcessImageNameW`).
+pub fn image_of(pid: u32) -> Option<String> {
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW,
+    };
+    // SAFETY: a query-only open; closed by `Handle`.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if h.is_null() {
+        return None;
+    }
+    let h = super::handle::Handle(h);
+    let mut buf = [0u16; 1024];
+    let mut len = buf.len() as u32;
+    // SAFETY: a valid handle and a buffer of `len` units.
+    if unsafe { QueryFullProcessImageNameW(h.0, 0, buf.as_mut_ptr(), &mut len) } == 0 {
+        return None;
+    }
+    Some(String::from_utf16_lossy(&buf[..len as usize]))
+}

@@ -1,0 +1,50 @@
+//! Owned handles, wide strings and the system's error, shared by the `sys` modules.
+
+use std::io;
+
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+
+/// A kernel handle closed on drop.
+#[derive(Debug)]
+pub struct Handle(pub HANDLE);
+
+// SAFETY: a kernel handle is a process-wide index, usable from any thread; the objects used
+// here (jobs, processes, threads, completion ports) are thread-safe by the Win32 contract.
+unsafe impl Send for Handle {}
+// SAFETY: as above; shared use only calls thread-safe functions on it.
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    /// `h`, or the system's error for `step` when it is null or `INVALID_HANDLE_VALUE`.
+    pub fn checked(h: HANDLE, step: &str) -> io::Result<Handle> {
+        if h.is_null() || h == INVALID_HANDLE_VALUE { Err(last_error(step)) } else { Ok(Handle(h)) }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned by this value and closed once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// `s` in UTF-16 with a terminating NUL.
+pub fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// The thread's last error, with the step that failed.
+pub fn last_error(step: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{step}: {e}"))
+}
+
+/// A `WIN32_ERROR` return value as an error, with the step.
+pub fn win32(code: u32, step: &str) -> io::Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::from_raw_os_error(code as i32);
+        Err(io::Error::new(e.kind(), format!("{step}: {e}")))
+    }
+}

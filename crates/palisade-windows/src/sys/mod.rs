@@ -1,0 +1,13 @@
+//! The system calls of the Windows backend (built for Windows only). Every `unsafe` block
+//! of the crate is here, each with the reason it is sound.
+
+pub mod acl;
+pub mod appcontainer;
+pub mod backend;
+pub mod desktop;
+pub mod handle;
+pub mod job;
+pub mod launch;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The process plumbing, on Windows or under Wine (`.ci/run` runs these with Wine 8): the
+//! launch, exit codes, the environment block, the standard handles, the job's completion
+//! port and kill-on-close of a grandchild. Wine enforces no token, ACL or AppContainer, so
+//! these start the command without one and make no enforcement claim; the enforcement tests
+//! are `tests/windows/` in the Windows workflow.
+//!
+//! The helper processes are this test binary itself, started with `PALISADE_WIN_HELPER` set
+//! and the name of the `helper` test: it then does what the variable says.
+
+use std::io::Read;
+use std::os::windows::io::{FromRawHandle, IntoRawHandle};
+use std::time::{Duration, Instant};
+
+use super::job::{Job, Message};
+use super::launch::{Spec, start};
+use crate::plan::JobPlan;
+
+fn job_plan() -> JobPlan {
+    JobPlan {
+        kill_on_close: true,
+        breakaway: false,
+        die_on_unhandled_exception: true,
+        active_processes: None,
+        memory: None,
+        user_time_100ns: None,
+        ui_restrictions: vec![],
+    }
+}
+
+/// Runs the `helper` test of this binary as a child doing `what`.
+fn helper_argv(what: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
+    let argv =
+        vec![exe, "sys::tests::helper".into(), "--exact".into(), "--nocapture".into(), "--test-threads=1".into()];
+    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "PALISADE_WIN_HELPER").collect();
+    env.push(("PALISADE_WIN_HELPER".into(), what.into()));
+    (argv, env)
+}
+
+fn spec<'a>(argv: &'a [String], env: &'a [(String, String)], cwd: &'a str) -> Spec<'a> {
+    Spec {
+        argv,
+        cwd,
+        env,
+        stdio: [None; 3],
+        security: None,
+        mitigations: 0,
+        desktop_app_breakaway_disabled: false,
+        desktop: None,
+    }
+}
+
+/// Not a test on its own: what a helper child does.
+#[test]
+fn helper() {
+    let Ok(what) = std::env::var("PALISADE_WIN_HELPER") else { return };
+    match what.as_str() {
+        "exit7" => std::process::exit(7),
+        "env" => {
+            println!("MARK={}", std::env::var("PALISADE_MARK").unwrap_or_default());
+            println!("ARGS={:?}", std::env::args().skip(5).collect::<Vec<_>>());
+            std::process::exit(0);
+        }
+        "grandchild" => {
+            // Starts a grandchild that would live 60 s, writes its pid, and exits at once.
+            let (argv, env) = helper_argv("sleep");
+            let child = std::process::Command::new(&argv[0]).args(&argv[1..]).env_clear().envs(env).spawn().unwrap();
+            println!("GRANDCHILD={}", child.id());
+            std::process::exit(0);
+        }
+        "sleep" => {
+            std::thread::sleep(Duration::from_secs(60));
+            std::process::exit(0);
+        }
+        other => panic!("unknown helper {other}"),
+    }
+}
+
+fn cwd() -> String {
+    std::env::temp_dir().to_string_lossy().into_owned()
+}
+
+#[test]
+fn exit_codes_come_back() {
+    let job = Job::new(&job_plan()).unwrap();
+    let (argv, env) = helper_argv("exit7");
+    let cwd = cwd();
+    let p = start(&spec(&argv, &env, &cwd), &job).unwrap();
+    assert_eq!(p.wait().unwrap(), 7);
+}
+
+#[test]
+fn a_missing_program_is_not_found() {
+    let job = Job::new(&job_plan()).unwrap();
+    let argv = vec![r"C:\no\such\program.exe".to_string()];
+    let cwd = cwd();
+    let e = start(&spec(&argv, &[], &cwd), &job).unwrap_err();
+    assert!(matches!(e.raw_os_error(), Some(2 | 3)), "{e}");
+}
+
+/// A pipe whose write end the child gets as standard output.
+fn pipe() -> (std::fs::File, windows_sys::Win32::Foundation::HANDLE) {
+    let (r, w) = std::io::pipe().unwrap();
+    (std::fs::File::from(std::os::windows::io::OwnedHandle::from(r)), w.into_raw_handle())
+}
+
+#[test]
+fn the_environment_and_arguments_arrive_exactly() {
+    let job = Job::new(&job_plan()).unwrap();
+    let (mut argv, mut env) = helper_argv("env");
+    argv.push("two words".into());
+    argv.push(r#"a "quoted" \ arg\"#.into());
+    env.push(("PALISADE_MARK".into(), "ü and spaces".into()));
+    let (mut out, w) = pipe();
+    let cwd = cwd();
+    let mut s = spec(&argv, &env, &cwd);
+    s.stdio[1] = Some(w);
+    let p = start(&s, &job).unwrap();
+    // The child has its own duplicate; ours is closed so the pipe ends with the child.
+    // SAFETY: `w` came from into_raw_handle above and is owned here.
+    drop(unsafe { std::fs::File::from_raw_handle(w) });
+    assert_eq!(p.wait().unwrap(), 0);
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    assert!(text.contains("MARK=ü and spaces"), "{text}");
+    assert!(text.contains(r#"ARGS=["two words", "a \"quoted\" \\ arg\\"]"#), "{text}");
+}
+
+#[test]
+fn the_completion_port_reports_each_process_and_the_end() {
+    let job = Job::new(&job_plan()).unwrap();
+    let (argv, env) = helper_argv("exit7");
+    let cwd = cwd();
+    let p = start(&spec(&argv, &env, &cwd), &job).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match job.next(500) {
+            Some(Message::Empty) => break,
+            Some(m) => seen.push(m),
+            None => {}
+        }
+    }
+    assert!(seen.contains(&Message::NewProcess(p.pid)), "{seen:?}");
+    assert!(seen.iter().any(|m| matches!(m, Message::Exited { pid, .. } if *pid == p.pid)), "{seen:?}");
+}
+
+#[test]
+fn closing_the_job_ends_a_grandchild_that_outlived_its_parent() {
+    let job = Job::new(&job_plan()).unwrap();
+    let (argv, env) = helper_argv("grandchild");
+    let (mut out, w) = pipe();
+    let cwd = cwd();
+    let mut s = spec(&argv, &env, &cwd);
+    s.stdio[1] = Some(w);
+    let p = start(&s, &job).unwrap();
+    // SAFETY: as above.
+    drop(unsafe { std::fs::File::from_raw_handle(w) });
+    assert_eq!(p.wait().unwrap(), 0);
+    // The grandchild holds the pipe too: read until the child's line is complete.
+    let mut text = String::new();
+    let mut buf = [0u8; 256];
+    let pid: u32 = loop {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "the child wrote no pid: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(rest) = text.split("GRANDCHILD=").nth(1)
+            && let Some((digits, _)) = rest.split_once(['\r', '\n'])
+        {
+            break digits.parse().unwrap();
+        }
+    };
+    assert!(super::acl::alive_for_tests(pid), "the grandchild runs after its parent exited");
+    drop(job);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::acl::alive_for_tests(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!super::acl::alive_for_tests(pid), "closing the job's last handle ended the grandchild");
+}
