@@ -37,6 +37,17 @@ pub enum Command {
     /// and `run_command` in a sandbox built from it (for an agent's MCP configuration:
     /// `palisade mcp [POLICY OPTIONS]`).
     Mcp(McpArgs),
+    /// Windows: revoke every ACL entry Palisade placed for WORKSPACE and delete its
+    /// AppContainer profile (the next run places them again).
+    #[cfg(windows)]
+    Forget {
+        /// The workspace, as `run` was given it.
+        workspace: std::path::PathBuf,
+    },
+    /// Windows: undo what runs that crashed left (placeholders, ACL entries whose placing
+    /// was cut short), from the journal.
+    #[cfg(windows)]
+    Repair,
 }
 
 #[derive(Debug, Args)]

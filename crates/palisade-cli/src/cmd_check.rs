@@ -138,7 +138,35 @@ fn plausible_workspace(ws: &std::path::Path, env: Option<&palisade_policy::load:
     ws.parent().is_some() && env.is_none_or(|e| !e.home.starts_with(ws))
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Windows: the backend's probe (the tier found and why, the OS sandbox API, whether ACL
+/// changes are allowed).
+#[cfg(windows)]
+pub fn run(args: CheckArgs) -> Outcome {
+    use palisade_sandbox::Backend;
+    let env = palisade_policy::load::Environment::from_process()
+        .map_err(|e| crate::Failure { message: e.to_string(), hint: None })?;
+    let probe = palisade_windows::Windows::new(env.state_home.join("palisade")).probe();
+    let can = probe.can_run();
+    if args.json {
+        println!("{}", serde_json::to_string(&probe).unwrap_or_default());
+    } else {
+        println!("platform: {}", probe.platform);
+        for m in &probe.required {
+            println!("{}: {} ({})", m.name, if m.available { "available" } else { "missing" }, m.detail);
+        }
+        for (k, v) in &probe.facts {
+            println!("{k}: {v}");
+        }
+        if can {
+            println!("run would: enforce the policy in an AppContainer per workspace, with a job object per run");
+        } else {
+            println!("run would: refuse (exit 125): {}", probe.missing().join("; "));
+        }
+    }
+    Ok(if can { 0 } else { 1 })
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn run(args: CheckArgs) -> Outcome {
     let verdict = "refuse: no enforcement backend for this platform in this build";
     if args.json {

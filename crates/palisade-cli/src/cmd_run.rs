@@ -32,8 +32,15 @@ fn backend(env: &palisade_policy::load::Environment) -> Result<palisade_linux::L
     Ok(palisade_linux::Linux::new(env.state_home.join("palisade/placeholders")))
 }
 
+/// Windows' backend, whose journal and private TEMP folders live in
+/// `%LOCALAPPDATA%\palisade` (the built-in policy hides it).
+#[cfg(windows)]
+fn backend(env: &palisade_policy::load::Environment) -> Result<palisade_windows::Windows, Failure> {
+    Ok(palisade_windows::Windows::new(env.state_home.join("palisade")))
+}
+
 /// No enforcement backend for this platform yet: refuse rather than run unsandboxed.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 fn backend(_: &palisade_policy::load::Environment) -> Result<NoBackend, Failure> {
     Err(Failure {
         message: "this build of Palisade has no enforcement backend for this platform yet; refusing to run the command unsandboxed".into(),
@@ -43,10 +50,10 @@ fn backend(_: &palisade_policy::load::Environment) -> Result<NoBackend, Failure>
 
 /// The backend of a platform that has none: it cannot be made (no value of it exists), so
 /// nothing can run without enforcement.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 enum NoBackend {}
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 impl palisade_sandbox::Backend for NoBackend {
     type Plan = palisade_sandbox::view::FsView;
 

@@ -8,6 +8,8 @@ mod cmd_mcp;
 mod cmd_policy;
 mod cmd_profiles;
 mod cmd_run;
+#[cfg(windows)]
+mod cmd_windows;
 mod exit;
 mod tree_scan;
 
@@ -54,6 +56,10 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => cmd_audit::run(cmd),
         Command::Profiles => cmd_profiles::run(),
         Command::Mcp(args) => cmd_mcp::run(args),
+        #[cfg(windows)]
+        Command::Forget { workspace } => cmd_windows::forget(&workspace),
+        #[cfg(windows)]
+        Command::Repair => cmd_windows::repair(),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -1,7 +1,15 @@
 //! The embedded default policy and built-in profiles.
 
 /// The built-in default policy, as TOML.
+#[cfg(not(windows))]
 pub const DEFAULT_POLICY: &str = include_str!("../defaults/default.toml");
+/// The embedded default policy (`palisade policy default`): Windows' paths.
+#[cfg(windows)]
+pub const DEFAULT_POLICY: &str = WINDOWS_DEFAULT_POLICY;
+/// Windows' default policy, on every OS (so its tests run everywhere).
+pub const WINDOWS_DEFAULT_POLICY: &str = include_str!("../defaults/windows.toml");
+/// The Linux (and macOS) default policy, on every OS.
+pub const UNIX_DEFAULT_POLICY: &str = include_str!("../defaults/default.toml");
 
 /// Built-in profiles: name and TOML.
 pub const PROFILES: &[(&str, &str)] = &[

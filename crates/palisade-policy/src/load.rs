@@ -360,6 +360,57 @@ impl Environment {
     /// Reads `HOME` (the password database only when it is unset), `TMPDIR` and the XDG
     /// base directories.
     pub fn from_process() -> Result<Environment, PolicyError> {
+        #[cfg(windows)]
+        return Environment::from_windows_process();
+        #[cfg(not(windows))]
+        Environment::from_unix_process()
+    }
+
+    /// Windows: `%USERPROFILE%` is the home, `%TEMP%` the temporary directory,
+    /// `%APPDATA%` the configuration, `%LOCALAPPDATA%` the state and
+    /// `%LOCALAPPDATA%\cache` the cache; git's global configuration as git for Windows
+    /// finds it.
+    #[cfg(windows)]
+    fn from_windows_process() -> Result<Environment, PolicyError> {
+        let var = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .and_then(|v| crate::winpath::WinPath::parse(&v).ok())
+                .map(|w| PathBuf::from(w.to_string()))
+        };
+        let need = |k: &str| var(k).ok_or_else(|| PolicyError::Setup(format!("%{k}% is not set to an absolute path")));
+        let home = need("USERPROFILE")?;
+        let local = need("LOCALAPPDATA")?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| PolicyError::Setup(format!("cannot read the current directory: {e}")))?;
+        let cwd = crate::winpath::WinPath::parse(&cwd.to_string_lossy())
+            .map(|w| PathBuf::from(w.to_string()))
+            .map_err(|e| PolicyError::Setup(format!("the current directory: {e}")))?;
+        let config_home = need("APPDATA")?;
+        let mut git_configs = Vec::new();
+        match var("GIT_CONFIG_GLOBAL") {
+            Some(g) => git_configs.push(g),
+            None => git_configs.extend([home.join(".config\\git\\config"), home.join(".gitconfig")]),
+        }
+        git_configs.extend(var("GIT_CONFIG_SYSTEM"));
+        let path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).filter(|d| d.is_absolute()).collect())
+            .unwrap_or_default();
+        Ok(Environment {
+            path,
+            tmp: need("TEMP")?,
+            git_configs,
+            config_home,
+            cache_home: local.join("cache"),
+            state_home: local,
+            home,
+            cwd,
+        })
+    }
+
+    #[cfg(not(windows))]
+    fn from_unix_process() -> Result<Environment, PolicyError> {
         let var =
             |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from).filter(|p| p.is_absolute());
         let home = match var("HOME") {
@@ -428,9 +479,9 @@ fn home_from_passwd() -> Option<PathBuf> {
     })
 }
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 fn home_from_passwd() -> Option<PathBuf> {
-    std::env::var_os("USERPROFILE").map(PathBuf::from)
+    None
 }
 
 /// Command-line policy flags, as typed. Relative paths are relative to the current directory.

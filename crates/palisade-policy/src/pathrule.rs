@@ -76,9 +76,31 @@ impl PathPattern {
 /// `path` is `dir` or lies beneath it, comparing whole components. Both are normalised
 /// absolute paths (no `.`, `..`, or doubled or trailing separators), so a byte prefix that
 /// ends at a separator is a component prefix; this is the hot path of every decision.
+#[cfg(not(windows))]
 pub fn is_within(path: &Path, dir: &Path) -> bool {
     let (p, d) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
     p.starts_with(d) && (p.len() == d.len() || d.ends_with(b"/") || p[d.len()] == b'/')
+}
+
+/// Windows: the same, comparing as Windows names files ([`crate::winpath`]): `/` and `\`
+/// alike, without regard to case (ASCII at once; other text through [`WinPath::is_within`]).
+///
+/// [`WinPath::is_within`]: crate::winpath::WinPath::is_within
+#[cfg(windows)]
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    let (p, d) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
+    if p.is_ascii() && d.is_ascii() {
+        let fold = |b: u8| if b == b'/' { b'\\' } else { b.to_ascii_uppercase() };
+        let sep = |b: u8| b == b'/' || b == b'\\';
+        return p.len() >= d.len()
+            && p.iter().zip(d).all(|(a, b)| fold(*a) == fold(*b))
+            && (p.len() == d.len() || d.last().is_some_and(|b| sep(*b)) || sep(p[d.len()]));
+    }
+    use crate::winpath::WinPath;
+    match (WinPath::parse(&path.to_string_lossy()), WinPath::parse(&dir.to_string_lossy())) {
+        (Ok(p), Ok(d)) => p.is_within(&d),
+        _ => false,
+    }
 }
 
 /// The leading components of `p` that contain no glob syntax.

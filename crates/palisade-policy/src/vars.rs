@@ -83,7 +83,14 @@ impl Vars {
             }
         }
         let path = PathBuf::from(out);
-        Ok(if path.is_absolute() { path } else { base.join(path) })
+        let path = if path.is_absolute() { path } else { base.join(path) };
+        // Windows: one spelling of each path (separators, trailing dots and spaces, streams),
+        // as the backend compares them (`winpath`).
+        #[cfg(windows)]
+        let path = crate::winpath::WinPath::parse(&path.to_string_lossy())
+            .map(|w| PathBuf::from(w.to_string()))
+            .map_err(|e| format!("`{text}`: {e}"))?;
+        Ok(path)
     }
 }
 

@@ -76,7 +76,7 @@ fn every_source_file_is_named_in_the_architecture_document() {
 }
 
 #[test]
-fn unsafe_code_is_allowed_only_in_the_linux_executor() {
+fn unsafe_code_is_allowed_only_in_the_backends_system_modules() {
     let allowed: Vec<String> = library_sources()
         .iter()
         .filter(|p| std::fs::read_to_string(p).unwrap().contains("allow(unsafe_code)"))
@@ -84,9 +84,19 @@ fn unsafe_code_is_allowed_only_in_the_linux_executor() {
         .collect();
     // `unsafe_code = "deny"` is a workspace lint; only `mod sys;` lifts it, and the test
     // probe, which exists to make raw system calls inside sandboxes.
-    assert_eq!(allowed, ["crates/palisade-cli/src/bin/palisade-probe.rs", "crates/palisade-linux/src/lib.rs"]);
-    let lib = std::fs::read_to_string(root().join("crates/palisade-linux/src/lib.rs")).unwrap();
-    assert!(lib.contains("#[allow(unsafe_code)]\nmod sys;"), "the allowance must be on `mod sys` alone");
+    assert_eq!(
+        allowed,
+        [
+            "crates/palisade-cli/src/bin/palisade-probe.rs",
+            "crates/palisade-linux/src/lib.rs",
+            "crates/palisade-windows/src/lib.rs"
+        ]
+    );
+    for backend in ["linux", "windows"] {
+        let lib = std::fs::read_to_string(root().join(format!("crates/palisade-{backend}/src/lib.rs"))).unwrap();
+        assert!(lib.contains("#[allow(unsafe_code)]\nmod sys;"), "the allowance must be on `mod sys` alone");
+        assert_eq!(lib.matches("allow(unsafe_code)").count(), 1, "palisade-{backend}");
+    }
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     assert!(manifest.contains("unsafe_code = \"deny\""));
 }

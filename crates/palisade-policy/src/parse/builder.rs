@@ -338,9 +338,10 @@ pub(super) fn check_env_pattern(text: &str) -> Result<(), String> {
     if text.is_empty() {
         return Err("empty variable name".into());
     }
-    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'*') {
+    // Windows names a few standard variables with parentheses (`ProgramFiles(x86)`).
+    if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'*' | b'(' | b')')) {
         return Err(format!(
-            "`{}` is not a variable name (letters, digits, `_`, and `*` in patterns)",
+            "`{}` is not a variable name (letters, digits, `_`, `(`, `)`, and `*` in patterns)",
             text.escape_debug()
         ));
     }

@@ -152,3 +152,32 @@ fn every_builtin_profile_parses_and_keeps_secrets_denied() {
         assert_eq!(access(&p, &format!("{WS}/.git/hooks/x")), Access::Read, "{name}");
     }
 }
+
+/// Windows' default policy parses, and keeps every protection of the Linux default that is
+/// not about Linux's own files: each `${writable}/NAME` row, and the secrets Windows has.
+#[test]
+fn the_windows_default_parses_and_keeps_every_writable_protection() {
+    let rows = |text: &str, key: &str| -> Vec<String> {
+        let v: toml::Value = toml::from_str(text).unwrap();
+        v["filesystem"][key].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect()
+    };
+    let win = palisade_policy::builtin::WINDOWS_DEFAULT_POLICY;
+    let unix = palisade_policy::builtin::UNIX_DEFAULT_POLICY;
+    parse_layer(win, "<built-in windows>", LayerKind::Builtin, &crate::util::vars(), &Lexical).unwrap();
+    let win_protect = rows(win, "protect");
+    for r in rows(unix, "protect").iter().filter(|r| r.starts_with("${writable}/")) {
+        assert!(win_protect.contains(r), "{r} is protected on Linux but not on Windows");
+    }
+    let win_deny = rows(win, "deny");
+    for r in [
+        "~/.ssh",
+        "~/.aws",
+        "~/AppData/Roaming/Microsoft/Protect",
+        "~/AppData/Roaming/Microsoft/Credentials",
+        "${state}/palisade",
+    ] {
+        assert!(win_deny.iter().any(|d| d == r), "{r} is not denied on Windows");
+    }
+    // Linux's system paths mean nothing on Windows and must not be there.
+    assert!(!win.contains("\"/usr\"") && !win.contains("\"/etc"));
+}

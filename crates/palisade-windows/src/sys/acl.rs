@@ -131,10 +131,8 @@ impl Host for Acls {
         };
         let mut new: *mut ACL = null_mut();
         // SAFETY: one entry, the object's ACL; `new` freed below.
-        win32(
-            unsafe { SetEntriesInAclW(1, &ea, old.acl, &mut new) },
-            &format!("adding an entry to the ACL of {}", e.path),
-        )?;
+        let r = unsafe { SetEntriesInAclW(1, &ea, old.acl, &mut new) };
+        win32(r, &format!("adding an entry to the ACL of {}", e.path))?;
         let r = set(&h, new, &e.path);
         // SAFETY: allocated by SetEntriesInAclW.
         unsafe { LocalFree(new.cast()) };
