@@ -141,6 +141,12 @@ impl WinPath {
         })
     }
 
+    /// The folder above, or `None` at the root.
+    pub fn parent(&self) -> Option<WinPath> {
+        let (_, rest) = self.parts.split_last()?;
+        Some(WinPath { root: self.root.clone(), parts: rest.to_vec() })
+    }
+
     /// The path's root.
     pub fn root(&self) -> &Root {
         &self.root

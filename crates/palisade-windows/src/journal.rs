@@ -7,9 +7,14 @@
 //! and removal of a placeholder. Replaying the lines gives [`State`]: what is in place.
 //!
 //! Rules:
-//! - An ACL entry is placed once and kept (the next run of the workspace finds it in place
-//!   and changes nothing); [`forget`] revokes every entry of one workspace's capability,
+//! - An ACL entry is placed once and kept: each run checks that every entry of its plan is on
+//!   its object (one read of the object's DACL; an object replaced since has lost it) and
+//!   places only what is missing, so the next run of a workspace usually changes nothing.
+//!   Entries of the workspace's capability that its plan no longer has (the policy was
+//!   narrowed) are revoked. [`forget`] revokes every entry of one workspace's capability,
 //!   exactly the tuples recorded, nothing else.
+//! - The journal is locked (`LockFileEx` through `File::lock`) while it is open, so a run's
+//!   set-up and `repair` never interleave.
 //! - A placeholder is removed when its run ends; [`repair`] removes what a run that died
 //!   left (its process no longer alive), and revokes entries whose intent was recorded but
 //!   whose confirmation was not.
@@ -56,10 +61,14 @@ pub enum Record {
         /// The supervisor's process id.
         pid: u32,
     },
-    /// The placeholder at `path` was removed.
+    /// Run `pid` no longer needs the placeholder at `path` (removed when no other run
+    /// does; `pid` absent: removed whatever ran).
     Removed {
         /// Where.
         path: String,
+        /// The run that let it go.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
     },
 }
 
@@ -111,8 +120,9 @@ pub enum Status {
 pub struct State {
     /// ACL entries not revoked.
     pub entries: BTreeMap<Entry, Status>,
-    /// Placeholders not removed, with the run that made them.
-    pub made: BTreeMap<String, u32>,
+    /// Placeholders not removed, with the runs that use them (parallel runs of one
+    /// workspace share each placeholder; the last one removes it).
+    pub made: BTreeMap<String, Vec<u32>>,
 }
 
 /// Whether ACL changes are allowed on this machine.
@@ -133,6 +143,13 @@ pub trait Host {
     /// # Errors
     /// The system's error.
     fn apply(&mut self, e: &Entry) -> io::Result<bool>;
+    /// Whether `e` is on its object now (an entry of the same type, trustee and flags whose
+    /// mask holds `e`'s); `None` when the object does not exist. Asked on every run: an
+    /// object replaced since (a file renamed over it) has lost its explicit entries.
+    ///
+    /// # Errors
+    /// The system's error.
+    fn present(&mut self, e: &Entry) -> io::Result<Option<bool>>;
     /// Removes exactly `e` (same type, trustee, mask and flags), if present.
     ///
     /// # Errors
@@ -162,12 +179,14 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path`.
+    /// Opens (creating) the journal at `path` and locks it until dropped (waiting for
+    /// another process that holds it).
     ///
     /// # Errors
-    /// When it cannot be opened for appending.
+    /// When it cannot be opened for appending or locked.
     pub fn open(path: &Path) -> io::Result<Journal> {
         let mut file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+        file.lock()?;
         // A line cut by a crash is ended, so the next record starts a line of its own.
         let len = file.metadata()?.len();
         if len > 0 {
@@ -212,9 +231,17 @@ impl Journal {
                     s.entries.remove(&ace);
                 }
                 Record::Made { path, pid } => {
-                    s.made.insert(path, pid);
+                    s.made.entry(path).or_default().push(pid);
                 }
-                Record::Removed { path } => {
+                Record::Removed { path, pid: Some(pid) } => {
+                    if let Some(runs) = s.made.get_mut(&path) {
+                        runs.retain(|p| *p != pid);
+                        if runs.is_empty() {
+                            s.made.remove(&path);
+                        }
+                    }
+                }
+                Record::Removed { path, pid: None } => {
                     s.made.remove(&path);
                 }
             }
@@ -229,9 +256,19 @@ pub enum EnsureError {
     /// The journal could not be read.
     #[error("reading the journal: {0}")]
     Journal(#[source] io::Error),
-    /// ACL changes are forbidden here and these entries are missing.
-    #[error("this machine forbids Palisade to change ACLs, and the run needs {} entries that are not in place: {}", .0.len(), describe(.0))]
-    Forbidden(Vec<Entry>),
+    /// ACL changes are forbidden here, and entries are missing (or are there and the plan
+    /// no longer has them).
+    #[error(
+        "this machine forbids Palisade to change ACLs, and the run needs entries placed ({}) or removed ({}); an administrator can make these changes, or allow them in %ProgramData%\\palisade\\machine.toml",
+        describe(missing),
+        describe(extra)
+    )]
+    Forbidden {
+        /// Entries to place.
+        missing: Vec<Entry>,
+        /// Entries of the workspace's capability to remove.
+        extra: Vec<Entry>,
+    },
     /// The journal or the host failed at `entry`.
     #[error("placing {}: {source}", describe(std::slice::from_ref(entry)))]
     Host {
@@ -251,61 +288,100 @@ fn describe(entries: &[Entry]) -> String {
         .join("; ")
 }
 
-/// Puts every entry of `acl` in place that the journal does not show applied: intent
-/// recorded, entry placed, confirmation recorded, one at a time. Returns how many it placed
-/// (0 on every run of a workspace but its first).
+/// What [`ensure`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ensured {
+    /// Entries placed (0 on most runs of a workspace but its first).
+    pub placed: usize,
+    /// Entries of `retire`'s capabilities revoked because the plan no longer has them.
+    pub revoked: usize,
+}
+
+/// Puts every entry of `acl` in place that is not on its object now (intent recorded, entry
+/// placed, confirmation recorded, one at a time), and revokes the journaled entries of the
+/// capabilities in `retire` (the workspace's own) that `acl` no longer has. An entry whose
+/// object does not exist is skipped (a grant of a folder the host lacks); the placeholders
+/// are made before this is called, so theirs always exist.
 ///
 /// # Errors
-/// [`EnsureError`]: with [`Mode::Forbid`], the entries that are missing; otherwise the first
-/// failure (entries placed before it stay recorded).
-pub fn ensure(journal: &mut Journal, host: &mut dyn Host, acl: &[Ace], mode: Mode) -> Result<usize, EnsureError> {
+/// [`EnsureError`]: with [`Mode::Forbid`], what would change; otherwise the first failure
+/// (entries placed before it stay recorded).
+pub fn ensure(
+    journal: &mut Journal,
+    host: &mut dyn Host,
+    acl: &[Ace],
+    mode: Mode,
+    retire: &[Sid],
+) -> Result<Ensured, EnsureError> {
     let state = journal.state().map_err(EnsureError::Journal)?;
-    let needed: Vec<Entry> =
-        acl.iter().map(Entry::from).filter(|e| state.entries.get(e) != Some(&Status::Applied)).collect();
-    if needed.is_empty() {
-        return Ok(0);
+    let wanted: Vec<Entry> = acl.iter().map(Entry::from).collect();
+    let extra: Vec<Entry> =
+        state.entries.keys().filter(|e| retire.iter().any(|s| s.0 == e.sid) && !wanted.contains(e)).cloned().collect();
+    let mut missing = Vec::new();
+    for e in &wanted {
+        let fail = |source| EnsureError::Host { entry: e.clone(), source };
+        if host.present(e).map_err(fail)? == Some(false) {
+            missing.push(e.clone());
+        }
+    }
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(Ensured::default());
     }
     if mode == Mode::Forbid {
-        return Err(EnsureError::Forbidden(needed));
+        return Err(EnsureError::Forbidden { missing, extra });
     }
-    let mut placed = 0;
-    for e in &needed {
+    let mut done = Ensured::default();
+    for e in &extra {
+        revoke(journal, host, e).map_err(|source| EnsureError::Host { entry: e.clone(), source })?;
+        done.revoked += 1;
+    }
+    for e in &missing {
         let fail = |source| EnsureError::Host { entry: e.clone(), source };
         journal.record(&Record::Intent { ace: e.clone() }).map_err(fail)?;
         let record = if host.apply(e).map_err(fail)? {
-            placed += 1;
+            done.placed += 1;
             Record::Applied { ace: e.clone() }
         } else {
             Record::Revoked { ace: e.clone() }
         };
         journal.record(&record).map_err(fail)?;
     }
-    Ok(placed)
+    Ok(done)
 }
 
-/// Makes the run's placeholders, each journaled first.
+/// Makes the run's placeholders, each journaled first. A placeholder the journal knows (a
+/// live run of the same workspace made it, or a run that died left it) is used as it is.
 ///
 /// # Errors
-/// The first failure; those made before it are removed again.
+/// The first failure; those made before it are let go again.
 pub fn make(journal: &mut Journal, host: &mut dyn Host, made: &[Made], pid: u32) -> io::Result<()> {
+    let state = journal.state()?;
     for (i, m) in made.iter().enumerate() {
-        let r = journal.record(&Record::Made { path: m.path.clone(), pid }).and_then(|()| host.make(m));
+        // Ours already: a live run's, or one a run that died left (found again, not made).
+        let known = state.made.contains_key(&m.path);
+        let r = journal.record(&Record::Made { path: m.path.clone(), pid }).and_then(|()| match host.make(m) {
+            Err(e) if known && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        });
         if let Err(e) = r {
-            let _ = unmake(journal, host, &made[..=i]);
+            let _ = unmake(journal, host, &made[..=i], pid);
             return Err(e);
         }
     }
     Ok(())
 }
 
-/// Removes the run's placeholders and records it.
+/// Lets go of the run's placeholders: each is removed unless another live run uses it.
 ///
 /// # Errors
 /// The first failure (the others are still tried; `repair` finds what is left).
-pub fn unmake(journal: &mut Journal, host: &mut dyn Host, made: &[Made]) -> io::Result<()> {
+pub fn unmake(journal: &mut Journal, host: &mut dyn Host, made: &[Made], pid: u32) -> io::Result<()> {
+    let state = journal.state()?;
     let mut first = Ok(());
     for m in made.iter().rev() {
-        let r = host.remove(&m.path).and_then(|()| journal.record(&Record::Removed { path: m.path.clone() }));
+        let others = state.made.get(&m.path).is_some_and(|runs| runs.iter().any(|p| *p != pid && host.alive(*p)));
+        let r = if others { Ok(()) } else { host.remove(&m.path) }
+            .and_then(|()| journal.record(&Record::Removed { path: m.path.clone(), pid: Some(pid) }));
         if first.is_ok() {
             first = r;
         }
@@ -330,10 +406,10 @@ pub struct Undone {
 pub fn repair(journal: &mut Journal, host: &mut dyn Host) -> io::Result<Undone> {
     let state = journal.state()?;
     let mut done = Undone::default();
-    for (path, pid) in &state.made {
-        if !host.alive(*pid) {
+    for (path, runs) in &state.made {
+        if !runs.iter().any(|p| host.alive(*p)) {
             host.remove(path)?;
-            journal.record(&Record::Removed { path: path.clone() })?;
+            journal.record(&Record::Removed { path: path.clone(), pid: None })?;
             done.removed.push(path.clone());
         }
     }

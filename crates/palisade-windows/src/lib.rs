@@ -8,7 +8,8 @@
 //! - [`sid`]: capability and AppContainer SIDs derived from names.
 //! - [`journal`]: every host change recorded before it is made; repair and forget.
 //! - `sys` (Windows only): the system calls: the AppContainer profile, ACLs, the job object
-//!   and its completion port, the launch. The [`Windows`] backend lives there.
+//!   and its completion port, the launch. The `Windows` backend (on Windows only) lives
+//!   there.
 
 pub mod cmdline;
 pub mod journal;

@@ -28,6 +28,9 @@ impl Host for Fake {
         self.aces.insert(e.clone());
         Ok(true)
     }
+    fn present(&mut self, e: &Entry) -> io::Result<Option<bool>> {
+        Ok(if e.path.ends_with("absent") { None } else { Some(self.aces.contains(e)) })
+    }
     fn revoke(&mut self, e: &Entry) -> io::Result<()> {
         self.aces.remove(e);
         Ok(())
@@ -90,12 +93,12 @@ fn entries_are_placed_once_per_workspace_and_recorded_before_they_are_made() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a", "S-1-15-3-1024-1"), ace(r"C:\src\a\b", "S-1-15-3-1024-1")];
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 2);
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 0, "the second run changes nothing");
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 2);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 0, "the second run changes nothing");
     assert_eq!(host.applied, 2);
     // A new grant of the policy is added alone (incremental, never the whole set again).
     let more = [acl[0].clone(), acl[1].clone(), ace(r"C:\src\a\c", "S-1-15-3-1024-1")];
-    assert_eq!(ensure(&mut j, &mut host, &more, Mode::Apply).unwrap(), 1);
+    assert_eq!(ensure(&mut j, &mut host, &more, Mode::Apply, &[]).unwrap().placed, 1);
     let state = j.state().unwrap();
     assert!(state.entries.values().all(|s| *s == Status::Applied));
 }
@@ -105,9 +108,8 @@ fn a_grant_of_a_folder_the_host_lacks_is_tried_again_next_run() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\absent", "S-1")];
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 0);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 0);
     assert!(j.state().unwrap().entries.is_empty(), "nothing is recorded as in place");
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 0);
 }
 
 #[test]
@@ -115,7 +117,7 @@ fn a_failure_leaves_an_intent_that_repair_revokes() {
     let (_d, mut j) = journal();
     let mut host = Fake { fail_at: Some(r"C:\src\a\b".into()), ..Fake::default() };
     let acl = [ace(r"C:\src\a", "S-1"), ace(r"C:\src\a\b", "S-1")];
-    let e = ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap_err().to_string();
+    let e = ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap_err().to_string();
     assert!(e.contains(r"C:\src\a\b") && e.contains("S-1"), "{e}");
     let state = j.state().unwrap();
     assert_eq!(state.entries.get(&Entry::from(&acl[0])), Some(&Status::Applied));
@@ -130,14 +132,14 @@ fn forbidden_changes_fail_with_every_missing_entry_and_change_nothing() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a", "S-1-15-3-1024-7")];
-    let e = ensure(&mut j, &mut host, &acl, Mode::Forbid).unwrap_err();
+    let e = ensure(&mut j, &mut host, &acl, Mode::Forbid, &[]).unwrap_err();
     let text = e.to_string();
     assert!(text.contains(r"C:\src\a") && text.contains("S-1-15-3-1024-7") && text.contains("modify"), "{text}");
     assert_eq!(host.applied, 0);
     assert!(j.state().unwrap().entries.is_empty());
     // Entries already in place (an administrator placed them) satisfy a forbidding machine.
-    ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap();
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Forbid).unwrap(), 0);
+    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Forbid, &[]).unwrap().placed, 0);
 }
 
 #[test]
@@ -152,7 +154,7 @@ fn placeholders_of_dead_runs_are_repaired_and_those_of_live_runs_kept() {
     let undone = repair(&mut j, &mut host).unwrap();
     assert_eq!(undone.removed, [r"C:\src\a\.vscode"]);
     assert!(host.made.contains_key(r"C:\src\b\.vscode"));
-    unmake(&mut j, &mut host, &b).unwrap();
+    unmake(&mut j, &mut host, &b, 200).unwrap();
     assert!(host.made.is_empty() && j.state().unwrap().made.is_empty());
 }
 
@@ -174,29 +176,94 @@ fn forget_revokes_exactly_one_workspaces_entries() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a", "S-A"), ace(r"C:\src\b", "S-B"), ace(r"C:\Users\me\.cargo", "S-TOOLCHAIN")];
-    ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap();
+    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
     let undone = forget(&mut j, &mut host, &[Sid("S-A".into())]).unwrap();
     assert_eq!(undone.revoked, [Entry::from(&acl[0])]);
     assert_eq!(host.aces.len(), 2);
     assert!(!host.aces.contains(&Entry::from(&acl[0])));
     // Forgotten entries are placed again by the workspace's next run.
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 1);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 1);
 }
 
 #[test]
 fn a_line_cut_by_a_crash_is_skipped() {
     let (d, mut j) = journal();
     let mut host = Fake::default();
-    ensure(&mut j, &mut host, &[ace(r"C:\src\a", "S-1")], Mode::Apply).unwrap();
+    ensure(&mut j, &mut host, &[ace(r"C:\src\a", "S-1")], Mode::Apply, &[]).unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(d.0.join("journal.jsonl"))
         .unwrap()
         .write_all(b"{\"op\":\"intent\",\"ace\":{\"pa")
         .unwrap();
+    drop(j);
     let mut j = Journal::open(&d.0.join("journal.jsonl")).unwrap();
     assert_eq!(j.state().unwrap().entries.len(), 1);
     // The next record is read whole, not glued to the cut line.
-    ensure(&mut j, &mut host, &[ace(r"C:\src\b", "S-1")], Mode::Apply).unwrap();
+    ensure(&mut j, &mut host, &[ace(r"C:\src\b", "S-1")], Mode::Apply, &[]).unwrap();
     assert_eq!(j.state().unwrap().entries.len(), 2);
+}
+
+#[test]
+fn an_entry_lost_with_a_replaced_object_is_placed_again() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let acl = [ace(r"C:\src\a\.git\config", "S-1")];
+    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
+    // The user's own `git config` renames a new file over the protected one: the new file
+    // has only inherited entries.
+    host.aces.clear();
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 1);
+    assert!(host.aces.contains(&Entry::from(&acl[0])));
+}
+
+#[test]
+fn entries_the_narrowed_policy_no_longer_has_are_revoked_for_the_workspace_only() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let ws = Sid("S-WS".into());
+    let wide = [ace(r"C:\src\a", "S-WS"), ace(r"C:\src\extra", "S-WS"), ace(r"C:\Users\me\.cargo", "S-TOOL")];
+    ensure(&mut j, &mut host, &wide, Mode::Apply, std::slice::from_ref(&ws)).unwrap();
+    // The next run's policy no longer grants C:\src\extra (and plans no toolchain entry).
+    let narrow = [wide[0].clone()];
+    // A machine that forbids changes refuses, naming the entry that would have to go.
+    let e = ensure(&mut j, &mut host, &narrow, Mode::Forbid, std::slice::from_ref(&ws)).unwrap_err().to_string();
+    assert!(e.contains(r"C:\src\extra"), "{e}");
+    let done = ensure(&mut j, &mut host, &narrow, Mode::Apply, std::slice::from_ref(&ws)).unwrap();
+    assert_eq!(done, Ensured { placed: 0, revoked: 1 });
+    assert!(!host.aces.contains(&Entry::from(&wide[1])));
+    assert!(host.aces.contains(&Entry::from(&wide[2])), "another capability's entries are not this run's to revoke");
+}
+
+#[test]
+fn parallel_runs_share_a_placeholder_and_the_last_one_removes_it() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let m = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
+    host.alive.extend([1, 2]);
+    make(&mut j, &mut host, &m, 1).unwrap();
+    // The second run shares the first one's placeholder (making it again would fail).
+    make(&mut j, &mut host, &m, 2).unwrap();
+    unmake(&mut j, &mut host, &m, 1).unwrap();
+    host.alive.remove(&1);
+    assert!(host.made.contains_key(&m[0].path), "run 2 still needs it");
+    unmake(&mut j, &mut host, &m, 2).unwrap();
+    assert!(host.made.is_empty());
+    assert!(j.state().unwrap().made.is_empty());
+}
+
+#[test]
+fn a_placeholder_left_by_a_run_that_died_is_used_again() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let m = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
+    make(&mut j, &mut host, &m, 7).unwrap();
+    // Run 7 died; run 8 finds the placeholder in place and goes on.
+    make(&mut j, &mut host, &m, 8).unwrap();
+    host.alive.insert(8);
+    assert!(repair(&mut j, &mut host).unwrap().removed.is_empty(), "run 8 uses it");
+    // Something else at a protected path (not made by Palisade) stops the run.
+    let other = [Made { path: r"C:\src\a\.idea".into(), contents: None }];
+    host.made.insert(other[0].path.clone(), None);
+    assert!(make(&mut j, &mut host, &other, 8).is_err());
 }

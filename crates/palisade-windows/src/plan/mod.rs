@@ -209,8 +209,15 @@ pub struct WindowsPlan {
     pub notes: Vec<String>,
 }
 
-/// The name of the fixed capability holding the built-in policy's read grants.
-pub const TOOLCHAIN_CAPABILITY: &str = "palisade.toolchain.read";
+/// The prefix of the capability holding the built-in policy's read grants:
+/// `palisade.toolchain.TAG`, TAG a hash of the exact entries it holds (paths, kinds, masks).
+/// Workspaces whose built-in reads are the same share it (so they are placed once per
+/// machine); a workspace whose policy narrows them (hides `~/.cargo`) gets another, so no
+/// entry placed for one set is ever held by a token planned for a narrower one.
+pub const TOOLCHAIN_CAPABILITY: &str = "palisade.toolchain";
+
+/// Stands for the toolchain capability's SID until its entries are known.
+const TOOLCHAIN_PENDING: &str = "toolchain";
 
 /// The mitigations every run asks for: address-space layout randomisation (bottom-up, high
 /// entropy), heap corruption ending the process, no legacy extension points (AppInit DLLs,
@@ -284,11 +291,8 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     let ws_cap = format!("palisade.workspace.{tag}");
     let capabilities = vec![
         Capability { holder: Holder::Workspace, sid: sid::capability_sid(&ws_cap), name: ws_cap },
-        Capability {
-            holder: Holder::Toolchain,
-            sid: sid::capability_sid(TOOLCHAIN_CAPABILITY),
-            name: TOOLCHAIN_CAPABILITY.into(),
-        },
+        // Named (and its SID derived) once its entries are known; see TOOLCHAIN_CAPABILITY.
+        Capability { holder: Holder::Toolchain, sid: Sid(TOOLCHAIN_PENDING.into()), name: String::new() },
     ];
     let sid_of = |h: Holder| {
         capabilities.iter().find(|c| c.holder == h).map(|c| c.sid.clone()).unwrap_or_else(|| unreachable!())
@@ -466,6 +470,79 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
             Entry::File { .. } => {
                 missing.push(format!("{path}: a file shown in place of the host's is not supported on Windows"));
             }
+        }
+    }
+    // A protected path can be neither renamed nor removed (its own deny), but a folder above
+    // it could be renamed away and a new one made in its place (`.git` moved aside, a new
+    // `.git` with its own configuration): every folder between a writable grant and a
+    // protected path has `DELETE` denied, on itself only.
+    let protected: Vec<WinPath> = acl
+        .iter()
+        .filter(|a| a.kind == rights::AceKind::Deny && a.mask == rights::WRITE_ANY)
+        .filter_map(|a| WinPath::parse(&a.path).ok())
+        .collect();
+    let writable_roots: Vec<WinPath> = acl
+        .iter()
+        .filter(|a| a.kind == rights::AceKind::Allow && a.mask == rights::MODIFY)
+        .filter_map(|a| WinPath::parse(&a.path).ok())
+        .collect();
+    let mut pinned: Vec<WinPath> = Vec::new();
+    for p in &protected {
+        for root in writable_roots.iter().filter(|r| p.is_within(r) && p != *r) {
+            let mut a = p.parent();
+            while let Some(dir) = a {
+                if !dir.is_within(root) || dir == *root {
+                    break;
+                }
+                if !pinned.contains(&dir) {
+                    pinned.push(dir.clone());
+                }
+                a = dir.parent();
+            }
+        }
+    }
+    for dir in &pinned {
+        if !acl
+            .iter()
+            .any(|a| a.path == dir.to_string() && a.kind == rights::AceKind::Deny && a.mask & rights::DELETE != 0)
+        {
+            acl.push(ace(
+                dir,
+                rights::AceKind::Deny,
+                sid_of(Holder::Workspace),
+                rights::DELETE,
+                rights::Inherit::None,
+                false,
+            ));
+        }
+    }
+    // The toolchain capability, named after exactly what it holds.
+    let mut held: Vec<String> = acl
+        .iter()
+        .filter(|a| a.sid.0 == TOOLCHAIN_PENDING)
+        .map(|a| {
+            format!(
+                "{}|{:?}|{:#x}|{:?}",
+                WinPath::parse(&a.path).map(|w| w.key()).unwrap_or_default(),
+                a.kind,
+                a.mask,
+                a.inherit
+            )
+        })
+        .collect();
+    held.sort();
+    let mut capabilities = capabilities;
+    if held.is_empty() {
+        capabilities.retain(|c| c.holder != Holder::Toolchain);
+    } else {
+        let name = format!("{TOOLCHAIN_CAPABILITY}.{}", sid::path_tag(&held.join("\n")));
+        let tsid = sid::capability_sid(&name);
+        for a in acl.iter_mut().filter(|a| a.sid.0 == TOOLCHAIN_PENDING) {
+            a.sid = tsid.clone();
+        }
+        for c in capabilities.iter_mut().filter(|c| c.holder == Holder::Toolchain) {
+            c.name = name.clone();
+            c.sid = tsid.clone();
         }
     }
     if !input.view.tripwires.is_empty() {

@@ -16,6 +16,9 @@ pub const MODIFY: u32 = 0x0013_01BF;
 /// `FILE_WRITE_ATTRIBUTES`, `DELETE`, `WRITE_DAC`, `WRITE_OWNER` (`0xD0156`). Denied on
 /// protected paths, so they can be read but not changed, replaced, renamed or removed.
 pub const WRITE_ANY: u32 = 0x000D_0156;
+/// `DELETE` (`0x10000`): denied, on the folder alone, on every folder between a writable
+/// grant and a protected path, so none can be renamed away with the protected path inside.
+pub const DELETE: u32 = 0x0001_0000;
 /// `FILE_ALL_ACCESS` (`0x1F01FF`): denied on hidden paths beneath a grant.
 pub const ALL: u32 = 0x001F_01FF;
 
@@ -57,6 +60,7 @@ pub fn name(mask: u32) -> &'static str {
         MODIFY => "modify",
         WRITE_ANY => "write_any",
         ALL => "all",
+        DELETE => "delete",
         _ => "custom",
     }
 }

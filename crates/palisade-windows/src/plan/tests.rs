@@ -260,3 +260,37 @@ fn a_hidden_path_inside_a_folder_every_app_container_reads_is_named_as_missing()
     let plan = plan_of(view).unwrap();
     assert!(plan.missing.iter().any(|m| m.contains(r"C:\ProgramData\tool\token")), "{:?}", plan.missing);
 }
+
+#[test]
+fn folders_above_a_protected_path_cannot_be_renamed_away() {
+    let plan = plan_of(every_entry()).unwrap();
+    let ws = &plan.capabilities[0].sid;
+    // `.git` holds protected paths (hooks, config): renaming it aside and making a new one
+    // would leave the protections on the old one.
+    let a = aces_at(&plan, r"C:\src\repo\.git");
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].kind, a[0].mask, a[0].inherit, &a[0].sid),
+        (AceKind::Deny, rights::DELETE, rights::Inherit::None, ws)
+    );
+    // The workspace itself keeps its grant alone (its parent is not writable: it cannot be
+    // renamed from inside anyway).
+    assert!(aces_at(&plan, WS).iter().all(|a| a.kind == AceKind::Allow));
+}
+
+#[test]
+fn a_narrower_set_of_builtin_reads_gets_a_toolchain_capability_of_its_own() {
+    let full = plan_of(every_entry()).unwrap();
+    // The same view, but this workspace's policy hides one more file under ~/.cargo: the
+    // deny must not reach the tokens of workspaces that may read it, and their grants must
+    // not reach this one.
+    let mut view = every_entry();
+    view.entries.insert(6, Entry::Hidden { path: r"C:\Users\me\.cargo\config.toml".into(), dir: false });
+    let narrower = plan_of(view).unwrap();
+    assert_ne!(full.capabilities[1].sid, narrower.capabilities[1].sid);
+    assert_eq!(full.capabilities[0].sid, narrower.capabilities[0].sid, "same workspace, same workspace capability");
+    // No built-in reads at all: no toolchain capability in the token.
+    let view = FsView { entries: vec![host(WS, true)], cwd: WS.into(), tripwires: vec![] };
+    let plan = plan_of(view).unwrap();
+    assert_eq!(plan.capabilities.len(), 1);
+}

@@ -18,6 +18,8 @@ use windows_sys::Win32::Security::{
 use windows_sys::Win32::Storage::FileSystem::*;
 use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject};
 
+use palisade_policy::winpath::WinPath;
+
 use super::handle::{Handle, last_error, wide, win32};
 use crate::journal::{Entry, Host};
 use crate::plan::Made;
@@ -49,7 +51,28 @@ fn open(path: &str) -> io::Result<Option<Handle>> {
             _ => Err(io::Error::new(e.kind(), format!("opening {path}: {e}"))),
         };
     }
-    Ok(Some(Handle(h)))
+    let h = Handle(h);
+    // Only the last component is opened without following a link: a junction or link on
+    // the way (planted in a writable folder) would put the entry somewhere else. The handle's
+    // final path must be the path asked for.
+    let mut buf = vec![0u16; 1024];
+    // SAFETY: a valid handle and a buffer of the given length.
+    let n =
+        unsafe { GetFinalPathNameByHandleW(h.0, buf.as_mut_ptr(), buf.len() as u32, FILE_NAME_NORMALIZED) } as usize;
+    if n == 0 || n >= buf.len() {
+        return Err(last_error(&format!("reading the final path of {path}")));
+    }
+    let fin = String::from_utf16_lossy(&buf[..n]);
+    let same = match (WinPath::parse(&fin), WinPath::parse(path)) {
+        (Ok(a), Ok(b)) => a.key() == b.key(),
+        _ => false,
+    };
+    if !same {
+        return Err(io::Error::other(format!(
+            "{path} leads to {fin} through a junction or link on the way: refusing to change its ACL (use the real path)"
+        )));
+    }
+    Ok(Some(h))
 }
 
 /// The object's DACL (valid while the returned descriptor lives).
@@ -139,33 +162,25 @@ impl Host for Acls {
         r.map(|()| true)
     }
 
+    fn present(&mut self, e: &Entry) -> io::Result<Option<bool>> {
+        let Some(h) = open(&e.path)? else { return Ok(None) };
+        let d = dacl(&h, &e.path)?;
+        let sid = Sid::parse(&e.sid)?;
+        Ok(Some(!matching(&d, &sid, e).is_empty()))
+    }
+
     fn revoke(&mut self, e: &Entry) -> io::Result<()> {
         let Some(h) = open(&e.path)? else { return Ok(()) };
         let d = dacl(&h, &e.path)?;
-        if d.acl.is_null() {
+        let sid = Sid::parse(&e.sid)?;
+        let found = matching(&d, &sid, e);
+        if found.is_empty() {
             return Ok(());
         }
-        let sid = Sid::parse(&e.sid)?;
-        let want_type: u8 = if e.kind == "deny" { 1 } else { 0 }; // ACCESS_DENIED_ACE_TYPE, ACCESS_ALLOWED_ACE_TYPE
-        // SAFETY: the ACL is valid while `d` lives; each ACE of an allowed or denied type
-        // is an ACE_HEADER, a mask and the SID's first word (ACCESS_ALLOWED_ACE layout).
-        unsafe {
-            let count = (*d.acl).AceCount as u32;
-            for i in (0..count).rev() {
-                let mut ace: *mut core::ffi::c_void = null_mut();
-                if GetAce(d.acl, i, &mut ace) == 0 {
-                    continue;
-                }
-                let header = &*(ace as *const ACE_HEADER);
-                if header.AceType != want_type || header.AceFlags as u32 & INHERITED_ACE != 0 {
-                    continue;
-                }
-                let mask = *(ace.cast::<u8>().add(4) as *const u32);
-                let ace_sid = ace.cast::<u8>().add(8) as PSID;
-                if mask == e.mask && (header.AceFlags as u32 & 0x3) == e.flags && EqualSid(ace_sid, sid.0) != 0 {
-                    DeleteAce(d.acl, i);
-                }
-            }
+        for i in found.into_iter().rev() {
+            // SAFETY: `i` indexes an entry of the ACL read above, which `d` keeps alive;
+            // deleting from the highest index down keeps the others' indexes valid.
+            unsafe { DeleteAce(d.acl, i) };
         }
         set(&h, d.acl, &e.path)
     }
@@ -208,4 +223,36 @@ impl Host for Acls {
 #[cfg(test)]
 pub fn alive_for_tests(pid: u32) -> bool {
     Acls.alive(pid)
+}
+
+/// The indexes of the object's own (not inherited) entries of `e`'s type, trustee and
+/// inheritance whose mask holds `e`'s (`SetEntriesInAclW` merges a new entry into an
+/// existing one for the same trustee; every entry for Palisade's capabilities is Palisade's).
+fn matching(d: &Dacl, sid: &Sid, e: &Entry) -> Vec<u32> {
+    let mut found = Vec::new();
+    if d.acl.is_null() {
+        return found;
+    }
+    let want_type: u8 = if e.kind == "deny" { 1 } else { 0 }; // ACCESS_DENIED_ACE_TYPE, ACCESS_ALLOWED_ACE_TYPE
+    // SAFETY: the ACL is valid while `d` lives; an allowed or denied ACE is an ACE_HEADER, a
+    // 32-bit mask and the SID (the ACCESS_ALLOWED_ACE layout).
+    unsafe {
+        for i in 0..u32::from((*d.acl).AceCount) {
+            let mut ace: *mut core::ffi::c_void = null_mut();
+            if GetAce(d.acl, i, &mut ace) == 0 {
+                continue;
+            }
+            let header = &*(ace as *const ACE_HEADER);
+            if header.AceType != want_type || u32::from(header.AceFlags) & INHERITED_ACE != 0 {
+                continue;
+            }
+            let mask = *(ace.cast::<u8>().add(4) as *const u32);
+            let ace_sid = ace.cast::<u8>().add(8) as PSID;
+            if mask & e.mask == e.mask && (u32::from(header.AceFlags) & 0x3) == e.flags && EqualSid(ace_sid, sid.0) != 0
+            {
+                found.push(i);
+            }
+        }
+    }
+    found
 }

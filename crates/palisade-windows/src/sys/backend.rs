@@ -228,15 +228,30 @@ impl Backend for Windows {
             caps.push(sid);
         }
         std::fs::create_dir_all(&self.root).map_err(step("making Palisade's state folder"))?;
-        let mut j = Journal::open(&self.journal_path()).map_err(step("opening the journal"))?;
-        let mut acls = Acls;
-        journal::ensure(&mut j, &mut acls, &plan.acl, Windows::acl_mode())
-            .map_err(|e| RunError::Setup(format!("putting the workspace's ACL entries in place: {e}")))?;
-        let temp = PathBuf::from(&plan.launch.temp_parent).join(format!("run-{}", std::process::id()));
-        std::fs::create_dir_all(&temp).map_err(step("making the run's private TEMP folder"))?;
-        journal::make(&mut j, &mut acls, &plan.made, std::process::id()).map_err(step("making the placeholders"))?;
+        // A TEMP folder of this run's own, made fresh (never one that exists already).
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let temp = PathBuf::from(&plan.launch.temp_parent).join(format!("run-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&plan.launch.temp_parent).map_err(step("making the private TEMP folders' parent"))?;
+        std::fs::create_dir(&temp).map_err(step("making the run's private TEMP folder"))?;
+        let ws_sid: Vec<crate::sid::Sid> =
+            plan.capabilities.iter().filter(|c| c.holder == plan::Holder::Workspace).map(|c| c.sid.clone()).collect();
+        {
+            // Set-up under the journal's lock: the placeholders first (their entries are
+            // placed on them), then every entry checked and the missing ones placed.
+            let mut j = Journal::open(&self.journal_path()).map_err(step("opening the journal"))?;
+            let mut acls = Acls;
+            journal::make(&mut j, &mut acls, &plan.made, std::process::id())
+                .map_err(step("making the placeholders"))?;
+            if let Err(e) = journal::ensure(&mut j, &mut acls, &plan.acl, Windows::acl_mode(), &ws_sid) {
+                let _ = journal::unmake(&mut j, &mut acls, &plan.made, std::process::id());
+                let _ = std::fs::remove_dir_all(&temp);
+                return Err(RunError::Setup(format!("putting the workspace's ACL entries in place: {e}")));
+            }
+        }
         let result = self.run(plan, wiring, &profile, &caps, &temp);
-        let _ = journal::unmake(&mut j, &mut acls, &plan.made);
+        if let Ok(mut j) = Journal::open(&self.journal_path()) {
+            let _ = journal::unmake(&mut j, &mut Acls, &plan.made, std::process::id());
+        }
         let _ = std::fs::remove_dir_all(&temp);
         result
     }
@@ -332,6 +347,7 @@ impl Windows {
         // The command's end is the run's end: what it left behind in the job ends too.
         job.terminate(1);
         let _ = monitor.join();
+        flush_console_input();
         (wiring.on_ended)();
         code.map(|c| Exit::Code(c as i32))
     }
@@ -382,4 +398,22 @@ pub fn image_of(pid: u32) -> Option<String> {
         return None;
     }
     Some(String::from_utf16_lossy(&buf[..len as usize]))
+}
+
+/// Discards what the run left in the console's input buffer: a process attached to the
+/// user's console can queue keystrokes there (`WriteConsoleInputW`) that the user's shell
+/// would read once Palisade exits (the Windows form of `TIOCSTI`). Type-ahead typed during
+/// the run is discarded with it. Nothing when standard input is no console.
+fn flush_console_input() {
+    use windows_sys::Win32::System::Console::{
+        FlushConsoleInputBuffer, GetConsoleMode, GetStdHandle, STD_INPUT_HANDLE,
+    };
+    // SAFETY: GetStdHandle has no preconditions; the mode query only reads the handle.
+    unsafe {
+        let h = GetStdHandle(STD_INPUT_HANDLE);
+        let mut mode = 0;
+        if !h.is_null() && GetConsoleMode(h, &mut mode) != 0 {
+            FlushConsoleInputBuffer(h);
+        }
+    }
 }
