@@ -171,3 +171,21 @@ mod tests {
         assert!(PathPattern::new(PathBuf::from("/a/[b")).is_err());
     }
 }
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use std::path::Path;
+
+    use super::is_within;
+
+    #[test]
+    fn windows_paths_compare_without_regard_to_case_or_separator() {
+        let within = |p: &str, d: &str| is_within(Path::new(p), Path::new(d));
+        assert!(within(r"C:\Users\Me\.SSH\id_rsa", r"c:\users\me\.ssh"));
+        assert!(within(r"C:/Users/me/.ssh", r"C:\Users\me\.ssh"));
+        assert!(within(r"C:\Users\me", r"C:\"));
+        assert!(!within(r"C:\Users\me\.sshx", r"C:\Users\me\.ssh"), "a prefix of a name is not a parent");
+        assert!(!within(r"D:\Users\me", r"C:\Users"));
+        assert!(within(r"C:\Ünïcode\ÄB\c", r"c:\ünïcode\äb"), "beyond ASCII, through winpath");
+    }
+}

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use palisade_policy::hostfs::HostFs;
 use palisade_policy::model::LayerKind;
@@ -314,53 +315,76 @@ impl Windows {
             CapabilityCount: attrs.len() as u32,
             Reserved: 0,
         };
-        let temp = temp.to_string_lossy().into_owned();
-        let env: Vec<(String, String)> = plan
-            .launch
-            .env
-            .iter()
-            .map(|(k, v)| if k == "TEMP" || k == "TMP" { (k.clone(), temp.clone()) } else { (k.clone(), v.clone()) })
-            .collect();
-        let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
-        let spec = Spec {
-            argv: &plan.launch.argv,
-            cwd: &plan.launch.cwd,
-            env: &env,
-            stdio: [None; 3],
-            security: Some(&security),
-            mitigations,
-            desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
-            desktop: Some(&desktop.name),
-        };
-        (wiring.on_started)();
-        let events = Arc::clone(&wiring.events);
-        let watcher = Arc::clone(&job);
-        let monitor = std::thread::spawn(move || watch(&watcher, &*events));
-        let started = launch::start(&spec, &job);
-        let code = match started {
-            Ok(p) => p.wait().map_err(step("waiting for the command")),
-            Err(e) if e.raw_os_error() == Some(2) || e.raw_os_error() == Some(3) => {
-                Err(RunError::NotFound(format!("{}: command not found", plan.launch.argv[0])))
-            }
-            Err(e) => Err(RunError::Step { step: format!("starting {}", plan.launch.argv[0]), source: Box::new(e) }),
-        };
-        // The command's end is the run's end: what it left behind in the job ends too.
-        job.terminate(1);
-        let _ = monitor.join();
-        flush_console_input();
-        (wiring.on_ended)();
-        code.map(|c| Exit::Code(c as i32))
+        run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp)
     }
 }
 
-/// Reports the job's messages until it is empty.
-fn watch(job: &Job, events: &dyn palisade_sandbox::Events) {
+/// Starts the plan's command in `job` (already armed on the kill switch), reports the job's
+/// messages, waits for the command, ends what it left in the job, and calls the wiring's
+/// two moments. `security` is the AppContainer (`None` only in the plumbing tests, which
+/// run under Wine and make no enforcement claim); `desktop` the run's desktop.
+///
+/// # Errors
+/// [`RunError::NotFound`] when the program does not exist; [`RunError::Step`] otherwise.
+pub(super) fn run_in_job(
+    plan: &WindowsPlan,
+    wiring: Wiring,
+    job: Arc<Job>,
+    security: Option<&SECURITY_CAPABILITIES>,
+    desktop: Option<&str>,
+    temp: &Path,
+) -> Result<Exit, RunError> {
+    let step = |step: &'static str| move |e: io::Error| RunError::Step { step: step.into(), source: Box::new(e) };
+    let temp = temp.to_string_lossy().into_owned();
+    let env: Vec<(String, String)> = plan
+        .launch
+        .env
+        .iter()
+        .map(|(k, v)| if k == "TEMP" || k == "TMP" { (k.clone(), temp.clone()) } else { (k.clone(), v.clone()) })
+        .collect();
+    let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
+    let spec = Spec {
+        argv: &plan.launch.argv,
+        cwd: &plan.launch.cwd,
+        env: &env,
+        stdio: [None; 3],
+        security,
+        mitigations,
+        desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
+        desktop,
+    };
+    (wiring.on_started)();
+    let events = Arc::clone(&wiring.events);
+    let watcher = Arc::clone(&job);
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = Arc::clone(&done);
+    let monitor = std::thread::spawn(move || watch(&watcher, &*events, &finished));
+    let code = match launch::start(&spec, &job) {
+        Ok(p) => p.wait().map_err(step("waiting for the command")),
+        Err(e) if e.raw_os_error() == Some(2) || e.raw_os_error() == Some(3) => {
+            Err(RunError::NotFound(format!("{}: command not found", plan.launch.argv[0])))
+        }
+        Err(e) => Err(RunError::Step { step: format!("starting {}", plan.launch.argv[0]), source: Box::new(e) }),
+    };
+    // The command's end is the run's end: what it left behind in the job ends too.
+    job.terminate(1);
+    done.store(true, Ordering::SeqCst);
+    let _ = monitor.join();
+    flush_console_input();
+    (wiring.on_ended)();
+    code.map(|c| Exit::Code(c as i32))
+}
+
+/// Reports the job's messages until it is empty, or until `done` is set and no message
+/// comes for 100 ms (a command that never started leaves a job that never empties).
+fn watch(job: &Job, events: &dyn palisade_sandbox::Events, done: &AtomicBool) {
     loop {
-        match job.next(u32::MAX) {
+        match job.next(100) {
+            None if done.load(Ordering::SeqCst) => return,
             Some(Message::NewProcess(pid)) => events.event(SandboxEvent::Exec {
                 pid,
                 ppid: 0,
-                path: image_of(pid).unwrap_or_default(),
+                path: image_soon(pid).unwrap_or_default(),
                 argv: Vec::new(),
                 cwd: String::new(),
             }),
@@ -378,6 +402,46 @@ fn watch(job: &Job, events: &dyn palisade_sandbox::Events) {
             Some(Message::Exited { .. }) | None => {}
         }
     }
+}
+
+/// The image path of a process the job just reported, or, where the process cannot be
+/// opened for that, its image's file name from a process snapshot
+/// (`CreateToolhelp32Snapshot`). Asked a few times over 300 ms: the message can come before
+/// the new process can be queried (seen under Wine for a process its parent started without
+/// suspending it: the first query fails, one 100 ms later succeeds).
+fn image_soon(pid: u32) -> Option<String> {
+    for _ in 0..30 {
+        if let Some(p) = image_of(pid).or_else(|| snapshot_name(pid)) {
+            return Some(p);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
+/// The image file name of `pid` from a snapshot of the system's processes.
+fn snapshot_name(pid: u32) -> Option<String> {
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+    };
+    // SAFETY: a snapshot of processes; the handle is closed by `Handle`.
+    let snap =
+        super::handle::Handle::checked(unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) }, "snapshot").ok()?;
+    // SAFETY: an all-zero PROCESSENTRY32W with its size set is what Process32FirstW takes.
+    let mut entry: PROCESSENTRY32W = unsafe { std::mem::zeroed() };
+    entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
+    // SAFETY: a valid snapshot and entry.
+    let mut ok = unsafe { Process32FirstW(snap.0, &mut entry) } != 0;
+    while ok {
+        if entry.th32ProcessID == pid {
+            let len = entry.szExeFile.iter().position(|c| *c == 0).unwrap_or(entry.szExeFile.len());
+            // Empty while the process is still being created.
+            return (len > 0).then(|| String::from_utf16_lossy(&entry.szExeFile[..len]));
+        }
+        // SAFETY: as above.
+        ok = unsafe { Process32NextW(snap.0, &mut entry) } != 0;
+    }
+    None
 }
 
 /// The image path of process `pid` (`QueryFullProcessImageNameW`).

@@ -10,4 +10,6 @@ pub mod job;
 pub mod launch;
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;

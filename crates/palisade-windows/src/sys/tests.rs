@@ -4,8 +4,8 @@
 //! these start the command without one and make no enforcement claim; the enforcement tests
 //! are `tests/windows/` in the Windows workflow.
 //!
-//! The helper processes are this test binary itself, started with `PALISADE_WIN_HELPER` set
-//! and the name of the `helper` test: it then does what the variable says.
+//! The helper processes are this test binary itself, started with the name of the `helper`
+//! test and an argument `palisade-helper=WHAT`: it then does WHAT.
 
 use std::io::Read;
 use std::os::windows::io::{FromRawHandle, IntoRawHandle};
@@ -27,14 +27,19 @@ fn job_plan() -> JobPlan {
     }
 }
 
-/// Runs the `helper` test of this binary as a child doing `what`.
-fn helper_argv(what: &str) -> (Vec<String>, Vec<(String, String)>) {
+/// Runs the `helper` test of this binary as a child doing `what` (its argv, and the
+/// environment to give it).
+pub(super) fn helper_argv(what: &str) -> (Vec<String>, Vec<(String, String)>) {
     let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
-    let argv =
-        vec![exe, "sys::tests::helper".into(), "--exact".into(), "--nocapture".into(), "--test-threads=1".into()];
-    let mut env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k != "PALISADE_WIN_HELPER").collect();
-    env.push(("PALISADE_WIN_HELPER".into(), what.into()));
-    (argv, env)
+    let argv = vec![
+        exe,
+        "sys::tests::helper".into(),
+        format!("palisade-helper={what}"),
+        "--exact".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ];
+    (argv, std::env::vars().collect())
 }
 
 fn spec<'a>(argv: &'a [String], env: &'a [(String, String)], cwd: &'a str) -> Spec<'a> {
@@ -53,19 +58,35 @@ fn spec<'a>(argv: &'a [String], env: &'a [(String, String)], cwd: &'a str) -> Sp
 /// Not a test on its own: what a helper child does.
 #[test]
 fn helper() {
-    let Ok(what) = std::env::var("PALISADE_WIN_HELPER") else { return };
+    let Some(what) = std::env::args().find_map(|a| a.strip_prefix("palisade-helper=").map(str::to_owned)) else {
+        return;
+    };
+    let child = |what: &str| {
+        let (argv, env) = helper_argv(what);
+        std::process::Command::new(&argv[0]).args(&argv[1..]).env_clear().envs(env).spawn().unwrap()
+    };
     match what.as_str() {
         "exit7" => std::process::exit(7),
+        "exit7_later" => {
+            std::thread::sleep(Duration::from_millis(500));
+            std::process::exit(7);
+        }
         "env" => {
             println!("MARK={}", std::env::var("PALISADE_MARK").unwrap_or_default());
-            println!("ARGS={:?}", std::env::args().skip(5).collect::<Vec<_>>());
+            println!("ARGS={:?}", std::env::args().skip(6).collect::<Vec<_>>());
+            std::process::exit(0);
+        }
+        "child_then_exit3" => {
+            assert_eq!(child("exit7_later").wait().unwrap().code(), Some(7));
+            std::process::exit(3);
+        }
+        "child_sleeps" => {
+            let _ = child("sleep").wait();
             std::process::exit(0);
         }
         "grandchild" => {
             // Starts a grandchild that would live 60 s, writes its pid, and exits at once.
-            let (argv, env) = helper_argv("sleep");
-            let child = std::process::Command::new(&argv[0]).args(&argv[1..]).env_clear().envs(env).spawn().unwrap();
-            println!("GRANDCHILD={}", child.id());
+            println!("GRANDCHILD={}", child("sleep").id());
             std::process::exit(0);
         }
         "sleep" => {
