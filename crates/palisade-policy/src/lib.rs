@@ -32,7 +32,7 @@ pub use decide::{Access, EnvDecision, NetDecision, NetReason, PathDecision};
 pub use error::{PolicyError, Site};
 pub use host::{Host, HostName, HostPattern, NetPattern, Target};
 pub use hostfs::{HostFs, Kind};
-pub use model::{Layer, LayerKind, NetMode, Origin, PathKind, Rules};
+pub use model::{Layer, LayerKind, NetMode, Origin, PathKind, Rules, WindowsTier};
 pub use netdecide::{Carries, LOCALHOST, LoopbackGrant, NameDecision, is_host_loopback};
 pub use parse::parse_layer;
 pub use resolve::{ResolveOptions, ResolvedPolicy, resolve};

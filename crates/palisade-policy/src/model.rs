@@ -261,6 +261,26 @@ impl fmt::Display for NetMode {
     }
 }
 
+/// How Windows confines a run (`windows.tier`); ignored elsewhere. See `docs/windows.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowsTier {
+    /// An AppContainer per workspace (the default): reads, writes and the network confined.
+    AppContainer,
+    /// A write-restricted token, for programs that cannot start in an AppContainer
+    /// (Store-packaged ones): only writes are confined; every run says what it lacks.
+    RestrictedToken,
+}
+
+impl fmt::Display for WindowsTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WindowsTier::AppContainer => "app_container",
+            WindowsTier::RestrictedToken => "restricted_token",
+        })
+    }
+}
+
 /// Resource limits; `None` means no limit from the policy.
 ///
 /// `unlimited`, which lifts a lower layer's limit, is stored as `u64::MAX` or
@@ -350,6 +370,8 @@ pub struct Rules {
     /// `filesystem.protect_git`: keep the files through which git on the host would run code
     /// read-only under every writable root (see [`crate::git`]).
     pub protect_git: Option<Setting<bool>>,
+    /// `windows.tier`: how Windows confines a run (the AppContainer when unset).
+    pub windows_tier: Option<Setting<WindowsTier>>,
     /// `network.mode` (or `--net`); when no layer sets it, [`Rules::mode`] says `none`.
     pub net_mode: Option<Setting<NetMode>>,
     /// `network.allow` entries and `--allow-net` flags, lowest layer first.
@@ -404,6 +426,9 @@ impl Rules {
         if upper.protect_git.is_some() {
             self.protect_git = upper.protect_git;
         }
+        if upper.windows_tier.is_some() {
+            self.windows_tier = upper.windows_tier;
+        }
         if upper.net_mode.is_some() {
             self.net_mode = upper.net_mode;
         }
@@ -457,6 +482,11 @@ impl Rules {
     /// The network mode in force (`none` when no layer set one).
     pub fn mode(&self) -> NetMode {
         self.net_mode.as_ref().map_or(NetMode::None, |s| s.value)
+    }
+
+    /// The Windows tier (`windows.tier`; the AppContainer when unset).
+    pub fn windows_tier(&self) -> WindowsTier {
+        self.windows_tier.as_ref().map_or(WindowsTier::AppContainer, |s| s.value)
     }
 }
 

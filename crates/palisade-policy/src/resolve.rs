@@ -160,6 +160,15 @@ fn check_narrows(lower: &Rules, upper: &Rules) -> Result<(), PolicyError> {
     {
         return Err(widen(&g.origin, "it turns off the protection of git's configuration and hooks".into()));
     }
+    if let Some(t) = &upper.windows_tier
+        && t.value == crate::model::WindowsTier::RestrictedToken
+        && lower.windows_tier() != crate::model::WindowsTier::RestrictedToken
+    {
+        return Err(widen(
+            &t.origin,
+            "it chooses Windows' restricted-token tier, which confines less than the layers below".into(),
+        ));
+    }
     if let Some(m) = &upper.net_mode
         && m.value == NetMode::Allowlist
         && lower.mode() == NetMode::None

@@ -140,6 +140,22 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
+    /// Sets `windows.tier` (`app_container` or `restricted_token`).
+    pub fn windows_tier(&mut self, text: &str, site: Site) -> Result<(), PolicyError> {
+        let value = match text {
+            "app_container" => crate::model::WindowsTier::AppContainer,
+            "restricted_token" => crate::model::WindowsTier::RestrictedToken,
+            other => {
+                return Err(PolicyError::invalid(
+                    site,
+                    format!("unknown Windows tier `{other}` (expected app_container or restricted_token)"),
+                ));
+            }
+        };
+        self.rules.windows_tier = Some(Setting { value, origin: self.origin(site, text) });
+        Ok(())
+    }
+
     /// Adds a `network.allow` (`allow == true`) or `network.deny` entry, such as
     /// `github.com:443`; a pattern that does not parse is [`PolicyError::Invalid`].
     pub fn net_rule(&mut self, allow: bool, text: &str, site: Site) -> Result<(), PolicyError> {

@@ -123,6 +123,11 @@ pub fn parse_layer(
             b.protect_git(*g.get_ref(), site(g.span(), "filesystem.protect_git"));
         }
     }
+    if let Some(w) = raw.windows
+        && let Some(t) = w.tier
+    {
+        b.windows_tier(t.get_ref(), site(t.span(), "windows.tier"))?;
+    }
     if let Some(net) = raw.network {
         if let Some(m) = net.mode {
             b.net_mode(m.get_ref(), site(m.span(), "network.mode"))?;

@@ -16,6 +16,13 @@ pub(super) struct RawPolicy {
     pub(super) network: Option<RawNet>,
     pub(super) process: Option<RawProcess>,
     pub(super) monitor: Option<RawMonitor>,
+    pub(super) windows: Option<RawWindows>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindows {
+    pub(super) tier: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

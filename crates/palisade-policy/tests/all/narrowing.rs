@@ -32,6 +32,23 @@ fn widening_keys_are_refused_by_name() {
     assert!(widening("[network.hosts]\n\"api.openai.com\" = \"127.0.0.1\"\n").contains("network.hosts"));
     assert!(widening("[process.env]\npass = [\"GITHUB_TOKEN\"]\n").contains("process.env.pass"));
     assert!(widening("[monitor]\naudit = \"/tmp/x\"\n").contains("monitor.audit"));
+    assert!(widening("[windows]\ntier = \"restricted_token\"\n").contains("windows.tier"));
+}
+
+#[test]
+fn the_windows_tier_is_chosen_by_the_user_and_spelled_exactly() {
+    // A project may keep the AppContainer (it is the default); only the user's layers may
+    // choose the weaker tier.
+    let p = with_project("[windows]\ntier = \"app_container\"\n", false).unwrap();
+    assert_eq!(p.windows_tier(), WindowsTier::AppContainer);
+    let user = layer(LayerKind::User, "[windows]\ntier = \"restricted_token\"\n");
+    let p = resolve_layers(vec![builtin(), user], false).unwrap();
+    assert_eq!(p.windows_tier(), WindowsTier::RestrictedToken);
+    let e = parse_layer("[windows]\ntier = \"none\"\n", "user.toml", LayerKind::User, &vars(), &Lexical).unwrap_err();
+    assert!(
+        e.to_string().starts_with("user.toml:2:8: windows.tier:") && e.to_string().contains("restricted_token"),
+        "{e}"
+    );
 }
 
 #[test]

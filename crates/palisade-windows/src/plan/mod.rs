@@ -53,8 +53,11 @@ pub use guard::HostFacts;
 pub enum Tier {
     /// The default: an AppContainer token with Palisade's capabilities (no admin).
     AppContainer,
-    /// A write-restricted token, for tools that cannot start in an AppContainer
-    /// (Store-packaged executables); named by the user only. Not built yet: refused.
+    /// A write-restricted token (`CreateRestrictedToken` with `WRITE_RESTRICTED`), for tools
+    /// that cannot start in an AppContainer (Store-packaged executables); chosen by the user
+    /// only (`windows.tier`, which a project may not set). Writes are confined as in the
+    /// AppContainer (the workspace capability is the restricting SID); reads and the network
+    /// are not, and every run says so in `missing`.
     RestrictedToken,
     /// Windows 11's process security environment API, where the probe finds it. Not built
     /// yet: refused.
@@ -267,6 +270,8 @@ pub struct Input<'a> {
     pub facts: &'a HostFacts,
     /// Whether the network is off (the only mode this part gives on Windows).
     pub network_off: bool,
+    /// The tier (`windows.tier`).
+    pub tier: Tier,
     /// Whether a read grant at a path comes from the built-in policy (its entry then goes to
     /// the toolchain capability, applied once per machine).
     pub builtin_read: &'a dyn Fn(&Path) -> bool,
@@ -376,6 +381,10 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
                     ));
                     continue;
                 }
+                if !*writable && input.tier == Tier::RestrictedToken {
+                    // A write-restricted token reads what the user reads: no read grant.
+                    continue;
+                }
                 let holder = if !*writable && (input.builtin_read)(entry.path()) {
                     Holder::Toolchain
                 } else {
@@ -384,6 +393,9 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
                 let mask = if *writable { rights::MODIFY } else { rights::READ_EXECUTE };
                 acl.push(ace(&path, rights::AceKind::Allow, sid_of(holder), mask, rights::Inherit::Subtree, false));
                 grants.push((path, holder));
+            }
+            Entry::Hidden { .. } if input.tier == Tier::RestrictedToken => {
+                // Reads are not checked against the restricting SIDs: a deny would do nothing.
             }
             Entry::Hidden { dir, .. } => {
                 if let Some(r) = already_readable.iter().find(|r| WinPath::parse(r).is_ok_and(|r| path.is_within(&r))) {
@@ -545,6 +557,17 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
             c.sid = tsid.clone();
         }
     }
+    if input.tier == Tier::RestrictedToken {
+        missing.push(
+            "reads: the restricted-token tier confines writes only; the command can read every file you can, secrets included (windows.tier = \"restricted_token\")".into(),
+        );
+        if input.network_off {
+            missing.push(
+                "network: the restricted-token tier does not take the network away; the command can reach any host"
+                    .into(),
+            );
+        }
+    }
     if !input.view.tripwires.is_empty() {
         missing.push("tripwires: no decoy files are placed or watched on Windows yet (issue 15)".into());
     }
@@ -565,7 +588,7 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     env.sort_by_key(|(k, _)| k.to_ascii_uppercase());
 
     Ok(WindowsPlan {
-        tier: Tier::AppContainer,
+        tier: input.tier,
         profile_sid: sid::app_container_sid(&profile),
         profile,
         capabilities,

@@ -81,6 +81,7 @@ fn input<'a>(view: FsView, facts: &'a HostFacts, builtin: &'a dyn Fn(&Path) -> b
         tmp: Path::new(TMP),
         facts,
         network_off: true,
+        tier: Tier::AppContainer,
         builtin_read: builtin,
     }
 }
@@ -293,4 +294,25 @@ fn a_narrower_set_of_builtin_reads_gets_a_toolchain_capability_of_its_own() {
     let view = FsView { entries: vec![host(WS, true)], cwd: WS.into(), tripwires: vec![] };
     let plan = plan_of(view).unwrap();
     assert_eq!(plan.capabilities.len(), 1);
+}
+
+#[test]
+fn the_restricted_token_tier_confines_writes_and_says_what_it_does_not() {
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.tier = Tier::RestrictedToken;
+    let plan = build(i).unwrap();
+    assert_eq!(plan.tier, Tier::RestrictedToken);
+    let ws = &plan.capabilities[0].sid;
+    // Writes: the same grants and denies as the AppContainer, to the restricting SID.
+    let a = aces_at(&plan, WS);
+    assert_eq!((a[0].kind, a[0].mask, &a[0].sid), (AceKind::Allow, rights::MODIFY, ws));
+    assert_eq!(aces_at(&plan, r"C:\src\repo\.git\hooks")[0].mask, rights::WRITE_ANY);
+    assert_eq!(plan.made.len(), 2);
+    // Reads: nothing placed (the token reads what the user reads), and it is said.
+    assert!(aces_at(&plan, r"C:\Users\me\.cargo").is_empty());
+    assert!(aces_at(&plan, r"C:\src\repo\.env.local").is_empty());
+    assert_eq!(plan.capabilities.len(), 1, "no toolchain capability: reads are not restricted");
+    assert!(plan.missing.iter().any(|m| m.starts_with("reads:")), "{:?}", plan.missing);
+    assert!(plan.missing.iter().any(|m| m.starts_with("network:")), "{:?}", plan.missing);
 }

@@ -164,6 +164,24 @@ impl OwnedSid {
         Ok(OwnedSid(buf))
     }
 
+    /// The SID written `text` (`S-1-5-12`).
+    ///
+    /// # Errors
+    /// When Windows does not read it as a SID.
+    pub fn parse(text: &str) -> io::Result<OwnedSid> {
+        let w = wide(text);
+        let mut sid: PSID = null_mut();
+        // SAFETY: a NUL-terminated string and an out-pointer; the SID is LocalFree'd below.
+        if unsafe { windows_sys::Win32::Security::Authorization::ConvertStringSidToSidW(w.as_ptr(), &mut sid) } == 0 {
+            return Err(super::handle::last_error(&format!("reading the SID {text}")));
+        }
+        // SAFETY: a valid SID from the system.
+        let owned = unsafe { OwnedSid::copy(sid) };
+        // SAFETY: allocated by ConvertStringSidToSidW.
+        unsafe { LocalFree(sid as HLOCAL) };
+        owned
+    }
+
     /// A pointer for the system's functions (valid while `self` lives).
     pub fn as_psid(&self) -> PSID {
         self.0.as_ptr() as PSID

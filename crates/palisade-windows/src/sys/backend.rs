@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use palisade_policy::hostfs::HostFs;
 use palisade_policy::model::LayerKind;
 use palisade_policy::winpath::WinPath;
-use palisade_policy::{NetMode, ResolvedPolicy};
+use palisade_policy::{NetMode, ResolvedPolicy, WindowsTier};
 use palisade_sandbox::quarantine::{Moved, Suspect};
 use palisade_sandbox::view::ViewError;
 use palisade_sandbox::{
@@ -179,6 +179,10 @@ impl Backend for Windows {
             tmp: &req.tmp,
             facts: &facts,
             network_off: policy.mode() != NetMode::Allowlist && policy.publish.is_empty(),
+            tier: match policy.windows_tier() {
+                WindowsTier::AppContainer => plan::Tier::AppContainer,
+                WindowsTier::RestrictedToken => plan::Tier::RestrictedToken,
+            },
             builtin_read: &builtin,
         })
     }
@@ -202,32 +206,53 @@ impl Backend for Windows {
             let step = step.to_owned();
             move |e: io::Error| RunError::Step { step, source: Box::new(e) }
         };
-        let api = Api::load().map_err(|e| RunError::Unsupported(format!("AppContainer is not available: {e}")))?;
-        // The profile and the capabilities, as the system derives them; they must be the
-        // plan's, or the journal's entries would name SIDs nobody holds.
-        let profile =
-            api.profile(&plan.profile, "Palisade sandbox").map_err(step("creating the AppContainer profile"))?;
-        if profile.string() != plan.profile_sid {
-            return Err(RunError::Setup(format!(
-                "Windows derived {} for the profile {}, the plan {}: refusing to run with ACL entries nobody holds",
-                profile.string(),
-                plan.profile,
-                plan.profile_sid
-            )));
-        }
-        let mut caps: Vec<OwnedSid> = Vec::new();
-        for c in &plan.capabilities {
-            let sid = api.capability(&c.name).map_err(step("deriving a capability SID"))?;
-            if sid.string() != c.sid {
-                return Err(RunError::Setup(format!(
-                    "Windows derived {} for the capability {}, the plan {}: refusing",
-                    sid.string(),
-                    c.name,
-                    c.sid
-                )));
+        // Who the command runs as: the AppContainer (its profile and capabilities, as the
+        // system derives them: they must be the plan's, or the journal's entries would name
+        // SIDs nobody holds), or the restricted token (whose restricting SID is the
+        // workspace capability, read from the plan).
+        let who = match plan.tier {
+            plan::Tier::AppContainer => {
+                let api =
+                    Api::load().map_err(|e| RunError::Unsupported(format!("AppContainer is not available: {e}")))?;
+                let profile = api
+                    .profile(&plan.profile, "Palisade sandbox")
+                    .map_err(step("creating the AppContainer profile"))?;
+                if profile.string() != plan.profile_sid {
+                    return Err(RunError::Setup(format!(
+                        "Windows derived {} for the profile {}, the plan {}: refusing to run with ACL entries nobody holds",
+                        profile.string(),
+                        plan.profile,
+                        plan.profile_sid
+                    )));
+                }
+                let mut caps: Vec<OwnedSid> = Vec::new();
+                for c in &plan.capabilities {
+                    let sid = api.capability(&c.name).map_err(step("deriving a capability SID"))?;
+                    if sid.string() != c.sid {
+                        return Err(RunError::Setup(format!(
+                            "Windows derived {} for the capability {}, the plan {}: refusing",
+                            sid.string(),
+                            c.name,
+                            c.sid
+                        )));
+                    }
+                    caps.push(sid);
+                }
+                Who::Container { profile, caps }
             }
-            caps.push(sid);
-        }
+            plan::Tier::RestrictedToken => {
+                let cap =
+                    plan.capabilities.iter().find(|c| c.holder == plan::Holder::Workspace).map(|c| c.sid.0.as_str());
+                let cap = OwnedSid::parse(cap.unwrap_or_default()).map_err(step("reading the workspace capability"))?;
+                let token = super::token::restricted(&cap).map_err(step("creating the restricted token"))?;
+                Who::Restricted { cap, token }
+            }
+            plan::Tier::SecurityEnvironment => {
+                return Err(RunError::Setup(
+                    "the OS sandbox API tier is not built; Palisade does not choose it".into(),
+                ));
+            }
+        };
         std::fs::create_dir_all(&self.root).map_err(step("making Palisade's state folder"))?;
         // A TEMP folder of this run's own, made fresh (never one that exists already).
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -249,7 +274,7 @@ impl Backend for Windows {
                 return Err(RunError::Setup(format!("putting the workspace's ACL entries in place: {e}")));
             }
         }
-        let result = self.run(plan, wiring, &profile, &caps, &temp);
+        let result = self.run(plan, wiring, &who, &temp);
         if let Ok(mut j) = Journal::open(&self.journal_path()) {
             let _ = journal::unmake(&mut j, &mut Acls, &plan.made, std::process::id());
         }
@@ -293,36 +318,49 @@ impl Windows {
         journal::repair(&mut j, &mut Acls).map_err(|e| format!("repairing: {e}"))
     }
 
-    fn run(
-        &self,
-        plan: &WindowsPlan,
-        wiring: Wiring,
-        profile: &OwnedSid,
-        caps: &[OwnedSid],
-        temp: &Path,
-    ) -> Result<Exit, RunError> {
+    fn run(&self, plan: &WindowsPlan, wiring: Wiring, who: &Who, temp: &Path) -> Result<Exit, RunError> {
         let step = |step: &'static str| move |e: io::Error| RunError::Step { step: step.into(), source: Box::new(e) };
         let job = Arc::new(Job::new(&plan.job).map_err(step("creating the job object"))?);
         let stopper = Arc::clone(&job);
         wiring.kill.arm(Box::new(move || stopper.terminate(137)));
-        let desktop = Desktop::new(&format!("{}-{}", plan.profile, std::process::id()), profile.as_psid())
-            .map_err(step("creating the run's desktop"))?;
-        let mut attrs: Vec<SID_AND_ATTRIBUTES> =
-            caps.iter().map(|c| SID_AND_ATTRIBUTES { Sid: c.as_psid(), Attributes: SE_GROUP_ENABLED as u32 }).collect();
-        let security = SECURITY_CAPABILITIES {
-            AppContainerSid: profile.as_psid(),
-            Capabilities: attrs.as_mut_ptr(),
-            CapabilityCount: attrs.len() as u32,
-            Reserved: 0,
-        };
-        run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp)
+        let name = format!("{}-{}", plan.profile, std::process::id());
+        match who {
+            Who::Container { profile, caps } => {
+                let desktop = Desktop::new(&name, profile.as_psid()).map_err(step("creating the run's desktop"))?;
+                let mut attrs: Vec<SID_AND_ATTRIBUTES> = caps
+                    .iter()
+                    .map(|c| SID_AND_ATTRIBUTES { Sid: c.as_psid(), Attributes: SE_GROUP_ENABLED as u32 })
+                    .collect();
+                let security = SECURITY_CAPABILITIES {
+                    AppContainerSid: profile.as_psid(),
+                    Capabilities: attrs.as_mut_ptr(),
+                    CapabilityCount: attrs.len() as u32,
+                    Reserved: 0,
+                };
+                run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp, None)
+            }
+            Who::Restricted { cap, token } => {
+                let desktop = Desktop::new(&name, cap.as_psid()).map_err(step("creating the run's desktop"))?;
+                run_in_job(plan, wiring, job, None, Some(&desktop.name), temp, Some(token.0))
+            }
+        }
     }
+}
+
+/// Who the command runs as.
+#[derive(Debug)]
+enum Who {
+    /// In the workspace's AppContainer, with these capabilities.
+    Container { profile: OwnedSid, caps: Vec<OwnedSid> },
+    /// With a write-restricted token whose restricting SID is `cap`.
+    Restricted { cap: OwnedSid, token: super::handle::Handle },
 }
 
 /// Starts the plan's command in `job` (already armed on the kill switch), reports the job's
 /// messages, waits for the command, ends what it left in the job, and calls the wiring's
-/// two moments. `security` is the AppContainer (`None` only in the plumbing tests, which
-/// run under Wine and make no enforcement claim); `desktop` the run's desktop.
+/// two moments. `security` is the AppContainer, `token` the restricted token (both `None`
+/// only in the plumbing tests, which run under Wine and make no enforcement claim);
+/// `desktop` the run's desktop.
 ///
 /// # Errors
 /// [`RunError::NotFound`] when the program does not exist; [`RunError::Step`] otherwise.
@@ -333,6 +371,7 @@ pub(super) fn run_in_job(
     security: Option<&SECURITY_CAPABILITIES>,
     desktop: Option<&str>,
     temp: &Path,
+    token: Option<windows_sys::Win32::Foundation::HANDLE>,
 ) -> Result<Exit, RunError> {
     let step = |step: &'static str| move |e: io::Error| RunError::Step { step: step.into(), source: Box::new(e) };
     let temp = temp.to_string_lossy().into_owned();
@@ -352,6 +391,7 @@ pub(super) fn run_in_job(
         mitigations,
         desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
         desktop,
+        token,
     };
     (wiring.on_started)();
     let events = Arc::clone(&wiring.events);

@@ -35,6 +35,9 @@ pub struct Spec<'a> {
     pub desktop_app_breakaway_disabled: bool,
     /// `winsta\desktop` to start on (`None`: the supervisor's).
     pub desktop: Option<&'a str>,
+    /// The token to start with (`CreateProcessAsUserW`: the restricted-token tier); `None`:
+    /// Palisade's own (with `security`, the AppContainer's).
+    pub token: Option<HANDLE>,
 }
 
 impl std::fmt::Debug for Spec<'_> {
@@ -164,21 +167,39 @@ pub fn start(spec: &Spec<'_>, job: &Job) -> io::Result<Started> {
     let cwd = wide(spec.cwd);
     // SAFETY: zeroed out-structure.
     let mut pi: PROCESS_INFORMATION = unsafe { std::mem::zeroed() };
+    let flags = CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT;
     // SAFETY: every pointer is to a live local of the right type; the command line buffer
-    // is writable, as CreateProcessW requires.
+    // is writable, as CreateProcessW requires; the token is the caller's, valid for the call.
     let ok = unsafe {
-        CreateProcessW(
-            null(),
-            line.as_mut_ptr(),
-            null(),
-            null(),
-            1,
-            CREATE_SUSPENDED | EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
-            env.as_ptr().cast(),
-            cwd.as_ptr(),
-            (&si as *const STARTUPINFOEXW).cast(),
-            &mut pi,
-        )
+        match spec.token {
+            // A restricted version of Palisade's own token: no SeAssignPrimaryTokenPrivilege
+            // needed ("CreateProcessAsUserW", Win32 docs).
+            Some(token) => CreateProcessAsUserW(
+                token,
+                null(),
+                line.as_mut_ptr(),
+                null(),
+                null(),
+                1,
+                flags,
+                env.as_ptr().cast(),
+                cwd.as_ptr(),
+                (&si as *const STARTUPINFOEXW).cast(),
+                &mut pi,
+            ),
+            None => CreateProcessW(
+                null(),
+                line.as_mut_ptr(),
+                null(),
+                null(),
+                1,
+                flags,
+                env.as_ptr().cast(),
+                cwd.as_ptr(),
+                (&si as *const STARTUPINFOEXW).cast(),
+                &mut pi,
+            ),
+        }
     };
     drop(list_guard);
     drop(inherited);

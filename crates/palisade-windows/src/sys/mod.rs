@@ -8,6 +8,7 @@ pub mod desktop;
 pub mod handle;
 pub mod job;
 pub mod launch;
+pub mod token;
 
 #[cfg(test)]
 mod session_tests;

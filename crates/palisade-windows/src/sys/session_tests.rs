@@ -18,7 +18,7 @@ use palisade_sandbox::{
 
 use super::backend::run_in_job;
 use super::job::Job;
-use crate::plan::{self, HostFacts, WindowsPlan};
+use crate::plan::{self, HostFacts, Tier, WindowsPlan};
 
 /// A home, a workspace and a state folder under a fresh temporary folder, removed on drop.
 struct Dirs(PathBuf);
@@ -100,6 +100,7 @@ impl Backend for Plumbing {
             tmp: &req.tmp,
             facts: &facts,
             network_off: true,
+            tier: Tier::AppContainer,
             builtin_read: &|_| false,
         })?;
         // Wine refuses these two start attributes (ERROR_NOT_SUPPORTED); the workflow tests
@@ -124,7 +125,7 @@ impl Backend for Plumbing {
         wiring.kill.arm(Box::new(move || stopper.terminate(137)));
         let temp = self.root.join("state\\tmp-run");
         std::fs::create_dir_all(&temp).unwrap();
-        run_in_job(plan, wiring, job, None, None, &temp)
+        run_in_job(plan, wiring, job, None, None, &temp, None)
     }
     fn move_aside(
         _: palisade_sandbox::quarantine::Suspect<'_>,

@@ -52,6 +52,7 @@ fn spec<'a>(argv: &'a [String], env: &'a [(String, String)], cwd: &'a str) -> Sp
         mitigations: 0,
         desktop_app_breakaway_disabled: false,
         desktop: None,
+        token: None,
     }
 }
 
@@ -198,4 +199,19 @@ fn closing_the_job_ends_a_grandchild_that_outlived_its_parent() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!super::acl::alive_for_tests(pid), "closing the job's last handle ended the grandchild");
+}
+
+/// The restricted-token tier's start: the token is made (default DACL included) and the
+/// command starts with it (Wine checks nothing of the token: plumbing only).
+#[test]
+fn a_command_starts_with_the_restricted_token() {
+    let cap = super::appcontainer::OwnedSid::parse(&crate::sid::capability_sid("palisade.workspace.test").0).unwrap();
+    let token = super::token::restricted(&cap).unwrap();
+    let job = Job::new(&job_plan()).unwrap();
+    let (argv, env) = helper_argv("exit7");
+    let cwd = cwd();
+    let mut s = spec(&argv, &env, &cwd);
+    s.token = Some(token.0);
+    let p = start(&s, &job).unwrap();
+    assert_eq!(p.wait().unwrap(), 7);
 }

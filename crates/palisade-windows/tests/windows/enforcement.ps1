@@ -69,6 +69,22 @@ Check 'git commit works inside' ($r.code -eq 0) $r.out
 & git -C $ws -c user.name=t -c user.email=t@example.invalid commit -q --allow-empty -m 'outside, after'
 Check "the host's own git commit works after the run" ($LASTEXITCODE -eq 0) ''
 
+# The restricted-token tier (chosen by the user): writes confined as above; reads are not,
+# and the run says so.
+$rt = Join-Path $base 'rt.toml'
+Set-Content $rt "[windows]`ntier = `"restricted_token`""
+Push-Location $ws
+try {
+    $out = & $Palisade run --policy $rt -- cmd /c "echo x> `"$outside\rt-written.txt`"" 2>&1 | Out-String
+    Check 'restricted token: writing outside fails' (-not (Test-Path "$outside\rt-written.txt")) $out
+    $out = & $Palisade run --policy $rt -- cmd /c "echo inside> rt-inside.txt" 2>&1 | Out-String
+    Check 'restricted token: writing in the workspace works' (Test-Path (Join-Path $ws 'rt-inside.txt')) $out
+    & $Palisade run --policy $rt -- cmd /c "mkdir .vscode 2>nul & echo {} > .vscode\settings.json" 2>&1 | Out-Null
+    Check 'restricted token: protected .vscode stays absent' (-not (Test-Path (Join-Path $ws '.vscode'))) ''
+    $out = & $Palisade run --policy $rt --json -- cmd /c exit 0 2>&1 | Out-String
+    Check 'restricted token: the run says reads are not confined' ($out -match 'reads: the restricted-token tier') $out
+} finally { Pop-Location }
+
 # Nothing left: forget removes every entry Palisade placed for the workspace.
 & $Palisade forget $ws | Out-Host
 $acl = (icacls $ws /T 2>$null | Out-String)
