@@ -10,13 +10,16 @@
 //! - An ACL entry is placed once and kept: each run checks that every entry of its plan is on
 //!   its object (one read of the object's DACL; an object replaced since has lost it) and
 //!   places only what is missing, so the next run of a workspace usually changes nothing.
-//!   Entries of the workspace's capability that its plan no longer has (the policy was
-//!   narrowed) are revoked. [`forget`] revokes every entry of one workspace's capability,
-//!   exactly the tuples recorded, nothing else.
+//!   A plan's capability is named after exactly its entries (`plan::WORKSPACE_CAPABILITY`),
+//!   so entries of another plan are never this run's, and are left for the runs that hold
+//!   them. [`forget`] revokes every entry of one workspace's capabilities, exactly the tuples
+//!   recorded, nothing else. A deny entry whose object is gone at set-up stops the run.
 //! - The journal is locked (`LockFileEx` through `File::lock`) while it is open, so a run's
 //!   set-up and `repair` never interleave.
-//! - A placeholder is removed when its run ends; [`repair`] removes what a run that died
-//!   left (its process no longer alive), and revokes entries whose intent was recorded but
+//! - A placeholder is made with its deny entry in one step, shared by the runs of a
+//!   workspace that overlap (a run planned while another runs sees it as an existing
+//!   protected path and joins it), and removed when the last of them ends; [`repair`]
+//!   removes what runs that died left, and revokes entries whose intent was recorded but
 //!   whose confirmation was not.
 //! - With ACL changes forbidden by the machine's administrator ([`Mode::Forbid`]),
 //!   [`ensure`] changes nothing and fails with every entry it would have needed: path,
@@ -33,7 +36,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Ace, Made, rights};
-use crate::sid::Sid;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,9 @@ pub struct Entry {
     /// Set on a link itself.
     #[serde(default)]
     pub on_link: bool,
+    /// The capability the SID belongs to (`palisade.workspace.TAG.SET`).
+    #[serde(default)]
+    pub capability: String,
 }
 
 impl From<&Ace> for Entry {
@@ -102,6 +107,7 @@ impl From<&Ace> for Entry {
             mask: a.mask,
             flags: a.inherit.flags(),
             on_link: a.on_link,
+            capability: a.capability.clone(),
         }
     }
 }
@@ -155,12 +161,13 @@ pub trait Host {
     /// # Errors
     /// The system's error (an absent object is no error).
     fn revoke(&mut self, e: &Entry) -> io::Result<()>;
-    /// Makes a placeholder (an empty directory, or a file with these contents); fails when
-    /// something is there.
+    /// Makes a placeholder (an empty directory, or a file with these contents) with `deny`
+    /// already on it (in the security descriptor it is created with: no moment exists in
+    /// which it is writable from inside); fails when something is there.
     ///
     /// # Errors
     /// The system's error.
-    fn make(&mut self, m: &Made) -> io::Result<()>;
+    fn make(&mut self, m: &Made, deny: Option<&Entry>) -> io::Result<()>;
     /// Removes the placeholder at `path` if it is still what a placeholder is (an empty
     /// directory, or a file of at most 64 bytes); leaves anything else.
     ///
@@ -253,22 +260,15 @@ impl Journal {
 /// Why [`ensure`] did not put every entry in place.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
-    /// The journal could not be read.
-    #[error("reading the journal: {0}")]
-    Journal(#[source] io::Error),
-    /// ACL changes are forbidden here, and entries are missing (or are there and the plan
-    /// no longer has them).
+    /// ACL changes are forbidden here and entries are missing.
     #[error(
-        "this machine forbids Palisade to change ACLs, and the run needs entries placed ({}) or removed ({}); an administrator can make these changes, or allow them in %ProgramData%\\palisade\\machine.toml",
-        describe(missing),
-        describe(extra)
+        "this machine forbids Palisade to change ACLs, and the run needs these entries that are not in place: {}; an administrator can place them, or allow changes in %ProgramData%\\palisade\\machine.toml",
+        describe(.0)
     )]
-    Forbidden {
-        /// Entries to place.
-        missing: Vec<Entry>,
-        /// Entries of the workspace's capability to remove.
-        extra: Vec<Entry>,
-    },
+    Forbidden(Vec<Entry>),
+    /// A path the plan protects is gone (changed on the host between planning and set-up).
+    #[error("{} was there when the run was planned and is gone now; run again", .0.path)]
+    Vanished(Entry),
     /// The journal or the host failed at `entry`.
     #[error("placing {}: {source}", describe(std::slice::from_ref(entry)))]
     Host {
@@ -288,87 +288,87 @@ fn describe(entries: &[Entry]) -> String {
         .join("; ")
 }
 
-/// What [`ensure`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ensured {
-    /// Entries placed (0 on most runs of a workspace but its first).
-    pub placed: usize,
-    /// Entries of `retire`'s capabilities revoked because the plan no longer has them.
-    pub revoked: usize,
-}
-
 /// Puts every entry of `acl` in place that is not on its object now (intent recorded, entry
-/// placed, confirmation recorded, one at a time), and revokes the journaled entries of the
-/// capabilities in `retire` (the workspace's own) that `acl` no longer has. An entry whose
-/// object does not exist is skipped (a grant of a folder the host lacks); the placeholders
-/// are made before this is called, so theirs always exist.
+/// placed, confirmation recorded, one at a time) and returns how many it placed (0 on most
+/// runs of a workspace but its first). An allow entry whose object does not exist is
+/// skipped (a grant of a folder the host lacks); a deny entry's object must exist (the
+/// placeholders are made before this is called).
 ///
 /// # Errors
-/// [`EnsureError`]: with [`Mode::Forbid`], what would change; otherwise the first failure
-/// (entries placed before it stay recorded).
-pub fn ensure(
-    journal: &mut Journal,
-    host: &mut dyn Host,
-    acl: &[Ace],
-    mode: Mode,
-    retire: &[Sid],
-) -> Result<Ensured, EnsureError> {
-    let state = journal.state().map_err(EnsureError::Journal)?;
-    let wanted: Vec<Entry> = acl.iter().map(Entry::from).collect();
-    let extra: Vec<Entry> =
-        state.entries.keys().filter(|e| retire.iter().any(|s| s.0 == e.sid) && !wanted.contains(e)).cloned().collect();
+/// [`EnsureError`]: with [`Mode::Forbid`], the entries that are missing; a deny entry whose
+/// object is gone; otherwise the first failure (entries placed before it stay recorded).
+pub fn ensure(journal: &mut Journal, host: &mut dyn Host, acl: &[Ace], mode: Mode) -> Result<usize, EnsureError> {
     let mut missing = Vec::new();
-    for e in &wanted {
+    for e in acl.iter().map(Entry::from) {
         let fail = |source| EnsureError::Host { entry: e.clone(), source };
-        if host.present(e).map_err(fail)? == Some(false) {
-            missing.push(e.clone());
+        match host.present(&e).map_err(fail)? {
+            Some(true) => {}
+            Some(false) => missing.push(e),
+            None if e.kind == "deny" => return Err(EnsureError::Vanished(e)),
+            None => {}
         }
     }
-    if missing.is_empty() && extra.is_empty() {
-        return Ok(Ensured::default());
+    if missing.is_empty() {
+        return Ok(0);
     }
     if mode == Mode::Forbid {
-        return Err(EnsureError::Forbidden { missing, extra });
+        return Err(EnsureError::Forbidden(missing));
     }
-    let mut done = Ensured::default();
-    for e in &extra {
-        revoke(journal, host, e).map_err(|source| EnsureError::Host { entry: e.clone(), source })?;
-        done.revoked += 1;
-    }
+    let mut placed = 0;
     for e in &missing {
         let fail = |source| EnsureError::Host { entry: e.clone(), source };
         journal.record(&Record::Intent { ace: e.clone() }).map_err(fail)?;
         let record = if host.apply(e).map_err(fail)? {
-            done.placed += 1;
+            placed += 1;
             Record::Applied { ace: e.clone() }
         } else {
             Record::Revoked { ace: e.clone() }
         };
         journal.record(&record).map_err(fail)?;
     }
-    Ok(done)
+    Ok(placed)
 }
 
-/// Makes the run's placeholders, each journaled first. A placeholder the journal knows (a
-/// live run of the same workspace made it, or a run that died left it) is used as it is.
+/// Makes the run's placeholders, each journaled first and made with its deny entry from
+/// `acl`, and joins the placeholders of overlapping runs that this plan saw as existing
+/// protected paths (a deny of every changing right in `acl` at a path the journal holds as a
+/// live run's placeholder). Returns every placeholder this run uses, for [`unmake`]. A
+/// placeholder the journal knows is used as it is, not made again.
 ///
 /// # Errors
 /// The first failure; those made before it are let go again.
-pub fn make(journal: &mut Journal, host: &mut dyn Host, made: &[Made], pid: u32) -> io::Result<()> {
+pub fn make(journal: &mut Journal, host: &mut dyn Host, made: &[Made], acl: &[Ace], pid: u32) -> io::Result<Vec<Made>> {
     let state = journal.state()?;
-    for (i, m) in made.iter().enumerate() {
+    let deny_at = |path: &str| {
+        acl.iter()
+            .find(|a| a.path == path && a.kind == rights::AceKind::Deny && a.mask == rights::WRITE_ANY)
+            .map(Entry::from)
+    };
+    let mut used: Vec<Made> = Vec::new();
+    for m in made {
         // Ours already: a live run's, or one a run that died left (found again, not made).
         let known = state.made.contains_key(&m.path);
-        let r = journal.record(&Record::Made { path: m.path.clone(), pid }).and_then(|()| match host.make(m) {
-            Err(e) if known && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+        let deny = deny_at(&m.path);
+        let r = journal.record(&Record::Made { path: m.path.clone(), pid }).and_then(|()| {
+            match host.make(m, deny.as_ref()) {
+                Err(e) if known && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
         });
+        used.push(m.clone());
         if let Err(e) = r {
-            let _ = unmake(journal, host, &made[..=i], pid);
+            let _ = unmake(journal, host, &used, pid);
             return Err(e);
         }
     }
-    Ok(())
+    for a in acl.iter().filter(|a| a.kind == rights::AceKind::Deny && a.mask == rights::WRITE_ANY) {
+        let live = state.made.get(&a.path).is_some_and(|runs| runs.iter().any(|p| *p != pid && host.alive(*p)));
+        if live && !used.iter().any(|m| m.path == a.path) {
+            journal.record(&Record::Made { path: a.path.clone(), pid })?;
+            used.push(Made { path: a.path.clone(), contents: None });
+        }
+    }
+    Ok(used)
 }
 
 /// Lets go of the run's placeholders: each is removed unless another live run uses it.
@@ -422,15 +422,15 @@ pub fn repair(journal: &mut Journal, host: &mut dyn Host) -> io::Result<Undone> 
     Ok(done)
 }
 
-/// Revokes every entry whose trustee is one of `sids` (a workspace's capability: `palisade
-/// forget WORKSPACE`), exactly as journaled.
+/// Revokes every journaled entry of a capability whose name starts with `prefix` (one
+/// workspace's: `palisade forget WORKSPACE`), exactly as journaled.
 ///
 /// # Errors
 /// The first failure.
-pub fn forget(journal: &mut Journal, host: &mut dyn Host, sids: &[Sid]) -> io::Result<Undone> {
+pub fn forget(journal: &mut Journal, host: &mut dyn Host, prefix: &str) -> io::Result<Undone> {
     let state = journal.state()?;
     let mut done = Undone::default();
-    for e in state.entries.keys().filter(|e| sids.iter().any(|s| s.0 == e.sid)) {
+    for e in state.entries.keys().filter(|e| e.capability.starts_with(prefix)) {
         revoke(journal, host, e)?;
         done.revoked.push(e.clone());
     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::plan::rights::{AceKind, Inherit};
+use crate::sid::Sid;
 
 /// A host that keeps ACL entries and placeholders in memory, and can fail on one path.
 #[derive(Default)]
@@ -35,11 +36,13 @@ impl Host for Fake {
         self.aces.remove(e);
         Ok(())
     }
-    fn make(&mut self, m: &Made) -> io::Result<()> {
+    fn make(&mut self, m: &Made, deny: Option<&Entry>) -> io::Result<()> {
         if self.made.contains_key(&m.path) {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
         }
         self.made.insert(m.path.clone(), m.contents.clone());
+        // Made with its deny: in place from the first moment.
+        self.aces.extend(deny.cloned());
         Ok(())
     }
     fn remove(&mut self, path: &str) -> io::Result<()> {
@@ -60,7 +63,12 @@ fn ace(path: &str, sid: &str) -> Ace {
         rights: "modify",
         inherit: Inherit::Subtree,
         on_link: false,
+        capability: format!("cap-{sid}"),
     }
+}
+
+fn deny(path: &str, sid: &str) -> Ace {
+    Ace { kind: AceKind::Deny, mask: rights::WRITE_ANY, rights: "write_any", inherit: Inherit::None, ..ace(path, sid) }
 }
 
 fn journal() -> (tempdir::Dir, Journal) {
@@ -93,12 +101,12 @@ fn entries_are_placed_once_per_workspace_and_recorded_before_they_are_made() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a", "S-1-15-3-1024-1"), ace(r"C:\src\a\b", "S-1-15-3-1024-1")];
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 2);
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 0, "the second run changes nothing");
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 2);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 0, "the second run changes nothing");
     assert_eq!(host.applied, 2);
     // A new grant of the policy is added alone (incremental, never the whole set again).
     let more = [acl[0].clone(), acl[1].clone(), ace(r"C:\src\a\c", "S-1-15-3-1024-1")];
-    assert_eq!(ensure(&mut j, &mut host, &more, Mode::Apply, &[]).unwrap().placed, 1);
+    assert_eq!(ensure(&mut j, &mut host, &more, Mode::Apply).unwrap(), 1);
     let state = j.state().unwrap();
     assert!(state.entries.values().all(|s| *s == Status::Applied));
 }
@@ -108,7 +116,7 @@ fn a_grant_of_a_folder_the_host_lacks_is_tried_again_next_run() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\absent", "S-1")];
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 0);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 0);
     assert!(j.state().unwrap().entries.is_empty(), "nothing is recorded as in place");
 }
 
@@ -117,7 +125,7 @@ fn a_failure_leaves_an_intent_that_repair_revokes() {
     let (_d, mut j) = journal();
     let mut host = Fake { fail_at: Some(r"C:\src\a\b".into()), ..Fake::default() };
     let acl = [ace(r"C:\src\a", "S-1"), ace(r"C:\src\a\b", "S-1")];
-    let e = ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap_err().to_string();
+    let e = ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap_err().to_string();
     assert!(e.contains(r"C:\src\a\b") && e.contains("S-1"), "{e}");
     let state = j.state().unwrap();
     assert_eq!(state.entries.get(&Entry::from(&acl[0])), Some(&Status::Applied));
@@ -132,14 +140,14 @@ fn forbidden_changes_fail_with_every_missing_entry_and_change_nothing() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a", "S-1-15-3-1024-7")];
-    let e = ensure(&mut j, &mut host, &acl, Mode::Forbid, &[]).unwrap_err();
+    let e = ensure(&mut j, &mut host, &acl, Mode::Forbid).unwrap_err();
     let text = e.to_string();
     assert!(text.contains(r"C:\src\a") && text.contains("S-1-15-3-1024-7") && text.contains("modify"), "{text}");
     assert_eq!(host.applied, 0);
     assert!(j.state().unwrap().entries.is_empty());
     // Entries already in place (an administrator placed them) satisfy a forbidding machine.
-    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Forbid, &[]).unwrap().placed, 0);
+    ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap();
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Forbid).unwrap(), 0);
 }
 
 #[test]
@@ -148,8 +156,8 @@ fn placeholders_of_dead_runs_are_repaired_and_those_of_live_runs_kept() {
     let mut host = Fake::default();
     let a = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
     let b = [Made { path: r"C:\src\b\.vscode".into(), contents: None }];
-    make(&mut j, &mut host, &a, 100).unwrap();
-    make(&mut j, &mut host, &b, 200).unwrap();
+    make(&mut j, &mut host, &a, &[], 100).unwrap();
+    make(&mut j, &mut host, &b, &[], 200).unwrap();
     host.alive.insert(200);
     let undone = repair(&mut j, &mut host).unwrap();
     assert_eq!(undone.removed, [r"C:\src\a\.vscode"]);
@@ -167,7 +175,7 @@ fn a_failed_make_removes_what_it_made() {
         Made { path: r"C:\src\a\.vscode".into(), contents: None },
         Made { path: r"C:\src\a\.idea".into(), contents: None },
     ];
-    assert!(make(&mut j, &mut host, &m, 1).is_err());
+    assert!(make(&mut j, &mut host, &m, &[], 1).is_err());
     assert!(!host.made.contains_key(r"C:\src\a\.vscode"));
 }
 
@@ -175,21 +183,27 @@ fn a_failed_make_removes_what_it_made() {
 fn forget_revokes_exactly_one_workspaces_entries() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
-    let acl = [ace(r"C:\src\a", "S-A"), ace(r"C:\src\b", "S-B"), ace(r"C:\Users\me\.cargo", "S-TOOLCHAIN")];
-    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
-    let undone = forget(&mut j, &mut host, &[Sid("S-A".into())]).unwrap();
-    assert_eq!(undone.revoked, [Entry::from(&acl[0])]);
-    assert_eq!(host.aces.len(), 2);
-    assert!(!host.aces.contains(&Entry::from(&acl[0])));
+    let mut a = ace(r"C:\src\a", "S-A");
+    a.capability = "palisade.workspace.aaaa.1".into();
+    let mut a2 = ace(r"C:\src\a\x", "S-A2");
+    a2.capability = "palisade.workspace.aaaa.2".into();
+    let mut b = ace(r"C:\src\b", "S-B");
+    b.capability = "palisade.workspace.bbbb.1".into();
+    let acl = [a.clone(), a2.clone(), b.clone()];
+    ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap();
+    let undone = forget(&mut j, &mut host, "palisade.workspace.aaaa.").unwrap();
+    assert_eq!(undone.revoked.len(), 2, "every capability of the workspace (one per policy it ran with)");
+    assert_eq!(host.aces.len(), 1);
+    assert!(host.aces.contains(&Entry::from(&b)));
     // Forgotten entries are placed again by the workspace's next run.
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 1);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 2);
 }
 
 #[test]
 fn a_line_cut_by_a_crash_is_skipped() {
     let (d, mut j) = journal();
     let mut host = Fake::default();
-    ensure(&mut j, &mut host, &[ace(r"C:\src\a", "S-1")], Mode::Apply, &[]).unwrap();
+    ensure(&mut j, &mut host, &[ace(r"C:\src\a", "S-1")], Mode::Apply).unwrap();
     std::fs::OpenOptions::new()
         .append(true)
         .open(d.0.join("journal.jsonl"))
@@ -200,7 +214,7 @@ fn a_line_cut_by_a_crash_is_skipped() {
     let mut j = Journal::open(&d.0.join("journal.jsonl")).unwrap();
     assert_eq!(j.state().unwrap().entries.len(), 1);
     // The next record is read whole, not glued to the cut line.
-    ensure(&mut j, &mut host, &[ace(r"C:\src\b", "S-1")], Mode::Apply, &[]).unwrap();
+    ensure(&mut j, &mut host, &[ace(r"C:\src\b", "S-1")], Mode::Apply).unwrap();
     assert_eq!(j.state().unwrap().entries.len(), 2);
 }
 
@@ -209,30 +223,12 @@ fn an_entry_lost_with_a_replaced_object_is_placed_again() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let acl = [ace(r"C:\src\a\.git\config", "S-1")];
-    ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap();
+    ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap();
     // The user's own `git config` renames a new file over the protected one: the new file
     // has only inherited entries.
     host.aces.clear();
-    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply, &[]).unwrap().placed, 1);
+    assert_eq!(ensure(&mut j, &mut host, &acl, Mode::Apply).unwrap(), 1);
     assert!(host.aces.contains(&Entry::from(&acl[0])));
-}
-
-#[test]
-fn entries_the_narrowed_policy_no_longer_has_are_revoked_for_the_workspace_only() {
-    let (_d, mut j) = journal();
-    let mut host = Fake::default();
-    let ws = Sid("S-WS".into());
-    let wide = [ace(r"C:\src\a", "S-WS"), ace(r"C:\src\extra", "S-WS"), ace(r"C:\Users\me\.cargo", "S-TOOL")];
-    ensure(&mut j, &mut host, &wide, Mode::Apply, std::slice::from_ref(&ws)).unwrap();
-    // The next run's policy no longer grants C:\src\extra (and plans no toolchain entry).
-    let narrow = [wide[0].clone()];
-    // A machine that forbids changes refuses, naming the entry that would have to go.
-    let e = ensure(&mut j, &mut host, &narrow, Mode::Forbid, std::slice::from_ref(&ws)).unwrap_err().to_string();
-    assert!(e.contains(r"C:\src\extra"), "{e}");
-    let done = ensure(&mut j, &mut host, &narrow, Mode::Apply, std::slice::from_ref(&ws)).unwrap();
-    assert_eq!(done, Ensured { placed: 0, revoked: 1 });
-    assert!(!host.aces.contains(&Entry::from(&wide[1])));
-    assert!(host.aces.contains(&Entry::from(&wide[2])), "another capability's entries are not this run's to revoke");
 }
 
 #[test]
@@ -241,9 +237,9 @@ fn parallel_runs_share_a_placeholder_and_the_last_one_removes_it() {
     let mut host = Fake::default();
     let m = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
     host.alive.extend([1, 2]);
-    make(&mut j, &mut host, &m, 1).unwrap();
+    make(&mut j, &mut host, &m, &[], 1).unwrap();
     // The second run shares the first one's placeholder (making it again would fail).
-    make(&mut j, &mut host, &m, 2).unwrap();
+    make(&mut j, &mut host, &m, &[], 2).unwrap();
     unmake(&mut j, &mut host, &m, 1).unwrap();
     host.alive.remove(&1);
     assert!(host.made.contains_key(&m[0].path), "run 2 still needs it");
@@ -257,13 +253,43 @@ fn a_placeholder_left_by_a_run_that_died_is_used_again() {
     let (_d, mut j) = journal();
     let mut host = Fake::default();
     let m = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
-    make(&mut j, &mut host, &m, 7).unwrap();
+    make(&mut j, &mut host, &m, &[], 7).unwrap();
     // Run 7 died; run 8 finds the placeholder in place and goes on.
-    make(&mut j, &mut host, &m, 8).unwrap();
+    make(&mut j, &mut host, &m, &[], 8).unwrap();
     host.alive.insert(8);
     assert!(repair(&mut j, &mut host).unwrap().removed.is_empty(), "run 8 uses it");
     // Something else at a protected path (not made by Palisade) stops the run.
     let other = [Made { path: r"C:\src\a\.idea".into(), contents: None }];
     host.made.insert(other[0].path.clone(), None);
-    assert!(make(&mut j, &mut host, &other, 8).is_err());
+    assert!(make(&mut j, &mut host, &other, &[], 8).is_err());
+}
+
+#[test]
+fn a_protected_path_gone_between_planning_and_set_up_stops_the_run() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let e = ensure(&mut j, &mut host, &[deny(r"C:\src\a\absent", "S-1")], Mode::Apply).unwrap_err();
+    assert!(matches!(e, EnsureError::Vanished(_)), "{e}");
+    assert!(e.to_string().contains("run again"), "{e}");
+}
+
+#[test]
+fn placeholders_are_made_with_their_deny_and_joined_by_overlapping_runs() {
+    let (_d, mut j) = journal();
+    let mut host = Fake::default();
+    let m = [Made { path: r"C:\src\a\.vscode".into(), contents: None }];
+    let acl = [deny(r"C:\src\a\.vscode", "S-1")];
+    let used = make(&mut j, &mut host, &m, &acl, 1).unwrap();
+    assert!(host.aces.contains(&Entry::from(&acl[0])), "the deny came with the folder");
+    assert_eq!(used.len(), 1);
+    // Run 2 was planned while run 1 ran: it saw .vscode as an existing protected path (no
+    // placeholder in its plan, only the deny), and joins run 1's placeholder.
+    host.alive.extend([1, 2]);
+    let used2 = make(&mut j, &mut host, &[], &acl, 2).unwrap();
+    assert_eq!(used2.len(), 1);
+    unmake(&mut j, &mut host, &used, 1).unwrap();
+    host.alive.remove(&1);
+    assert!(host.made.contains_key(&m[0].path), "run 2 still uses it");
+    unmake(&mut j, &mut host, &used2, 2).unwrap();
+    assert!(host.made.is_empty());
 }

@@ -104,6 +104,9 @@ pub struct Ace {
     /// Whether the entry is set on a link itself (opened without following it), not on
     /// where it leads.
     pub on_link: bool,
+    /// The name of the capability whose SID `sid` is (`forget` finds a workspace's entries
+    /// by it).
+    pub capability: String,
 }
 
 /// A host object the run makes before it starts and removes after it ends (a placeholder).
@@ -221,6 +224,16 @@ pub const TOOLCHAIN_CAPABILITY: &str = "palisade.toolchain";
 
 /// Stands for the toolchain capability's SID until its entries are known.
 const TOOLCHAIN_PENDING: &str = "toolchain";
+/// Stands for the workspace capability's SID until its entries are known.
+const WORKSPACE_PENDING: &str = "workspace";
+
+/// The prefix of a workspace's capabilities: `palisade.workspace.TAG.SET`, TAG the
+/// workspace's path tag, SET a hash of exactly the entries the capability holds. Runs of a
+/// workspace with the same policy share one (its entries are placed once); a run whose
+/// policy differs (`--allow-write`, an edited policy) gets its own, so no token ever holds a
+/// grant its own plan did not ask for, even while runs with different policies overlap.
+/// `palisade forget` revokes every capability of the workspace.
+pub const WORKSPACE_CAPABILITY: &str = "palisade.workspace";
 
 /// The mitigations every run asks for: address-space layout randomisation (bottom-up, high
 /// entropy), heap corruption ending the process, no legacy extension points (AppInit DLLs,
@@ -293,10 +306,10 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     let workspace = win(input.workspace)?;
     let tag = sid::path_tag(&workspace.key());
     let profile = format!("palisade.ws.{tag}");
-    let ws_cap = format!("palisade.workspace.{tag}");
     let capabilities = vec![
-        Capability { holder: Holder::Workspace, sid: sid::capability_sid(&ws_cap), name: ws_cap },
-        // Named (and its SID derived) once its entries are known; see TOOLCHAIN_CAPABILITY.
+        // Both named (and their SIDs derived) once their entries are known; see
+        // WORKSPACE_CAPABILITY and TOOLCHAIN_CAPABILITY.
+        Capability { holder: Holder::Workspace, sid: Sid(WORKSPACE_PENDING.into()), name: String::new() },
         Capability { holder: Holder::Toolchain, sid: Sid(TOOLCHAIN_PENDING.into()), name: String::new() },
     ];
     let sid_of = |h: Holder| {
@@ -328,6 +341,7 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         rights: rights::name(mask),
         inherit,
         on_link,
+        capability: String::new(),
     };
     // The grants that reach `path` from above (every capability holding one).
     let covering = |grants: &[(WinPath, Holder)], path: &WinPath| -> Vec<Holder> {
@@ -394,8 +408,20 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
                 acl.push(ace(&path, rights::AceKind::Allow, sid_of(holder), mask, rights::Inherit::Subtree, false));
                 grants.push((path, holder));
             }
-            Entry::Hidden { .. } if input.tier == Tier::RestrictedToken => {
-                // Reads are not checked against the restricting SIDs: a deny would do nothing.
+            Entry::Hidden { dir, .. } if input.tier == Tier::RestrictedToken => {
+                // Reads are not checked against the restricting SIDs, but writes are: beneath
+                // a writable grant, a hidden path is kept from being changed or removed.
+                if grants_writable(&acl, &path) {
+                    let inherit = if *dir { rights::Inherit::Subtree } else { rights::Inherit::None };
+                    acl.push(ace(
+                        &path,
+                        rights::AceKind::Deny,
+                        sid_of(Holder::Workspace),
+                        rights::WRITE_ANY,
+                        inherit,
+                        false,
+                    ));
+                }
             }
             Entry::Hidden { dir, .. } => {
                 if let Some(r) = already_readable.iter().find(|r| WinPath::parse(r).is_ok_and(|r| path.is_within(&r))) {
@@ -528,38 +554,57 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
             ));
         }
     }
-    // The toolchain capability, named after exactly what it holds.
-    let mut held: Vec<String> = acl
-        .iter()
-        .filter(|a| a.sid.0 == TOOLCHAIN_PENDING)
-        .map(|a| {
-            format!(
-                "{}|{:?}|{:#x}|{:?}",
-                WinPath::parse(&a.path).map(|w| w.key()).unwrap_or_default(),
-                a.kind,
-                a.mask,
-                a.inherit
-            )
-        })
-        .collect();
-    held.sort();
-    let mut capabilities = capabilities;
-    if held.is_empty() {
-        capabilities.retain(|c| c.holder != Holder::Toolchain);
-    } else {
-        let name = format!("{TOOLCHAIN_CAPABILITY}.{}", sid::path_tag(&held.join("\n")));
-        let tsid = sid::capability_sid(&name);
-        for a in acl.iter_mut().filter(|a| a.sid.0 == TOOLCHAIN_PENDING) {
-            a.sid = tsid.clone();
+    // Each writable root itself cannot be removed or renamed from inside (its grant's DELETE
+    // would otherwise let the workspace be moved into the run's TEMP, which is removed at the
+    // end of the run).
+    for root in &writable_roots {
+        let text = root.to_string();
+        if !acl.iter().any(|a| a.path == text && a.kind == rights::AceKind::Deny && a.mask & rights::DELETE != 0) {
+            acl.push(ace(
+                root,
+                rights::AceKind::Deny,
+                sid_of(Holder::Workspace),
+                rights::DELETE,
+                rights::Inherit::None,
+                false,
+            ));
         }
-        for c in capabilities.iter_mut().filter(|c| c.holder == Holder::Toolchain) {
+    }
+    acl.sort_by_key(|a| std::cmp::Reverse(matches!(a.kind, rights::AceKind::Deny)));
+    acl.sort_by_key(|a| depth(&a.path));
+    // Both capabilities, named after exactly what they hold.
+    let mut capabilities = capabilities;
+    for (holder, pending, prefix) in [
+        (Holder::Toolchain, TOOLCHAIN_PENDING, TOOLCHAIN_CAPABILITY.to_owned()),
+        (Holder::Workspace, WORKSPACE_PENDING, format!("{WORKSPACE_CAPABILITY}.{tag}")),
+    ] {
+        let mut held: Vec<String> = acl
+            .iter()
+            .filter(|a| a.sid.0 == pending)
+            .map(|a| {
+                let key = WinPath::parse(&a.path).map(|w| w.key()).unwrap_or_default();
+                format!("{key}|{:?}|{:#x}|{:?}|{}", a.kind, a.mask, a.inherit, a.on_link)
+            })
+            .collect();
+        held.sort();
+        if held.is_empty() && holder == Holder::Toolchain {
+            capabilities.retain(|c| c.holder != holder);
+            continue;
+        }
+        let name = format!("{prefix}.{}", sid::path_tag(&held.join("\n")));
+        let csid = sid::capability_sid(&name);
+        for a in acl.iter_mut().filter(|a| a.sid.0 == pending) {
+            a.sid = csid.clone();
+            a.capability = name.clone();
+        }
+        for c in capabilities.iter_mut().filter(|c| c.holder == holder) {
             c.name = name.clone();
-            c.sid = tsid.clone();
+            c.sid = csid.clone();
         }
     }
     if input.tier == Tier::RestrictedToken {
         missing.push(
-            "reads: the restricted-token tier confines writes only; the command can read every file you can, secrets included (windows.tier = \"restricted_token\")".into(),
+            "reads: the restricted-token tier confines writes only; the command runs as you and can read every file you can (secrets included), the memory of your other programs, and what Windows decrypts for you (Credential Manager, DPAPI) (windows.tier = \"restricted_token\")".into(),
         );
         if input.network_off {
             missing.push(
@@ -578,8 +623,6 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     if limits.open_files.is_some() {
         missing.push("[process] open_files: Windows has no per-process handle limit".into());
     }
-    acl.sort_by_key(|a| std::cmp::Reverse(matches!(a.kind, rights::AceKind::Deny)));
-    acl.sort_by_key(|a| depth(&a.path));
 
     let mut env = input.env;
     env.retain(|(k, _)| !k.eq_ignore_ascii_case("TEMP") && !k.eq_ignore_ascii_case("TMP"));

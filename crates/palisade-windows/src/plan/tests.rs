@@ -119,13 +119,19 @@ fn each_entry_becomes_what_windows_enforces() {
     let plan = plan_of(every_entry()).unwrap();
     let ws = plan.capabilities[0].sid.clone();
     let tc = plan.capabilities[1].sid.clone();
-    // The workspace: Modify for the workspace's capability, inherited by everything beneath.
+    // The workspace: Modify for the workspace's capability, inherited by everything beneath;
+    // the folder itself cannot be removed or renamed.
     let a = aces_at(&plan, WS);
-    assert_eq!(a.len(), 1);
+    assert_eq!(a.len(), 2);
     assert_eq!(
         (a[0].kind, a[0].mask, a[0].inherit, &a[0].sid),
+        (AceKind::Deny, rights::DELETE, rights::Inherit::None, &ws)
+    );
+    assert_eq!(
+        (a[1].kind, a[1].mask, a[1].inherit, &a[1].sid),
         (AceKind::Allow, rights::MODIFY, rights::Inherit::Subtree, &ws)
     );
+    assert!(plan.acl.iter().all(|a| !a.capability.is_empty() && crate::sid::capability_sid(&a.capability) == a.sid));
     // A built-in read grant goes to the toolchain capability (once per machine).
     let a = aces_at(&plan, r"C:\Users\me\.cargo");
     assert_eq!((a[0].kind, a[0].mask, &a[0].sid), (AceKind::Allow, rights::READ_EXECUTE, &tc));
@@ -152,7 +158,7 @@ fn each_entry_becomes_what_windows_enforces() {
     assert!(aces_at(&plan, r"C:\Program Files\Git").is_empty());
     // The private TEMP: a folder in the workspace's state folder, granted to the workspace.
     let t = r"C:\Users\me\AppData\Local\palisade\workspaces\0123\tmp";
-    assert_eq!(aces_at(&plan, t)[0].mask, rights::MODIFY);
+    assert!(aces_at(&plan, t).iter().any(|a| a.kind == AceKind::Allow && a.mask == rights::MODIFY));
     assert!(aces_at(&plan, TMP).is_empty(), "never a grant on the user's %TEMP%");
     let temp: Vec<_> = plan.launch.env.iter().filter(|(k, _)| k == "TEMP" || k == "TMP").collect();
     assert_eq!(temp.len(), 2);
@@ -274,9 +280,15 @@ fn folders_above_a_protected_path_cannot_be_renamed_away() {
         (a[0].kind, a[0].mask, a[0].inherit, &a[0].sid),
         (AceKind::Deny, rights::DELETE, rights::Inherit::None, ws)
     );
-    // The workspace itself keeps its grant alone (its parent is not writable: it cannot be
-    // renamed from inside anyway).
-    assert!(aces_at(&plan, WS).iter().all(|a| a.kind == AceKind::Allow));
+    // The workspace itself cannot be moved either (into the run's TEMP, say, which is
+    // removed after the run), nor the TEMP folders' parent.
+    let delete_denied = |p: &str| {
+        aces_at(&plan, p)
+            .iter()
+            .any(|a| a.kind == AceKind::Deny && a.mask == rights::DELETE && a.inherit == rights::Inherit::None)
+    };
+    assert!(delete_denied(WS));
+    assert!(delete_denied(r"C:\Users\me\AppData\Local\palisade\workspaces\0123\tmp"));
 }
 
 #[test]
@@ -305,14 +317,31 @@ fn the_restricted_token_tier_confines_writes_and_says_what_it_does_not() {
     assert_eq!(plan.tier, Tier::RestrictedToken);
     let ws = &plan.capabilities[0].sid;
     // Writes: the same grants and denies as the AppContainer, to the restricting SID.
-    let a = aces_at(&plan, WS);
-    assert_eq!((a[0].kind, a[0].mask, &a[0].sid), (AceKind::Allow, rights::MODIFY, ws));
+    assert!(aces_at(&plan, WS).iter().any(|a| (a.kind, a.mask, &a.sid) == (AceKind::Allow, rights::MODIFY, ws)));
     assert_eq!(aces_at(&plan, r"C:\src\repo\.git\hooks")[0].mask, rights::WRITE_ANY);
     assert_eq!(plan.made.len(), 2);
     // Reads: nothing placed (the token reads what the user reads), and it is said.
     assert!(aces_at(&plan, r"C:\Users\me\.cargo").is_empty());
-    assert!(aces_at(&plan, r"C:\src\repo\.env.local").is_empty());
+    // A hidden path beneath the writable workspace cannot be changed or removed (the
+    // restricting SID's deny holds for writes), though it can be read.
+    let a = aces_at(&plan, r"C:\src\repo\.env.local");
+    assert_eq!((a.len(), a[0].kind, a[0].mask), (1, AceKind::Deny, rights::WRITE_ANY));
     assert_eq!(plan.capabilities.len(), 1, "no toolchain capability: reads are not restricted");
     assert!(plan.missing.iter().any(|m| m.starts_with("reads:")), "{:?}", plan.missing);
     assert!(plan.missing.iter().any(|m| m.starts_with("network:")), "{:?}", plan.missing);
+}
+
+#[test]
+fn runs_of_a_workspace_with_different_policies_hold_different_capabilities() {
+    let a = plan_of(every_entry()).unwrap();
+    let mut view = every_entry();
+    view.entries.push(host(r"D:\scratch", true));
+    let b = plan_of(view).unwrap();
+    // Same workspace, same profile; but a run with the extra grant holds a capability of its
+    // own, so a run without it never holds D:\scratch's grant, even while both run.
+    assert_eq!(a.profile, b.profile);
+    assert_ne!(a.capabilities[0].sid, b.capabilities[0].sid);
+    let prefix = |n: &str| n.rsplit_once('.').unwrap().0.to_owned();
+    assert_eq!(prefix(&a.capabilities[0].name), prefix(&b.capabilities[0].name), "one workspace prefix for forget");
+    assert_eq!(a, plan_of(every_entry()).unwrap(), "the same policy gives the same plan");
 }

@@ -13,7 +13,9 @@ use std::ptr::{null, null_mut};
 use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, LocalFree, WAIT_TIMEOUT};
 use windows_sys::Win32::Security::Authorization::*;
 use windows_sys::Win32::Security::{
-    ACE_HEADER, ACL, DACL_SECURITY_INFORMATION, DeleteAce, EqualSid, GetAce, INHERITED_ACE, PSECURITY_DESCRIPTOR, PSID,
+    ACE_HEADER, ACL, DACL_SECURITY_INFORMATION, DeleteAce, EqualSid, GetAce, INHERITED_ACE,
+    InitializeSecurityDescriptor, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES, SECURITY_DESCRIPTOR,
+    SetSecurityDescriptorDacl,
 };
 use windows_sys::Win32::Storage::FileSystem::*;
 use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_SYNCHRONIZE, WaitForSingleObject};
@@ -140,18 +142,7 @@ impl Host for Acls {
         let Some(h) = open(&e.path)? else { return Ok(false) };
         let old = dacl(&h, &e.path)?;
         let sid = Sid::parse(&e.sid)?;
-        let ea = EXPLICIT_ACCESS_W {
-            grfAccessPermissions: e.mask,
-            grfAccessMode: if e.kind == "deny" { DENY_ACCESS } else { GRANT_ACCESS },
-            grfInheritance: e.flags,
-            Trustee: TRUSTEE_W {
-                pMultipleTrustee: null_mut(),
-                MultipleTrusteeOperation: 0,
-                TrusteeForm: TRUSTEE_IS_SID,
-                TrusteeType: TRUSTEE_IS_UNKNOWN,
-                ptstrName: sid.0.cast(),
-            },
-        };
+        let ea = explicit(e, &sid, if e.kind == "deny" { DENY_ACCESS } else { GRANT_ACCESS });
         let mut new: *mut ACL = null_mut();
         // SAFETY: one entry, the object's ACL; `new` freed below.
         let r = unsafe { SetEntriesInAclW(1, &ea, old.acl, &mut new) };
@@ -185,15 +176,76 @@ impl Host for Acls {
         set(&h, d.acl, &e.path)
     }
 
-    fn make(&mut self, m: &Made) -> io::Result<()> {
-        match &m.contents {
-            None => std::fs::create_dir(&m.path),
-            Some(c) => {
-                use std::io::Write;
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&m.path)?.write_all(c.as_bytes())
-            }
+    fn make(&mut self, m: &Made, deny: Option<&Entry>) -> io::Result<()> {
+        let fail = |e: io::Error| io::Error::new(e.kind(), format!("making the placeholder {}: {e}", m.path));
+        // The deny entry is in the security descriptor the object is created with; Windows
+        // adds the parent's inheritable entries to it (the DACL is not protected), so the
+        // object never exists without it.
+        let sid = deny.map(|d| Sid::parse(&d.sid)).transpose()?;
+        let mut acl: *mut ACL = null_mut();
+        if let (Some(d), Some(sid)) = (deny, &sid) {
+            let ea = explicit(d, sid, DENY_ACCESS);
+            // SAFETY: one entry, no old ACL; `acl` freed below.
+            win32(unsafe { SetEntriesInAclW(1, &ea, null(), &mut acl) }, "building a placeholder's ACL")?;
         }
-        .map_err(|e| io::Error::new(e.kind(), format!("making the placeholder {}: {e}", m.path)))
+        // SAFETY: an all-zero SECURITY_DESCRIPTOR is initialised by the call below.
+        let mut sd: SECURITY_DESCRIPTOR = unsafe { std::mem::zeroed() };
+        let psd: PSECURITY_DESCRIPTOR = (&mut sd as *mut SECURITY_DESCRIPTOR).cast();
+        // SAFETY: `sd` lives for the calls; `acl` (or null: no DACL given) lives until freed
+        // after the object is created.
+        let ok = unsafe {
+            InitializeSecurityDescriptor(psd, windows_sys::Win32::System::SystemServices::SECURITY_DESCRIPTOR_REVISION)
+                != 0
+                && (acl.is_null() || SetSecurityDescriptorDacl(psd, 1, acl, 0) != 0)
+        };
+        let sa = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: psd,
+            bInheritHandle: 0,
+        };
+        let w = wide(&m.path);
+        let result = if !ok {
+            Err(last_error("preparing a placeholder's security descriptor"))
+        } else {
+            match &m.contents {
+                None => {
+                    // SAFETY: a NUL-terminated path and the attributes above.
+                    let made = unsafe { CreateDirectoryW(w.as_ptr(), &sa) };
+                    if made == 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+                }
+                Some(c) => {
+                    // SAFETY: as above; CREATE_NEW fails on anything already there.
+                    let h = unsafe {
+                        CreateFileW(
+                            w.as_ptr(),
+                            FILE_GENERIC_WRITE,
+                            0,
+                            &sa,
+                            CREATE_NEW,
+                            FILE_ATTRIBUTE_NORMAL,
+                            null_mut(),
+                        )
+                    };
+                    if h == windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        let h = Handle(h);
+                        let mut written = 0u32;
+                        // SAFETY: a valid handle and a buffer of the given length.
+                        if unsafe { WriteFile(h.0, c.as_ptr(), c.len() as u32, &mut written, null_mut()) } == 0 {
+                            Err(io::Error::last_os_error())
+                        } else {
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        };
+        if !acl.is_null() {
+            // SAFETY: allocated by SetEntriesInAclW.
+            unsafe { LocalFree(acl.cast()) };
+        }
+        result.map_err(fail)
     }
 
     fn remove(&mut self, path: &str) -> io::Result<()> {
@@ -255,4 +307,20 @@ fn matching(d: &Dacl, sid: &Sid, e: &Entry) -> Vec<u32> {
         }
     }
     found
+}
+
+/// The `EXPLICIT_ACCESS_W` for `e` (valid while `sid` lives).
+fn explicit(e: &Entry, sid: &Sid, mode: ACCESS_MODE) -> EXPLICIT_ACCESS_W {
+    EXPLICIT_ACCESS_W {
+        grfAccessPermissions: e.mask,
+        grfAccessMode: mode,
+        grfInheritance: e.flags,
+        Trustee: TRUSTEE_W {
+            pMultipleTrustee: null_mut(),
+            MultipleTrusteeOperation: 0,
+            TrusteeForm: TRUSTEE_IS_SID,
+            TrusteeType: TRUSTEE_IS_UNKNOWN,
+            ptstrName: sid.0.cast(),
+        },
+    }
 }

@@ -244,7 +244,13 @@ impl Backend for Windows {
                 let cap =
                     plan.capabilities.iter().find(|c| c.holder == plan::Holder::Workspace).map(|c| c.sid.0.as_str());
                 let cap = OwnedSid::parse(cap.unwrap_or_default()).map_err(step("reading the workspace capability"))?;
-                let token = super::token::restricted(&cap).map_err(step("creating the restricted token"))?;
+                // A SID of this run's own, restricting and in the default DACL: objects the
+                // run makes can be opened by no other restricted process (another run's).
+                let nanos =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                let run = crate::sid::capability_sid(&format!("palisade.run.{}.{nanos}", std::process::id()));
+                let run = OwnedSid::parse(&run.0).map_err(step("making the run's SID"))?;
+                let token = super::token::restricted(&cap, &run).map_err(step("creating the restricted token"))?;
                 Who::Restricted { cap, token }
             }
             plan::Tier::SecurityEnvironment => {
@@ -259,24 +265,24 @@ impl Backend for Windows {
         let temp = PathBuf::from(&plan.launch.temp_parent).join(format!("run-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&plan.launch.temp_parent).map_err(step("making the private TEMP folders' parent"))?;
         std::fs::create_dir(&temp).map_err(step("making the run's private TEMP folder"))?;
-        let ws_sid: Vec<crate::sid::Sid> =
-            plan.capabilities.iter().filter(|c| c.holder == plan::Holder::Workspace).map(|c| c.sid.clone()).collect();
-        {
-            // Set-up under the journal's lock: the placeholders first (their entries are
-            // placed on them), then every entry checked and the missing ones placed.
+        let used = {
+            // Set-up under the journal's lock: the placeholders first (each made with its deny
+            // entry; those of overlapping runs joined), then every entry checked and the
+            // missing ones placed.
             let mut j = Journal::open(&self.journal_path()).map_err(step("opening the journal"))?;
             let mut acls = Acls;
-            journal::make(&mut j, &mut acls, &plan.made, std::process::id())
+            let used = journal::make(&mut j, &mut acls, &plan.made, &plan.acl, std::process::id())
                 .map_err(step("making the placeholders"))?;
-            if let Err(e) = journal::ensure(&mut j, &mut acls, &plan.acl, Windows::acl_mode(), &ws_sid) {
-                let _ = journal::unmake(&mut j, &mut acls, &plan.made, std::process::id());
+            if let Err(e) = journal::ensure(&mut j, &mut acls, &plan.acl, Windows::acl_mode()) {
+                let _ = journal::unmake(&mut j, &mut acls, &used, std::process::id());
                 let _ = std::fs::remove_dir_all(&temp);
                 return Err(RunError::Setup(format!("putting the workspace's ACL entries in place: {e}")));
             }
-        }
+            used
+        };
         let result = self.run(plan, wiring, &who, &temp);
         if let Ok(mut j) = Journal::open(&self.journal_path()) {
-            let _ = journal::unmake(&mut j, &mut Acls, &plan.made, std::process::id());
+            let _ = journal::unmake(&mut j, &mut Acls, &used, std::process::id());
         }
         let _ = std::fs::remove_dir_all(&temp);
         result
@@ -292,17 +298,17 @@ impl Backend for Windows {
 
 impl Windows {
     /// `palisade forget WORKSPACE`: revokes every ACL entry journaled for the workspace's
-    /// capability and deletes its AppContainer profile. Entries of the toolchain capability
-    /// (shared by every workspace) are kept.
+    /// capabilities (one per policy it ran with) and deletes its AppContainer profile.
+    /// Entries of toolchain capabilities (shared by workspaces) are kept.
     ///
     /// # Errors
     /// The first failure, in words.
     pub fn forget(&self, workspace: &Path) -> Result<journal::Undone, String> {
         let ws = WinPath::parse(&workspace.to_string_lossy()).map_err(|e| format!("{}: {e}", workspace.display()))?;
         let tag = crate::sid::path_tag(&ws.key());
-        let cap = crate::sid::capability_sid(&format!("palisade.workspace.{tag}"));
+        let prefix = format!("{}.{tag}.", plan::WORKSPACE_CAPABILITY);
         let mut j = Journal::open(&self.journal_path()).map_err(|e| format!("opening the journal: {e}"))?;
-        let undone = journal::forget(&mut j, &mut Acls, &[cap]).map_err(|e| format!("revoking: {e}"))?;
+        let undone = journal::forget(&mut j, &mut Acls, &prefix).map_err(|e| format!("revoking: {e}"))?;
         let api = Api::load()?;
         let _ = api.delete_profile(&format!("palisade.ws.{tag}"));
         let _ = std::fs::remove_dir_all(self.root.join("workspaces").join(tag));

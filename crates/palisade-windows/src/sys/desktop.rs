@@ -14,8 +14,12 @@ use windows_sys::Win32::System::StationsAndDesktops::{CloseDesktop, CreateDeskto
 
 use super::handle::{last_error, wide, win32};
 
-/// `GENERIC_ALL`.
+/// `GENERIC_ALL`, for Palisade's own handle.
 const GENERIC_ALL: u32 = 0x1000_0000;
+/// What the sandbox gets on its desktop: `DESKTOP_READOBJECTS`, `CREATEWINDOW`,
+/// `CREATEMENU`, `ENUMERATE`, `WRITEOBJECTS` and `READ_CONTROL` (`0x200C7`); not
+/// `HOOKCONTROL`, the journal rights, `SWITCHDESKTOP`, `WRITE_DAC` or `WRITE_OWNER`.
+const SANDBOX_RIGHTS: u32 = 0x0002_00C7;
 
 /// A desktop closed on drop.
 #[derive(Debug)]
@@ -58,7 +62,7 @@ impl Desktop {
             "reading the desktop's ACL",
         )?;
         let ea = EXPLICIT_ACCESS_W {
-            grfAccessPermissions: GENERIC_ALL,
+            grfAccessPermissions: SANDBOX_RIGHTS,
             grfAccessMode: GRANT_ACCESS,
             grfInheritance: NO_INHERITANCE,
             Trustee: TRUSTEE_W {

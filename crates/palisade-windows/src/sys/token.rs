@@ -1,9 +1,10 @@
 //! The restricted-token tier's token: the user's own token with every privilege but
 //! `SeChangeNotifyPrivilege` removed and `WRITE_RESTRICTED`, whose restricting SIDs are the
-//! workspace's capability and `RESTRICTED` (`S-1-5-12`). A write is then allowed only where
-//! the object's DACL grants it both to the user and to a restricting SID: the workspace and
-//! the run's TEMP (Palisade's grants), objects the run creates itself (the token's default
-//! DACL names `RESTRICTED`). Reads are checked as the user's ("Restricted Tokens",
+//! workspace's capability and a SID of the run's own. A write is then allowed only where the
+//! object's DACL grants it both to the user and to a restricting SID: the workspace and the
+//! run's TEMP (Palisade's grants), objects the run creates itself (the token's default DACL
+//! names the user, SYSTEM and the run's SID: not `RESTRICTED`, which every other restricted
+//! process holds). Reads are checked as the user's ("Restricted Tokens",
 //! "CreateRestrictedToken", Win32 docs).
 
 use std::io;
@@ -26,11 +27,11 @@ use super::handle::{Handle, last_error, win32};
 /// `GENERIC_ALL`.
 const GENERIC_ALL: u32 = 0x1000_0000;
 
-/// The write-restricted token for `capability` (see the module).
+/// The write-restricted token for `capability` and the run's own SID `run` (see the module).
 ///
 /// # Errors
 /// The system's error, naming the step.
-pub fn restricted(capability: &OwnedSid) -> io::Result<Handle> {
+pub fn restricted(capability: &OwnedSid, run: &OwnedSid) -> io::Result<Handle> {
     let mut own: HANDLE = null_mut();
     // SAFETY: the current process's pseudo-handle and an out-pointer to a local.
     if unsafe {
@@ -44,9 +45,8 @@ pub fn restricted(capability: &OwnedSid) -> io::Result<Handle> {
         return Err(last_error("opening Palisade's own token"));
     }
     let own = Handle(own);
-    let restricted_sid = OwnedSid::parse("S-1-5-12")?;
     let system = OwnedSid::parse("S-1-5-18")?;
-    let sids = [capability, &restricted_sid];
+    let sids = [capability, run];
     let list: Vec<SID_AND_ATTRIBUTES> =
         sids.iter().map(|s| SID_AND_ATTRIBUTES { Sid: s.as_psid(), Attributes: 0 }).collect();
     let mut token: HANDLE = null_mut();
@@ -82,7 +82,7 @@ pub fn restricted(capability: &OwnedSid) -> io::Result<Handle> {
     let user: TOKEN_USER = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
     let user_sid: PSID = user.User.Sid;
 
-    let trustees: [PSID; 4] = [user_sid, system.as_psid(), restricted_sid.as_psid(), capability.as_psid()];
+    let trustees: [PSID; 3] = [user_sid, system.as_psid(), run.as_psid()];
     let entries: Vec<EXPLICIT_ACCESS_W> = trustees
         .iter()
         .map(|sid| EXPLICIT_ACCESS_W {
