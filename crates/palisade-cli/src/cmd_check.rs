@@ -148,7 +148,10 @@ pub fn run(args: CheckArgs) -> Outcome {
     let probe = palisade_windows::Windows::new(env.state_home.join("palisade")).probe();
     let can = probe.can_run();
     if args.json {
-        println!("{}", serde_json::to_string(&probe).unwrap_or_default());
+        let mut v = serde_json::to_value(&probe).unwrap_or_default();
+        v["platform"] = "windows".into();
+        v["run"] = if can { "enforce" } else { "refuse" }.into();
+        println!("{v}");
     } else {
         println!("platform: {}", probe.platform);
         for m in &probe.required {

@@ -6,8 +6,10 @@
 //! docs): arguments separated by spaces or tabs, `"` groups, backslashes are literal unless
 //! they precede a `"`, where `2n` backslashes and a quote give `n` and a grouping quote, and
 //! `2n+1` give `n` and a literal quote. [`command_line`] quotes so that this parse gives the
-//! argv back exactly. (`cmd.exe` parses its own `/c` line differently; Palisade passes what
-//! the user wrote and never builds a `cmd` line itself.)
+//! argv back exactly. `cmd.exe` parses its `/c` line differently: [`launch`] builds that
+//! line for batch files (npm's and the agents' `.cmd` shims), and a command given as
+//! `cmd /c "…"` gets the C runtime's quoting like any program (write paths without quotes, or
+//! run the program directly).
 
 /// `argv` as one command line that the C runtime splits back into `argv`.
 pub fn command_line(argv: &[String]) -> String {
@@ -128,6 +130,82 @@ pub fn env_block(env: &[(String, String)]) -> Vec<u16> {
     block
 }
 
+/// How `CreateProcessW` is asked to start `argv`: the program it runs
+/// (`lpApplicationName`, a full path: Windows searches nothing) and the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The program's full path.
+    pub application: String,
+    /// The command line.
+    pub line: String,
+}
+
+/// Finds the program `name` as a shell would: a name with a folder (`.\tool`, `C:\x\y`) as
+/// it is (relative to `cwd`), else in each folder of `path` (the sandbox's `PATH`, `;`
+/// separated) in order; where `name` has no extension, with each of `pathext`'s (`.COM;.EXE;
+/// .BAT;.CMD`). Unlike `CreateProcessW`'s own search, the current folder is not searched for
+/// a bare name: a program planted in the workspace never runs in place of one on `PATH`.
+/// `is_file` says whether a path is a file.
+pub fn find(name: &str, cwd: &str, path: &str, pathext: &str, is_file: &dyn Fn(&str) -> bool) -> Option<String> {
+    let has_ext = name.rsplit(['\\', '/']).next().is_some_and(|file| file.contains('.'));
+    let exts: Vec<&str> = pathext.split(';').map(str::trim).filter(|e| e.starts_with('.')).collect();
+    let try_in = |base: &str| -> Option<String> {
+        if has_ext && is_file(base) {
+            return Some(base.to_owned());
+        }
+        exts.iter().map(|e| format!("{base}{}", e.to_ascii_lowercase())).find(|c| is_file(c))
+    };
+    if name.contains(['\\', '/']) || name.as_bytes().get(1) == Some(&b':') {
+        let full = if name.starts_with(['\\', '/']) || name.as_bytes().get(1) == Some(&b':') {
+            name.to_owned()
+        } else {
+            format!("{}\\{name}", cwd.trim_end_matches('\\'))
+        };
+        // One spelling (`.` and `..` resolved, separators), as Windows opens it.
+        let full = palisade_policy::winpath::WinPath::parse(&full).map(|w| w.to_string()).ok()?;
+        return try_in(&full);
+    }
+    path.split(';')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .find_map(|d| try_in(&format!("{}\\{name}", d.trim_end_matches('\\'))))
+}
+
+/// The launch of `argv` whose program was found at `program`. A batch file (`.bat`,
+/// `.cmd`: npm's, codex's and claude's shims) runs through `cmd.exe` from `system_root`:
+/// `cmd.exe /d /e:ON /v:OFF /s /c ""PROGRAM" ARGS"`, every argument that holds anything but
+/// letters, digits and `-_+./:\@` in double quotes, inside which `cmd` reads `&|<>^()` and
+/// spaces literally.
+///
+/// # Errors
+/// For a batch file, an argument `cmd.exe` cannot be given safely: one holding `"` (it
+/// would end the quotes), `%` (expanded even in quotes), or a line break or NUL (they end
+/// the command). The message names the argument and the program.
+pub fn launch(program: &str, argv: &[String], system_root: &str) -> Result<Launch, String> {
+    let lower = program.to_ascii_lowercase();
+    if !(lower.ends_with(".bat") || lower.ends_with(".cmd")) {
+        return Ok(Launch { application: program.to_owned(), line: command_line(argv) });
+    }
+    let mut script = format!("\"{program}\"");
+    for arg in argv.iter().skip(1) {
+        if let Some(c) = arg.chars().find(|c| matches!(c, '"' | '%' | '\r' | '\n' | '\0')) {
+            return Err(format!(
+                "cannot pass the argument {arg:?} to the batch file {program}: cmd.exe would read its {c:?} as syntax; run the program it starts directly"
+            ));
+        }
+        script.push(' ');
+        if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_+./:\\@".contains(c)) {
+            script.push_str(arg);
+        } else {
+            script.push('"');
+            script.push_str(arg);
+            script.push('"');
+        }
+    }
+    let cmd = format!("{}\\System32\\cmd.exe", system_root.trim_end_matches('\\'));
+    Ok(Launch { line: format!("cmd.exe /d /e:ON /v:OFF /s /c \"{script}\""), application: cmd })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +238,34 @@ mod tests {
         let block = String::from_utf16(&env_block(&env)).unwrap();
         assert_eq!(block, "A=1\0b=2\0\0");
         assert_eq!(env_block(&[]), [0, 0]);
+    }
+    #[test]
+    fn programs_are_found_on_the_sandboxs_path_with_pathext_never_in_the_current_folder() {
+        let files = [r"C:\ws\git.exe", r"C:\tools\git.exe", r"C:\npm\npm.cmd", r"C:\npm\npm", r"C:\ws\tool.exe"];
+        let is_file = |p: &str| files.iter().any(|f| f.eq_ignore_ascii_case(p));
+        let find = |name: &str| find(name, r"C:\ws", r"C:\none;;C:\tools;C:\npm", ".COM;.EXE;.BAT;.CMD", &is_file);
+        assert_eq!(find("git").as_deref(), Some(r"C:\tools\git.exe"), "the workspace's git.exe is not run for `git`");
+        assert_eq!(find("npm").as_deref(), Some(r"C:\npm\npm.cmd"), "PATHEXT before the extensionless file");
+        assert_eq!(find(r".\tool").as_deref(), Some(r"C:\ws\tool.exe"), "a name with a folder is taken as it is");
+        assert_eq!(find(r"C:\tools\git.exe").as_deref(), Some(r"C:\tools\git.exe"));
+        assert_eq!(find("missing"), None);
+    }
+
+    #[test]
+    fn batch_files_run_through_cmd_with_their_arguments_quoted_or_refused() {
+        let l =
+            launch(r"C:\npm\npm.cmd", &["npm".into(), "install".into(), "a b".into(), "x&calc".into()], r"C:\Windows")
+                .unwrap();
+        assert_eq!(l.application, r"C:\Windows\System32\cmd.exe");
+        assert_eq!(l.line, r#"cmd.exe /d /e:ON /v:OFF /s /c ""C:\npm\npm.cmd" install "a b" "x&calc"""#);
+        for bad in ["100%", "say \"hi\"", "two\nlines"] {
+            let e = launch(r"C:\npm\npm.cmd", &["npm".into(), bad.into()], r"C:\Windows").unwrap_err();
+            assert!(e.contains("npm.cmd"), "{e}");
+        }
+        // Programs are started directly, with the C runtime's quoting.
+        let l =
+            launch(r"C:\tools\git.exe", &["git".into(), "commit".into(), "-m".into(), "a \"b\"".into()], r"C:\Windows")
+                .unwrap();
+        assert_eq!((l.application.as_str(), l.line.as_str()), (r"C:\tools\git.exe", r#"git commit -m "a \"b\"""#));
     }
 }

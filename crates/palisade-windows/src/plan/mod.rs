@@ -9,12 +9,14 @@
 //! - One AppContainer profile per workspace (`palisade.ws.TAG`, TAG a hash of the workspace's
 //!   canonical key), no network capability: Windows itself refuses every socket (network
 //!   part 2 adds the gateway).
-//! - Two capabilities in the token: the workspace's own (`palisade.workspace.TAG`), holding
-//!   every grant this workspace's policy makes, and the fixed `palisade.toolchain.read`,
-//!   holding the built-in policy's read grants (toolchains), which are the same for every
-//!   workspace and so are applied once per machine. Their SIDs are derived from the names
-//!   ([`crate::sid`]): the same path always gives the same SID, so an entry is placed once,
-//!   found again by the journal, and never accumulates ("Account Unknown" by the hundred).
+//! - Two capabilities in the token, each named after exactly the entries it holds: the
+//!   workspace's (`palisade.workspace.TAG.SET`), holding every grant this workspace's policy
+//!   makes, and the toolchain's (`palisade.toolchain.SET`), holding the built-in policy's
+//!   read grants, which are the same for every workspace with the same built-in reads and so
+//!   are applied once per machine. Their SIDs are derived from the names ([`crate::sid`]):
+//!   the same workspace and policy always give the same SID, so an entry is placed once,
+//!   found again by the journal, and never accumulates ("Account Unknown" by the hundred);
+//!   a different policy gets a different SID, so no token holds a grant its plan lacks.
 //! - Files: an AppContainer reads nothing a DACL does not grant to it (or to
 //!   `ALL APPLICATION PACKAGES`), so secrets are unreadable because nothing grants them.
 //!   Beneath a grant, a hidden path gets a deny entry for the granting capability, a
@@ -68,9 +70,9 @@ pub enum Tier {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Holder {
-    /// `palisade.workspace.TAG`: this workspace's grants.
+    /// `palisade.workspace.TAG.SET`: this workspace's grants under this policy.
     Workspace,
-    /// `palisade.toolchain.read`: the built-in policy's read grants, the same everywhere.
+    /// `palisade.toolchain.SET`: the built-in policy's read grants (shared by workspaces).
     Toolchain,
 }
 

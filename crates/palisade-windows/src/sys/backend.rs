@@ -388,8 +388,25 @@ pub(super) fn run_in_job(
         .map(|(k, v)| if k == "TEMP" || k == "TMP" { (k.clone(), temp.clone()) } else { (k.clone(), v.clone()) })
         .collect();
     let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
+    // The program, found on the sandbox's PATH (never in the workspace for a bare name);
+    // batch files through cmd.exe.
+    let var = |k: &str| env.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+    let is_file = |p: &str| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    let name = &plan.launch.argv[0];
+    let Some(program) = crate::cmdline::find(
+        name,
+        &plan.launch.cwd,
+        var("PATH").unwrap_or_default(),
+        var("PATHEXT").unwrap_or(".COM;.EXE;.BAT;.CMD"),
+        &is_file,
+    ) else {
+        return Err(RunError::NotFound(format!("{name}: command not found on the sandbox's PATH")));
+    };
+    let system_root = var("SystemRoot").unwrap_or("C:\\Windows");
+    let launch = crate::cmdline::launch(&program, &plan.launch.argv, system_root).map_err(RunError::CannotExecute)?;
     let spec = Spec {
         argv: &plan.launch.argv,
+        launch: Some(&launch),
         cwd: &plan.launch.cwd,
         env: &env,
         stdio: [None; 3],

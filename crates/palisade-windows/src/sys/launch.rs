@@ -20,6 +20,9 @@ use crate::cmdline;
 pub struct Spec<'a> {
     /// The command and its arguments.
     pub argv: &'a [String],
+    /// The program to run and its command line ([`crate::cmdline::launch`]); `None`: the
+    /// command line of `argv`, the program found by `CreateProcessW` (the plumbing tests).
+    pub launch: Option<&'a crate::cmdline::Launch>,
     /// The working directory.
     pub cwd: &'a str,
     /// The whole environment.
@@ -162,7 +165,9 @@ pub fn start(spec: &Spec<'_>, job: &Job) -> io::Result<Started> {
     }
     si.lpAttributeList = list;
 
-    let mut line = wide(&cmdline::command_line(spec.argv));
+    let mut line = wide(&spec.launch.map_or_else(|| cmdline::command_line(spec.argv), |l| l.line.clone()));
+    let application = spec.launch.map(|l| wide(&l.application));
+    let application_ptr = application.as_ref().map_or(null(), |a| a.as_ptr());
     let env = cmdline::env_block(spec.env);
     let cwd = wide(spec.cwd);
     // SAFETY: zeroed out-structure.
@@ -176,7 +181,7 @@ pub fn start(spec: &Spec<'_>, job: &Job) -> io::Result<Started> {
             // needed ("CreateProcessAsUserW", Win32 docs).
             Some(token) => CreateProcessAsUserW(
                 token,
-                null(),
+                application_ptr,
                 line.as_mut_ptr(),
                 null(),
                 null(),
@@ -188,7 +193,7 @@ pub fn start(spec: &Spec<'_>, job: &Job) -> io::Result<Started> {
                 &mut pi,
             ),
             None => CreateProcessW(
-                null(),
+                application_ptr,
                 line.as_mut_ptr(),
                 null(),
                 null(),

@@ -138,14 +138,18 @@ impl Backend for Plumbing {
 /// Runs the helper `what` through the session with `policy` added; the exit status and the
 /// audit log's events.
 fn session(name: &str, what: &str, policy: &str) -> (u8, Vec<serde_json::Value>) {
-    let dirs = Dirs::new(name);
+    let (argv, _) = super::tests::helper_argv(what);
+    session_of(&Dirs::new(name), argv, policy)
+}
+
+/// Runs `argv` through the session in `dirs` with `policy` added.
+fn session_of(dirs: &Dirs, argv: Vec<String>, policy: &str) -> (u8, Vec<serde_json::Value>) {
     let env = dirs.env();
     let file = dirs.0.join("state\\policy.toml");
     std::fs::write(&file, policy).unwrap();
     let host = FsResolver::default();
     let opts = LoadOptions { workspace: Some(env.cwd.clone()), policy_files: vec![file], ..Default::default() };
     let policy = load_on(&env, &opts, &host).unwrap_or_else(|e| panic!("the Windows policy does not load: {e}"));
-    let (argv, _) = super::tests::helper_argv(what);
     let audit = dirs.0.join("state\\audit.jsonl");
     let spec = RunSpec {
         argv: argv.into_iter().map(Into::into).collect(),
@@ -187,4 +191,22 @@ fn a_kill_rule_ends_the_whole_job() {
         events.iter().any(|e| e["kind"] == "monitor_action" && e["rule"] == "two-execs" && e["action"] == "kill"),
         "{events:#?}"
     );
+}
+
+/// A batch file (how npm and the agents' CLIs are installed on Windows) runs through
+/// cmd.exe, its arguments arriving whole, `&` included: cmd.exe runs nothing of them. (What
+/// a batch file then does with `%~1`, which removes the quotes, is its own affair.)
+#[test]
+fn a_batch_file_runs_with_its_arguments_intact() {
+    let dirs = Dirs::new("batch");
+    let bat = dirs.0.join("ws\\tool.cmd");
+    let out = dirs.0.join("ws\\out.txt");
+    std::fs::write(&bat, "@echo off\r\necho 1=%1>> \"%~dp0out.txt\"\r\necho 2=%2>> \"%~dp0out.txt\"\r\nexit /b 4\r\n")
+        .unwrap();
+    let argv = vec![bat.to_string_lossy().into_owned(), "a b".into(), "x&echo injected".into()];
+    let (status, events) = session_of(&dirs, argv, "");
+    assert_eq!(status, 4, "{events:#?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("1=\"a b\"") && text.contains("2=\"x&echo injected\""), "{text:?}");
+    assert!(!text.lines().any(|l| l.trim() == "injected"), "{text:?}");
 }

@@ -45,6 +45,7 @@ pub(super) fn helper_argv(what: &str) -> (Vec<String>, Vec<(String, String)>) {
 fn spec<'a>(argv: &'a [String], env: &'a [(String, String)], cwd: &'a str) -> Spec<'a> {
     Spec {
         argv,
+        launch: None,
         cwd,
         env,
         stdio: [None; 3],

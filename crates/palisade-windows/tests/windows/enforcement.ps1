@@ -1,92 +1,131 @@
+#Requires -Version 7
 # Palisade's enforcement tests on real Windows (the `windows` workflow). Each test attempts
 # the forbidden thing inside `palisade run` and checks the outcome from outside: the canary
-# unchanged, the file absent, the process gone, no ACL entry left. Everything lives under a
-# fresh folder in $env:RUNNER_TEMP (or %TEMP%), removed at the end.
+# unchanged, the file absent, the process gone, no ACL entry left. Each has a control that
+# shows the attempt itself works (the same thing where it is allowed), so a probe that
+# breaks cannot pass as a wall that holds. Everything lives under a fresh folder in
+# $env:RUNNER_TEMP (or %TEMP%), removed at the end.
 # NOT RUN on the machines Palisade is developed on (Linux): see docs/windows.md.
+#
+# Commands go through `cmd /c "…"` with paths unquoted inside (Palisade passes each
+# argument with the C runtime's quoting, which cmd.exe does not read), so the base folder
+# must hold no spaces.
 param([Parameter(Mandatory)] [string] $Palisade)
 $ErrorActionPreference = 'Stop'
-$base = Join-Path ($env:RUNNER_TEMP ?? $env:TEMP) ("palisade-enf-" + [guid]::NewGuid())
+$base = Join-Path ($env:RUNNER_TEMP ?? $env:TEMP) ("palisade-enf-" + [guid]::NewGuid().ToString('N').Substring(0, 12))
+if ($base.Contains(' ')) { throw "the test folder $base holds a space; set RUNNER_TEMP to a folder without one" }
 $ws = Join-Path $base 'ws'
 $outside = Join-Path $base 'outside'
 New-Item -ItemType Directory -Force $ws, $outside | Out-Null
 $canary = Join-Path $outside 'secret.txt'
 Set-Content $canary 'CANARY-4f1c'
+Set-Content (Join-Path $ws 'readme.txt') 'INSIDE-OK'
 $failures = @()
 
-function Run-Inside([string[]] $argv) {
+function Run-Inside([string[]] $argv, [string[]] $extra = @()) {
     Push-Location $ws
-    try { $out = & $Palisade run --quiet -- @argv 2>&1 | Out-String; return @{ code = $LASTEXITCODE; out = $out } }
+    try { $out = & $Palisade run --quiet @extra -- @argv 2>&1 | Out-String; return @{ code = $LASTEXITCODE; out = $out } }
     finally { Pop-Location }
 }
 function Check([string] $name, [bool] $ok, [string] $detail) {
-    if ($ok) { Write-Host "ok   $name" } else { Write-Host "FAIL $name: $detail"; $script:failures += $name }
+    if ($ok) { Write-Host "ok   $name" } else { Write-Host "FAIL ${name}: $detail"; $script:failures += $name }
 }
 
 # The backend refuses to run when Windows derives other SIDs than the plan: a run that works
 # proves the derivation (crate::sid) matches DeriveCapabilitySidsFromName and the profile SID.
-$r = Run-Inside @('cmd', '/c', 'echo', 'inside')
-Check 'a command runs and the derived SIDs match Windows' ($r.code -eq 0 -and $r.out -match 'inside') $r.out
+$r = Run-Inside @('cmd', '/c', 'type readme.txt')
+Check 'control: a command runs and reads the workspace (the derived SIDs match Windows)' ($r.code -eq 0 -and $r.out -match 'INSIDE-OK') $r.out
 
-$r = Run-Inside @('cmd', '/c', "type `"$canary`"")
+$r = Run-Inside @('cmd', '/c', "type $canary")
 Check 'a canary outside the workspace is unreadable' ($r.out -notmatch 'CANARY-4f1c') $r.out
 
-$r = Run-Inside @('cmd', '/c', "echo x> `"$outside\written.txt`"")
+# A file the policy hides inside the workspace (a deny entry beneath the workspace's grant).
+Set-Content (Join-Path $ws 'inner-secret.txt') 'INNER-7a2e'
+$deny = Join-Path $base 'deny.toml'
+Set-Content $deny "[filesystem]`ndeny = [`"`${workspace}/inner-secret.txt`"]"
+$r = Run-Inside @('cmd', '/c', 'type inner-secret.txt') @('--policy', $deny)
+Check 'a file denied beneath the workspace grant is unreadable' ($r.out -notmatch 'INNER-7a2e') $r.out
+
+Run-Inside @('cmd', '/c', 'echo x> inside.txt') | Out-Null
+Check 'control: writing in the workspace works' (Test-Path (Join-Path $ws 'inside.txt')) ''
+$r = Run-Inside @('cmd', '/c', "echo x> $outside\written.txt")
 Check 'writing outside the workspace fails' (-not (Test-Path "$outside\written.txt")) $r.out
 
 # A protected path that does not exist yet (.vscode) in every spelling: case, trailing dot,
-# alternate data stream, short name.
-foreach ($spelling in @('.vscode\settings.json', '.VSCODE\settings.json', '.vscode.\settings.json', '.vscode:evil', '.vscode::$DATA')) {
-    Run-Inside @('cmd', '/c', "mkdir .vscode 2>nul & echo {} > `"$spelling`"") | Out-Null
+# short name; and an alternate data stream on it, read back in the same run.
+Run-Inside @('cmd', '/c', 'mkdir other & echo {}> other\settings.json') | Out-Null
+Check 'control: making a folder and a file in the workspace works' (Test-Path (Join-Path $ws 'other\settings.json')) ''
+foreach ($spelling in @('.vscode', '.VSCODE', '.vscode.', 'VSCODE~1')) {
+    Run-Inside @('cmd', '/c', "mkdir $spelling 2>nul & echo {}> $spelling\settings.json") | Out-Null
     Check "protected .vscode stays absent ($spelling)" (-not (Test-Path (Join-Path $ws '.vscode'))) ''
 }
+$r = Run-Inside @('cmd', '/c', 'echo STREAM-9c1d> .vscode:evil & more < .vscode:evil')
+Check 'no stream can be written on the protected placeholder' ($r.out -notmatch 'STREAM-9c1d') $r.out
 
 # A junction and a hard link planted inside lead nowhere writable.
-Run-Inside @('cmd', '/c', "mklink /J j `"$outside`" & echo x> j\via-junction.txt") | Out-Null
+Run-Inside @('cmd', '/c', "mklink /J j $outside & echo x> j\via-junction.txt") | Out-Null
+Check 'control: the junction was planted' (Test-Path (Join-Path $ws 'j')) ''
 Check 'a junction to outside gives no write' (-not (Test-Path "$outside\via-junction.txt")) ''
-Run-Inside @('cmd', '/c', "mklink /H h `"$canary`" & echo overwritten> h") | Out-Null
+Run-Inside @('cmd', '/c', "mklink /H h $canary & echo overwritten> h") | Out-Null
 Check 'a hard link to the canary gives no write' ((Get-Content $canary) -eq 'CANARY-4f1c') ''
 
-# A child outliving the command ends with the run.
+# A child outliving the command ends with the run (control: outside Palisade it outlives).
 $marker = 'palisade-outlive-' + [guid]::NewGuid().ToString('N').Substring(0, 8)
-Run-Inside @('cmd', '/c', "start /b powershell -NoProfile -Command `"Start-Sleep 60 # $marker`"") | Out-Null
-Start-Sleep 2
-$left = Get-CimInstance Win32_Process | Where-Object { $_.CommandLine -match $marker }
+& cmd /c "start /b powershell -NoProfile -Command Start-Sleep 60 #$marker-control"
+Start-Sleep 3
+$control = Get-CimInstance Win32_Process | Where-Object { $_.CommandLine -match "$marker-control" }
+Check 'control: a started child outlives its parent outside Palisade' ($null -ne $control) ''
+$control | ForEach-Object { Stop-Process -Id $_.ProcessId -Force -ErrorAction SilentlyContinue }
+Run-Inside @('cmd', '/c', "start /b powershell -NoProfile -Command Start-Sleep 60 #$marker") | Out-Null
+Start-Sleep 3
+$left = Get-CimInstance Win32_Process | Where-Object { $_.CommandLine -match "$marker(?!-control)" }
 Check 'no process outlives the run' ($null -eq $left) ($left | Out-String)
 
 # Ways to start a process outside the job.
+$r = Run-Inside @('powershell', '-NoProfile', '-Command', 'Write-Output ALIVE-3b')
+Check 'control: powershell starts inside' ($r.out -match 'ALIVE-3b') $r.out
 $task = 'palisade-escape-' + [guid]::NewGuid().ToString('N').Substring(0, 8)
-Run-Inside @('schtasks', '/create', '/tn', $task, '/tr', 'cmd /c echo escaped', '/sc', 'once', '/st', '23:59') | Out-Null
+$r = Run-Inside @('schtasks', '/create', '/tn', $task, '/tr', 'cmd /c echo escaped', '/sc', 'once', '/st', '23:59')
 & schtasks /query /tn $task 2>$null | Out-Null
-Check 'schtasks cannot create a task' ($LASTEXITCODE -ne 0) ''
-Run-Inside @('powershell', '-NoProfile', '-Command', "Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{CommandLine='cmd /c echo x> $outside\wmi.txt'}") | Out-Null
-Start-Sleep 2
-Check 'WMI cannot start a process outside' (-not (Test-Path "$outside\wmi.txt")) ''
+$created = ($LASTEXITCODE -eq 0)
+if ($created) { & schtasks /delete /tn $task /f | Out-Null }
+Check 'schtasks cannot create a task' ((-not $created) -and $r.out -match 'denied|ERROR') $r.out
+$r = Run-Inside @('powershell', '-NoProfile', '-Command', "Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{CommandLine='cmd /c echo x> $outside\wmi.txt'}")
+Start-Sleep 3
+Check 'WMI cannot start a process outside' (-not (Test-Path "$outside\wmi.txt")) $r.out
 
 # Ordinary work inside: git commit.
 & git -C $ws init -q
-$r = Run-Inside @('git', '-c', 'user.name=t', '-c', 'user.email=t@example.invalid', 'commit', '-q', '--allow-empty', '-m', 'inside')
+& git -C $ws config user.name t
+& git -C $ws config user.email t@example.invalid
+$r = Run-Inside @('git', 'commit', '-q', '--allow-empty', '-m', 'inside')
 Check 'git commit works inside' ($r.code -eq 0) $r.out
-& git -C $ws -c user.name=t -c user.email=t@example.invalid commit -q --allow-empty -m 'outside, after'
+& git -C $ws commit -q --allow-empty -m 'outside, after'
 Check "the host's own git commit works after the run" ($LASTEXITCODE -eq 0) ''
 
 # The restricted-token tier (chosen by the user): writes confined as above; reads are not,
 # and the run says so.
 $rt = Join-Path $base 'rt.toml'
 Set-Content $rt "[windows]`ntier = `"restricted_token`""
-Push-Location $ws
-try {
-    $out = & $Palisade run --policy $rt -- cmd /c "echo x> `"$outside\rt-written.txt`"" 2>&1 | Out-String
-    Check 'restricted token: writing outside fails' (-not (Test-Path "$outside\rt-written.txt")) $out
-    $out = & $Palisade run --policy $rt -- cmd /c "echo inside> rt-inside.txt" 2>&1 | Out-String
-    Check 'restricted token: writing in the workspace works' (Test-Path (Join-Path $ws 'rt-inside.txt')) $out
-    & $Palisade run --policy $rt -- cmd /c "mkdir .vscode 2>nul & echo {} > .vscode\settings.json" 2>&1 | Out-Null
-    Check 'restricted token: protected .vscode stays absent' (-not (Test-Path (Join-Path $ws '.vscode'))) ''
-    $out = & $Palisade run --policy $rt --json -- cmd /c exit 0 2>&1 | Out-String
-    Check 'restricted token: the run says reads are not confined' ($out -match 'reads: the restricted-token tier') $out
-} finally { Pop-Location }
+$r = Run-Inside @('cmd', '/c', 'echo inside> rt-inside.txt') @('--policy', $rt)
+Check 'restricted token: writing in the workspace works' (Test-Path (Join-Path $ws 'rt-inside.txt')) $r.out
+$r = Run-Inside @('cmd', '/c', "echo x> $outside\rt-written.txt") @('--policy', $rt)
+Check 'restricted token: writing outside fails' (-not (Test-Path "$outside\rt-written.txt")) $r.out
+$r = Run-Inside @('cmd', '/c', 'reg add HKCU\Software\PalisadeEscape /f') @('--policy', $rt)
+& reg query HKCU\Software\PalisadeEscape 2>$null | Out-Null
+$written = ($LASTEXITCODE -eq 0)
+if ($written) { & reg delete HKCU\Software\PalisadeEscape /f | Out-Null }
+Check 'restricted token: the registry (HKCU) is not writable' (-not $written) $r.out
+Run-Inside @('cmd', '/c', 'mkdir .vscode 2>nul & echo {}> .vscode\settings.json') @('--policy', $rt) | Out-Null
+Check 'restricted token: protected .vscode stays absent' (-not (Test-Path (Join-Path $ws '.vscode'))) ''
+$r = Run-Inside @('cmd', '/c', 'exit 0') @('--policy', $rt, '--dry-run')
+Check 'restricted token: the run says reads are not confined' ($r.out -match 'reads: the restricted-token tier') $r.out
 
 # Nothing left: forget removes every entry Palisade placed for the workspace.
+$before = (icacls $ws 2>$null | Out-String)
+Check 'control: the workspace carried capability entries' ($before -match 'S-1-15-3-1024-') $before
 & $Palisade forget $ws | Out-Host
+Check 'forget succeeds' ($LASTEXITCODE -eq 0) ''
 $acl = (icacls $ws /T 2>$null | Out-String)
 Check 'no capability entries after forget' ($acl -notmatch 'S-1-15-3-1024-') $acl
 
