@@ -16,7 +16,9 @@ use crate::hostfs::{HostFs, Kind};
 use crate::model::{LayerKind, PathKind};
 use crate::parse::{LayerBuilder, parse_layer};
 use crate::resolve::{ResolveOptions, ResolvedPolicy, resolve};
-use crate::vars::{PathResolver, Vars, normalize_lexically};
+#[cfg(not(windows))]
+use crate::vars::normalize_lexically;
+use crate::vars::{PathResolver, Vars};
 
 /// Canonicalises through the real file system. A path that does not exist yet keeps its
 /// missing tail, appended to its canonical existing prefix; a dangling symlink is followed
@@ -60,8 +62,10 @@ enum Listing {
 }
 
 /// How many symbolic links one resolution may follow (as the kernel's `MAXSYMLINKS`).
+#[cfg(not(windows))]
 const MAX_LINKS: usize = 40;
 
+#[cfg(not(windows))]
 impl PathResolver for FsResolver {
     fn resolve(&self, path: &Path) -> PathBuf {
         let mut links = 0;
@@ -74,6 +78,47 @@ impl PathResolver for FsResolver {
     }
 }
 
+/// Windows: the longest existing prefix as Windows resolves it (`GetFinalPathNameByHandleW`,
+/// through `std::fs::canonicalize`: junctions, symbolic links and 8.3 short names become the
+/// long path they lead to), in the canonical spelling of [`crate::winpath`] (no `\\?\`),
+/// the missing rest appended. Win32 resolves `..` lexically before the file system sees a
+/// path, so the physical resolution is the same.
+#[cfg(windows)]
+impl PathResolver for FsResolver {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if let Some(hit) = self.cache.borrow().get(path) {
+            return hit.clone();
+        }
+        let canon = |p: &Path| {
+            crate::winpath::WinPath::parse(&p.to_string_lossy())
+                .map(|w| PathBuf::from(w.to_string()))
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        let whole = canon(path);
+        let mut existing = whole.as_path();
+        let mut tail = Vec::new();
+        let resolved = loop {
+            if let Ok(real) = std::fs::canonicalize(existing) {
+                let mut out = canon(&real);
+                for name in tail.iter().rev() {
+                    out.push(name);
+                }
+                break out;
+            }
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    tail.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => break whole.clone(),
+            }
+        };
+        self.cache.borrow_mut().insert(path.to_path_buf(), resolved.clone());
+        resolved
+    }
+}
+
+#[cfg(not(windows))]
 impl FsResolver {
     /// [`PathResolver::resolve_physically`]: component by component from `/`, each link
     /// followed where it stands (at most [`MAX_LINKS`] in all), `..` popping what is
@@ -778,4 +823,24 @@ pub fn flags_layer(
 /// The current process environment, for [`crate::Rules::environment`].
 pub fn process_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os().collect()
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use std::path::PathBuf;
+
+    use super::FsResolver;
+    use crate::vars::PathResolver;
+
+    #[test]
+    fn windows_paths_resolve_to_one_spelling_with_the_missing_rest_appended() {
+        let dir = std::env::temp_dir().join(format!("palisade-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("Sub")).unwrap();
+        let r = FsResolver::default();
+        let base = r.resolve(&dir);
+        assert!(!base.to_string_lossy().starts_with(r"\\?\"), "{}", base.display());
+        let asked = PathBuf::from(format!(r"{}\.\SUB\..\Sub\missing\x.txt", dir.display()));
+        assert_eq!(r.resolve(&asked), base.join(r"Sub\missing\x.txt"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

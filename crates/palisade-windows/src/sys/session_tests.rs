@@ -210,3 +210,60 @@ fn a_batch_file_runs_with_its_arguments_intact() {
     assert!(text.contains("1=\"a b\"") && text.contains("2=\"x&echo injected\""), "{text:?}");
     assert!(!text.lines().any(|l| l.trim() == "injected"), "{text:?}");
 }
+
+/// The whole Windows planning path on Windows paths: the built-in Windows policy loaded for
+/// a workspace, the portable view built from it, the AppContainer plan from that.
+#[test]
+fn the_windows_policy_plans_a_workspace() {
+    use palisade_sandbox::Backend;
+    let dirs = Dirs::new("plan");
+    let ws = dirs.0.join("ws");
+    for d in [".git\\hooks", ".git\\objects", ".git\\refs\\heads", ".git\\info"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    std::fs::write(ws.join(".git\\HEAD"), "ref: refs/heads/main\n").unwrap();
+    std::fs::write(ws.join(".git\\config"), "[core]\n").unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=x\n").unwrap();
+    std::fs::create_dir_all(dirs.0.join("home\\.ssh")).unwrap();
+    let env = dirs.env();
+    let host = FsResolver::default();
+    let opts = LoadOptions { workspace: Some(ws.clone()), ..Default::default() };
+    let policy = load_on(&env, &opts, &host).unwrap_or_else(|e| panic!("{e}"));
+    let req = Request {
+        argv: vec!["cmd".into()],
+        cwd: ws.clone(),
+        env: Vec::new(),
+        tmp: env.tmp.clone(),
+        trace_exec: false,
+        copies: None,
+    };
+    let backend = super::backend::Windows::new(dirs.0.join("state\\palisade"));
+    let plan = backend.plan(&policy, &host, req, Strength::Full).unwrap_or_else(|e| panic!("{e}"));
+    let key = |p: &Path| WinPath::parse(&p.to_string_lossy()).unwrap().key();
+    let at =
+        |p: &Path| plan.acl.iter().filter(|a| WinPath::parse(&a.path).unwrap().key() == key(p)).collect::<Vec<_>>();
+    let ws_grant = at(&ws);
+    assert!(
+        ws_grant.iter().any(|a| a.kind == crate::plan::rights::AceKind::Allow && a.mask == crate::plan::rights::MODIFY),
+        "{:#?}",
+        plan.acl
+    );
+    // Protected beneath the workspace: git's configuration and hooks, the .env file; a
+    // placeholder for a protected path that does not exist (.vscode).
+    for p in [ws.join(".git\\config"), ws.join(".git\\hooks"), ws.join(".env")] {
+        assert!(
+            at(&p).iter().any(|a| a.mask == crate::plan::rights::WRITE_ANY),
+            "{} is not protected: {:#?}",
+            p.display(),
+            plan.acl
+        );
+    }
+    assert!(
+        plan.made.iter().any(|m| WinPath::parse(&m.path).unwrap().key() == key(&ws.join(".vscode"))),
+        "{:#?}",
+        plan.made
+    );
+    // The secrets in the home: nothing grants them.
+    assert!(at(&dirs.0.join("home\\.ssh")).is_empty());
+    assert!(plan.acl.iter().all(|a| !key(Path::new(&a.path)).starts_with(&key(&dirs.0.join("home\\.ssh")))));
+}
