@@ -145,7 +145,17 @@ pub fn run(args: CheckArgs) -> Outcome {
     use palisade_sandbox::Backend;
     let env = palisade_policy::load::Environment::from_process()
         .map_err(|e| crate::Failure { message: e.to_string(), hint: None })?;
-    let probe = palisade_windows::Windows::new(env.state_home.join("palisade")).probe();
+    let mut probe = palisade_windows::Windows::new(env.state_home.join("palisade")).probe();
+    // The tier the policy asks for (`windows.tier`), and where.
+    let policy_args = crate::cli::PolicyArgs { workspace: args.workspace.clone(), ..Default::default() };
+    let chosen = match crate::cmd_policy::load_policy(&policy_args) {
+        Ok((_, p)) => match &p.windows_tier {
+            Some(t) => format!("{} (chosen by {})", t.value, t.origin),
+            None => "app_container (the default)".to_owned(),
+        },
+        Err(f) => format!("unknown: the policy does not load: {}", f.message),
+    };
+    probe.facts.insert(0, ("policy tier".into(), chosen));
     let can = probe.can_run();
     if args.json {
         let mut v = serde_json::to_value(&probe).unwrap_or_default();

@@ -75,8 +75,15 @@ pub fn run(cmd: PolicyCommand) -> Outcome {
 }
 
 fn explain(env: &Environment, p: &ResolvedPolicy, target: &str, as_path: bool, as_host: bool, json: bool) -> Outcome {
-    let looks_like_path =
-        target.starts_with(['/', '~', '.', '$']) || target.contains('/') || Path::new(target).exists();
+    // A Windows drive path (`C:\x`, `c:/x`) or a `\` anywhere is a path, never host:port.
+    let drive = target.len() > 2
+        && target.as_bytes()[0].is_ascii_alphabetic()
+        && target[1..].starts_with([':'])
+        && target[2..].starts_with(['\\', '/']);
+    let looks_like_path = target.starts_with(['/', '~', '.', '$', '%'])
+        || target.contains(['/', '\\'])
+        || drive
+        || Path::new(target).exists();
     if as_host || (!as_path && !looks_like_path) {
         let t = Target::parse(target, 443).map_err(|m| Failure {
             message: format!("`{}` is not a host: {m}", target.escape_debug()),

@@ -584,6 +584,9 @@ pub fn load_on(env: &Environment, opts: &LoadOptions, host: &FsResolver) -> Resu
     let workspace_abs = if workspace_arg.is_absolute() { workspace_arg } else { env.cwd.join(workspace_arg) };
     let workspace = std::fs::canonicalize(&workspace_abs)
         .map_err(|e| PolicyError::Setup(format!("workspace {}: {e}", workspace_abs.display())))?;
+    // Windows: winpath's spelling (`C:\x`, not `\\?\C:\x`), as every policy path.
+    #[cfg(windows)]
+    let workspace = resolver.resolve(&workspace);
     if !workspace.is_dir() {
         return Err(PolicyError::Setup(format!("workspace {} is not a directory", workspace.display())));
     }
