@@ -141,17 +141,28 @@ pub struct Launch {
 }
 
 /// Finds the program `name` as a shell would: a name with a folder (`.\tool`, `C:\x\y`) as
-/// it is (relative to `cwd`), else in each folder of `path` (the sandbox's `PATH`, `;`
-/// separated) in order; where `name` has no extension, with each of `pathext`'s (`.COM;.EXE;
+/// it is (relative to `cwd`), else in each absolute folder of `path` (the user's own `PATH`,
+/// `;` separated, never one a project's policy set) in order; where `name` has no extension, with each of `pathext`'s (`.COM;.EXE;
 /// .BAT;.CMD`). Unlike `CreateProcessW`'s own search, the current folder is not searched for
 /// a bare name: a program planted in the workspace never runs in place of one on `PATH`.
 /// `is_file` says whether a path is a file.
 pub fn find(name: &str, cwd: &str, path: &str, pathext: &str, is_file: &dyn Fn(&str) -> bool) -> Option<String> {
-    let has_ext = name.rsplit(['\\', '/']).next().is_some_and(|file| file.contains('.'));
-    let exts: Vec<&str> = pathext.split(';').map(str::trim).filter(|e| e.starts_with('.')).collect();
+    use palisade_policy::winpath::WinPath;
+    // Every candidate in one spelling: trailing dots and spaces and a stream suffix are what
+    // Win32 strips when it opens the file, so `npm.cmd.` is `npm.cmd`, found and started as a
+    // batch file (Rust's CVE-2024-43402 was this); only absolute folders are searched.
+    let canonical = |p: &str| WinPath::parse(p).ok().filter(|w| !w.parts().is_empty()).map(|w| w.to_string());
+    // Only extensions that are a dot and letters or digits (`.CMD`, not `.CMD.`).
+    let exts: Vec<&str> = pathext
+        .split(';')
+        .map(str::trim)
+        .filter(|e| e.len() > 1 && e.starts_with('.') && e[1..].chars().all(|c| c.is_ascii_alphanumeric()))
+        .collect();
     let try_in = |base: &str| -> Option<String> {
-        if has_ext && is_file(base) {
-            return Some(base.to_owned());
+        let base = canonical(base)?;
+        let file = base.rsplit('\\').next().unwrap_or_default();
+        if file.contains('.') && is_file(&base) {
+            return Some(base);
         }
         exts.iter().map(|e| format!("{base}{}", e.to_ascii_lowercase())).find(|c| is_file(c))
     };
@@ -161,13 +172,11 @@ pub fn find(name: &str, cwd: &str, path: &str, pathext: &str, is_file: &dyn Fn(&
         } else {
             format!("{}\\{name}", cwd.trim_end_matches('\\'))
         };
-        // One spelling (`.` and `..` resolved, separators), as Windows opens it.
-        let full = palisade_policy::winpath::WinPath::parse(&full).map(|w| w.to_string()).ok()?;
         return try_in(&full);
     }
     path.split(';')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
+        .map(|d| d.trim().trim_matches('"'))
+        .filter(|d| WinPath::parse(d).is_ok())
         .find_map(|d| try_in(&format!("{}\\{name}", d.trim_end_matches('\\'))))
 }
 
@@ -186,6 +195,11 @@ pub fn launch(program: &str, argv: &[String], system_root: &str) -> Result<Launc
     if !(lower.ends_with(".bat") || lower.ends_with(".cmd")) {
         return Ok(Launch { application: program.to_owned(), line: command_line(argv) });
     }
+    if program.contains('%') {
+        return Err(format!(
+            "cannot run the batch file {program} through cmd.exe: its path holds `%`, which cmd.exe would expand; rename the folder or run the program it starts directly"
+        ));
+    }
     let mut script = format!("\"{program}\"");
     for arg in argv.iter().skip(1) {
         if let Some(c) = arg.chars().find(|c| matches!(c, '"' | '%' | '\r' | '\n' | '\0')) {
@@ -197,8 +211,12 @@ pub fn launch(program: &str, argv: &[String], system_root: &str) -> Result<Launc
         if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_+./:\\@".contains(c)) {
             script.push_str(arg);
         } else {
+            // Backslashes before the closing quote doubled: a shim passes `%*` on to a
+            // program that reads `\"` as a literal quote (node.exe, as the C runtime does).
+            let tail = arg.len() - arg.trim_end_matches('\\').len();
             script.push('"');
             script.push_str(arg);
+            script.extend(std::iter::repeat_n('\\', tail));
             script.push('"');
         }
     }
@@ -240,7 +258,7 @@ mod tests {
         assert_eq!(env_block(&[]), [0, 0]);
     }
     #[test]
-    fn programs_are_found_on_the_sandboxs_path_with_pathext_never_in_the_current_folder() {
+    fn programs_are_found_on_path_with_pathext_never_in_the_current_folder() {
         let files = [r"C:\ws\git.exe", r"C:\tools\git.exe", r"C:\npm\npm.cmd", r"C:\npm\npm", r"C:\ws\tool.exe"];
         let is_file = |p: &str| files.iter().any(|f| f.eq_ignore_ascii_case(p));
         let find = |name: &str| find(name, r"C:\ws", r"C:\none;;C:\tools;C:\npm", ".COM;.EXE;.BAT;.CMD", &is_file);
@@ -249,6 +267,15 @@ mod tests {
         assert_eq!(find(r".\tool").as_deref(), Some(r"C:\ws\tool.exe"), "a name with a folder is taken as it is");
         assert_eq!(find(r"C:\tools\git.exe").as_deref(), Some(r"C:\tools\git.exe"));
         assert_eq!(find("missing"), None);
+        // A trailing dot, space or stream is the same file to Windows, and found as it.
+        assert_eq!(find(r"C:\npm\npm.cmd.").as_deref(), Some(r"C:\npm\npm.cmd"));
+        assert_eq!(find(r"C:\npm\npm.cmd ").as_deref(), Some(r"C:\npm\npm.cmd"));
+        assert_eq!(find(r"C:\npm\npm.cmd::$DATA").as_deref(), Some(r"C:\npm\npm.cmd"));
+        // Relative or quoted PATH entries, and extensions that are no extension.
+        let odd = |path: &str, ext: &str| super::find("git", r"C:\ws", path, ext, &is_file);
+        assert_eq!(odd(r".;ws;..\ws", ".EXE"), None, "relative entries are not searched");
+        assert_eq!(odd(r#""C:\tools""#, ".EXE").as_deref(), Some(r"C:\tools\git.exe"));
+        assert_eq!(super::find("npm", r"C:\ws", r"C:\npm", ".CMD.;.C*D;.", &is_file), None);
     }
 
     #[test]
@@ -258,6 +285,11 @@ mod tests {
                 .unwrap();
         assert_eq!(l.application, r"C:\Windows\System32\cmd.exe");
         assert_eq!(l.line, r#"cmd.exe /d /e:ON /v:OFF /s /c ""C:\npm\npm.cmd" install "a b" "x&calc"""#);
+        // A quoted argument ending in `\` keeps the next arguments apart for node.exe.
+        let l = launch(r"C:\npm\npm.cmd", &["npm".into(), r"x y\".into(), "--ignore-scripts".into()], r"C:\Windows")
+            .unwrap();
+        assert!(l.line.ends_with(r#" "x y\\" --ignore-scripts""#), "{}", l.line);
+        assert!(launch(r"C:\a%X%b\npm.cmd", &["npm".into()], r"C:\Windows").is_err(), "% in the batch file's path");
         for bad in ["100%", "say \"hi\"", "two\nlines"] {
             let e = launch(r"C:\npm\npm.cmd", &["npm".into(), bad.into()], r"C:\Windows").unwrap_err();
             assert!(e.contains("npm.cmd"), "{e}");

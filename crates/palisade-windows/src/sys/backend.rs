@@ -388,22 +388,18 @@ pub(super) fn run_in_job(
         .map(|(k, v)| if k == "TEMP" || k == "TMP" { (k.clone(), temp.clone()) } else { (k.clone(), v.clone()) })
         .collect();
     let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
-    // The program, found on the sandbox's PATH (never in the workspace for a bare name);
-    // batch files through cmd.exe.
-    let var = |k: &str| env.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+    // The program, found on the user's own PATH and PATHEXT (Palisade's environment, not the
+    // sandbox's, which a project's `env.set` could point into the workspace), never in the
+    // workspace for a bare name; batch files through the system's own cmd.exe.
     let is_file = |p: &str| std::fs::metadata(p).is_ok_and(|m| m.is_file());
     let name = &plan.launch.argv[0];
-    let Some(program) = crate::cmdline::find(
-        name,
-        &plan.launch.cwd,
-        var("PATH").unwrap_or_default(),
-        var("PATHEXT").unwrap_or(".COM;.EXE;.BAT;.CMD"),
-        &is_file,
-    ) else {
-        return Err(RunError::NotFound(format!("{name}: command not found on the sandbox's PATH")));
+    let host_var = |k: &str| std::env::var(k).unwrap_or_default();
+    let pathext = Some(host_var("PATHEXT")).filter(|v| !v.is_empty()).unwrap_or_else(|| ".COM;.EXE;.BAT;.CMD".into());
+    let Some(program) = crate::cmdline::find(name, &plan.launch.cwd, &host_var("PATH"), &pathext, &is_file) else {
+        return Err(RunError::NotFound(format!("{name}: command not found on your PATH")));
     };
-    let system_root = var("SystemRoot").unwrap_or("C:\\Windows");
-    let launch = crate::cmdline::launch(&program, &plan.launch.argv, system_root).map_err(RunError::CannotExecute)?;
+    let launch =
+        crate::cmdline::launch(&program, &plan.launch.argv, &system_root()).map_err(RunError::CannotExecute)?;
     let spec = Spec {
         argv: &plan.launch.argv,
         launch: Some(&launch),
@@ -543,4 +539,17 @@ fn flush_console_input() {
             FlushConsoleInputBuffer(h);
         }
     }
+}
+
+/// The Windows folder, from `GetSystemWindowsDirectoryW` (never an environment variable a
+/// policy could set).
+fn system_root() -> String {
+    use windows_sys::Win32::System::SystemInformation::GetSystemWindowsDirectoryW;
+    let mut buf = [0u16; 260];
+    // SAFETY: a buffer of the given length.
+    let n = unsafe { GetSystemWindowsDirectoryW(buf.as_mut_ptr(), buf.len() as u32) } as usize;
+    if n == 0 || n >= buf.len() {
+        return "C:\\Windows".into();
+    }
+    String::from_utf16_lossy(&buf[..n])
 }
