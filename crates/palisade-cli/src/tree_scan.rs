@@ -16,10 +16,9 @@
 //! inside. The walk here lists every `.git`, and every directory git would take for a bare
 //! repository (`HEAD`, `objects/`, `refs/`), and names those `run` does not protect.
 
-// Only Linux's `check` reports it so far; the other backends' `check` will.
-#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+// Linux's and Windows' `check` report it; the other platforms have no backend yet.
+#![cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
 
-#[cfg(unix)]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -45,9 +44,9 @@ pub struct Report {
 /// Walks `root` (not following links) for regular files whose link count is higher than the
 /// links found inside `root` (a file hard-linked twice inside the tree, as `cargo` does in
 /// `target/`, is not reported), and for `.git` entries. Unreadable directories are skipped.
-#[cfg(unix)]
+/// On Windows a file's identity is its volume and file index, as `GetFileInformationByHandle`
+/// gives them (a DACL belongs to the file, so the workspace's grant reaches its other names).
 pub fn scan(root: &Path) -> Report {
-    use std::os::unix::fs::MetadataExt;
     let mut seen: HashMap<(u64, u64), (u64, u64, PathBuf)> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     let mut budget = BUDGET;
@@ -76,9 +75,9 @@ pub fn scan(root: &Path) -> Report {
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
-                let Ok(m) = e.metadata() else { continue };
-                if m.nlink() > 1 {
-                    let entry = seen.entry((m.dev(), m.ino())).or_insert((m.nlink(), 0, e.path()));
+                let Some((id, links)) = identity(&e) else { continue };
+                if links > 1 {
+                    let entry = seen.entry(id).or_insert((links, 0, e.path()));
                     entry.1 += 1;
                 }
             }
@@ -102,9 +101,25 @@ pub fn scan(root: &Path) -> Report {
     report
 }
 
-#[cfg(not(unix))]
-pub fn scan(_: &Path) -> Report {
-    Report::default()
+/// The file's identity (device and inode) and its number of links.
+#[cfg(unix)]
+fn identity(e: &std::fs::DirEntry) -> Option<((u64, u64), u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = e.metadata().ok()?;
+    Some(((m.dev(), m.ino()), m.nlink()))
+}
+
+/// The file's identity (volume serial and file index) and its number of links.
+#[cfg(windows)]
+fn identity(e: &std::fs::DirEntry) -> Option<((u64, u64), u64)> {
+    let id = palisade_windows::file_identity(&e.path()).ok()?;
+    Some(((u64::from(id.volume), id.index), u64::from(id.links)))
+}
+
+/// No portable way to count a file's links: none are reported.
+#[cfg(not(any(unix, windows)))]
+fn identity(_: &std::fs::DirEntry) -> Option<((u64, u64), u64)> {
+    None
 }
 
 /// The work trees among `dot_gits`, and the directories among `bare_dirs`, whose git

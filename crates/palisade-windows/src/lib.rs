@@ -22,3 +22,5 @@ mod sys;
 
 #[cfg(windows)]
 pub use sys::backend::Windows;
+#[cfg(windows)]
+pub use sys::links::{FileIdentity, file_identity};

@@ -8,6 +8,7 @@ pub mod desktop;
 pub mod handle;
 pub mod job;
 pub mod launch;
+pub mod links;
 pub mod token;
 
 #[cfg(test)]

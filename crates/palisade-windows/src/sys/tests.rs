@@ -263,3 +263,25 @@ fn acl_entries_and_placeholders_round_trip() {
     assert_eq!(acls.present(&deny).unwrap(), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file's second name has the first's identity and both count two links; a file alone
+/// counts one; a missing file is an error that names it.
+#[test]
+fn file_identity_counts_hard_links() {
+    use super::links::file_identity;
+    let dir = std::env::temp_dir().join(format!("palisade-links-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+    std::fs::write(&a, b"x").unwrap();
+    std::fs::write(&c, b"y").unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    let (ia, ib, ic) = (file_identity(&a).unwrap(), file_identity(&b).unwrap(), file_identity(&c).unwrap());
+    assert_eq!(ia, ib);
+    assert_eq!(ia.links, 2);
+    assert_eq!(ic.links, 1);
+    assert_ne!((ia.volume, ia.index), (ic.volume, ic.index));
+    let missing = file_identity(&dir.join("none")).unwrap_err();
+    assert!(missing.to_string().contains("none"), "{missing}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
