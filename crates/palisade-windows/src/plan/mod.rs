@@ -41,6 +41,7 @@ use serde::Serialize;
 use crate::sid::{self, Sid};
 
 pub mod guard;
+pub mod network;
 pub mod rights;
 
 #[cfg(test)]
@@ -205,6 +206,8 @@ pub struct WindowsPlan {
     /// Paths readable by every AppContainer already (`ALL APPLICATION PACKAGES`), where the
     /// plan places nothing.
     pub already_readable: Vec<String>,
+    /// The network: off, or the gateway only ([`network`]).
+    pub network: network::NetworkPlan,
     /// The job object.
     pub job: JobPlan,
     /// The launch.
@@ -266,6 +269,24 @@ pub const UI_RESTRICTIONS: &[(&str, u32)] = &[
     ("EXITWINDOWS", 0x80),
 ];
 
+/// The network a run asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkInput {
+    /// No network (the default).
+    Off,
+    /// The allowlist, through the gateway; `run` names the run's package (a profile of its
+    /// own, see [`network`]); `gateway` the ports when they are bound (`None` in a dry run).
+    Allowlist {
+        /// Distinguishes this run's package from the workspace's other runs (the supervisor's
+        /// process id).
+        run: u32,
+        /// The gateway's ports, once bound.
+        gateway: Option<network::GatewayPorts>,
+    },
+    /// Ports published to the host (`--publish`): inbound, which Windows runs refuse.
+    Publish,
+}
+
 /// What [`build`] needs besides the view.
 #[derive(Clone)]
 pub struct Input<'a> {
@@ -283,8 +304,8 @@ pub struct Input<'a> {
     pub tmp: &'a Path,
     /// The host's folders.
     pub facts: &'a HostFacts,
-    /// Whether the network is off (the only mode this part gives on Windows).
-    pub network_off: bool,
+    /// The policy's network: off, or the allowlist through the gateway.
+    pub network: NetworkInput,
     /// The tier (`windows.tier`).
     pub tier: Tier,
     /// Whether a read grant at a path comes from the built-in policy (its entry then goes to
@@ -302,12 +323,18 @@ impl std::fmt::Debug for Input<'_> {
 ///
 /// # Errors
 /// [`ViewError::Unrealisable`] for a path that is no canonical Windows path, a grant the
-/// guard refuses ([`guard::check`]), a network mode other than off.
+/// guard refuses ([`guard::check`]), published ports, the allowlist in the restricted-token
+/// tier (which cannot confine the network).
 pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     let facts = input.facts;
     let workspace = win(input.workspace)?;
     let tag = sid::path_tag(&workspace.key());
-    let profile = format!("palisade.ws.{tag}");
+    // A run with the allowlist has a package of its own: its loopback exemption and filters
+    // then reach no other run of the workspace (see `network`).
+    let profile = match input.network {
+        NetworkInput::Allowlist { run, .. } => format!("palisade.ws.{tag}.run{run}"),
+        _ => format!("palisade.ws.{tag}"),
+    };
     let capabilities = vec![
         // Both named (and their SIDs derived) once their entries are known; see
         // WORKSPACE_CAPABILITY and TOOLCHAIN_CAPABILITY.
@@ -318,11 +345,20 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         capabilities.iter().find(|c| c.holder == h).map(|c| c.sid.clone()).unwrap_or_else(|| unreachable!())
     };
 
-    if !input.network_off {
-        return Err(unrealisable(
-            input.workspace,
-            "the network allowlist is not built on Windows yet (issue 15); run with the network off".into(),
-        ));
+    match input.network {
+        NetworkInput::Publish => {
+            return Err(unrealisable(
+                input.workspace,
+                "published ports (--publish, network.publish) are not built on Windows: no connection may reach a Windows run".into(),
+            ));
+        }
+        NetworkInput::Allowlist { .. } if input.tier == Tier::RestrictedToken => {
+            return Err(unrealisable(
+                input.workspace,
+                "the restricted-token tier cannot confine the network to the allowlist (its token is the user's, whom no per-run filter names); use the AppContainer tier, or turn the network off".into(),
+            ));
+        }
+        _ => {}
     }
 
     let mut acl: Vec<Ace> = Vec::new();
@@ -608,7 +644,7 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         missing.push(
             "reads: the restricted-token tier confines writes only; the command runs as you and can read every file you can (secrets included), the memory of your other programs, and what Windows decrypts for you (Credential Manager, DPAPI) (windows.tier = \"restricted_token\")".into(),
         );
-        if input.network_off {
+        if input.network == NetworkInput::Off {
             missing.push(
                 "network: the restricted-token tier does not take the network away; the command can reach any host"
                     .into(),
@@ -616,7 +652,7 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         }
     }
     if !input.view.tripwires.is_empty() {
-        missing.push("tripwires: no decoy files are placed or watched on Windows yet (issue 15)".into());
+        missing.push("tripwires: no decoy files are placed or watched on Windows yet".into());
     }
     let limits = &input.limits;
     if limits.file_size.is_some() {
@@ -630,12 +666,26 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
     env.retain(|(k, _)| !k.eq_ignore_ascii_case("TEMP") && !k.eq_ignore_ascii_case("TMP"));
     env.push(("TEMP".into(), format!("{temp_parent}\\RUN")));
     env.push(("TMP".into(), format!("{temp_parent}\\RUN")));
+
+    let profile_sid = sid::app_container_sid(&profile);
+    let network = match input.network {
+        NetworkInput::Allowlist { gateway, .. } => {
+            network::build(&profile_sid, Some(gateway.unwrap_or(network::GatewayPorts { http: 0, socks: 0 })))
+        }
+        _ => network::build(&profile_sid, None),
+    };
+    notes.extend(network.notes.iter().cloned());
+    for (k, v) in &network.env {
+        env.retain(|(e, _)| !e.eq_ignore_ascii_case(k));
+        env.push((k.clone(), v.clone()));
+    }
     env.sort_by_key(|(k, _)| k.to_ascii_uppercase());
 
     Ok(WindowsPlan {
         tier: input.tier,
-        profile_sid: sid::app_container_sid(&profile),
+        profile_sid,
         profile,
+        network,
         capabilities,
         acl,
         made,

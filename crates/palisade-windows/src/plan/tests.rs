@@ -80,7 +80,7 @@ fn input<'a>(view: FsView, facts: &'a HostFacts, builtin: &'a dyn Fn(&Path) -> b
         },
         tmp: Path::new(TMP),
         facts,
-        network_off: true,
+        network: NetworkInput::Off,
         tier: Tier::AppContainer,
         builtin_read: builtin,
     }
@@ -100,9 +100,23 @@ fn aces_at<'a>(plan: &'a WindowsPlan, path: &str) -> Vec<&'a Ace> {
 
 #[test]
 fn golden_plan_of_every_entry() {
-    let plan = plan_of(every_entry()).unwrap();
-    let json = serde_json::to_string_pretty(&plan).unwrap() + "\n";
-    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/appcontainer.json");
+    assert_golden(&plan_of(every_entry()).unwrap(), "appcontainer.json");
+}
+
+/// The allowlist's plan: the run's own package, the gateway's filters, the proxy variables.
+#[test]
+fn golden_plan_of_the_allowlist() {
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.network =
+        NetworkInput::Allowlist { run: 4242, gateway: Some(network::GatewayPorts { http: 50123, socks: 50124 }) };
+    let plan = build(i).unwrap();
+    assert_golden(&plan.network, "network-allowlist.json");
+}
+
+fn assert_golden<T: serde::Serialize>(value: &T, name: &str) {
+    let json = serde_json::to_string_pretty(value).unwrap() + "\n";
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("PALISADE_BLESS").is_some() {
         std::fs::write(&golden, &json).unwrap();
     }
@@ -244,14 +258,14 @@ fn grants_on_roots_the_profile_temp_onedrive_hives_and_windows_are_refused() {
 }
 
 #[test]
-fn a_path_that_is_no_windows_path_and_the_network_allowlist_are_refused() {
+fn a_path_that_is_no_windows_path_and_published_ports_are_refused() {
     let view = FsView { entries: vec![host("relative\\dir", true)], cwd: WS.into(), tripwires: vec![] };
     assert!(matches!(plan_of(view), Err(ViewError::Unrealisable { .. })));
     let facts = facts();
     let mut i = input(every_entry(), &facts, &builtin);
-    i.network_off = false;
+    i.network = NetworkInput::Publish;
     let e = build(i).unwrap_err().to_string();
-    assert!(e.contains("network"), "{e}");
+    assert!(e.contains("--publish"), "{e}");
 }
 
 #[test]
@@ -344,4 +358,77 @@ fn runs_of_a_workspace_with_different_policies_hold_different_capabilities() {
     let prefix = |n: &str| n.rsplit_once('.').unwrap().0.to_owned();
     assert_eq!(prefix(&a.capabilities[0].name), prefix(&b.capabilities[0].name), "one workspace prefix for forget");
     assert_eq!(a, plan_of(every_entry()).unwrap(), "the same policy gives the same plan");
+}
+
+/// Network off: no capability, no exemption, no filter, no proxy variable, nothing needing
+/// an administrator, and the workspace's own package.
+#[test]
+fn with_the_network_off_nothing_is_opened_or_installed() {
+    let plan = plan_of(every_entry()).unwrap();
+    let n = &plan.network;
+    assert_eq!(n.mode, network::NetworkMode::Off);
+    assert!(n.capabilities.is_empty() && n.filters.is_empty() && !n.loopback_exemption && !n.needs_broker);
+    assert!(!plan.launch.env.iter().any(|(k, _)| k.to_ascii_uppercase().ends_with("_PROXY")), "{:?}", plan.launch.env);
+    assert!(!plan.profile.contains(".run"), "{}", plan.profile);
+}
+
+/// The allowlist: a package of the run's own (another run of the workspace never shares its
+/// exemption), every filter scoped to it, the only permits exactly the gateway's two ports on
+/// 127.0.0.1 over TCP and weighed above blocks that cover both families and both directions,
+/// every filter hard; one proxy variable per name (Windows' names are case-insensitive), the
+/// sandbox's own proxy settings replaced.
+#[test]
+fn the_allowlist_reaches_the_gateway_and_nothing_else() {
+    use network::{Action, Condition, Layer};
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.env.push(("https_proxy".into(), "http://attacker.example:8080".into()));
+    i.network = NetworkInput::Allowlist { run: 7, gateway: Some(network::GatewayPorts { http: 50001, socks: 50002 }) };
+    let plan = build(i).unwrap();
+    let off = plan_of(every_entry()).unwrap();
+    assert_ne!(plan.profile_sid, off.profile_sid);
+    assert!(plan.profile.ends_with(".run7"), "{}", plan.profile);
+    let n = &plan.network;
+    assert!(n.loopback_exemption && n.needs_broker && n.capabilities.is_empty());
+    for f in &n.filters {
+        assert!(f.hard, "{f:?}");
+        assert!(f.conditions.contains(&Condition::PackageId(plan.profile_sid.clone())), "{f:?}");
+    }
+    let permits: Vec<_> = n.filters.iter().filter(|f| f.action == Action::Permit).collect();
+    assert_eq!(permits.len(), 2);
+    for (f, port) in permits.iter().zip([50001, 50002]) {
+        assert_eq!(f.layer, Layer::AleAuthConnectV4);
+        assert!(f.conditions.contains(&Condition::RemotePort(port)), "{f:?}");
+        assert!(f.conditions.contains(&Condition::RemoteAddress("127.0.0.1".parse().unwrap())), "{f:?}");
+        assert!(f.conditions.contains(&Condition::Protocol(network::TCP)), "{f:?}");
+        assert_eq!(f.conditions.len(), 4);
+    }
+    let blocks: Vec<_> = n.filters.iter().filter(|f| f.action == Action::Block).collect();
+    for layer in
+        [Layer::AleAuthConnectV4, Layer::AleAuthConnectV6, Layer::AleAuthRecvAcceptV4, Layer::AleAuthRecvAcceptV6]
+    {
+        let b = blocks.iter().find(|f| f.layer == layer).unwrap_or_else(|| panic!("no block at {layer:?}"));
+        assert_eq!(b.conditions.len(), 1, "a block narrower than the whole package: {b:?}");
+        assert!(b.weight < network::PERMIT_WEIGHT);
+    }
+    let proxies: Vec<_> = plan.launch.env.iter().filter(|(k, _)| k.to_ascii_uppercase().contains("PROXY")).collect();
+    let names: Vec<String> = proxies.iter().map(|(k, _)| k.to_ascii_uppercase()).collect();
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(names, unique, "{proxies:?}");
+    assert!(proxies.iter().any(|(k, v)| k == "HTTPS_PROXY" && v == "http://127.0.0.1:50001"), "{proxies:?}");
+    assert!(!proxies.iter().any(|(_, v)| v.contains("attacker")), "{proxies:?}");
+    assert!(plan.notes.iter().any(|n| n.contains("blocked, not redirected")), "{:?}", plan.notes);
+}
+
+/// The restricted-token tier runs as the user, whom no per-run filter names: the allowlist is
+/// refused there rather than run unconfined.
+#[test]
+fn the_allowlist_is_refused_in_the_restricted_token_tier() {
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.tier = Tier::RestrictedToken;
+    i.network = NetworkInput::Allowlist { run: 1, gateway: None };
+    let e = build(i).unwrap_err().to_string();
+    assert!(e.contains("restricted-token tier cannot confine the network"), "{e}");
 }

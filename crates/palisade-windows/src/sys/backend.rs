@@ -139,9 +139,9 @@ impl Backend for Windows {
                 ),
                 (
                     "network".into(),
-                    "off only (the AppContainer has no network capability); the allowlist is issue 15".into(),
+                    "off only (the AppContainer has no network capability); the allowlist needs the broker service, not built yet (run --dry-run shows its filters)".into(),
                 ),
-                ("denials".into(), "not read (ETW access-check events: issue 15)".into()),
+                ("denials".into(), "not read (Windows' access-check events are not read yet)".into()),
             ],
         }
     }
@@ -178,7 +178,13 @@ impl Backend for Windows {
             limits: Limits::of(policy),
             tmp: &req.tmp,
             facts: &facts,
-            network_off: policy.mode() != NetMode::Allowlist && policy.publish.is_empty(),
+            network: if !policy.publish.is_empty() {
+                plan::NetworkInput::Publish
+            } else if policy.mode() == NetMode::Allowlist {
+                plan::NetworkInput::Allowlist { run: std::process::id(), gateway: None }
+            } else {
+                plan::NetworkInput::Off
+            },
             tier: match policy.windows_tier() {
                 WindowsTier::AppContainer => plan::Tier::AppContainer,
                 WindowsTier::RestrictedToken => plan::Tier::RestrictedToken,
@@ -192,6 +198,16 @@ impl Backend for Windows {
     }
 
     fn prepare(&mut self, plan: &WindowsPlan) -> Result<Enforcement, Refusal> {
+        // The allowlist's filters and loopback exemption need the broker service, not built
+        // yet: refused before anything is changed on the host.
+        if plan.network.needs_broker {
+            return Err(Refusal::new(
+                "the network allowlist needs Palisade's broker service on Windows (WFP filters for the run's package, added as an administrator), which this build does not have",
+                Some(
+                    "run with the network off (the default), or on Linux; `palisade run --dry-run` shows the filters the run would need",
+                ),
+            ));
+        }
         Ok(Enforcement {
             mode: "appcontainer".into(),
             landlock_abi: 0,

@@ -99,7 +99,7 @@ impl Backend for Plumbing {
             limits: Limits::of(policy),
             tmp: &req.tmp,
             facts: &facts,
-            network_off: true,
+            network: crate::plan::NetworkInput::Off,
             tier: Tier::AppContainer,
             builtin_read: &|_| false,
         })?;

@@ -136,6 +136,25 @@ Check 'no write outside through \\localhost\C$' (-not (Test-Path "$outside\smb-w
 $r = Run-Inside @('cmd', '/c', "echo x> $uncOutside\smb-rt.txt") @('--policy', $rt)
 Check 'restricted token: no write outside through \\localhost\C$' (-not (Test-Path "$outside\smb-rt.txt")) $r.out
 
+# The network off (the default): a loopback listener outside sees no connection from the
+# sandbox; the control shows the same client reaches it from outside. curl.exe is System32's.
+$listener = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, 0)
+$listener.Start()
+$port = $listener.LocalEndpoint.Port
+& curl.exe -s --max-time 5 "http://127.0.0.1:$port/" | Out-Null
+Start-Sleep -Milliseconds 200
+$reached = $listener.Pending()
+if ($reached) { $listener.AcceptTcpClient().Close() }
+Check 'control: curl.exe reaches a loopback listener outside Palisade' $reached ''
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '5', "http://127.0.0.1:$port/")
+Start-Sleep -Milliseconds 200
+Check 'with the network off, a loopback listener outside sees no connection' (-not $listener.Pending()) $r.out
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '5', '-o', 'NUL', '-w', '%{http_code}', 'https://example.com/')
+Check 'with the network off, a public host is unreachable' ($r.code -ne 0) $r.out
+$r = Run-Inside @('cmd', '/c', 'echo reached') @('--allow-net', 'example.com:443')
+Check 'the allowlist is refused (exit 125, naming the broker) until the broker exists' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'broker') $r.out
+$listener.Stop()
+
 # Nothing left: forget removes every entry Palisade placed for the workspace.
 $before = (icacls $ws 2>$null | Out-String)
 Check 'control: the workspace carried capability entries' ($before -match 'S-1-15-3-1024-') $before
