@@ -7,12 +7,14 @@
 //!   OS, with golden outputs).
 //! - [`sid`]: capability and AppContainer SIDs derived from names.
 //! - [`journal`]: every host change recorded before it is made; repair and forget.
+//! - [`monitor`]: the job's completion-port messages as audit events.
 //! - `sys` (Windows only): the system calls: the AppContainer profile, ACLs, the job object
 //!   and its completion port, the launch. The `Windows` backend (on Windows only) lives
 //!   there.
 
 pub mod cmdline;
 pub mod journal;
+pub mod monitor;
 pub mod plan;
 pub mod sid;
 

@@ -13,7 +13,7 @@ use palisade_policy::{NetMode, ResolvedPolicy, WindowsTier};
 use palisade_sandbox::quarantine::{Moved, Suspect};
 use palisade_sandbox::view::ViewError;
 use palisade_sandbox::{
-    Backend, Enforcement, Exit, Limits, Mechanism, Probe, Refusal, Request, RunError, SandboxEvent, Strength, Wiring,
+    Backend, Enforcement, Exit, Limits, Mechanism, Probe, Refusal, Request, RunError, Strength, Wiring,
 };
 use windows_sys::Win32::Security::{SECURITY_CAPABILITIES, SID_AND_ATTRIBUTES};
 use windows_sys::Win32::System::SystemServices::SE_GROUP_ENABLED;
@@ -456,27 +456,145 @@ fn watch(job: &Job, events: &dyn palisade_sandbox::Events, done: &AtomicBool) {
     loop {
         match job.next(100) {
             None if done.load(Ordering::SeqCst) => return,
-            Some(Message::NewProcess(pid)) => events.event(SandboxEvent::Exec {
-                pid,
-                ppid: 0,
-                path: image_soon(pid).unwrap_or_default(),
-                argv: Vec::new(),
-                cwd: String::new(),
-            }),
             Some(Message::Empty) => return,
-            Some(Message::ProcessLimit) => events.event(SandboxEvent::Limit {
-                limit: "pids".into(),
-                detail: "the job's active-process limit refused a new process".into(),
-            }),
-            Some(Message::MemoryLimit) => events.event(SandboxEvent::Limit {
-                limit: "memory".into(),
-                detail: "the job's memory limit was reached".into(),
-            }),
-            Some(Message::TimeLimit) => events
-                .event(SandboxEvent::Limit { limit: "cpu_time".into(), detail: "the job's CPU time ran out".into() }),
-            Some(Message::Exited { .. }) | None => {}
+            Some(m) => {
+                if let Some(e) = crate::monitor::event_of(m, process_facts) {
+                    events.event(e);
+                }
+            }
+            None => {}
         }
     }
+}
+
+/// What can be read of a process the job just reported: its image, command line and parent.
+fn process_facts(pid: u32) -> crate::monitor::ProcessFacts {
+    let image = image_soon(pid);
+    // As for the image: a process its parent started without suspending it may not have
+    // its parameters in place when the message comes (seen under Wine).
+    let command_line = (0..10).find_map(|i| {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        command_line_of(pid)
+    });
+    let parent = snapshot(pid).map_or(0, |(_, parent)| parent);
+    crate::monitor::ProcessFacts { image, command_line, parent }
+}
+
+/// The command line of process `pid` as it was given to `CreateProcessW`:
+/// `NtQueryInformationProcess` with `ProcessCommandLineInformation` (Windows 8.1 and later:
+/// a `UNICODE_STRING` followed by its text in the buffer given), else read from the
+/// process's parameters block (which Wine needs: it does not answer that class).
+fn command_line_of(pid: u32) -> Option<String> {
+    use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessCommandLineInformation};
+    use windows_sys::Win32::Foundation::UNICODE_STRING;
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_QUERY_INFORMATION, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_VM_READ,
+    };
+    // SAFETY: a query-only open; closed by `Handle`.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if h.is_null() {
+        return None;
+    }
+    let h = super::handle::Handle(h);
+    // u64 units: aligned for the UNICODE_STRING at its start. 64 KiB holds the longest
+    // command line Windows accepts (32,767 UTF-16 units).
+    let mut buf = vec![0u64; 8192 + 4];
+    let mut len = 0u32;
+    // SAFETY: a valid handle; a writable buffer of the byte length given.
+    let status = unsafe {
+        NtQueryInformationProcess(
+            h.0,
+            ProcessCommandLineInformation,
+            buf.as_mut_ptr().cast(),
+            (buf.len() * 8) as u32,
+            &mut len,
+        )
+    };
+    if status >= 0 {
+        // SAFETY: on success the buffer starts with a UNICODE_STRING (aligned: u64 units)
+        // whose text, of `Length` bytes, lies in the same buffer.
+        let text = unsafe {
+            let us = &*(buf.as_ptr().cast::<UNICODE_STRING>());
+            (!us.Buffer.is_null()).then(|| std::slice::from_raw_parts(us.Buffer, usize::from(us.Length) / 2))
+        };
+        return text.map(String::from_utf16_lossy);
+    }
+    drop(h);
+    // SAFETY: as above, with the rights to read the process's memory.
+    let h = unsafe { OpenProcess(PROCESS_QUERY_INFORMATION | PROCESS_VM_READ, 0, pid) };
+    if h.is_null() {
+        return None;
+    }
+    command_line_from_parameters(&super::handle::Handle(h))
+}
+
+/// The command line from the process's parameters block: `PROCESS_BASIC_INFORMATION`'s
+/// `PebBaseAddress`, the PEB's `ProcessParameters` (offset 0x20 in a 64-bit PEB), its
+/// `CommandLine` (offset 0x70; winternl.h's `PEB` and `RTL_USER_PROCESS_PARAMETERS`).
+#[cfg(target_pointer_width = "64")]
+fn command_line_from_parameters(h: &super::handle::Handle) -> Option<String> {
+    use windows_sys::Wdk::System::Threading::{NtQueryInformationProcess, ProcessBasicInformation};
+    use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
+    /// `PROCESS_BASIC_INFORMATION` (winternl.h), without the PEB type.
+    #[repr(C)]
+    struct Basic {
+        exit_status: i32,
+        peb: usize,
+        affinity: usize,
+        base_priority: i32,
+        pid: usize,
+        parent: usize,
+    }
+    let read = |at: usize, out: &mut [u8]| {
+        let mut got = 0usize;
+        // SAFETY: a valid handle; the output buffer is writable for its length; the address
+        // is the other process's, which the call checks.
+        let ok = unsafe { ReadProcessMemory(h.0, at as *const _, out.as_mut_ptr().cast(), out.len(), &mut got) };
+        ok != 0 && got == out.len()
+    };
+    let mut basic = Basic { exit_status: 0, peb: 0, affinity: 0, base_priority: 0, pid: 0, parent: 0 };
+    let mut len = 0u32;
+    // SAFETY: a valid handle; the structure the class names, of its size.
+    let status = unsafe {
+        NtQueryInformationProcess(
+            h.0,
+            ProcessBasicInformation,
+            (&mut basic as *mut Basic).cast(),
+            std::mem::size_of::<Basic>() as u32,
+            &mut len,
+        )
+    };
+    if status < 0 || basic.peb == 0 {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    if !read(basic.peb + 0x20, &mut word) {
+        return None;
+    }
+    let params = usize::from_ne_bytes(word);
+    // UNICODE_STRING: Length (u16), MaximumLength (u16), padding, Buffer (pointer).
+    let mut us = [0u8; 16];
+    if params == 0 || !read(params + 0x70, &mut us) {
+        return None;
+    }
+    let length = usize::from(u16::from_ne_bytes([us[0], us[1]]));
+    let buffer = usize::from_ne_bytes(us[8..16].try_into().ok()?);
+    if buffer == 0 || length > 65534 {
+        return None;
+    }
+    let mut bytes = vec![0u8; length];
+    if !read(buffer, &mut bytes) {
+        return None;
+    }
+    let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
+    Some(String::from_utf16_lossy(&units))
+}
+
+#[cfg(not(target_pointer_width = "64"))]
+fn command_line_from_parameters(_: &super::handle::Handle) -> Option<String> {
+    None
 }
 
 /// The image path of a process the job just reported, or, where the process cannot be
@@ -496,6 +614,12 @@ fn image_soon(pid: u32) -> Option<String> {
 
 /// The image file name of `pid` from a snapshot of the system's processes.
 fn snapshot_name(pid: u32) -> Option<String> {
+    snapshot(pid).map(|(name, _)| name)
+}
+
+/// The image file name and the parent's id of `pid`, from a snapshot of the system's
+/// processes (`CreateToolhelp32Snapshot`).
+fn snapshot(pid: u32) -> Option<(String, u32)> {
     use windows_sys::Win32::System::Diagnostics::ToolHelp::{
         CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
     };
@@ -511,7 +635,7 @@ fn snapshot_name(pid: u32) -> Option<String> {
         if entry.th32ProcessID == pid {
             let len = entry.szExeFile.iter().position(|c| *c == 0).unwrap_or(entry.szExeFile.len());
             // Empty while the process is still being created.
-            return (len > 0).then(|| String::from_utf16_lossy(&entry.szExeFile[..len]));
+            return (len > 0).then(|| (String::from_utf16_lossy(&entry.szExeFile[..len]), entry.th32ParentProcessID));
         }
         // SAFETY: as above.
         ok = unsafe { Process32NextW(snap.0, &mut entry) } != 0;

@@ -12,27 +12,21 @@ use windows_sys::Win32::System::SystemServices::*;
 use super::handle::{Handle, last_error};
 use crate::plan::{JobPlan, UI_RESTRICTIONS};
 
-/// A message of the job's completion port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message {
-    /// A process joined the job (its id).
-    NewProcess(u32),
-    /// A process of the job ended (its id; `abnormal`: by an exception or a kill).
-    Exited {
-        /// Its id.
-        pid: u32,
-        /// Whether it ended abnormally.
-        abnormal: bool,
-    },
-    /// No process is left.
-    Empty,
-    /// The active-process limit refused a new process.
-    ProcessLimit,
-    /// The job-wide memory limit was reached.
-    MemoryLimit,
-    /// The job's CPU time ran out.
-    TimeLimit,
-}
+pub use crate::monitor::JobMessage as Message;
+
+// The message identifiers the pure mapping uses are winnt.h's.
+const _: () = {
+    use crate::monitor as m;
+    assert!(m::MSG_END_OF_JOB_TIME == JOB_OBJECT_MSG_END_OF_JOB_TIME);
+    assert!(m::MSG_END_OF_PROCESS_TIME == JOB_OBJECT_MSG_END_OF_PROCESS_TIME);
+    assert!(m::MSG_ACTIVE_PROCESS_LIMIT == JOB_OBJECT_MSG_ACTIVE_PROCESS_LIMIT);
+    assert!(m::MSG_ACTIVE_PROCESS_ZERO == JOB_OBJECT_MSG_ACTIVE_PROCESS_ZERO);
+    assert!(m::MSG_NEW_PROCESS == JOB_OBJECT_MSG_NEW_PROCESS);
+    assert!(m::MSG_EXIT_PROCESS == JOB_OBJECT_MSG_EXIT_PROCESS);
+    assert!(m::MSG_ABNORMAL_EXIT_PROCESS == JOB_OBJECT_MSG_ABNORMAL_EXIT_PROCESS);
+    assert!(m::MSG_PROCESS_MEMORY_LIMIT == JOB_OBJECT_MSG_PROCESS_MEMORY_LIMIT);
+    assert!(m::MSG_JOB_MEMORY_LIMIT == JOB_OBJECT_MSG_JOB_MEMORY_LIMIT);
+};
 
 /// A job object with its completion port.
 #[derive(Debug)]
@@ -123,17 +117,7 @@ impl Job {
         if ok == 0 {
             return None;
         }
-        let pid = ov as usize as u32;
-        Some(match code {
-            JOB_OBJECT_MSG_NEW_PROCESS => Message::NewProcess(pid),
-            JOB_OBJECT_MSG_EXIT_PROCESS => Message::Exited { pid, abnormal: false },
-            JOB_OBJECT_MSG_ABNORMAL_EXIT_PROCESS => Message::Exited { pid, abnormal: true },
-            JOB_OBJECT_MSG_ACTIVE_PROCESS_ZERO => Message::Empty,
-            JOB_OBJECT_MSG_ACTIVE_PROCESS_LIMIT => Message::ProcessLimit,
-            JOB_OBJECT_MSG_JOB_MEMORY_LIMIT | JOB_OBJECT_MSG_PROCESS_MEMORY_LIMIT => Message::MemoryLimit,
-            JOB_OBJECT_MSG_END_OF_JOB_TIME | JOB_OBJECT_MSG_END_OF_PROCESS_TIME => Message::TimeLimit,
-            _ => return None,
-        })
+        crate::monitor::message_of(code, ov as usize as u32)
     }
 }
 

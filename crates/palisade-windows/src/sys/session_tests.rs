@@ -176,6 +176,16 @@ fn the_jobs_processes_reach_the_audit_log_and_the_exit_status_comes_back() {
     assert!(execs.len() >= 2, "the command and its child: {events:#?}");
     let exe = std::env::current_exe().unwrap().file_name().unwrap().to_string_lossy().to_lowercase();
     assert!(execs.iter().all(|e| e["path"].as_str().unwrap_or_default().to_lowercase().ends_with(&exe)), "{execs:#?}");
+    // Each process's arguments, read from it (its command line, split as the C runtime
+    // splits it), and the child's parent is the command.
+    let with = |arg: &str| {
+        execs
+            .iter()
+            .find(|e| e["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == arg)))
+            .unwrap_or_else(|| panic!("no exec with {arg}: {execs:#?}"))
+    };
+    let (parent, child) = (with("palisade-helper=child_then_exit3"), with("palisade-helper=exit7_later"));
+    assert_eq!(child["ppid"], parent["pid"], "{execs:#?}");
     let end = events.iter().find(|e| e["kind"] == "session_end").expect("session_end");
     assert_eq!(end["exit_code"], 3, "{end}");
 }
