@@ -5,6 +5,8 @@
 //!
 //! - [`plan`]: the view turned into a [`plan::WindowsPlan`], by pure code (tested on every
 //!   OS, with golden outputs).
+//! - [`broker`]: the protocol of the service that adds a run's network filters, and its
+//!   decision (what a caller may ask for).
 //! - [`sid`]: capability and AppContainer SIDs derived from names.
 //! - [`journal`]: every host change recorded before it is made; repair and forget.
 //! - [`monitor`]: the job's completion-port messages as audit events.
@@ -12,6 +14,7 @@
 //!   and its completion port, the launch. The `Windows` backend (on Windows only) lives
 //!   there.
 
+pub mod broker;
 pub mod cmdline;
 pub mod journal;
 pub mod monitor;
