@@ -48,6 +48,19 @@ pub enum Command {
     /// was cut short), from the journal.
     #[cfg(windows)]
     Repair,
+    /// Windows, as an administrator, once: install (or reinstall) the broker service that adds
+    /// a run's network filters, so `--allow-net` needs no elevation afterwards; `--remove`
+    /// removes it and what it installed.
+    #[cfg(windows)]
+    Setup {
+        /// Remove the service, its copy of palisade.exe and its record.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Windows: the broker service's entry point (the service control manager starts it).
+    #[cfg(windows)]
+    #[command(name = "broker-service", hide = true)]
+    BrokerService,
 }
 
 #[derive(Debug, Args)]

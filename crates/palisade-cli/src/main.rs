@@ -60,6 +60,10 @@ fn main() -> ExitCode {
         Command::Forget { workspace } => cmd_windows::forget(&workspace),
         #[cfg(windows)]
         Command::Repair => cmd_windows::repair(),
+        #[cfg(windows)]
+        Command::Setup { remove } => cmd_windows::setup(remove),
+        #[cfg(windows)]
+        Command::BrokerService => cmd_windows::broker_service(),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

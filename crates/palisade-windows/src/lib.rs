@@ -28,4 +28,9 @@ mod sys;
 #[cfg(windows)]
 pub use sys::backend::Windows;
 #[cfg(windows)]
+pub use sys::broker_setup::{
+    SERVICE_ARGUMENT as BROKER_SERVICE_ARGUMENT, install as install_broker, remove as remove_broker,
+    run_service as run_broker_service,
+};
+#[cfg(windows)]
 pub use sys::links::{FileIdentity, file_identity};

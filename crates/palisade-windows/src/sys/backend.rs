@@ -198,14 +198,15 @@ impl Backend for Windows {
     }
 
     fn prepare(&mut self, plan: &WindowsPlan) -> Result<Enforcement, Refusal> {
-        // The allowlist's filters and loopback exemption need the broker service, not built
-        // yet: refused before anything is changed on the host.
-        if plan.network.needs_broker {
+        // The allowlist's filters and loopback exemption are the broker service's: without
+        // it, refused before anything is changed on the host.
+        if plan.network.needs_broker && !super::broker_client::available() {
             return Err(Refusal::new(
-                "the network allowlist needs Palisade's broker service on Windows (WFP filters for the run's package, added as an administrator), which this build does not have",
-                Some(
-                    "run with the network off (the default), or on Linux; `palisade run --dry-run` shows the filters the run would need",
+                format!(
+                    "the network allowlist needs Palisade's broker service (it adds the run's Windows Filtering Platform filters as an administrator), and nothing answers on {}",
+                    crate::broker::PIPE
                 ),
+                Some("an administrator runs `palisade setup` once; or run with the network off (the default)"),
             ));
         }
         Ok(Enforcement {
@@ -275,6 +276,59 @@ impl Backend for Windows {
                 ));
             }
         };
+        // The allowlist: the gateway's listeners here, then the broker's filters for the run's
+        // own package (which it checks is registered, and these listeners ours); the proxy
+        // variables name the ports bound.
+        let mut wiring = wiring;
+        let mut plan_with_ports;
+        let mut plan = plan;
+        let network = if plan.network.needs_broker {
+            let bind = |what: &str| {
+                std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::Step {
+                    step: format!("listening for the gateway's {what}"),
+                    source: Box::new(e),
+                })
+            };
+            let (http, socks) = (bind("HTTP proxy")?, bind("SOCKS5")?);
+            let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+            let ports = plan::network::GatewayPorts { http: port(&http), socks: port(&socks) };
+            let lease = match super::broker_client::open(&plan.profile, ports.http, ports.socks) {
+                Ok(l) => l,
+                Err(reason) => {
+                    if let Ok(api) = Api::load() {
+                        let _ = api.delete_profile(&plan.profile);
+                    }
+                    return Err(RunError::Setup(reason));
+                }
+            };
+            plan_with_ports = plan.clone();
+            let fresh = plan::network::build(&plan.profile_sid, Some(ports));
+            for (k, v) in &fresh.env {
+                for (ek, ev) in plan_with_ports.launch.env.iter_mut() {
+                    if ek.eq_ignore_ascii_case(k) {
+                        v.clone_into(ev);
+                    }
+                }
+            }
+            plan_with_ports.network = fresh;
+            plan = &plan_with_ports;
+            if let Some(serve) = wiring.gateway.take() {
+                let listeners = palisade_gateway::server::Listeners {
+                    http: Some(http),
+                    socks: Some(socks),
+                    dns_udp: None,
+                    dns_tcp: None,
+                    transparent: Vec::new(),
+                };
+                std::thread::Builder::new()
+                    .name("palisade-gateway".into())
+                    .spawn(move || serve(listeners))
+                    .map_err(step("starting the gateway"))?;
+            }
+            Some(lease)
+        } else {
+            None
+        };
         std::fs::create_dir_all(&self.root).map_err(step("making Palisade's state folder"))?;
         // A TEMP folder of this run's own, made fresh (never one that exists already).
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -301,6 +355,14 @@ impl Backend for Windows {
             let _ = journal::unmake(&mut j, &mut Acls, &used, std::process::id());
         }
         let _ = std::fs::remove_dir_all(&temp);
+        // The run's network ends with it: the broker removes the exemption and the filters
+        // when the lease's pipe closes; then the run's own profile goes.
+        if network.is_some() {
+            drop(network);
+            if let Ok(api) = Api::load() {
+                let _ = api.delete_profile(&plan.profile);
+            }
+        }
         result
     }
 
@@ -580,7 +642,17 @@ fn command_line_from_parameters(h: &super::handle::Handle) -> Option<String> {
         return None;
     }
     let length = usize::from(u16::from_ne_bytes([us[0], us[1]]));
-    let buffer = usize::from_ne_bytes(us[8..16].try_into().ok()?);
+    let mut buffer = usize::from_ne_bytes(us[8..16].try_into().ok()?);
+    // Until the process has started, its parameters may not be normalised yet: the text's
+    // "pointer" is then an offset from the block (`Flags`, at offset 8, lacks
+    // RTL_USER_PROC_PARAMS_NORMALIZED, 1).
+    let mut flags = [0u8; 4];
+    if !read(params + 8, &mut flags) {
+        return None;
+    }
+    if u32::from_ne_bytes(flags) & 1 == 0 {
+        buffer = buffer.checked_add(params)?;
+    }
     if buffer == 0 || length > 65534 {
         return None;
     }
@@ -589,7 +661,8 @@ fn command_line_from_parameters(h: &super::handle::Handle) -> Option<String> {
         return None;
     }
     let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]])).collect();
-    Some(String::from_utf16_lossy(&units))
+    // A command line holds no NUL: one that does was read before it was written.
+    (!units.contains(&0)).then(|| String::from_utf16_lossy(&units))
 }
 
 #[cfg(not(target_pointer_width = "64"))]

@@ -1,4 +1,5 @@
-//! Owned handles, wide strings and the system's error, shared by the `sys` modules.
+//! Owned handles, wide strings, the system's error and functions loaded from System32,
+//! shared by the `sys` modules.
 
 use std::io;
 
@@ -47,4 +48,26 @@ pub fn win32(code: u32, step: &str) -> io::Result<()> {
         let e = io::Error::from_raw_os_error(code as i32);
         Err(io::Error::new(e.kind(), format!("{step}: {e}")))
     }
+}
+
+/// A function's address, untyped: transmuted by the caller to its documented prototype.
+pub type SystemFunction = unsafe extern "system" fn() -> isize;
+
+/// The function `name` of System32's `dll` (never a DLL beside the program), loaded at run
+/// time so the binary starts where it is missing (Wine, older Windows).
+///
+/// # Errors
+/// The DLL is not in System32, or it has no such function, in words.
+pub fn system_function(dll: &str, name: &str) -> io::Result<SystemFunction> {
+    use windows_sys::Win32::System::LibraryLoader::{GetProcAddress, LOAD_LIBRARY_SEARCH_SYSTEM32, LoadLibraryExW};
+    let w = wide(dll);
+    // SAFETY: a NUL-terminated name; System32 only.
+    let module = unsafe { LoadLibraryExW(w.as_ptr(), std::ptr::null_mut(), LOAD_LIBRARY_SEARCH_SYSTEM32) };
+    if module.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{dll} is not in System32")));
+    }
+    let c = format!("{name}\0");
+    // SAFETY: a loaded module and a NUL-terminated ANSI name.
+    unsafe { GetProcAddress(module, c.as_ptr()) }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{dll} has no {name}")))
 }

@@ -4,11 +4,16 @@
 pub mod acl;
 pub mod appcontainer;
 pub mod backend;
+pub mod broker_client;
+pub mod broker_service;
+pub mod broker_setup;
 pub mod desktop;
+pub mod fwp;
 pub mod handle;
 pub mod job;
 pub mod launch;
 pub mod links;
+pub mod loopback;
 pub mod token;
 
 #[cfg(test)]

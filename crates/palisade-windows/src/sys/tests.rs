@@ -285,3 +285,35 @@ fn file_identity_counts_hard_links() {
     assert!(missing.to_string().contains("none"), "{missing}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The broker's pipe end to end (under Wine too): the service side made with its security
+/// descriptor, a run's request over the pipe, the decision's refusal carried back whole
+/// (nothing is registered for this profile, or Wine cannot say what the caller's token is),
+/// and the server stopped by `wake`. No filter is added: the request is refused first.
+#[test]
+fn the_broker_answers_a_request_over_its_pipe() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let server = std::thread::spawn(move || super::broker_service::serve(&|| flag.load(Ordering::SeqCst)));
+    let until = Instant::now() + Duration::from_secs(10);
+    while !super::broker_client::available() {
+        assert!(Instant::now() < until, "the broker's pipe never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (http, socks) =
+        (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let profile = format!("palisade.ws.{}.run{}", "0123456789abcdef0123456789abcdef", std::process::id());
+    let e = super::broker_client::open(&profile, http.local_addr().unwrap().port(), socks.local_addr().unwrap().port())
+        .unwrap_err();
+    assert!(e.starts_with("the broker refused the run's network: "), "{e}");
+    assert!(e.contains("not registered") || e.contains("could not be identified"), "{e}");
+    // A request for another process's run is refused for that, whatever the machine says.
+    let other = format!("palisade.ws.{}.run{}", "0123456789abcdef0123456789abcdef", std::process::id() + 1);
+    let e = super::broker_client::open(&other, 1, 2).unwrap_err();
+    assert!(e.contains("belongs to process") || e.contains("could not be identified"), "{e}");
+    stop.store(true, Ordering::SeqCst);
+    super::broker_service::wake();
+    server.join().unwrap().unwrap();
+}

@@ -151,8 +151,37 @@ Start-Sleep -Milliseconds 200
 Check 'with the network off, a loopback listener outside sees no connection' (-not $listener.Pending()) $r.out
 $r = Run-Inside @('curl.exe', '-s', '--max-time', '5', '-o', 'NUL', '-w', '%{http_code}', 'https://example.com/')
 Check 'with the network off, a public host is unreachable' ($r.code -ne 0) $r.out
+# DNS: a name looked up inside must not reach the machine's DNS client service (which would
+# resolve it on the container's behalf, a channel out); its cache shows every name it saw.
+$canaryName = 'palisade-dns-' + [guid]::NewGuid().ToString('N').Substring(0, 12) + '.example.com'
+$r = Run-Inside @('powershell.exe', '-NoProfile', '-Command', "Resolve-DnsName $canaryName -ErrorAction SilentlyContinue")
+$seen = (Get-DnsClientCache -ErrorAction SilentlyContinue | Where-Object { $_.Entry -like "$canaryName*" })
+Check 'with the network off, a name looked up inside never reaches the DNS client' (-not $seen) ($seen | Out-String)
 $r = Run-Inside @('cmd', '/c', 'echo reached') @('--allow-net', 'example.com:443')
-Check 'the allowlist is refused (exit 125, naming the broker) until the broker exists' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'broker') $r.out
+Check 'without the broker, the allowlist is refused (exit 125, naming palisade setup)' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'palisade setup') $r.out
+
+# The allowlist through the broker (the runner is an administrator: setup needs one).
+$exemptBefore = (& CheckNetIsolation.exe LoopbackExempt -s | Out-String)
+& $Palisade setup | Out-Host
+Check 'palisade setup installs the broker' ($LASTEXITCODE -eq 0 -and (Get-Service PalisadeBroker -ErrorAction SilentlyContinue).Status -eq 'Running') ''
+$allow = @('--allow-net', 'example.com:443')
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '20', '-o', 'NUL', '-w', '%{http_code}', 'https://example.com/') $allow
+Check 'an allowed host is reached through the gateway' ($r.code -eq 0 -and $r.out -match '200') $r.out
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '10', '--noproxy', '*', '-o', 'NUL', 'https://example.com/') $allow
+Check 'the allowed host is not reached around the gateway (proxy variables ignored)' ($r.code -ne 0) $r.out
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '20', '-o', 'NUL', '-w', '%{http_code}', 'https://example.org/') $allow
+Check 'an unlisted host is refused by the gateway' ($r.out -notmatch '200') $r.out
+$r = Run-Inside @('curl.exe', '-s', '--max-time', '5', '--noproxy', '*', "http://127.0.0.1:$port/") $allow
+Start-Sleep -Milliseconds 200
+Check 'with the allowlist, a loopback listener outside still sees no connection' (-not $listener.Pending()) $r.out
+$r = Run-Inside @('powershell.exe', '-NoProfile', '-Command', "try { (Invoke-WebRequest -UseBasicParsing -TimeoutSec 10 http://127.0.0.1:$port/).StatusCode } catch { 'failed' }") $allow
+Start-Sleep -Milliseconds 200
+Check 'PowerShell 5 reaches no loopback listener outside either' (-not $listener.Pending()) $r.out
+$exempt = (& CheckNetIsolation.exe LoopbackExempt -s | Out-String)
+Check 'the loopback exemptions are as they were before the runs' ($exempt -eq $exemptBefore) $exempt
+& $Palisade setup --remove | Out-Host
+Check 'palisade setup --remove leaves no service' ($LASTEXITCODE -eq 0 -and -not (Get-Service PalisadeBroker -ErrorAction SilentlyContinue)) ''
+Check 'palisade setup --remove leaves no copy' (-not (Test-Path (Join-Path $env:ProgramFiles 'Palisade\palisade.exe'))) ''
 $listener.Stop()
 
 # Nothing left: forget removes every entry Palisade placed for the workspace.
