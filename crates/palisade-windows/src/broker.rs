@@ -23,8 +23,10 @@
 //! [`crate::plan::network::build`]; the caller never sends a filter. One request per
 //! connection; the reply is one line; a request line is at most [`MAX_REQUEST`] bytes.
 //!
-//! Wire format: one JSON object per line over the named pipe [`PIPE`] (message mode, both
-//! ways), UTF-8.
+//! Wire format: one JSON object per line, UTF-8, over the named pipe [`PIPE`] (byte mode;
+//! a request must arrive within a few seconds). The pipe admits interactive users, SYSTEM and
+//! administrators; a run over SSH or from a service is refused by Windows before the broker
+//! sees it.
 
 use serde::{Deserialize, Serialize};
 

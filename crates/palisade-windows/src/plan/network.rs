@@ -40,8 +40,9 @@
 //! the run), so another run of the same workspace, network off, never holds the exemption,
 //! and two runs never reach each other's gateway.
 //!
-//! Proxy variables are set as on Linux, for clients that honour them; clients that ignore
-//! them are blocked, never redirected (an ordinary filter cannot rewrite a destination; that
+//! Proxy variables are set as on Linux, for clients that honour them, except that `NO_PROXY`
+//! is empty (loopback goes through the gateway too); clients that ignore them are blocked,
+//! never redirected (an ordinary filter cannot rewrite a destination; that
 //! needs a callout driver). DNS: the container resolves nothing itself; names go through the
 //! gateway's proxy, which decides by name.
 //!
@@ -214,7 +215,9 @@ pub fn build(package: &Sid, gateway: Option<GatewayPorts>) -> NetworkPlan {
     for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
         env.push((k.to_owned(), http.clone()));
     }
-    env.push(("NO_PROXY".into(), "localhost,127.0.0.1,::1".into()));
+    // Nothing bypasses the proxy: a direct connection, loopback included, is blocked, and a
+    // host port the policy grants (`localhost:PORT`) is reached through the gateway.
+    env.push(("NO_PROXY".into(), String::new()));
     NetworkPlan {
         mode: NetworkMode::Gateway,
         gateway: Some(ports),

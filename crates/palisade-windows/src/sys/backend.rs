@@ -139,7 +139,12 @@ impl Backend for Windows {
                 ),
                 (
                     "network".into(),
-                    "off only (the AppContainer has no network capability); the allowlist needs the broker service, not built yet (run --dry-run shows its filters)".into(),
+                    if super::broker_client::available() {
+                        "off by default; the allowlist through the broker service (installed)".into()
+                    } else {
+                        "off only: the allowlist needs the broker service (an administrator runs `palisade setup` once)"
+                            .into()
+                    },
                 ),
                 ("denials".into(), "not read (Windows' access-check events are not read yet)".into()),
             ],
@@ -223,6 +228,8 @@ impl Backend for Windows {
             let step = step.to_owned();
             move |e: io::Error| RunError::Step { step, source: Box::new(e) }
         };
+        // The run's own profile (the allowlist's) is deleted whatever happens from here on.
+        let _run_profile = plan.network.needs_broker.then(|| RunProfile(plan.profile.clone()));
         // Who the command runs as: the AppContainer (its profile and capabilities, as the
         // system derives them: they must be the plan's, or the journal's entries would name
         // SIDs nobody holds), or the restricted token (whose restricting SID is the
@@ -292,15 +299,13 @@ impl Backend for Windows {
             let (http, socks) = (bind("HTTP proxy")?, bind("SOCKS5")?);
             let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
             let ports = plan::network::GatewayPorts { http: port(&http), socks: port(&socks) };
-            let lease = match super::broker_client::open(&plan.profile, ports.http, ports.socks) {
-                Ok(l) => l,
-                Err(reason) => {
-                    if let Ok(api) = Api::load() {
-                        let _ = api.delete_profile(&plan.profile);
-                    }
-                    return Err(RunError::Setup(reason));
-                }
-            };
+            // Copies held for the whole run: the ports stay this process's even if the gateway
+            // stops, so no other program takes the address the filters permit.
+            let held = (
+                http.try_clone().map_err(step("keeping the gateway's HTTP port"))?,
+                socks.try_clone().map_err(step("keeping the gateway's SOCKS5 port"))?,
+            );
+            let lease = super::broker_client::open(&plan.profile, ports.http, ports.socks).map_err(RunError::Setup)?;
             plan_with_ports = plan.clone();
             let fresh = plan::network::build(&plan.profile_sid, Some(ports));
             for (k, v) in &fresh.env {
@@ -325,7 +330,7 @@ impl Backend for Windows {
                     .spawn(move || serve(listeners))
                     .map_err(step("starting the gateway"))?;
             }
-            Some(lease)
+            Some((lease, held))
         } else {
             None
         };
@@ -350,19 +355,14 @@ impl Backend for Windows {
             }
             used
         };
-        let result = self.run(plan, wiring, &who, &temp);
+        let result = self.run(plan, wiring, &who, &temp, network.as_ref().map(|(lease, _)| lease));
         if let Ok(mut j) = Journal::open(&self.journal_path()) {
             let _ = journal::unmake(&mut j, &mut Acls, &used, std::process::id());
         }
         let _ = std::fs::remove_dir_all(&temp);
         // The run's network ends with it: the broker removes the exemption and the filters
-        // when the lease's pipe closes; then the run's own profile goes.
-        if network.is_some() {
-            drop(network);
-            if let Ok(api) = Api::load() {
-                let _ = api.delete_profile(&plan.profile);
-            }
-        }
+        // when the lease's pipe closes; then the run's own profile goes (`_run_profile`).
+        drop(network);
         result
     }
 
@@ -402,9 +402,19 @@ impl Windows {
         journal::repair(&mut j, &mut Acls).map_err(|e| format!("repairing: {e}"))
     }
 
-    fn run(&self, plan: &WindowsPlan, wiring: Wiring, who: &Who, temp: &Path) -> Result<Exit, RunError> {
+    fn run(
+        &self,
+        plan: &WindowsPlan,
+        wiring: Wiring,
+        who: &Who,
+        temp: &Path,
+        lease: Option<&super::broker_client::Lease>,
+    ) -> Result<Exit, RunError> {
         let step = |step: &'static str| move |e: io::Error| RunError::Step { step: step.into(), source: Box::new(e) };
         let job = Arc::new(Job::new(&plan.job).map_err(step("creating the job object"))?);
+        if let Some(lease) = lease {
+            lease.watch(Arc::clone(&job));
+        }
         let stopper = Arc::clone(&job);
         wiring.kill.arm(Box::new(move || stopper.terminate(137)));
         let name = format!("{}-{}", plan.profile, std::process::id());
@@ -427,6 +437,17 @@ impl Windows {
                 let desktop = Desktop::new(&name, cap.as_psid()).map_err(step("creating the run's desktop"))?;
                 run_in_job(plan, wiring, job, None, Some(&desktop.name), temp, Some(token.0))
             }
+        }
+    }
+}
+
+/// A run's own AppContainer profile (the allowlist's), deleted when this is dropped.
+struct RunProfile(String);
+
+impl Drop for RunProfile {
+    fn drop(&mut self) {
+        if let Ok(api) = Api::load() {
+            let _ = api.delete_profile(&self.0);
         }
     }
 }

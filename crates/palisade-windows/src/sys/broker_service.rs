@@ -1,27 +1,35 @@
 //! The broker service: serves [`crate::broker`]'s protocol on its named pipe, one thread per
 //! connection, and carries out what [`crate::broker::decide`] grants: the run's filters in a
 //! dynamic WFP session ([`super::fwp`]), then its package's loopback exemption
-//! ([`super::loopback`]), both undone when the caller's connection closes (exemption first).
+//! ([`super::loopback`]), both undone (the exemption first) when the lease ends: the caller
+//! closes its end, or the caller's process ends (its handle is held from the request on, so
+//! its id cannot be reused while the lease lives), or the service stops.
 //!
-//! Exemptions outlive a crash of the service (the list is persistent), so each is written to
-//! `%ProgramData%\palisade\broker-exemptions.txt` before it is made, and the service removes
-//! every package listed there when it starts. Filters need no such record: the engine deletes
-//! a dynamic session's objects when the session's process ends.
+//! Exemptions outlive the service (the list is persistent): each is recorded under the
+//! service's registry key ([`super::registry`], which only SYSTEM and administrators can
+//! change) before it is made, and the service removes every recorded one when it starts and
+//! when it stops; `palisade setup --remove` does too. Filters need no record: the engine
+//! deletes a dynamic session's objects when the session's process ends. If the service dies,
+//! each run's supervisor sees its lease's pipe break and ends the run (`broker_client`), and
+//! the service control manager restarts the service, which removes the exemptions.
 //!
-//! The service makes the pipe's first instance (`FILE_FLAG_FIRST_PIPE_INSTANCE`), so it fails
-//! rather than serve beside a process that made the pipe first. A client that reached such
-//! an impostor anyway gets no filters and no exemption: its container reaches nothing.
-//! The pipe admits SYSTEM, administrators and interactive users
-//! (`D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;IU)`), no AppContainer (no entry names
-//! `ALL APPLICATION PACKAGES`) and no remote client (`PIPE_REJECT_REMOTE_CLIENTS`); the
-//! decision still checks every caller.
+//! The pipe: the service makes its first instance (`FILE_FLAG_FIRST_PIPE_INSTANCE`) and always
+//! keeps one instance waiting, so the name never lapses for another process to take. Its
+//! descriptor admits SYSTEM and administrators, and interactive users to read and write data
+//! only (`0x12008B`: no `FILE_CREATE_PIPE_INSTANCE`, so they cannot serve instances of their
+//! own); no AppContainer (no entry names `ALL APPLICATION PACKAGES`) and no remote client
+//! (`PIPE_REJECT_REMOTE_CLIENTS`). The decision still checks every caller. A request must
+//! arrive within [`REQUEST_WAIT`]; at most [`MAX_CONNECTIONS`] are served at once.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io;
 use std::ptr::{null, null_mut};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{ERROR_PIPE_CONNECTED, HANDLE, HLOCAL, INVALID_HANDLE_VALUE, LocalFree};
+use windows_sys::Win32::Foundation::{
+    ERROR_INSUFFICIENT_BUFFER, ERROR_PIPE_CONNECTED, HANDLE, HLOCAL, INVALID_HANDLE_VALUE, LocalFree, WAIT_OBJECT_0,
+};
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     GetExtendedTcpTable, MIB_TCPROW_OWNER_PID, TCP_TABLE_OWNER_PID_LISTENER,
 };
@@ -33,10 +41,12 @@ use windows_sys::Win32::Security::{
 use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX, ReadFile, WriteFile};
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeClientProcessId, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
-    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, PeekNamedPipe,
 };
 use windows_sys::Win32::System::Registry::{HKEY, HKEY_USERS, KEY_READ, RegCloseKey, RegOpenKeyExW};
-use windows_sys::Win32::System::Threading::{OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION};
+use windows_sys::Win32::System::Threading::{
+    OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE, WaitForSingleObject,
+};
 
 use super::appcontainer::OwnedSid;
 use super::handle::{Handle, last_error, wide};
@@ -44,19 +54,35 @@ use crate::broker::{self, Caller, Machine, Reply};
 use crate::sid::Sid;
 
 /// The pipe's security descriptor (SDDL): see the module.
-const PIPE_SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;IU)";
+const PIPE_SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;0x12008b;;;IU)";
 
 /// `AF_INET`.
 const AF_INET: u32 = 2;
 
-/// Serialises changes of the machine's exemption list and of the record.
-static EXEMPTIONS: Mutex<()> = Mutex::new(());
+/// How long a connection may take to send its request.
+pub const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
-/// Serves until `stop` returns true (checked between connections).
+/// Connections served at once; more are refused at once.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The registry value listing the exempted packages ([`super::registry::PARAMETERS`]).
+const EXEMPTIONS_VALUE: &str = "Exemptions";
+
+/// Serialises changes of the machine's exemption list, of the record and of the packages
+/// leased.
+static EXEMPTIONS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Set when the service stops: no exemption is made after it.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Serves until `stop` returns true (checked between connections; [`wake`] makes it look).
 ///
 /// # Errors
-/// The pipe cannot be made (another broker runs, or the descriptor is refused).
+/// The pipe cannot be made (another process made it first, or the descriptor is refused).
 pub fn serve(stop: &(dyn Fn() -> bool + Sync)) -> io::Result<()> {
+    STOPPING.store(false, Ordering::SeqCst);
     undo_recorded_exemptions();
     let sd = SecurityDescriptor::from_sddl(PIPE_SDDL)?;
     let sa = SECURITY_ATTRIBUTES {
@@ -65,45 +91,69 @@ pub fn serve(stop: &(dyn Fn() -> bool + Sync)) -> io::Result<()> {
         bInheritHandle: 0,
     };
     let name = wide(broker::PIPE);
+    let instance = |first: bool| -> io::Result<Handle> {
+        // SAFETY: a NUL-terminated name, valid attributes; the handle is owned by the caller.
+        let pipe = unsafe {
+            CreateNamedPipeW(
+                name.as_ptr(),
+                PIPE_ACCESS_DUPLEX | if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 },
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                4096,
+                4096,
+                0,
+                &sa,
+            )
+        };
+        if pipe == INVALID_HANDLE_VALUE { Err(last_error("making the broker's pipe")) } else { Ok(Handle(pipe)) }
+    };
     let served = (|| {
         // The first instance must be ours: if another process made the pipe first (to pose
-        // as the broker), the service fails instead of serving beside it.
-        let mut first = FILE_FLAG_FIRST_PIPE_INSTANCE;
+        // as the broker), the service fails instead of serving beside it. Afterwards one
+        // instance always waits, so the name never lapses.
+        let mut waiting = instance(true)?;
         while !stop() {
-            // SAFETY: a NUL-terminated name, valid attributes; the handle is owned below.
-            let pipe = unsafe {
-                CreateNamedPipeW(
-                    name.as_ptr(),
-                    PIPE_ACCESS_DUPLEX | std::mem::take(&mut first),
-                    PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
-                    PIPE_UNLIMITED_INSTANCES,
-                    4096,
-                    4096,
-                    0,
-                    &sa,
-                )
-            };
-            if pipe == INVALID_HANDLE_VALUE {
-                return Err(last_error("making the broker's pipe"));
-            }
-            let pipe = Handle(pipe);
             // SAFETY: a valid pipe; synchronous.
-            let connected = unsafe { ConnectNamedPipe(pipe.0, null_mut()) } != 0
+            let connected = unsafe { ConnectNamedPipe(waiting.0, null_mut()) } != 0
                 || io::Error::last_os_error().raw_os_error() == Some(ERROR_PIPE_CONNECTED as i32);
+            let next = instance(false)?;
+            let conn = std::mem::replace(&mut waiting, next);
             if !connected || stop() {
                 continue;
             }
-            std::thread::spawn(move || serve_one(&pipe));
+            if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+                reply(
+                    &conn,
+                    &Reply::Refused {
+                        reason: format!("the broker serves {MAX_CONNECTIONS} connections at most; try again"),
+                    },
+                );
+                continue;
+            }
+            let spawned = std::thread::Builder::new().name("palisade-broker-lease".into()).spawn(move || {
+                serve_one(&conn);
+                CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+            });
+            if spawned.is_err() {
+                // The connection went with the closure; its client sees the pipe break.
+                CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         Ok(())
     })();
     // Runs still holding a lease lose their network with the service (their filters go with
-    // its process): their exemptions go too.
+    // its process, their supervisors end them): their exemptions go now.
+    {
+        let _guard = EXEMPTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        STOPPING.store(true, Ordering::SeqCst);
+    }
     undo_recorded_exemptions();
     served
 }
 
-/// Wakes a `serve` blocked waiting for a client (after `stop` turned true): connects once.
+/// Wakes a `serve` blocked waiting for a client (after `stop` turned true): connects once,
+/// anonymously (whatever serves the pipe learns nothing of the service's token).
 pub fn wake() {
     let name = wide(broker::PIPE);
     // SAFETY: a NUL-terminated name; the handle is closed at once.
@@ -114,7 +164,8 @@ pub fn wake() {
             0,
             null(),
             windows_sys::Win32::Storage::FileSystem::OPEN_EXISTING,
-            0,
+            windows_sys::Win32::Storage::FileSystem::SECURITY_SQOS_PRESENT
+                | windows_sys::Win32::Storage::FileSystem::SECURITY_ANONYMOUS,
             null_mut(),
         )
     };
@@ -123,55 +174,100 @@ pub fn wake() {
     }
 }
 
-/// One connection: the request, the decision, the reply; then, when granted, the lease
-/// until the caller closes its end.
-fn serve_one(pipe: &Handle) {
-    let reply = |r: &Reply| {
-        let mut line = serde_json::to_vec(r).unwrap_or_default();
-        line.push(b'\n');
-        let mut written = 0u32;
-        // SAFETY: a valid pipe; a buffer of the given length.
-        unsafe { WriteFile(pipe.0, line.as_ptr(), line.len() as u32, &mut written, null_mut()) };
-    };
-    let line = match read_line(pipe) {
-        Ok(l) => l,
-        Err(e) => return reply(&Reply::Refused { reason: e }),
-    };
-    let granted = broker::parse(&line).and_then(|request| {
-        let caller = caller_of(pipe).map_err(|e| format!("the caller could not be identified: {e}"))?;
-        broker::decide(&request, &caller, &Host).map(|plan| (request, plan))
-    });
-    let (broker::Request::Open { profile, .. }, plan) = match granted {
-        Ok(g) => g,
-        Err(reason) => return reply(&Reply::Refused { reason }),
-    };
-    let package = crate::sid::app_container_sid(&profile);
-    let (session, filters) = match super::fwp::Session::open().and_then(|s| s.apply(&plan).map(|n| (s, n))) {
-        Ok(s) => s,
-        Err(e) => return reply(&Reply::Refused { reason: format!("adding the run's filters: {e}") }),
-    };
-    if let Err(e) = exempt(&package, true) {
-        drop(session);
-        return reply(&Reply::Refused { reason: format!("exempting the run's package from loopback isolation: {e}") });
-    }
-    reply(&Reply::Opened { filters });
-    // The lease lasts until the caller closes its end (or dies): a read then fails.
-    let mut byte = [0u8; 64];
-    let mut got = 0u32;
+fn reply(pipe: &Handle, r: &Reply) {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    let mut written = 0u32;
     // SAFETY: a valid pipe; a buffer of the given length.
-    while unsafe { ReadFile(pipe.0, byte.as_mut_ptr(), byte.len() as u32, &mut got, null_mut()) } != 0 {}
-    let _ = exempt(&package, false);
-    drop(session);
+    unsafe { WriteFile(pipe.0, line.as_ptr(), line.len() as u32, &mut written, null_mut()) };
 }
 
-/// Reads one request line (at most `MAX_REQUEST` bytes and its newline).
+/// One connection: the request, the decision, the reply; then, when granted, the lease
+/// until the caller closes its end, its process ends, or the service stops.
+fn serve_one(pipe: &Handle) {
+    let line = match read_line(pipe) {
+        Ok(l) => l,
+        Err(e) => return reply(pipe, &Reply::Refused { reason: e }),
+    };
+    let granted = broker::parse(&line).and_then(|request| {
+        let (caller, process) = caller_of(pipe).map_err(|e| format!("the caller could not be identified: {e}"))?;
+        broker::decide(&request, &caller, &Host).map(|plan| (request, plan, process))
+    });
+    let (broker::Request::Open { profile, .. }, plan, process) = match granted {
+        Ok(g) => g,
+        Err(reason) => return reply(pipe, &Reply::Refused { reason }),
+    };
+    let package = crate::sid::app_container_sid(&profile);
+    // One lease per package: a second would outlive the first's undoing of the exemption.
+    {
+        let mut leased = EXEMPTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        if leased.contains(&package.0) {
+            return reply(pipe, &Reply::Refused { reason: format!("profile {profile} already holds a lease") });
+        }
+        leased.push(package.0.clone());
+    }
+    let release = || EXEMPTIONS.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != package.0);
+    let (session, filters) = match super::fwp::Session::open().and_then(|s| s.apply(&plan).map(|n| (s, n))) {
+        Ok(s) => s,
+        Err(e) => {
+            release();
+            return reply(pipe, &Reply::Refused { reason: format!("adding the run's filters: {e}") });
+        }
+    };
+    if let Err(e) = exempt(&package, true) {
+        let _ = exempt(&package, false);
+        drop(session);
+        release();
+        return reply(
+            pipe,
+            &Reply::Refused { reason: format!("exempting the run's package from loopback isolation: {e}") },
+        );
+    }
+    reply(pipe, &Reply::Opened { filters });
+    // The lease: until the pipe breaks, the caller's process ends, or the service stops.
+    loop {
+        let mut avail = 0u32;
+        // SAFETY: a valid pipe; no buffer, only the count.
+        let open = unsafe { PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut()) } != 0;
+        // SAFETY: a process handle opened with SYNCHRONIZE.
+        let alive = unsafe { WaitForSingleObject(process.0, 200) } != WAIT_OBJECT_0;
+        if !open || !alive || STOPPING.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // The exemption before the filters; while it cannot be removed, the filters stay (a
+    // package exempt without them would reach every loopback service).
+    while exempt(&package, false).is_err() && !STOPPING.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(session);
+    release();
+}
+
+/// Reads one request line (at most `MAX_REQUEST` bytes and its newline), within
+/// [`REQUEST_WAIT`].
 fn read_line(pipe: &Handle) -> Result<Vec<u8>, String> {
+    let until = Instant::now() + REQUEST_WAIT;
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
     loop {
+        let mut avail = 0u32;
+        // SAFETY: a valid pipe; only the count is read.
+        if unsafe { PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut()) } == 0 {
+            return Err("the caller closed the pipe before a whole request".into());
+        }
+        if avail == 0 {
+            if Instant::now() >= until {
+                return Err(format!("no whole request within {} s", REQUEST_WAIT.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         let mut got = 0u32;
-        // SAFETY: a valid pipe; a buffer of the given length.
-        if unsafe { ReadFile(pipe.0, buf.as_mut_ptr(), buf.len() as u32, &mut got, null_mut()) } == 0 {
+        let want = (avail as usize).min(buf.len()) as u32;
+        // SAFETY: a valid pipe; a buffer of at least `want` bytes; `want` are available, so
+        // the read does not block.
+        if unsafe { ReadFile(pipe.0, buf.as_mut_ptr(), want, &mut got, null_mut()) } == 0 {
             return Err("the caller closed the pipe before a whole request".into());
         }
         line.extend_from_slice(&buf[..got as usize]);
@@ -186,16 +282,19 @@ fn read_line(pipe: &Handle) -> Result<Vec<u8>, String> {
 }
 
 /// Who is at the other end of the pipe, from Windows: its process id, its user, whether its
-/// token is an AppContainer's or restricted.
-fn caller_of(pipe: &Handle) -> io::Result<Caller> {
+/// token is an AppContainer's or restricted; and its process, held (with `SYNCHRONIZE`) so
+/// its id is not reused while the lease lives.
+fn caller_of(pipe: &Handle) -> io::Result<(Caller, Handle)> {
     let mut pid = 0u32;
     // SAFETY: a valid pipe and an out-pointer.
     if unsafe { GetNamedPipeClientProcessId(pipe.0, &mut pid) } == 0 {
         return Err(last_error("reading the caller's process id"));
     }
-    // SAFETY: a query-only open; owned below.
-    let process =
-        Handle::checked(unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) }, "opening the caller")?;
+    // SAFETY: a query-and-wait open; owned below.
+    let process = Handle::checked(
+        unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_SYNCHRONIZE, 0, pid) },
+        "opening the caller",
+    )?;
     let mut token: HANDLE = null_mut();
     // SAFETY: a valid process handle and an out-pointer.
     if unsafe { OpenProcessToken(process.0, TOKEN_QUERY, &mut token) } == 0 {
@@ -223,36 +322,49 @@ fn caller_of(pipe: &Handle) -> io::Result<Caller> {
     }
     // SAFETY: a valid token.
     let restricted = unsafe { IsTokenRestricted(token.0) } != 0;
-    Ok(Caller { pid, user, app_container: app_container != 0, restricted })
+    Ok((Caller { pid, user, app_container: app_container != 0, restricted }, process))
 }
 
 /// The machine's facts for the decision.
 struct Host;
 
 impl Machine for Host {
+    /// The owner of `127.0.0.1:port`; `None` also when two processes listen there (only one
+    /// sole owner counts).
     fn listener_owner(&self, port: u16) -> Option<u32> {
-        let mut size = 0u32;
-        // SAFETY: a size query (null table).
-        unsafe { GetExtendedTcpTable(null_mut(), &mut size, 0, AF_INET, TCP_TABLE_OWNER_PID_LISTENER, 0) };
-        let mut buf = vec![0u32; (size as usize / 4) + 64];
-        let mut size = (buf.len() * 4) as u32;
-        // SAFETY: a buffer of the given byte size, 4-aligned.
-        if unsafe {
-            GetExtendedTcpTable(buf.as_mut_ptr().cast(), &mut size, 0, AF_INET, TCP_TABLE_OWNER_PID_LISTENER, 0)
-        } != 0
-        {
-            return None;
+        let mut buf = vec![0u32; 1024];
+        loop {
+            let mut size = (buf.len() * 4) as u32;
+            // SAFETY: a buffer of the given byte size, 4-aligned.
+            let code = unsafe {
+                GetExtendedTcpTable(buf.as_mut_ptr().cast(), &mut size, 0, AF_INET, TCP_TABLE_OWNER_PID_LISTENER, 0)
+            };
+            if code == ERROR_INSUFFICIENT_BUFFER && buf.len() < (1 << 24) {
+                buf = vec![0u32; size as usize / 4 + 1024];
+                continue;
+            }
+            if code != 0 {
+                return None;
+            }
+            break;
         }
-        let n = buf[0] as usize;
-        // SAFETY: MIB_TCPTABLE_OWNER_PID: a count, then `n` rows of six u32.
+        let n = (buf[0] as usize).min((buf.len() - 1) / 6);
+        // SAFETY: MIB_TCPTABLE_OWNER_PID: a count, then `n` rows of six u32 (bounded by the
+        // buffer above).
         let rows = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(1).cast::<MIB_TCPROW_OWNER_PID>(), n) };
-        // Both in network byte order; the port in the low 16 bits.
-        rows.iter()
-            .find(|r| {
+        // Address and port in network byte order; the port in the low 16 bits.
+        let owners: Vec<u32> = rows
+            .iter()
+            .filter(|r| {
                 u32::from_be(r.dwLocalAddr) == u32::from(std::net::Ipv4Addr::LOCALHOST)
                     && u16::from_be(r.dwLocalPort as u16) == port
             })
             .map(|r| r.dwOwningPid)
+            .collect();
+        match owners.as_slice() {
+            [first, rest @ ..] if rest.iter().all(|o| o == first) => Some(*first),
+            _ => None,
+        }
     }
 
     fn profile_registered(&self, user: &str, package: &Sid) -> bool {
@@ -271,48 +383,36 @@ impl Machine for Host {
     }
 }
 
-/// The record of exemptions in force: `%ProgramData%\palisade\broker-exemptions.txt`.
-fn record() -> PathBuf {
-    let data = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-    data.join("palisade").join("broker-exemptions.txt")
-}
-
-/// Adds or removes the exemption, writing the record first when adding and after removing.
+/// Adds or removes the exemption, recording it first when adding and forgetting it after
+/// removing. No exemption is made once the service is stopping.
 fn exempt(package: &Sid, on: bool) -> io::Result<()> {
     let _guard = EXEMPTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    let path = record();
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut listed: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let mut listed = super::registry::read_list(EXEMPTIONS_VALUE)?;
     if on {
+        if STOPPING.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the broker is stopping"));
+        }
         if !listed.contains(&package.0) {
             listed.push(package.0.clone());
         }
-        write_record(&path, &listed)?;
+        super::registry::write_list(EXEMPTIONS_VALUE, &listed)?;
         super::loopback::set_exempt(&package.0, true)
     } else {
         super::loopback::set_exempt(&package.0, false)?;
         listed.retain(|l| *l != package.0);
-        write_record(&path, &listed)
+        super::registry::write_list(EXEMPTIONS_VALUE, &listed)
     }
 }
 
-fn write_record(path: &std::path::Path, listed: &[String]) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::File::create(path)?;
-    for l in listed {
-        writeln!(f, "{l}")?;
-    }
-    f.sync_all()
-}
-
-/// Removes every exemption a previous instance recorded (it ended without removing them).
-fn undo_recorded_exemptions() {
-    let text = std::fs::read_to_string(record()).unwrap_or_default();
-    for sid in text.lines().filter(|l| l.starts_with("S-1-15-2-")) {
-        let _ = exempt(&Sid(sid.to_owned()), false);
-    }
+/// Removes every recorded exemption (a previous instance ended without removing them, or
+/// the service is stopping). Returns those it could not remove.
+pub fn undo_recorded_exemptions() -> Vec<String> {
+    let listed = super::registry::read_list(EXEMPTIONS_VALUE).unwrap_or_default();
+    listed
+        .into_iter()
+        .filter(|sid| sid.starts_with("S-1-15-2-"))
+        .filter(|sid| exempt(&Sid(sid.clone()), false).is_err())
+        .collect()
 }
 
 /// A security descriptor from SDDL, freed with `LocalFree`.

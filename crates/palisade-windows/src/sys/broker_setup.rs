@@ -3,9 +3,12 @@
 //! install it (or reinstall it, idempotently), or remove it and everything it made.
 //!
 //! The service runs a copy of `palisade.exe` in `%ProgramFiles%\Palisade`, a folder only
-//! administrators can change, as LocalSystem (adding WFP filters and exemptions needs it);
-//! `setup` records what it installed, with the copy's SHA-256, in
-//! `%ProgramData%\palisade\setup.txt`, and `--remove` undoes exactly that.
+//! administrators can change, as LocalSystem (adding WFP filters and exemptions needs it),
+//! restarted by the service control manager when it fails (its start removes the exemptions
+//! a dead instance left). `setup` records the copy's path and SHA-256 under the service's
+//! registry key (never in `%ProgramData%`, where any user can create files first);
+//! `--remove` stops the service, removes every exemption it recorded, deletes the service
+//! (and its key) and the copy at its fixed path.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -14,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use windows_service::service::{
-    ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceInfo,
-    ServiceStartType, ServiceState, ServiceStatus, ServiceType,
+    ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept, ServiceErrorControl,
+    ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo, ServiceStartType, ServiceState,
+    ServiceStatus, ServiceType,
 };
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -73,11 +77,6 @@ fn service_main(_: Vec<OsString>) {
     let _ = handle.set_service_status(status(ServiceState::Stopped, code));
 }
 
-fn record() -> PathBuf {
-    let data = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-    data.join("palisade").join("setup.txt")
-}
-
 fn install_dir() -> PathBuf {
     let pf = std::env::var_os("ProgramW6432")
         .or_else(|| std::env::var_os("ProgramFiles"))
@@ -85,30 +84,21 @@ fn install_dir() -> PathBuf {
     pf.join("Palisade")
 }
 
-/// Installs (or reinstalls) the broker service from `exe` (this `palisade.exe`) and starts
-/// it. Returns what was done, in lines.
+/// Installs (or reinstalls: a previous install is removed first, the copy cannot be replaced
+/// while it runs) the broker service from `exe` (this `palisade.exe`) and starts it. Returns
+/// what was done, in lines.
 ///
 /// # Errors
 /// Not an administrator (the service manager refuses), the copy or the service fails, with
 /// the step.
 pub fn install(exe: &Path) -> Result<Vec<String>, String> {
-    let mut said = Vec::new();
-    // A previous install is removed first: the copy cannot be replaced while it runs.
-    if record().exists() {
-        said.extend(remove()?);
-    }
+    let mut said = remove()?;
     let dir = install_dir();
     let target = dir.join("palisade.exe");
     std::fs::create_dir_all(&dir).map_err(|e| format!("making {}: {e}", dir.display()))?;
     std::fs::copy(exe, &target).map_err(|e| format!("copying {} to {}: {e}", exe.display(), target.display()))?;
     let bytes = std::fs::read(&target).map_err(|e| format!("reading {}: {e}", target.display()))?;
     let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    let record_path = record();
-    if let Some(d) = record_path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| format!("making {}: {e}", d.display()))?;
-    }
-    std::fs::write(&record_path, format!("service {SERVICE_NAME}\nbinary {}\nsha256 {hash}\n", target.display()))
-        .map_err(|e| format!("writing {}: {e}", record_path.display()))?;
     said.push(format!("copied palisade.exe to {} (SHA-256 {hash})", target.display()));
     let manager = ServiceManager::local_computer(
         None::<&str>,
@@ -133,13 +123,27 @@ pub fn install(exe: &Path) -> Result<Vec<String>, String> {
     let _ = service.set_description(
         "Adds the Windows Filtering Platform filters that confine a Palisade run's network to its gateway",
     );
+    // Restarted when it fails: its start removes what a dead instance left.
+    let restart = ServiceAction { action_type: ServiceActionType::Restart, delay: Duration::from_secs(1) };
+    service
+        .update_failure_actions(ServiceFailureActions {
+            reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
+            reboot_msg: None,
+            command: None,
+            actions: Some(vec![restart.clone(), restart.clone(), restart]),
+        })
+        .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
+    super::registry::write_text("Binary", &target.to_string_lossy())
+        .and_then(|()| super::registry::write_text("BinarySha256", &hash))
+        .map_err(|e| format!("recording the install: {e}"))?;
     service.start::<&str>(&[]).map_err(|e| format!("starting the {SERVICE_NAME} service: {e}"))?;
-    said.push(format!("installed and started the {SERVICE_NAME} service"));
+    said.push(format!("installed and started the {SERVICE_NAME} service (restarted when it fails)"));
     Ok(said)
 }
 
-/// Stops and deletes the service, and deletes the copy and the record. Returns what was
-/// done; nothing when nothing is installed.
+/// Stops the service, removes every loopback exemption it recorded, deletes the service
+/// (its registry key goes with it) and the copy at its fixed path. Returns what was done;
+/// nothing when nothing is installed. Idempotent.
 ///
 /// # Errors
 /// Not an administrator, or a step fails, with the step.
@@ -155,22 +159,22 @@ pub fn remove() -> Result<Vec<String>, String> {
         while service.query_status().is_ok_and(|s| s.current_state != ServiceState::Stopped) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));
         }
+        // What a dead or stopped instance left (the service's stop removes them too).
+        let left = super::broker_service::undo_recorded_exemptions();
+        if !left.is_empty() {
+            return Err(format!(
+                "the loopback exemptions of {} could not be removed; the service is kept so that its record stays: run `palisade setup --remove` again",
+                left.join(", ")
+            ));
+        }
         service.delete().map_err(|e| format!("deleting the {SERVICE_NAME} service: {e}"))?;
-        said.push(format!("stopped and deleted the {SERVICE_NAME} service"));
+        said.push(format!("stopped and deleted the {SERVICE_NAME} service and its record"));
     }
-    let text = std::fs::read_to_string(record()).unwrap_or_default();
-    for binary in text.lines().filter_map(|l| l.strip_prefix("binary ")) {
-        let path = PathBuf::from(binary);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(|e| format!("deleting {}: {e}", path.display()))?;
-            said.push(format!("deleted {}", path.display()));
-        }
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
+    let target = install_dir().join("palisade.exe");
+    if target.exists() {
+        std::fs::remove_file(&target).map_err(|e| format!("deleting {}: {e}", target.display()))?;
+        said.push(format!("deleted {}", target.display()));
     }
-    if record().exists() {
-        std::fs::remove_file(record()).map_err(|e| format!("deleting {}: {e}", record().display()))?;
-    }
+    let _ = std::fs::remove_dir(install_dir());
     Ok(said)
 }

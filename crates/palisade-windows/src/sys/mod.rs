@@ -14,6 +14,7 @@ pub mod job;
 pub mod launch;
 pub mod links;
 pub mod loopback;
+pub mod registry;
 pub mod token;
 
 #[cfg(test)]

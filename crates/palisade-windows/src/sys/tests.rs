@@ -289,7 +289,8 @@ fn file_identity_counts_hard_links() {
 /// The broker's pipe end to end (under Wine too): the service side made with its security
 /// descriptor, a run's request over the pipe, the decision's refusal carried back whole
 /// (nothing is registered for this profile, or Wine cannot say what the caller's token is),
-/// and the server stopped by `wake`. No filter is added: the request is refused first.
+/// a pipe served by another process than expected refused by the client, and the server
+/// stopped by `wake`. No filter is added: every request is refused first.
 #[test]
 fn the_broker_answers_a_request_over_its_pipe() {
     use std::sync::Arc;
@@ -305,13 +306,17 @@ fn the_broker_answers_a_request_over_its_pipe() {
     let (http, socks) =
         (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let profile = format!("palisade.ws.{}.run{}", "0123456789abcdef0123456789abcdef", std::process::id());
-    let e = super::broker_client::open(&profile, http.local_addr().unwrap().port(), socks.local_addr().unwrap().port())
-        .unwrap_err();
+    let me = Some(std::process::id());
+    // A pipe served by another process than the one expected (the service's) is not used.
+    let e = super::broker_client::open_served_by(&profile, 1, 2, Some(std::process::id() + 1)).unwrap_err();
+    assert!(e.contains("refusing to use it"), "{e}");
+    let (hp, sp) = (http.local_addr().unwrap().port(), socks.local_addr().unwrap().port());
+    let e = super::broker_client::open_served_by(&profile, hp, sp, me).unwrap_err();
     assert!(e.starts_with("the broker refused the run's network: "), "{e}");
     assert!(e.contains("not registered") || e.contains("could not be identified"), "{e}");
     // A request for another process's run is refused for that, whatever the machine says.
     let other = format!("palisade.ws.{}.run{}", "0123456789abcdef0123456789abcdef", std::process::id() + 1);
-    let e = super::broker_client::open(&other, 1, 2).unwrap_err();
+    let e = super::broker_client::open_served_by(&other, 1, 2, me).unwrap_err();
     assert!(e.contains("belongs to process") || e.contains("could not be identified"), "{e}");
     stop.store(true, Ordering::SeqCst);
     super::broker_service::wake();

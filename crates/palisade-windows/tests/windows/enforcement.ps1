@@ -153,10 +153,43 @@ $r = Run-Inside @('curl.exe', '-s', '--max-time', '5', '-o', 'NUL', '-w', '%{htt
 Check 'with the network off, a public host is unreachable' ($r.code -ne 0) $r.out
 # DNS: a name looked up inside must not reach the machine's DNS client service (which would
 # resolve it on the container's behalf, a channel out); its cache shows every name it saw.
+$controlName = 'palisade-dns-' + [guid]::NewGuid().ToString('N').Substring(0, 12) + '.example.com'
+Resolve-DnsName $controlName -ErrorAction SilentlyContinue | Out-Null
+$seen = (Get-DnsClientCache -ErrorAction SilentlyContinue | Where-Object { $_.Entry -like "$controlName*" })
+Check 'control: a name looked up outside appears in the DNS client cache' ([bool]$seen) ''
 $canaryName = 'palisade-dns-' + [guid]::NewGuid().ToString('N').Substring(0, 12) + '.example.com'
 $r = Run-Inside @('powershell.exe', '-NoProfile', '-Command', "Resolve-DnsName $canaryName -ErrorAction SilentlyContinue")
 $seen = (Get-DnsClientCache -ErrorAction SilentlyContinue | Where-Object { $_.Entry -like "$canaryName*" })
 Check 'with the network off, a name looked up inside never reaches the DNS client' (-not $seen) ($seen | Out-String)
+# Other spellings of loopback, and the machine's own address.
+foreach ($target in @('http://[::1]:PORT/', 'http://127.0.0.2:PORT/')) {
+    $l6 = if ($target.Contains('::1')) { [Net.Sockets.TcpListener]::new([Net.IPAddress]::IPv6Loopback, 0) } else { [Net.Sockets.TcpListener]::new([Net.IPAddress]::Parse('127.0.0.2'), 0) }
+    $l6.Start()
+    $url = $target.Replace('PORT', [string]$l6.LocalEndpoint.Port)
+    $r = Run-Inside @('curl.exe', '-s', '--max-time', '5', $url)
+    Start-Sleep -Milliseconds 200
+    Check "with the network off, $url sees no connection" (-not $l6.Pending()) $r.out
+    $l6.Stop()
+}
+# Inbound: a listener inside is not reachable from outside (the control: the same listener
+# outside Palisade is).
+$listen = { param($p) $l = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, $p); $l.Start(); Start-Sleep 8; if ($l.Pending()) { 'INBOUND-REACHED' } }
+$ctlPort = Get-Random -Minimum 40000 -Maximum 50000
+$ctl = Start-Job -ScriptBlock $listen -ArgumentList $ctlPort
+Start-Sleep 3
+$client = [Net.Sockets.TcpClient]::new()
+try { $client.ConnectAsync('127.0.0.1', $ctlPort).Wait(2000) | Out-Null } catch {}
+$client.Dispose()
+$outside = (Receive-Job -Wait $ctl | Out-String)
+Check 'control: the same listener outside Palisade is reached' ($outside -match 'INBOUND-REACHED') $outside
+$inPort = Get-Random -Minimum 40000 -Maximum 50000
+$job = Start-Job -ScriptBlock { param($p, $ws, $pal) Set-Location $ws; & $pal run --quiet -- powershell.exe -NoProfile -Command "`$l=[Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback,$p);`$l.Start();Start-Sleep 8;if(`$l.Pending()){'INBOUND-REACHED'}" } -ArgumentList $inPort, $ws, $Palisade
+Start-Sleep 3
+$client = [Net.Sockets.TcpClient]::new()
+try { $client.ConnectAsync('127.0.0.1', $inPort).Wait(2000) | Out-Null } catch {}
+$client.Dispose()
+$inside = (Receive-Job -Wait $job | Out-String)
+Check 'a listener inside the sandbox is not reached from outside' ($inside -notmatch 'INBOUND-REACHED') $inside
 $r = Run-Inside @('cmd', '/c', 'echo reached') @('--allow-net', 'example.com:443')
 Check 'without the broker, the allowlist is refused (exit 125, naming palisade setup)' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'palisade setup') $r.out
 
