@@ -418,6 +418,7 @@ impl Windows {
         let stopper = Arc::clone(&job);
         wiring.kill.arm(Box::new(move || stopper.terminate(137)));
         let name = format!("{}-{}", plan.profile, std::process::id());
+        let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
         match who {
             Who::Container { profile, caps } => {
                 let desktop = Desktop::new(&name, profile.as_psid()).map_err(step("creating the run's desktop"))?;
@@ -431,10 +432,28 @@ impl Windows {
                     CapabilityCount: attrs.len() as u32,
                     Reserved: 0,
                 };
+                let probe = super::wall::Probe {
+                    security: Some(&security),
+                    token: None,
+                    desktop: Some(&desktop.name),
+                    mitigations,
+                    desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
+                    confined: true,
+                };
+                super::wall::check(&probe, temp, &self.root, &system_root()).map_err(RunError::Setup)?;
                 run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp, None)
             }
             Who::Restricted { cap, token } => {
                 let desktop = Desktop::new(&name, cap.as_psid()).map_err(step("creating the run's desktop"))?;
+                let probe = super::wall::Probe {
+                    security: None,
+                    token: Some(token.0),
+                    desktop: Some(&desktop.name),
+                    mitigations,
+                    desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
+                    confined: false,
+                };
+                super::wall::check(&probe, temp, &self.root, &system_root()).map_err(RunError::Setup)?;
                 run_in_job(plan, wiring, job, None, Some(&desktop.name), temp, Some(token.0))
             }
         }
@@ -777,7 +796,7 @@ fn flush_console_input() {
 
 /// The Windows folder, from `GetSystemWindowsDirectoryW` (never an environment variable a
 /// policy could set).
-fn system_root() -> String {
+pub(super) fn system_root() -> String {
     use windows_sys::Win32::System::SystemInformation::GetSystemWindowsDirectoryW;
     let mut buf = [0u16; 260];
     // SAFETY: a buffer of the given length.

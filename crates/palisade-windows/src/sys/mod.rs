@@ -16,6 +16,7 @@ pub mod links;
 pub mod loopback;
 pub mod registry;
 pub mod token;
+pub mod wall;
 
 #[cfg(test)]
 mod session_tests;

@@ -322,3 +322,29 @@ fn the_broker_answers_a_request_over_its_pipe() {
     super::broker_service::wake();
     server.join().unwrap().unwrap();
 }
+
+/// The wall check catches a wall that is not there: started without an AppContainer (as
+/// under Wine, which enforces none), the probe reads the canary, and the check refuses,
+/// naming it; the write check holds.
+#[test]
+fn the_wall_check_refuses_when_a_canary_is_readable_from_inside() {
+    let base = std::env::temp_dir().join(format!("palisade-wall-{}", std::process::id()));
+    let (state, temp) = (base.join("state"), base.join("temp"));
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&temp).unwrap();
+    let probe = super::wall::Probe {
+        security: None,
+        token: None,
+        desktop: None,
+        mitigations: 0,
+        desktop_app_breakaway_disabled: false,
+        confined: true,
+    };
+    let e = super::wall::check(&probe, &temp, &state, &super::backend::system_root()).unwrap_err();
+    assert!(e.contains("was readable from inside"), "{e}");
+    assert!(e.contains("the run's private TEMP is writable"), "{e}");
+    // Nothing is left behind: the canary and the probe's files are gone.
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&base);
+}
