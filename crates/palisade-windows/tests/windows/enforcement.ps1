@@ -217,6 +217,19 @@ Check 'palisade setup --remove leaves no service' ($LASTEXITCODE -eq 0 -and -not
 Check 'palisade setup --remove leaves no copy' (-not (Test-Path (Join-Path $env:ProgramFiles 'Palisade\palisade.exe'))) ''
 $listener.Stop()
 
+# Monitoring: the run's processes reach its audit log with their arguments, a kill rule ends
+# the whole job (the rest of the command never runs), and the log's hash chain verifies.
+$mon = Join-Path $base 'monitor.toml'
+Set-Content $mon "[[monitor.rules]]`nname = `"two-execs`"`nwhen = `"execs > 1 in 60s`"`naction = `"kill`""
+$auditLog = Join-Path $base 'monitor-audit.jsonl'
+$r = Run-Inside @('cmd', '/c', 'cmd /c echo child-marker & powershell.exe -NoProfile -Command Start-Sleep 20 & echo survived') @('--policy', $mon, '--audit', $auditLog)
+Check 'a kill rule ends the run (the rest of the command never runs)' ($r.out -notmatch 'survived') $r.out
+$text = if (Test-Path $auditLog) { Get-Content $auditLog -Raw } else { '' }
+Check "the audit log records the run's processes with their arguments" ($text -match '"kind":"exec"' -and $text -match 'child-marker') $text
+Check 'the audit log records the kill' ($text -match 'monitor_action' -and $text -match 'two-execs') $text
+& $Palisade audit verify $auditLog | Out-Null
+Check "the audit log's hash chain verifies" ($LASTEXITCODE -eq 0) ''
+
 # Nothing left: forget removes every entry Palisade placed for the workspace.
 $before = (icacls $ws 2>$null | Out-String)
 Check 'control: the workspace carried capability entries' ($before -match 'S-1-15-3-1024-') $before
