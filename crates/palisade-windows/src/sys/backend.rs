@@ -440,7 +440,8 @@ impl Windows {
                     desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
                     confined: true,
                 };
-                super::wall::check(&probe, temp, &self.root, &system_root()).map_err(RunError::Setup)?;
+                wall(&probe, temp, &self.root)?;
+                lease_alive(lease)?;
                 run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp, None)
             }
             Who::Restricted { cap, token } => {
@@ -453,10 +454,31 @@ impl Windows {
                     desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
                     confined: false,
                 };
-                super::wall::check(&probe, temp, &self.root, &system_root()).map_err(RunError::Setup)?;
+                wall(&probe, temp, &self.root)?;
+                lease_alive(lease)?;
                 run_in_job(plan, wiring, job, None, Some(&desktop.name), temp, Some(token.0))
             }
         }
+    }
+}
+
+/// The wall check ([`super::wall`]); what it could not check is said on standard error.
+fn wall(probe: &super::wall::Probe<'_>, temp: &Path, state: &Path) -> Result<(), RunError> {
+    let held = super::wall::check(probe, temp, state, &system_root()).map_err(RunError::Setup)?;
+    for h in held.iter().filter(|h| h.contains("not checked")) {
+        eprintln!("palisade: the wall check: {h}");
+    }
+    Ok(())
+}
+
+/// Refuses to start the command when the broker's lease broke before the start (its filters
+/// are gone).
+fn lease_alive(lease: Option<&super::broker_client::Lease>) -> Result<(), RunError> {
+    match lease {
+        Some(l) if !l.alive() => Err(RunError::Setup(
+            "the broker service ended before the run started, and with it the run's network filters".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -6,9 +6,10 @@
 use std::io;
 use std::ptr::{null, null_mut};
 
-use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, OPEN_EXISTING, ReadFile, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT, WriteFile,
+    CreateFileW, FILE_GENERIC_READ, FILE_WRITE_DATA, OPEN_EXISTING, ReadFile, SECURITY_IDENTIFICATION,
+    SECURITY_SQOS_PRESENT, WriteFile,
 };
 
 use super::handle::{Handle, wide};
@@ -22,12 +23,32 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// Whether the lease's pipe is still open (the broker still holds the run's filters).
+    pub fn alive(&self) -> bool {
+        let mut avail = 0u32;
+        // SAFETY: the pipe handle lives while `self` does.
+        let open = unsafe {
+            windows_sys::Win32::System::Pipes::PeekNamedPipe(
+                self.pipe.0,
+                null_mut(),
+                0,
+                null_mut(),
+                &mut avail,
+                null_mut(),
+            )
+        };
+        open != 0
+    }
+
     /// Ends `job` if the lease's pipe breaks before the lease is dropped: the broker's
-    /// process ended, and with it the run's filters.
+    /// process ended, and with it the run's filters. Once broken, the job is ended at every
+    /// look (every 200 ms) until the lease is dropped, so a process started after the first
+    /// look ends too.
     pub fn watch(&self, job: std::sync::Arc<super::job::Job>) {
         use std::sync::atomic::Ordering;
         let (pipe, released) = (std::sync::Arc::clone(&self.pipe), std::sync::Arc::clone(&self.released));
         let _ = std::thread::Builder::new().name("palisade-lease".into()).spawn(move || {
+            let mut said = false;
             while !released.load(Ordering::SeqCst) {
                 let mut avail = 0u32;
                 // SAFETY: the pipe handle lives while this thread holds its Arc.
@@ -35,11 +56,13 @@ impl Lease {
                     windows_sys::Win32::System::Pipes::PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut())
                 } != 0;
                 if !open && !released.load(Ordering::SeqCst) {
-                    eprintln!(
-                        "palisade: the broker service ended during the run, and with it the run's network filters: the run is ended"
-                    );
+                    if !said {
+                        eprintln!(
+                            "palisade: the broker service ended during the run, and with it the run's network filters: the run is ended"
+                        );
+                        said = true;
+                    }
                     job.terminate(137);
-                    return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
@@ -75,7 +98,9 @@ pub fn open_served_by(profile: &str, http: u16, socks: u16, expected: Option<u32
         let h = unsafe {
             CreateFileW(
                 name.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
+                // Exactly what the pipe grants interactive users (0x12008B): GENERIC_WRITE
+                // would ask for attribute writes and instance creation too, and be refused.
+                FILE_GENERIC_READ | FILE_WRITE_DATA,
                 0,
                 null(),
                 OPEN_EXISTING,

@@ -116,8 +116,17 @@ pub fn serve(stop: &(dyn Fn() -> bool + Sync)) -> io::Result<()> {
             // SAFETY: a valid pipe; synchronous.
             let connected = unsafe { ConnectNamedPipe(waiting.0, null_mut()) } != 0
                 || io::Error::last_os_error().raw_os_error() == Some(ERROR_PIPE_CONNECTED as i32);
-            let next = instance(false)?;
-            let conn = std::mem::replace(&mut waiting, next);
+            // The next instance before the connected one is handed off; a passing failure is
+            // retried (ending the service would leave runs without a broker).
+            let mut next = instance(false);
+            for _ in 0..50 {
+                if next.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                next = instance(false);
+            }
+            let conn = std::mem::replace(&mut waiting, next?);
             if !connected || stop() {
                 continue;
             }
@@ -236,11 +245,18 @@ fn serve_one(pipe: &Handle) {
         }
     }
     // The exemption before the filters; while it cannot be removed, the filters stay (a
-    // package exempt without them would reach every loopback service).
-    while exempt(&package, false).is_err() && !STOPPING.load(Ordering::SeqCst) {
+    // package exempt without them would reach every loopback service). When the service
+    // stops meanwhile, its own undo retries, and the filters stay until its process ends.
+    let mut removed = exempt(&package, false).is_ok();
+    while !removed && !STOPPING.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_secs(1));
+        removed = exempt(&package, false).is_ok();
     }
-    drop(session);
+    if removed {
+        drop(session);
+    } else {
+        std::mem::forget(session);
+    }
     release();
 }
 
@@ -256,10 +272,10 @@ fn read_line(pipe: &Handle) -> Result<Vec<u8>, String> {
         if unsafe { PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut()) } == 0 {
             return Err("the caller closed the pipe before a whole request".into());
         }
+        if Instant::now() >= until {
+            return Err(format!("no whole request within {} s", REQUEST_WAIT.as_secs()));
+        }
         if avail == 0 {
-            if Instant::now() >= until {
-                return Err(format!("no whole request within {} s", REQUEST_WAIT.as_secs()));
-            }
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }

@@ -32,6 +32,8 @@ pub const SERVICE_NAME: &str = "PalisadeBroker";
 pub const SERVICE_ARGUMENT: &str = "broker-service";
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set when `serve` has returned.
+static SERVED: AtomicBool = AtomicBool::new(false);
 
 define_windows_service!(ffi_service_main, service_main);
 
@@ -49,7 +51,14 @@ fn service_main(_: Vec<OsString>) {
     let handler = service_control_handler::register(SERVICE_NAME, |control| match control {
         ServiceControl::Stop | ServiceControl::Shutdown => {
             STOP.store(true, Ordering::SeqCst);
-            super::broker_service::wake();
+            // Woken until it has returned: one connection can find every instance busy.
+            let _ = std::thread::Builder::new().name("palisade-broker-stop".into()).spawn(|| {
+                let until = Instant::now() + Duration::from_secs(10);
+                while !SERVED.load(Ordering::SeqCst) && Instant::now() < until {
+                    super::broker_service::wake();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
             ServiceControlHandlerResult::NoError
         }
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
@@ -74,6 +83,7 @@ fn service_main(_: Vec<OsString>) {
         Ok(()) => 0,
         Err(e) => e.raw_os_error().map_or(1, |c| c as u32),
     };
+    SERVED.store(true, Ordering::SeqCst);
     let _ = handle.set_service_status(status(ServiceState::Stopped, code));
 }
 
@@ -132,6 +142,10 @@ pub fn install(exe: &Path) -> Result<Vec<String>, String> {
             command: None,
             actions: Some(vec![restart.clone(), restart.clone(), restart]),
         })
+        .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
+    // Also when it stops with an error (not only when it crashes).
+    service
+        .set_failure_actions_on_non_crash_failures(true)
         .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
     super::registry::write_text("Binary", &target.to_string_lossy())
         .and_then(|()| super::registry::write_text("BinarySha256", &hash))
