@@ -594,9 +594,10 @@ fn watch(job: &Job, events: &dyn palisade_sandbox::Events, done: &AtomicBool) {
 /// What can be read of a process the job just reported: its image, command line and parent.
 fn process_facts(pid: u32) -> crate::monitor::ProcessFacts {
     let image = image_soon(pid);
-    // As for the image: a process its parent started without suspending it may not have
-    // its parameters in place when the message comes (seen under Wine).
-    let command_line = (0..10).find_map(|i| {
+    // As for the image, for up to 300 ms: a process may not have its parameters in place
+    // when the message comes (seen under Wine, for a process started suspended and for one
+    // its parent started without suspending it).
+    let command_line = (0..30).find_map(|i| {
         if i > 0 {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

@@ -10,7 +10,10 @@
 # Commands go through `cmd /c "…"` with paths unquoted inside (Palisade passes each
 # argument with the C runtime's quoting, which cmd.exe does not read), so the base folder
 # must hold no spaces.
-param([Parameter(Mandatory)] [string] $Palisade)
+#
+# -BrokerInstalled: the broker was installed beforehand by an administrator (the workflow's
+# standard-user run); the script then neither installs nor removes it.
+param([Parameter(Mandatory)] [string] $Palisade, [switch] $BrokerInstalled)
 $ErrorActionPreference = 'Stop'
 $base = Join-Path ($env:RUNNER_TEMP ?? $env:TEMP) ("palisade-enf-" + [guid]::NewGuid().ToString('N').Substring(0, 12))
 if ($base.Contains(' ')) { throw "the test folder $base holds a space; set RUNNER_TEMP to a folder without one" }
@@ -191,12 +194,17 @@ $client.Dispose()
 $inside = (Receive-Job -Wait $job | Out-String)
 Check 'a listener inside the sandbox is not reached from outside' ($inside -notmatch 'INBOUND-REACHED') $inside
 $r = Run-Inside @('cmd', '/c', 'echo reached') @('--allow-net', 'example.com:443')
-Check 'without the broker, the allowlist is refused (exit 125, naming palisade setup)' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'palisade setup') $r.out
+if (-not $BrokerInstalled) {
+    Check 'without the broker, the allowlist is refused (exit 125, naming palisade setup)' ($r.code -eq 125 -and $r.out -notmatch 'reached' -and $r.out -match 'palisade setup') $r.out
+}
 
-# The allowlist through the broker (the runner is an administrator: setup needs one).
+# The allowlist through the broker (setup needs an administrator: the elevated run installs
+# it here, the standard-user run finds it installed).
 $exemptBefore = (& CheckNetIsolation.exe LoopbackExempt -s | Out-String)
-& $Palisade setup | Out-Host
-Check 'palisade setup installs the broker' ($LASTEXITCODE -eq 0 -and (Get-Service PalisadeBroker -ErrorAction SilentlyContinue).Status -eq 'Running') ''
+if (-not $BrokerInstalled) {
+    & $Palisade setup | Out-Host
+}
+Check 'the broker is installed and running' ((Get-Service PalisadeBroker -ErrorAction SilentlyContinue).Status -eq 'Running') ''
 $allow = @('--allow-net', 'example.com:443')
 $r = Run-Inside @('curl.exe', '-s', '--max-time', '20', '-o', 'NUL', '-w', '%{http_code}', 'https://example.com/') $allow
 Check 'an allowed host is reached through the gateway' ($r.code -eq 0 -and $r.out -match '200') $r.out
@@ -212,9 +220,11 @@ Start-Sleep -Milliseconds 200
 Check 'PowerShell 5 reaches no loopback listener outside either' (-not $listener.Pending()) $r.out
 $exempt = (& CheckNetIsolation.exe LoopbackExempt -s | Out-String)
 Check 'the loopback exemptions are as they were before the runs' ($exempt -eq $exemptBefore) $exempt
-& $Palisade setup --remove | Out-Host
-Check 'palisade setup --remove leaves no service' ($LASTEXITCODE -eq 0 -and -not (Get-Service PalisadeBroker -ErrorAction SilentlyContinue)) ''
-Check 'palisade setup --remove leaves no copy' (-not (Test-Path (Join-Path $env:ProgramFiles 'Palisade\palisade.exe'))) ''
+if (-not $BrokerInstalled) {
+    & $Palisade setup --remove | Out-Host
+    Check 'palisade setup --remove leaves no service' ($LASTEXITCODE -eq 0 -and -not (Get-Service PalisadeBroker -ErrorAction SilentlyContinue)) ''
+    Check 'palisade setup --remove leaves no copy' (-not (Test-Path (Join-Path $env:ProgramFiles 'Palisade\palisade.exe'))) ''
+}
 $listener.Stop()
 
 # Monitoring: the run's processes reach its audit log with their arguments, a kill rule ends
