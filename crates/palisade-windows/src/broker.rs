@@ -153,7 +153,7 @@ pub fn decide(request: &Request, caller: &Caller, machine: &dyn Machine) -> Resu
 
 /// The process id of a run profile's name, `palisade.ws.` then 32 lowercase hexadecimal
 /// digits, `.run` and a decimal number without leading zeros.
-fn run_profile_pid(profile: &str) -> Option<u32> {
+pub fn run_profile_pid(profile: &str) -> Option<u32> {
     let rest = profile.strip_prefix("palisade.ws.")?;
     let (tag, pid) = rest.split_once(".run")?;
     let tag_ok = tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));

@@ -398,8 +398,30 @@ impl Windows {
     /// # Errors
     /// The first failure, in words.
     pub fn repair(&self) -> Result<journal::Undone, String> {
+        use journal::Host as _;
         let mut j = Journal::open(&self.journal_path()).map_err(|e| format!("opening the journal: {e}"))?;
-        journal::repair(&mut j, &mut Acls).map_err(|e| format!("repairing: {e}"))
+        let mut undone = journal::repair(&mut j, &mut Acls).map_err(|e| format!("repairing: {e}"))?;
+        // The wall check's canaries of runs that died during it.
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid =
+                    name.strip_prefix("wall-canary-").and_then(|r| r.strip_suffix(".txt")).and_then(|p| p.parse().ok());
+                if pid.is_some_and(|p| !Acls.alive(p)) && std::fs::remove_file(e.path()).is_ok() {
+                    undone.removed.push(e.path().display().to_string());
+                }
+            }
+        }
+        // The AppContainer profiles of allowlist runs that died before deleting theirs.
+        if let Ok(api) = Api::load() {
+            for name in super::registry::app_container_monikers() {
+                let dead = crate::broker::run_profile_pid(&name).is_some_and(|p| !Acls.alive(p));
+                if dead && api.delete_profile(&name).is_ok() {
+                    undone.removed.push(format!("AppContainer profile {name}"));
+                }
+            }
+        }
+        Ok(undone)
     }
 
     fn run(

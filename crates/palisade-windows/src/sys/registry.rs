@@ -105,3 +105,53 @@ fn set(name: &str, kind: u32, data: &[u16]) -> io::Result<()> {
     };
     if code == 0 { Ok(()) } else { Err(error(code, &format!("writing {PARAMETERS}\\{name}"))) }
 }
+
+/// The names (monikers) of this user's AppContainer profiles: the `Moniker` value of each
+/// key under `HKCU\Software\Classes\Local Settings\Software\Microsoft\Windows\
+/// CurrentVersion\AppContainer\Mappings` (one per package SID). Empty when unreadable.
+pub fn app_container_monikers() -> Vec<String> {
+    use windows_sys::Win32::System::Registry::{
+        HKEY, HKEY_CURRENT_USER, KEY_READ, RRF_RT_REG_SZ, RegCloseKey, RegEnumKeyExW, RegOpenKeyExW,
+    };
+    let path = wide(r"Software\Classes\Local Settings\Software\Microsoft\Windows\CurrentVersion\AppContainer\Mappings");
+    let mut key: HKEY = null_mut();
+    // SAFETY: a predefined key, a NUL-terminated path, an out-pointer.
+    if unsafe { RegOpenKeyExW(HKEY_CURRENT_USER, path.as_ptr(), 0, KEY_READ, &mut key) } != 0 {
+        return Vec::new();
+    }
+    let moniker = wide("Moniker");
+    let mut out = Vec::new();
+    for index in 0.. {
+        let mut name = [0u16; 256];
+        let mut len = name.len() as u32;
+        // SAFETY: an open key; a buffer of `len` units; the other outputs unused.
+        let code = unsafe {
+            RegEnumKeyExW(key, index, name.as_mut_ptr(), &mut len, null_mut(), null_mut(), null_mut(), null_mut())
+        };
+        if code != 0 {
+            break;
+        }
+        name[len as usize] = 0;
+        let mut value = [0u16; 256];
+        let mut size = (value.len() * 2) as u32;
+        // SAFETY: the open key, the subkey's NUL-terminated name, a buffer of `size` bytes.
+        let code = unsafe {
+            RegGetValueW(
+                key,
+                name.as_ptr(),
+                moniker.as_ptr(),
+                RRF_RT_REG_SZ,
+                null_mut(),
+                value.as_mut_ptr().cast(),
+                &mut size,
+            )
+        };
+        if code == 0 {
+            let units = (size as usize / 2).saturating_sub(1);
+            out.push(String::from_utf16_lossy(&value[..units.min(value.len())]));
+        }
+    }
+    // SAFETY: opened above.
+    unsafe { RegCloseKey(key) };
+    out
+}

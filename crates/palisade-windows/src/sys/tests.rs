@@ -348,3 +348,22 @@ fn the_wall_check_refuses_when_a_canary_is_readable_from_inside() {
     assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `repair` removes the wall check's canary of a run that died during the check, and keeps
+/// a live run's; the profile scan reads the user's profiles without failing (none under Wine).
+#[test]
+fn repair_removes_a_dead_runs_wall_canary_only() {
+    let root = std::env::temp_dir().join(format!("palisade-repair-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    // Process ids are multiples of 4 on Windows: 4,294,967,291 is never one.
+    let (dead, live) =
+        (root.join("wall-canary-4294967291.txt"), root.join(format!("wall-canary-{}.txt", std::process::id())));
+    std::fs::write(&dead, "x").unwrap();
+    std::fs::write(&live, "x").unwrap();
+    let undone = super::backend::Windows::new(root.clone()).repair().unwrap();
+    assert!(!dead.exists() && live.exists(), "{:?}", undone.removed);
+    assert!(undone.removed.iter().any(|r| r.ends_with("wall-canary-4294967291.txt")), "{:?}", undone.removed);
+    let _ = super::registry::app_container_monikers();
+    let _ = std::fs::remove_dir_all(&root);
+}
