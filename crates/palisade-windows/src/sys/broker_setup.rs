@@ -130,27 +130,37 @@ pub fn install(exe: &Path) -> Result<Vec<String>, String> {
     let service = manager
         .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
         .map_err(|e| format!("creating the {SERVICE_NAME} service: {e}"))?;
-    let _ = service.set_description(
-        "Adds the Windows Filtering Platform filters that confine a Palisade run's network to its gateway",
-    );
-    // Restarted when it fails: its start removes what a dead instance left.
-    let restart = ServiceAction { action_type: ServiceActionType::Restart, delay: Duration::from_secs(1) };
-    service
-        .update_failure_actions(ServiceFailureActions {
-            reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
-            reboot_msg: None,
-            command: None,
-            actions: Some(vec![restart.clone(), restart.clone(), restart]),
-        })
-        .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
-    // Also when it stops with an error (not only when it crashes).
-    service
-        .set_failure_actions_on_non_crash_failures(true)
-        .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
-    super::registry::write_text("Binary", &target.to_string_lossy())
-        .and_then(|()| super::registry::write_text("BinarySha256", &hash))
-        .map_err(|e| format!("recording the install: {e}"))?;
-    service.start::<&str>(&[]).map_err(|e| format!("starting the {SERVICE_NAME} service: {e}"))?;
+    // Every step after the creation, or none: a half-configured broker (one that would not
+    // be restarted, say) is removed again.
+    let configured = (|| -> Result<(), String> {
+        let _ = service.set_description(
+            "Adds the Windows Filtering Platform filters that confine a Palisade run's network to its gateway",
+        );
+        // Restarted when it fails, also when it stops with an error (not only when it
+        // crashes): its start removes what a dead instance left.
+        let restart = ServiceAction { action_type: ServiceActionType::Restart, delay: Duration::from_secs(1) };
+        service
+            .update_failure_actions(ServiceFailureActions {
+                reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
+                reboot_msg: None,
+                command: None,
+                actions: Some(vec![restart.clone(), restart.clone(), restart]),
+            })
+            .and_then(|()| service.set_failure_actions_on_non_crash_failures(true))
+            .map_err(|e| format!("setting the {SERVICE_NAME} service's restart on failure: {e}"))?;
+        super::registry::write_text("Binary", &target.to_string_lossy())
+            .and_then(|()| super::registry::write_text("BinarySha256", &hash))
+            .map_err(|e| format!("recording the install: {e}"))?;
+        service.start::<&str>(&[]).map_err(|e| format!("starting the {SERVICE_NAME} service: {e}"))
+    })();
+    if let Err(e) = configured {
+        drop(service);
+        let undone = remove().map_or_else(
+            |r| format!("; removing it again failed too: {r}"),
+            |_| "; nothing was left installed".to_owned(),
+        );
+        return Err(format!("{e}{undone}"));
+    }
     said.push(format!("installed and started the {SERVICE_NAME} service (restarted when it fails)"));
     Ok(said)
 }
