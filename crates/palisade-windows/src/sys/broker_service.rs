@@ -111,7 +111,17 @@ pub fn serve(stop: &(dyn Fn() -> bool + Sync)) -> io::Result<()> {
         // The first instance must be ours: if another process made the pipe first (to pose
         // as the broker), the service fails instead of serving beside it. Afterwards one
         // instance always waits, so the name never lapses.
-        let mut waiting = instance(true)?;
+        // After a crash, runs may still hold the dead instance's pipes for a moment (their
+        // supervisors end them within 200 ms and then let go): the name is taken until they
+        // do, so the first instance is retried for up to 30 s before the service gives up.
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut waiting = loop {
+            match instance(true) {
+                Ok(p) => break p,
+                Err(_) if Instant::now() < until && !stop() => std::thread::sleep(Duration::from_millis(250)),
+                Err(e) => return Err(e),
+            }
+        };
         while !stop() {
             // SAFETY: a valid pipe; synchronous.
             let connected = unsafe { ConnectNamedPipe(waiting.0, null_mut()) } != 0
