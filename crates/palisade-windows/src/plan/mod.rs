@@ -148,6 +148,23 @@ pub struct JobPlan {
     pub ui_restrictions: Vec<&'static str>,
 }
 
+impl JobPlan {
+    /// What every job of Palisade's has (kill on close, no breakaway, death on an unhandled
+    /// exception), with no limit and no UI restriction: the base the run's job and the
+    /// backend's own short-lived jobs (the probe, the wall check) add to.
+    pub fn bare() -> JobPlan {
+        JobPlan {
+            kill_on_close: true,
+            breakaway: false,
+            die_on_unhandled_exception: true,
+            active_processes: None,
+            memory: None,
+            user_time_100ns: None,
+            ui_restrictions: Vec::new(),
+        }
+    }
+}
+
 /// A process creation mitigation (`PROC_THREAD_ATTRIBUTE_MITIGATION_POLICY`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mitigation {
@@ -218,6 +235,17 @@ pub struct WindowsPlan {
     /// How the run differs from Linux's without losing a protection (a protected file is
     /// read-only instead of a private copy), in words.
     pub notes: Vec<String>,
+}
+
+impl WindowsPlan {
+    /// This plan with the gateway's ports bound (the allowlist's): its network plan and proxy
+    /// variables name them. The plan is built before the listeners exist.
+    pub fn with_gateway(&self, ports: network::GatewayPorts) -> WindowsPlan {
+        let mut plan = self.clone();
+        plan.network = network::build(&plan.profile_sid, Some(ports));
+        network::set_env(&mut plan.launch.env, &plan.network);
+        plan
+    }
 }
 
 /// The prefix of the capability holding the built-in policy's read grants:
@@ -675,11 +703,7 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         _ => network::build(&profile_sid, None),
     };
     notes.extend(network.notes.iter().cloned());
-    for (k, v) in &network.env {
-        env.retain(|(e, _)| !e.eq_ignore_ascii_case(k));
-        env.push((k.clone(), v.clone()));
-    }
-    env.sort_by_key(|(k, _)| k.to_ascii_uppercase());
+    network::set_env(&mut env, &network);
 
     Ok(WindowsPlan {
         tier: input.tier,
@@ -691,13 +715,11 @@ pub fn build(input: Input<'_>) -> Result<WindowsPlan, ViewError> {
         made,
         already_readable,
         job: JobPlan {
-            kill_on_close: true,
-            breakaway: false,
-            die_on_unhandled_exception: true,
             active_processes: limits.pids.map(|p| u32::try_from(p).unwrap_or(u32::MAX)),
             memory: limits.memory,
             user_time_100ns: limits.cpu_time.map(|d: Duration| u64::try_from(d.as_nanos() / 100).unwrap_or(u64::MAX)),
             ui_restrictions: UI_RESTRICTIONS.iter().map(|(n, _)| *n).collect(),
+            ..JobPlan::bare()
         },
         launch: LaunchPlan {
             argv: input.argv,

@@ -232,3 +232,13 @@ pub fn build(package: &Sid, gateway: Option<GatewayPorts>) -> NetworkPlan {
         ],
     }
 }
+
+/// Sets `plan`'s environment variables in `env`, replacing any of the same name in any case
+/// (Windows' names are case-insensitive), and sorts `env` by name as the launch plan keeps it.
+pub fn set_env(env: &mut Vec<(String, String)>, plan: &NetworkPlan) {
+    for (k, v) in &plan.env {
+        env.retain(|(e, _)| !e.eq_ignore_ascii_case(k));
+        env.push((k.clone(), v.clone()));
+    }
+    env.sort_by_key(|(k, _)| k.to_ascii_uppercase());
+}

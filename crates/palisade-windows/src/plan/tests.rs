@@ -432,3 +432,19 @@ fn the_allowlist_is_refused_in_the_restricted_token_tier() {
     let e = build(i).unwrap_err().to_string();
     assert!(e.contains("restricted-token tier cannot confine the network"), "{e}");
 }
+
+/// The plan built before the gateway's listeners exist names port 0; bound, it names the
+/// ports in its filters and proxy variables, and nothing else changes.
+#[test]
+fn binding_the_gateway_names_its_ports_in_the_filters_and_the_variables() {
+    let facts = facts();
+    let mut i = input(every_entry(), &facts, &builtin);
+    i.network = NetworkInput::Allowlist { run: 7, gateway: None };
+    let unbound = build(i).unwrap();
+    assert!(unbound.launch.env.iter().any(|(k, v)| k == "HTTPS_PROXY" && v == "http://127.0.0.1:0"));
+    let bound = unbound.with_gateway(network::GatewayPorts { http: 50001, socks: 50002 });
+    assert!(bound.launch.env.iter().any(|(k, v)| k == "HTTPS_PROXY" && v == "http://127.0.0.1:50001"));
+    assert!(bound.network.filters.iter().any(|f| f.conditions.contains(&network::Condition::RemotePort(50002))));
+    assert_eq!(bound.launch.env.len(), unbound.launch.env.len());
+    assert_eq!((&bound.acl, &bound.profile, &bound.notes), (&unbound.acl, &unbound.profile, &unbound.notes));
+}

@@ -83,15 +83,7 @@ impl Backend for Windows {
 
     fn probe(&self) -> Probe {
         let api = Api::load();
-        let job = Job::new(&plan::JobPlan {
-            kill_on_close: true,
-            breakaway: false,
-            die_on_unhandled_exception: true,
-            active_processes: None,
-            memory: None,
-            user_time_100ns: None,
-            ui_restrictions: vec![],
-        });
+        let job = Job::new(&plan::JobPlan::bare());
         let sec_env = Api::has("kernel32.dll", "CreateProcessSecurityEnvironment")
             || Api::has("kernelbase.dll", "CreateProcessSecurityEnvironment");
         Probe {
@@ -287,7 +279,7 @@ impl Backend for Windows {
         // own package (which it checks is registered, and these listeners ours); the proxy
         // variables name the ports bound.
         let mut wiring = wiring;
-        let mut plan_with_ports;
+        let plan_with_ports;
         let mut plan = plan;
         let network = if plan.network.needs_broker {
             let bind = |what: &str| {
@@ -306,16 +298,7 @@ impl Backend for Windows {
                 socks.try_clone().map_err(step("keeping the gateway's SOCKS5 port"))?,
             );
             let lease = super::broker_client::open(&plan.profile, ports.http, ports.socks).map_err(RunError::Setup)?;
-            plan_with_ports = plan.clone();
-            let fresh = plan::network::build(&plan.profile_sid, Some(ports));
-            for (k, v) in &fresh.env {
-                for (ek, ev) in plan_with_ports.launch.env.iter_mut() {
-                    if ek.eq_ignore_ascii_case(k) {
-                        v.clone_into(ev);
-                    }
-                }
-            }
-            plan_with_ports.network = fresh;
+            plan_with_ports = plan.with_gateway(ports);
             plan = &plan_with_ports;
             if let Some(serve) = wiring.gateway.take() {
                 let listeners = palisade_gateway::server::Listeners {
@@ -441,46 +424,40 @@ impl Windows {
         wiring.kill.arm(Box::new(move || stopper.terminate(137)));
         let name = format!("{}-{}", plan.profile, std::process::id());
         let mitigations = plan.launch.mitigations.iter().fold(0, |a, m| a | m.bit);
-        match who {
-            Who::Container { profile, caps } => {
-                let desktop = Desktop::new(&name, profile.as_psid()).map_err(step("creating the run's desktop"))?;
-                let mut attrs: Vec<SID_AND_ATTRIBUTES> = caps
-                    .iter()
+        // The desktop belongs to the AppContainer, or to the restricted token's capability;
+        // the command (and the wall check before it) starts in one or with the other.
+        let (owner, mut attrs, token) = match who {
+            Who::Container { profile, caps } => (
+                profile.as_psid(),
+                caps.iter()
                     .map(|c| SID_AND_ATTRIBUTES { Sid: c.as_psid(), Attributes: SE_GROUP_ENABLED as u32 })
-                    .collect();
-                let security = SECURITY_CAPABILITIES {
-                    AppContainerSid: profile.as_psid(),
-                    Capabilities: attrs.as_mut_ptr(),
-                    CapabilityCount: attrs.len() as u32,
-                    Reserved: 0,
-                };
-                let probe = super::wall::Probe {
-                    security: Some(&security),
-                    token: None,
-                    desktop: Some(&desktop.name),
-                    mitigations,
-                    desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
-                    confined: true,
-                };
-                wall(&probe, temp, &self.root)?;
-                lease_alive(lease)?;
-                run_in_job(plan, wiring, job, Some(&security), Some(&desktop.name), temp, None)
-            }
-            Who::Restricted { cap, token } => {
-                let desktop = Desktop::new(&name, cap.as_psid()).map_err(step("creating the run's desktop"))?;
-                let probe = super::wall::Probe {
-                    security: None,
-                    token: Some(token.0),
-                    desktop: Some(&desktop.name),
-                    mitigations,
-                    desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
-                    confined: false,
-                };
-                wall(&probe, temp, &self.root)?;
-                lease_alive(lease)?;
-                run_in_job(plan, wiring, job, None, Some(&desktop.name), temp, Some(token.0))
-            }
-        }
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            Who::Restricted { cap, token } => (cap.as_psid(), Vec::new(), Some(token.0)),
+        };
+        let desktop = Desktop::new(&name, owner).map_err(step("creating the run's desktop"))?;
+        let security = match who {
+            Who::Container { profile, .. } => Some(SECURITY_CAPABILITIES {
+                AppContainerSid: profile.as_psid(),
+                Capabilities: attrs.as_mut_ptr(),
+                CapabilityCount: attrs.len() as u32,
+                Reserved: 0,
+            }),
+            Who::Restricted { .. } => None,
+        };
+        let probe = super::wall::Probe {
+            security: security.as_ref(),
+            token,
+            desktop: Some(&desktop.name),
+            mitigations,
+            desktop_app_breakaway_disabled: plan.launch.desktop_app_breakaway_disabled,
+            // The restricted-token tier confines writes only.
+            confined: security.is_some(),
+        };
+        wall(&probe, temp, &self.root)?;
+        lease_alive(lease)?;
+        run_in_job(plan, wiring, job, security.as_ref(), Some(&desktop.name), temp, token)
     }
 }
 

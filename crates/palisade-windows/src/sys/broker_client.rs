@@ -12,7 +12,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     SECURITY_SQOS_PRESENT, WriteFile,
 };
 
-use super::handle::{Handle, wide};
+use super::handle::{Handle, pipe_waiting, wide};
 use crate::broker::{self, Reply, Request};
 
 /// The run's filters and exemption, in place while this lives.
@@ -25,19 +25,7 @@ pub struct Lease {
 impl Lease {
     /// Whether the lease's pipe is still open (the broker still holds the run's filters).
     pub fn alive(&self) -> bool {
-        let mut avail = 0u32;
-        // SAFETY: the pipe handle lives while `self` does.
-        let open = unsafe {
-            windows_sys::Win32::System::Pipes::PeekNamedPipe(
-                self.pipe.0,
-                null_mut(),
-                0,
-                null_mut(),
-                &mut avail,
-                null_mut(),
-            )
-        };
-        open != 0
+        pipe_waiting(self.pipe.0).is_some()
     }
 
     /// Ends `job` if the lease's pipe breaks before the lease is dropped: the broker's
@@ -50,11 +38,8 @@ impl Lease {
         let _ = std::thread::Builder::new().name("palisade-lease".into()).spawn(move || {
             let mut said = false;
             while !released.load(Ordering::SeqCst) {
-                let mut avail = 0u32;
-                // SAFETY: the pipe handle lives while this thread holds its Arc.
-                let open = unsafe {
-                    windows_sys::Win32::System::Pipes::PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut())
-                } != 0;
+                // The pipe handle lives while this thread holds its Arc.
+                let open = pipe_waiting(pipe.0).is_some();
                 if !open && !released.load(Ordering::SeqCst) {
                     if !said {
                         eprintln!(

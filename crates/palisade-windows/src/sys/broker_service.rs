@@ -41,7 +41,7 @@ use windows_sys::Win32::Security::{
 use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX, ReadFile, WriteFile};
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeClientProcessId, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
-    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, PeekNamedPipe,
+    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Registry::{HKEY, HKEY_USERS, KEY_READ, RegCloseKey, RegOpenKeyExW};
 use windows_sys::Win32::System::Threading::{
@@ -49,7 +49,7 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::appcontainer::OwnedSid;
-use super::handle::{Handle, last_error, wide};
+use super::handle::{Handle, last_error, pipe_waiting, wide};
 use crate::broker::{self, Caller, Machine, Reply};
 use crate::sid::Sid;
 
@@ -245,9 +245,7 @@ fn serve_one(pipe: &Handle) {
     reply(pipe, &Reply::Opened { filters });
     // The lease: until the pipe breaks, the caller's process ends, or the service stops.
     loop {
-        let mut avail = 0u32;
-        // SAFETY: a valid pipe; no buffer, only the count.
-        let open = unsafe { PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut()) } != 0;
+        let open = pipe_waiting(pipe.0).is_some();
         // SAFETY: a process handle opened with SYNCHRONIZE.
         let alive = unsafe { WaitForSingleObject(process.0, 200) } != WAIT_OBJECT_0;
         if !open || !alive || STOPPING.load(Ordering::SeqCst) {
@@ -277,11 +275,9 @@ fn read_line(pipe: &Handle) -> Result<Vec<u8>, String> {
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
     loop {
-        let mut avail = 0u32;
-        // SAFETY: a valid pipe; only the count is read.
-        if unsafe { PeekNamedPipe(pipe.0, null_mut(), 0, null_mut(), &mut avail, null_mut()) } == 0 {
+        let Some(avail) = pipe_waiting(pipe.0) else {
             return Err("the caller closed the pipe before a whole request".into());
-        }
+        };
         if Instant::now() >= until {
             return Err(format!("no whole request within {} s", REQUEST_WAIT.as_secs()));
         }

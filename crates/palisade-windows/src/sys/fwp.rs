@@ -17,7 +17,7 @@ use windows_sys::Win32::Security::SID;
 use windows_sys::core::GUID;
 
 use super::appcontainer::OwnedSid;
-use super::handle::{SystemFunction, system_function, wide};
+use super::handle::{SystemFunction, random_u128, system_function, wide};
 use crate::plan::network::{Action, Condition, Layer, NetworkPlan};
 
 type Open =
@@ -126,7 +126,8 @@ impl Session {
     }
 
     fn add_all(&self, plan: &NetworkPlan) -> io::Result<usize> {
-        let sublayer_key = fresh_guid();
+        // A key no other sublayer has.
+        let sublayer_key = GUID::from_u128(random_u128());
         let name = wide("Palisade: one run's network");
         // SAFETY: an all-zero FWPM_SUBLAYER0 is valid; the fields that matter are set.
         let mut sublayer: FWPM_SUBLAYER0 = unsafe { std::mem::zeroed() };
@@ -220,19 +221,4 @@ fn layer_key(layer: Layer) -> GUID {
         Layer::AleAuthRecvAcceptV4 => FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4,
         Layer::AleAuthRecvAcceptV6 => FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V6,
     }
-}
-
-/// A key no other sublayer has: from the system's random source (`RandomState` seeds from
-/// it), the process id and the time.
-fn fresh_guid() -> GUID {
-    use std::hash::{BuildHasher, Hasher};
-    let mut words = [0u64; 2];
-    for (i, w) in words.iter_mut().enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u32(std::process::id());
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-        *w = h.finish();
-    }
-    GUID::from_u128((u128::from(words[0]) << 64) | u128::from(words[1]))
 }

@@ -1,5 +1,5 @@
-//! Owned handles, wide strings, the system's error and functions loaded from System32,
-//! shared by the `sys` modules.
+//! Owned handles, wide strings, the system's error, functions loaded from System32, a
+//! pipe's state and random values, shared by the `sys` modules.
 
 use std::io;
 
@@ -70,4 +70,35 @@ pub fn system_function(dll: &str, name: &str) -> io::Result<SystemFunction> {
     // SAFETY: a loaded module and a NUL-terminated ANSI name.
     unsafe { GetProcAddress(module, c.as_ptr()) }
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{dll} has no {name}")))
+}
+
+/// The bytes waiting in the pipe `h` (`PeekNamedPipe`, which does not block); `None` once the
+/// other end has closed (or `h` is no pipe).
+pub fn pipe_waiting(h: HANDLE) -> Option<u32> {
+    let mut avail = 0u32;
+    // SAFETY: no buffer is read, only the count, into a local.
+    let ok = unsafe {
+        windows_sys::Win32::System::Pipes::PeekNamedPipe(
+            h,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            &mut avail,
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0).then_some(avail)
+}
+
+/// 128 bits nobody can predict: each `RandomState` is seeded from the system's random source
+/// (and differs from every other this process makes).
+pub fn random_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = 0u128;
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        out = (out << 64) | u128::from(h.finish());
+    }
+    out
 }

@@ -12,7 +12,7 @@ use windows_sys::Win32::Security::{EqualSid, PSID, SID_AND_ATTRIBUTES};
 use windows_sys::Win32::System::Memory::{GetProcessHeap, HeapFree};
 
 use super::appcontainer::OwnedSid;
-use super::handle::{SystemFunction, system_function};
+use super::handle::{SystemFunction, system_function, win32};
 
 type Get = unsafe extern "system" fn(*mut u32, *mut *mut SID_AND_ATTRIBUTES) -> u32;
 type Set = unsafe extern "system" fn(u32, *const SID_AND_ATTRIBUTES) -> u32;
@@ -42,12 +42,7 @@ pub fn set_exempt(package: &str, on: bool) -> io::Result<()> {
     let mut list: *mut SID_AND_ATTRIBUTES = null_mut();
     // SAFETY: out-pointers to locals.
     let code = unsafe { get(&mut n, &mut list) };
-    if code != 0 {
-        return Err(io::Error::new(
-            io::Error::from_raw_os_error(code as i32).kind(),
-            format!("reading the loopback exemptions: {}", io::Error::from_raw_os_error(code as i32)),
-        ));
-    }
+    win32(code, "reading the loopback exemptions")?;
     let entries: Vec<PSID> = if list.is_null() {
         Vec::new()
     } else {
@@ -70,12 +65,7 @@ pub fn set_exempt(package: &str, on: bool) -> io::Result<()> {
         }
         // SAFETY: `next` holds valid SIDs that live until the call returns.
         let code = unsafe { set(next.len() as u32, next.as_ptr()) };
-        if code == 0 {
-            Ok(())
-        } else {
-            let e = io::Error::from_raw_os_error(code as i32);
-            Err(io::Error::new(e.kind(), format!("writing the loopback exemptions: {e}")))
-        }
+        win32(code, "writing the loopback exemptions")
     };
     // The list and its SIDs are the caller's to free, from the process heap (the
     // function's documentation).

@@ -11,15 +11,10 @@ use windows_sys::Win32::System::Registry::{
     HKEY_LOCAL_MACHINE, REG_MULTI_SZ, REG_SZ, RRF_RT_REG_MULTI_SZ, RegGetValueW, RegSetKeyValueW,
 };
 
-use super::handle::wide;
+use super::handle::{wide, win32};
 
 /// The service's parameters key.
 pub const PARAMETERS: &str = r"SYSTEM\CurrentControlSet\Services\PalisadeBroker\Parameters";
-
-fn error(code: u32, step: &str) -> io::Error {
-    let e = io::Error::from_raw_os_error(code as i32);
-    io::Error::new(e.kind(), format!("{step}: {e}"))
-}
 
 /// The strings of the `REG_MULTI_SZ` value `name` under [`PARAMETERS`]; none when the value
 /// or the key does not exist.
@@ -44,9 +39,7 @@ pub fn read_list(name: &str) -> io::Result<Vec<String>> {
     if code == windows_sys::Win32::Foundation::ERROR_FILE_NOT_FOUND {
         return Ok(Vec::new());
     }
-    if code != 0 {
-        return Err(error(code, &format!("reading {PARAMETERS}\\{name}")));
-    }
+    win32(code, &format!("reading {PARAMETERS}\\{name}"))?;
     let mut buf = vec![0u16; len as usize / 2 + 2];
     let mut len = (buf.len() * 2) as u32;
     // SAFETY: as above, with a buffer of `len` bytes.
@@ -61,9 +54,7 @@ pub fn read_list(name: &str) -> io::Result<Vec<String>> {
             &mut len,
         )
     };
-    if code != 0 {
-        return Err(error(code, &format!("reading {PARAMETERS}\\{name}")));
-    }
+    win32(code, &format!("reading {PARAMETERS}\\{name}"))?;
     buf.truncate(len as usize / 2);
     Ok(buf.split(|c| *c == 0).filter(|s| !s.is_empty()).map(String::from_utf16_lossy).collect())
 }
@@ -103,7 +94,7 @@ fn set(name: &str, kind: u32, data: &[u16]) -> io::Result<()> {
             (data.len() * 2) as u32,
         )
     };
-    if code == 0 { Ok(()) } else { Err(error(code, &format!("writing {PARAMETERS}\\{name}"))) }
+    win32(code, &format!("writing {PARAMETERS}\\{name}"))
 }
 
 /// The names (monikers) of this user's AppContainer profiles: the `Moniker` value of each

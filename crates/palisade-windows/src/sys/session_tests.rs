@@ -25,8 +25,7 @@ struct Dirs(PathBuf);
 
 impl Dirs {
     fn new(name: &str) -> Dirs {
-        let root = std::env::temp_dir().join(format!("palisade-wsession-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = super::tests::fresh_dir(&format!("wsession-{name}"));
         for d in ["home", "ws", "state", "tmp", "appdata"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }

@@ -15,18 +15,6 @@ use super::job::{Job, Message};
 use super::launch::{Spec, start};
 use crate::plan::JobPlan;
 
-fn job_plan() -> JobPlan {
-    JobPlan {
-        kill_on_close: true,
-        breakaway: false,
-        die_on_unhandled_exception: true,
-        active_processes: None,
-        memory: None,
-        user_time_100ns: None,
-        ui_restrictions: vec![],
-    }
-}
-
 /// Runs the `helper` test of this binary as a child doing `what` (its argv, and the
 /// environment to give it).
 pub(super) fn helper_argv(what: &str) -> (Vec<String>, Vec<(String, String)>) {
@@ -105,7 +93,7 @@ fn cwd() -> String {
 
 #[test]
 fn exit_codes_come_back() {
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let (argv, env) = helper_argv("exit7");
     let cwd = cwd();
     let p = start(&spec(&argv, &env, &cwd), &job).unwrap();
@@ -114,7 +102,7 @@ fn exit_codes_come_back() {
 
 #[test]
 fn a_missing_program_is_not_found() {
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let argv = vec![r"C:\no\such\program.exe".to_string()];
     let cwd = cwd();
     let e = start(&spec(&argv, &[], &cwd), &job).unwrap_err();
@@ -129,7 +117,7 @@ fn pipe() -> (std::fs::File, windows_sys::Win32::Foundation::HANDLE) {
 
 #[test]
 fn the_environment_and_arguments_arrive_exactly() {
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let (mut argv, mut env) = helper_argv("env");
     argv.push("two words".into());
     argv.push(r#"a "quoted" \ arg\"#.into());
@@ -151,7 +139,7 @@ fn the_environment_and_arguments_arrive_exactly() {
 
 #[test]
 fn the_completion_port_reports_each_process_and_the_end() {
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let (argv, env) = helper_argv("exit7");
     let cwd = cwd();
     let p = start(&spec(&argv, &env, &cwd), &job).unwrap();
@@ -170,7 +158,7 @@ fn the_completion_port_reports_each_process_and_the_end() {
 
 #[test]
 fn closing_the_job_ends_a_grandchild_that_outlived_its_parent() {
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let (argv, env) = helper_argv("grandchild");
     let (mut out, w) = pipe();
     let cwd = cwd();
@@ -209,13 +197,21 @@ fn a_command_starts_with_the_restricted_token() {
     let cap = super::appcontainer::OwnedSid::parse(&crate::sid::capability_sid("palisade.workspace.test").0).unwrap();
     let run = super::appcontainer::OwnedSid::parse(&crate::sid::capability_sid("palisade.run.test").0).unwrap();
     let token = super::token::restricted(&cap, &run).unwrap();
-    let job = Job::new(&job_plan()).unwrap();
+    let job = Job::new(&JobPlan::bare()).unwrap();
     let (argv, env) = helper_argv("exit7");
     let cwd = cwd();
     let mut s = spec(&argv, &env, &cwd);
     s.token = Some(token.0);
     let p = start(&s, &job).unwrap();
     assert_eq!(p.wait().unwrap(), 7);
+}
+
+/// A fresh, empty folder for one test: `palisade-NAME-PID` in TEMP, made anew.
+pub(super) fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Whether this is Wine (ntdll exports `wine_get_version`).
@@ -234,9 +230,7 @@ fn acl_entries_and_placeholders_round_trip() {
         return;
     }
     use crate::plan::{Made, rights};
-    let dir = std::env::temp_dir().join(format!("palisade-acl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("acl");
     let dir_text = dir.to_string_lossy().into_owned();
     let sid = crate::sid::capability_sid("palisade.workspace.test.acl").0;
     let grant = Entry {
@@ -269,9 +263,7 @@ fn acl_entries_and_placeholders_round_trip() {
 #[test]
 fn file_identity_counts_hard_links() {
     use super::links::file_identity;
-    let dir = std::env::temp_dir().join(format!("palisade-links-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("links");
     let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
     std::fs::write(&a, b"x").unwrap();
     std::fs::write(&c, b"y").unwrap();
@@ -328,7 +320,7 @@ fn the_broker_answers_a_request_over_its_pipe() {
 /// naming it; the write check holds.
 #[test]
 fn the_wall_check_refuses_when_a_canary_is_readable_from_inside() {
-    let base = std::env::temp_dir().join(format!("palisade-wall-{}", std::process::id()));
+    let base = fresh_dir("wall");
     let (state, temp) = (base.join("state"), base.join("temp"));
     std::fs::create_dir_all(&state).unwrap();
     std::fs::create_dir_all(&temp).unwrap();
@@ -353,9 +345,7 @@ fn the_wall_check_refuses_when_a_canary_is_readable_from_inside() {
 /// a live run's; the profile scan reads the user's profiles without failing (none under Wine).
 #[test]
 fn repair_removes_a_dead_runs_wall_canary_only() {
-    let root = std::env::temp_dir().join(format!("palisade-repair-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = fresh_dir("repair");
     // Process ids are multiples of 4 on Windows: 4,294,967,291 is never one.
     let (dead, live) =
         (root.join("wall-canary-4294967291.txt"), root.join(format!("wall-canary-{}.txt", std::process::id())));

@@ -21,6 +21,7 @@
 
 use std::path::Path;
 
+use super::handle::random_u128;
 use super::job::Job;
 use super::launch::{Spec, start};
 use crate::plan::JobPlan;
@@ -48,14 +49,14 @@ pub struct Probe<'a> {
 /// # Errors
 /// What did not hold (the run must not start), or why the probe could not run.
 pub fn check(probe: &Probe<'_>, temp: &Path, state: &Path, windows: &str) -> Result<Vec<String>, String> {
-    let secret = format!("palisade-wall-{:032x}", fresh());
-    let nonce = format!("palisade-probe-{:032x}", fresh());
+    let secret = format!("palisade-wall-{:032x}", random_u128());
+    let nonce = format!("palisade-probe-{:032x}", random_u128());
     let canary = state.join(format!("wall-canary-{}.txt", std::process::id()));
     std::fs::write(&canary, &secret)
         .map_err(|e| format!("writing the wall check's canary {}: {e}", canary.display()))?;
     // A name nobody inside can know beforehand: another run of the workspace shares the
     // TEMP folders' grant and could plant a file or link under a fixed name.
-    let written = temp.join(format!("wall-{:032x}.txt", fresh()));
+    let written = temp.join(format!("wall-{:032x}.txt", random_u128()));
     let text = |p: &Path| p.to_string_lossy().into_owned();
     for p in [&canary, &written] {
         let t = text(p);
@@ -138,13 +139,9 @@ pub fn check(probe: &Probe<'_>, temp: &Path, state: &Path, windows: &str) -> Res
 /// gives its exit code and what it printed (standard output and error, at most 64 KiB).
 fn run(probe: &Probe<'_>, application: &str, line: &str, cwd: &Path) -> Result<(u32, String), String> {
     let job = Job::new(&JobPlan {
-        kill_on_close: true,
-        breakaway: false,
-        die_on_unhandled_exception: true,
         active_processes: Some(4),
-        memory: None,
-        user_time_100ns: None,
         ui_restrictions: crate::plan::UI_RESTRICTIONS.iter().map(|(n, _)| *n).collect(),
+        ..JobPlan::bare()
     })
     .map_err(|e| format!("making the wall check's job: {e}"))?;
     let launch = crate::cmdline::Launch { application: application.to_owned(), line: line.to_owned() };
@@ -187,16 +184,4 @@ fn run(probe: &Probe<'_>, application: &str, line: &str, cwd: &Path) -> Result<(
     // SAFETY: a valid process handle and an out-pointer.
     unsafe { windows_sys::Win32::System::Threading::GetExitCodeProcess(started.process.0, &mut code) };
     Ok((code, String::from_utf8_lossy(&out).into_owned()))
-}
-
-/// A value no earlier check used (the secret must not be guessable from inside).
-fn fresh() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = 0u128;
-    for i in 0..2u8 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u8(i);
-        out = (out << 64) | u128::from(h.finish());
-    }
-    out
 }
