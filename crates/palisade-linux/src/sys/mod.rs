@@ -15,6 +15,7 @@ pub mod placeholders;
 pub mod probe;
 mod publish;
 pub mod quarantine;
+mod release;
 mod step;
 mod terminal;
 mod tripwire;
@@ -175,6 +176,15 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         false => Some(ffi::seqpacket_pair().map_err(|e| setup("the published ports' socket", e))?),
     };
     let cgroup = sandbox_cgroup(&plan.limits, opts.cgroup.take())?;
+    let entry = match &cgroup {
+        Some(c) => Some(c.entry().map_err(|e| setup("opening the sandbox's cgroup", e))?),
+        None => None,
+    };
+    let (born_in, self_move): (Option<libc::c_int>, Vec<libc::c_int>) = match &entry {
+        Some(cgroup::Entry::Born(dir)) => (Some(dir.as_raw_fd()), Vec::new()),
+        Some(cgroup::Entry::SelfMove(tasks)) => (None, tasks.iter().map(|t| t.as_raw_fd()).collect()),
+        None => (None, Vec::new()),
+    };
     // Subscribed (by the caller) before the sandbox exists, so that no denial is missed.
     let audit = denial_reader(opts.denials.take(), &opts.events);
     // Made before the sandbox exists and released however the run ends (dropping `held`).
@@ -185,10 +195,26 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
 
-    // SAFETY: a fork-like clone (no new stack) in a single-threaded process: the child runs
-    // on a copy of this stack and only calls `init_main`, which never returns.
-    let pid = unsafe {
-        libc::syscall(libc::SYS_clone, (NAMESPACES | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+    // On cgroup v2 init is born in its cgroup; where `clone3` or `CLONE_INTO_CGROUP` is
+    // refused (older kernels, container runtimes' filters), it is moved in below instead.
+    let born = born_in.and_then(|dir| {
+        // SAFETY: a fork-like clone (no new stack) in a single-threaded process: the child
+        // runs on a copy of this stack and only calls `init_main`, which never returns.
+        unsafe { ffi::clone_into_cgroup(NAMESPACES as u64, dir) }.ok()
+    });
+    let pid = match born {
+        Some(pid) => pid as libc::c_long,
+        // SAFETY: as above, with clone(2).
+        None => unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (NAMESPACES | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        },
     };
     if pid == 0 {
         signals.unblock_in_child();
@@ -201,8 +227,15 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             child::CommandArgs::new(theirs.as_raw_fd(), &filter, strings, opts.pty, &plan.view.cwd, &plan.landlock);
         cmd.trace_exec = plan.trace_exec;
         cmd.rlimits = rlimits(&plan.limits, cgroup.is_some());
-        child::init_main(child::ChildArgs { plan, cmd, publish: publish.as_ref().map(|p| p.as_raw_fd()) });
+        child::init_main(child::ChildArgs {
+            plan,
+            cmd,
+            publish: publish.as_ref().map(|p| p.as_raw_fd()),
+            cgroup_root: born.is_some() || !self_move.is_empty(),
+            cgroup_tasks: self_move,
+        });
     }
+    drop(entry);
     if pid < 0 {
         let e = io::Error::last_os_error();
         return Err(RunError::Unsupported(format!("creating the sandbox's namespaces failed: {e}")));
@@ -231,11 +264,11 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         seen.lock().unwrap_or_else(|e| e.into_inner()).contains(&creator) || same_pid_ns(creator, pid)
     })?;
     control::send(ours.as_raw_fd(), &Msg::Go, &[]).map_err(|e| failed_start(&ours, e))?;
-    // While init builds the file system view: the move into the cgroup, and whatever the
-    // caller records at the start (git's change times). The command starts only after
-    // both, on READY. (Init makes nothing on the host, so the records see the host as the
-    // command will first find it.)
-    if let Some(cg) = &cgroup {
+    // While init builds the file system view: whatever the caller records at the start
+    // (git's change times), and the move into the cgroup when init could neither be born in
+    // it nor move itself. The command starts only after both, on READY. (Init makes nothing
+    // on the host, so the records see the host as the command will first find it.)
+    if let Some(cg) = cgroup.as_ref().filter(|_| born.is_none() && self_move.is_empty()) {
         cg.attach(pid).map_err(|e| setup("moving the sandbox into its cgroup", e))?;
     }
     if let Some(f) = opts.on_started.take() {
@@ -290,6 +323,9 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     });
     let status = terminal::supervise(pid, master, &signals, kill, tripwires);
     std::mem::forget(guard);
+    if let Some(w) = watch {
+        release::close_detached(w);
+    }
     let hit = watcher.stop();
     denials.stop();
     let failed = !matches!(status, Ok(Exit::Code(0)));

@@ -15,6 +15,16 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
         // SAFETY: see `die`.
         _ => unsafe { libc::_exit(125) },
     }
+    for &tasks in &a.cgroup_tasks {
+        // A single thread moving itself: no global lock, so no wait for the kernel.
+        if let Err(e) = ffi::write_all(tasks, b"0") {
+            die(sock, &format!("moving the sandbox into its cgroup (writing 0 to its v1 tasks file): {e}"));
+        }
+    }
+    // SAFETY: unshare with a documented flag; init holds CAP_SYS_ADMIN in its namespace.
+    if a.cgroup_root && unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+        die(sock, &format!("making the sandbox's cgroup its namespace's root: {}", std::io::Error::last_os_error()));
+    }
     // Keep only stdio, the control socket and the published ports' socket.
     let publish = a.publish;
     close_other_fds(&[Some(sock), publish].into_iter().flatten().collect::<Vec<_>>());
@@ -61,8 +71,8 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     let slave = a.cmd.pty.map(|_| open_pty(sock).unwrap_or_else(|e| die(sock, &format!("creating the terminal: {e}"))));
 
-    // The supervisor's part of the start (the move into the cgroup, ~10 ms on cgroup v1, and
-    // its start-of-run records) overlaps with building the file system view.
+    // The supervisor's part of the start (its start-of-run records, and the move into the
+    // cgroup where init could not make it itself) overlaps with building the view.
     match control::recv(sock) {
         Ok(Some((Msg::Ready, _))) => {}
         // SAFETY: _exit ends this process at once; nothing here needs unwinding or flushing.

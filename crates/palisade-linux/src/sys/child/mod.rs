@@ -67,6 +67,13 @@ pub struct ChildArgs<'a> {
     pub cmd: CommandArgs<'a>,
     /// Init's end of the published ports' socket pair (see `super::publish`).
     pub publish: Option<RawFd>,
+    /// cgroup v1: the `tasks` files init writes `0` to, moving itself into the sandbox's
+    /// cgroups before anything else (see `super::cgroup::Entry::SelfMove`).
+    pub cgroup_tasks: Vec<RawFd>,
+    /// Init is in the sandbox's cgroup once it has written `cgroup_tasks` (born there, or
+    /// moved by itself): it then makes that cgroup its cgroup namespace's root, so the
+    /// command sees itself at `/` of every hierarchy.
+    pub cgroup_root: bool,
 }
 
 pub(super) fn report(sock: RawFd, kind: ErrorKind, text: &str) {
