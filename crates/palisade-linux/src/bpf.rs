@@ -237,6 +237,36 @@ pub fn interpret(prog: &[Insn], d: &Data) -> Result<u32, String> {
     }
 }
 
+/// Whether the kernel's seccomp action cache lets call `nr` of architecture `arch` through
+/// without running the filter: the same emulation as `seccomp_is_const_allow` in
+/// kernel/seccomp.c (Linux 5.11), run once per number when a filter is installed. The filter
+/// is followed with only the number and architecture known; a load of anything else (an
+/// argument, the instruction pointer), an opcode outside the emulated set or any result but
+/// `SECCOMP_RET_ALLOW` makes the answer "no": the filter then runs on every such call.
+pub fn constant_allow(prog: &[Insn], nr: i32, arch: u32) -> bool {
+    let (mut pc, mut acc) = (0usize, 0u32);
+    while let Some(i) = prog.get(pc) {
+        pc += 1;
+        match i.code {
+            LD_W_ABS => {
+                acc = match i.k {
+                    0 => nr as u32,
+                    4 => arch,
+                    _ => return false,
+                }
+            }
+            ALU_AND_K => acc &= i.k,
+            JMP_JA => pc += i.k as usize,
+            JMP_JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+            JMP_JGE_K => pc += usize::from(if acc >= i.k { i.jt } else { i.jf }),
+            JMP_JSET_K => pc += usize::from(if acc & i.k != 0 { i.jt } else { i.jf }),
+            RET_K => return i.k == Action::Allow.ret(),
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,30 @@ mod tests {
         }
     }
 
+    /// Every call the table allows outright is in the kernel's action cache, so it costs no
+    /// filter run at all (the run-time cost is then that of the calls checked by argument,
+    /// and of those refused); the calls checked by argument are not, and cannot be.
+    #[test]
+    fn allowed_calls_skip_the_filter_through_the_kernels_cache() {
+        use crate::bpf::constant_allow;
+        for opts in [FilterOptions::default(), FilterOptions { notify_exec: true, ..Default::default() }] {
+            let prog = filter(opts).unwrap();
+            let special =
+                [libc_sys::clone, libc_sys::ioctl, libc_sys::socket, libc_sys::socketpair, libc_sys::personality];
+            for (name, nr) in allowed() {
+                let traced = opts.notify_exec && (nr == libc_sys::execve || nr == libc_sys::execveat);
+                let want = !special.contains(&nr) && !traced;
+                assert_eq!(constant_allow(&prog, nr as i32, AUDIT_ARCH), want, "{name}");
+            }
+            for common in
+                [libc_sys::read, libc_sys::write, libc_sys::openat, libc_sys::close, libc_sys::fstat, libc_sys::mmap]
+            {
+                assert!(constant_allow(&prog, common as i32, AUDIT_ARCH), "system call {common}");
+            }
+            assert!(!constant_allow(&prog, libc_sys::getpid as i32, 0x4000_0003), "a foreign architecture");
+        }
+    }
+
     #[test]
     fn foreign_architectures_are_killed_and_x32_refused() {
         let prog = filter(FilterOptions::default()).unwrap();
