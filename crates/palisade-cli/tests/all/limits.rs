@@ -254,3 +254,52 @@ fn the_pid_limit_counts_only_the_sandboxs_processes() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("started-five"), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// THREATS E-09: the user's per-user kernel quotas. The sandbox opens inotify instances until
+/// the kernel refuses (at most 100,000: bounded), holds them, and meanwhile the user's own
+/// processes on the host must still get theirs (an editor's watcher, `tail -f`). Checked
+/// from outside, in this test's own process, which runs as the same user.
+#[test]
+fn the_sandbox_cannot_exhaust_the_users_inotify_instances() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3");
+        return;
+    }
+    let s = Sandbox::new("e-09-inotify");
+    let hog = "import ctypes, os, time\n\
+               libc = ctypes.CDLL(None, use_errno=True)\n\
+               fds = []\n\
+               while len(fds) < 100000:\n\
+               \x20   fd = libc.inotify_init1(0)\n\
+               \x20   if fd < 0: break\n\
+               \x20   fds.append(fd)\n\
+               print(len(fds), os.strerror(ctypes.get_errno()), flush=True)\n\
+               open('held', 'w').close()\n\
+               deadline = time.time() + 30\n\
+               while not os.path.exists('done') and time.time() < deadline: time.sleep(0.05)\n";
+    s.write("ws/hog.py", hog);
+    let child = s
+        .command(&s.ws(), &["run", "--", "/usr/bin/python3", "hog.py"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_for_ws_file("held", 30, "the sandbox never held its instances");
+    // SAFETY: inotify_init1 with a documented flag; the descriptor is closed right after.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    let host_err = std::io::Error::last_os_error();
+    if fd >= 0 {
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(fd) };
+    }
+    std::fs::write(s.ws().join("done"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        fd >= 0,
+        "the host's own inotify_init1 failed while the sandbox held its instances: {host_err} (sandbox: {said})"
+    );
+    let held: u64 = said.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let limit: u64 =
+        std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap().trim().parse().unwrap();
+    assert!(held > 0 && held < limit, "the sandbox held {held} of the user's {limit}: {said}");
+}

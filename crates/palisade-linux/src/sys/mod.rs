@@ -15,6 +15,7 @@ pub mod placeholders;
 pub mod probe;
 mod publish;
 pub mod quarantine;
+mod quota;
 mod release;
 mod step;
 mod terminal;
@@ -192,6 +193,7 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     let plan = adjusted.as_ref().unwrap_or(plan);
 
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;
+    let quotas = quota::host_caps();
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
 
@@ -231,6 +233,7 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
             plan,
             cmd,
             publish: publish.as_ref().map(|p| p.as_raw_fd()),
+            quotas,
             cgroup_root: born.is_some() || !self_move.is_empty(),
             cgroup_tasks: self_move,
         });

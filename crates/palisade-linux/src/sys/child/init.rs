@@ -32,6 +32,10 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     // command (init holds the supervisor's environment in its memory).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
+    // Opened now, written once the view is built: detached mount trees count as mount
+    // namespaces, and the view's /proc may not be writable.
+    let quotas = super::super::quota::open(&a.quotas)
+        .unwrap_or_else(|e| die(sock, &format!("capping the sandbox's share of the user's kernel quotas: {e}")));
     let mut roots =
         mounts::enter_new_root().unwrap_or_else(|e| die(sock, &format!("building the file system view: {e}")));
     if let Err(e) = mounts::apply(&mut roots, a.plan) {
@@ -59,6 +63,9 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
         && let Err(e) = super::super::net::send_listeners(sock, net)
     {
         die(sock, &format!("creating the gateway's listeners: {e}"));
+    }
+    if let Err(e) = super::super::quota::apply(quotas) {
+        die(sock, &format!("capping the sandbox's share of the user's kernel quotas: {e}"));
     }
     let host = a.plan.hostname.as_bytes();
     // SAFETY: valid buffer and length.

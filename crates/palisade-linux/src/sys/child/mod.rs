@@ -74,6 +74,9 @@ pub struct ChildArgs<'a> {
     /// moved by itself): it then makes that cgroup its cgroup namespace's root, so the
     /// command sees itself at `/` of every hierarchy.
     pub cgroup_root: bool,
+    /// The per-user kernel counters' limits for the sandbox's user namespace (see
+    /// `super::quota`), read by the supervisor in the user's namespace.
+    pub quotas: Vec<super::quota::Cap>,
 }
 
 pub(super) fn report(sock: RawFd, kind: ErrorKind, text: &str) {
