@@ -279,14 +279,14 @@ pub fn sessions_dir(env: &Environment, policy: &ResolvedPolicy) -> PathBuf {
     policy.audit.as_ref().map_or_else(|| env.state_home.join("palisade/sessions"), |s| s.value.clone())
 }
 
-/// After a run: the session logs beyond `[monitor] retention` (30 days) or `keep` (1,000)
-/// are removed from the directory, never the one just written.
+/// After a run, at most once a minute: the session logs beyond `[monitor] retention` (30
+/// days) or `keep` (1,000) are removed from the directory, never the one just written.
 fn prune_sessions(env: &Environment, policy: &ResolvedPolicy, current: &std::path::Path) {
-    use palisade_monitor::sessions::{DEFAULT_KEEP, DEFAULT_RETENTION, prune};
+    use palisade_monitor::sessions::{DEFAULT_KEEP, DEFAULT_RETENTION, PRUNE_EVERY, prune_if_due};
     let retention = policy.retention.as_ref().map_or(DEFAULT_RETENTION, |s| s.value);
     let keep = policy.keep.as_ref().map_or(DEFAULT_KEEP, |s| s.value);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let _ = prune(&sessions_dir(env, policy), retention, keep, now, current);
+    let _ = prune_if_due(&sessions_dir(env, policy), retention, keep, now, current, PRUNE_EVERY);
 }
 
 /// Opens a session's audit log, `audit` (relative to the working directory) or a new file in

@@ -628,12 +628,23 @@ fn the_latest_session_of_a_workspace_is_found_listed_and_old_ones_pruned() {
     assert_eq!(o.status.code(), Some(125));
     assert_eq!(stdout(&s.palisade_in(&s.root.join("other"), &["audit", "list", "--all"])).lines().count(), 2);
     // The 40-day-old log went with the first run (30 days by default); the recent one stays.
-    let names: Vec<String> =
-        std::fs::read_dir(&sessions).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let logs = || -> Vec<String> {
+        std::fs::read_dir(&sessions)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("session-"))
+            .collect()
+    };
+    let names = logs();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.contains(&format!("session-{}-4194306.jsonl", now - 60)), "{names:?}");
-    // `[monitor] keep` bounds the count.
+    // `[monitor] keep` bounds the count, pruned at most once a minute: not by a run right
+    // after the last prune, but by the first run a minute later.
     s.write("home/.config/palisade/policy.toml", "[monitor]\nkeep = 2\n");
     assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));
-    assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 2);
+    assert_eq!(logs().len(), 4, "pruned again within a minute");
+    let stamp = std::fs::File::options().write(true).open(sessions.join(".pruned")).unwrap();
+    stamp.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(61)).unwrap();
+    assert_eq!(s.palisade(&["run", "--", "true"]).status.code(), Some(0));
+    assert_eq!(logs().len(), 2);
 }

@@ -36,10 +36,19 @@ fn a_cache_shows_the_hosts_files_keeps_the_sandboxs_writes_per_workspace_and_nev
     std::fs::create_dir_all(&ws2).unwrap();
     let o = s.palisade_in(&ws2, &["run", "--", "sh", "-c", "ls ~/.cargo/registry/src/dep; ls ~/.npm"]);
     assert_eq!(stdout(&o), "gone.rs\nlib.rs\n", "{}", stderr(&o));
-    // No run's scratch directory is left behind.
+    // Scratch directories do not pile up: the next run takes over an ended run's (one per
+    // layer stays, for it), and no run's own upper directory is left.
     let state = s.home().join(".local/state/palisade/copies");
-    let leftovers: Vec<_> = walk(&state).into_iter().filter(|p| p.to_string_lossy().contains("/work-")).collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let named =
+        |p: &std::path::Path, prefix: &str| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix));
+    let work: Vec<_> = walk(&state).into_iter().filter(|p| named(p, "work-")).collect();
+    let mut layers: Vec<_> = work.iter().filter_map(|p| p.parent()).collect();
+    let n = layers.len();
+    layers.sort();
+    layers.dedup();
+    assert_eq!(layers.len(), n, "two work directories in one layer: {work:?}");
+    assert!(!work.is_empty(), "{work:?}");
+    assert!(!walk(&state).iter().any(|p| named(p, "upper-")));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
