@@ -107,6 +107,13 @@ hyperfine -N -w 20 -r "$RUNS" --export-json "$OUT/startup.json" \
     /bin/true "$PAL run --workspace $WS -- /bin/true" "bwrap ${BWRAP[*]} /bin/true" \
     "$PAL run --workspace $WS --memory unlimited --pids unlimited -- /bin/true" >/dev/null
 summary "$OUT/startup.json" "bare" "palisade" "bubblewrap (same mounts)" "palisade, no memory/pids limit"
+# The same interleaved (bench/ab.py), back to back and spaced like an agent's commands, with
+# wall and CPU time: the issue-16 targets are stated against bubblewrap in both cadences.
+STARTUP=("bare=/bin/true" "palisade=$PAL run --workspace $WS -- /bin/true" "bubblewrap=bwrap ${BWRAP[*]} /bin/true")
+echo "  interleaved, back to back, $RUNS rounds:"
+python3 "$OLDPWD/bench/ab.py" --runs "$RUNS" "${STARTUP[@]}"
+echo "  interleaved, one run every 0.5 s, $((RUNS / 5)) rounds:"
+python3 "$OLDPWD/bench/ab.py" --runs "$((RUNS / 5))" --warmup 1 --spaced 0.5 "${STARTUP[@]}"
 
 echo "== run time: find /usr -type f"
 hyperfine -N -i -w 2 -r "$WORK_RUNS" --export-json "$OUT/find.json" \
