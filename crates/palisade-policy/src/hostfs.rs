@@ -51,6 +51,13 @@ pub trait HostFs {
     fn changed(&self, _path: &Path) -> Option<(i64, i64)> {
         None
     }
+    /// `path`'s device and inode numbers and change time (seconds, nanoseconds), not
+    /// following a final link: what tells that a directory is still the one listed before,
+    /// unchanged (a rename, a mount over it or any name added or removed in it changes one
+    /// of them). `None` when it does not exist or this host cannot tell.
+    fn stamp(&self, _path: &Path) -> Option<(u64, u64, i64, i64)> {
+        None
+    }
 }
 
 /// The contents and mode of a `commondir` placeholder: a git directory that is its own

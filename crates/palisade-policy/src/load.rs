@@ -267,6 +267,19 @@ impl HostFs for RealFs {
         Some(buf)
     }
 
+    fn stamp(&self, path: &Path) -> Option<(u64, u64, i64, i64)> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+
     fn changed(&self, path: &Path) -> Option<(i64, i64)> {
         #[cfg(unix)]
         {
@@ -372,6 +385,10 @@ impl HostFs for FsResolver {
 
     fn changed(&self, path: &Path) -> Option<(i64, i64)> {
         RealFs.changed(path)
+    }
+
+    fn stamp(&self, path: &Path) -> Option<(u64, u64, i64, i64)> {
+        RealFs.stamp(path)
     }
 }
 

@@ -22,7 +22,9 @@ pub struct Request {
     /// Record every exec (an [`crate::SandboxEvent::Exec`] each), where the backend can.
     pub trace_exec: bool,
     /// Where this workspace's kept copies live (`filesystem.own_copy`; see
-    /// [`crate::view::own_copy_path`]); `None`: such files are only protected.
+    /// [`crate::view::own_copy_path`]), and its globs' last walks (`globs/`, see
+    /// `view::glob_cache`); `None`: such files are only protected, and globs are walked
+    /// in full every run.
     pub copies: Option<PathBuf>,
 }
 

@@ -24,6 +24,7 @@ pub use palisade_policy::hostfs::{HostFs, Kind};
 
 use crate::Request;
 
+mod glob_cache;
 mod paths;
 
 use paths::*;
@@ -233,17 +234,23 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
     if policy.decide_path(&policy.home).access == Access::None {
         candidates.push((policy.home.clone(), Candidate::Private(DEFAULT_HOME_SIZE)));
     }
+    // Where globs are expanded: the granted trees, but not the private directories the
+    // sandbox gets in place of the host's (`${tmp}`, a hidden home): nothing of the host's
+    // there is shown (a grant inside one is a root of its own).
+    let private: Vec<PathBuf> = candidates.iter().map(|(p, _)| p.clone()).collect();
     let grant_roots: Vec<(PathBuf, bool)> = policy
         .paths
         .iter()
         .filter(|r| matches!(r.kind, PathKind::Read | PathKind::Write))
         .map(|r| (r.pattern.base(), r.kind == PathKind::Write))
+        .filter(|(base, _)| !private.iter().any(|p| same(p, base)))
         .collect();
     for r in &policy.paths {
         match (&r.pattern, r.kind) {
             (PathPattern::Exact(p, _), _) => candidates.push((p.clone(), Candidate::Rule)),
             (PathPattern::Glob(_), _) => {
-                for p in expand_glob(&r.pattern, &grant_roots, host)? {
+                let records = req.copies.as_deref().map(|c| c.join("globs"));
+                for p in expand_glob(&r.pattern, &grant_roots, host, records.as_deref())? {
                     candidates.push((p, Candidate::Rule));
                 }
             }

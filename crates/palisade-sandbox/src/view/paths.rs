@@ -164,32 +164,79 @@ pub(super) fn walk_to(
 /// granted tree is walked from there (`/etc/ssh/ssh_host_*_key`); a glob that starts above
 /// every grant (`**/.env`) is walked inside the writable trees only, where an agent works
 /// and where such files live, not through the whole of `/usr`.
+///
+/// With `records` (a directory of this workspace's state), the walk reuses the last run's
+/// listing of every directory whose change time is the same ([`super::glob_cache`]); the
+/// result is the one a full walk gives.
 pub(super) fn expand_glob(
     pattern: &PathPattern,
     roots: &[(PathBuf, bool)],
     host: &dyn HostFs,
+    records: Option<&Path>,
 ) -> Result<Vec<PathBuf>, ViewError> {
+    use super::glob_cache::{self, DirRecord, Records};
     let base = pattern.base();
     let starts: Vec<PathBuf> = if roots.iter().any(|(r, _)| is_within(&base, r)) {
         vec![base.clone()]
     } else {
         roots.iter().filter(|(r, w)| *w && is_within(r, &base)).map(|(r, _)| r.clone()).collect()
     };
-    let mut found = Vec::new();
-    let mut budget = GLOB_BUDGET;
     let mut stack: Vec<PathBuf> = starts.into_iter().filter(|s| host.kind(s) == Some(Kind::Dir)).collect();
     stack.sort();
     stack.dedup();
+    let file = records.map(|d| glob_cache::file_for(d, &pattern.to_string(), &stack));
+    let old = file.as_deref().map(glob_cache::load).unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut new = Records::new();
+    // Directories listed again, those whose contents changed counting as `RESAVE`.
+    const RESAVE: usize = 16;
+    let mut relisted = 0;
+    let mut found = Vec::new();
+    let mut budget = GLOB_BUDGET;
     while let Some(dir) = stack.pop() {
-        for (name, kind) in host.list(&dir) {
-            budget = budget.checked_sub(1).ok_or_else(|| ViewError::GlobTooBroad { pattern: pattern.to_string() })?;
-            let p = dir.join(name);
-            if pattern.specificity(&p) == Some(depth(&p)) {
-                found.push(p);
-            } else if kind == Kind::Dir {
-                stack.push(p);
+        // The change time first, then the listing: a change during the listing shows as a
+        // newer time next run.
+        let stamp = host.stamp(&dir);
+        let kept = old.get(dir.as_os_str());
+        let record = match (kept, stamp) {
+            (Some(r), Some(s)) if !r.racy && r.stamp == s => r.clone(),
+            _ => {
+                let mut r = DirRecord {
+                    stamp: stamp.unwrap_or_default(),
+                    racy: stamp.is_none_or(|s| glob_cache::racy(s, now)),
+                    entries: 0,
+                    matches: Vec::new(),
+                    subdirs: Vec::new(),
+                };
+                for (name, kind) in host.list(&dir) {
+                    r.entries += 1;
+                    let p = dir.join(&name);
+                    if pattern.specificity(&p) == Some(depth(&p)) {
+                        r.matches.push(name);
+                    } else if kind == Kind::Dir {
+                        r.subdirs.push(name);
+                    }
+                }
+                // Worth saving when what the directory holds changed, or when many
+                // directories changed their time alone (files saved by renaming over
+                // them): not for the few the run itself touches (its placeholders'
+                // directories), which change every run.
+                let same = kept.is_some_and(|k| {
+                    k.racy == r.racy && k.entries == r.entries && k.matches == r.matches && k.subdirs == r.subdirs
+                });
+                relisted += if same { 1 } else { RESAVE };
+                r
             }
-        }
+        };
+        budget = budget
+            .checked_sub(record.entries)
+            .ok_or_else(|| ViewError::GlobTooBroad { pattern: pattern.to_string() })?;
+        found.extend(record.matches.iter().map(|n| dir.join(n)));
+        stack.extend(record.subdirs.iter().map(|n| dir.join(n)));
+        new.insert(dir.into_os_string(), record);
+    }
+    if let Some(f) = file.filter(|_| relisted >= RESAVE || new.len() != old.len()) {
+        glob_cache::save(&f, &new);
     }
     found.sort();
     Ok(found)

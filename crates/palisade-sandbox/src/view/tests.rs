@@ -296,3 +296,120 @@ fn a_cache_is_a_private_layer_over_the_hosts_directory_only_when_its_layer_is_re
     assert!(v.entries.iter().all(|e| !matches!(e, Entry::Cache { .. })), "{:?}", v.entries);
     assert_eq!(v.seen(Path::new("/home/u/.cargo/registry/src/x.rs")), Seen::Host(Access::Read));
 }
+
+/// The real file system seen through a clock `shift` seconds back (so that a tree just made
+/// looks old enough to trust) and, with `coarse`, change times cut to whole seconds (a file
+/// system with coarse timestamps); counts the directories listed.
+#[cfg(unix)]
+struct Clocked {
+    shift: i64,
+    coarse: bool,
+    lists: std::cell::Cell<usize>,
+}
+
+#[cfg(unix)]
+impl HostFs for Clocked {
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        palisade_policy::load::RealFs.kind(path)
+    }
+    fn list(&self, dir: &Path) -> Vec<(std::ffi::OsString, Kind)> {
+        self.lists.set(self.lists.get() + 1);
+        palisade_policy::load::RealFs.list(dir)
+    }
+    fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>> {
+        palisade_policy::load::RealFs.read(path, limit)
+    }
+    fn stamp(&self, path: &Path) -> Option<(u64, u64, i64, i64)> {
+        let (dev, ino, s, ns) = palisade_policy::load::RealFs.stamp(path)?;
+        Some((dev, ino, s - self.shift, if self.coarse { 0 } else { ns }))
+    }
+}
+
+#[cfg(unix)]
+fn glob_tree(tag: &str) -> (PathBuf, PathBuf, PathPattern) {
+    let root = std::env::temp_dir().join(format!("palisade-globcache-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ws = root.join("ws");
+    for d in ["a/b", "c", "d/e/f"] {
+        std::fs::create_dir_all(ws.join(d)).unwrap();
+    }
+    for f in ["a/b/.env", ".env", "d/e/f/x.rs", "c/.envrc"] {
+        std::fs::write(ws.join(f), "x").unwrap();
+    }
+    let vars = Vars::with_defaults(Path::new("/home/u"), &ws);
+    let l = parse_layer("[filesystem]\ndeny = [\"**/.env\"]\n", "t", LayerKind::User, &vars, &Lexical).unwrap();
+    let pol = resolve(&ws, Path::new("/home/u"), vec![l], ResolveOptions::default()).unwrap();
+    let pattern = pol.paths.iter().find(|r| matches!(r.pattern, PathPattern::Glob(_))).unwrap().pattern.clone();
+    (root, ws, pattern)
+}
+
+/// A glob's kept walk gives what a full walk gives after every kind of change, and lists
+/// only the directories that changed.
+#[cfg(unix)]
+#[test]
+fn a_kept_glob_walk_sees_every_change_and_relists_only_changed_directories() {
+    let (root, ws, pattern) = glob_tree("changes");
+    let records = root.join("state/globs");
+    let roots = [(ws.clone(), true)];
+    let host = Clocked { shift: 60, coarse: false, lists: std::cell::Cell::new(0) };
+    let full = |h: &dyn HostFs| expand_glob(&pattern, &roots, h, None).unwrap();
+    let kept = |h: &Clocked| {
+        h.lists.set(0);
+        let v = expand_glob(&pattern, &roots, h, Some(&records)).unwrap();
+        (v, h.lists.get())
+    };
+    let (first, listed) = kept(&host);
+    assert_eq!(first, [ws.join(".env"), ws.join("a/b/.env")]);
+    assert_eq!(listed, 7, "the first walk lists every directory");
+    assert_eq!(kept(&host), (first.clone(), 0), "nothing changed: nothing listed");
+    type Change = Box<dyn Fn(&Path)>;
+    let changes: Vec<(&str, Change, usize)> = vec![
+        ("a file added deep", Box::new(|w| std::fs::write(w.join("d/e/f/.env"), "").unwrap()), 1),
+        ("a match removed", Box::new(|w| std::fs::remove_file(w.join(".env")).unwrap()), 1),
+        ("a directory renamed", Box::new(|w| std::fs::rename(w.join("a"), w.join("z")).unwrap()), 3),
+        (
+            "a new tree",
+            Box::new(|w| {
+                std::fs::create_dir_all(w.join("n/m")).and_then(|()| std::fs::write(w.join("n/m/.env"), "")).unwrap()
+            }),
+            3,
+        ),
+        ("a file renamed to match", Box::new(|w| std::fs::rename(w.join("c/.envrc"), w.join("c/.env")).unwrap()), 1),
+        (
+            "a directory replaced by a file",
+            Box::new(|w| std::fs::remove_dir_all(w.join("n")).and_then(|()| std::fs::write(w.join("n"), "")).unwrap()),
+            1,
+        ),
+    ];
+    for (what, change, relisted) in changes {
+        change(&ws);
+        let (got, listed) = kept(&host);
+        assert_eq!(got, full(&host), "{what}");
+        assert_eq!(listed, relisted, "{what}: directories listed again");
+    }
+    // A record that cannot be read is a full walk, never fewer matches.
+    std::fs::write(std::fs::read_dir(&records).unwrap().next().unwrap().unwrap().path(), "D\tgarbage\n").unwrap();
+    assert_eq!(kept(&host).0, full(&host));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// On a file system with coarse change times, a name added in the same second as the last
+/// listing leaves the directory's time as it was: such a directory is never trusted.
+#[cfg(unix)]
+#[test]
+fn a_directory_changed_as_it_was_listed_is_listed_again() {
+    let (root, ws, pattern) = glob_tree("racy");
+    let records = root.join("state/globs");
+    let roots = [(ws.clone(), true)];
+    let host = Clocked { shift: 0, coarse: true, lists: std::cell::Cell::new(0) };
+    for i in 0..20 {
+        expand_glob(&pattern, &roots, &host, Some(&records)).unwrap();
+        // Right after: the same coarse second, most of the time.
+        std::fs::write(ws.join(format!("c/.env{i}")), "").unwrap();
+        std::fs::create_dir(ws.join(format!("d/{i}"))).unwrap();
+        std::fs::write(ws.join(format!("d/{i}/.env")), "").unwrap();
+        let got = expand_glob(&pattern, &roots, &host, Some(&records)).unwrap();
+        assert!(got.contains(&ws.join(format!("d/{i}/.env"))), "round {i}: {got:?}");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
