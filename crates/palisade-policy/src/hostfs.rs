@@ -27,6 +27,13 @@ pub trait HostFs {
     fn kind(&self, path: &Path) -> Option<Kind>;
     /// The entries of a directory (names and kinds, from `readdir`); empty when unreadable.
     fn list(&self, dir: &Path) -> Vec<(OsString, Kind)>;
+    /// [`HostFs::list`], but `None` when the directory exists and cannot be listed (its
+    /// mode, an I/O error): for a search that must not take an unreadable directory for an
+    /// empty one (a sandbox can `chmod 000` a directory of its workspace so that the next
+    /// run's search skips it, then restore it).
+    fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
+        Some(self.list(dir))
+    }
     /// The first `limit` bytes of a regular file (links followed, as git follows them);
     /// `None` when it is not a regular file or cannot be read.
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;

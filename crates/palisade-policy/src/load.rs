@@ -228,10 +228,24 @@ impl HostFs for RealFs {
     }
 
     fn list(&self, dir: &Path) -> Vec<(OsString, Kind)> {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return Vec::new();
+        self.try_list(dir).unwrap_or_default()
+    }
+
+    fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            // Nothing there (or no directory): nothing to list, and nothing hidden.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                return Some(Vec::new());
+            }
+            Err(_) => return None,
         };
-        rd.filter_map(|e| e.ok())
+        let mut failed = false;
+        let entries = rd
+            .filter_map(|e| {
+                failed |= e.is_err();
+                e.ok()
+            })
             .filter_map(|e| {
                 let kind = kind_of(e.file_type().ok()?);
                 // Only special files can be placeholders: one more `lstat` for those alone.
@@ -240,7 +254,8 @@ impl HostFs for RealFs {
                 }
                 Some((e.file_name(), kind))
             })
-            .collect()
+            .collect();
+        (!failed).then_some(entries)
     }
 
     fn kind_followed(&self, path: &Path) -> Option<Kind> {
@@ -385,6 +400,10 @@ impl HostFs for FsResolver {
 
     fn changed(&self, path: &Path) -> Option<(i64, i64)> {
         RealFs.changed(path)
+    }
+
+    fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
+        RealFs.try_list(dir)
     }
 
     fn stamp(&self, path: &Path) -> Option<(u64, u64, i64, i64)> {

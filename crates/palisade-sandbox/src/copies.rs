@@ -205,7 +205,8 @@ pub(crate) fn prepare(policy: &ResolvedPolicy, dir: &Path, say: Say) -> bool {
 /// The directories of a cache's layer (`layer`, from [`crate::view::cache_layer`]): `upper`,
 /// what the sandbox wrote, kept across runs; and this run's work directory `work-PID`, PID
 /// being the supervisor's (an overlay needs one of its own per mount, on the same file
-/// system as `upper`), removed after the run by `release_caches`.
+/// system as `upper`), left after the run for the next run to take over
+/// (`prune_work_dirs`).
 pub fn cache_dirs(layer: &Path) -> (PathBuf, PathBuf) {
     (layer.join("upper"), layer.join(format!("work-{}", std::process::id())))
 }
@@ -249,8 +250,8 @@ fn hold_layer(layer: &Path, exclusive: bool, until: std::time::Instant) -> std::
 
 /// Makes every cache ready before planning: its layer's directories, and the host's
 /// directory when it is missing but its parent is host content the sandbox sees (a mount
-/// needs a place; `~/.cargo/git` before the first git dependency). Work directories of runs
-/// that are over are removed. Returns whether a host directory was made (the planner must
+/// needs a place; `~/.cargo/git` before the first git dependency). An ended run's work
+/// directory is taken over, the others of ended runs removed. Returns whether a host directory was made (the planner must
 /// then ask the host afresh). Problems are said, never fatal: the cache then stays
 /// read-only (or absent).
 pub(crate) fn prepare_caches(policy: &ResolvedPolicy, dir: &Path, tmp: &Path, say: Say) -> bool {

@@ -145,6 +145,14 @@ mod linux {
                 ) as i64,
                 "pivot_root" => libc::syscall(libc::SYS_pivot_root, c(".").as_ptr(), c(".").as_ptr()),
                 "chroot" => libc::chroot(c("/").as_ptr()) as i64,
+                // Opened for writing, never written (an open that succeeds is closed at once).
+                "open_write" => {
+                    let fd = libc::open(c(&args[0]).as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    fd.min(0) as i64
+                }
                 "fsopen" => libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 0),
                 "open_tree" => {
                     libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c(&args[0]).as_ptr(), 1u32 /* CLONE */)

@@ -75,6 +75,23 @@ fn denied_file_inside_the_workspace_is_unreadable() {
     assert_eq!(std::fs::read_to_string(s.path("ws/config/.env")).unwrap(), CANARY);
 }
 
+/// A sandbox makes a directory unreadable in one run, so that the next run's search for
+/// `**/.env` would take it for empty, and restores it in that next run to read what the
+/// glob hides. The directory then stays hidden whole. (As root the search lists it anyway.)
+#[test]
+fn a_directory_made_unreadable_in_one_run_hides_nothing_less_in_the_next() {
+    let s = Sandbox::new("a-deny-unlistable");
+    s.write("ws/a/b/.env", CANARY);
+    s.write("ws/a/fine.txt", "fine");
+    let o = s.run(&["--deny", "**/.env"], &["/bin/sh", "-c", "chmod 000 a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.run(&["--deny", "**/.env"], &["/bin/sh", "-c", "chmod 755 a; cat a/b/.env; cat a/fine.txt"]);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!out.contains(CANARY), "{out}");
+    std::fs::set_permissions(s.path("ws/a"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::read_to_string(s.path("ws/a/b/.env")).unwrap(), CANARY);
+}
+
 #[test]
 fn environment_is_rebuilt_and_parent_environ_is_invisible() {
     let s = Sandbox::new("a04-env");

@@ -244,3 +244,24 @@ fn mounts_are_private_and_the_old_root_is_gone() {
         }
     }
 }
+
+/// As root, uid 0 inside is the host's root, and a `/proc/sys` file checks the global uid,
+/// not capabilities (`kernel.core_pattern` would run a program of the sandbox's as root at
+/// the host's next crash). Each file is opened for writing, never written: an open that
+/// succeeds is closed at once and fails the test. Masked files read as nothing.
+#[test]
+fn the_hosts_kernel_settings_stay_read_only_and_its_secrets_masked() {
+    let s = Sandbox::new("proc-sys");
+    for p in ["/proc/sys/kernel/core_pattern", "/proc/sys/fs/inotify/max_user_instances", "/proc/sysrq-trigger"] {
+        if !std::path::Path::new(p).exists() {
+            continue;
+        }
+        let r = s.probe(&[], &["open_write", p]);
+        assert_refused(&r, p);
+        if uid() == 0 {
+            assert_eq!(r, "EROFS", "{p}");
+        }
+    }
+    let o = s.sh("wc -c < /proc/keys; cat /proc/sys/kernel/hostname");
+    assert_eq!(stdout(&o), "0\npalisade\n", "{}", stderr(&o));
+}

@@ -303,3 +303,46 @@ fn the_sandbox_cannot_exhaust_the_users_inotify_instances() {
         std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances").unwrap().trim().parse().unwrap();
     assert!(held > 0 && held < limit, "the sandbox held {held} of the user's {limit}: {said}");
 }
+
+/// THREATS E-09, queued signals: counted per user too. The sandbox queues real-time signals
+/// to itself until the kernel refuses (at most 1,000,000), and meanwhile a process of the
+/// user's on the host must still queue one.
+#[test]
+fn the_sandbox_cannot_exhaust_the_users_queued_signals() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3");
+        return;
+    }
+    let s = Sandbox::new("e-09-signals");
+    // sigqueue, not kill: kill() still succeeds at the limit (the signal is marked pending
+    // without an entry), sigqueue() fails with EAGAIN.
+    let queue = "import ctypes, os, signal, time, sys\n\
+                 libc = ctypes.CDLL(None, use_errno=True)\n\
+                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])\n\
+                 n = 0\n\
+                 while n < int(sys.argv[1]):\n\
+                 \x20   if libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), ctypes.c_void_p(0)) != 0: break\n\
+                 \x20   n += 1\n\
+                 print(n, flush=True)\n\
+                 if len(sys.argv) > 2:\n\
+                 \x20   open('held', 'w').close()\n\
+                 \x20   deadline = time.time() + 30\n\
+                 \x20   while not os.path.exists('done') and time.time() < deadline: time.sleep(0.05)\n";
+    s.write("ws/queue.py", queue);
+    let child = s
+        .command(&s.ws(), &["run", "--", "/usr/bin/python3", "queue.py", "1000000", "hold"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_for_ws_file("held", 60, "the sandbox never held its signals");
+    let host = std::process::Command::new("/usr/bin/python3").arg(s.ws().join("queue.py")).arg("1").output().unwrap();
+    std::fs::write(s.ws().join("done"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let queued: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        "1",
+        "the host could not queue a signal while the sandbox held {queued}"
+    );
+    assert!(queued > 0, "{}", String::from_utf8_lossy(&out.stderr));
+}

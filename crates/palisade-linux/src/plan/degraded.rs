@@ -15,8 +15,11 @@ pub(super) fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
     if req.argv.is_empty() {
         return Err(PlanError::NoCommand);
     }
+    // The host's own /proc: readable, never writable. Without a mount namespace there is
+    // no read-only /proc/sys (see `sys::mounts::proc_limits`), and as root a /proc/sys
+    // file is writable whatever the capabilities.
     let mut lp = LandlockPlan {
-        proc: vec!["/proc".into()],
+        read: vec!["/proc".into()],
         devices: DEGRADED_DEVICES.iter().map(PathBuf::from).filter(|p| host.kind(p).is_some()).collect(),
         deny_tcp: true,
         ..LandlockPlan::default()

@@ -377,6 +377,7 @@ mod tests {
         assert!(p.landlock.deny_tcp);
         assert!(p.landlock.read.contains(&"/usr".into()) && p.landlock.write.contains(&"/w/proj".into()));
         assert!(!p.landlock.devices.iter().any(|d| d == Path::new("/dev")), "never the whole of /dev");
+        assert!(p.landlock.proc.is_empty() && p.landlock.read.contains(&"/proc".into()), "the host's /proc read-only");
         assert!(p.missing().iter().any(|m| m.contains("/etc/shadow") && m.contains("not hidden")), "{:?}", p.missing());
         assert!(
             p.missing().iter().any(|m| m.contains(".git/hooks") && m.contains("stay writable")),

@@ -411,8 +411,20 @@ fn sandbox_cgroup(
 /// The command's rlimits: file size, open files and CPU time always (per process; the
 /// watcher adds up CPU time for the session); without a cgroup, also data memory and
 /// processes (`RLIMIT_NPROC` counts the sandbox's own tasks: it is kept per user namespace).
+/// Always, half of the user's queued signals and POSIX message-queue bytes (THREATS E-09):
+/// both are counted per user, and a task may queue only while the user's count is below its
+/// own limit (`inc_rlimit_get_ucounts`, kernel/ucount.c), so the sandbox's tasks can fill
+/// at most half and the user's own processes keep the rest.
 fn rlimits(l: &crate::plan::Limits, cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64)> {
-    let mut v = Vec::new();
+    let mut v: Vec<(libc::__rlimit_resource_t, u64)> = [libc::RLIMIT_SIGPENDING, libc::RLIMIT_MSGQUEUE]
+        .into_iter()
+        .filter_map(|r| {
+            let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit fills the struct it is given.
+            let ok = unsafe { libc::getrlimit(r, &mut cur) } == 0;
+            (ok && cur.rlim_cur != libc::RLIM_INFINITY).then(|| (r, (cur.rlim_cur / 2).max(1)))
+        })
+        .collect();
     if let Some(f) = l.file_size {
         v.push((libc::RLIMIT_FSIZE, f));
     }

@@ -528,6 +528,7 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
         proc_,
         ffi::mount(c"proc", c"/proc", c"proc", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as _, None),
     )?;
+    proc_limits(roots)?;
     let dev = Path::new("/dev");
     make_dirs(root, dev)?;
     let t = at("mount a tmpfs on", dev, new_tmpfs(0o755, 1 << 20, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC))?;
@@ -578,6 +579,62 @@ pub fn system_mounts(roots: &mut Roots, shm_size: u64, devpts: bool) -> Result<(
         dev,
         set_mount_attr(devfd.as_raw_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false),
     )?;
+    Ok(())
+}
+
+/// Parts of `/proc` that change or reveal the host's kernel rather than the sandbox's
+/// processes, made read-only. A sandbox run by root maps uid 0 to the host's root, and these
+/// files check the global uid, not capabilities: a `/proc/sys` file is writable by uid 0
+/// whatever its capabilities (`test_perm` in fs/proc/proc_sysctl.c, so `kernel.core_pattern`
+/// would run a program of the sandbox's as root at the next crash on the host), and
+/// `/proc/sysrq-trigger` acts on any write. The same lists as the OCI runtimes' defaults
+/// (runc's `readonlyPaths` and `maskedPaths`).
+const PROC_READ_ONLY: [&str; 5] = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
+/// Parts of `/proc` hidden (an empty read-only directory, or `/dev/null` for a file): the
+/// kernel's memory, keys, timers and devices.
+const PROC_MASKED: [&str; 12] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/kpagecgroup",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+];
+
+fn proc_limits(roots: &Roots) -> Result<()> {
+    let root = roots.new.as_raw_fd();
+    let sealed = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    for p in PROC_READ_ONLY.iter().chain(&PROC_MASKED).map(Path::new) {
+        let target = match open_beneath(root, rel(p), libc::O_PATH, 0) {
+            // Not in this kernel (no ACPI, no sound): nothing to limit.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            r => at("open", p, r)?,
+        };
+        let is_dir = at("stat", p, fstat(target.as_raw_fd()))?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let tree = if PROC_READ_ONLY.iter().any(|r| Path::new(r) == p) {
+            at("clone", p, clone_tree(target.as_raw_fd(), false))?
+        } else if is_dir {
+            at("mount a tmpfs on", p, new_tmpfs(0o555, 4096, sealed))?
+        } else {
+            let null = Path::new("/dev/null");
+            let src = at("open the host's", null, open_beneath(roots.old.as_raw_fd(), rel(null), libc::O_PATH, 0))?;
+            at("clone", null, clone_tree(src.as_raw_fd(), false))?
+        };
+        // The null device stands in for a file: reading it gives nothing, as runc's masks do.
+        let attrs = if is_dir || PROC_READ_ONLY.iter().any(|r| Path::new(r) == p) {
+            sealed
+        } else {
+            sealed & !MOUNT_ATTR_NODEV
+        };
+        at("make read-only", p, set_mount_attr(tree.as_raw_fd(), attrs, false))?;
+        at("attach on", p, attach(tree.as_raw_fd(), target.as_raw_fd()))?;
+    }
     Ok(())
 }
 

@@ -342,7 +342,21 @@ impl Discovery<'_> {
             return;
         }
         *budget -= 1;
-        for (name, kind) in self.list(dir) {
+        self.watched.push(dir.to_path_buf());
+        let Some(listing) = self.fs.try_list(dir) else {
+            // It could hold a repository whose configuration and hooks the sandbox could
+            // then change unseen (it may have made the directory unreadable in an earlier
+            // run, to restore it in this one): kept read-only as a whole.
+            self.push(
+                dir.to_path_buf(),
+                format!(
+                    "{} cannot be listed, so a repository inside it could not be looked for: it stays read-only",
+                    dir.display()
+                ),
+            );
+            return;
+        };
+        for (name, kind) in listing {
             if kind != Kind::Dir || name == ".git" {
                 continue;
             }
@@ -863,6 +877,33 @@ mod tests {
         for w in unwanted {
             assert!(!v.iter().any(|p| p == w), "{w} should not be listed: {v:#?}");
         }
+    }
+
+    /// A directory the search cannot list (a sandbox made it unreadable in an earlier run,
+    /// to restore it in this one) stays read-only as a whole, and the rest is searched.
+    #[test]
+    fn a_directory_that_cannot_be_listed_stays_read_only() {
+        struct Unlistable(MemFs);
+        impl HostFs for Unlistable {
+            fn kind(&self, p: &Path) -> Option<Kind> {
+                self.0.kind(p)
+            }
+            fn list(&self, d: &Path) -> Vec<(std::ffi::OsString, Kind)> {
+                self.try_list(d).unwrap_or_default()
+            }
+            fn try_list(&self, d: &Path) -> Option<Vec<(std::ffi::OsString, Kind)>> {
+                (d != Path::new("/w/p/a")).then(|| self.0.list(d))
+            }
+            fn read(&self, p: &Path, limit: usize) -> Option<Vec<u8>> {
+                self.0.read(p, limit)
+            }
+        }
+        let fs = Unlistable(MemFs::new().git_dir("/w/p/a/inner/.git").git_dir("/w/p/b/other/.git"));
+        let roots = [PathBuf::from("/w/p")];
+        let f = discover(&roots, &[], Path::new("/home/u"), &fs, &Lexical);
+        let v: Vec<String> = f.controls.iter().map(|c| c.path.display().to_string()).collect();
+        has(&v, &["/w/p/a", "/w/p/b/other/.git/hooks"]);
+        lacks(&v, &["/w/p/a/inner/.git/hooks"]);
     }
 
     #[test]

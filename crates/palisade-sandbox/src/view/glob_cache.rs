@@ -18,9 +18,12 @@
 //!   replaced atomically (a new file renamed over it), so concurrent runs never read half
 //!   of one.
 //!
-//! Records live in the user's state directory (`$XDG_STATE_HOME/palisade/globs`), which the
-//! built-in policy hides from the sandbox: a sandbox cannot make a later run hide less. Unix
-//! only (names are kept as bytes); elsewhere every run walks.
+//! A directory that cannot be listed is hidden whole by the walk and never recorded.
+//!
+//! Records live in the workspace's state (`$XDG_STATE_HOME/palisade/copies/WORKSPACE-KEY/globs`,
+//! beside its kept copies), which the built-in policy hides from the sandbox: a sandbox
+//! cannot make a later run hide less. Unix only (names are kept as bytes); elsewhere every
+//! run walks.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -50,22 +53,24 @@ pub(super) struct DirRecord {
 /// bytes are the same path, and byte order is much cheaper than `Path`'s).
 pub(super) type Records = BTreeMap<OsString, DirRecord>;
 
-/// Where a glob's records are kept for these starting directories: a file named after a
-/// hash of both, in `dir`.
-pub(super) fn file_for(dir: &Path, pattern: &str, starts: &[PathBuf]) -> PathBuf {
+/// Where a glob's records are kept for these starting directories, and the key the file
+/// must hold: a file named after a hash of both, in `dir`. The name alone could collide (a
+/// 64-bit FNV-1a hash, which a project's own glob could be chosen to match), so the file
+/// holds the whole key and [`load`] ignores one that holds another.
+pub(super) fn file_for(dir: &Path, pattern: &str, starts: &[PathBuf]) -> (PathBuf, Vec<u8>) {
     let mut key = pattern.as_bytes().to_vec();
     for s in starts {
         key.push(0);
         key.extend_from_slice(s.as_os_str().as_encoded_bytes());
     }
-    dir.join(format!("{:016x}.walk", crate::view::fnv1a(&key)))
+    (dir.join(format!("{:016x}.walk", crate::view::fnv1a(&key))), key)
 }
 
 #[cfg(unix)]
 mod text {
     //! The record file: one line per item, fields separated by tabs, names as bytes with
-    //! `\`, tab and newline escaped. `D DEV INO SECONDS NANOS RACY ENTRIES PATH` starts a
-    //! directory,
+    //! `\`, tab and newline escaped. The first line, `K KEY`, names what was walked (see
+    //! `file_for`); `D DEV INO SECONDS NANOS RACY ENTRIES PATH` starts a directory,
     //! `M NAME` and `S NAME` are its matches and subdirectories.
     use super::*;
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -99,8 +104,10 @@ mod text {
         Some(out)
     }
 
-    pub fn write(records: &Records) -> Vec<u8> {
-        let mut out = Vec::new();
+    pub fn write(key: &[u8], records: &Records) -> Vec<u8> {
+        let mut out = b"K\t".to_vec();
+        escape(key, &mut out);
+        out.push(b'\n');
         for (dir, r) in records {
             let (dev, ino, s, ns) = r.stamp;
             let head = format!("D\t{dev}\t{ino}\t{s}\t{ns}\t{}\t{}\t", u8::from(r.racy), r.entries);
@@ -118,10 +125,16 @@ mod text {
         out
     }
 
-    pub fn read(data: &[u8]) -> Option<Records> {
+    pub fn read(key: &[u8], data: &[u8]) -> Option<Records> {
         let mut records = Records::new();
         let mut current: Option<(OsString, DirRecord)> = None;
-        for line in data.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        let mut lines = data.split(|&c| c == b'\n').filter(|l| !l.is_empty());
+        let mut expected = b"K\t".to_vec();
+        escape(key, &mut expected);
+        if lines.next()? != expected.as_slice() {
+            return None;
+        }
+        for line in lines {
             let mut f = line.split(|&c| c == b'\t');
             match f.next()? {
                 b"D" => {
@@ -160,22 +173,23 @@ mod text {
     }
 }
 
-/// The records kept in `file`; none when it is missing, unreadable or malformed.
-pub(super) fn load(file: &Path) -> Records {
+/// The records kept in `file` for `key`; none when it is missing, unreadable, malformed
+/// or another key's.
+pub(super) fn load(file: &Path, key: &[u8]) -> Records {
     #[cfg(unix)]
     {
-        std::fs::read(file).ok().and_then(|d| text::read(&d)).unwrap_or_default()
+        std::fs::read(file).ok().and_then(|d| text::read(key, &d)).unwrap_or_default()
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = (file, key);
         Records::new()
     }
 }
 
-/// Replaces `file` with `records` (a new file renamed over it); failures are ignored: the
-/// next run then walks again.
-pub(super) fn save(file: &Path, records: &Records) {
+/// Replaces `file` with `records` for `key` (a new file renamed over it); failures are
+/// ignored: the next run then walks again.
+pub(super) fn save(file: &Path, key: &[u8], records: &Records) {
     #[cfg(unix)]
     {
         let Some(dir) = file.parent() else { return };
@@ -183,13 +197,13 @@ pub(super) fn save(file: &Path, records: &Records) {
             return;
         }
         let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-        if std::fs::write(&tmp, text::write(records)).is_ok() && std::fs::rename(&tmp, file).is_err() {
+        if std::fs::write(&tmp, text::write(key, records)).is_err() || std::fs::rename(&tmp, file).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (file, records);
+        let _ = (file, key, records);
     }
 }
 
@@ -221,7 +235,8 @@ mod tests {
             "/w".into(),
             DirRecord { stamp: (0, 2, -1, 0), racy: false, entries: 0, matches: vec![], subdirs: vec![] },
         );
-        assert_eq!(text::read(&text::write(&records)), Some(records));
+        assert_eq!(text::read(b"k\0/w", &text::write(b"k\0/w", &records)), Some(records.clone()));
+        assert_eq!(text::read(b"other", &text::write(b"k\0/w", &records)), None, "another key's records");
         for bad in [
             &b"X\t1\n"[..],
             b"D\t1\t2\t3\t4\t0\t3\n",
@@ -230,7 +245,8 @@ mod tests {
             b"D\t1\t2\t3\t4\t0\t3\t/p\tmore\n",
             b"D\t-1\t2\t3\t4\t0\t3\t/p\n",
         ] {
-            assert_eq!(text::read(bad), None, "{}", String::from_utf8_lossy(bad));
+            let data = [&b"K\tk\n"[..], bad].concat();
+            assert_eq!(text::read(b"k", &data), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 }

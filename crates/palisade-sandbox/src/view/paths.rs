@@ -185,7 +185,7 @@ pub(super) fn expand_glob(
     stack.sort();
     stack.dedup();
     let file = records.map(|d| glob_cache::file_for(d, &pattern.to_string(), &stack));
-    let old = file.as_deref().map(glob_cache::load).unwrap_or_default();
+    let old = file.as_ref().map(|(f, key)| glob_cache::load(f, key)).unwrap_or_default();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let mut new = Records::new();
     // Directories listed again, those whose contents changed counting as `RESAVE`.
@@ -208,7 +208,14 @@ pub(super) fn expand_glob(
                     matches: Vec::new(),
                     subdirs: Vec::new(),
                 };
-                for (name, kind) in host.list(&dir) {
+                let Some(listing) = host.try_list(&dir) else {
+                    // A directory that cannot be listed could hold anything: hidden whole,
+                    // and never recorded (a sandbox may have made it unreadable to have it
+                    // skipped, and restore it in the next run).
+                    found.push(dir);
+                    continue;
+                };
+                for (name, kind) in listing {
                     r.entries += 1;
                     let p = dir.join(&name);
                     if pattern.specificity(&p) == Some(depth(&p)) {
@@ -235,8 +242,8 @@ pub(super) fn expand_glob(
         stack.extend(record.subdirs.iter().map(|n| dir.join(n)));
         new.insert(dir.into_os_string(), record);
     }
-    if let Some(f) = file.filter(|_| relisted >= RESAVE || new.len() != old.len()) {
-        glob_cache::save(&f, &new);
+    if let Some((f, key)) = file.filter(|_| relisted >= RESAVE || new.len() != old.len()) {
+        glob_cache::save(&f, &key, &new);
     }
     found.sort();
     Ok(found)

@@ -393,6 +393,41 @@ fn a_kept_glob_walk_sees_every_change_and_relists_only_changed_directories() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A directory that cannot be listed is hidden whole, and never recorded: a sandbox that
+/// made it unreadable in one run (so that the next run's walk would skip it) cannot read
+/// what the glob hides in it after restoring it.
+#[cfg(unix)]
+#[test]
+fn a_directory_that_cannot_be_listed_is_hidden_whole() {
+    struct Unlistable(Clocked, PathBuf);
+    impl HostFs for Unlistable {
+        fn kind(&self, p: &Path) -> Option<Kind> {
+            self.0.kind(p)
+        }
+        fn list(&self, d: &Path) -> Vec<(std::ffi::OsString, Kind)> {
+            self.try_list(d).unwrap_or_default()
+        }
+        fn try_list(&self, d: &Path) -> Option<Vec<(std::ffi::OsString, Kind)>> {
+            (d != self.1).then(|| self.0.list(d))
+        }
+        fn read(&self, p: &Path, limit: usize) -> Option<Vec<u8>> {
+            self.0.read(p, limit)
+        }
+        fn stamp(&self, p: &Path) -> Option<(u64, u64, i64, i64)> {
+            self.0.stamp(p)
+        }
+    }
+    let (root, ws, pattern) = glob_tree("unlistable");
+    let records = root.join("state/globs");
+    let roots = [(ws.clone(), true)];
+    let host = Unlistable(Clocked { shift: 60, coarse: false, lists: std::cell::Cell::new(0) }, ws.join("a"));
+    for _ in 0..2 {
+        let got = expand_glob(&pattern, &roots, &host, Some(&records)).unwrap();
+        assert_eq!(got, [ws.join(".env"), ws.join("a")]);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// On a file system with coarse change times, a name added in the same second as the last
 /// listing leaves the directory's time as it was: such a directory is never trusted.
 #[cfg(unix)]
