@@ -692,6 +692,9 @@ pub struct NewRepositories {
     pub repositories: Vec<crate::git::Repository>,
     /// More repositories than [`crate::git::Bounds::AFTER_RUN`]: some were not examined.
     pub too_many: bool,
+    /// Directories changed during the run that could not be listed after it: a repository
+    /// made inside could not be looked for (a sandbox can `chmod 000` a directory).
+    pub unlisted: Vec<PathBuf>,
 }
 
 impl RepoWatch {
@@ -759,9 +762,11 @@ impl RepoWatch {
             &resolver,
             crate::git::Bounds::AFTER_RUN,
         );
+        let since = self.since;
         NewRepositories {
             repositories: found.repositories.into_iter().filter(|r| !self.known.contains(&r.git_dir)).collect(),
             too_many: found.too_many,
+            unlisted: found.unlisted.into_iter().filter(|d| RealFs.changed(d).is_none_or(|c| c >= since)).collect(),
         }
     }
 }

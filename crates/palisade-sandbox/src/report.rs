@@ -232,6 +232,14 @@ pub(crate) fn new_repositories<B: Backend>(
             say.warning(&detail);
             sink.record(&Event::Limit { limit: "repositories".into(), detail });
         }
+        for d in &found.unlisted {
+            let detail = format!(
+                "{} was made unreadable during the run, so it could not be checked for git repositories the sandbox made there: before you run git inside it, look for .git directories and HEAD files",
+                d.display()
+            );
+            say.warning(&detail);
+            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+        }
         for r in found.repositories {
             let path = r.git_dir.display().to_string();
             let gitlink_of = r.gitlink_of.as_ref().map(|p| p.display().to_string());

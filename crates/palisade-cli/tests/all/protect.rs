@@ -978,3 +978,22 @@ fn the_quarantine_never_renames_a_placeholder() {
     left.sort();
     assert_eq!(left, ["HEAD", "config", "objects"]);
 }
+
+/// A repository made inside a directory that the sandbox then makes unreadable cannot be
+/// looked for after the run (as an unprivileged user): the run says so, naming the
+/// directory. As root the directory is read anyway, and the repository is reported and its
+/// configuration and hooks moved aside.
+#[test]
+fn a_repository_hidden_in_an_unreadable_directory_is_not_passed_over_in_silence() {
+    let s = Sandbox::new("p-unlisted");
+    s.git_identity();
+    let o = s.run(&[], &["/bin/sh", "-c", "mkdir -p a && git init -q a/evil && chmod 000 a && echo done"]);
+    let err = stderr(&o);
+    assert!(stdout(&o).contains("done"), "{err}");
+    std::fs::set_permissions(s.path("ws/a"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    if uid() == 0 {
+        assert!(err.contains("was made or changed inside the sandbox"), "{err}");
+    } else {
+        assert!(err.contains(&format!("{} was made unreadable during the run", s.path("ws/a").display())), "{err}");
+    }
+}

@@ -84,6 +84,9 @@ pub struct Found {
     pub notes: Vec<String>,
     /// More repositories than the bounds allow were found (the rest were not examined).
     pub too_many: bool,
+    /// Directories the search could not list (kept read-only as a whole before a run; after
+    /// one, a repository made inside could not be looked for).
+    pub unlisted: Vec<PathBuf>,
 }
 
 /// A git directory, and the work tree whose index records it as a gitlink, if any (git
@@ -158,6 +161,7 @@ pub fn discover_within(
         too_many: false,
         relative_globals: Vec::new(),
         work_trees: Vec::new(),
+        unlisted: Vec::new(),
     };
     for g in globals {
         d.config_file(g, None, 0, "your git configuration");
@@ -186,7 +190,14 @@ pub fn discover_within(
     }
     d.watched.sort();
     d.watched.dedup();
-    Found { controls: d.out, repositories: d.repositories, watched: d.watched, notes: d.notes, too_many: d.too_many }
+    Found {
+        controls: d.out,
+        repositories: d.repositories,
+        watched: d.watched,
+        notes: d.notes,
+        too_many: d.too_many,
+        unlisted: d.unlisted,
+    }
 }
 
 struct Discovery<'a> {
@@ -216,6 +227,8 @@ struct Discovery<'a> {
     relative_globals: Vec<(PathBuf, String)>,
     /// Work trees of the repositories found.
     work_trees: Vec<PathBuf>,
+    /// Directories that could not be listed.
+    unlisted: Vec<PathBuf>,
 }
 
 impl Discovery<'_> {
@@ -344,6 +357,7 @@ impl Discovery<'_> {
         *budget -= 1;
         self.watched.push(dir.to_path_buf());
         let Some(listing) = self.fs.try_list(dir) else {
+            self.unlisted.push(dir.to_path_buf());
             // It could hold a repository whose configuration and hooks the sandbox could
             // then change unseen (it may have made the directory unreadable in an earlier
             // run, to restore it in this one): kept read-only as a whole.
@@ -904,6 +918,7 @@ mod tests {
         let v: Vec<String> = f.controls.iter().map(|c| c.path.display().to_string()).collect();
         has(&v, &["/w/p/a", "/w/p/b/other/.git/hooks"]);
         lacks(&v, &["/w/p/a/inner/.git/hooks"]);
+        assert_eq!(f.unlisted, [PathBuf::from("/w/p/a")]);
     }
 
     #[test]
