@@ -34,6 +34,11 @@ pub trait HostFs {
     fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
         Some(self.list(dir))
     }
+    /// [`HostFs::kind`], but `None` when it cannot be told (a parent that cannot be
+    /// searched, an I/O error) rather than absent: `Some(None)` is absent.
+    fn try_kind(&self, path: &Path) -> Option<Option<Kind>> {
+        Some(self.kind(path))
+    }
     /// The first `limit` bytes of a regular file (links followed, as git follows them);
     /// `None` when it is not a regular file or cannot be read.
     fn read(&self, path: &Path, limit: usize) -> Option<Vec<u8>>;

@@ -231,6 +231,16 @@ impl HostFs for RealFs {
         self.try_list(dir).unwrap_or_default()
     }
 
+    fn try_kind(&self, path: &Path) -> Option<Option<Kind>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Some((!is_placeholder(path, &m)).then(|| kind_of(m.file_type()))),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+                Some(None)
+            }
+            Err(_) => None,
+        }
+    }
+
     fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
@@ -404,6 +414,10 @@ impl HostFs for FsResolver {
 
     fn try_list(&self, dir: &Path) -> Option<Vec<(OsString, Kind)>> {
         RealFs.try_list(dir)
+    }
+
+    fn try_kind(&self, path: &Path) -> Option<Option<Kind>> {
+        RealFs.try_kind(path)
     }
 
     fn stamp(&self, path: &Path) -> Option<(u64, u64, i64, i64)> {
@@ -695,6 +709,9 @@ pub struct NewRepositories {
     /// Directories changed during the run that could not be listed after it: a repository
     /// made inside could not be looked for (a sandbox can `chmod 000` a directory).
     pub unlisted: Vec<PathBuf>,
+    /// The search ran out of its budget ([`crate::git::Bounds::AFTER_RUN`]): a repository
+    /// made past it was not looked for.
+    pub incomplete: bool,
 }
 
 impl RepoWatch {
@@ -767,6 +784,7 @@ impl RepoWatch {
             repositories: found.repositories.into_iter().filter(|r| !self.known.contains(&r.git_dir)).collect(),
             too_many: found.too_many,
             unlisted: found.unlisted.into_iter().filter(|d| RealFs.changed(d).is_none_or(|c| c >= since)).collect(),
+            incomplete: found.incomplete,
         }
     }
 }

@@ -232,6 +232,14 @@ pub(crate) fn new_repositories<B: Backend>(
             say.warning(&detail);
             sink.record(&Event::Limit { limit: "repositories".into(), detail });
         }
+        if found.incomplete {
+            let detail = format!(
+                "the search for git repositories after the run stopped after {} directories under a writable directory: a repository the sandbox made past them was not checked; look for .git directories and HEAD files made during the run before you run git there",
+                palisade_policy::git::Bounds::AFTER_RUN.scan_budget
+            );
+            say.warning(&detail);
+            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+        }
         for d in &found.unlisted {
             let detail = format!(
                 "{} was made unreadable during the run, so it could not be checked for git repositories the sandbox made there: before you run git inside it, look for .git directories and HEAD files",

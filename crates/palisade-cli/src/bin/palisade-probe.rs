@@ -145,6 +145,12 @@ mod linux {
                 ) as i64,
                 "pivot_root" => libc::syscall(libc::SYS_pivot_root, c(".").as_ptr(), c(".").as_ptr()),
                 "chroot" => libc::chroot(c("/").as_ptr()) as i64,
+                // Reads another process's limit (changes nothing): refused when the process
+                // is out of reach.
+                "prlimit_read" => {
+                    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::prlimit(num(args, 0) as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) as i64
+                }
                 // Opened for writing, never written (an open that succeeds is closed at once).
                 "open_write" => {
                     let fd = libc::open(c(&args[0]).as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);

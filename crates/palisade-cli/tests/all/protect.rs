@@ -997,3 +997,24 @@ fn a_repository_hidden_in_an_unreadable_directory_is_not_passed_over_in_silence(
         assert!(err.contains(&format!("{} was made unreadable during the run", s.path("ws/a").display())), "{err}");
     }
 }
+
+/// A repository in a directory the sandbox made unsearchable in an earlier run (mode 600:
+/// listed, but its `.git` hidden from the next run's search) stays protected: the directory
+/// is kept read-only as a whole, so the sandbox can neither open it up again nor write its
+/// configuration. (As root the search sees through the mode anyway.)
+#[test]
+fn a_repository_in_a_directory_made_unsearchable_stays_protected() {
+    let s = Sandbox::new("p-unsearchable");
+    s.git_identity();
+    let proj = s.path("ws/proj");
+    repo(&s, &proj);
+    let config = std::fs::read_to_string(proj.join(".git/config")).unwrap();
+    let o = s.run(&[], &["/bin/sh", "-c", "chmod 600 proj && echo done"]);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    let attack =
+        "chmod 755 proj; printf '[core]\\n\\tfsmonitor = true\\n' >> proj/.git/config; chmod 600 proj; echo done";
+    let o = s.run(&[], &["/bin/sh", "-c", attack]);
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    std::fs::set_permissions(&proj, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert_eq!(std::fs::read_to_string(proj.join(".git/config")).unwrap(), config, "{}", stderr(&o));
+}

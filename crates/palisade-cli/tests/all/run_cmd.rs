@@ -125,7 +125,7 @@ fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
     let ws = s.ws();
     let probe = probe_bin();
     let inner_script = format!(
-        "setsid sleep 31 & cat ../outer-only.txt; echo x > ../escaped.txt; echo ok > inside.txt; {probe} connect_tcp 127.0.0.1:9; {probe} socket_tcp; echo done"
+        "setsid sleep 31 & cat ../outer-only.txt; echo x > ../escaped.txt; echo ok > inside.txt; {probe} connect_tcp 127.0.0.1:9; {probe} socket_tcp; echo prlimit-$({probe} prlimit_read 1); echo done"
     );
     // The inner sandbox's temporary directory is its own, so that `${tmp}` does not grant
     // the (outer sandbox's) /tmp where this test's files live.
@@ -147,6 +147,8 @@ fn degraded_mode_runs_with_landlock_and_seccomp_and_says_what_is_missing() {
     assert!(s.path("ws/inner/inside.txt").exists(), "the workspace was not writable");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines.iter().filter(|l| **l == "EPERM").count() >= 2, "network was not refused: {out}");
+    // No pid namespace: a process outside (here the outer sandbox's init) is out of reach.
+    assert!(out.contains("prlimit-EPERM"), "{out}");
 }
 
 #[test]

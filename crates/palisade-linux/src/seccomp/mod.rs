@@ -58,12 +58,29 @@ pub struct FilterOptions {
     /// Part of this one filter rather than a second one: every filter in a chain runs on
     /// every system call, so a second one would tax `read` and `stat` as well as `execve`.
     pub notify_exec: bool,
+    /// Calls that act on another process by its id (`prlimit64`, `setpriority`,
+    /// `sched_setaffinity`, `sched_setattr`, `sched_setscheduler`, `sched_setparam`,
+    /// `ioprio_set`) only on the caller itself (id 0), and `process_madvise` refused
+    /// (degraded mode: without a pid namespace every process of the user, and of every user
+    /// as root, is in reach; Landlock's scoping covers signals only). `prlimit64` on another
+    /// process needs only the same uid: as root, lowering init's CPU limit would end it.
+    pub own_process_only: bool,
 }
+
+/// The calls [`FilterOptions::own_process_only`] limits to the caller (pid argument 0).
+const OWN_PROCESS: [i64; 5] = [
+    libc_sys::prlimit64,
+    libc_sys::sched_setaffinity,
+    libc_sys::sched_setattr,
+    libc_sys::sched_setscheduler,
+    libc_sys::sched_setparam,
+];
 
 /// The filter, as BPF instructions: architecture check (anything else is killed), the x32
 /// entry point refused, argument checks for `clone`, `ioctl`, `socket`, `socketpair` and
-/// `personality`, then a binary search over the allow and deny tables; any other number
-/// returns `ENOSYS`.
+/// `personality` (and, with [`FilterOptions::own_process_only`], for the calls that act on
+/// a process by its id), then a binary search over the allow and deny tables; any other
+/// number returns `ENOSYS`.
 pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
     let mut table: BTreeMap<u32, Action> = BTreeMap::new();
     for (_, n) in allowed() {
@@ -76,9 +93,15 @@ pub fn filter(opts: FilterOptions) -> Result<Vec<Insn>, FilterError> {
         table.insert(libc_sys::execve as u32, Action::UserNotif);
         table.insert(libc_sys::execveat as u32, Action::UserNotif);
     }
-    let special = [libc_sys::clone, libc_sys::ioctl, libc_sys::socket, libc_sys::socketpair, libc_sys::personality];
-    for n in special {
-        table.remove(&(n as u32));
+    let mut special =
+        vec![libc_sys::clone, libc_sys::ioctl, libc_sys::socket, libc_sys::socketpair, libc_sys::personality];
+    if opts.own_process_only {
+        special.extend(OWN_PROCESS);
+        special.extend([libc_sys::setpriority, libc_sys::ioprio_set]);
+        table.insert(libc_sys::process_madvise as u32, EPERM);
+    }
+    for n in &special {
+        table.remove(&(*n as u32));
     }
     let mut a = Asm::default();
     a.push(Stmt::Load(ARCH));
@@ -139,6 +162,19 @@ fn argument_checks(a: &mut Asm, nr: i64, opts: FilterOptions) {
                 .push(Stmt::Load(arg_lo(2)))
                 .push(Stmt::IfEq(libc::NETLINK_ROUTE as u32, allow))
                 .push(Stmt::Ret(EPERM));
+        }
+        n if OWN_PROCESS.contains(&n) => {
+            a.push(Stmt::Load(arg_lo(0))).push(Stmt::IfEq(0, allow)).push(Stmt::Ret(EPERM));
+        }
+        n if n == libc_sys::setpriority || n == libc_sys::ioprio_set => {
+            // `which` must name one process (PRIO_PROCESS 0, IOPRIO_WHO_PROCESS 1), and
+            // `who` the caller (0).
+            // include/uapi/linux/resource.h and ioprio.h (the numbers, whatever platform
+            // this filter is built on).
+            let one = if n == libc_sys::setpriority { 0 } else { 1 };
+            let who = a.label();
+            a.push(Stmt::Load(arg_lo(0))).push(Stmt::IfEq(one, who)).push(Stmt::Ret(EPERM));
+            a.push(Stmt::Mark(who)).push(Stmt::Load(arg_lo(1))).push(Stmt::IfEq(0, allow)).push(Stmt::Ret(EPERM));
         }
         n if n == libc_sys::socketpair => {
             a.push(Stmt::Load(arg_lo(0))).push(Stmt::IfEq(libc::AF_UNIX as u32, allow)).push(Stmt::Ret(EPERM));
@@ -230,6 +266,32 @@ mod tests {
             }
             assert!(!constant_allow(&prog, libc_sys::getpid as i32, 0x4000_0003), "a foreign architecture");
         }
+    }
+
+    /// Degraded mode: the calls that act on a process by its id reach the caller only.
+    #[test]
+    fn without_a_pid_namespace_other_processes_are_out_of_reach() {
+        let prog = filter(FilterOptions { own_process_only: true, ..Default::default() }).unwrap();
+        let run = |nr: i64, args: [u64; 6]| interpret(&prog, &Data { nr: nr as i32, arch: AUDIT_ARCH, args }).unwrap();
+        let (allow, eperm) = (Action::Allow.ret(), EPERM.ret());
+        for nr in OWN_PROCESS {
+            assert_eq!(run(nr, [0, 1, 2, 0, 0, 0]), allow, "{nr} on itself");
+            assert_eq!(run(nr, [1, 1, 2, 0, 0, 0]), eperm, "{nr} on pid 1");
+        }
+        let prio = libc_sys::setpriority;
+        assert_eq!(run(prio, [0, 0, 5, 0, 0, 0]), allow, "nice()");
+        assert_eq!(run(prio, [0, 1, 5, 0, 0, 0]), eperm, "another process");
+        assert_eq!(run(prio, [2, 0, 5, 0, 0, 0]), eperm, "every process of the user");
+        assert_eq!(run(libc_sys::ioprio_set, [1, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(run(libc_sys::ioprio_set, [3, 0, 0, 0, 0, 0]), eperm, "IOPRIO_WHO_USER");
+        assert_eq!(run(libc_sys::process_madvise, [3, 0, 0, 0, 0, 0]), eperm);
+        // With a pid namespace (the default), the namespace is the limit: unchanged.
+        let full = filter(FilterOptions::default()).unwrap();
+        assert_eq!(
+            interpret(&full, &Data { nr: libc_sys::prlimit64 as i32, arch: AUDIT_ARCH, args: [1, 0, 0, 0, 0, 0] })
+                .unwrap(),
+            allow
+        );
     }
 
     #[test]

@@ -579,8 +579,12 @@ fn run_on_host(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
     }
-    let filter =
-        bpf_filter(crate::seccomp::FilterOptions { refuse_inet: true, refuse_unix_socket: true, notify_exec: false })?;
+    let filter = bpf_filter(crate::seccomp::FilterOptions {
+        refuse_inet: true,
+        refuse_unix_socket: true,
+        notify_exec: false,
+        own_process_only: true,
+    })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
     let (ours, theirs) = ffi::seqpacket_pair().map_err(|e| setup("control socket", e))?;
     let signals = terminal::SignalFd::new().map_err(|e| setup("signals", e))?;

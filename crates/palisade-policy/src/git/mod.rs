@@ -87,6 +87,8 @@ pub struct Found {
     /// Directories the search could not list (kept read-only as a whole before a run; after
     /// one, a repository made inside could not be looked for).
     pub unlisted: Vec<PathBuf>,
+    /// The search ran out of its budget of directories under some root.
+    pub incomplete: bool,
 }
 
 /// A git directory, and the work tree whose index records it as a gitlink, if any (git
@@ -162,11 +164,14 @@ pub fn discover_within(
         relative_globals: Vec::new(),
         work_trees: Vec::new(),
         unlisted: Vec::new(),
+        roots_index: 0,
+        stopped: Vec::new(),
     };
     for g in globals {
         d.config_file(g, None, 0, "your git configuration");
     }
-    for root in roots {
+    for (i, root) in roots.iter().enumerate() {
+        d.roots_index = i;
         d.root(root);
     }
     while let Some((gitdir, worktree)) = d.queue.pop() {
@@ -197,6 +202,7 @@ pub fn discover_within(
         notes: d.notes,
         too_many: d.too_many,
         unlisted: d.unlisted,
+        incomplete: !d.stopped.is_empty(),
     }
 }
 
@@ -229,6 +235,9 @@ struct Discovery<'a> {
     work_trees: Vec<PathBuf>,
     /// Directories that could not be listed.
     unlisted: Vec<PathBuf>,
+    /// Which root is being searched, and the roots whose search ran out of budget.
+    roots_index: usize,
+    stopped: Vec<usize>,
 }
 
 impl Discovery<'_> {
@@ -243,6 +252,21 @@ impl Discovery<'_> {
     fn has_dot_git(&mut self, dir: &Path) -> bool {
         self.watched.push(dir.to_path_buf());
         self.fs.kind(&dir.join(".git")).is_some()
+    }
+
+    /// A directory that cannot be listed or searched could hold a repository whose
+    /// configuration and hooks the sandbox could then change unseen (it may have made the
+    /// directory unreadable in an earlier run, to restore it in this one): kept read-only as
+    /// a whole, and named ([`Found::unlisted`]).
+    fn unsearchable(&mut self, dir: &Path) {
+        self.unlisted.push(dir.to_path_buf());
+        self.push(
+            dir.to_path_buf(),
+            format!(
+                "{} cannot be listed or searched, so a repository inside it could not be looked for: it stays read-only",
+                dir.display()
+            ),
+        );
     }
 
     fn push(&mut self, path: PathBuf, what: String) {
@@ -347,27 +371,24 @@ impl Discovery<'_> {
             return;
         }
         if *budget == 0 {
-            self.notes.push(format!(
-                "the search for git repositories stopped after {} directories, before {}: a repository below it is not protected",
-                self.bounds.scan_budget,
-                dir.display()
-            ));
+            // Said once per root (a sandbox can make thousands of directories to push a
+            // repository past the budget, and a line for each would bury the one that
+            // matters): the first directory left out, and that the search is incomplete.
+            if !self.stopped.contains(&self.roots_index) {
+                self.stopped.push(self.roots_index);
+                self.notes.push(format!(
+                    "the search for git repositories stopped after {} directories, first before {}: a repository below the directories not searched is not protected (a directory with more than {} subdirectories at the top of a writable directory does this; made by a sandbox, it may hide one on purpose)",
+                    self.bounds.scan_budget,
+                    dir.display(),
+                    self.bounds.scan_budget
+                ));
+            }
             return;
         }
         *budget -= 1;
         self.watched.push(dir.to_path_buf());
         let Some(listing) = self.fs.try_list(dir) else {
-            self.unlisted.push(dir.to_path_buf());
-            // It could hold a repository whose configuration and hooks the sandbox could
-            // then change unseen (it may have made the directory unreadable in an earlier
-            // run, to restore it in this one): kept read-only as a whole.
-            self.push(
-                dir.to_path_buf(),
-                format!(
-                    "{} cannot be listed, so a repository inside it could not be looked for: it stays read-only",
-                    dir.display()
-                ),
-            );
+            self.unsearchable(dir);
             return;
         };
         for (name, kind) in listing {
@@ -375,7 +396,14 @@ impl Discovery<'_> {
                 continue;
             }
             let sub = dir.join(&name);
-            if self.has_dot_git(&sub) {
+            // A directory that can be listed but not searched (mode 600) hides its `.git`
+            // from `lstat` just as well.
+            self.watched.push(sub.clone());
+            let Some(dot_git) = self.fs.try_kind(&sub.join(".git")) else {
+                self.unsearchable(&sub);
+                continue;
+            };
+            if dot_git.is_some() {
                 self.dot_git(&sub);
             } else if self.fs.kind(&sub.join("HEAD")).is_some() && self.is_git_dir(&sub) {
                 // A bare repository (or one made to look like it): git run inside it reads
@@ -908,17 +936,24 @@ mod tests {
             fn try_list(&self, d: &Path) -> Option<Vec<(std::ffi::OsString, Kind)>> {
                 (d != Path::new("/w/p/a")).then(|| self.0.list(d))
             }
+            fn try_kind(&self, p: &Path) -> Option<Option<Kind>> {
+                // /w/p/c can be listed, not searched (mode 600).
+                (!p.starts_with("/w/p/c/")).then(|| self.0.kind(p))
+            }
             fn read(&self, p: &Path, limit: usize) -> Option<Vec<u8>> {
                 self.0.read(p, limit)
             }
         }
-        let fs = Unlistable(MemFs::new().git_dir("/w/p/a/inner/.git").git_dir("/w/p/b/other/.git"));
+        let fs =
+            Unlistable(MemFs::new().git_dir("/w/p/a/inner/.git").git_dir("/w/p/b/other/.git").git_dir("/w/p/c/.git"));
         let roots = [PathBuf::from("/w/p")];
         let f = discover(&roots, &[], Path::new("/home/u"), &fs, &Lexical);
         let v: Vec<String> = f.controls.iter().map(|c| c.path.display().to_string()).collect();
-        has(&v, &["/w/p/a", "/w/p/b/other/.git/hooks"]);
+        has(&v, &["/w/p/a", "/w/p/b/other/.git/hooks", "/w/p/c"]);
         lacks(&v, &["/w/p/a/inner/.git/hooks"]);
-        assert_eq!(f.unlisted, [PathBuf::from("/w/p/a")]);
+        let mut unlisted = f.unlisted.clone();
+        unlisted.sort();
+        assert_eq!(unlisted, [PathBuf::from("/w/p/a"), "/w/p/c".into()]);
     }
 
     #[test]
@@ -1107,7 +1142,10 @@ mod tests {
             fs = fs.with(&format!("/w/ws/d{i:05}/x/y"), Kind::Dir);
         }
         let f = discover(&[PathBuf::from("/w/ws")], &[], Path::new("/h"), &fs, &Lexical);
-        assert!(f.notes.iter().any(|n| n.contains("stopped after")), "{:?}", f.notes);
+        // Said once, not once per directory left out (which would bury it), and the result
+        // says the search is incomplete (what the run after the sandbox warns about).
+        assert_eq!(f.notes.iter().filter(|n| n.contains("stopped after")).count(), 1, "{:?}", f.notes);
+        assert!(f.incomplete);
     }
 
     #[test]
