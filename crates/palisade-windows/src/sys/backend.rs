@@ -556,9 +556,17 @@ pub(super) fn run_in_job(
     let watcher = Arc::clone(&job);
     let done = Arc::new(AtomicBool::new(false));
     let finished = Arc::clone(&done);
-    let monitor = std::thread::spawn(move || watch(&watcher, &*events, &finished));
+    // The command's own command line is the one given to CreateProcessW: what the watcher
+    // reports for it when the process cannot be read in time (under load, a command that
+    // exits at once; under Wine, before it has run at all).
+    let root: Arc<std::sync::OnceLock<(u32, String)>> = Arc::new(std::sync::OnceLock::new());
+    let known = Arc::clone(&root);
+    let monitor = std::thread::spawn(move || watch(&watcher, &*events, &finished, &known));
     let code = match launch::start(&spec, &job) {
-        Ok(p) => p.wait().map_err(step("waiting for the command")),
+        Ok(p) => {
+            let _ = root.set((p.pid, launch.line.clone()));
+            p.wait().map_err(step("waiting for the command"))
+        }
         Err(e) if e.raw_os_error() == Some(2) || e.raw_os_error() == Some(3) => {
             Err(RunError::NotFound(format!("{}: command not found", plan.launch.argv[0])))
         }
@@ -575,13 +583,25 @@ pub(super) fn run_in_job(
 
 /// Reports the job's messages until it is empty, or until `done` is set and no message
 /// comes for 100 ms (a command that never started leaves a job that never empties).
-fn watch(job: &Job, events: &dyn palisade_sandbox::Events, done: &AtomicBool) {
+fn watch(
+    job: &Job,
+    events: &dyn palisade_sandbox::Events,
+    done: &AtomicBool,
+    root: &std::sync::OnceLock<(u32, String)>,
+) {
+    let facts = |pid: u32| {
+        let mut f = process_facts(pid);
+        if f.command_line.is_none() {
+            f.command_line = root.get().filter(|(p, _)| *p == pid).map(|(_, line)| line.clone());
+        }
+        f
+    };
     loop {
         match job.next(100) {
             None if done.load(Ordering::SeqCst) => return,
             Some(Message::Empty) => return,
             Some(m) => {
-                if let Some(e) = crate::monitor::event_of(m, process_facts) {
+                if let Some(e) = crate::monitor::event_of(m, facts) {
                     events.event(e);
                 }
             }

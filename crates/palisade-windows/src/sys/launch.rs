@@ -59,7 +59,6 @@ pub struct Started {
     /// Its handle.
     pub process: Handle,
     /// Its id (the job's messages name processes by it).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub pid: u32,
 }
 
