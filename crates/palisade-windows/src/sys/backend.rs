@@ -589,19 +589,37 @@ fn watch(
     done: &AtomicBool,
     root: &std::sync::OnceLock<(u32, String)>,
 ) {
-    let facts = |pid: u32| {
-        let mut f = process_facts(pid);
-        if f.command_line.is_none() {
-            f.command_line = root.get().filter(|(p, _)| *p == pid).map(|(_, line)| line.clone());
+    // The job's first process is the command: its command line is known (it is reported
+    // as it was given; reading it from a process not yet started can take long, and the
+    // next process's message would wait behind it). `launch::start` names it within
+    // moments of the job's message.
+    let mut first = true;
+    let mut facts = move |pid: u32| {
+        if std::mem::take(&mut first) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+            while root.get().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if let Some((_, line)) = root.get().filter(|(p, _)| *p == pid) {
+                let parent = snapshot(pid).map_or(0, |(_, parent)| parent);
+                return crate::monitor::ProcessFacts {
+                    image: image_soon(pid),
+                    command_line: Some(line.clone()),
+                    parent,
+                };
+            }
         }
-        f
+        process_facts(pid)
     };
     loop {
         match job.next(100) {
             None if done.load(Ordering::SeqCst) => return,
             Some(Message::Empty) => return,
             Some(m) => {
-                if let Some(e) = crate::monitor::event_of(m, facts) {
+                // Borrowed, not moved: the same closure serves the next message.
+                #[allow(clippy::needless_borrows_for_generic_args)]
+                let event = crate::monitor::event_of(m, &mut facts);
+                if let Some(e) = event {
                     events.event(e);
                 }
             }
@@ -622,6 +640,9 @@ fn process_facts(pid: u32) -> crate::monitor::ProcessFacts {
         }
         command_line_of(pid)
     });
+    // A process that became readable only while its command line was waited for (seen
+    // under Wine on a loaded machine): its image once more.
+    let image = image.or_else(|| command_line.as_ref().and_then(|_| image_of(pid).or_else(|| snapshot_name(pid))));
     let parent = snapshot(pid).map_or(0, |(_, parent)| parent);
     crate::monitor::ProcessFacts { image, command_line, parent }
 }

@@ -58,7 +58,8 @@ fn helper() {
     match what.as_str() {
         "exit7" => std::process::exit(7),
         "exit7_later" => {
-            std::thread::sleep(Duration::from_millis(500));
+            // Long enough for the job's watcher to read it on a loaded machine under Wine.
+            std::thread::sleep(Duration::from_millis(1500));
             std::process::exit(7);
         }
         "env" => {
