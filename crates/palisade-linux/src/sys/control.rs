@@ -108,8 +108,19 @@ pub fn send(sock: RawFd, msg: &Msg, fds: &[RawFd]) -> io::Result<()> {
 /// that is no message (its descriptors are closed).
 pub fn recv(sock: RawFd) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
     let mut buf = [0u8; MAX_TEXT + 8];
+    let mut reset = false;
     loop {
-        let (n, fds) = ffi::recv_with_fds(sock, &mut buf)?;
+        let (n, fds) = match ffi::recv_with_fds(sock, &mut buf) {
+            // The peer closed with a message of ours unread (init died during set-up before
+            // it read READY): the kernel reports that first (`sock_error` ahead of the
+            // queue in `__skb_try_recv_datagram`), once, and the messages the peer sent
+            // before it died, its own report among them, are still queued: read on.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) && !reset => {
+                reset = true;
+                continue;
+            }
+            r => r?,
+        };
         if n == 0 {
             return Ok(None);
         }
