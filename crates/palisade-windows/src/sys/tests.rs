@@ -216,7 +216,7 @@ pub(super) fn fresh_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Whether this is Wine (ntdll exports `wine_get_version`).
-fn under_wine() -> bool {
+pub(super) fn under_wine() -> bool {
     super::appcontainer::Api::has("ntdll.dll", "wine_get_version")
 }
 
