@@ -224,29 +224,28 @@ pub(crate) fn new_repositories<B: Backend>(
     Box::new(move || {
         let Some(w) = watch.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
         let found = w.new_repositories();
+        // What could not be checked: said, and recorded as the repositories limit.
+        let unchecked = |detail: String| {
+            say.warning(&detail);
+            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+        };
         if found.too_many {
-            let detail = format!(
+            unchecked(format!(
                 "more git repositories than Palisade examines ({}) lie under the writable directories after the run: not all were checked for what the sandbox wrote; look for .git directories and HEAD files made during the run before you run git there",
                 palisade_policy::git::Bounds::AFTER_RUN.repositories
-            );
-            say.warning(&detail);
-            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+            ));
         }
         if found.incomplete {
-            let detail = format!(
+            unchecked(format!(
                 "the search for git repositories after the run stopped after {} directories under a writable directory: a repository the sandbox made past them was not checked; look for .git directories and HEAD files made during the run before you run git there",
                 palisade_policy::git::Bounds::AFTER_RUN.scan_budget
-            );
-            say.warning(&detail);
-            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+            ));
         }
         for d in &found.unlisted {
-            let detail = format!(
+            unchecked(format!(
                 "{} was made unreadable during the run, so it could not be checked for git repositories the sandbox made there: before you run git inside it, look for .git directories and HEAD files",
                 d.display()
-            );
-            say.warning(&detail);
-            sink.record(&Event::Limit { limit: "repositories".into(), detail });
+            ));
         }
         for r in found.repositories {
             let path = r.git_dir.display().to_string();
