@@ -22,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a command inside the sandbox: `palisade run [OPTIONS] -- CMD [ARGS...]`.
     Run(RunArgs),
+    /// Warm sessions: one sandbox brought up once, many commands run in it with `run --session
+    /// NAME` (an agent's many short commands pay the start-up once).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Show, explain and check policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -91,10 +95,54 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Bring up a sandbox for later commands and print its name once it can take them. It
+    /// ends with `session stop`, or when its owner ends (by default the process that ran
+    /// this: your shell or agent).
+    Start(SessionStartArgs),
+    /// End a session: its commands and every process left in it are killed, and its audit
+    /// log is closed.
+    Stop {
+        /// The session's name, as `session start` printed it.
+        name: String,
+    },
+    /// List the running sessions of this user, one name per line.
+    List,
+    /// The session's own process, started by `session start` (not for direct use).
+    #[command(hide = true)]
+    Serve(SessionStartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionStartArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// The session's name (letters, digits, '.', '_', '-'); default: a fresh one.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The process whose end ends the session (default: the parent of this command).
+    #[arg(long, value_name = "PID")]
+    pub owner: Option<u32>,
+    /// Write the session's audit log to FILE (as `run --audit`).
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Do not record every exec in the audit log.
+    #[arg(long)]
+    pub no_exec_trace: bool,
+    /// The owner's start time, as `session start` read it (internal).
+    #[arg(long, hide = true, value_name = "TICKS")]
+    pub owner_start: Option<u64>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Run the command in the warm session NAME (`palisade session start`), whose policy
+    /// applies: policy options are refused here.
+    #[arg(long, value_name = "NAME")]
+    pub session: Option<String>,
     /// Write the audit log to FILE, which must not exist yet and must not be writable inside
     /// the sandbox (default: $XDG_STATE_HOME/palisade/sessions/session-TIME-PID.jsonl).
     #[arg(long, value_name = "FILE")]
@@ -132,7 +180,7 @@ pub struct RunArgs {
 
 /// Options that select and adjust the policy; shared by `run`, `policy show` and
 /// `policy explain`, so `show` and `explain` see exactly what `run` would enforce.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq, Eq)]
 pub struct PolicyArgs {
     /// The project directory the agent works on (default: the current directory).
     #[arg(long, value_name = "DIR")]

@@ -22,6 +22,7 @@ pub fn run(args: McpArgs) -> Outcome {
         tmp: tmp.clone(),
         trace_exec: false,
         copies: None,
+        session: false,
     };
     let view = palisade_sandbox::view::build(&policy, &host, &req)
         .map_err(|e| Failure { message: e.to_string(), hint: None })?;
@@ -39,6 +40,7 @@ pub fn run(args: McpArgs) -> Outcome {
             missing: Vec::new(),
             limits: String::new(),
             denials: String::new(),
+            session: None,
         },
     );
     let workspace = policy.workspace.clone();

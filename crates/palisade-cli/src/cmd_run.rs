@@ -6,6 +6,10 @@ use crate::cmd_policy::load_policy_on;
 use crate::{Failure, Outcome};
 
 pub fn run(args: RunArgs) -> Outcome {
+    if let Some(name) = &args.session {
+        args_for_session(&args)?;
+        return crate::cmd_session::run_in(name, args.command);
+    }
     // The policy is loaded and validated first, so policy errors are reported as such.
     let host = palisade_policy::load::FsResolver::default();
     let (env, policy) = load_policy_on(&args.policy, &host)?;
@@ -20,15 +24,38 @@ pub fn run(args: RunArgs) -> Outcome {
         allow_degraded: args.allow_degraded,
         trace_exec: !args.no_exec_trace,
         quiet: args.quiet,
+        #[cfg(target_os = "linux")]
+        session: None,
     };
     palisade_sandbox::run(&mut backend, spec, &env, &policy, &host)
         .map_err(|r| Failure { message: r.message, hint: r.hint })
 }
 
+/// `run --session`: the session's policy and audit log apply, so every option that would
+/// choose otherwise is refused rather than ignored.
+fn args_for_session(args: &RunArgs) -> Result<(), Failure> {
+    let given = [
+        (args.policy != crate::cli::PolicyArgs::default(), "policy options"),
+        (args.audit.is_some(), "--audit"),
+        (args.events.is_some(), "--events"),
+        (args.watch, "--watch"),
+        (args.allow_degraded, "--allow-degraded"),
+        (args.no_exec_trace, "--no-exec-trace"),
+        (args.dry_run, "--dry-run"),
+    ];
+    match given.iter().find(|(on, _)| *on) {
+        Some((_, what)) => Err(Failure {
+            message: format!("{what} cannot be given with --session: the session's own apply"),
+            hint: Some("give them to `palisade session start`".into()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// This platform's backend: Linux, whose runs record their placeholders under
 /// `$XDG_STATE_HOME/palisade/placeholders` (which the built-in policy hides).
 #[cfg(target_os = "linux")]
-fn backend(env: &palisade_policy::load::Environment) -> Result<palisade_linux::Linux, Failure> {
+pub fn backend(env: &palisade_policy::load::Environment) -> Result<palisade_linux::Linux, Failure> {
     Ok(palisade_linux::Linux::new(env.state_home.join("palisade/placeholders")))
 }
 
@@ -96,7 +123,7 @@ impl palisade_sandbox::Backend for NoBackend {
 /// The `--events` destination: "-" (stdout) or an open, writable descriptor, duplicated
 /// close-on-exec so that nothing started later inherits it.
 #[cfg(target_os = "linux")]
-fn event_fd(spec: &str) -> Result<std::fs::File, Failure> {
+pub fn event_fd(spec: &str) -> Result<std::fs::File, Failure> {
     let hint = Some("pass --events - for stdout, or an open descriptor such as --events 3 with 3>events.jsonl".into());
     let fd: i32 = if spec == "-" {
         1

@@ -8,6 +8,7 @@ mod cmd_mcp;
 mod cmd_policy;
 mod cmd_profiles;
 mod cmd_run;
+mod cmd_session;
 #[cfg(windows)]
 mod cmd_windows;
 mod exit;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => cmd_run::run(args),
+        Command::Session(cmd) => cmd_session::run(cmd),
         Command::Policy(cmd) => cmd_policy::run(cmd),
         Command::Check(args) => cmd_check::run(args),
         Command::Audit(cmd) => cmd_audit::run(cmd),

@@ -153,6 +153,7 @@ impl Backend for Linux {
             denials: self.denials.take(),
             cgroup: self.cgroup.take(),
             placeholders: Some(self.registry.clone()),
+            serve: wiring.serve,
         };
         crate::run(plan, opts)
     }

@@ -27,8 +27,8 @@ pub use backend::Linux;
 pub use sys::watch::{LimitHit, OnLimit};
 #[cfg(target_os = "linux")]
 pub use sys::{
-    Gateway, GatewaySockets, KillSwitch, PtyUse, RunOptions, cgroup, cgroup_layout, exectrace, ffi, kaudit,
-    placeholders, probe, quarantine, run,
+    Gateway, GatewaySockets, KillSwitch, PtyUse, RunOptions, attach, cgroup, cgroup_layout, exectrace, ffi, kaudit,
+    owner, placeholders, probe, quarantine, run,
 };
 
 /// How the command ended: the portable type every backend returns.

@@ -253,6 +253,7 @@ mod tests {
             missing: vec![],
             limits: "rlimits".into(),
             denials: "recorded".into(),
+            session: None,
         };
         log.record(&start);
         log.record(&Event::Dns {

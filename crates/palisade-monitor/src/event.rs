@@ -35,6 +35,10 @@ pub enum Event {
         /// not (then the absence of `denial` events means nothing).
         #[serde(default)]
         denials: String,
+        /// A warm session's name (`palisade session start`): its commands come later, each
+        /// as a `command` record; `argv` is then empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
     },
     /// A process in the sandbox called `execve`/`execveat` (pids inside the sandbox).
     Exec {
@@ -226,6 +230,30 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         quarantined: Vec<String>,
     },
+    /// A command of a warm session (`palisade run --session`) was asked for; `id` numbers
+    /// the session's commands from 1, and its `exec` records follow.
+    Command {
+        /// Its number in the session.
+        id: u64,
+        /// The command as given.
+        argv: Vec<String>,
+        /// Its working directory inside.
+        cwd: String,
+    },
+    /// A command of a warm session ended (or did not start: 125, 126, 127 and `error`).
+    CommandEnd {
+        /// Its number in the session.
+        id: u64,
+        /// Its exit status, when it exited.
+        exit_code: Option<i32>,
+        /// The signal that killed it, when one did.
+        signal: Option<i32>,
+        /// From the request to its end, in milliseconds.
+        duration_ms: u64,
+        /// Why it did not start, when it did not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A monitor rule fired and its action was taken.
     MonitorAction {
         /// The rule's name (or its condition when unnamed).
@@ -325,6 +353,8 @@ impl Totals {
             | Event::Traffic { .. }
             | Event::NewRepository { .. }
             | Event::Inbound { .. }
+            | Event::Command { .. }
+            | Event::CommandEnd { .. }
             | Event::ToolCall { .. } => {}
         }
     }
@@ -347,6 +377,8 @@ impl Event {
             Event::Limit { .. } => "limit",
             Event::NewRepository { .. } => "new_repository",
             Event::ToolCall { .. } => "tool_call",
+            Event::Command { .. } => "command",
+            Event::CommandEnd { .. } => "command_end",
             Event::Inbound { .. } => "inbound",
             Event::MonitorAction { .. } => "monitor_action",
             Event::SessionEnd { .. } => "session_end",

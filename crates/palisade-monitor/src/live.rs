@@ -199,6 +199,14 @@ pub fn watch_line(event: &Event) -> String {
             if *allowed { "done" } else { "REFUSED" },
             printable(reason)
         ),
+        Event::Command { id, argv, cwd } => {
+            format!("cmd    #{id} {} (in {})", printable(&argv.join(" ")), printable(cwd))
+        }
+        Event::CommandEnd { id, exit_code, signal, duration_ms, error } => match (exit_code, signal, error) {
+            (_, _, Some(e)) => format!("cmd    #{id} did not start: {}", printable(e)),
+            (_, Some(sig), None) => format!("cmd    #{id} killed by signal {sig} after {duration_ms} ms"),
+            (c, None, None) => format!("cmd    #{id} exit {} after {duration_ms} ms", c.unwrap_or(0)),
+        },
         Event::MonitorAction { rule, action, reason, .. } => {
             format!("RULE   {:?} fired: {} ({})", printable(rule), printable(action), printable(reason))
         }

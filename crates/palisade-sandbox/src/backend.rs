@@ -160,6 +160,10 @@ pub struct Wiring {
     /// Called once the sandbox has ended, before the backend undoes what it made on the host
     /// (the session looks at what the run left).
     pub on_ended: Box<dyn FnOnce() + Send>,
+    /// A warm session ([`crate::Request::session`]): the commands to start in the sandbox,
+    /// instead of the plan's own. A backend that cannot serve them refuses the run.
+    #[cfg(target_os = "linux")]
+    pub serve: Option<crate::warm::Serve>,
 }
 
 impl std::fmt::Debug for Wiring {

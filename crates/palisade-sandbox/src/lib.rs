@@ -17,6 +17,8 @@ mod backend;
 mod copies;
 mod event;
 pub mod exit;
+#[cfg(target_os = "linux")]
+pub mod fdpass;
 mod kill;
 pub mod publish;
 pub mod quarantine;
@@ -28,11 +30,15 @@ mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod view;
+#[cfg(target_os = "linux")]
+pub mod warm;
 
 pub use backend::{Backend, Enforcement, Gateway, Mechanism, Probe, PtyUse, Refusal, RunError, Strength, Wiring};
 pub use event::{Events, SandboxEvent};
 pub use exit::Exit;
 pub use kill::{KillSwitch, Stopper};
 pub use request::{Limits, Request};
+#[cfg(target_os = "linux")]
+pub use run::SessionSpec;
 pub use run::{RunSpec, open_audit, run, sessions_dir};
 pub use session::{Session, monitor};

@@ -40,6 +40,7 @@ pub(crate) fn session_start(spec: &RunSpec, policy: &ResolvedPolicy, e: &Enforce
         missing: e.missing.clone(),
         limits: e.limits.clone(),
         denials: e.denials.clone(),
+        session: spec.session_name(),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Request {
     /// `view::glob_cache`); `None`: such files are only protected, and globs are walked
     /// in full every run.
     pub copies: Option<PathBuf>,
+    /// A warm session: `argv` is empty, and the backend starts no command of its own but
+    /// serves [`crate::Wiring`]'s requests (see [`crate::warm`]).
+    pub session: bool,
 }
 
 /// Resource limits of a run (`None`: no limit), from the policy's `[process]`. `tmp_size`

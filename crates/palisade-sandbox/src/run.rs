@@ -40,6 +40,45 @@ pub struct RunSpec {
     pub trace_exec: bool,
     /// `--quiet`: no summary of what was refused at the end of the run.
     pub quiet: bool,
+    /// A warm session (`palisade session start`): `argv` is empty, and commands come through
+    /// its socket.
+    #[cfg(target_os = "linux")]
+    pub session: Option<SessionSpec>,
+}
+
+impl RunSpec {
+    /// The warm session's name, when this run is one.
+    pub fn session_name(&self) -> Option<String> {
+        #[cfg(target_os = "linux")]
+        return self.session.as_ref().map(|s| s.name.clone());
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+}
+
+/// A warm session's part of a run (see [`crate::warm`]): its name, its socket (bound by the
+/// caller at [`crate::warm::socket_path`]) and what to do once it serves and when its owner
+/// ends.
+#[cfg(target_os = "linux")]
+pub struct SessionSpec {
+    /// Its name.
+    pub name: String,
+    /// Its listening socket.
+    pub listener: std::os::unix::net::UnixListener,
+    /// The socket's path (checked against the view: never visible inside).
+    pub socket: PathBuf,
+    /// Called once the first command could start (the daemon tells `session start`).
+    pub on_ready: Box<dyn FnOnce() + Send>,
+    /// Returns when the session's owner has ended (run on a thread of its own); the session
+    /// then stops.
+    pub owner_gone: Option<Box<dyn FnOnce() + Send>>,
+}
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for SessionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSpec").field("name", &self.name).field("socket", &self.socket).finish()
+    }
 }
 
 /// Runs `spec` under `policy` with `backend` and returns the exit status: the command's, 124
@@ -84,6 +123,10 @@ pub fn run<B: Backend + 'static>(
         println!("{text}");
         return Ok(0);
     }
+    #[cfg(target_os = "linux")]
+    if let Some(s) = &spec.session {
+        check_socket_hidden(&s.socket, B::view(&plan))?;
+    }
     // Listening before anything starts: a port in use refuses the run, with the reason.
     let mut published = Some(crate::publish::bind(policy)?).filter(|l| !l.is_empty());
     let enforced = backend.prepare(&plan)?;
@@ -105,7 +148,7 @@ pub fn run<B: Backend + 'static>(
         say.warning(&w);
     }
     log.record(&report::session_start(&spec, policy, &enforced));
-    let pty = std::io::stdin().is_terminal().then(|| PtyUse {
+    let pty = (std::io::stdin().is_terminal() && spec.session_name().is_none()).then(|| PtyUse {
         stdin: true,
         stdout: std::io::stdout().is_terminal(),
         stderr: std::io::stderr().is_terminal(),
@@ -119,7 +162,11 @@ pub fn run<B: Backend + 'static>(
     let session = Session::new(sink.clone(), env.home.clone(), spec.json);
     let events: Arc<dyn Events> = session.clone();
     let repos = Arc::new(Mutex::new(RepoWatch::new(policy, env, host)));
-    let wiring = |gateway: Option<Gateway>, publish: Option<crate::publish::Publisher>| Wiring {
+    #[cfg(target_os = "linux")]
+    let mut serve = spec.session.take().map(|s| session_serve(s, policy, env, B::view(&plan), sink.clone()));
+    let mut wiring = |gateway: Option<Gateway>, publish: Option<crate::publish::Publisher>| Wiring {
+        #[cfg(target_os = "linux")]
+        serve: serve.take(),
         pty,
         events: events.clone(),
         kill: kill.clone(),
@@ -253,7 +300,26 @@ fn retry_weaker<B: Backend>(backend: &mut B, w: Weaker<'_>, why: String, wiring:
 /// The request: the command, the policy's environment with `HOME` and `TMPDIR` pointing at
 /// the sandbox's (unless the policy sets them), the canonical private `${tmp}`.
 fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Request {
-    let mut vars = policy.environment(palisade_policy::load::process_env());
+    Request {
+        argv: spec.argv.clone(),
+        cwd: env.cwd.clone(),
+        env: command_env(policy, env, palisade_policy::load::process_env()),
+        tmp: palisade_policy::PathResolver::resolve(&FsResolver::default(), &env.tmp),
+        trace_exec: spec.trace_exec,
+        copies: Some(crate::copies::dir(env, policy)),
+        session: spec.session_name().is_some(),
+    }
+}
+
+/// A command's environment from its caller's (`parent`): what the policy's `[environment]`
+/// passes and sets, with `HOME` and `TMPDIR` pointing at the sandbox's (unless the policy
+/// sets them), sorted.
+fn command_env(
+    policy: &ResolvedPolicy,
+    env: &Environment,
+    parent: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(String, String)> {
+    let mut vars = policy.environment(parent);
     let mut set = |k: &str, v: String| {
         if !policy.env_set.iter().any(|s| s.name == k) {
             vars.retain(|(n, _)| n != k);
@@ -263,13 +329,56 @@ fn request(spec: &RunSpec, env: &Environment, policy: &ResolvedPolicy) -> Reques
     set("HOME", env.home.to_string_lossy().into_owned());
     set("TMPDIR", env.tmp.to_string_lossy().into_owned());
     vars.sort();
-    Request {
-        argv: spec.argv.clone(),
-        cwd: env.cwd.clone(),
-        env: vars,
-        tmp: palisade_policy::PathResolver::resolve(&FsResolver::default(), &env.tmp),
-        trace_exec: spec.trace_exec,
-        copies: Some(crate::copies::dir(env, policy)),
+    vars
+}
+
+/// Refuses a session whose socket the sandbox could see: a command could then ask for
+/// commands of its own, or a later session's socket could be planted.
+#[cfg(target_os = "linux")]
+fn check_socket_hidden(socket: &std::path::Path, view: &crate::view::FsView) -> Result<(), Refusal> {
+    let dir = socket.parent().unwrap_or(socket);
+    let canonical = palisade_policy::PathResolver::resolve(&FsResolver::default(), dir);
+    match view.seen(&canonical) {
+        crate::view::Seen::Host(palisade_policy::Access::Read | palisade_policy::Access::Write) => Err(Refusal::new(
+            format!("the session's socket directory {} would be visible inside the sandbox", dir.display()),
+            Some("keep $XDG_STATE_HOME/palisade out of every grant (the built-in policy hides it)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The backend's side of a session: once it serves, the socket server starts (with the
+/// owner's watch) and the caller is told the session is ready.
+#[cfg(target_os = "linux")]
+fn session_serve(
+    s: SessionSpec,
+    policy: &ResolvedPolicy,
+    env: &Environment,
+    view: &crate::view::FsView,
+    sink: Arc<dyn palisade_monitor::Sink>,
+) -> crate::warm::Serve {
+    use crate::warm::server::{Context, serve};
+    let (p, e, v, workspace) = (policy.clone(), env.clone(), view.clone(), policy.workspace.clone());
+    let ctx = Arc::new(Context {
+        env: Box::new(move |parent| command_env(&p, &e, parent)),
+        cwd: Box::new(move |wanted| v.cwd_for(wanted, &FsResolver::default(), &workspace)),
+        sink,
+        commands: Mutex::new(None),
+    });
+    let SessionSpec { listener, on_ready, owner_gone, .. } = s;
+    crate::warm::Serve {
+        on_serving: Box::new(move |commands| {
+            *ctx.commands.lock().unwrap_or_else(|e| e.into_inner()) = Some(commands);
+            if let Some(wait) = owner_gone {
+                let c = ctx.clone();
+                let _ = std::thread::Builder::new().name("palisade-owner".into()).spawn(move || {
+                    wait();
+                    c.stop();
+                });
+            }
+            let _ = std::thread::Builder::new().name("palisade-sessions".into()).spawn(move || serve(listener, ctx));
+            on_ready();
+        }),
     }
 }
 

@@ -211,6 +211,7 @@ fn the_view_shows_the_workspace_writable_and_hides_the_home() {
         tmp: env.tmp.clone(),
         trace_exec: false,
         copies: None,
+        session: false,
     };
     let v = palisade_sandbox::view::build(&policy, &host, &req).unwrap();
     assert!(v.exposes_writable(&env.cwd.join("src/main.rs")));

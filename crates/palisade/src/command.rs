@@ -25,6 +25,8 @@ pub struct Command {
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
     events: bool,
+    /// Run in this warm session ([`crate::Session`]) instead of a sandbox of its own.
+    session: Option<String>,
 }
 
 impl Command {
@@ -38,7 +40,17 @@ impl Command {
             stdout: None,
             stderr: None,
             events: true,
+            session: None,
         }
+    }
+
+    /// A command of the warm session `name`: no events stream (the session's audit log has
+    /// its records), the session's policy.
+    pub(crate) fn in_session(sandbox: Sandbox, name: &str, program: &OsStr) -> Command {
+        let mut c = Command::new(sandbox, program);
+        c.events = false;
+        c.session = Some(name.to_owned());
+        c
     }
 
     /// Adds an argument.
@@ -101,15 +113,21 @@ impl Command {
     }
 
     /// Whether to stream the session's audit records to [`Child::take_events`] (default:
-    /// yes). Without it nothing needs reading; the audit log has every record either way.
+    /// yes; always no for a warm [`crate::Session`]'s command). Without it nothing needs
+    /// reading; the audit log has every record either way.
     pub fn events(&mut self, on: bool) -> &mut Command {
-        self.events = on;
+        self.events = on && self.session.is_none();
         self
     }
 
     /// The supervisor's arguments: `run`, the policy options, `--quiet` (the end-of-run
     /// summary is for people; the events carry it), the events descriptor, the command.
     fn supervisor_args(&self) -> Vec<OsString> {
+        if let Some(name) = &self.session {
+            let mut args: Vec<OsString> = vec!["run".into(), "--session".into(), name.into(), "--".into()];
+            args.extend(self.argv.iter().cloned());
+            return args;
+        }
         let mut args: Vec<OsString> = vec!["run".into()];
         args.extend(self.sandbox.options.iter().cloned());
         for e in &self.env {
@@ -135,6 +153,16 @@ impl Command {
         let mut cmd = std::process::Command::new(&self.sandbox.program);
         cmd.args(self.supervisor_args());
         cmd.envs(self.sandbox.supervisor_env.iter().map(|(k, v)| (k, v)));
+        if self.session.is_some() {
+            // A session's command gets the client's environment through the session's
+            // policy: what `env` sets goes there (`env_pass` needs nothing more).
+            for kv in &self.env {
+                let kv = kv.to_string_lossy();
+                if let Some((k, v)) = kv.split_once('=') {
+                    cmd.env(k, v);
+                }
+            }
+        }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }

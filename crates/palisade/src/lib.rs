@@ -34,6 +34,14 @@
 //! use from many threads and from async code (feature `tokio`: `Command::spawn_async`, `AsyncChild`, `AsyncEvents`).
 //! The supervisor is found on `PATH` unless you name it ([`Sandbox::with_program`]).
 //!
+//! # Warm sessions
+//!
+//! An agent that runs many short commands can pay the sandbox's start-up once:
+//! [`Session::start`] brings up one sandbox with a [`Sandbox`]'s policy, and each
+//! [`Session::command`] runs in it (`palisade run --session`) with its own stdio, working
+//! directory and exit status. The session ends when the [`Session`] is dropped, or with your
+//! process.
+//!
 //! # Exit status
 //!
 //! [`Child::wait`] returns the supervisor's status, which is the command's own, with the
@@ -52,6 +60,7 @@ mod child;
 mod command;
 mod events;
 mod sandbox;
+mod session;
 #[cfg(all(unix, feature = "tokio"))]
 mod tokio_child;
 
@@ -60,5 +69,6 @@ pub use command::Command;
 pub use events::{Events, Record};
 pub use palisade_monitor::Event;
 pub use sandbox::Sandbox;
+pub use session::Session;
 #[cfg(all(unix, feature = "tokio"))]
 pub use tokio_child::{AsyncChild, AsyncEvents};

@@ -142,4 +142,12 @@ impl Sandbox {
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         Command::new(self.clone(), program.as_ref())
     }
+
+    /// Starts a warm session with this policy: see [`crate::Session`].
+    ///
+    /// # Errors
+    /// As [`crate::Session::start`].
+    pub fn start_session(&self) -> std::io::Result<crate::Session> {
+        crate::Session::start(self)
+    }
 }

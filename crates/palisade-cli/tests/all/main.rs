@@ -18,6 +18,7 @@ mod policy_cmd;
 mod protect;
 mod publish;
 mod run_cmd;
+mod sessions;
 mod terminal;
 mod tidy;
 mod tools;

@@ -15,6 +15,7 @@ pub(super) fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
     if req.argv.is_empty() {
         return Err(PlanError::NoCommand);
     }
+    // (A warm session has no command: it is refused here, as it needs init's namespaces.)
     // The host's own /proc: readable, never writable. Without a mount namespace there is
     // no read-only /proc/sys (see `sys::mounts::proc_limits`), and as root a /proc/sys
     // file is writable whatever the capabilities.
@@ -89,6 +90,7 @@ pub(super) fn build(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
     };
     let entries = grants.iter().map(|(p, a)| Entry::Host { path: p.clone(), writable: *a == Access::Write }).collect();
     Ok(Plan {
+        session: false,
         mode: Mode::Degraded { missing },
         view: FsView { entries, cwd, tripwires: Vec::new() },
         landlock: lp,

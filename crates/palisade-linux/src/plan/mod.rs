@@ -125,6 +125,9 @@ pub struct Plan {
     /// Ports of the sandbox's loopback published to the host's (`--publish`): init then
     /// makes sockets in the sandbox's network namespace on the supervisor's request.
     pub publish: Vec<palisade_policy::model::Publish>,
+    /// A warm session: init starts no command of its own (`argv` is empty) but serves the
+    /// supervisor's requests (see `sys/child/serve.rs`).
+    pub session: bool,
 }
 
 impl Plan {
@@ -172,19 +175,7 @@ pub fn build(
 fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) -> Result<Plan, PlanError> {
     let mut view = view::build(policy, host, &req)?;
     let landlock = landlock_plan(&view.entries);
-    let mut env = req.env;
     let network = (policy.mode() == palisade_policy::NetMode::Allowlist).then(|| {
-        // Conveniences for tools that honour them; the network namespace is what enforces.
-        // `ALL_PROXY` names the HTTP proxy too: clients that only read it (pip through
-        // requests, curl for any scheme) then work without a SOCKS library; the SOCKS5
-        // listener stays for clients told to use it.
-        let http = format!("http://{HTTP_PROXY}");
-        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-            set_env(&mut env, k, &http);
-            set_env(&mut env, &k.to_ascii_lowercase(), &http);
-        }
-        set_env(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
-        set_env(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
         let (ports, loopback_ports) = view::gateway_ports(policy, MAX_TRANSPARENT_PORTS);
         NetPlan {
             loopback_ports,
@@ -240,8 +231,10 @@ fn build_namespaces(policy: &ResolvedPolicy, host: &dyn HostView, req: Request) 
         contents.push_str(&format!("127.0.1.1\t{HOSTNAME}\n"));
         view.entries.push(Entry::File { path: hosts.into(), contents });
     }
-    env.sort();
+    let session = req.session;
+    let env = command_env(network.is_some(), req.env);
     Ok(Plan {
+        session,
         mode: Mode::Namespaces,
         view,
         landlock,
@@ -274,6 +267,27 @@ fn files_only_hosts(text: &str) -> String {
         out.push_str("# palisade: the network is off, names are looked up in /etc/hosts only\nhosts: files\n");
     }
     out
+}
+
+/// A command's environment as the plan gives it: `env` (the policy's) with, when the
+/// sandbox has a network, the proxy variables naming the gateway; sorted. Warm sessions'
+/// commands get theirs through this too.
+pub fn command_env(network: bool, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    if network {
+        // Conveniences for tools that honour them; the network namespace is what enforces.
+        // `ALL_PROXY` names the HTTP proxy too: clients that only read it (pip through
+        // requests, curl for any scheme) then work without a SOCKS library; the SOCKS5
+        // listener stays for clients told to use it.
+        let http = format!("http://{HTTP_PROXY}");
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            set_env(&mut env, k, &http);
+            set_env(&mut env, &k.to_ascii_lowercase(), &http);
+        }
+        set_env(&mut env, "NO_PROXY", "localhost,127.0.0.1,::1");
+        set_env(&mut env, "no_proxy", "localhost,127.0.0.1,::1");
+    }
+    env.sort();
+    env
 }
 
 fn set_env(env: &mut Vec<(String, String)>, k: &str, v: &str) {
@@ -314,6 +328,7 @@ mod tests {
             tmp: "/tmp".into(),
             trace_exec: false,
             copies: None,
+            session: false,
         };
         build(&policy(text), host, req, Strength::Full)
     }
@@ -372,6 +387,7 @@ mod tests {
             tmp: "/tmp".into(),
             trace_exec: false,
             copies: None,
+            session: false,
         };
         let p = build(&policy(&text), &host(), req, Strength::Degraded).unwrap();
         assert!(p.landlock.deny_tcp);

@@ -14,6 +14,18 @@
 //! | supervisor → init | [`Msg::Ready`]: in the cgroup, start records taken | |
 //! | command → supervisor | [`Msg::ExecTracer`] (exec tracing) | the seccomp listener |
 //! | any → supervisor | [`Msg::Error`]: setup failed, with the kind and the text | |
+//!
+//! A warm session's init (a plan with [`Plan::session`](crate::plan::Plan::session)) forks no
+//! command after READY: it says [`Msg::Serving`] and keeps the socket, over which it then
+//! serves the supervisor's requests until the supervisor closes it (see `child/serve.rs`).
+//!
+//! | from → to | message | descriptors |
+//! |---|---|---|
+//! | init → supervisor | [`Msg::Serving`]: the view is built, commands may come | |
+//! | supervisor → init | [`Msg::Spawn`]: start command N | its request (a memfd), its own control socket, stdin, stdout, stderr |
+//! | command N → supervisor, on its own socket | [`Msg::Pty`], [`Msg::ExecTracer`], [`Msg::Error`], then end of stream at `execve` | as above |
+//! | supervisor → init | [`Msg::Signal`]: signal command N's process group | |
+//! | init → supervisor | [`Msg::Exited`]: command N ended | |
 
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -39,6 +51,37 @@ pub enum Msg {
     ExecTracer,
     /// Sandbox → supervisor: setup failed.
     Error(ErrorKind, String),
+    /// Init → supervisor, in a warm session: set up, serving commands.
+    Serving,
+    /// Supervisor → init, in a warm session: start command N (descriptors: its request, its
+    /// control socket, stdin, stdout, stderr).
+    Spawn(u64),
+    /// Supervisor → init, in a warm session: send signal S to command N's process group.
+    Signal(u64, i32),
+    /// Init → supervisor, in a warm session: command N ended, with its wait status.
+    Exited(u64, Exit),
+}
+
+use crate::Exit;
+
+/// An id and four bytes after a tag: `Signal` and `Exited`.
+fn id_and(tag: u8, id: u64, sub: u8, value: i32) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&id.to_le_bytes());
+    m.push(sub);
+    m.extend_from_slice(&value.to_le_bytes());
+    m
+}
+
+/// The id (8 bytes, little-endian) at the start of `b`.
+fn id_of(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+/// The sub-tag and value after the id of `Signal` and `Exited`.
+fn sub_of(b: &[u8]) -> Option<(u64, u8, i32)> {
+    let value = i32::from_le_bytes(b.get(9..13)?.try_into().ok()?);
+    Some((id_of(b)?, *b.get(8)?, value))
 }
 
 /// What kind of failure a [`Msg::Error`] reports (it decides the exit status: 125, 127, 126).
@@ -74,6 +117,15 @@ impl Msg {
                 m.truncate(MAX_TEXT);
                 m
             }
+            Msg::Serving => vec![b'V'],
+            Msg::Spawn(id) => {
+                let mut m = vec![b'S'];
+                m.extend_from_slice(&id.to_le_bytes());
+                m
+            }
+            Msg::Signal(id, sig) => id_and(b'K', *id, 0, *sig),
+            Msg::Exited(id, Exit::Code(c)) => id_and(b'Q', *id, 0, *c),
+            Msg::Exited(id, Exit::Signal(s)) => id_and(b'Q', *id, 1, *s),
         }
     }
 
@@ -94,6 +146,16 @@ impl Msg {
                 };
                 Msg::Error(kind, String::from_utf8_lossy(text).into_owned())
             }
+            [b'V', ..] => Msg::Serving,
+            [b'S', rest @ ..] => Msg::Spawn(id_of(rest)?),
+            [b'K', rest @ ..] => {
+                let (id, _, sig) = sub_of(rest)?;
+                Msg::Signal(id, sig)
+            }
+            [b'Q', rest @ ..] => match sub_of(rest)? {
+                (id, 0, c) => Msg::Exited(id, Exit::Code(c)),
+                (id, _, s) => Msg::Exited(id, Exit::Signal(s)),
+            },
             _ => return None,
         })
     }
@@ -190,11 +252,17 @@ mod tests {
             Msg::Error(ErrorKind::Setup, "building the view: EPERM".into()),
             Msg::Error(ErrorKind::NotFound, "x: command not found".into()),
             Msg::Error(ErrorKind::CannotExecute, String::new()),
+            Msg::Serving,
+            Msg::Spawn(u64::MAX),
+            Msg::Signal(7, libc::SIGINT),
+            Msg::Exited(1, Exit::Code(255)),
+            Msg::Exited(2, Exit::Signal(9)),
         ] {
             assert_eq!(Msg::decode(&m.encode()), Some(m));
         }
         assert_eq!(Msg::decode(b""), None);
         assert_eq!(Msg::decode(b"?"), None);
+        assert_eq!(Msg::decode(b"S1234"), None, "a cut id is no message");
         assert_eq!(Msg::Error(ErrorKind::Setup, "x".repeat(10_000)).encode().len(), MAX_TEXT);
     }
 

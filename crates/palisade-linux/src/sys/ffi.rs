@@ -396,6 +396,19 @@ pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// An anonymous memory file (memfd_create(2)), close-on-exec, holding `data`, its offset
+/// back at 0 (the receiver of a copy reads it from the start).
+pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: a valid C string and documented flags.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) } as libc::c_long)? as RawFd;
+    // SAFETY: just returned by the kernel, owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write_all(fd.as_raw_fd(), data)?;
+    // SAFETY: lseek on a descriptor we own.
+    check(unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) })?;
+    Ok(fd)
+}
+
 /// A `SOCK_SEQPACKET` unix socket pair, close-on-exec.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];

@@ -1,9 +1,11 @@
 //! The Linux executor: applies a [`Plan`] with namespaces, mounts, Landlock and seccomp, and
 //! supervises the sandbox until it ends.
 
+pub mod attach;
 mod caps;
 pub mod cgroup;
 mod child;
+mod commands;
 pub mod control;
 pub mod exectrace;
 pub mod ffi;
@@ -11,12 +13,14 @@ pub mod kaudit;
 mod landlock;
 mod mounts;
 mod net;
+pub mod owner;
 pub mod placeholders;
 pub mod probe;
 mod publish;
 pub mod quarantine;
 mod quota;
 mod release;
+pub mod spawn_request;
 mod step;
 mod terminal;
 mod tripwire;
@@ -95,6 +99,8 @@ pub struct RunOptions {
     /// The placeholder registry ([`placeholders`]): a directory the sandbox cannot see.
     /// Needed when the plan has placeholders.
     pub placeholders: Option<std::path::PathBuf>,
+    /// A warm session's commands (needed when the plan is a session's).
+    pub serve: Option<palisade_sandbox::warm::Serve>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -110,6 +116,7 @@ impl std::fmt::Debug for RunOptions {
             .field("denials", &self.denials.is_some())
             .field("cgroup", &self.cgroup)
             .field("placeholders", &self.placeholders)
+            .field("serve", &self.serve.is_some())
             .finish()
     }
 }
@@ -168,6 +175,9 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Exit, RunError> {
 fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if thread_count() != 1 {
         return Err(RunError::Setup("the sandbox must be started from a single-threaded process".into()));
+    }
+    if plan.session && opts.serve.is_none() {
+        return Err(RunError::Setup("a session's plan was given no commands to serve".into()));
     }
     let filter = bpf_filter(crate::seccomp::FilterOptions { notify_exec: plan.trace_exec, ..Default::default() })?;
     let strings = exec_strings(&plan.argv, &plan.env)?;
@@ -279,22 +289,12 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     }
     // Init may have failed in the meantime: then its own report says why.
     control::send(ours.as_raw_fd(), &Msg::Ready, &[]).map_err(|e| failed_start(&ours, e))?;
-    let exec_events = opts.events.clone();
+    let on_exec = exec_recorder(opts.events.clone(), execed.clone());
     let (master, listeners, watch) = match await_exec(&ours, &mut |listener| {
-        let user = exec_events.clone();
-        let execed = execed.clone();
-        let f = move |e: exectrace::ExecInfo| {
-            let mut set = execed.lock().unwrap_or_else(|e| e.into_inner());
-            if set.len() >= 65_536 {
-                set.clear();
-            }
-            set.insert(e.host_pid);
-            drop(set);
-            if let Some(ev) = &user {
-                ev.event(SandboxEvent::Exec { pid: e.pid, ppid: e.ppid, path: e.path, argv: e.argv, cwd: e.cwd });
-            }
-        };
-        let _ = std::thread::Builder::new().name("palisade-exec".into()).spawn(move || exectrace::serve(listener, f));
+        let f = on_exec.clone();
+        let _ = std::thread::Builder::new()
+            .name("palisade-exec".into())
+            .spawn(move || exectrace::serve(listener, move |e| f(e)));
     }) {
         Ok(v) => v,
         Err(e) => {
@@ -313,6 +313,12 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     if let (Some(serve), Some(sock)) = (opts.publish.take(), publish) {
         serve(publish::connector(sock));
     }
+    if let Some(serve) = opts.serve.take().filter(|_| plan.session) {
+        let sock = ours.try_clone().map_err(|e| setup("the session's control socket", e))?;
+        let commands = commands::Session::start(sock, plan.network.is_some(), on_exec)
+            .map_err(|e| setup("starting the session's command threads", e))?;
+        (serve.on_serving)(commands);
+    }
     let kill = opts.kill.as_ref().map(|k| k.fd.as_raw_fd());
     let on_open = |p: &Path| {
         if let Some(ev) = &opts.events {
@@ -324,7 +330,7 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
         paths: &plan.view.tripwires,
         on_open: &on_open,
     });
-    let status = terminal::supervise(pid, master, &signals, kill, tripwires);
+    let status = terminal::supervise(terminal::Until::Child(pid), master, &signals, kill, tripwires);
     std::mem::forget(guard);
     if let Some(w) = watch {
         release::close_detached(w);
@@ -341,6 +347,25 @@ fn run_namespaces(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     }
     drop(held);
     status.map_err(|e| setup("supervising the sandbox", e))
+}
+
+/// What the exec tracers report: an `exec` event each, and the process remembered as the
+/// sandbox's (for the denial reader).
+fn exec_recorder(
+    events: Option<std::sync::Arc<dyn Events>>,
+    execed: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u32>>>,
+) -> commands::OnExec {
+    std::sync::Arc::new(move |e: exectrace::ExecInfo| {
+        let mut set = execed.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= 65_536 {
+            set.clear();
+        }
+        set.insert(e.host_pid);
+        drop(set);
+        if let Some(ev) = &events {
+            ev.event(SandboxEvent::Exec { pid: e.pid, ppid: e.ppid, path: e.path, argv: e.argv, cwd: e.cwd });
+        }
+    })
 }
 
 /// Makes the plan's placeholders on the host and registers them for this run. Placeholders
@@ -624,8 +649,14 @@ fn run_on_host(plan: &Plan, mut opts: RunOptions) -> Result<Exit, RunError> {
     // Without a pid namespace, the command's own process created the sandbox's domain.
     let denials = start_denials(audit, move |creator| creator == pid as u32)?;
     let result = await_exec(&ours, &mut |_| {}).and_then(|_| {
-        terminal::supervise(pid, master, &signals, opts.kill.as_ref().map(|k| k.fd.as_raw_fd()), None)
-            .map_err(|e| setup("supervising the command", e))
+        terminal::supervise(
+            terminal::Until::Child(pid),
+            master,
+            &signals,
+            opts.kill.as_ref().map(|k| k.fd.as_raw_fd()),
+            None,
+        )
+        .map_err(|e| setup("supervising the command", e))
     });
     watcher.stop();
     denials.stop();
@@ -721,7 +752,9 @@ fn await_exec(sock: &OwnedFd, on_tracer: &mut dyn FnMut(OwnedFd)) -> Result<Rece
                     ErrorKind::Setup => RunError::Setup(text),
                 });
             }
-            Msg::Go | Msg::Ready => {}
+            // A session's init serves from now on: the socket stays open.
+            Msg::Serving => return Ok((master, listeners, watch)),
+            Msg::Go | Msg::Ready | Msg::Spawn(_) | Msg::Signal(..) | Msg::Exited(..) => {}
         }
     }
 }

@@ -144,10 +144,27 @@ pub struct Tripwires<'a> {
     pub on_open: &'a (dyn Fn(&std::path::Path) + Send),
 }
 
-/// Relays the terminal (if any) and forwards signals until the sandbox's init exits.
-/// `kill`, when given, is an eventfd: once readable, the sandbox is killed.
+/// What [`supervise`] waits for, and where signals go.
+pub enum Until<'a> {
+    /// The sandbox's init, our child: it ends on `SIGCHLD`; signals go by kill(2).
+    Child(libc::pid_t),
+    /// A warm session's command, served elsewhere: once `sock` is readable, `ended` says
+    /// whether (and how) it ended; signals go through `signal`.
+    Remote {
+        /// The session's socket.
+        sock: RawFd,
+        /// Reads what came; `Some` once the command has ended.
+        ended: &'a mut dyn FnMut() -> io::Result<Option<Exit>>,
+        /// Passes a signal on.
+        signal: &'a dyn Fn(i32),
+    },
+}
+
+/// Relays the terminal (if any) and forwards signals until the sandbox's init (or a
+/// session's command) ends. `kill`, when given, is an eventfd: once readable, the sandbox is
+/// killed.
 pub fn supervise(
-    pid: libc::pid_t,
+    mut until: Until<'_>,
     master: Option<OwnedFd>,
     signals: &SignalFd,
     kill: Option<RawFd>,
@@ -175,6 +192,9 @@ pub fn supervise(
         if let Some(t) = &tripwires {
             fds.push(libc::pollfd { fd: t.fd, events: libc::POLLIN, revents: 0 });
         }
+        if let Until::Remote { sock, .. } = &until {
+            fds.push(libc::pollfd { fd: *sock, events: libc::POLLIN, revents: 0 });
+        }
         // SAFETY: `fds` is a valid array of the length passed.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
@@ -189,8 +209,10 @@ pub fn supervise(
                 continue;
             }
             if p.fd == signals.fd.as_raw_fd() {
-                match signals.read()? {
-                    libc::SIGCHLD => {
+                match (signals.read()?, &mut until) {
+                    (libc::SIGCHLD, Until::Remote { .. }) => {}
+                    (libc::SIGCHLD, Until::Child(pid)) => {
+                        let pid = *pid;
                         let mut status = 0;
                         // SAFETY: reaping our own child without blocking.
                         if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid
@@ -202,15 +224,25 @@ pub fn supervise(
                             return Ok(exit);
                         }
                     }
-                    libc::SIGWINCH => {
+                    (libc::SIGWINCH, _) => {
                         if let Some(m) = &master {
                             copy_winsize(0, m.as_raw_fd());
                         }
                     }
-                    sig => {
-                        // SAFETY: forwarding a signal to our own child.
-                        unsafe { libc::kill(pid, sig) };
+                    // SAFETY: forwarding a signal to our own child.
+                    (sig, Until::Child(pid)) => unsafe {
+                        libc::kill(*pid, sig);
+                    },
+                    (sig, Until::Remote { signal, .. }) => signal(sig),
+                }
+            } else if let Until::Remote { sock, ended, .. } = &mut until
+                && p.fd == *sock
+            {
+                if let Some(exit) = ended()? {
+                    if let (Some(m), true) = (&master, master_open) {
+                        drain(m.as_raw_fd(), &mut buf, out_ok);
                     }
+                    return Ok(exit);
                 }
             } else if Some(p.fd) == master.as_ref().map(|m| m.as_raw_fd()) {
                 match ffi::read_some(p.fd, &mut buf) {
@@ -224,8 +256,10 @@ pub fn supervise(
             } else if Some(p.fd) == kill {
                 let mut b = [0u8; 8];
                 let _ = ffi::read_some(p.fd, &mut b);
-                // SAFETY: killing our own child (the sandbox's init; the rest follows it).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                if let Until::Child(pid) = until {
+                    // SAFETY: killing our own child (the sandbox's init; the rest follows it).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
             } else if p.fd == 0 {
                 match ffi::read_some(0, &mut buf) {
                     Ok(0) | Err(_) => stdin_open = false,

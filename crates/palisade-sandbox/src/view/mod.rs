@@ -168,7 +168,21 @@ pub struct FsView {
     pub tripwires: Vec<PathBuf>,
 }
 
+/// The working directory inside for a caller in `wanted`: `wanted` when the view shows it
+/// (read or write) and it is a directory, else the workspace.
+fn place_cwd(entries: &[Entry], host: &dyn HostFs, wanted: &Path, workspace: &Path) -> PathBuf {
+    let visible = matches!(seen_in(entries, wanted), Seen::Host(Access::Read | Access::Write));
+    if visible && host.kind(wanted) == Some(Kind::Dir) { wanted.to_path_buf() } else { workspace.to_path_buf() }
+}
+
 impl FsView {
+    /// The working directory inside for a command asked for from `wanted` (a warm session's
+    /// later commands), placed as [`build`] placed the first: `wanted` when this view shows
+    /// it and `host` says it is a directory, else `workspace`.
+    pub fn cwd_for(&self, wanted: &Path, host: &dyn HostFs, workspace: &Path) -> PathBuf {
+        place_cwd(&self.entries, host, wanted, workspace)
+    }
+
     /// How the (normalised, absolute) `path` looks inside.
     pub fn seen(&self, path: &Path) -> Seen {
         seen_in(&self.entries, path)
@@ -226,7 +240,7 @@ pub enum ViewError {
 /// # Errors
 /// [`ViewError`]: an empty command, a grant inside a denied directory, a glob too broad.
 pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Result<FsView, ViewError> {
-    if req.argv.is_empty() {
+    if req.argv.is_empty() && !req.session {
         return Err(ViewError::NoCommand);
     }
     let mut candidates: Vec<(PathBuf, Candidate)> = Vec::new();
@@ -329,9 +343,7 @@ pub fn build(policy: &ResolvedPolicy, host: &dyn HostFs, req: &Request) -> Resul
             entries.push(Entry::Link { path: link.clone(), target });
         }
     }
-    let visible = matches!(seen_in(&entries, &req.cwd), Seen::Host(Access::Read | Access::Write));
-    let cwd =
-        if visible && host.kind(&req.cwd) == Some(Kind::Dir) { req.cwd.clone() } else { policy.workspace.clone() };
+    let cwd = place_cwd(&entries, host, &req.cwd, &policy.workspace);
     let tripwires = policy
         .tripwires
         .iter()

@@ -29,6 +29,7 @@ fn request(copies: Option<&Path>) -> Request {
         tmp: "/tmp".into(),
         trace_exec: false,
         copies: copies.map(Path::to_path_buf),
+        session: false,
     }
 }
 
@@ -188,6 +189,7 @@ fn grants_written_through_a_link_get_the_link() {
         tmp: "/tmp".into(),
         trace_exec: false,
         copies: None,
+        session: false,
     };
     let p = build(&pol, &h, &req).unwrap();
     assert!(p.entries.contains(&Entry::Link { path: "/lib64".into(), target: "/usr/lib64".into() }));
@@ -215,6 +217,7 @@ fn home_and_workspace_under_the_private_tmp_stay_private() {
         tmp: "/tmp".into(),
         trace_exec: false,
         copies: None,
+        session: false,
     };
     let p = build(&pol, &h, &req).unwrap();
     assert_eq!(p.entries[0], Entry::Private { path: "/tmp".into(), size: DEFAULT_TMP_SIZE });
@@ -250,8 +253,15 @@ fn tripwires_go_only_into_private_file_systems() {
 
 #[test]
 fn empty_command_is_refused() {
-    let req =
-        Request { argv: vec![], cwd: "/".into(), env: vec![], tmp: "/tmp".into(), trace_exec: false, copies: None };
+    let req = Request {
+        argv: vec![],
+        cwd: "/".into(),
+        env: vec![],
+        tmp: "/tmp".into(),
+        trace_exec: false,
+        copies: None,
+        session: false,
+    };
     assert_eq!(build(&policy(BASE), &host(), &req).unwrap_err(), ViewError::NoCommand);
 }
 

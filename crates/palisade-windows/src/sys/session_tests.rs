@@ -260,6 +260,7 @@ fn the_windows_policy_plans_a_workspace() {
         tmp: env.tmp.clone(),
         trace_exec: false,
         copies: None,
+        session: false,
     };
     let backend = super::backend::Windows::new(dirs.0.join("state\\palisade"));
     let plan = backend.plan(&policy, &host, req, Strength::Full).unwrap_or_else(|e| panic!("{e}"));

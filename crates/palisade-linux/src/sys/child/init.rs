@@ -87,6 +87,9 @@ pub fn init_main(a: ChildArgs<'_>) -> ! {
     }
     let forwarded = forwarded_signals();
     block(&forwarded);
+    if a.plan.session {
+        super::serve::serve_main(&a.cmd, sock, publish, &forwarded);
+    }
     // SAFETY: fork in a single-threaded process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -185,7 +188,7 @@ fn init_loop(cmd: libc::pid_t, signals: &[i32], mut publish: Option<RawFd>) -> !
 
 /// Opens a pty in the sandbox's own devpts, sends the master to the supervisor, returns the
 /// slave.
-fn open_pty(sock: RawFd) -> std::io::Result<OwnedFd> {
+pub(super) fn open_pty(sock: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: valid C string; flags documented.
     let m =
         ffi::check(unsafe { libc::open(c"/dev/pts/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) }

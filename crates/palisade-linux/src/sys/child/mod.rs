@@ -14,6 +14,7 @@
 
 mod command;
 mod init;
+mod serve;
 
 pub use command::command_main;
 pub use init::init_main;
@@ -26,6 +27,7 @@ use std::path::Path;
 use super::control::{self, ErrorKind, Msg};
 use super::ffi;
 use super::landlock;
+use crate::Exit;
 
 use super::mounts;
 use crate::plan::{LandlockPlan, Plan};
