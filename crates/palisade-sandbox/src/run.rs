@@ -164,6 +164,7 @@ pub fn run<B: Backend + 'static>(
     let repos = Arc::new(Mutex::new(RepoWatch::new(policy, env, host)));
     #[cfg(target_os = "linux")]
     let mut serve = spec.session.take().map(|s| session_serve(s, policy, env, B::view(&plan), sink.clone()));
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let mut wiring = |gateway: Option<Gateway>, publish: Option<crate::publish::Publisher>| Wiring {
         #[cfg(target_os = "linux")]
         serve: serve.take(),

@@ -117,3 +117,25 @@ fn terminate_stops_the_sandbox_and_ends_the_log_and_stdin_reaches_the_command() 
     let last = events.filter_map(Result::ok).last().unwrap();
     assert!(matches!(last.event, palisade::Event::SessionEnd { signal: Some(15), .. }), "{last:?}");
 }
+
+#[test]
+fn a_library_session_runs_commands_in_one_sandbox_and_ends_when_dropped() {
+    let f = Fixture::new("lib-session");
+    let secret = canary(&f);
+    let session = sandbox(&f).start_session().unwrap();
+    let socket = f.home().join(format!(".local/state/palisade/live/{}.sock", session.name()));
+    assert!(socket.exists());
+    let o = session.command("/bin/sh").args(["-c", "echo one > /tmp/shared; echo made"]).output().unwrap();
+    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).trim()), (Some(0), "made"));
+    let o = session.command("/bin/cat").arg("/tmp/shared").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "one", "the session's /tmp is shared");
+    let o = session.command("/bin/cat").arg(&secret).output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("CANARY"), "the secret was read");
+    let mut child = session.command("/bin/cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped\n");
+    drop(session);
+    assert!(!socket.exists(), "dropping the session stops it");
+}

@@ -32,8 +32,13 @@ fn spawn(s: &Sandbox, t: &Pty, stdin_tty: bool, cmd: &[&str]) -> Child {
     let bin = bin_dir();
     let mut args = vec!["run", "--allow-read", &bin, "--"];
     args.extend_from_slice(cmd);
+    spawn_args(s, t, stdin_tty, &args)
+}
+
+/// `palisade ARGS` on the test's terminal.
+fn spawn_args(s: &Sandbox, t: &Pty, stdin_tty: bool, args: &[&str]) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    c.args(&args)
+    c.args(args)
         .current_dir(s.ws())
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -136,4 +141,44 @@ fn tiocsti_inside_the_sandbox_pty_is_refused_too() {
     let out = read_until(&mut t.master, "\n", 10);
     assert_eq!(wait_timeout(&mut child, 10), Some(0));
     assert!(out.contains("EPERM"), "{out}");
+}
+
+#[test]
+fn a_warm_sessions_command_gets_a_pty_of_its_own_input_and_ctrl_c() {
+    let s = Sandbox::new("tty-session");
+    let bin = bin_dir();
+    let me = std::process::id().to_string();
+    let o = s.palisade(&["session", "start", "--name", "tty", "--owner", &me, "--allow-read", &bin]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut t = pty(33, 77);
+    let run = |t: &Pty, cmd: &[&str], stdin_tty: bool| {
+        let mut args = vec!["run", "--session", "tty", "--"];
+        args.extend_from_slice(cmd);
+        spawn_args(&s, t, stdin_tty, &args)
+    };
+    let mut child = run(&t, &["/bin/sh", "-c", "tty; stty size; echo READY; read line; echo got:$line"], true);
+    let out = read_until(&mut t.master, "READY", 10);
+    assert!(out.contains("/dev/pts/") && out.contains("33 77"), "no pty of its own, or no window size: {out}");
+    t.master.write_all(b"hello session\r").unwrap();
+    let out = read_until(&mut t.master, "got:hello session", 10);
+    assert_eq!(wait_timeout(&mut child, 10), Some(0), "{out}");
+
+    let mut child = run(&t, &["/bin/sh", "-c", "echo READY; exec sleep 30"], true);
+    read_until(&mut t.master, "READY", 10);
+    std::thread::sleep(Duration::from_millis(100));
+    t.master.write_all(b"\x03").unwrap();
+    assert_eq!(wait_timeout(&mut child, 10), Some(130), "Ctrl-C did not interrupt the command");
+
+    // stdout the user's terminal, stdin not: the terminal itself is passed, and TIOCSTI on it
+    // is refused as in a cold run.
+    let mut child = run(&t, &[probe_bin(), "tiocsti", "1"], false);
+    let out = read_until(&mut t.master, "\n", 10);
+    assert_eq!(wait_timeout(&mut child, 10), Some(0));
+    assert!(out.contains("EPERM"), "TIOCSTI was not refused: {out}");
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD on the terminal's slave side reports queued input.
+    unsafe { libc::ioctl(t.slave.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    assert_eq!(pending, 0, "input was injected into the user's terminal");
+    let o = s.palisade(&["session", "stop", "tty"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
